@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Imprint",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "imprint", targets: ["imprint"]),
+        .library(name: "WIM", targets: ["WIM"]),
+        .library(name: "Apply", targets: ["Apply"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // SHA-1 (and later SHA-256) from the system's libcrypto, which uses the CPU's SHA
+        // instructions; hashing every blob must not be the bottleneck of verify or apply.
+        .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto"),
+        // wimlib itself: for the tests only, as the reference our code is compared against.
+        .systemLibrary(name: "CWimlibReference", path: "Sources/CWimlibReference"),
+        // Linux system calls Swift cannot reach directly (openat2, used to stay inside a target).
+        .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
+
+        // The WIM format: header, blob table, XML, metadata, decompressors, readers.
+        .target(name: "WIM", dependencies: ["CLibCrypto"]),
+        // Apply targets: where the entries of an image are written (a directory, later NTFS).
+        .target(name: "Apply", dependencies: ["WIM", "CSystem"]),
+        // The command-line tool.
+        .executableTarget(
+            name: "imprint",
+            dependencies: [
+                "WIM", "Apply",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "WIMTests",
+            dependencies: ["WIM", "Apply", "CWimlibReference"]
+        ),
+    ]
+)

@@ -1,0 +1,35 @@
+import WIM
+
+/// Where an image is written. An apply runs in three passes, as wimlib's does: create the
+/// structure (directories, files, links), fill streams blob by blob in storage order, then set
+/// the metadata that writing would disturb (times). One implementation per kind of target.
+public protocol ApplyTarget: AnyObject {
+    /// Creates directories, empty files and hard links for every planned item.
+    func createStructure(_ plan: ApplyPlan, progress: (Int) -> Void) throws
+    /// A blob is about to arrive for these streams.
+    func beginBlob(_ blob: BlobDescriptor, targets: [StreamTarget], plan: ApplyPlan) throws
+    func blobData(_ data: UnsafeRawBufferPointer) throws
+    func endBlob() throws
+    /// Sets times and any metadata that must come after the data.
+    func finish(_ plan: ApplyPlan) throws
+    /// What could not be written, and why.
+    var summary: ApplySummary { get }
+}
+
+/// The end report of an apply: counts, and everything the target could not hold, by reason.
+public struct ApplySummary: Sendable {
+    public var directories = 0
+    public var files = 0
+    public var hardLinks = 0
+    public var symlinks = 0
+    public var bytesWritten: UInt64 = 0
+    public var xattrsWritten = 0
+    /// Reason → paths (image paths) that were affected.
+    public var notKept: [String: [String]] = [:]
+
+    public init() {}
+
+    public mutating func note(_ reason: String, _ path: String) {
+        notKept[reason, default: []].append(path)
+    }
+}

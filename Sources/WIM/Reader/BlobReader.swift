@@ -1,0 +1,427 @@
+/// Receives blobs in the order they are stored, each as a run of data pieces.
+public protocol BlobSink: AnyObject {
+    func beginBlob(_ blob: BlobDescriptor) throws
+    func blobData(_ data: UnsafeRawBufferPointer) throws
+    /// Called after the blob's SHA-1 was checked (when checking is on).
+    func endBlob(_ blob: BlobDescriptor) throws
+}
+
+/// How far a read has come, for progress bars and events.
+public struct ReadProgress: Sendable {
+    public var blobsDone: Int
+    public var blobsTotal: Int
+    public var bytesDone: UInt64
+    public var bytesTotal: UInt64
+}
+
+/// Reads a set of blobs in one pass in storage order: each resource is read and each chunk
+/// decompressed once, on several threads, and delivered in order to a sink on the calling
+/// thread. Memory stays bounded by the number of work units in flight, whatever the image size.
+public struct BlobReader {
+    public var archive: WIMArchive
+    public var threads: Int
+    public var verifyHashes = true
+    /// Target uncompressed size of one work unit.
+    public var unitBytes = 2 << 20
+    /// Upper bound on the bytes held by units decoded but not yet consumed.
+    public var maxBytesInFlight = 160 << 20
+    /// Names the files that use a blob, for error messages.
+    public var describeUsers: (SHA1Digest) -> [String] = { _ in [] }
+
+    public init(archive: WIMArchive, threads: Int = availableProcessorCount()) {
+        self.archive = archive
+        self.threads = max(1, threads)
+    }
+
+    /// One piece of uncompressed resource data a unit produces.
+    struct Segment {
+        var resource: Int
+        var start: UInt64
+        var length: Int
+        var bufferOffset: Int
+    }
+
+    enum UnitKind {
+        /// Consecutive small compressed resources read with one `pread` and decoded whole.
+        case wholeResources([Int])
+        /// A range of chunks of one compressed resource whose chunk table was read in planning.
+        case chunks(resource: Int, chunks: ArraySlice<Chunk>, firstIndex: Int, uncompressedStart: UInt64)
+        /// Part of an uncompressed resource.
+        case raw(resource: Int, start: UInt64, length: Int)
+    }
+
+    struct Unit {
+        var kind: UnitKind
+        var outputBytes: Int
+        var inputBytes: Int
+    }
+
+    final class UnitResult {
+        var buffer: UnsafeMutableRawBufferPointer?
+        var segments: [Segment] = []
+        var error: (any Error)?
+        init() {}
+    }
+
+    /// Reads `blobs` and hands them to `sink` in storage order.
+    public func read(_ blobs: [BlobDescriptor], into sink: BlobSink,
+                     progress: ((ReadProgress) -> Void)? = nil) throws {
+        let resources = archive.resources
+        let ordered = blobs.sorted { a, b in
+            let ra = resources[a.resource], rb = resources[b.resource]
+            if ra.part != rb.part { return ra.part < rb.part }
+            if ra.offset != rb.offset { return ra.offset < rb.offset }
+            return a.offsetInResource < b.offsetInResource
+        }
+        var blobsByResource: [Int: [BlobDescriptor]] = [:]
+        var resourceOrder: [Int] = []
+        for blob in ordered {
+            if blobsByResource[blob.resource] == nil { resourceOrder.append(blob.resource) }
+            blobsByResource[blob.resource, default: []].append(blob)
+        }
+        let units = try plan(resourceOrder, blobsByResource)
+        let total = ReadProgress(blobsDone: 0, blobsTotal: ordered.count, bytesDone: 0,
+                                 bytesTotal: ordered.reduce(0) { $0 + $1.size })
+        try run(units, blobsByResource: blobsByResource, resourceOrder: resourceOrder, total: total, sink: sink, progress: progress)
+    }
+
+    // MARK: Planning
+
+    func plan(_ order: [Int], _ blobsByResource: [Int: [BlobDescriptor]]) throws -> [Unit] {
+        var units: [Unit] = []
+        var batch: [Int] = []
+        var batchStart: UInt64 = 0, batchEnd: UInt64 = 0, batchOut = 0
+        func flush() {
+            guard !batch.isEmpty else { return }
+            units.append(Unit(kind: .wholeResources(batch), outputBytes: batchOut, inputBytes: Int(batchEnd - batchStart)))
+            batch = []
+            batchOut = 0
+        }
+        for index in order {
+            let r = archive.resources[index]
+            let wanted = blobsByResource[index] ?? []
+            if !r.isCompressed && !r.isSolid {
+                flush()
+                // Uncompressed: read only the blob spans, a unit at a time.
+                for blob in wanted {
+                    var start = blob.offsetInResource
+                    let end = blob.offsetInResource + blob.size
+                    while start < end {
+                        let length = Int(min(UInt64(unitBytes), end - start))
+                        units.append(Unit(kind: .raw(resource: index, start: start, length: length), outputBytes: length, inputBytes: 0))
+                        start += UInt64(length)
+                    }
+                }
+                continue
+            }
+            if !r.isSolid && r.uncompressedSize <= UInt64(unitBytes) && r.sizeInWIM <= UInt64(unitBytes) {
+                // Small resources are batched while they lie close together in one part.
+                let continues = !batch.isEmpty && archive.resources[batch[0]].part == r.part
+                    && r.offset >= batchEnd && r.offset - batchEnd < 1 << 20
+                    && r.end - batchStart <= UInt64(2 * unitBytes) && batchOut + Int(r.uncompressedSize) <= 2 * unitBytes
+                if !continues {
+                    flush()
+                    batchStart = r.offset
+                }
+                batch.append(index)
+                batchEnd = r.end
+                batchOut += Int(r.uncompressedSize)
+                continue
+            }
+            flush()
+            // Large or solid: read the chunk table now and cut the needed chunks into units.
+            let file = archive.parts[r.part]
+            let prefixSize = r.chunkTablePrefixSize
+            guard UInt64(prefixSize) <= r.sizeInWIM else {
+                throw WIMError.invalidResource(path: file.path, offset: r.offset, reason: "chunk table (\(prefixSize) bytes) is larger than the resource (\(r.sizeInWIM) bytes)")
+            }
+            let prefix = try file.read(count: prefixSize, at: r.offset, what: "chunk table")
+            let table = try withBytes(prefix) { (raw) throws(WIMError) in try r.parseChunkTable(prefix: raw, path: file.path) }
+            var needed = [Bool](repeating: !r.isSolid, count: table.chunks.count)
+            if r.isSolid {
+                for blob in wanted where blob.size > 0 {
+                    let first = Int(blob.offsetInResource / UInt64(r.chunkSize))
+                    let last = Int((blob.offsetInResource + blob.size - 1) / UInt64(r.chunkSize))
+                    for c in first...min(last, table.chunks.count - 1) { needed[c] = true }
+                }
+            }
+            var c = 0
+            while c < table.chunks.count {
+                guard needed[c] else { c += 1; continue }
+                var end = c
+                var out = 0, input = 0
+                while end < table.chunks.count, needed[end], end == c || out + table.chunks[end].uncompressedSize <= unitBytes {
+                    out += table.chunks[end].uncompressedSize
+                    input += table.chunks[end].storedSize
+                    end += 1
+                }
+                units.append(Unit(kind: .chunks(resource: index, chunks: table.chunks[c..<end], firstIndex: c,
+                                                uncompressedStart: UInt64(c) * UInt64(r.chunkSize)),
+                                  outputBytes: out, inputBytes: input))
+                c = end
+            }
+        }
+        flush()
+        return units
+    }
+
+    // MARK: Decoding (worker threads)
+
+    static func decode(_ unit: Unit, archive: WIMArchive, decoders: inout DecoderSet, result: UnitResult) throws {
+        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: max(unit.outputBytes, 1), alignment: 64)
+        result.buffer = output
+        switch unit.kind {
+        case let .raw(index, start, length):
+            let r = archive.resources[index]
+            try archive.parts[r.part].read(into: UnsafeMutableRawBufferPointer(rebasing: output[0..<length]), at: r.offset + start, what: "resource data")
+            result.segments = [Segment(resource: index, start: start, length: length, bufferOffset: 0)]
+
+        case let .wholeResources(list):
+            let first = archive.resources[list[0]]
+            let last = archive.resources[list[list.count - 1]]
+            let file = archive.parts[first.part]
+            let input = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(last.end - first.offset), alignment: 64)
+            defer { input.deallocate() }
+            try file.read(into: input, at: first.offset, what: "resource data")
+            var position = 0
+            for index in list {
+                let r = archive.resources[index]
+                let base = Int(r.offset - first.offset)
+                let raw = UnsafeRawBufferPointer(rebasing: input[base..<(base + Int(r.sizeInWIM))])
+                let table = try r.parseChunkTable(prefix: raw, path: file.path)
+                let segmentStart = position
+                for (i, chunk) in table.chunks.enumerated() {
+                    let s = Int(chunk.fileOffset - r.offset)
+                    try decodeChunk(r, chunkIndex: i, chunk: chunk, input: UnsafeRawBufferPointer(rebasing: raw[s..<(s + chunk.storedSize)]),
+                                    output: UnsafeMutableRawBufferPointer(rebasing: output[position..<(position + chunk.uncompressedSize)]),
+                                    path: file.path, decoders: &decoders)
+                    position += chunk.uncompressedSize
+                }
+                result.segments.append(Segment(resource: index, start: 0, length: position - segmentStart, bufferOffset: segmentStart))
+            }
+
+        case let .chunks(index, chunks, firstIndex, uncompressedStart):
+            let r = archive.resources[index]
+            let file = archive.parts[r.part]
+            guard let firstChunk = chunks.first, let lastChunk = chunks.last else { return }
+            let span = Int(lastChunk.fileOffset - firstChunk.fileOffset) + lastChunk.storedSize
+            let input = UnsafeMutableRawBufferPointer.allocate(byteCount: span, alignment: 64)
+            defer { input.deallocate() }
+            try file.read(into: input, at: firstChunk.fileOffset, what: "resource data")
+            var position = 0
+            for (k, chunk) in chunks.enumerated() {
+                let s = Int(chunk.fileOffset - firstChunk.fileOffset)
+                try decodeChunk(r, chunkIndex: firstIndex + k, chunk: chunk,
+                                input: UnsafeRawBufferPointer(rebasing: input[s..<(s + chunk.storedSize)]),
+                                output: UnsafeMutableRawBufferPointer(rebasing: output[position..<(position + chunk.uncompressedSize)]),
+                                path: file.path, decoders: &decoders)
+                position += chunk.uncompressedSize
+            }
+            result.segments = [Segment(resource: index, start: uncompressedStart, length: position, bufferOffset: 0)]
+        }
+    }
+
+    static func decodeChunk(_ r: Resource, chunkIndex: Int, chunk: Chunk, input: UnsafeRawBufferPointer,
+                            output: UnsafeMutableRawBufferPointer, path: String, decoders: inout DecoderSet) throws {
+        do throws(DecompressionError) {
+            try decoders.decode(r.compression, chunkSize: r.chunkSize, input, into: output)
+        } catch {
+            throw WIMError.corruptChunk(path: path, chunkOffset: chunk.fileOffset + UInt64(max(0, error.offset)), chunkIndex: chunkIndex,
+                                        resourceOffset: r.offset, reason: error.reason)
+        }
+    }
+
+    // MARK: The pipeline
+
+    func run(_ units: [Unit], blobsByResource: [Int: [BlobDescriptor]], resourceOrder: [Int], total: ReadProgress,
+             sink: BlobSink, progress: ((ReadProgress) -> Void)?) throws {
+        let monitor = Monitor()
+        let archive = self.archive
+        let maxUnitsInFlight = threads * 3 + 2
+        let budget = maxBytesInFlight
+        // Shared state, guarded by `monitor`.
+        final class State: @unchecked Sendable {
+            var nextToStart = 0
+            var nextToConsume = 0
+            var bytesInFlight = 0
+            var cancelled = false
+            var results: [Int: UnitResult] = [:]
+        }
+        let state = State()
+        let unitCount = units.count
+        let costs = units.map { $0.outputBytes + $0.inputBytes }
+        let unitsBox = UnsafeSendable(units)
+
+        let workerCount = min(threads, max(unitCount, 1))
+        var consumerError: (any Error)?
+
+        // The calling thread consumes while `workerCount` threads decode.
+        let workers = UnsafeSendable({
+            runThreads(workerCount) { _ in
+                var decoders = DecoderSet()
+                while true {
+                    monitor.lock()
+                    while !state.cancelled && state.nextToStart < unitCount
+                            && !(state.nextToStart < state.nextToConsume + maxUnitsInFlight
+                                 && (state.bytesInFlight + costs[state.nextToStart] <= budget || state.nextToStart == state.nextToConsume)) {
+                        monitor.wait()
+                    }
+                    if state.cancelled || state.nextToStart >= unitCount { monitor.unlock(); return }
+                    let k = state.nextToStart
+                    state.nextToStart += 1
+                    state.bytesInFlight += costs[k]
+                    monitor.unlock()
+
+                    let result = UnitResult()
+                    do { try BlobReader.decode(unitsBox.value[k], archive: archive, decoders: &decoders, result: result) } catch { result.error = error }
+
+                    monitor.lock()
+                    state.results[k] = result
+                    monitor.broadcast()
+                    monitor.unlock()
+                }
+            }
+        })
+        var workerThread = pthread_t()
+        let box = Unmanaged.passRetained(ClosureBox(workers.value))
+        pthread_create(&workerThread, nil, { raw in
+            let b = Unmanaged<ClosureBox>.fromOpaque(raw!).takeRetainedValue()
+            b.body()
+            return nil
+        }, box.toOpaque())
+
+        defer {
+            monitor.lock()
+            state.cancelled = true
+            monitor.broadcast()
+            for (_, r) in state.results { r.buffer?.deallocate() }
+            state.results = [:]
+            monitor.unlock()
+            pthread_join(workerThread, nil)
+            monitor.withLock {
+                for (_, r) in state.results { r.buffer?.deallocate() }
+                state.results = [:]
+            }
+        }
+
+        // Consumer: walks the blobs of each resource as their bytes arrive.
+        var delivery = Delivery(archive: archive, blobsByResource: blobsByResource, verify: verifyHashes,
+                                describeUsers: describeUsers, progress: total, report: progress)
+        for k in 0..<unitCount {
+            monitor.lock()
+            while state.results[k] == nil { monitor.wait() }
+            let result = state.results.removeValue(forKey: k)!
+            monitor.unlock()
+            defer {
+                result.buffer?.deallocate()
+                monitor.withLock {
+                    state.bytesInFlight -= costs[k]
+                    state.nextToConsume = k + 1
+                    monitor.broadcast()
+                }
+            }
+            if let error = result.error { consumerError = error; break }
+            guard let buffer = result.buffer else { continue }
+            do {
+                for segment in result.segments {
+                    try delivery.deliver(segment, UnsafeRawBufferPointer(rebasing: buffer[segment.bufferOffset..<(segment.bufferOffset + segment.length)]), sink: sink)
+                }
+            } catch {
+                consumerError = error
+                break
+            }
+        }
+        if let consumerError { throw consumerError }
+        try delivery.finish(sink: sink)
+    }
+
+    /// Maps decoded resource bytes onto the blobs they belong to, hashing each blob.
+    struct Delivery {
+        let archive: WIMArchive
+        let blobsByResource: [Int: [BlobDescriptor]]
+        let verify: Bool
+        let describeUsers: (SHA1Digest) -> [String]
+        var progress: ReadProgress
+        let report: ((ReadProgress) -> Void)?
+        var cursor: [Int: Int] = [:]
+        var open: BlobDescriptor?
+        var hasher = SHA1Hasher()
+        var lastReported: UInt64 = 0
+
+        init(archive: WIMArchive, blobsByResource: [Int: [BlobDescriptor]], verify: Bool,
+             describeUsers: @escaping (SHA1Digest) -> [String], progress: ReadProgress, report: ((ReadProgress) -> Void)?) {
+            self.archive = archive
+            self.blobsByResource = blobsByResource
+            self.verify = verify
+            self.describeUsers = describeUsers
+            self.progress = progress
+            self.report = report
+        }
+
+        mutating func deliver(_ segment: Segment, _ bytes: UnsafeRawBufferPointer, sink: BlobSink) throws {
+            guard let blobs = blobsByResource[segment.resource] else { return }
+            var i = cursor[segment.resource] ?? 0
+            let segmentEnd = segment.start + UInt64(segment.length)
+            while i < blobs.count {
+                let blob = blobs[i]
+                let blobEnd = blob.offsetInResource + blob.size
+                if blob.offsetInResource >= segmentEnd { break }
+                if blobEnd <= segment.start { i += 1; continue }
+                if blob.offsetInResource >= segment.start {
+                    // The blob starts in this segment.
+                    try sink.beginBlob(blob)
+                    open = blob
+                }
+                let from = max(blob.offsetInResource, segment.start)
+                let to = min(blobEnd, segmentEnd)
+                let piece = UnsafeRawBufferPointer(rebasing: bytes[Int(from - segment.start)..<Int(to - segment.start)])
+                if verify { hasher.update(piece) }
+                try sink.blobData(piece)
+                progress.bytesDone += UInt64(piece.count)
+                if to == blobEnd {
+                    try finishBlob(blob, sink: sink)
+                    i += 1
+                } else {
+                    break
+                }
+            }
+            cursor[segment.resource] = i
+            if let report, progress.bytesDone - lastReported >= 4 << 20 || progress.bytesDone == progress.bytesTotal {
+                lastReported = progress.bytesDone
+                report(progress)
+            }
+        }
+
+        mutating func finishBlob(_ blob: BlobDescriptor, sink: BlobSink) throws {
+            if verify {
+                let actual = hasher.finish()
+                if actual != blob.hash {
+                    let r = archive.resources[blob.resource]
+                    throw WIMError.hashMismatch(path: archive.parts[r.part].path, blob: blob.hash, resourceOffset: r.offset,
+                                                actual: actual, usedBy: describeUsers(blob.hash))
+                }
+            }
+            open = nil
+            try sink.endBlob(blob)
+            progress.blobsDone += 1
+        }
+
+        mutating func finish(sink: BlobSink) throws {
+            if let report { report(progress) }
+        }
+    }
+}
+
+final class ClosureBox {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A WIM file opened for random-access reads. `pread` keeps reads independent of a shared file
+/// position, so several decompression threads can read one handle at once.
+public final class WIMFileHandle: @unchecked Sendable {
+    public let path: String
+    public let size: UInt64
+    private let descriptor: Int32
+
+    public init(path: String) throws(WIMError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw .io(path: path, operation: "open", errno: errno) }
+        var info = stat()
+        if fstat(fd, &info) != 0 {
+            let code = errno
+            close(fd)
+            throw .io(path: path, operation: "stat", errno: code)
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw .io(path: path, operation: "open (it is a directory)", errno: EISDIR)
+        }
+        self.path = path
+        self.descriptor = fd
+        if (info.st_mode & S_IFMT) == S_IFBLK {
+            self.size = UInt64(max(0, lseek(fd, 0, SEEK_END)))
+        } else {
+            self.size = UInt64(info.st_size)
+        }
+        // The whole file is read front to back in one pass; tell the kernel to read ahead.
+        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+    }
+
+    deinit { close(descriptor) }
+
+    /// Reads exactly `buffer.count` bytes at `offset`, or throws naming `what` was being read.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, what: String) throws(WIMError) {
+        guard buffer.count > 0 else { return }
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
+        if overflow || end > size {
+            throw .truncated(path: path, what: what, offset: offset, needed: overflow ? UInt64.max : end - size)
+        }
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: path, operation: "read at offset \(offset + UInt64(done))", errno: errno)
+            }
+            if n == 0 {
+                throw .truncated(path: path, what: what, offset: offset, needed: UInt64(buffer.count - done))
+            }
+            done += n
+        }
+    }
+
+    public func read(count: Int, at offset: UInt64, what: String) throws(WIMError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: WIMError?
+        bytes.withUnsafeMutableBytes { buf in
+            do throws(WIMError) { try read(into: buf, at: offset, what: what) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+}
+
+/// Little-endian field access on a byte buffer whose length the caller has already checked.
+extension UnsafeRawBufferPointer {
+    @inline(__always) func le16(_ offset: Int) -> UInt16 {
+        UInt16(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+    @inline(__always) func le32(_ offset: Int) -> UInt32 {
+        UInt32(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+    @inline(__always) func le64(_ offset: Int) -> UInt64 {
+        UInt64(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+}
+
+extension Array where Element == UInt8 {
+    @inline(__always) func le16(_ offset: Int) -> UInt16 { withUnsafeBytes { $0.le16(offset) } }
+    @inline(__always) func le32(_ offset: Int) -> UInt32 { withUnsafeBytes { $0.le32(offset) } }
+    @inline(__always) func le64(_ offset: Int) -> UInt64 { withUnsafeBytes { $0.le64(offset) } }
+    func sha1(at offset: Int) -> SHA1Digest {
+        withUnsafeBytes { SHA1Digest(bytes: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + 20])) }
+    }
+}
+
+/// Decodes UTF-16LE bytes (as WIM names are stored) into a String; unpaired surrogates become
+/// U+FFFD rather than an error, matching how Windows itself displays such names.
+func decodeUTF16LE(_ bytes: UnsafeRawBufferPointer) -> String {
+    let units = (0..<(bytes.count / 2)).map { bytes.le16($0 * 2) }
+    return String(decoding: units, as: UTF16.self)
+}
+
+func decodeUTF16LE(_ bytes: ArraySlice<UInt8>) -> String {
+    bytes.withUnsafeBytes { decodeUTF16LE($0) }
+}
+
+/// `withUnsafeBytes` for code with typed throws: the standard one only rethrows `any Error`.
+@inline(__always)
+func withBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) throws(WIMError) -> R) throws(WIMError) -> R {
+    var result: Result<R, WIMError>?
+    array.withUnsafeBytes { raw in
+        result = Result { () throws(WIMError) -> R in try body(raw) }
+    }
+    return try result!.get()
+}
+
+@inline(__always)
+func withMutableBytes<R>(_ array: inout [UInt8], _ body: (UnsafeMutableRawBufferPointer) throws(WIMError) -> R) throws(WIMError) -> R {
+    var result: Result<R, WIMError>?
+    array.withUnsafeMutableBytes { raw in
+        result = Result { () throws(WIMError) -> R in try body(raw) }
+    }
+    return try result!.get()
+}

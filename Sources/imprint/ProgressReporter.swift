@@ -1,0 +1,107 @@
+import Foundation
+import WIM
+import Apply
+
+/// How progress is shown: a bar on a terminal, JSON lines for programs, or nothing.
+enum ProgressMode: String, ExpressibleByArgument, CaseIterable {
+    case auto, bar, json, none
+}
+
+import ArgumentParser
+
+/// Prints progress to standard error (the bar) or standard output (JSON lines).
+final class ProgressReporter {
+    let mode: ProgressMode
+    private let start = Date()
+    private var lastDraw = Date.distantPast
+    private var drewBar = false
+
+    init(_ requested: ProgressMode) {
+        if requested == .auto {
+            mode = isatty(2) != 0 ? .bar : .none
+        } else {
+            mode = requested
+        }
+    }
+
+    func report(_ phase: String, done: UInt64, total: UInt64, unit: String = "bytes", force: Bool = false) {
+        switch mode {
+        case .none, .auto:
+            return
+        case .json:
+            let elapsed = Date().timeIntervalSince(start)
+            var object: [String: Any] = ["type": "progress", "phase": phase, "done": done, "total": total, "unit": unit,
+                                         "elapsedSeconds": (elapsed * 1000).rounded() / 1000]
+            if total > 0 { object["percent"] = (Double(done) * 1000 / Double(total)).rounded() / 10 }
+            if unit == "bytes", elapsed > 0 { object["bytesPerSecond"] = Int(Double(done) / elapsed) }
+            emitJSON(object)
+        case .bar:
+            let now = Date()
+            guard force || now.timeIntervalSince(lastDraw) >= 0.1 || done == total else { return }
+            lastDraw = now
+            let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
+            let width = 30
+            let filled = Int(fraction * Double(width))
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            var line = String(format: "\r%@ [%@] %5.1f%%", phase.padding(toLength: 10, withPad: " ", startingAt: 0), bar, fraction * 100)
+            if unit == "bytes" {
+                let elapsed = max(now.timeIntervalSince(start), 0.001)
+                line += "  \(formatBytes(done)) / \(formatBytes(total))  \(formatBytes(UInt64(Double(done) / elapsed)))/s"
+            } else {
+                line += "  \(done) / \(total) \(unit)"
+            }
+            FileHandle.standardError.write((line + "\u{1B}[K").data(using: .utf8)!)
+            drewBar = true
+        }
+    }
+
+    /// Ends the bar line so later output starts on a fresh line.
+    func finishLine() {
+        if drewBar {
+            FileHandle.standardError.write("\n".data(using: .utf8)!)
+            drewBar = false
+        }
+    }
+
+    func event(_ object: [String: Any]) {
+        if mode == .json { emitJSON(object) }
+    }
+
+    private func emitJSON(_ object: [String: Any]) {
+        if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
+           let text = String(data: data, encoding: .utf8) {
+            print(text)
+            fflush(nil)
+        }
+    }
+
+    func applyCallback() -> (ApplyProgress) -> Void {
+        return { [self] progress in
+            switch progress {
+            case let .structure(done, total):
+                report("creating", done: UInt64(done), total: UInt64(total), unit: "entries")
+            case let .data(p):
+                report("data", done: p.bytesDone, total: p.bytesTotal)
+            case .metadata:
+                report("metadata", done: 1, total: 1, unit: "steps", force: true)
+            }
+        }
+    }
+}
+
+func formatBytes(_ n: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(n)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// Prints a failure the way a technician reads it and exits non-zero.
+func fail(_ error: any Error) -> ExitCode {
+    FileHandle.standardError.write("imprint: error: \(error)\n".data(using: .utf8)!)
+    return ExitCode(1)
+}

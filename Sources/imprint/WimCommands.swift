@@ -1,0 +1,324 @@
+import ArgumentParser
+import Foundation
+import WIM
+import Apply
+
+struct SourceOptions: ParsableArguments {
+    @Argument(help: "The WIM file (for a split WIM, its first part).")
+    var file: String
+
+    @Option(name: .customLong("ref"), help: "Another part of a split WIM (repeatable); found beside the first part when not given.")
+    var referenceParts: [String] = []
+
+    func open() throws -> WIMArchive {
+        try WIMArchive(path: file, referenceParts: referenceParts)
+    }
+}
+
+struct ReadOptions: ParsableArguments {
+    @Option(help: "Decompression threads (default: every CPU).")
+    var threads: Int?
+
+    @Option(help: "Progress display: auto (a bar on a terminal), bar, json (one object per line on stdout), none.")
+    var progress: ProgressMode = .auto
+}
+
+/// `imprint wim info`
+struct WimInfo: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "info", abstract: "Show the header and the images of a WIM file.")
+
+    @OptionGroup var source: SourceOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let wim: WIMArchive
+        do { wim = try source.open() } catch { throw fail(error) }
+        let h = wim.header
+        let totalSize = wim.parts.reduce(UInt64(0)) { $0 + $1.size }
+        let solid = wim.resources.contains { $0.isSolid }
+        let solidFormats = Set(wim.resources.filter(\.isSolid).map(\.compression.description)).sorted()
+        if json {
+            var images: [[String: Any]] = []
+            for index in 1...max(wim.imageCount, 1) where wim.imageCount > 0 {
+                var object: [String: Any] = ["index": index]
+                if let x = wim.xmlImage(index) {
+                    if let v = x.name { object["name"] = v }
+                    if let v = x.description { object["description"] = v }
+                    if let v = x.displayName { object["displayName"] = v }
+                    if let v = x.displayDescription { object["displayDescription"] = v }
+                    if let v = x.flags { object["flags"] = v }
+                    if let v = x.directoryCount { object["directoryCount"] = v }
+                    if let v = x.fileCount { object["fileCount"] = v }
+                    if let v = x.totalBytes { object["totalBytes"] = v }
+                    if let v = x.hardLinkBytes { object["hardLinkBytes"] = v }
+                    if let v = x.creationTime { object["creationTime"] = isoTime(v) }
+                    if let v = x.lastModificationTime { object["lastModificationTime"] = isoTime(v) }
+                    object["properties"] = Dictionary(x.properties, uniquingKeysWith: { a, _ in a })
+                }
+                images.append(object)
+            }
+            let object: [String: Any] = [
+                "path": wim.path, "guid": h.guidString, "version": h.version, "imageCount": wim.imageCount,
+                "compression": h.compression.description, "chunkSize": h.chunkSize,
+                "partNumber": h.partNumber, "totalParts": h.totalParts, "bootIndex": h.bootIndex,
+                "size": totalSize, "flags": h.flags.names, "pipable": h.isPipable,
+                "solidResources": solid, "solidCompression": solidFormats,
+                "blobCount": wim.blobs.count, "integrityTable": !h.integrityTable.isEmpty,
+                "images": images,
+            ]
+            printJSON(object)
+            return
+        }
+        print("WIM Information:")
+        print("----------------")
+        let rows: [(String, String)] = [
+            ("Path", wim.path), ("GUID", "0x" + h.guidString), ("Version", String(h.version)),
+            ("Image Count", String(wim.imageCount)), ("Compression", h.compression.description),
+            ("Chunk Size", "\(h.chunkSize) bytes"), ("Part Number", "\(h.partNumber)/\(h.totalParts)"),
+            ("Boot Index", String(h.bootIndex)), ("Size", "\(totalSize) bytes"),
+            ("Solid resources", solid ? "yes (" + solidFormats.joined(separator: ", ") + ")" : "no"),
+            ("Blobs", String(wim.blobs.count)), ("Integrity table", h.integrityTable.isEmpty ? "no" : "yes"),
+            ("Flags", h.flags.names.isEmpty ? "none" : h.flags.names.joined(separator: " ")),
+        ]
+        for (k, v) in rows { print((k + ":").padding(toLength: 20, withPad: " ", startingAt: 0) + v) }
+        print("")
+        print("Available Images:")
+        print("-----------------")
+        for index in 1...max(wim.imageCount, 1) where wim.imageCount > 0 {
+            print("Index:".padding(toLength: 28, withPad: " ", startingAt: 0) + String(index))
+            if let x = wim.xmlImage(index) {
+                for (k, v) in x.properties {
+                    var value = v
+                    if k.hasSuffix("TIME/HIGHPART") || k.hasSuffix("TIME/LOWPART") { continue }
+                    if k == "TOTALBYTES" { value += " bytes" }
+                    print((k + ":").padding(toLength: 28, withPad: " ", startingAt: 0) + value)
+                }
+                if let t = x.creationTime { print("Creation Time:".padding(toLength: 28, withPad: " ", startingAt: 0) + isoTime(t)) }
+                if let t = x.lastModificationTime { print("Last Modification Time:".padding(toLength: 28, withPad: " ", startingAt: 0) + isoTime(t)) }
+            }
+            print("")
+        }
+    }
+}
+
+/// `imprint wim dir`
+struct WimDir: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "dir", abstract: "List every path of an image with its size, attributes and streams.")
+
+    @OptionGroup var source: SourceOptions
+    @Argument(help: "The image: a 1-based index or a name.") var image: String
+    @Flag(help: "Print JSON (an array with one object per path).") var json = false
+
+    func run() throws {
+        do {
+            let wim = try source.open()
+            let index = try wim.image(image)
+            let meta = try wim.metadata(image: index)
+            func size(_ h: SHA1Digest) -> UInt64 { h.isZero ? 0 : (wim.blobs[h]?.size ?? 0) }
+            // Tree order, depth first, as wimlib lists.
+            var order: [Int] = []
+            var stack = [0]
+            while let i = stack.popLast() {
+                order.append(i)
+                if meta.entries[i].isDirectory { stack.append(contentsOf: meta.children(of: i).reversed()) }
+            }
+            if json {
+                var rows: [[String: Any]] = []
+                rows.reserveCapacity(order.count)
+                for i in order {
+                    let e = meta.entries[i]
+                    var row: [String: Any] = [
+                        "path": meta.path(of: i), "size": size(e.dataHash), "attributes": e.attributes.rawValue,
+                        "attributeNames": e.attributes.names, "isDirectory": e.isDirectory,
+                        "creationTime": isoTime(e.creationTime), "lastWriteTime": isoTime(e.lastWriteTime),
+                        "lastAccessTime": isoTime(e.lastAccessTime), "securityId": e.securityID,
+                    ]
+                    if !e.dataHash.isZero { row["sha1"] = e.dataHash.description }
+                    if !e.shortName.isEmpty { row["shortName"] = e.shortName }
+                    if e.hardLinkGroup != 0 { row["hardLinkGroup"] = e.hardLinkGroup }
+                    if e.isReparsePoint {
+                        row["reparseTag"] = String(format: "0x%08X", e.reparseTag)
+                        row["reparseSize"] = size(e.reparseHash)
+                    }
+                    if !e.namedStreams.isEmpty {
+                        row["streams"] = e.namedStreams.map { ["name": $0.name, "size": size($0.hash), "sha1": $0.hash.description] as [String: Any] }
+                    }
+                    rows.append(row)
+                }
+                printJSON(rows)
+                return
+            }
+            for i in order {
+                let e = meta.entries[i]
+                var line = meta.path(of: i)
+                if !json {
+                    let kind = e.isReparsePoint ? "link" : e.isDirectory ? "dir " : "file"
+                    line = "\(kind) \(String(size(e.dataHash)).leftPadded(12)) 0x\(String(e.attributes.rawValue, radix: 16).leftPadded(5, "0"))  " + line
+                    for s in e.namedStreams { line += "  [:\(s.name) \(size(s.hash))]" }
+                }
+                print(line)
+            }
+        } catch let error as WIMError {
+            throw fail(error)
+        }
+    }
+}
+
+/// `imprint wim verify`
+struct WimVerify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Decompress every blob and check its SHA-1 (and the integrity table with --check).")
+
+    @OptionGroup var source: SourceOptions
+    @OptionGroup var read: ReadOptions
+    @Flag(help: "Also check the integrity table, when the WIM has one.") var check = false
+
+    func run() throws {
+        let reporter = ProgressReporter(read.progress)
+        do {
+            let wim = try source.open()
+            if check {
+                let result = try IntegrityTable.verify(wim) { done, total in reporter.report("integrity", done: done, total: total) }
+                reporter.finishLine()
+                if let result { print("Integrity table: \(result) chunks OK") } else { print("Integrity table: none in this WIM") }
+            }
+            // Every image's metadata (checked by SHA-1 as it is read) and every blob it refers to.
+            var users: [SHA1Digest: [String]] = [:]
+            for image in 1...max(wim.imageCount, 1) where wim.imageCount > 0 {
+                let meta = try wim.metadata(image: image)
+                for (i, e) in meta.entries.enumerated() {
+                    for h in [e.dataHash, e.reparseHash] + e.namedStreams.map(\.hash) where !h.isZero {
+                        if users[h, default: []].count < 10 { users[h, default: []].append("image \(image): \(meta.path(of: i))") }
+                    }
+                }
+            }
+            for (hash, paths) in users where wim.blobs[hash] == nil {
+                throw WIMError.missingBlob(path: wim.path, blob: hash, usedBy: paths.first ?? "a file")
+            }
+            final class Discard: BlobSink {
+                func beginBlob(_ blob: BlobDescriptor) throws {}
+                func blobData(_ data: UnsafeRawBufferPointer) throws {}
+                func endBlob(_ blob: BlobDescriptor) throws {}
+            }
+            var reader = BlobReader(archive: wim, threads: read.threads ?? availableProcessorCount())
+            reader.describeUsers = { users[$0] ?? ["no file (unreferenced blob)"] }
+            let all = Array(wim.blobs.values)
+            try reader.read(all, into: Discard()) { p in reporter.report("verify", done: p.bytesDone, total: p.bytesTotal) }
+            reporter.finishLine()
+            let bytes = all.reduce(UInt64(0)) { $0 + $1.size }
+            reporter.event(["type": "result", "status": "ok", "blobs": all.count, "bytes": bytes])
+            if reporter.mode != .json {
+                print("OK: \(wim.imageCount) image metadata resource\(wim.imageCount == 1 ? "" : "s") and \(all.count) blobs (\(formatBytes(bytes))) decompressed and matched their SHA-1")
+            }
+        } catch {
+            reporter.finishLine()
+            reporter.event(["type": "result", "status": "failed", "error": "\(error)"])
+            throw fail(error)
+        }
+    }
+}
+
+/// Shared by `apply` and `extract`.
+func runApply(_ wim: WIMArchive, plan: ApplyPlan, destination: String, read: ReadOptions) throws {
+    let reporter = ProgressReporter(read.progress)
+    let target = try DirectoryTarget(root: destination)
+    var applier = Applier(archive: wim)
+    applier.threads = read.threads ?? availableProcessorCount()
+    let started = Date()
+    let summary = try applier.apply(plan, to: target, progress: reporter.applyCallback())
+    reporter.finishLine()
+    let seconds = Date().timeIntervalSince(started)
+    var notKept: [String: Any] = [:]
+    for (reason, paths) in summary.notKept { notKept[reason] = ["count": paths.count, "examples": Array(paths.prefix(5))] }
+    reporter.event(["type": "result", "status": "ok", "directories": summary.directories, "files": summary.files,
+                    "hardLinks": summary.hardLinks, "symlinks": summary.symlinks, "bytesWritten": summary.bytesWritten,
+                    "seconds": (seconds * 1000).rounded() / 1000, "notKept": notKept])
+    if reporter.mode != .json {
+        print("Applied to \(destination): \(summary.directories) directories, \(summary.files) files, \(summary.hardLinks) hard links, \(summary.symlinks) symlinks, \(formatBytes(summary.bytesWritten)) in \(String(format: "%.1f", seconds)) s")
+        if summary.xattrsWritten > 0 { print("Windows metadata kept in \(summary.xattrsWritten) user.wim.* extended attributes") }
+        for (reason, paths) in summary.notKept.sorted(by: { $0.key < $1.key }) {
+            print("Not kept (\(paths.count)): \(reason)")
+            for p in paths.prefix(5) { print("    \(p)") }
+            if paths.count > 5 { print("    ... and \(paths.count - 5) more") }
+        }
+    }
+}
+
+/// `imprint wim apply`
+struct WimApply: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Apply an image to a directory (files already there that the image lacks are kept).")
+
+    @OptionGroup var source: SourceOptions
+    @Argument(help: "The image: a 1-based index or a name.") var image: String
+    @Argument(help: "The target directory (created if missing).") var target: String
+    @OptionGroup var read: ReadOptions
+
+    func run() throws {
+        do {
+            let wim = try source.open()
+            let index = try wim.image(image)
+            let meta = try wim.metadata(image: index)
+            try runApply(wim, plan: ApplyPlan(image: meta), destination: target, read: read)
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+/// `imprint wim extract`
+struct WimExtract: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "extract",
+        abstract: "Extract files or directories of an image into a directory.")
+
+    @OptionGroup var source: SourceOptions
+    @Argument(help: "The image: a 1-based index or a name.") var image: String
+    @Argument(help: "Paths inside the image (\"/Windows/System32/config\", backslashes work too).") var paths: [String]
+    @Option(name: .customLong("dest"), help: "Where to put them (default: the current directory).") var destination = "."
+    @OptionGroup var read: ReadOptions
+
+    func run() throws {
+        do {
+            let wim = try source.open()
+            let index = try wim.image(image)
+            let meta = try wim.metadata(image: index)
+            var roots: [Int] = []
+            for p in paths {
+                guard let entry = meta.lookup(p) else { throw WIMError.noSuchPath(path: wim.path, image: index, requested: p) }
+                roots.append(entry)
+            }
+            try runApply(wim, plan: ApplyPlan(image: meta, roots: roots), destination: destination, read: read)
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+func printJSON(_ object: Any) {
+    if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]),
+       let text = String(data: data, encoding: .utf8) {
+        print(text)
+    }
+}
+
+/// FILETIME → ISO 8601 UTC with 100 ns precision.
+func isoTime(_ filetime: UInt64) -> String {
+    let ticks = Int64(bitPattern: filetime) - 116_444_736_000_000_000
+    var seconds = ticks / 10_000_000
+    var fraction = ticks % 10_000_000
+    if fraction < 0 { fraction += 10_000_000; seconds -= 1 }
+    var t = time_t(seconds)
+    var parts = tm()
+    gmtime_r(&t, &parts)
+    return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%07dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                  Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(fraction))
+}
+
+extension String {
+    func leftPadded(_ width: Int, _ pad: Character = " ") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}
