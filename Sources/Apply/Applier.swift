@@ -10,23 +10,32 @@ public enum ApplyProgress: Sendable {
 /// Drives an apply: plans the image, has the target create the structure, streams every needed
 /// blob once in storage order into all its destinations, then lets the target set metadata.
 public struct Applier {
-    public var archive: WIMArchive
+    /// Where the blobs come from: a WIM file read in parallel, or a pipable WIM stream.
+    public enum Source {
+        case archive(WIMArchive)
+        case stream(PipableStream)
+    }
+
+    public var source: Source
     public var threads: Int = availableProcessorCount()
     public var verifyHashes = true
 
-    public init(archive: WIMArchive) { self.archive = archive }
+    public init(archive: WIMArchive) { source = .archive(archive) }
+    public init(stream: PipableStream) { source = .stream(stream) }
 
     @discardableResult
     public func apply(_ plan: ApplyPlan, to target: ApplyTarget,
                       progress: ((ApplyProgress) -> Void)? = nil) throws -> ApplySummary {
-        // Every blob must be present before anything is written.
+        // With a file, every blob must be present before anything is written.
         var needed: [BlobDescriptor] = []
-        needed.reserveCapacity(plan.blobTargets.count)
-        for hash in plan.blobTargets.keys {
-            guard let blob = archive.blobs[hash] else {
-                throw WIMError.missingBlob(path: archive.path, blob: hash, usedBy: plan.users(of: hash).first ?? "a file")
+        if case let .archive(archive) = source {
+            needed.reserveCapacity(plan.blobTargets.count)
+            for hash in plan.blobTargets.keys {
+                guard let blob = archive.blobs[hash] else {
+                    throw WIMError.missingBlob(path: archive.path, blob: hash, usedBy: plan.users(of: hash).first ?? "a file")
+                }
+                needed.append(blob)
             }
-            needed.append(blob)
         }
         let total = plan.items.count
         try target.createStructure(plan) { progress?(.structure(itemsDone: $0, itemsTotal: total)) }
@@ -41,10 +50,19 @@ public struct Applier {
             func blobData(_ data: UnsafeRawBufferPointer) throws { try target.blobData(data) }
             func endBlob(_ blob: BlobDescriptor) throws { try target.endBlob() }
         }
-        var reader = BlobReader(archive: archive, threads: threads)
-        reader.verifyHashes = verifyHashes
-        reader.describeUsers = { plan.users(of: $0) }
-        try reader.read(needed, into: Forwarder(target, plan)) { progress?(.data($0)) }
+        let sink = Forwarder(target, plan)
+        switch source {
+        case let .archive(archive):
+            var reader = BlobReader(archive: archive, threads: threads)
+            reader.verifyHashes = verifyHashes
+            reader.describeUsers = { plan.users(of: $0) }
+            try reader.read(needed, into: sink) { progress?(.data($0)) }
+        case let .stream(stream):
+            // Sizes are learnt as blobs arrive; the plan's total comes from the metadata.
+            var sizes: [SHA1Digest: UInt64] = [:]
+            for hash in plan.blobTargets.keys { sizes[hash] = 0 }
+            try stream.readBlobs(sizes, into: sink, verify: verifyHashes, describeUsers: { plan.users(of: $0) }) { progress?(.data($0)) }
+        }
         progress?(.metadata)
         try target.finish(plan)
         return target.summary

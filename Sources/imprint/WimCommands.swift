@@ -4,7 +4,7 @@ import WIM
 import Apply
 
 struct SourceOptions: ParsableArguments {
-    @Argument(help: "The WIM file (for a split WIM, its first part).")
+    @Argument(help: "The WIM file (for a split WIM, its first part); for apply, \"-\" or a pipe reads a pipable WIM from the stream.")
     var file: String
 
     @Option(name: .customLong("ref"), help: "Another part of a split WIM (repeatable); found beside the first part when not given.")
@@ -12,6 +12,16 @@ struct SourceOptions: ParsableArguments {
 
     func open() throws -> WIMArchive {
         try WIMArchive(path: file, referenceParts: referenceParts)
+    }
+
+    /// A pipable WIM arriving on standard input or through a pipe (nil for a regular file).
+    func openStream() throws -> PipableStream? {
+        if file == "-" { return try PipableStream(descriptor: 0, name: "standard input") }
+        var info = stat()
+        guard stat(file, &info) == 0, (info.st_mode & S_IFMT) == S_IFIFO || (info.st_mode & S_IFMT) == S_IFSOCK else { return nil }
+        let fd = Glibc.open(file, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw WIMError.io(path: file, operation: "open", errno: errno) }
+        return try PipableStream(descriptor: fd, name: file)
     }
 }
 
@@ -220,10 +230,10 @@ struct WimVerify: ParsableCommand {
 }
 
 /// Shared by `apply` and `extract`.
-func runApply(_ wim: WIMArchive, plan: ApplyPlan, destination: String, read: ReadOptions) throws {
+func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: ReadOptions) throws {
     let reporter = ProgressReporter(read.progress)
     let target = try DirectoryTarget(root: destination)
-    var applier = Applier(archive: wim)
+    var applier = applier
     applier.threads = read.threads ?? availableProcessorCount()
     let started = Date()
     let summary = try applier.apply(plan, to: target, progress: reporter.applyCallback())
@@ -258,10 +268,17 @@ struct WimApply: ParsableCommand {
 
     func run() throws {
         do {
+            if let stream = try source.openStream() {
+                // A pipable WIM from a pipe: metadata first, then blobs as they come.
+                let index = try stream.image(image)
+                let meta = try stream.readMetadata(image: index)
+                try runApply(Applier(stream: stream), plan: ApplyPlan(image: meta), destination: target, read: read)
+                return
+            }
             let wim = try source.open()
             let index = try wim.image(image)
             let meta = try wim.metadata(image: index)
-            try runApply(wim, plan: ApplyPlan(image: meta), destination: target, read: read)
+            try runApply(Applier(archive: wim), plan: ApplyPlan(image: meta), destination: target, read: read)
         } catch {
             throw fail(error)
         }
@@ -290,7 +307,7 @@ struct WimExtract: ParsableCommand {
                 guard let entry = meta.lookup(p) else { throw WIMError.noSuchPath(path: wim.path, image: index, requested: p) }
                 roots.append(entry)
             }
-            try runApply(wim, plan: ApplyPlan(image: meta, roots: roots), destination: destination, read: read)
+            try runApply(Applier(archive: wim), plan: ApplyPlan(image: meta, roots: roots), destination: destination, read: read)
         } catch {
             throw fail(error)
         }

@@ -224,6 +224,14 @@ public struct WIMXMLInfo: Sendable {
 
     public var images: [Image]
 
+    public static let empty = WIMXMLInfo(root: XMLElement(name: "WIM", attributes: [], children: [], text: ""), totalBytes: nil, images: [])
+
+    init(root: XMLElement, totalBytes: UInt64?, images: [Image]) {
+        self.root = root
+        self.totalBytes = totalBytes
+        self.images = images
+    }
+
     public init(utf16leBytes bytes: [UInt8], path: String) throws(WIMError) {
         var body = bytes[...]
         if body.count >= 2, body[body.startIndex] == 0xFF, body[body.startIndex + 1] == 0xFE { body = body.dropFirst(2) }

@@ -131,12 +131,12 @@ public struct BlobReader {
             flush()
             // Large or solid: read the chunk table now and cut the needed chunks into units.
             let file = archive.parts[r.part]
-            let prefixSize = r.chunkTablePrefixSize
-            guard UInt64(prefixSize) <= r.sizeInWIM else {
-                throw WIMError.invalidResource(path: file.path, offset: r.offset, reason: "chunk table (\(prefixSize) bytes) is larger than the resource (\(r.sizeInWIM) bytes)")
+            let location = r.chunkTableLocation
+            guard location.offset >= 0, UInt64(location.offset + location.size) <= r.sizeInWIM else {
+                throw WIMError.invalidResource(path: file.path, offset: r.offset, reason: "chunk table (\(location.size) bytes) is larger than the resource (\(r.sizeInWIM) bytes)")
             }
-            let prefix = try file.read(count: prefixSize, at: r.offset, what: "chunk table")
-            let table = try withBytes(prefix) { (raw) throws(WIMError) in try r.parseChunkTable(prefix: raw, path: file.path) }
+            let tableBytes = try file.read(count: location.size, at: r.offset + UInt64(location.offset), what: "chunk table")
+            let table = try withBytes(tableBytes) { (raw) throws(WIMError) in try r.parseChunkTable(raw, path: file.path) }
             var needed = [Bool](repeating: !r.isSolid, count: table.chunks.count)
             if r.isSolid {
                 for blob in wanted where blob.size > 0 {
@@ -188,7 +188,7 @@ public struct BlobReader {
                 let r = archive.resources[index]
                 let base = Int(r.offset - first.offset)
                 let raw = UnsafeRawBufferPointer(rebasing: input[base..<(base + Int(r.sizeInWIM))])
-                let table = try r.parseChunkTable(prefix: raw, path: file.path)
+                let table = try r.parseChunkTable(resourceBytes: raw, path: file.path)
                 let segmentStart = position
                 for (i, chunk) in table.chunks.enumerated() {
                     let s = Int(chunk.fileOffset - r.offset)

@@ -46,34 +46,42 @@ public struct ChunkTable: Sendable {
 }
 
 extension Resource {
-    /// Size in bytes of the chunk table that precedes the chunks of a non-pipable resource,
-    /// plus the solid resource's 16-byte header.
-    var chunkTablePrefixSize: Int {
-        if isSolid { return 16 + 4 * chunkCount }
+    /// Where the chunk table lies, relative to the resource start, and its size: in front of the
+    /// chunks (classic and solid resources, the solid one after its 16-byte header) or behind
+    /// them (pipable resources, which also put a 4-byte size before each chunk).
+    var chunkTableLocation: (offset: Int, size: Int) {
+        if isSolid { return (0, 16 + 4 * chunkCount) }
         let entry = uncompressedSize > UInt64(UInt32.max) ? 8 : 4
-        return entry * max(chunkCount - 1, 0)
+        let size = entry * max(chunkCount - 1, 0)
+        return (isPipable ? Int(clamping: sizeInWIM) - size : 0, size)
     }
 
-    /// Parses the chunk table from `prefix`, the first bytes of the resource (at least
-    /// `chunkTablePrefixSize` of them), checking every entry against the resource's bounds.
-    func parseChunkTable(prefix: UnsafeRawBufferPointer, path: String) throws(WIMError) -> ChunkTable {
+    /// Parses the chunk table `table` (the bytes at `chunkTableLocation`), checking every entry
+    /// against the resource's bounds.
+    func parseChunkTable(_ table: UnsafeRawBufferPointer, path: String) throws(WIMError) -> ChunkTable {
         let count = chunkCount
-        let tableSize = chunkTablePrefixSize
-        guard UInt64(tableSize) <= sizeInWIM, prefix.count >= tableSize else {
+        let location = chunkTableLocation
+        guard location.offset >= 0, UInt64(location.offset + location.size) <= sizeInWIM, table.count >= location.size else {
             throw .invalidResource(path: path, offset: offset,
-                                   reason: "chunk table of \(count) chunks (\(tableSize) bytes) is larger than the resource (\(sizeInWIM) bytes)")
+                                   reason: "chunk table of \(count) chunks (\(location.size) bytes) is larger than the resource (\(sizeInWIM) bytes)")
         }
-        let dataOffset = offset + UInt64(tableSize)
-        let dataSize = sizeInWIM - UInt64(tableSize)
+        // Bytes of chunk data (without per-chunk headers) and where it starts.
+        let headerBytes = isPipable ? 4 : 0
+        let dataOffset = offset + UInt64(isPipable ? 0 : location.size)
+        let dataSize = sizeInWIM - UInt64(location.size)
+        guard dataSize >= UInt64(headerBytes * count) else {
+            throw .invalidResource(path: path, offset: offset, reason: "resource of \(sizeInWIM) bytes is too small for \(count) chunks")
+        }
+        let payload = dataSize - UInt64(headerBytes * count)
         var chunks = [Chunk]()
         chunks.reserveCapacity(count)
         if isSolid {
             // Solid resources list each chunk's stored size.
             var position: UInt64 = 0
             for i in 0..<count {
-                let stored = UInt64(prefix.le32(16 + 4 * i))
+                let stored = UInt64(table.le32(16 + 4 * i))
                 let usize = uncompressedSize(ofChunk: i)
-                guard stored > 0, stored <= UInt64(usize), position + stored <= dataSize else {
+                guard stored > 0, stored <= UInt64(usize), position + stored <= payload else {
                     throw .invalidResource(path: path, offset: offset,
                                            reason: "solid chunk \(i) claims \(stored) stored bytes for \(usize) bytes of data, past the resource end or larger than the data")
                 }
@@ -81,28 +89,32 @@ extension Resource {
                 position += stored
             }
         } else {
-            // Classic resources list the start of chunks 1...n-1 relative to the first chunk.
+            // Classic and pipable resources list the start of chunks 1...n-1 relative to the first.
             let wide = uncompressedSize > UInt64(UInt32.max)
-            var starts = [UInt64](repeating: 0, count: count + 1)
-            for i in 1..<max(count, 1) {
-                starts[i] = wide ? prefix.le64(8 * (i - 1)) : UInt64(prefix.le32(4 * (i - 1)))
-            }
-            starts[count] = dataSize
+            var previous: UInt64 = 0
             for i in 0..<count {
+                let next: UInt64 = i + 1 < count ? (wide ? table.le64(8 * i) : UInt64(table.le32(4 * i))) : payload
                 let usize = uncompressedSize(ofChunk: i)
-                guard starts[i + 1] > starts[i], starts[i + 1] <= dataSize else {
+                guard next > previous, next <= payload, next - previous <= UInt64(usize) else {
                     throw .invalidResource(path: path, offset: offset,
-                                           reason: "chunk table entry \(i) (start \(starts[i]), next \(starts[i + 1])) is out of order or past the resource's \(dataSize) data bytes")
+                                           reason: "chunk table entry \(i) (start \(previous), next \(next)) is out of order, past the resource's \(payload) data bytes, or larger than the chunk's \(usize) bytes")
                 }
-                let stored = starts[i + 1] - starts[i]
-                guard stored <= UInt64(usize) else {
-                    throw .invalidResource(path: path, offset: offset,
-                                           reason: "chunk \(i) stores \(stored) bytes for \(usize) bytes of data")
-                }
-                chunks.append(Chunk(fileOffset: dataOffset + starts[i], storedSize: Int(stored), uncompressedSize: usize))
+                let start = dataOffset + previous + UInt64(headerBytes * (i + 1))
+                chunks.append(Chunk(fileOffset: start, storedSize: Int(next - previous), uncompressedSize: usize))
+                previous = next
             }
         }
         return ChunkTable(chunks: chunks, dataOffset: dataOffset)
+    }
+
+    /// Parses the chunk table out of the resource's whole stored bytes.
+    func parseChunkTable(resourceBytes raw: UnsafeRawBufferPointer, path: String) throws(WIMError) -> ChunkTable {
+        let location = chunkTableLocation
+        guard location.offset >= 0, location.offset + location.size <= raw.count else {
+            throw .invalidResource(path: path, offset: offset,
+                                   reason: "chunk table of \(chunkCount) chunks (\(location.size) bytes) is larger than the resource (\(sizeInWIM) bytes)")
+        }
+        return try parseChunkTable(UnsafeRawBufferPointer(rebasing: raw[location.offset..<(location.offset + location.size)]), path: path)
     }
 }
 

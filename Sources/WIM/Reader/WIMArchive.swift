@@ -16,9 +16,19 @@ public final class WIMArchive: @unchecked Sendable {
     public init(path: String, referenceParts: [String] = []) throws(WIMError) {
         let first = try WIMFileHandle(path: path)
         let head = try first.read(count: min(WIMHeader.diskSize, Int(min(first.size, 208))), at: 0, what: "WIM header")
-        let header = try WIMHeader(head, path: path)
-        if header.isPipable {
-            throw .unsupported(path: path, reason: "pipable WIMs are read as a stream: use `-` or a pipe as the source")
+        var header = try WIMHeader(head, path: path)
+        if header.isPipable && header.blobTable.isEmpty {
+            // A pipable WIM written to a pipe starts with a header that cannot know where the blob
+            // table will be; the complete header is repeated at the end of the file.
+            guard first.size >= UInt64(2 * WIMHeader.diskSize) else {
+                throw .truncated(path: path, what: "pipable WIM's closing header", offset: first.size, needed: UInt64(WIMHeader.diskSize))
+            }
+            let tail = try first.read(count: WIMHeader.diskSize, at: first.size - UInt64(WIMHeader.diskSize), what: "pipable WIM's closing header")
+            let closing = try WIMHeader(tail, path: path)
+            guard closing.guid == header.guid, !closing.blobTable.isEmpty else {
+                throw .invalidHeader(path: path, reason: "pipable WIM's closing header is missing or belongs to another WIM (the file may be truncated)")
+            }
+            header = closing
         }
         self.path = path
         self.header = header
@@ -73,7 +83,7 @@ public final class WIMArchive: @unchecked Sendable {
             let bytes = try WIMArchive.readWhole(xmlResource, from: first, what: "XML data", limit: 1 << 28)
             xml = try WIMXMLInfo(utf16leBytes: bytes, path: path)
         } else {
-            xml = try WIMXMLInfo(utf16leBytes: Array("<WIM></WIM>".utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }), path: path)
+            xml = .empty
         }
         if metadata.count != Int(header.imageCount) {
             throw .invalidHeader(path: path, reason: "header says \(header.imageCount) images but the blob table has \(metadata.count) metadata resources")
@@ -131,7 +141,7 @@ public final class WIMArchive: @unchecked Sendable {
         var output = [UInt8](repeating: 0, count: Int(resource.uncompressedSize))
         var decoders = DecoderSet()
         try withBytes(stored) { (raw) throws(WIMError) in
-            let table = try resource.parseChunkTable(prefix: raw, path: file.path)
+            let table = try resource.parseChunkTable(resourceBytes: raw, path: file.path)
             try withMutableBytes(&output) { (out) throws(WIMError) in
                 var position = 0
                 for (i, chunk) in table.chunks.enumerated() {
