@@ -1,0 +1,38 @@
+# Shared by the scripts: installs what the project needs from Debian's packages when it is
+# missing, so a fresh Debian 12 machine (or CI's fresh clone) needs nothing done by hand.
+
+# Debian packages the build and the tests need.
+IMPRINT_PACKAGES=(
+    wimtools libwim-dev      # wimlib: the reference the tests compare against, and the benchmark's peer
+    libssl-dev               # libcrypto: SHA-1 with the CPU's SHA instructions
+    attr                     # getfattr/setfattr, to inspect what apply keeps in xattrs
+    python3
+)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+ensure_packages() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        if [ "$(id -u)" != 0 ]; then
+            echo "error: need root to install ${missing[*]} (run as root, or install them first)" >&2
+            exit 1
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+ensure_swift() {
+    if ! command -v swift >/dev/null 2>&1; then
+        for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+            [ -x "$d/swift" ] && export PATH="$d:$PATH"
+        done
+    fi
+    command -v swift >/dev/null 2>&1 || { echo "error: no Swift toolchain found (install Swift 6 and put it on PATH)" >&2; exit 1; }
+}
