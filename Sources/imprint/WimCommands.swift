@@ -193,33 +193,13 @@ struct WimVerify: ParsableCommand {
                 reporter.finishLine()
                 if let result { print("Integrity table: \(result) chunks OK") } else { print("Integrity table: none in this WIM") }
             }
-            // Every image's metadata (checked by SHA-1 as it is read) and every blob it refers to.
-            var users: [SHA1Digest: [String]] = [:]
-            for image in 1...max(wim.imageCount, 1) where wim.imageCount > 0 {
-                let meta = try wim.metadata(image: image)
-                for (i, e) in meta.entries.enumerated() {
-                    for h in [e.dataHash, e.reparseHash] + e.namedStreams.map(\.hash) where !h.isZero {
-                        if users[h, default: []].count < 10 { users[h, default: []].append("image \(image): \(meta.path(of: i))") }
-                    }
-                }
-            }
-            for (hash, paths) in users where wim.blobs[hash] == nil {
-                throw WIMError.missingBlob(path: wim.path, blob: hash, usedBy: paths.first ?? "a file")
-            }
-            final class Discard: BlobSink {
-                func beginBlob(_ blob: BlobDescriptor) throws {}
-                func blobData(_ data: UnsafeRawBufferPointer) throws {}
-                func endBlob(_ blob: BlobDescriptor) throws {}
-            }
-            var reader = BlobReader(archive: wim, threads: read.threads ?? availableProcessorCount())
-            reader.describeUsers = { users[$0] ?? ["no file (unreferenced blob)"] }
-            let all = Array(wim.blobs.values)
-            try reader.read(all, into: Discard()) { p in reporter.report("verify", done: p.bytesDone, total: p.bytesTotal) }
+            var verifier = Verifier(archive: wim)
+            verifier.threads = read.threads ?? availableProcessorCount()
+            let result = try verifier.run { p in reporter.report("verify", done: p.bytesDone, total: p.bytesTotal) }
             reporter.finishLine()
-            let bytes = all.reduce(UInt64(0)) { $0 + $1.size }
-            reporter.event(["type": "result", "status": "ok", "blobs": all.count, "bytes": bytes])
+            reporter.event(["type": "result", "status": "ok", "blobs": result.blobs, "bytes": result.bytes])
             if reporter.mode != .json {
-                print("OK: \(wim.imageCount) image metadata resource\(wim.imageCount == 1 ? "" : "s") and \(all.count) blobs (\(formatBytes(bytes))) decompressed and matched their SHA-1")
+                print("OK: \(result.images) image metadata resource\(result.images == 1 ? "" : "s") and \(result.blobs) blobs (\(formatBytes(result.bytes))) decompressed and matched their SHA-1")
             }
         } catch {
             reporter.finishLine()
