@@ -35,7 +35,7 @@ let package = Package(
         ),
         .testTarget(
             name: "WIMTests",
-            dependencies: ["WIM", "Apply", "CWimlibReference", "imprint"]
+            dependencies: ["WIM", "Apply", "CWimlibReference", "CSystem", "imprint"]
         ),
     ]
 )

@@ -21,7 +21,7 @@ struct BadInputTests {
 
     func openError(_ bytes: [UInt8], _ scratch: ScratchDirectory) -> WIMError? {
         let path = scratch.sub("bad-\(UUID().uuidString.prefix(6)).wim")
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         do {
             let wim = try WIMArchive(path: path)
             _ = try Verifier(archive: wim).run()
@@ -141,7 +141,7 @@ struct BadInputTests {
             bytes.replaceSubrange((table + 50 * e + 30)..<(table + 50 * e + 50), with: newHash)
         }
         let out = scratch.sub("patched.wim")
-        FileManager.default.createFile(atPath: out, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: out, contents: Data(bytes))
         return out
     }
 

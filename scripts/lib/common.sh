@@ -6,6 +6,7 @@ IMPRINT_PACKAGES=(
     wimtools libwim-dev      # wimlib: the reference the tests compare against, and the benchmark's peer
     libssl-dev               # libcrypto: SHA-1 with the CPU's SHA instructions
     attr                     # getfattr/setfattr, to inspect what apply keeps in xattrs
+    ntfs-3g                  # mkfs.ntfs and the ntfs-3g driver, to build Windows-like fixtures
     python3
 )
 

@@ -31,6 +31,15 @@ func run(_ arguments: [String], stdinFile: String? = nil, allowFailure: Bool = f
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
+    if arguments.first == "ntfs-3g" {
+        // The driver forks a daemon that inherits whatever the parent holds open, which keeps
+        // Foundation's Process waiting forever: spawn it bare and wait for the parent only.
+        let status = try spawnAndWait(arguments)
+        if !allowFailure && status != 0 {
+            Issue.record("\(arguments.joined(separator: " ")) exited \(status)", sourceLocation: sourceLocation)
+        }
+        return CommandResult(status: status, stdout: Data(), stderr: "")
+    }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err
@@ -52,6 +61,25 @@ func run(_ arguments: [String], stdinFile: String? = nil, allowFailure: Bool = f
         Issue.record("\(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)", sourceLocation: sourceLocation)
     }
     return result
+}
+
+/// posix_spawn with output to /dev/null and every other descriptor closed, then waitpid.
+func spawnAndWait(_ arguments: [String]) throws -> Int32 {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    for fd in 3..<256 { posix_spawn_file_actions_addclose(&actions, Int32(fd)) }
+    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+    defer { for p in argv { free(p) } }
+    var pid = pid_t()
+    let rc = posix_spawnp(&pid, arguments[0], &actions, nil, &argv, environ)
+    guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EINVAL) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
 }
 
 /// The `imprint` executable built alongside the tests.
