@@ -232,7 +232,10 @@ public final class DirectoryTarget: ApplyTarget {
             }
             target = posix
         } else {
-            guard DirectoryTarget.staysInside(String(posix.dropFirst()), depth: 0) else {
+            // An absolute target is inside the image only if capture fixed it ("rpfix": the
+            // capture root was cut off and bit 0 of the flags cleared); otherwise it names a
+            // path on the machine the image came from.
+            guard entry.reparseFlags & 1 == 0, DirectoryTarget.staysInside(String(posix.dropFirst()), depth: 0) else {
                 summary.note("symlink pointing outside the target, not created", imagePath + " -> " + posix)
                 return
             }

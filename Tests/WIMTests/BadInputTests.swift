@@ -224,6 +224,7 @@ struct BadInputTests {
         try write(Array("x".utf8), to: tree + "/dir/file")
         try FileManager.default.createSymbolicLink(atPath: tree + "/dir/escape", withDestinationPath: "../../../../etc/passwd")
         try FileManager.default.createSymbolicLink(atPath: tree + "/dir/fine", withDestinationPath: "../dir/file")
+        try FileManager.default.createSymbolicLink(atPath: tree + "/dir/host-path", withDestinationPath: "/etc/passwd")
         let wim = scratch.sub("links.wim")
         try capture(tree, wim)
         let target = scratch.sub("target")
@@ -231,6 +232,9 @@ struct BadInputTests {
         #expect(result.output.contains("symlink pointing outside the target"))
         #expect(result.output.contains("/dir/escape"))
         #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: target + "/dir/escape")) == nil)
+        // An absolute target capture did not fix names the source machine's /etc, not the target's.
+        #expect(result.output.contains("/dir/host-path -> /etc/passwd"))
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: target + "/dir/host-path")) == nil)
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: target + "/dir/fine") == "../dir/file")
     }
 }

@@ -8,6 +8,7 @@ IMPRINT_PACKAGES=(
     attr                     # getfattr/setfattr, to inspect what apply keeps in xattrs
     ntfs-3g                  # mkfs.ntfs and the ntfs-3g driver, to build Windows-like fixtures
     python3
+    time                     # /usr/bin/time: peak memory in the benchmarks
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

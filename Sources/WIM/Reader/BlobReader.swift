@@ -60,7 +60,61 @@ public struct BlobReader {
         var buffer: UnsafeMutableRawBufferPointer?
         var segments: [Segment] = []
         var error: (any Error)?
+        /// SHA-1s of the blobs that lie wholly in this unit, computed on the worker so the
+        /// consumer thread only has to write.
+        var hashes: [SHA1Digest: SHA1Digest] = [:]
         init() {}
+    }
+
+    /// Decoded-data buffers are reused: a fresh allocation per unit would cost a page fault per
+    /// 4 KiB written, which on 500 MB is a measurable share of the run.
+    final class BufferPool: @unchecked Sendable {
+        private var free: [UnsafeMutableRawBufferPointer] = []
+        private let monitor = Monitor()
+        static let granule = 1 << 20
+
+        func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
+            let wanted = max(size, 1)
+            if let buffer = monitor.withLock({ () -> UnsafeMutableRawBufferPointer? in
+                guard let i = free.firstIndex(where: { $0.count >= wanted }) else { return nil }
+                pooledBytes -= free[i].count
+                return free.remove(at: i)
+            }) {
+                return buffer
+            }
+            let rounded = (wanted + BufferPool.granule - 1) / BufferPool.granule * BufferPool.granule
+            return UnsafeMutableRawBufferPointer.allocate(byteCount: rounded, alignment: 64)
+        }
+
+        /// Bytes kept for reuse at most; what is beyond goes back to the system.
+        static let keptBytes = 24 << 20
+        private var pooledBytes = 0
+
+        func give(_ buffer: UnsafeMutableRawBufferPointer) {
+            monitor.withLock {
+                if pooledBytes + buffer.count > BufferPool.keptBytes {
+                    buffer.deallocate()
+                } else {
+                    free.append(buffer)
+                    pooledBytes += buffer.count
+                }
+            }
+        }
+
+        deinit { for b in free { b.deallocate() } }
+    }
+
+    /// A worker's scratch space for stored (compressed) bytes, grown as needed and kept.
+    struct InputBuffer {
+        var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        mutating func get(_ size: Int) -> UnsafeMutableRawBufferPointer {
+            if storage.count < size {
+                storage.deallocate()
+                storage = UnsafeMutableRawBufferPointer.allocate(byteCount: (size + 0xFFFF) & ~0xFFFF, alignment: 64)
+            }
+            return UnsafeMutableRawBufferPointer(rebasing: storage[0..<size])
+        }
+        func release() { storage.deallocate() }
     }
 
     /// Reads `blobs` and hands them to `sink` in storage order.
@@ -167,8 +221,9 @@ public struct BlobReader {
 
     // MARK: Decoding (worker threads)
 
-    static func decode(_ unit: Unit, archive: WIMArchive, decoders: inout DecoderSet, result: UnitResult) throws {
-        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: max(unit.outputBytes, 1), alignment: 64)
+    static func decode(_ unit: Unit, archive: WIMArchive, decoders: inout DecoderSet, inputBuffer: inout InputBuffer,
+                       pool: BufferPool, result: UnitResult) throws {
+        let output = pool.take(unit.outputBytes)
         result.buffer = output
         switch unit.kind {
         case let .raw(index, start, length):
@@ -180,8 +235,7 @@ public struct BlobReader {
             let first = archive.resources[list[0]]
             let last = archive.resources[list[list.count - 1]]
             let file = archive.parts[first.part]
-            let input = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(last.end - first.offset), alignment: 64)
-            defer { input.deallocate() }
+            let input = inputBuffer.get(Int(last.end - first.offset))
             try file.read(into: input, at: first.offset, what: "resource data")
             var position = 0
             for index in list {
@@ -205,8 +259,7 @@ public struct BlobReader {
             let file = archive.parts[r.part]
             guard let firstChunk = chunks.first, let lastChunk = chunks.last else { return }
             let span = Int(lastChunk.fileOffset - firstChunk.fileOffset) + lastChunk.storedSize
-            let input = UnsafeMutableRawBufferPointer.allocate(byteCount: span, alignment: 64)
-            defer { input.deallocate() }
+            let input = inputBuffer.get(span)
             try file.read(into: input, at: firstChunk.fileOffset, what: "resource data")
             var position = 0
             for (k, chunk) in chunks.enumerated() {
@@ -218,6 +271,28 @@ public struct BlobReader {
                 position += chunk.uncompressedSize
             }
             result.segments = [Segment(resource: index, start: uncompressedStart, length: position, bufferOffset: 0)]
+        }
+    }
+
+    /// Hashes the blobs that lie wholly inside the unit's segments.
+    static func hashWholeBlobs(_ result: UnitResult, blobsByResource: [Int: [BlobDescriptor]], hasher: SHA1Hasher) {
+        guard let buffer = result.buffer else { return }
+        for segment in result.segments {
+            guard let blobs = blobsByResource[segment.resource] else { continue }
+            let end = segment.start + UInt64(segment.length)
+            // First blob that could start in the segment (blobs are sorted by offset).
+            var lo = 0, hi = blobs.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if blobs[mid].offsetInResource < segment.start { lo = mid + 1 } else { hi = mid }
+            }
+            var i = lo
+            while i < blobs.count, blobs[i].offsetInResource + blobs[i].size <= end {
+                let from = segment.bufferOffset + Int(blobs[i].offsetInResource - segment.start)
+                hasher.update(UnsafeRawBufferPointer(rebasing: buffer[from..<(from + Int(blobs[i].size))]))
+                result.hashes[blobs[i].hash] = hasher.finish()
+                i += 1
+            }
         }
     }
 
@@ -237,8 +312,10 @@ public struct BlobReader {
              sink: BlobSink, progress: ((ReadProgress) -> Void)?) throws {
         let monitor = Monitor()
         let archive = self.archive
-        let maxUnitsInFlight = threads * 3 + 2
-        let budget = maxBytesInFlight
+        let maxUnitsInFlight = threads * 2 + 2
+        // Enough room for every worker to hold a unit while one waits to be consumed, even when a
+        // single chunk is large (64 MiB LZMS chunks in solid resources).
+        let budget = max(maxBytesInFlight, (threads + 1) * (units.map { $0.outputBytes + $0.inputBytes }.max() ?? 0))
         // Shared state, guarded by `monitor`.
         final class State: @unchecked Sendable {
             var nextToStart = 0
@@ -251,6 +328,9 @@ public struct BlobReader {
         let unitCount = units.count
         let costs = units.map { $0.outputBytes + $0.inputBytes }
         let unitsBox = UnsafeSendable(units)
+        let blobsBox = UnsafeSendable(blobsByResource)
+        let pool = BufferPool()
+        let verify = verifyHashes
 
         let workerCount = min(threads, max(unitCount, 1))
         var consumerError: (any Error)?
@@ -259,6 +339,9 @@ public struct BlobReader {
         let workers = UnsafeSendable({
             runThreads(workerCount) { _ in
                 var decoders = DecoderSet()
+                var inputBuffer = InputBuffer()
+                defer { inputBuffer.release() }
+                let hasher = SHA1Hasher()
                 while true {
                     monitor.lock()
                     while !state.cancelled && state.nextToStart < unitCount
@@ -273,7 +356,11 @@ public struct BlobReader {
                     monitor.unlock()
 
                     let result = UnitResult()
-                    do { try BlobReader.decode(unitsBox.value[k], archive: archive, decoders: &decoders, result: result) } catch { result.error = error }
+                    do {
+                        try BlobReader.decode(unitsBox.value[k], archive: archive, decoders: &decoders, inputBuffer: &inputBuffer,
+                                              pool: pool, result: result)
+                        if verify { BlobReader.hashWholeBlobs(result, blobsByResource: blobsBox.value, hasher: hasher) }
+                    } catch { result.error = error }
 
                     monitor.lock()
                     state.results[k] = result
@@ -294,12 +381,12 @@ public struct BlobReader {
             monitor.lock()
             state.cancelled = true
             monitor.broadcast()
-            for (_, r) in state.results { r.buffer?.deallocate() }
+            for (_, r) in state.results { r.buffer.map(pool.give) }
             state.results = [:]
             monitor.unlock()
             pthread_join(workerThread, nil)
             monitor.withLock {
-                for (_, r) in state.results { r.buffer?.deallocate() }
+                for (_, r) in state.results { r.buffer.map(pool.give) }
                 state.results = [:]
             }
         }
@@ -313,7 +400,7 @@ public struct BlobReader {
             let result = state.results.removeValue(forKey: k)!
             monitor.unlock()
             defer {
-                result.buffer?.deallocate()
+                result.buffer.map(pool.give)
                 monitor.withLock {
                     state.bytesInFlight -= costs[k]
                     state.nextToConsume = k + 1
@@ -324,7 +411,8 @@ public struct BlobReader {
             guard let buffer = result.buffer else { continue }
             do {
                 for segment in result.segments {
-                    try delivery.deliver(segment, UnsafeRawBufferPointer(rebasing: buffer[segment.bufferOffset..<(segment.bufferOffset + segment.length)]), sink: sink)
+                    try delivery.deliver(segment, UnsafeRawBufferPointer(rebasing: buffer[segment.bufferOffset..<(segment.bufferOffset + segment.length)]),
+                                         precomputed: result.hashes, sink: sink)
                 }
             } catch {
                 consumerError = error
@@ -345,7 +433,7 @@ public struct BlobReader {
         let report: ((ReadProgress) -> Void)?
         var cursor: [Int: Int] = [:]
         var open: BlobDescriptor?
-        var hasher = SHA1Hasher()
+        let hasher = SHA1Hasher()
         var lastReported: UInt64 = 0
 
         init(archive: WIMArchive, blobsByResource: [Int: [BlobDescriptor]], verify: Bool,
@@ -358,7 +446,8 @@ public struct BlobReader {
             self.report = report
         }
 
-        mutating func deliver(_ segment: Segment, _ bytes: UnsafeRawBufferPointer, sink: BlobSink) throws {
+        mutating func deliver(_ segment: Segment, _ bytes: UnsafeRawBufferPointer, precomputed: [SHA1Digest: SHA1Digest],
+                              sink: BlobSink) throws {
             guard let blobs = blobsByResource[segment.resource] else { return }
             var i = cursor[segment.resource] ?? 0
             let segmentEnd = segment.start + UInt64(segment.length)
@@ -375,11 +464,13 @@ public struct BlobReader {
                 let from = max(blob.offsetInResource, segment.start)
                 let to = min(blobEnd, segmentEnd)
                 let piece = UnsafeRawBufferPointer(rebasing: bytes[Int(from - segment.start)..<Int(to - segment.start)])
-                if verify { hasher.update(piece) }
+                let whole = blob.offsetInResource >= segment.start && blobEnd <= segmentEnd
+                let known = whole ? precomputed[blob.hash] : nil
+                if verify && known == nil { hasher.update(piece) }
                 try sink.blobData(piece)
                 progress.bytesDone += UInt64(piece.count)
                 if to == blobEnd {
-                    try finishBlob(blob, sink: sink)
+                    try finishBlob(blob, knownHash: known, sink: sink)
                     i += 1
                 } else {
                     break
@@ -392,9 +483,9 @@ public struct BlobReader {
             }
         }
 
-        mutating func finishBlob(_ blob: BlobDescriptor, sink: BlobSink) throws {
+        mutating func finishBlob(_ blob: BlobDescriptor, knownHash: SHA1Digest?, sink: BlobSink) throws {
             if verify {
-                let actual = hasher.finish()
+                let actual = knownHash ?? hasher.finish()
                 if actual != blob.hash {
                     let r = archive.resources[blob.resource]
                     throw WIMError.hashMismatch(path: archive.parts[r.part].path, blob: blob.hash, resourceOffset: r.offset,

@@ -143,6 +143,8 @@ func makeStandardTree(at root: String, largeFileSize: Int = 3 << 20) throws {
     try fm.linkItem(atPath: root + "/links/original.txt", toPath: root + "/hardlink-elsewhere.txt")
     try fm.createSymbolicLink(atPath: root + "/links/relative-symlink", withDestinationPath: "original.txt")
     try fm.createSymbolicLink(atPath: root + "/links/dir-symlink", withDestinationPath: "../dup")
+    // Absolute, but inside the captured tree: capture fixes it ("rpfix") and apply re-roots it.
+    try fm.createSymbolicLink(atPath: root + "/links/absolute-inside", withDestinationPath: root + "/dup/one.txt")
     try write(Array("héllo wörld ✓ 日本語 🚀".utf8), to: root + "/unicode/日本語 ファイル ✓ 🚀.txt")
     let longName = String(repeating: "long-name-", count: 24) + "end"
     try write(Array("long".utf8), to: root + "/unicode/" + longName)
