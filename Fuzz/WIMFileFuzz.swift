@@ -14,16 +14,18 @@ final class FuzzDiscard: BlobSink {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzWIMFile(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    let fd = memfd_create("fuzz.wim", 0)
+    // The archive reads a file by path: keep one scratch file in memory (tmpfs) per process.
+    let path = "/dev/shm/imprint-fuzz-\(getpid()).wim"
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     guard fd >= 0 else { return 0 }
-    defer { close(fd) }
     var written = 0
     while written < size {
         let n = write(fd, data + written, size - written)
-        if n <= 0 { return 0 }
+        if n <= 0 { break }
         written += n
     }
-    let path = "/proc/self/fd/\(fd)"
+    close(fd)
+    defer { unlink(path) }
     guard let wim = try? WIMArchive(path: path) else { return 0 }
     for image in 0..<wim.imageCount {
         _ = try? wim.metadata(image: image + 1)

@@ -14,6 +14,13 @@ struct SourceOptions: ParsableArguments {
         try WIMArchive(path: file, referenceParts: referenceParts)
     }
 
+    /// Opens the WIM and reads the metadata of the image `selector` names.
+    func openImage(_ selector: String) throws -> (WIMArchive, Int, ImageMetadata) {
+        let wim = try open()
+        let index = try wim.image(selector)
+        return (wim, index, try wim.metadata(image: index))
+    }
+
     /// A pipable WIM arriving on standard input or through a pipe (nil for a regular file).
     func openStream() throws -> PipableStream? {
         if file == "-" { return try PipableStream(descriptor: 0, name: "standard input") }
@@ -121,9 +128,7 @@ struct WimDir: ParsableCommand {
 
     func run() throws {
         do {
-            let wim = try source.open()
-            let index = try wim.image(image)
-            let meta = try wim.metadata(image: index)
+            let (wim, _, meta) = try source.openImage(image)
             func size(_ h: SHA1Digest) -> UInt64 { h.isZero ? 0 : (wim.blobs[h]?.size ?? 0) }
             // Tree order, depth first, as wimlib lists.
             var order: [Int] = []
@@ -255,9 +260,7 @@ struct WimApply: ParsableCommand {
                 try runApply(Applier(stream: stream), plan: ApplyPlan(image: meta), destination: target, read: read)
                 return
             }
-            let wim = try source.open()
-            let index = try wim.image(image)
-            let meta = try wim.metadata(image: index)
+            let (wim, _, meta) = try source.openImage(image)
             try runApply(Applier(archive: wim), plan: ApplyPlan(image: meta), destination: target, read: read)
         } catch {
             throw fail(error)
@@ -279,9 +282,7 @@ struct WimExtract: ParsableCommand {
 
     func run() throws {
         do {
-            let wim = try source.open()
-            let index = try wim.image(image)
-            let meta = try wim.metadata(image: index)
+            let (wim, index, meta) = try source.openImage(image)
             var roots: [Int] = []
             for p in paths {
                 guard let entry = meta.lookup(p) else { throw WIMError.noSuchPath(path: wim.path, image: index, requested: p) }

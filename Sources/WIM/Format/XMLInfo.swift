@@ -224,6 +224,15 @@ public struct WIMXMLInfo: Sendable {
 
     public var images: [Image]
 
+    /// The image a selector names: a 1-based index, or an image name (exact, then ignoring
+    /// case, as DISM matches /Name).
+    public func imageIndex(_ selector: String, imageCount: Int) -> Int? {
+        if let n = Int(selector) { return n >= 1 && n <= imageCount ? n : nil }
+        let match = images.first { $0.name == selector } ?? images.first { $0.name?.lowercased() == selector.lowercased() }
+        guard let index = match?.index, index >= 1, index <= imageCount else { return nil }
+        return index
+    }
+
     public static let empty = WIMXMLInfo(root: XMLElement(name: "WIM", attributes: [], children: [], text: ""), totalBytes: nil, images: [])
 
     init(root: XMLElement, totalBytes: UInt64?, images: [Image]) {

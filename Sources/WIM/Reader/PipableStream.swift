@@ -186,15 +186,10 @@ public final class PipableStream {
 
     /// Resolves an image given as a 1-based index or a name.
     public func image(_ selector: String) throws(WIMError) -> Int {
-        if let n = Int(selector) {
-            guard n >= 1, n <= imageCount else { throw .noSuchImage(path: name, selector: selector, imageCount: imageCount) }
-            return n
+        guard let index = xml.imageIndex(selector, imageCount: imageCount) else {
+            throw .noSuchImage(path: name, selector: selector, imageCount: imageCount)
         }
-        if let match = xml.images.first(where: { $0.name == selector }) ?? xml.images.first(where: { $0.name?.lowercased() == selector.lowercased() }),
-           match.index >= 1, match.index <= imageCount {
-            return match.index
-        }
-        throw .noSuchImage(path: name, selector: selector, imageCount: imageCount)
+        return index
     }
 
     /// Reads every image's metadata resource (they come next in the stream) and returns the

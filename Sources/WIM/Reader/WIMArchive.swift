@@ -102,15 +102,10 @@ public final class WIMArchive: @unchecked Sendable {
 
     /// Resolves an image given as a 1-based index or a name (exact, then case-insensitive).
     public func image(_ selector: String) throws(WIMError) -> Int {
-        if let n = Int(selector) {
-            guard n >= 1, n <= imageCount else { throw .noSuchImage(path: path, selector: selector, imageCount: imageCount) }
-            return n
+        guard let index = xml.imageIndex(selector, imageCount: imageCount) else {
+            throw .noSuchImage(path: path, selector: selector, imageCount: imageCount)
         }
-        if let match = xml.images.first(where: { $0.name == selector }) ?? xml.images.first(where: { $0.name?.lowercased() == selector.lowercased() }),
-           match.index >= 1, match.index <= imageCount {
-            return match.index
-        }
-        throw .noSuchImage(path: path, selector: selector, imageCount: imageCount)
+        return index
     }
 
     /// Reads, checks (SHA-1) and parses the metadata of image `image` (1-based).

@@ -160,6 +160,7 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
         var size: Int64
         var sha1: String
         var mtime: Int64
+        var atime: Int64
         var linkTarget: String
     }
     var nodes: [String: Node] = [:]
@@ -176,9 +177,10 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
             var info = stat()
             guard lstat(root + "/" + rel, &info) == 0 else { continue }
             let type = info.st_mode & S_IFMT
-            var node = Node(kind: "?", size: 0, sha1: "", mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec), linkTarget: "")
+            var node = Node(kind: "?", size: 0, sha1: "", mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+                            atime: Int64(info.st_atim.tv_sec) * 1_000_000_000 + Int64(info.st_atim.tv_nsec), linkTarget: "")
             switch type {
-            case S_IFDIR: node.kind = "dir"; node.size = 0
+            case S_IFDIR: node.kind = "dir"; node.size = 0; node.atime = 0  // listing a directory touches it
             case S_IFREG:
                 node.kind = "file"
                 node.size = Int64(info.st_size)
@@ -190,6 +192,7 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
                 let target = try fm.destinationOfSymbolicLink(atPath: root + "/" + rel)
                 node.linkTarget = target.hasPrefix(root) ? "<root>" + target.dropFirst(root.count) : target
                 node.mtime = 0  // symlink times are not compared: neither tool promises them
+                node.atime = 0
             default: node.kind = "other"
             }
             nodes[rel] = node
