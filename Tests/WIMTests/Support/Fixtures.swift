@@ -182,10 +182,10 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
             switch type {
             case S_IFDIR: node.kind = "dir"; node.size = 0; node.atime = 0  // listing a directory touches it
             case S_IFREG:
+                // Contents are read in a second pass: reading one name of a hard-linked file
+                // would change the access time the other names show.
                 node.kind = "file"
                 node.size = Int64(info.st_size)
-                let data = try Data(contentsOf: URL(fileURLWithPath: root + "/" + rel))
-                node.sha1 = SHA1Hasher.digest([UInt8](data)).description
                 if info.st_nlink > 1 { inodes[UInt64(info.st_ino), default: []].append(rel) }
             case S_IFLNK:
                 node.kind = "symlink"
@@ -196,6 +196,10 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
             default: node.kind = "other"
             }
             nodes[rel] = node
+        }
+        for (rel, node) in nodes where node.kind == "file" {
+            let data = try Data(contentsOf: URL(fileURLWithPath: root + "/" + rel))
+            nodes[rel]?.sha1 = SHA1Hasher.digest([UInt8](data)).description
         }
         linkGroups = inodes.values.map { $0.sorted() }.sorted { $0[0] < $1[0] }
     }
