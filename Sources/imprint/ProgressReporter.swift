@@ -13,6 +13,9 @@ import ArgumentParser
 final class ProgressReporter {
     let mode: ProgressMode
     private let start = Date()
+    /// Rates are per phase: creating files says nothing about how fast data flows.
+    private var phase = ""
+    private var phaseStart = Date()
     private var lastDraw = Date.distantPast
     private var drewBar = false
 
@@ -25,15 +28,21 @@ final class ProgressReporter {
     }
 
     func report(_ phase: String, done: UInt64, total: UInt64, unit: String = "bytes", force: Bool = false) {
+        if phase != self.phase {
+            if drewBar { finishLine() }
+            self.phase = phase
+            phaseStart = Date()
+        }
         switch mode {
         case .none, .auto:
             return
         case .json:
             let elapsed = Date().timeIntervalSince(start)
+            let inPhase = Date().timeIntervalSince(phaseStart)
             var object: [String: Any] = ["type": "progress", "phase": phase, "done": done, "total": total, "unit": unit,
                                          "elapsedSeconds": (elapsed * 1000).rounded() / 1000]
             if total > 0 { object["percent"] = (Double(done) * 1000 / Double(total)).rounded() / 10 }
-            if unit == "bytes", elapsed > 0 { object["bytesPerSecond"] = Int(Double(done) / elapsed) }
+            if unit == "bytes", inPhase > 0 { object["bytesPerSecond"] = Int(Double(done) / inPhase) }
             emitJSON(object)
         case .bar:
             let now = Date()
@@ -45,7 +54,7 @@ final class ProgressReporter {
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
             var line = String(format: "\r%@ [%@] %5.1f%%", phase.padding(toLength: 10, withPad: " ", startingAt: 0), bar, fraction * 100)
             if unit == "bytes" {
-                let elapsed = max(now.timeIntervalSince(start), 0.001)
+                let elapsed = max(now.timeIntervalSince(phaseStart), 0.001)
                 line += "  \(formatBytes(done)) / \(formatBytes(total))  \(formatBytes(UInt64(Double(done) / elapsed)))/s"
             } else {
                 line += "  \(done) / \(total) \(unit)"
