@@ -20,11 +20,13 @@ let package = Package(
         .systemLibrary(name: "CWimlibReference", path: "Sources/CWimlibReference"),
         // Linux system calls Swift cannot reach directly (openat2, used to stay inside a target).
         .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
+        // libntfs-3g: apply straight into an NTFS volume (no FUSE mount), as wimlib's NTFS mode.
+        .systemLibrary(name: "CNTFS3G", path: "Sources/CNTFS3G"),
 
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
         .target(name: "WIM", dependencies: ["CLibCrypto"]),
-        // Apply targets: where the entries of an image are written (a directory, later NTFS).
-        .target(name: "Apply", dependencies: ["WIM", "CSystem"]),
+        // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
+        .target(name: "Apply", dependencies: ["WIM", "CSystem", "CNTFS3G"]),
         // The command-line tool.
         .executableTarget(
             name: "imprint",

@@ -217,7 +217,10 @@ struct WimVerify: ParsableCommand {
 /// Shared by `apply` and `extract`.
 func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: ReadOptions) throws {
     let reporter = ProgressReporter(read.progress)
-    let target = try DirectoryTarget(root: destination)
+    // A block device, or a file holding an NTFS file system, is written as an NTFS volume
+    // through libntfs-3g; anything else is a directory.
+    let target: ApplyTarget = NTFSTarget.isVolume(destination)
+        ? try NTFSTarget(device: destination) : try DirectoryTarget(root: destination)
     var applier = applier
     applier.threads = read.threads ?? availableProcessorCount()
     let started = Date()
@@ -244,11 +247,11 @@ func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: Re
 struct WimApply: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply",
-        abstract: "Apply an image to a directory (files already there that the image lacks are kept).")
+        abstract: "Apply an image to a directory or an NTFS volume (files already there that the image lacks are kept).")
 
     @OptionGroup var source: SourceOptions
     @Argument(help: "The image: a 1-based index or a name.") var image: String
-    @Argument(help: "The target directory (created if missing).") var target: String
+    @Argument(help: "The target: a directory (created if missing), or an NTFS volume (a block device or a file with an NTFS file system).") var target: String
     @OptionGroup var read: ReadOptions
 
     func run() throws {

@@ -7,6 +7,7 @@ IMPRINT_PACKAGES=(
     libssl-dev               # libcrypto: SHA-1 with the CPU's SHA instructions
     attr                     # getfattr/setfattr, to inspect what apply keeps in xattrs
     ntfs-3g                  # mkfs.ntfs and the ntfs-3g driver, to build Windows-like fixtures
+    ntfs-3g-dev              # libntfs-3g: apply straight into an NTFS volume
     python3
     time                     # /usr/bin/time: peak memory in the benchmarks
 )
