@@ -5,7 +5,14 @@ Captures a corpus (default /usr/share) with wimlib in XPRESS, LZX, LZMS and soli
 each WIM times `verify` and `apply` to a directory with both tools, alternating runs, and prints
 the medians and the ratio imprint/wimlib (below 1.0: imprint is faster).
 
-    Benchmarks/wim.py [--corpus DIR] [--runs N] [--formats xpress,lzx,lzms,solid] [--only verify|apply]
+`ntfs` (only when asked for with --only) applies to an NTFS image file instead: before every run
+a fresh sparse image is formatted (`mkfs.ntfs -F -Q`, not timed) on tmpfs, then both tools write
+it through libntfs-3g (wimlib-imagex in its NTFS mode). `--fuse` adds a third column for
+context: imprint applying to the same kind of image mounted with ntfs-3g over FUSE (the time
+includes the unmount, which flushes).
+
+    Benchmarks/wim.py [--corpus DIR] [--runs N] [--formats xpress,lzx,lzms,solid] [--only verify,apply,ntfs]
+    Benchmarks/wim.py --formats lzx --only ntfs [--fuse]     # the NTFS apply benchmark
 """
 import argparse
 import os
@@ -40,18 +47,54 @@ def timed(cmd):
     return elapsed, peak
 
 
+def fresh_ntfs(image, size):
+    """A newly formatted, sparse NTFS image file (quick format; its time is not measured)."""
+    if os.path.exists(image):
+        os.unlink(image)
+    with open(image, "wb") as f:
+        f.truncate(size)
+    sh(["mkfs.ntfs", "-F", "-Q", "-p", "0", "-H", "255", "-S", "63", image])
+
+
+def fuse_apply(imprint, wim, image, mountpoint):
+    """imprint applying to `image` mounted with ntfs-3g; wall time of apply + unmount, and peak RSS."""
+    os.makedirs(mountpoint, exist_ok=True)
+    sh(["ntfs-3g", "-o", "streams_interface=windows", image, mountpoint])
+    try:
+        elapsed, peak = timed([imprint, "wim", "apply", wim, "1", mountpoint, "--progress", "none"])
+    finally:
+        start = time.perf_counter()
+        sh(["umount", mountpoint])
+        # umount returns once the kernel lets go; ntfs-3g may still be flushing the image.
+        while subprocess.run(["pgrep", "-f", f"ntfs-3g .*{image}"], stdout=subprocess.DEVNULL).returncode == 0:
+            time.sleep(0.01)
+    return elapsed + (time.perf_counter() - start), peak
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="/usr/share")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--formats", default="xpress,lzx,lzms,solid")
-    ap.add_argument("--only", choices=["verify", "apply"], default=None)
+    ap.add_argument("--only", default="verify,apply",
+                    help="operations, comma-separated: verify, apply (to a directory), ntfs (to an NTFS image file)")
     ap.add_argument("--work", default=os.path.join(HERE, "work"))
     ap.add_argument("--target", default="/dev/shm/imprint-bench" if os.path.isdir("/dev/shm") else None,
                     help="where apply writes (default: tmpfs, so the VM's disk does not drown both tools in noise)")
+    ap.add_argument("--ntfs-image", default=("/dev/shm" if os.path.isdir("/dev/shm") else os.path.join(HERE, "work")) + "/imprint-bench.ntfs",
+                    help="the NTFS image file `ntfs` formats before each run (default: on tmpfs)")
+    ap.add_argument("--ntfs-size", type=int, default=2 << 30, help="its size in bytes (sparse)")
+    ap.add_argument("--fuse", action="store_true", help="ntfs: also time imprint through an ntfs-3g FUSE mount")
     ap.add_argument("--imprint", default=os.path.join(ROOT, ".build/release/imprint"))
     args = ap.parse_args()
 
+    only = set(args.only.split(","))
+    if only - {"verify", "apply", "ntfs"}:
+        sys.exit(f"unknown operation in --only: {', '.join(sorted(only - {'verify', 'apply', 'ntfs'}))}")
+    if "ntfs" in only:
+        for tool in ("mkfs.ntfs",) + (("ntfs-3g",) if args.fuse else ()):
+            if not shutil.which(tool):
+                sys.exit(f"{tool} not found: apt-get install ntfs-3g")
     if not os.path.exists(args.imprint) or os.environ.get("REBUILD", "1") == "1":
         print("building imprint (release)...", file=sys.stderr)
         sh(["swift", "build", "-c", "release", "--product", "imprint"], cwd=ROOT)
@@ -68,40 +111,60 @@ def main():
         # Warm the page cache so both tools read the WIM from memory.
         subprocess.run(["cat", wim], stdout=subprocess.DEVNULL)
         ops = []
-        if args.only in (None, "verify"):
+        if "verify" in only:
             ops.append(("verify", [args.imprint, "wim", "verify", wim, "--progress", "none"], ["wimlib-imagex", "verify", wim]))
-        if args.only in (None, "apply"):
+        if "apply" in only:
             target = args.target or os.path.join(args.work, "apply-target")
             ops.append(("apply", [args.imprint, "wim", "apply", wim, "1", target, "--progress", "none"],
                         ["wimlib-imagex", "apply", wim, "1", target]))
+        if "ntfs" in only:
+            image = args.ntfs_image
+            ops.append(("ntfs", [args.imprint, "wim", "apply", wim, "1", image, "--progress", "none"],
+                        ["wimlib-imagex", "apply", wim, "1", image]))
         for name, ours, theirs in ops:
-            times = {"imprint": [], "wimlib": []}
-            peaks = {"imprint": 0.0, "wimlib": 0.0}
+            contenders = [("imprint", ours), ("wimlib", theirs)]
+            if name == "ntfs" and args.fuse:
+                contenders.append(("fuse", None))
+            times = {who: [] for who, _ in contenders}
+            peaks = {who: 0.0 for who, _ in contenders}
             for run in range(args.runs):
                 # Alternate who goes first so neither always gets the warmer machine.
-                order = [("imprint", ours), ("wimlib", theirs)]
-                if run % 2:
-                    order.reverse()
+                order = contenders[run % len(contenders):] + contenders[:run % len(contenders)]
                 for who, cmd in order:
                     if name == "apply":
                         shutil.rmtree(target, ignore_errors=True)
                         sh(["sync"])
-                    elapsed, peak = timed(cmd)
+                    if name == "ntfs":
+                        fresh_ntfs(image, args.ntfs_size)
+                    if who == "fuse":
+                        elapsed, peak = fuse_apply(args.imprint, wim, image, os.path.join(args.work, "ntfs-mount"))
+                    else:
+                        elapsed, peak = timed(cmd)
                     times[who].append(elapsed)
                     peaks[who] = max(peaks[who], peak)
             if name == "apply":
                 shutil.rmtree(target, ignore_errors=True)
+            if name == "ntfs" and os.path.exists(image):
+                os.unlink(image)
             a, b = statistics.median(times["imprint"]), statistics.median(times["wimlib"])
-            results.append((fmt, name, a, b, a / b, peaks))
+            fuse = statistics.median(times["fuse"]) if "fuse" in times else None
+            results.append((fmt, name, a, b, a / b, peaks, fuse))
             print(f"{fmt:7} {name:7} imprint {a:7.2f} s   wimlib {b:7.2f} s   ratio {a / b:5.2f}   "
-                  f"peak memory {peaks['imprint']:.0f} / {peaks['wimlib']:.0f} MiB", flush=True)
+                  f"peak memory {peaks['imprint']:.0f} / {peaks['wimlib']:.0f} MiB"
+                  + (f"   (imprint over FUSE {fuse:.2f} s, {peaks['fuse']:.0f} MiB)" if fuse is not None else ""), flush=True)
+            print("  runs: " + "; ".join(f"{who} " + " ".join(f"{t:.2f}" for t in ts) for who, ts in times.items()),
+                  flush=True)
 
     print()
-    print(f"corpus: {args.corpus}, {args.runs} runs each, medians, {os.cpu_count()} CPUs, apply target {args.target}")
+    print(f"corpus: {args.corpus}, {args.runs} runs each, medians, {os.cpu_count()} CPUs, apply target {args.target}"
+          + (f", NTFS image {args.ntfs_image} ({args.ntfs_size >> 20} MiB)" if "ntfs" in only else ""))
     print("| format | operation | imprint (s) | wimlib-imagex (s) | ratio imprint/wimlib | peak RSS imprint / wimlib (MiB) |")
     print("|---|---|---|---|---|---|")
-    for fmt, name, a, b, r, peaks in results:
+    for fmt, name, a, b, r, peaks, _ in results:
         print(f"| {fmt} | {name} | {a:.2f} | {b:.2f} | {r:.2f} | {peaks['imprint']:.0f} / {peaks['wimlib']:.0f} |")
+    for fmt, name, a, b, r, peaks, fuse in results:
+        if fuse is not None:
+            print(f"{fmt} {name}: imprint through an ntfs-3g FUSE mount {fuse:.2f} s, peak RSS {peaks['fuse']:.0f} MiB")
 
 
 if __name__ == "__main__":

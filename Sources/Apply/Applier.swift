@@ -1,4 +1,24 @@
+import Synchronization
 import WIM
+
+/// Set to a signal number (SIGTERM, SIGINT) by the tool's signal handler to stop an apply at the
+/// next safe point: between items of the structure pass and between blobs, never inside a
+/// libntfs-3g call, so the target can still unmount cleanly. An atomic, because a signal
+/// handler may do nothing else (no locks, no allocation).
+public let applyStopSignal = Atomic<Int32>(0)
+
+/// The apply stopped because `applyStopSignal` was set.
+public struct ApplyInterrupted: Error, CustomStringConvertible {
+    public var signal: Int32
+    public var description: String { "interrupted by signal \(signal)" }
+}
+
+/// Throws `ApplyInterrupted` once a stop was requested; cheap enough to call per item.
+@inline(__always)
+public func checkApplyStop() throws {
+    let signal = applyStopSignal.load(ordering: .relaxed)
+    if signal != 0 { throw ApplyInterrupted(signal: signal) }
+}
 
 /// Progress of an apply, by phase.
 public enum ApplyProgress: Sendable {
@@ -38,6 +58,7 @@ public struct Applier {
             }
         }
         let total = plan.items.count
+        try checkApplyStop()
         try target.createStructure(plan) { progress?(.structure(itemsDone: $0, itemsTotal: total)) }
 
         final class Forwarder: BlobSink {
@@ -45,6 +66,7 @@ public struct Applier {
             let plan: ApplyPlan
             init(_ target: ApplyTarget, _ plan: ApplyPlan) { self.target = target; self.plan = plan }
             func beginBlob(_ blob: BlobDescriptor) throws {
+                try checkApplyStop()
                 try target.beginBlob(blob, targets: plan.blobTargets[blob.hash] ?? [], plan: plan)
             }
             func blobData(_ data: UnsafeRawBufferPointer) throws { try target.blobData(data) }
@@ -63,6 +85,7 @@ public struct Applier {
             for hash in plan.blobTargets.keys { sizes[hash] = 0 }
             try stream.readBlobs(sizes, into: sink, verify: verifyHashes, describeUsers: { plan.users(of: $0) }) { progress?(.data($0)) }
         }
+        try checkApplyStop()
         progress?(.metadata)
         try target.finish(plan)
         return target.summary

@@ -90,6 +90,8 @@ public final class DirectoryTarget: ApplyTarget {
     public func createStructure(_ plan: ApplyPlan, progress: (Int) -> Void) throws {
         for (n, item) in plan.items.enumerated() {
             if n & 1023 == 0 { progress(n) }
+            // Between items: a safe point to stop at on SIGTERM/SIGINT.
+            if n & 15 == 0 { try checkApplyStop() }
             let entry = plan.image.entries[item.entry]
             let imagePath = plan.image.path(of: item.entry)
             let rel = item.relativePath

@@ -62,24 +62,69 @@ public final class NTFSTarget: ApplyTarget {
             throw NTFSApplyError.mount(device: device, errno: errno)
         }
         volume = vol
+        try markDirtyWhileWriting(vol)
+    }
+
+    /// VOLUME_IS_DIRTY in $Volume's flags (little-endian on disk, as the field is read here).
+    static let volumeIsDirty = UInt16(0x0001).littleEndian
+    /// Whether this apply set the dirty flag (and so clears it on a clean unmount).
+    private var setDirtyFlag = false
+    /// Said once at mount when the volume was already marked dirty; the tool prints it.
+    public private(set) var mountNotice: String?
+
+    /// libntfs-3g writes no journal and leaves the dirty flag alone: after a SIGKILL or a power
+    /// cut the volume mounts again as if nothing happened, though clusters or MFT records
+    /// allocated by the cut-off run may be leaked. So the flag is set for the time of the apply
+    /// and cleared by a clean unmount: a volume left dirty tells the next apply (which goes on:
+    /// it rewrites every file the image holds) and makes Windows run chkdsk at first boot,
+    /// which reclaims what was leaked. A flag already set (by Windows, or by an interrupted
+    /// apply) is left set.
+    private func markDirtyWhileWriting(_ vol: UnsafeMutablePointer<ntfs_volume>) throws {
+        let flags = vol.pointee.flags
+        if flags & NTFSTarget.volumeIsDirty != 0 {
+            mountNotice = "\(device): the volume is marked dirty (an interrupted apply or an unclean shutdown); applying anyway, every file of the image is rewritten, and Windows will check the volume (chkdsk) at its first boot"
+            return
+        }
+        if ntfs_volume_write_flags(vol, flags | NTFSTarget.volumeIsDirty) != 0 {
+            throw NTFSApplyError.operation(path: device, operation: "mark the volume dirty for the time of the apply", errno: errno)
+        }
+        setDirtyFlag = true
+    }
+
+    /// Clears the dirty flag this apply set, just before a clean unmount.
+    private func clearDirtyFlag(_ vol: UnsafeMutablePointer<ntfs_volume>) -> Int32 {
+        guard setDirtyFlag else { return 0 }
+        setDirtyFlag = false
+        return ntfs_volume_write_flags(vol, vol.pointee.flags & ~NTFSTarget.volumeIsDirty)
     }
 
     deinit {
         // Error paths end here: close what is open and unmount, so the volume stays consistent.
         closeBlobFiles()
         if let cached = cachedDirectory { _ = ntfs_inode_close(cached.inode) }
-        if let volume { _ = imprint_ntfs_umount(volume) }
+        if let volume {
+            // Every inode is closed above, so the volume is as consistent as after a success
+            // (libntfs-3g undoes a call that fails half-way): the flag is cleared the same.
+            _ = clearDirtyFlag(volume)
+            _ = imprint_ntfs_umount(volume)
+        }
     }
 
     /// Unmounts, reporting a failure to flush (success path; `deinit` covers errors).
     public func close() throws {
         closeBlobFiles()
+        // An apply stopped in the structure pass still holds a directory: its new index
+        // entries are written when it is closed, before the unmount.
+        if let cached = cachedDirectory { cachedDirectory = nil; _ = ntfs_inode_close(cached.inode) }
         guard let vol = volume else { return }
         volume = nil
+        let cleared = clearDirtyFlag(vol) == 0 ? 0 : errno
         if imprint_ntfs_umount(vol) != 0 { throw NTFSApplyError.unmount(device: device, errno: errno) }
+        if cleared != 0 { throw NTFSApplyError.unmount(device: device, errno: cleared) }
     }
 
-    private var vol: UnsafeMutablePointer<ntfs_volume> {
+    /// Internal, not private: the refresh clean-up (RefreshCleanup.swift) works on the same mount.
+    var vol: UnsafeMutablePointer<ntfs_volume> {
         get throws {
             guard let volume else { throw NTFSApplyError.operation(path: "/", operation: "use the volume after unmount", errno: EBADF) }
             return volume
@@ -118,9 +163,10 @@ public final class NTFSTarget: ApplyTarget {
         var itemByPath: [String: Int] = [:]
         for (n, item) in plan.items.enumerated() {
             if n & 1023 == 0 { progress(n) }
+            // Between items no inode is half-made: a safe point to stop at (SIGTERM, SIGINT).
+            if n & 15 == 0 { try checkApplyStop() }
             let entry = plan.image.entries[item.entry]
             let rel = item.relativePath
-            let imagePath = plan.image.path(of: item.entry)
             itemByPath[rel] = n
             if rel.isEmpty {
                 mftNumbers[n] = NTFSTarget.rootRecord
@@ -136,7 +182,7 @@ public final class NTFSTarget: ApplyTarget {
                 continue // the parent was skipped, so is what it contains
             }
             if entry.attributes.contains(.encrypted) {
-                summary.note("encrypted file (raw EFS data), not applied", imagePath)
+                summary.note("encrypted file (raw EFS data), not applied", plan.image.path(of: item.entry))
                 continue
             }
             let isDirectory = entry.attributes.contains(.directory)
@@ -144,7 +190,8 @@ public final class NTFSTarget: ApplyTarget {
             if item.linkTo != nil && linkRecord == nil { continue }
 
             let dir = try directory(parentRecord, parentPath)
-            let existing = try withName(name, rel) { uname, length in
+            // A directory this apply created held nothing: no name lookup needed in it.
+            let existing = freshDirectories.contains(parentRecord) ? nil : try withName(name, rel) { uname, length in
                 try clearWay(dir: dir, uname, length, rel,
                              imageIsDirectory: isDirectory && !entry.isReparsePoint && item.linkTo == nil)
             }
@@ -201,6 +248,7 @@ public final class NTFSTarget: ApplyTarget {
                 throw NTFSApplyError.operation(path: display(rel), operation: entry.attributes.contains(.directory) ? "create directory" : "create file", errno: errno)
             }
             mftNumbers[n] = ni.pointee.mft_no
+            if mode == Glibc.S_IFDIR { freshDirectories.insert(ni.pointee.mft_no) }
             var failure: Error?
             do {
                 // Named streams exist from the start, so empty ones need no blob.
@@ -210,6 +258,10 @@ public final class NTFSTarget: ApplyTarget {
                 }
                 if entry.isReparsePoint && entry.reparseHash.isZero {
                     try setReparseData(ni, entry, [], rel)
+                }
+                if metadataAtCreation(plan, n) {
+                    try setMetadata(ni, n, plan)
+                    metadataDone.insert(n)
                 }
             } catch { failure = error }
             if ntfs_inode_close_in_dir(ni, dir) != 0 && failure == nil {
@@ -316,15 +368,25 @@ public final class NTFSTarget: ApplyTarget {
                 }
                 openAttributes.append((na, rel))
                 // A file being replaced in place may hold more than the blob.
-                if ntfs_attr_truncate(na, 0) != 0 {
+                if na.pointee.data_size != 0 && ntfs_attr_truncate(na, 0) != 0 {
                     throw NTFSApplyError.operation(path: display(rel), operation: "truncate data stream", errno: errno)
                 }
+                NTFSTarget.preallocate(na, blob.size)
             case let .named(name):
                 let na = try withName(name, rel) { ntfs_attr_open(ni, imprint_ntfs_at_data(), $0, UInt32($1)) }
                 guard let na else { throw NTFSApplyError.operation(path: display(rel) + ":" + name, operation: "open named stream", errno: errno) }
                 openAttributes.append((na, rel + ":" + name))
+                NTFSTarget.preallocate(na, blob.size)
             }
         }
+    }
+
+    /// Allocates the whole stream in one go (as wimlib does), rather than cluster runs growing
+    /// with every write: far fewer allocations and runlist updates, and contiguous data. A
+    /// failure is left to the writes, which allocate as they go.
+    private static func preallocate(_ na: UnsafeMutablePointer<ntfs_attr>, _ size: UInt64) {
+        guard size > 0, na.pointee.data_size < Int64(size) else { return }
+        _ = ntfs_attr_truncate_solid(na, Int64(size))
     }
 
     public func blobData(_ data: UnsafeRawBufferPointer) throws {
@@ -369,47 +431,76 @@ public final class NTFSTarget: ApplyTarget {
         openInodes.removeAll()
     }
 
+    /// Directories created by this apply (so empty before it), by MFT record number.
+    private var freshDirectories = Set<UInt64>()
+    /// Items whose metadata was set when they were created (see `metadataAtCreation`).
+    private var metadataDone = Set<Int>()
+    /// Items another item is a hard link to.
+    private var linkTargets: Set<Int>?
+
+    /// Whether item `n`'s metadata is set as it is created, saving `finish` an open and a close
+    /// of its MFT record (as wimlib does): plain files only, as libntfs-3g changes no times when
+    /// data is written. Directories (their children change their times), reparse points (their
+    /// data sets an attribute), compressed files (the attribute changes how data is written),
+    /// files with a DOS name (set after the long name, changing times) and hard-link groups are
+    /// left to `finish`.
+    private func metadataAtCreation(_ plan: ApplyPlan, _ n: Int) -> Bool {
+        let item = plan.items[n]
+        let entry = plan.image.entries[item.entry]
+        if entry.attributes.contains(.directory) || entry.attributes.contains(.compressed) || entry.isReparsePoint
+            || !entry.shortName.isEmpty || item.linkTo != nil { return false }
+        if linkTargets == nil { linkTargets = Set(plan.items.compactMap(\.linkTo)) }
+        return !(linkTargets?.contains(n) ?? true)
+    }
+
+    /// Sets object ID, attributes, security descriptor and times (last) on the open inode of item `n`.
+    private func setMetadata(_ ni: UnsafeMutablePointer<ntfs_inode>, _ n: Int, _ plan: ApplyPlan) throws {
+        let item = plan.items[n]
+        let entry = plan.image.entries[item.entry]
+        let rel = item.relativePath
+        let imagePath = plan.image.path(of: item.entry)
+        if let objectID = entry.objectID {
+            let rc = objectID.withUnsafeBufferPointer { b in b.withMemoryRebound(to: CChar.self) { ntfs_set_ntfs_object_id(ni, $0.baseAddress, $0.count, 0) } }
+            if rc != 0 {
+                if errno == EEXIST { summary.note("object ID already used by another file on the volume, not set", imagePath) }
+                else { throw NTFSApplyError.operation(path: display(rel), operation: "set object ID", errno: errno) }
+            }
+        }
+        // Sparse and encrypted describe how data is stored, which this apply decides.
+        var attributes = entry.attributes.rawValue & ~(FileAttributes.sparseFile.rawValue | FileAttributes.encrypted.rawValue)
+        let rc = withUnsafeBytes(of: &attributes) { b in
+            ntfs_set_ntfs_attrib(ni, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count, 0)
+        }
+        if rc != 0 { throw NTFSApplyError.operation(path: display(rel), operation: "set attributes 0x\(String(entry.attributes.rawValue, radix: 16))", errno: errno) }
+        if entry.securityID >= 0 {
+            if Int(entry.securityID) < plan.image.securityDescriptors.count {
+                var context = SECURITY_CONTEXT()
+                context.vol = try vol
+                let descriptor = plan.image.securityDescriptors[Int(entry.securityID)]
+                let rc = descriptor.withUnsafeBufferPointer { b in
+                    b.withMemoryRebound(to: CChar.self) { ntfs_set_ntfs_acl(&context, ni, $0.baseAddress, $0.count, 0) }
+                }
+                if rc != 0 { throw NTFSApplyError.operation(path: display(rel), operation: "set security descriptor (\(descriptor.count) bytes)", errno: errno) }
+            } else {
+                summary.note("security ID \(entry.securityID) names no descriptor in the image, ignored", imagePath)
+            }
+        }
+        // creation, last write, last access: what ntfs_inode_set_times takes, in that order.
+        var times = (entry.creationTime.littleEndian, entry.lastWriteTime.littleEndian, entry.lastAccessTime.littleEndian)
+        let timesSet = withUnsafeBytes(of: &times) { b in ntfs_inode_set_times(ni, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count, 0) }
+        if timesSet != 0 { throw NTFSApplyError.operation(path: display(rel), operation: "set times", errno: errno) }
+    }
+
     public func finish(_ plan: ApplyPlan) throws {
         // Once per file, deepest first, times last: creating names, DOS names and links changes
         // directories' times, setting a child's metadata does not touch its parent's.
-        for (n, item) in plan.items.enumerated().reversed() where item.linkTo == nil {
+        for (n, item) in plan.items.enumerated().reversed() where item.linkTo == nil && !metadataDone.contains(n) {
             guard let record = mftNumbers[n] else { continue }
-            let entry = plan.image.entries[item.entry]
             let rel = item.relativePath
-            let imagePath = plan.image.path(of: item.entry)
             let ni = try openInode(record, rel)
             var failure: Error?
             do {
-                if let objectID = entry.objectID {
-                    let rc = objectID.withUnsafeBufferPointer { b in b.withMemoryRebound(to: CChar.self) { ntfs_set_ntfs_object_id(ni, $0.baseAddress, $0.count, 0) } }
-                    if rc != 0 {
-                        if errno == EEXIST { summary.note("object ID already used by another file on the volume, not set", imagePath) }
-                        else { throw NTFSApplyError.operation(path: display(rel), operation: "set object ID", errno: errno) }
-                    }
-                }
-                // Sparse and encrypted describe how data is stored, which this apply decides.
-                var attributes = entry.attributes.rawValue & ~(FileAttributes.sparseFile.rawValue | FileAttributes.encrypted.rawValue)
-                let rc = withUnsafeBytes(of: &attributes) { b in
-                    ntfs_set_ntfs_attrib(ni, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count, 0)
-                }
-                if rc != 0 { throw NTFSApplyError.operation(path: display(rel), operation: "set attributes 0x\(String(entry.attributes.rawValue, radix: 16))", errno: errno) }
-                if entry.securityID >= 0 {
-                    if Int(entry.securityID) < plan.image.securityDescriptors.count {
-                        var context = SECURITY_CONTEXT()
-                        context.vol = try vol
-                        let descriptor = plan.image.securityDescriptors[Int(entry.securityID)]
-                        let rc = descriptor.withUnsafeBufferPointer { b in
-                            b.withMemoryRebound(to: CChar.self) { ntfs_set_ntfs_acl(&context, ni, $0.baseAddress, $0.count, 0) }
-                        }
-                        if rc != 0 { throw NTFSApplyError.operation(path: display(rel), operation: "set security descriptor (\(descriptor.count) bytes)", errno: errno) }
-                    } else {
-                        summary.note("security ID \(entry.securityID) names no descriptor in the image, ignored", imagePath)
-                    }
-                }
-                // creation, last write, last access: what ntfs_inode_set_times takes, in that order.
-                var times = (entry.creationTime.littleEndian, entry.lastWriteTime.littleEndian, entry.lastAccessTime.littleEndian)
-                let timesSet = withUnsafeBytes(of: &times) { b in ntfs_inode_set_times(ni, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count, 0) }
-                if timesSet != 0 { throw NTFSApplyError.operation(path: display(rel), operation: "set times", errno: errno) }
+                try setMetadata(ni, n, plan)
             } catch { failure = error }
             if ntfs_inode_close(ni) != 0 && failure == nil {
                 failure = NTFSApplyError.operation(path: display(rel), operation: "close inode", errno: errno)

@@ -215,16 +215,41 @@ struct WimVerify: ParsableCommand {
 }
 
 /// Shared by `apply` and `extract`.
-func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: ReadOptions) throws {
+func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: ReadOptions, cleanup: RefreshCleanup? = nil) throws {
     let reporter = ProgressReporter(read.progress)
+    if cleanup != nil && !NTFSTarget.isVolume(destination) { throw RefreshCleanupError.needsNTFSVolume(destination) }
+    // From here on SIGTERM/SIGINT stop the apply at a safe point instead of killing it.
+    Interruption.install()
     // A block device, or a file holding an NTFS file system, is written as an NTFS volume
     // through libntfs-3g; anything else is a directory.
     let target: ApplyTarget = NTFSTarget.isVolume(destination)
         ? try NTFSTarget(device: destination) : try DirectoryTarget(root: destination)
+    if let notice = (target as? NTFSTarget)?.mountNotice {
+        FileHandle.standardError.write(Data("imprint: note: \(notice)\n".utf8))
+    }
+    if let cleanup, let volume = target as? NTFSTarget { try runCleanup(cleanup, on: volume, reporter: reporter) }
     var applier = applier
     applier.threads = read.threads ?? availableProcessorCount()
     let started = Date()
-    let summary = try applier.apply(plan, to: target, progress: reporter.applyCallback())
+    let summary: ApplySummary
+    do {
+        summary = try applier.apply(plan, to: target, progress: reporter.applyCallback())
+    } catch {
+        reporter.finishLine()
+        // Unmount now rather than when the target is released, so the message can say so.
+        var unmountFailure: Error?
+        if let volume = target as? NTFSTarget {
+            do { try volume.close() } catch { unmountFailure = error }
+        }
+        guard let stop = error as? ApplyInterrupted else { throw error }
+        let name = Interruption.name(stop.signal)
+        let state = target is NTFSTarget
+            ? unmountFailure.map { "unmounting the volume failed (\($0))" } ?? "the volume was unmounted cleanly"
+            : "stopped between files"
+        reporter.event(["type": "result", "status": "interrupted", "signal": name])
+        FileHandle.standardError.write(Data("imprint: interrupted by \(name): \(state); run the same apply again to finish\n".utf8))
+        throw ExitCode(128 + stop.signal)
+    }
     reporter.finishLine()
     let seconds = Date().timeIntervalSince(started)
     var notKept: [String: Any] = [:]
@@ -253,22 +278,53 @@ struct WimApply: ParsableCommand {
     @Argument(help: "The image: a 1-based index or a name.") var image: String
     @Argument(help: "The target: a directory (created if missing), or an NTFS volume (a block device or a file with an NTFS file system).") var target: String
     @OptionGroup var read: ReadOptions
+    @Option(help: "Refresh, NTFS volumes only: before applying, move (into Windows.old) or delete the old installation's top-level folders. Users is never touched.")
+    var cleanup: CleanupMode?
+    @Option(name: .customLong("cleanup-folder"), help: "A top-level folder for --cleanup (repeatable; default: Windows, Program Files, Program Files (x86), ProgramData).")
+    var cleanupFolders: [String] = []
 
     func run() throws {
         do {
+            if cleanup == nil && !cleanupFolders.isEmpty { throw ValidationError("--cleanup-folder needs --cleanup move or --cleanup delete") }
+            let refresh = try cleanup.map { try RefreshCleanup(mode: $0, folders: cleanupFolders.isEmpty ? RefreshCleanup.defaultFolders : cleanupFolders) }
             if let stream = try source.openStream() {
                 // A pipable WIM from a pipe: metadata first, then blobs as they come.
                 let index = try stream.image(image)
                 let meta = try stream.readMetadata(image: index)
-                try runApply(Applier(stream: stream), plan: ApplyPlan(image: meta), destination: target, read: read)
+                try runApply(Applier(stream: stream), plan: ApplyPlan(image: meta), destination: target, read: read, cleanup: refresh)
                 return
             }
             let (wim, _, meta) = try source.openImage(image)
-            try runApply(Applier(archive: wim), plan: ApplyPlan(image: meta), destination: target, read: read)
+            try runApply(Applier(archive: wim), plan: ApplyPlan(image: meta), destination: target, read: read, cleanup: refresh)
+        } catch let exit as ExitCode {
+            throw exit // interrupted: already reported
         } catch {
             throw fail(error)
         }
     }
+}
+
+extension CleanupMode: ExpressibleByArgument {}
+
+/// The refresh clean-up, on the volume `runApply` just opened, before anything is written;
+/// prints what it did.
+func runCleanup(_ cleanup: RefreshCleanup, on volume: NTFSTarget, reporter: ProgressReporter) throws {
+    let report = try volume.cleanUp(cleanup)
+    var event: [String: Any] = ["type": "cleanup", "mode": report.mode.rawValue, "folders": report.done,
+                                "missing": report.missing, "notFolders": report.notFolders]
+    if let destination = report.destination { event["destination"] = destination }
+    if report.mode == .delete { event["deletedFiles"] = report.deletedFiles; event["deletedDirectories"] = report.deletedDirectories }
+    reporter.event(event)
+    guard reporter.mode != .json else { return }
+    if report.done.isEmpty {
+        print("Clean-up: none of the listed folders is on the volume")
+    } else if let destination = report.destination {
+        print("Clean-up: moved \(report.done.joined(separator: ", ")) into \(destination)")
+    } else {
+        print("Clean-up: deleted \(report.done.joined(separator: ", ")) (\(report.deletedFiles) files, \(report.deletedDirectories) folders)")
+    }
+    if !report.missing.isEmpty { print("Clean-up: not on the volume, skipped: \(report.missing.joined(separator: ", "))") }
+    if !report.notFolders.isEmpty { print("Clean-up: files, not folders, left alone: \(report.notFolders.joined(separator: ", "))") }
 }
 
 /// `imprint wim extract`
@@ -292,6 +348,8 @@ struct WimExtract: ParsableCommand {
                 roots.append(entry)
             }
             try runApply(Applier(archive: wim), plan: ApplyPlan(image: meta, roots: roots), destination: destination, read: read)
+        } catch let exit as ExitCode {
+            throw exit // interrupted: already reported
         } catch {
             throw fail(error)
         }

@@ -1,0 +1,306 @@
+import CNTFS3G
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What to do with the old installation's top-level folders before a refresh apply.
+public enum CleanupMode: String, Sendable, CaseIterable {
+    /// Rename them under `Windows.old\` (a new name on the volume; no data is copied).
+    case move
+    /// Remove them and everything in them.
+    case delete
+}
+
+/// The clean-up before a refresh: which top-level folders, and what to do with them.
+/// `Users` is refused whatever the list says: user profiles are what a refresh must keep.
+public struct RefreshCleanup: Sendable {
+    public static let defaultFolders = ["Windows", "Program Files", "Program Files (x86)", "ProgramData"]
+    /// Never moved or deleted, compared case-insensitively.
+    public static let protectedFolders = ["Users"]
+
+    public let mode: CleanupMode
+    public let folders: [String]
+
+    /// Checks the list before anything is touched: plain top-level names only, never `Users`.
+    public init(mode: CleanupMode, folders: [String] = RefreshCleanup.defaultFolders) throws {
+        var seen = Set<String>()
+        var kept: [String] = []
+        for folder in folders {
+            // Windows writes `\Windows` or `Windows\`; the root's children are meant either way.
+            let name = folder.trimmingSeparators()
+            if name.isEmpty || name == "." || name == ".." || name.contains("/") || name.contains("\\") || name.utf16.count > 255 {
+                throw RefreshCleanupError.notATopLevelName(folder)
+            }
+            if RefreshCleanup.protectedFolders.contains(where: { $0.uppercased() == name.uppercased() }) {
+                throw RefreshCleanupError.protectedFolder(folder)
+            }
+            // Listed twice in different case: one folder on the volume.
+            if seen.insert(name.uppercased()).inserted { kept.append(name) }
+        }
+        self.mode = mode
+        self.folders = kept
+    }
+}
+
+/// What the clean-up did, for the end summary.
+public struct CleanupReport: Sendable {
+    public var mode: CleanupMode
+    /// The folder the old ones were moved into (`Windows.old`, `Windows.old.000`, ...); nil for delete.
+    public var destination: String?
+    /// Folders moved or deleted, as the volume spells them.
+    public var done: [String] = []
+    /// Listed folders the volume does not have.
+    public var missing: [String] = []
+    /// Listed names that are files, not folders: left alone.
+    public var notFolders: [String] = []
+    /// delete: names removed inside the folders (files and directories).
+    public var deletedFiles = 0
+    public var deletedDirectories = 0
+}
+
+public enum RefreshCleanupError: Error, CustomStringConvertible {
+    case protectedFolder(String)
+    case notATopLevelName(String)
+    case needsNTFSVolume(String)
+    case noFreeOldName(String)
+    case operation(path: String, operation: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case let .protectedFolder(name):
+            return "--cleanup-folder \"\(name)\": the Users folder holds the user profiles a refresh keeps; it is never moved or deleted"
+        case let .notATopLevelName(name):
+            return "--cleanup-folder \"\(name)\": give a folder at the root of the volume by its name alone (for example \"Program Files\")"
+        case let .needsNTFSVolume(target):
+            return "\(target): --cleanup works on an NTFS volume (a block device or an image file holding NTFS), not on a directory"
+        case let .noFreeOldName(device):
+            return "\(device): Windows.old and Windows.old.000 to Windows.old.999 all exist; remove old ones first"
+        case let .operation(path, operation, code):
+            return "\(path): \(operation) failed: \(String(cString: strerror(code))); the clean-up stopped here, the apply did not start"
+        }
+    }
+}
+
+/// One name in a directory index, as libntfs-3g lists it.
+private struct IndexName {
+    var units: [ntfschar]
+    var record: UInt64
+    var text: String { String(decoding: units.map { UInt16(littleEndian: $0) }, as: UTF16.self) }
+}
+
+extension NTFSTarget {
+    /// Moves or deletes the listed top-level folders, through the volume this target holds
+    /// open, before anything of the image is written. Call it right after `init`.
+    public func cleanUp(_ cleanup: RefreshCleanup) throws -> CleanupReport {
+        var report = CleanupReport(mode: cleanup.mode)
+        let volume = try vol
+        let rootNames = try listDirectory(NTFSTarget.rootRecord, "")
+        var found: [IndexName] = []
+        for folder in cleanup.folders {
+            // Windows compares names through the volume's $UpCase table whatever namespace a
+            // name is in; libntfs-3g's own lookup is case-sensitive for POSIX names (which
+            // Linux tools create), so match here.
+            let wanted = Array(folder.utf16).map { ntfschar($0.littleEndian) }
+            guard let entry = rootNames.first(where: { sameName($0.units, wanted, volume) }) else {
+                report.missing.append(folder)
+                continue
+            }
+            if try !isDirectory(entry.record, entry.text) { report.notFolders.append(entry.text); continue }
+            found.append(entry)
+        }
+        guard !found.isEmpty else { return report }
+        switch cleanup.mode {
+        case .delete:
+            for entry in found {
+                try deleteTree(entry, parent: NTFSTarget.rootRecord, parentPath: "", &report)
+                report.done.append(entry.text)
+            }
+        case .move:
+            let destination = try createOldFolder(rootNames, volume, securityFrom: found[0].record)
+            report.destination = destination.name
+            for entry in found {
+                try move(entry, into: destination.record, destination.name)
+                report.done.append(entry.text)
+            }
+        }
+        return report
+    }
+
+    // MARK: Names
+
+    private func cleanupDisplay(_ relative: String) -> String { device + ":/" + relative }
+
+    /// Case-insensitive comparison through the volume's $UpCase table, as Windows does.
+    private func sameName(_ a: [ntfschar], _ b: [ntfschar], _ volume: UnsafeMutablePointer<ntfs_volume>) -> Bool {
+        guard a.count == b.count else { return false }
+        let table = volume.pointee.upcase
+        let size = Int(volume.pointee.upcase_len)
+        func upper(_ c: ntfschar) -> UInt16 {
+            let unit = UInt16(littleEndian: c)
+            guard let table, Int(unit) < size else { return unit }
+            return UInt16(littleEndian: table[Int(unit)])
+        }
+        for i in a.indices where upper(a[i]) != upper(b[i]) { return false }
+        return true
+    }
+
+    /// Every name in a directory except `.`, `..` and DOS short names (removing a long name
+    /// removes its short name with it).
+    private func listDirectory(_ record: UInt64, _ path: String) throws -> [IndexName] {
+        final class Collector { var names: [IndexName] = [] }
+        let collector = Collector()
+        guard let dir = ntfs_inode_open(try vol, record) else {
+            throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "open directory", errno: errno)
+        }
+        var position: Int64 = 0
+        let rc = withExtendedLifetime(collector) {
+            ntfs_readdir(dir, &position, Unmanaged.passUnretained(collector).toOpaque()) { context, name, length, type, _, mref, _ in
+                guard let context, let name else { return 0 }
+                let units = Array(UnsafeBufferPointer(start: name, count: Int(length)))
+                let dot = ntfschar(UInt16(0x2E).littleEndian)
+                // Name type 2 is FILE_NAME_DOS.
+                if units == [dot] || units == [dot, dot] || type == 2 { return 0 }
+                let collector = Unmanaged<Collector>.fromOpaque(context).takeUnretainedValue()
+                collector.names.append(IndexName(units: units, record: mref & 0x0000_FFFF_FFFF_FFFF))
+                return 0
+            }
+        }
+        let code = errno
+        _ = ntfs_inode_close(dir)
+        if rc != 0 { throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "list directory", errno: code) }
+        return collector.names
+    }
+
+    private func isDirectory(_ record: UInt64, _ path: String) throws -> Bool {
+        guard let ni = ntfs_inode_open(try vol, record) else {
+            throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "open", errno: errno)
+        }
+        defer { _ = ntfs_inode_close(ni) }
+        return imprint_ntfs_is_directory(ni) != 0
+    }
+
+    private func units(_ name: String) -> [ntfschar] { Array(name.utf16).map { ntfschar($0.littleEndian) } }
+
+    // MARK: Move
+
+    /// Creates `Windows.old` at the root, or the first free numbered sibling. Windows Setup,
+    /// finding a Windows.old already there, names the next one `Windows.old.000`, then `.001`
+    /// (Microsoft's Vista/7 article on restoring from Windows.old mentions `Windows.old.000`;
+    /// not verified against a current Setup): the same scheme here.
+    ///
+    /// It gets the security descriptor of the first folder moved into it (the old Windows, as
+    /// a rule): libntfs-3g would otherwise give a new folder one granting Everyone full
+    /// access, which would let any user delete the old installation's files.
+    private func createOldFolder(_ rootNames: [IndexName], _ volume: UnsafeMutablePointer<ntfs_volume>,
+                                 securityFrom record: UInt64) throws -> (name: String, record: UInt64) {
+        let candidates = ["Windows.old"] + (0..<1000).map { "Windows.old." + String(String($0 + 1000).dropFirst()) }
+        guard let name = candidates.first(where: { candidate in
+            !rootNames.contains { sameName($0.units, units(candidate), volume) }
+        }) else { throw RefreshCleanupError.noFreeOldName(device) }
+        guard let root = ntfs_inode_open(volume, NTFSTarget.rootRecord) else {
+            throw RefreshCleanupError.operation(path: cleanupDisplay(""), operation: "open the root directory", errno: errno)
+        }
+        var securityID: UInt32 = 0 // le32 in $Secure, used as stored; 0: libntfs-3g's default
+        if let model = ntfs_inode_open(volume, record) {
+            securityID = model.pointee.security_id
+            _ = ntfs_inode_close(model)
+        }
+        var nameUnits = units(name)
+        guard let ni = ntfs_create(root, securityID, &nameUnits, UInt8(nameUnits.count), Glibc.S_IFDIR) else {
+            let code = errno
+            _ = ntfs_inode_close(root)
+            throw RefreshCleanupError.operation(path: cleanupDisplay(name), operation: "create folder", errno: code)
+        }
+        let record = ni.pointee.mft_no
+        var failure: Int32 = 0
+        if ntfs_inode_close_in_dir(ni, root) != 0 { failure = errno }
+        if ntfs_inode_close(root) != 0 && failure == 0 { failure = errno }
+        if failure != 0 { throw RefreshCleanupError.operation(path: cleanupDisplay(name), operation: "write the new folder", errno: failure) }
+        return (name, record)
+    }
+
+    /// A rename as ntfs-3g's own FUSE rename does it: link the directory under its new parent
+    /// (libntfs-3g allows a directory a second name for exactly this), then unlink the old
+    /// name (allowed for a non-empty directory because it has another name). Nothing inside
+    /// is opened, copied or changed. The new name is in the POSIX namespace, as every name
+    /// libntfs-3g creates; a short (DOS) name the folder had goes with its old name.
+    private func move(_ entry: IndexName, into destination: UInt64, _ destinationName: String) throws {
+        let volume = try vol
+        let from = entry.text, to = destinationName + "/" + entry.text
+        guard let ni = ntfs_inode_open(volume, entry.record) else {
+            throw RefreshCleanupError.operation(path: cleanupDisplay(from), operation: "open folder", errno: errno)
+        }
+        guard let target = ntfs_inode_open(volume, destination) else {
+            let code = errno
+            _ = ntfs_inode_close(ni)
+            throw RefreshCleanupError.operation(path: cleanupDisplay(destinationName), operation: "open folder", errno: code)
+        }
+        var name = entry.units
+        let linked = ntfs_link(ni, target, &name, UInt8(name.count))
+        let linkError = errno
+        let targetClosed = ntfs_inode_close(target)
+        if linked != 0 || targetClosed != 0 {
+            _ = ntfs_inode_close(ni)
+            throw RefreshCleanupError.operation(path: cleanupDisplay(from), operation: "link as \(to)", errno: linked != 0 ? linkError : EIO)
+        }
+        guard let root = ntfs_inode_open(volume, NTFSTarget.rootRecord) else {
+            let code = errno
+            _ = ntfs_inode_close(ni)
+            throw RefreshCleanupError.operation(path: cleanupDisplay(""), operation: "open the root directory", errno: code)
+        }
+        // ntfs_delete closes both inodes, whatever the outcome.
+        if ntfs_delete(volume, from, ni, root, &name, UInt8(name.count)) != 0 {
+            let code = errno
+            // Leave one name, not two: take the new one away again.
+            if let again = ntfs_inode_open(volume, entry.record) {
+                if let target = ntfs_inode_open(volume, destination) {
+                    _ = ntfs_delete(volume, to, again, target, &name, UInt8(name.count))
+                } else {
+                    _ = ntfs_inode_close(again)
+                }
+            }
+            throw RefreshCleanupError.operation(path: cleanupDisplay(from), operation: "remove the old name after linking it as \(to)", errno: code)
+        }
+    }
+
+    // MARK: Delete
+
+    /// Removes `entry` and everything under it, deepest first. Each name is removed from its
+    /// own directory; a file with another name elsewhere (a hard link) keeps its data there.
+    /// A junction or symlink directory is removed as itself: its own index is listed, never
+    /// what it points to.
+    private func deleteTree(_ entry: IndexName, parent: UInt64, parentPath: String, _ report: inout CleanupReport) throws {
+        let path = parentPath.isEmpty ? entry.text : parentPath + "/" + entry.text
+        // Asked of the inode: the index's file type says "reparse point" for junctions.
+        let directory = try isDirectory(entry.record, path)
+        if directory {
+            for child in try listDirectory(entry.record, path) {
+                try deleteTree(child, parent: entry.record, parentPath: path, &report)
+            }
+        }
+        let volume = try vol
+        guard let ni = ntfs_inode_open(volume, entry.record) else {
+            throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "open", errno: errno)
+        }
+        guard let dir = ntfs_inode_open(volume, parent) else {
+            let code = errno
+            _ = ntfs_inode_close(ni)
+            throw RefreshCleanupError.operation(path: cleanupDisplay(parentPath), operation: "open directory", errno: code)
+        }
+        var name = entry.units
+        // ntfs_delete closes both inodes, whatever the outcome.
+        if ntfs_delete(volume, path, ni, dir, &name, UInt8(name.count)) != 0 {
+            throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "delete", errno: errno)
+        }
+        if directory { report.deletedDirectories += 1 } else { report.deletedFiles += 1 }
+    }
+}
+
+private extension String {
+    func trimmingSeparators() -> String {
+        var s = Substring(self)
+        while let c = s.first, c == "/" || c == "\\" { s = s.dropFirst() }
+        while let c = s.last, c == "/" || c == "\\" { s = s.dropLast() }
+        return String(s)
+    }
+}

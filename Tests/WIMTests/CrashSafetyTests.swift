@@ -1,0 +1,211 @@
+import Foundation
+import Testing
+
+/// An apply to an NTFS volume killed at any moment (SIGKILL: no chance to clean up) leaves the
+/// user's files intact, and the same apply run again completes with exactly what an
+/// uninterrupted apply gives; SIGTERM stops it at a safe point with the volume unmounted
+/// cleanly.
+@Suite(.serialized)
+struct CrashSafetyTests {
+    /// Files outside the image, as a user's profile on a machine being refreshed.
+    static let userFiles: [(path: String, bytes: [UInt8])] = [
+        ("Users/Alice/Documents/report.docx", testBytes(300_000, seed: 501)),
+        ("Users/Alice/notes.txt", testBytes(4_000, seed: 502, compressible: true)),
+        ("Users/Alice/empty.txt", []),
+        ("Users/Bob/Pictures/photo.jpg", testBytes(1 << 20, seed: 503)),
+        ("Users/Bob/small.ini", Array("[settings]\r\nkey=value\r\n".utf8)),
+    ]
+
+    /// What a user file is: its bytes and what ntfs-3g shows of its NTFS metadata.
+    struct UserFile: Equatable {
+        var contents: Data?
+        var xattrs: [String: [UInt8]]
+    }
+
+    let ntfs = NTFSApplyTests()
+
+    /// A WIM of a few thousand files (~30 MB of data, LZX) so an apply lasts long enough to be
+    /// cut at several points. Half the files are random, half compress well.
+    func makeWIM(_ scratch: ScratchDirectory) throws -> String {
+        let tree = scratch.sub("tree")
+        var seed: UInt64 = 1000
+        for d in 0..<40 {
+            for f in 0..<90 {
+                seed += 1
+                let size = [100, 2_000, 8_000, 20_000][f % 4] + f
+                try write(testBytes(size, seed: seed, compressible: f % 2 == 0), to: tree + "/Windows/dir\(d)/file\(f).bin")
+            }
+        }
+        try write(testBytes(3 << 20, seed: 7), to: tree + "/Windows/big.bin")
+        let wim = scratch.sub("image.wim")
+        try capture(tree, wim, ["--compress=LZX"])
+        return wim
+    }
+
+    func makeVolume(_ path: String, withUsers: Bool, scratch: ScratchDirectory) throws {
+        try run(["truncate", "-s", "160M", path])
+        try run(["mkfs.ntfs", "-F", "-Q", path])
+        guard withUsers else { return }
+        try ntfs.withMount(path, at: scratch.sub("populate")) {
+            for file in CrashSafetyTests.userFiles { try write(file.bytes, to: scratch.sub("populate") + "/" + file.path) }
+        }
+    }
+
+    /// The user files as ntfs-3g reads them from a read-only mount.
+    func userFiles(_ volume: String, scratch: ScratchDirectory) throws -> [String: UserFile] {
+        let mount = scratch.sub("check")
+        return try ntfs.withMount(volume, at: mount, readOnly: true) {
+            var files: [String: UserFile] = [:]
+            for file in CrashSafetyTests.userFiles {
+                let full = mount + "/" + file.path
+                var xattrs: [String: [UInt8]] = [:]
+                for name in NTFSApplyTests.ntfsXattrs { xattrs[name] = ntfs.xattr(full, name) }
+                files[file.path] = UserFile(contents: FileManager.default.contents(atPath: full), xattrs: xattrs)
+            }
+            return files
+        }
+    }
+
+    /// Starts `imprint wim apply`, sends `signal` after `delay` seconds (unless it ended before),
+    /// and returns how it ended (128 + signal when a signal ended it) and its standard error.
+    func applyInterrupted(_ wim: String, _ volume: String, signal: Int32, after delay: Double,
+                          scratch: ScratchDirectory) throws -> (status: Int32, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: imprintBinary)
+        process.arguments = ["wim", "apply", wim, "1", volume, "--progress", "none"]
+        let errPath = scratch.sub("stderr.txt")
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        defer { try? errFile.close() }
+        process.standardError = errFile
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        usleep(useconds_t(delay * 1_000_000))
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        process.waitUntilExit()
+        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        return (status, stderr)
+    }
+
+    /// An uninterrupted apply on a fresh volume: its snapshot and how long it took.
+    func reference(_ wim: String, scratch: ScratchDirectory) throws -> (files: [String: NTFSApplyTests.FileState], seconds: Double) {
+        let volume = scratch.sub("reference.img")
+        try makeVolume(volume, withUsers: false, scratch: scratch)
+        let started = Date()
+        try run([imprintBinary, "wim", "apply", wim, "1", volume, "--progress", "none"])
+        let seconds = Date().timeIntervalSince(started)
+        let files = try ntfs.withMount(volume, at: scratch.sub("ref"), readOnly: true) { try ntfs.snapshot(scratch.sub("ref")).files }
+        return (files, seconds)
+    }
+
+    /// Starts `imprint wim apply --progress json` and sends `signal` as soon as it reports
+    /// progress in `phase` ("creating" or "data"): timing-free, so a loaded machine cannot make
+    /// the signal arrive after the apply ended. Returns how it ended and its standard error.
+    func applyInterrupted(_ wim: String, _ target: String, signal: Int32, inPhase phase: String,
+                          scratch: ScratchDirectory) throws -> (status: Int32, stderr: String, signalled: Bool) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: imprintBinary)
+        process.arguments = ["wim", "apply", wim, "1", target, "--progress", "json"]
+        let errPath = scratch.sub("stderr.txt")
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        defer { try? errFile.close() }
+        process.standardError = errFile
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        var pending = Data(), signalled = false
+        while case let chunk = out.fileHandleForReading.availableData, !chunk.isEmpty {
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...newline)
+                if !signalled && line.contains("\"phase\":\"\(phase)\"") && !line.contains("\"done\":0,") {
+                    kill(process.processIdentifier, signal)
+                    signalled = true
+                }
+            }
+        }
+        process.waitUntilExit()
+        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        return (status, (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "", signalled)
+    }
+
+    @Test func killedAtSeveralPointsThenReappliedEqualsAnUninterruptedApply() throws {
+        let scratch = ScratchDirectory()
+        let wim = try makeWIM(scratch)
+        let expected = try reference(wim, scratch: scratch)
+        #expect(expected.files.count > 3000)
+
+        let volume = scratch.sub("target.img")
+        try makeVolume(volume, withUsers: true, scratch: scratch)
+        let before = try userFiles(volume, scratch: scratch)
+        #expect(before["Users/Bob/Pictures/photo.jpg"]?.contents == Data(CrashSafetyTests.userFiles[3].bytes))
+
+        // Points spread over the apply: early (structure), middle (data), late (metadata).
+        var killed = 0
+        for fraction in [0.15, 0.35, 0.6, 0.85] {
+            let (status, stderr) = try applyInterrupted(wim, volume, signal: SIGKILL, after: expected.seconds * fraction, scratch: scratch)
+            if status == 128 + SIGKILL { killed += 1 } else { #expect(status == 0, "apply ended with \(status): \(stderr)") }
+            #expect(try userFiles(volume, scratch: scratch) == before, "user files after a SIGKILL at \(fraction) of the apply")
+        }
+        // Most runs must really have been cut, or this test proves nothing.
+        #expect(killed >= 2, "only \(killed) of 4 runs were killed before they finished")
+
+        let again = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--progress", "none"])
+        #expect(again.status == 0)
+        // A run cut by SIGKILL leaves the volume marked dirty; the next apply says so and goes on.
+        if killed > 0 { #expect(again.stderr.contains("the volume is marked dirty"), "\(again.stderr)") }
+        #expect(try userFiles(volume, scratch: scratch) == before)
+        let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
+        let users = Set(actual.keys.filter { $0 == "Users" || $0.hasPrefix("Users/") })
+        ntfs.compare(expected.files, actual, ignoring: users)
+    }
+
+    @Test func sigtermStopsAtASafePointAndUnmountsCleanly() throws {
+        let scratch = ScratchDirectory()
+        let wim = try makeWIM(scratch)
+        let volume = scratch.sub("target.img")
+        try makeVolume(volume, withUsers: true, scratch: scratch)
+        let before = try userFiles(volume, scratch: scratch)
+        // How long an apply lasts here, to send SIGTERM in its middle.
+        // An uninterrupted apply, to compare with at the end.
+        let reference = scratch.sub("reference.img")
+        try makeVolume(reference, withUsers: false, scratch: scratch)
+        try run([imprintBinary, "wim", "apply", wim, "1", reference, "--progress", "none"])
+
+        let (status, stderr, signalled) = try applyInterrupted(wim, volume, signal: SIGTERM, inPhase: "data", scratch: scratch)
+        #expect(signalled)
+        #expect(status == 128 + SIGTERM, "\(stderr)")
+        #expect(stderr.contains("interrupted by SIGTERM: the volume was unmounted cleanly; run the same apply again to finish"), "\(stderr)")
+        // Clean: not even marked dirty (ntfsinfo refuses a dirty volume), and ntfs-3g mounts it.
+        let info = try run(["ntfsinfo", "-m", volume], allowFailure: true)
+        #expect(info.status == 0, "\(info.stderr)")
+        #expect(info.output.contains("Volume Flags: 0x0000"), "\(info.output)")
+        #expect(try userFiles(volume, scratch: scratch) == before)
+
+        let again = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--progress", "none"])
+        #expect(again.status == 0)
+        #expect(!again.stderr.contains("marked dirty"), "\(again.stderr)")
+        #expect(try userFiles(volume, scratch: scratch) == before)
+        let expected = try ntfs.withMount(reference, at: scratch.sub("ref"), readOnly: true) { try ntfs.snapshot(scratch.sub("ref")).files }
+        let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
+        let users = Set(actual.keys.filter { $0 == "Users" || $0.hasPrefix("Users/") })
+        ntfs.compare(expected, actual, ignoring: users)
+    }
+
+    @Test func sigtermStopsADirectoryApply() throws {
+        let scratch = ScratchDirectory()
+        let wim = try makeWIM(scratch)
+        try run([imprintBinary, "wim", "apply", wim, "1", scratch.sub("reference"), "--progress", "none"])
+        // In the middle of creating files (progress comes every 1,024 entries).
+        let (status, stderr, signalled) = try applyInterrupted(wim, scratch.sub("target"), signal: SIGTERM, inPhase: "creating", scratch: scratch)
+        #expect(signalled)
+        #expect(status == 128 + SIGTERM, "\(stderr)")
+        #expect(stderr.contains("interrupted by SIGTERM: stopped between files; run the same apply again to finish"), "\(stderr)")
+        try run([imprintBinary, "wim", "apply", wim, "1", scratch.sub("target"), "--progress", "none"])
+        let expected = try TreeSnapshot(scratch.sub("reference")), actual = try TreeSnapshot(scratch.sub("target"))
+        #expect(expected.differences(from: actual).isEmpty, "\(expected.differences(from: actual))")
+    }
+}
