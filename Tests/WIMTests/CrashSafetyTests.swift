@@ -59,7 +59,7 @@ struct CrashSafetyTests {
             for file in CrashSafetyTests.userFiles {
                 let full = mount + "/" + file.path
                 var xattrs: [String: [UInt8]] = [:]
-                for name in NTFSApplyTests.ntfsXattrs { xattrs[name] = ntfs.xattr(full, name) }
+                for name in NTFSApplyTests.ntfsXattrs { xattrs[name] = xattr(full, name) }
                 files[file.path] = UserFile(contents: FileManager.default.contents(atPath: full), xattrs: xattrs)
             }
             return files
@@ -74,7 +74,7 @@ struct CrashSafetyTests {
         process.executableURL = URL(fileURLWithPath: imprintBinary)
         process.arguments = ["wim", "apply", wim, "1", volume, "--progress", "none"]
         let errPath = scratch.sub("stderr.txt")
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         defer { try? errFile.close() }
         process.standardError = errFile
@@ -108,7 +108,7 @@ struct CrashSafetyTests {
         process.executableURL = URL(fileURLWithPath: imprintBinary)
         process.arguments = ["wim", "apply", wim, "1", target, "--progress", "json"]
         let errPath = scratch.sub("stderr.txt")
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         defer { try? errFile.close() }
         process.standardError = errFile

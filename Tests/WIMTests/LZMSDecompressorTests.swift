@@ -99,18 +99,6 @@ import Testing
         }()
     }
 
-    /// A small deterministic generator so failures reproduce.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     /// Compresses one chunk with wimlib's LZMS compressor. Unlike `WimlibReference.compress`
     /// it leaves room for expansion, so incompressible data is compressed too (a WIM would

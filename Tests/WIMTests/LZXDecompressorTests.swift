@@ -205,7 +205,7 @@ import Testing
     @Test("E8 translation: only when the chunk exceeds 10 bytes, only before its last 10, skipping targets")
     func e8EdgeCases() throws {
         var decoder = try LZXDecompressor(maxChunkSize: 32768)
-        var rng = LZXTestRNG(seed: 99)
+        var rng = SplitMix64(seed: 99)
         for size in [1, 9, 10, 11, 12, 16, 17, 64, 300] {
             for _ in 0..<20 {
                 // Mostly E8 bytes, with targets both inside and outside the translated ranges.
@@ -389,7 +389,7 @@ import Testing
 
     @Test("flipped bits, overwritten bytes and truncations decode or throw, never trap; agree with wimlib")
     func survivesCorruption() throws {
-        var rng = LZXTestRNG(seed: 0x5EED)
+        var rng = SplitMix64(seed: 0x5EED)
         var bases: [(stream: [UInt8], size: Int, order: Int)] = []
         for (kind, level) in [(LZXTestData.Kind.text, UInt32(50)), (.x86, 50), (.mixed, 100), (.mixed, 20)] {
             let data = LZXTestData.make(kind, count: 3000, seed: UInt64(level))
@@ -489,24 +489,12 @@ private func lzxMismatch(_ actual: [UInt8], _ expected: [UInt8]) -> String? {
     return "first difference at byte \(at) of \(actual.count): \(actual[at]) instead of \(expected[at])"
 }
 
-/// SplitMix64, so test data and mutations are the same on every run.
-struct LZXTestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 enum LZXTestData {
     enum Kind: CaseIterable { case zeros, random, text, x86, records, mixed }
 
     static func make(_ kind: Kind, count: Int, seed: UInt64) -> [UInt8] {
-        var rng = LZXTestRNG(seed: seed)
+        var rng = SplitMix64(seed: seed)
         switch kind {
         case .zeros:
             return [UInt8](repeating: 0, count: count)
@@ -576,7 +564,7 @@ enum LZXTestData {
         let unit = make(.mixed, count: min(count, 65536), seed: seed)
         var out = unit
         out.reserveCapacity(count)
-        var rng = LZXTestRNG(seed: seed &+ 1)
+        var rng = SplitMix64(seed: seed &+ 1)
         while out.count < count {
             var copy = unit
             for _ in 0..<64 { copy[Int.random(in: 0..<copy.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }

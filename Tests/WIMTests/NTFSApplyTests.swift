@@ -39,14 +39,6 @@ struct NTFSApplyTests {
         return try body()
     }
 
-    func xattr(_ path: String, _ name: String) -> [UInt8]? {
-        let size = lgetxattr(path, name, nil, 0)
-        guard size >= 0 else { return nil }
-        var value = [UInt8](repeating: 0, count: size)
-        let n = value.withUnsafeMutableBytes { lgetxattr(path, name, $0.baseAddress, size) }
-        return n == size ? value : nil
-    }
-
     func hex(_ bytes: [UInt8]) -> String { "0x" + bytes.map { String(format: "%02x", $0) }.joined() }
 
     func le16(_ v: Int) -> [UInt8] { [UInt8(v & 0xff), UInt8(v >> 8 & 0xff)] }

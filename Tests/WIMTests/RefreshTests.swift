@@ -104,7 +104,7 @@ struct RefreshTests {
             let path = root + "/" + file
             state[file] = UserFile(contents: FileManager.default.contents(atPath: path),
                                    zoneIdentifier: FileManager.default.contents(atPath: path + ":Zone.Identifier"),
-                                   acl: ntfs.xattr(path, "system.ntfs_acl"), times: ntfs.xattr(path, "system.ntfs_times"))
+                                   acl: xattr(path, "system.ntfs_acl"), times: xattr(path, "system.ntfs_times"))
         }
         return state
     }

@@ -9,14 +9,6 @@ import CSystem
 /// kept in a `user.wim.*` extended attribute or listed in the summary, never dropped silently.
 @Suite(.serialized)
 struct WindowsMetadataTests {
-    func xattr(_ path: String, _ name: String) -> [UInt8]? {
-        let size = lgetxattr(path, name, nil, 0)
-        guard size >= 0 else { return nil }
-        var value = [UInt8](repeating: 0, count: size)
-        let n = value.withUnsafeMutableBytes { lgetxattr(path, name, $0.baseAddress, size) }
-        return n == size ? value : nil
-    }
-
     @Test func ntfsMetadataIsKeptInXattrs() throws {
         let scratch = ScratchDirectory()
         let volume = scratch.sub("vol.img"), mount = scratch.sub("mnt")

@@ -102,7 +102,7 @@ import Testing
         var lengths = [UInt8](repeating: 0, count: 512)
         for symbol in 0..<15 { lengths[symbol] = UInt8(symbol + 1) }
         lengths[15] = 15
-        var rng = XpressTestRNG(seed: 5)
+        var rng = SplitMix64(seed: 5)
         let data = (0..<6000).map { _ in UInt8(truncatingIfNeeded: rng.next() % 16) }
         let compressed = XpressTestEncoder.encode(items: data.map { .literal($0) }, codeLengths: lengths)
         var decoder = XpressDecompressor()
@@ -127,7 +127,7 @@ import Testing
         for (i, unit) in units.enumerated() {
             lengths[480 + i] = UInt8(11 - unit.trailingZeroBitCount)
         }
-        var rng = XpressTestRNG(seed: 6)
+        var rng = SplitMix64(seed: 6)
         let data = (0..<5000).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         let compressed = XpressTestEncoder.encode(items: data.map { .literal($0) }, codeLengths: lengths)
         var decoder = XpressDecompressor()
@@ -236,7 +236,7 @@ import Testing
 
     @Test("thousands of corrupted chunks decode or throw, never trap, and agree with wimlib")
     func survivesCorruptedInput() throws {
-        var rng = XpressTestRNG(seed: 0x5EED)
+        var rng = SplitMix64(seed: 0x5EED)
         var seeds: [(data: [UInt8], compressed: [UInt8])] = []
         for (i, kind) in [XpressTestData.Kind.text, .repetitive, .mixed, .zeros].enumerated() {
             let data = XpressTestData.make(kind, count: 1024 + 1000 * i, seed: UInt64(i))
@@ -292,7 +292,7 @@ import Testing
 
     @Test("corrupted multi-block streams with long lengths decode or throw, never trap")
     func survivesCorruptedMultiBlockStreams() {
-        var rng = XpressTestRNG(seed: 0xB10C)
+        var rng = SplitMix64(seed: 0xB10C)
         let data = XpressTestData.make(.mixed, count: 140_000, seed: 12)
         let streams = [XpressTestEncoder.encode(data), XpressTestEncoder.encode(data, longLengths: .always32Bit)]
         var decoder = XpressDecompressor()
@@ -397,18 +397,6 @@ enum XpressFuzzFindings {
 
 // MARK: - Test data
 
-/// SplitMix64: deterministic, so a failing round reproduces.
-private struct XpressTestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 enum XpressTestData {
     enum Kind: String, CaseIterable, Sendable, CustomTestStringConvertible {
@@ -417,7 +405,7 @@ enum XpressTestData {
     }
 
     static func make(_ kind: Kind, count: Int, seed: UInt64) -> [UInt8] {
-        var rng = XpressTestRNG(seed: seed &+ 0x1234)
+        var rng = SplitMix64(seed: seed &+ 0x1234)
         var bytes: [UInt8] = []
         bytes.reserveCapacity(count + 64)
         switch kind {
@@ -461,7 +449,7 @@ enum XpressTestData {
         "to", "is", "a", "in", "for", "with", "XPRESS", "Huffman", "match", "literal", "offset",
     ]
 
-    private static func appendText(_ bytes: inout [UInt8], count: Int, rng: inout XpressTestRNG) {
+    private static func appendText(_ bytes: inout [UInt8], count: Int, rng: inout SplitMix64) {
         while bytes.count < count {
             let word = words[Int(rng.next() % UInt64(words.count))]
             bytes += Array(word.utf8)

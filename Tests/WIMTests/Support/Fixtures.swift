@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import CSystem
 @testable import WIM
 
 /// A scratch directory removed when the test ends.
@@ -222,4 +223,13 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
 /// Captures `tree` into `wim` with wimlib-imagex.
 func capture(_ tree: String, _ wim: String, name: String = "Test image", _ options: [String] = []) throws {
     try run(["wimlib-imagex", "capture", tree, wim, name] + options)
+}
+
+/// An extended attribute of `path` itself (not of a symlink's target), or nil if it has none.
+func xattr(_ path: String, _ name: String) -> [UInt8]? {
+    let size = lgetxattr(path, name, nil, 0)
+    guard size >= 0 else { return nil }
+    var value = [UInt8](repeating: 0, count: size)
+    let n = value.withUnsafeMutableBytes { lgetxattr(path, name, $0.baseAddress, size) }
+    return n == size ? value : nil
 }
