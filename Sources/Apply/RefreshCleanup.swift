@@ -219,6 +219,23 @@ extension NTFSTarget {
         return (name, record)
     }
 
+    /// Opens an entry and the directory it is linked into (or moved to); when the second open
+    /// fails the first inode is closed again, so no error path leaks an open inode.
+    private func openInodePair(_ volume: UnsafeMutablePointer<ntfs_volume>,
+                               _ first: (record: UInt64, path: String, operation: String),
+                               _ second: (record: UInt64, path: String, operation: String))
+        throws -> (UnsafeMutablePointer<ntfs_inode>, UnsafeMutablePointer<ntfs_inode>) {
+        guard let a = ntfs_inode_open(volume, first.record) else {
+            throw RefreshCleanupError.operation(path: cleanupDisplay(first.path), operation: first.operation, errno: errno)
+        }
+        guard let b = ntfs_inode_open(volume, second.record) else {
+            let code = errno
+            _ = ntfs_inode_close(a)
+            throw RefreshCleanupError.operation(path: cleanupDisplay(second.path), operation: second.operation, errno: code)
+        }
+        return (a, b)
+    }
+
     /// A rename as ntfs-3g's own FUSE rename does it: link the directory under its new parent
     /// (libntfs-3g allows a directory a second name for exactly this), then unlink the old
     /// name (allowed for a non-empty directory because it has another name). Nothing inside
@@ -227,14 +244,7 @@ extension NTFSTarget {
     private func move(_ entry: IndexName, into destination: UInt64, _ destinationName: String) throws {
         let volume = try vol
         let from = entry.text, to = destinationName + "/" + entry.text
-        guard let ni = ntfs_inode_open(volume, entry.record) else {
-            throw RefreshCleanupError.operation(path: cleanupDisplay(from), operation: "open folder", errno: errno)
-        }
-        guard let target = ntfs_inode_open(volume, destination) else {
-            let code = errno
-            _ = ntfs_inode_close(ni)
-            throw RefreshCleanupError.operation(path: cleanupDisplay(destinationName), operation: "open folder", errno: code)
-        }
+        let (ni, target) = try openInodePair(volume, (entry.record, from, "open folder"), (destination, destinationName, "open folder"))
         var name = entry.units
         let linked = ntfs_link(ni, target, &name, UInt8(name.count))
         let linkError = errno
@@ -279,14 +289,7 @@ extension NTFSTarget {
             }
         }
         let volume = try vol
-        guard let ni = ntfs_inode_open(volume, entry.record) else {
-            throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "open", errno: errno)
-        }
-        guard let dir = ntfs_inode_open(volume, parent) else {
-            let code = errno
-            _ = ntfs_inode_close(ni)
-            throw RefreshCleanupError.operation(path: cleanupDisplay(parentPath), operation: "open directory", errno: code)
-        }
+        let (ni, dir) = try openInodePair(volume, (entry.record, path, "open"), (parent, parentPath, "open directory"))
         var name = entry.units
         // ntfs_delete closes both inodes, whatever the outcome.
         if ntfs_delete(volume, path, ni, dir, &name, UInt8(name.count)) != 0 {
