@@ -160,9 +160,11 @@ public struct WIMHeader: Sendable {
             guard kinds.count == 1 else {
                 throw .invalidHeader(path: path, reason: "compression flag set but \(kinds.count) compression formats named")
             }
-            // Chunk sizes are powers of two; wimlib writes 2^12 ... 2^26 (LZMS up to 2^30).
-            guard chunkSize >= 4096, chunkSize <= 1 << 30, chunkSize & (chunkSize - 1) == 0 else {
-                throw .invalidHeader(path: path, reason: "chunk size \(chunkSize) is not a power of two between 4 KiB and 1 GiB")
+            // Chunk sizes are powers of two within each format's range: XPRESS 2^12...2^16, LZX
+            // 2^15...2^21, LZMS up to 2^26 (Microsoft's limit; solid resources name their own).
+            let largest: UInt32 = compression == .xpress ? 1 << 16 : compression == .lzx ? 1 << 21 : 1 << 26
+            guard chunkSize >= 4096, chunkSize <= largest, chunkSize & (chunkSize - 1) == 0 else {
+                throw .invalidHeader(path: path, reason: "chunk size \(chunkSize) is not a power of two between 4 KiB and \(largest) bytes for \(compression)")
             }
         }
         guard totalParts >= 1, partNumber >= 1, partNumber <= totalParts else {

@@ -133,24 +133,27 @@ public final class WIMArchive: @unchecked Sendable {
             return try file.read(count: Int(resource.uncompressedSize), at: resource.offset, what: what)
         }
         let stored = try file.read(count: Int(resource.sizeInWIM), at: resource.offset, what: what)
-        var output = [UInt8](repeating: 0, count: Int(resource.uncompressedSize))
+        // The output grows only as chunks decode: a size field claiming gigabytes in a small,
+        // damaged file costs one chunk's buffer, not the claimed size.
+        var output = [UInt8]()
+        output.reserveCapacity(Int(min(resource.uncompressedSize, UInt64(64 << 20))))
+        var scratch = [UInt8](repeating: 0, count: min(resource.chunkSize, Int(resource.uncompressedSize)))
         var decoders = DecoderSet()
         try withBytes(stored) { (raw) throws(WIMError) in
             let table = try resource.parseChunkTable(resourceBytes: raw, path: file.path)
-            try withMutableBytes(&output) { (out) throws(WIMError) in
-                var position = 0
-                for (i, chunk) in table.chunks.enumerated() {
-                    let start = Int(chunk.fileOffset - resource.offset)
-                    let input = UnsafeRawBufferPointer(rebasing: raw[start..<(start + chunk.storedSize)])
-                    let target = UnsafeMutableRawBufferPointer(rebasing: out[position..<(position + chunk.uncompressedSize)])
+            for (i, chunk) in table.chunks.enumerated() {
+                let start = Int(chunk.fileOffset - resource.offset)
+                let input = UnsafeRawBufferPointer(rebasing: raw[start..<(start + chunk.storedSize)])
+                try withMutableBytes(&scratch) { (out) throws(WIMError) in
+                    let target = UnsafeMutableRawBufferPointer(rebasing: out[0..<chunk.uncompressedSize])
                     do throws(DecompressionError) {
                         try decoders.decode(resource.compression, chunkSize: resource.chunkSize, input, into: target)
                     } catch {
                         throw .corruptChunk(path: file.path, chunkOffset: chunk.fileOffset + UInt64(error.offset), chunkIndex: i,
                                             resourceOffset: resource.offset, reason: error.reason)
                     }
-                    position += chunk.uncompressedSize
                 }
+                output.append(contentsOf: scratch[0..<chunk.uncompressedSize])
             }
         }
         return output
