@@ -49,7 +49,7 @@ struct ApplyComparisonTests {
         try capture(tree, wim, ["--pipable", "--compress=XPRESS"])
         try run([imprintBinary, "wim", "apply", "-", "1", scratch.sub("ours"), "--progress", "none"], stdinFile: wim)
         try run(["wimlib-imagex", "apply", wim, "1", scratch.sub("theirs")])
-        #expect(try TreeSnapshot(scratch.sub("ours")).differences(from: TreeSnapshot(scratch.sub("theirs"))) == [])
+        try expectSameTrees(scratch)
     }
 
     @Test func splitWIMParts() throws {
@@ -61,7 +61,7 @@ struct ApplyComparisonTests {
         #expect(FileManager.default.fileExists(atPath: scratch.sub("part3.swm")))
         try run([imprintBinary, "wim", "apply", scratch.sub("part.swm"), "1", scratch.sub("ours"), "--progress", "none"])
         try run(["wimlib-imagex", "apply", scratch.sub("whole.wim"), "1", scratch.sub("theirs")])
-        #expect(try TreeSnapshot(scratch.sub("ours")).differences(from: TreeSnapshot(scratch.sub("theirs"))) == [])
+        try expectSameTrees(scratch)
         // A missing part is named.
         try FileManager.default.removeItem(atPath: scratch.sub("part2.swm"))
         let missing = try run([imprintBinary, "wim", "info", scratch.sub("part.swm")], allowFailure: true)
@@ -80,7 +80,7 @@ struct ApplyComparisonTests {
         try run(["wimlib-imagex", "append", second, wim, "Windows Home"])
         try run([imprintBinary, "wim", "apply", wim, "Windows Home", scratch.sub("ours"), "--progress", "none"])
         try run(["wimlib-imagex", "apply", wim, "2", scratch.sub("theirs")])
-        #expect(try TreeSnapshot(scratch.sub("ours")).differences(from: TreeSnapshot(scratch.sub("theirs"))) == [])
+        try expectSameTrees(scratch)
         let info = try run([imprintBinary, "wim", "info", wim, "--json"])
         let object = try JSONSerialization.jsonObject(with: info.stdout) as? [String: Any]
         #expect(object?["imageCount"] as? Int == 2)
@@ -98,7 +98,7 @@ struct ApplyComparisonTests {
         try capture(tree, wim, ["--compress=XPRESS"])
         try run([imprintBinary, "wim", "extract", wim, "1", "/dup", "\\links\\original.txt", "--dest", scratch.sub("ours"), "--progress", "none"])
         try run(["wimlib-imagex", "extract", wim, "1", "/dup", "/links/original.txt", "--dest-dir=" + scratch.sub("theirs")])
-        #expect(try TreeSnapshot(scratch.sub("ours")).differences(from: TreeSnapshot(scratch.sub("theirs"))) == [])
+        try expectSameTrees(scratch)
         let missing = try run([imprintBinary, "wim", "extract", wim, "1", "/nope", "--dest", scratch.sub("x")], allowFailure: true)
         #expect(missing.status != 0 && missing.stderr.contains("no path \"/nope\""))
     }
@@ -159,5 +159,11 @@ struct ApplyComparisonTests {
         }
         let plain = try run(["wimlib-imagex", "dir", wim, "1"]).output.split(separator: "\n").map(String.init)
         #expect(Set(plain) == Set(mine.keys))
+    }
+
+    /// `ours` (imprint's apply) and `theirs` (wimlib's) in `scratch` hold the same tree.
+    func expectSameTrees(_ scratch: ScratchDirectory, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let differences = try TreeSnapshot(scratch.sub("ours")).differences(from: TreeSnapshot(scratch.sub("theirs")))
+        #expect(differences == [], sourceLocation: sourceLocation)
     }
 }

@@ -70,22 +70,39 @@ struct CrashSafetyTests {
     /// and returns how it ended (128 + signal when a signal ended it) and its standard error.
     func applyInterrupted(_ wim: String, _ volume: String, signal: Int32, after delay: Double,
                           scratch: ScratchDirectory) throws -> (status: Int32, stderr: String) {
+        let run = try startApply(wim, volume, progress: "none", output: FileHandle.nullDevice, scratch: scratch)
+        usleep(useconds_t(delay * 1_000_000))
+        if run.process.isRunning { kill(run.process.processIdentifier, signal) }
+        return run.finish()
+    }
+
+    /// A running `imprint wim apply` whose standard error goes to a file in `scratch`.
+    struct RunningApply {
+        let process: Process
+        let errorFile: FileHandle
+        let errorPath: String
+
+        /// Waits for the end; the status is 128 + signal when a signal ended it.
+        func finish() -> (status: Int32, stderr: String) {
+            process.waitUntilExit()
+            try? errorFile.close()
+            let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+            return (status, (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "")
+        }
+    }
+
+    func startApply(_ wim: String, _ target: String, progress: String, output: Any,
+                    scratch: ScratchDirectory) throws -> RunningApply {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: imprintBinary)
-        process.arguments = ["wim", "apply", wim, "1", volume, "--progress", "none"]
+        process.arguments = ["wim", "apply", wim, "1", target, "--progress", progress]
         let errPath = scratch.sub("stderr.txt")
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        defer { try? errFile.close() }
         process.standardError = errFile
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        usleep(useconds_t(delay * 1_000_000))
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        process.waitUntilExit()
-        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return (status, stderr)
+        process.standardOutput = output
+        do { try process.run() } catch { try? errFile.close(); throw error }
+        return RunningApply(process: process, errorFile: errFile, errorPath: errPath)
     }
 
     /// An uninterrupted apply on a fresh volume: its snapshot and how long it took.
@@ -104,17 +121,9 @@ struct CrashSafetyTests {
     /// the signal arrive after the apply ended. Returns how it ended and its standard error.
     func applyInterrupted(_ wim: String, _ target: String, signal: Int32, inPhase phase: String,
                           scratch: ScratchDirectory) throws -> (status: Int32, stderr: String, signalled: Bool) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: imprintBinary)
-        process.arguments = ["wim", "apply", wim, "1", target, "--progress", "json"]
-        let errPath = scratch.sub("stderr.txt")
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        defer { try? errFile.close() }
-        process.standardError = errFile
         let out = Pipe()
-        process.standardOutput = out
-        try process.run()
+        let run = try startApply(wim, target, progress: "json", output: out, scratch: scratch)
+        let process = run.process
         var pending = Data(), signalled = false
         while case let chunk = out.fileHandleForReading.availableData, !chunk.isEmpty {
             pending.append(chunk)
@@ -127,9 +136,8 @@ struct CrashSafetyTests {
                 }
             }
         }
-        process.waitUntilExit()
-        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-        return (status, (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "", signalled)
+        let (status, stderr) = run.finish()
+        return (status, stderr, signalled)
     }
 
     @Test func killedAtSeveralPointsThenReappliedEqualsAnUninterruptedApply() throws {
