@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "imprint", targets: ["imprint"]),
         .library(name: "WIM", targets: ["WIM"]),
         .library(name: "Apply", targets: ["Apply"]),
+        .library(name: "Disks", targets: ["Disks"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -22,22 +23,32 @@ let package = Package(
         .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
         // libntfs-3g: apply straight into an NTFS volume (no FUSE mount), as wimlib's NTFS mode.
         .systemLibrary(name: "CNTFS3G", path: "Sources/CNTFS3G"),
+        // libblkid: partition tables, filesystems and their labels, as util-linux sees them.
+        .systemLibrary(name: "CBlkid", path: "Sources/CBlkid"),
 
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
         .target(name: "WIM", dependencies: ["CLibCrypto"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
         .target(name: "Apply", dependencies: ["WIM", "CSystem", "CNTFS3G"]),
+        // Disks: discover, choose, partition and format, never the wrong one.
+        .target(name: "Disks", dependencies: ["CBlkid", "CNTFS3G", "CSystem"]),
         // The command-line tool.
         .executableTarget(
             name: "imprint",
             dependencies: [
-                "WIM", "Apply",
+                "WIM", "Apply", "Disks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // What every test target shares: scratch directories, running programs.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "WIMTests",
-            dependencies: ["WIM", "Apply", "CWimlibReference", "CSystem", "imprint"]
+            dependencies: ["WIM", "Apply", "CWimlibReference", "CSystem", "TestSupport", "imprint"]
+        ),
+        .testTarget(
+            name: "DisksTests",
+            dependencies: ["Disks", "CSystem", "TestSupport", "imprint"]
         ),
     ]
 )

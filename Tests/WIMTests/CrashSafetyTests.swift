@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// An apply to an NTFS volume killed at any moment (SIGKILL: no chance to clean up) leaves the

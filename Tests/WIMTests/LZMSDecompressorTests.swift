@@ -1,5 +1,6 @@
 import CWimlibReference
 import Foundation
+import TestSupport
 import Testing
 @testable import WIM
 

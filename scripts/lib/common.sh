@@ -8,6 +8,9 @@ IMPRINT_PACKAGES=(
     attr                     # getfattr/setfattr, to inspect what apply keeps in xattrs
     ntfs-3g                  # mkfs.ntfs and the ntfs-3g driver, to build Windows-like fixtures
     ntfs-3g-dev              # libntfs-3g: apply straight into an NTFS volume
+    libblkid-dev             # libblkid: partition tables and filesystems, as util-linux sees them
+    gdisk fdisk              # sgdisk and sfdisk: the tests check our partition tables with them
+    dosfstools e2fsprogs     # mkfs.fat and mkfs.ext4, which the agent formats with
     python3
     time                     # /usr/bin/time: peak memory in the benchmarks
 )

@@ -1,3 +1,4 @@
+import TestSupport
 /// SplitMix64: a small deterministic generator, so test data, mutations and failures are the
 /// same on every run.
 struct SplitMix64: RandomNumberGenerator {
