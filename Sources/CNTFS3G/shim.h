@@ -18,6 +18,12 @@
 #include <ntfs-3g/security.h>
 #include <ntfs-3g/reparse.h>
 #include <ntfs-3g/object_id.h>
+#include <ntfs-3g/device.h>
+#include <fcntl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 // AT_UNNAMED is an array of unknown size, which Swift does not import: hand out its address.
 static inline ntfschar *imprint_ntfs_unnamed(void) { return AT_UNNAMED; }
@@ -36,5 +42,107 @@ static inline ntfs_volume *imprint_ntfs_mount(const char *device) {
 }
 
 static inline int imprint_ntfs_umount(ntfs_volume *vol) { return ntfs_umount(vol, FALSE); }
+
+/* A byte range of an open file or disk as an ntfs-3g device, so an NTFS volume inside a
+ * partition can be read where the kernel shows no device for that partition (and without
+ * creating one): libntfs-3g only ever calls these operations. The caller keeps `fd` open until
+ * ntfs_umount returns and closes it afterwards. */
+struct imprint_ntfs_region { int fd; int64_t start; int64_t size; int64_t position; };
+
+static inline struct imprint_ntfs_region *imprint_ntfs_region_of(struct ntfs_device *dev) {
+    return (struct imprint_ntfs_region *)dev->d_private;
+}
+static inline int imprint_ntfs_region_open(struct ntfs_device *dev, int flags) {
+    if ((flags & O_ACCMODE) == O_RDONLY) NDevSetReadOnly(dev);
+    NDevSetOpen(dev);
+    return 0;
+}
+static inline int imprint_ntfs_region_close(struct ntfs_device *dev) {
+    NDevClearOpen(dev);
+    free(dev->d_private);
+    dev->d_private = NULL;
+    return 0;
+}
+static inline s64 imprint_ntfs_region_seek(struct ntfs_device *dev, s64 offset, int whence) {
+    struct imprint_ntfs_region *r = imprint_ntfs_region_of(dev);
+    s64 base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? r->position : r->size;
+    if (base + offset < 0) { errno = EINVAL; return -1; }
+    r->position = base + offset;
+    return r->position;
+}
+static inline s64 imprint_ntfs_region_pread(struct ntfs_device *dev, void *buf, s64 count, s64 offset) {
+    struct imprint_ntfs_region *r = imprint_ntfs_region_of(dev);
+    if (offset < 0) { errno = EINVAL; return -1; }
+    if (offset >= r->size) return 0;
+    if (count > r->size - offset) count = r->size - offset;
+    return pread(r->fd, buf, (size_t)count, (off_t)(r->start + offset));
+}
+static inline s64 imprint_ntfs_region_pwrite(struct ntfs_device *dev, const void *buf, s64 count, s64 offset) {
+    struct imprint_ntfs_region *r = imprint_ntfs_region_of(dev);
+    if (NDevReadOnly(dev)) { errno = EROFS; return -1; }
+    if (offset < 0 || offset + count > r->size) { errno = ENOSPC; return -1; }
+    NDevSetDirty(dev);
+    return pwrite(r->fd, buf, (size_t)count, (off_t)(r->start + offset));
+}
+static inline s64 imprint_ntfs_region_read(struct ntfs_device *dev, void *buf, s64 count) {
+    struct imprint_ntfs_region *r = imprint_ntfs_region_of(dev);
+    s64 n = imprint_ntfs_region_pread(dev, buf, count, r->position);
+    if (n > 0) r->position += n;
+    return n;
+}
+static inline s64 imprint_ntfs_region_write(struct ntfs_device *dev, const void *buf, s64 count) {
+    struct imprint_ntfs_region *r = imprint_ntfs_region_of(dev);
+    s64 n = imprint_ntfs_region_pwrite(dev, buf, count, r->position);
+    if (n > 0) r->position += n;
+    return n;
+}
+static inline int imprint_ntfs_region_sync(struct ntfs_device *dev) {
+    if (NDevReadOnly(dev)) return 0;
+    NDevClearDirty(dev);
+    return fsync(imprint_ntfs_region_of(dev)->fd);
+}
+static inline int imprint_ntfs_region_stat(struct ntfs_device *dev, struct stat *buf) {
+    /* A regular file of the region's size: libntfs-3g then asks nothing of a block device. */
+    memset(buf, 0, sizeof *buf);
+    buf->st_mode = S_IFREG | 0600;
+    buf->st_size = (off_t)imprint_ntfs_region_of(dev)->size;
+    return 0;
+}
+static inline int imprint_ntfs_region_ioctl(struct ntfs_device *dev, unsigned long request, void *argp) {
+    (void)dev; (void)request; (void)argp;
+    errno = ENOTTY;
+    return -1;
+}
+
+static inline struct ntfs_device_operations *imprint_ntfs_region_operations(void) {
+    static struct ntfs_device_operations operations = {
+        .open = imprint_ntfs_region_open, .close = imprint_ntfs_region_close,
+        .seek = imprint_ntfs_region_seek, .read = imprint_ntfs_region_read,
+        .write = imprint_ntfs_region_write, .pread = imprint_ntfs_region_pread,
+        .pwrite = imprint_ntfs_region_pwrite, .sync = imprint_ntfs_region_sync,
+        .stat = imprint_ntfs_region_stat, .ioctl = imprint_ntfs_region_ioctl,
+    };
+    return &operations;
+}
+
+/* Mounts the NTFS volume found at bytes [start, start + size) of `fd`; NULL with errno set
+ * when there is none or it cannot be read. `name` only appears in libntfs-3g's messages. */
+static inline ntfs_volume *imprint_ntfs_mount_region(const char *name, int fd, int64_t start, int64_t size, int readOnly) {
+    struct imprint_ntfs_region *region = calloc(1, sizeof *region);
+    if (!region) { errno = ENOMEM; return NULL; }
+    region->fd = fd; region->start = start; region->size = size;
+    struct ntfs_device *dev = ntfs_device_alloc(name, 0, imprint_ntfs_region_operations(), region);
+    if (!dev) { free(region); return NULL; }
+    ntfs_volume *vol = ntfs_device_mount(dev, readOnly ? NTFS_MNT_RDONLY : NTFS_MNT_NONE);
+    if (!vol) {
+        int saved = errno;
+        if (dev->d_private) free(dev->d_private);
+        ntfs_device_free(dev);
+        errno = saved;
+    }
+    return vol;
+}
+
+static inline const char *imprint_ntfs_volume_name(ntfs_volume *vol) { return vol->vol_name; }
 
 #endif

@@ -45,4 +45,77 @@ static inline int imprint_openat(int dirfd, const char *path, int flags, unsigne
 }
 
 static inline int imprint_errno(void) { return errno; }
+
+/* Block-device and loop-device ioctls: their request numbers are function-like macros, which
+ * Swift does not import. Each returns 0 (or a value) on success, -1 with errno set. */
+#include <sys/ioctl.h>
+#include <linux/fs.h>
+#include <linux/blkpg.h>
+#include <linux/loop.h>
+#include <stdio.h>
+
+static inline int imprint_block_size64(int fd, uint64_t *bytes) { return ioctl(fd, BLKGETSIZE64, bytes); }
+static inline int imprint_block_logical_sector_size(int fd, int *size) { return ioctl(fd, BLKSSZGET, size); }
+static inline int imprint_block_reread_partitions(int fd) { return ioctl(fd, BLKRRPART, 0); }
+static inline int imprint_block_flush(int fd) { return ioctl(fd, BLKFLSBUF, 0); }
+
+static inline int imprint_blkpg(int fd, int op, int number, int64_t start, int64_t length) {
+    struct blkpg_partition partition;
+    memset(&partition, 0, sizeof partition);
+    partition.start = start;
+    partition.length = length;
+    partition.pno = number;
+    struct blkpg_ioctl_arg arg;
+    memset(&arg, 0, sizeof arg);
+    arg.op = op;
+    arg.datalen = sizeof partition;
+    arg.data = &partition;
+    return ioctl(fd, BLKPG, &arg);
+}
+/* Tells the kernel about one partition (byte offset and length), as partx --add does. */
+static inline int imprint_blkpg_add(int fd, int number, int64_t start, int64_t length) {
+    return imprint_blkpg(fd, BLKPG_ADD_PARTITION, number, start, length);
+}
+static inline int imprint_blkpg_delete(int fd, int number) { return imprint_blkpg(fd, BLKPG_DEL_PARTITION, number, 0, 0); }
+
+/* Attaches a free loop device to bytes [offset, offset + size) of `backing_fd`, as
+ * `losetup -o OFFSET --sizelimit SIZE` does. Returns the loop device's number. */
+static inline int imprint_loop_attach(int backing_fd, uint64_t offset, uint64_t size, int read_only, char *path, size_t path_size) {
+    int control = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (control < 0) return -1;
+    for (int attempt = 0; attempt < 16; attempt++) {
+        int number = ioctl(control, LOOP_CTL_GET_FREE);
+        if (number < 0) { int saved = errno; close(control); errno = saved; return -1; }
+        snprintf(path, path_size, "/dev/loop%d", number);
+        int loop = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (loop < 0) { int saved = errno; close(control); errno = saved; return -1; }
+        struct loop_config config;
+        memset(&config, 0, sizeof config);
+        config.fd = (uint32_t)backing_fd;
+        config.info.lo_offset = offset;
+        config.info.lo_sizelimit = size;
+        config.info.lo_flags = read_only ? LO_FLAGS_READ_ONLY : 0;
+        int rc = ioctl(loop, LOOP_CONFIGURE, &config);
+        int saved = errno;
+        close(loop);
+        /* Another process took the same free device between the two calls: try the next. */
+        if (rc < 0 && saved == EBUSY) continue;
+        close(control);
+        errno = saved;
+        return rc < 0 ? -1 : number;
+    }
+    close(control);
+    errno = EBUSY;
+    return -1;
+}
+
+static inline int imprint_loop_detach(const char *path) {
+    int loop = open(path, O_RDONLY | O_CLOEXEC);
+    if (loop < 0) return -1;
+    int rc = ioctl(loop, LOOP_CLR_FD, 0);
+    int saved = errno;
+    close(loop);
+    errno = saved;
+    return rc;
+}
 #endif

@@ -30,6 +30,8 @@ public struct Disk: Sendable, Codable, Equatable {
     public var bootMedium: String?
     /// What keeps the disk busy: mounts, swap, holders (LVM, RAID, dm), loop devices on top.
     public var usage: [DiskUsage]
+    /// Why the disk's contents could not be read (no permission, I/O error), or nil.
+    public var unreadable: String?
 
     public init(name: String, path: String, size: UInt64, logicalSectorSize: Int = 512,
                 physicalSectorSize: Int = 512, model: String? = nil, vendor: String? = nil,
@@ -37,7 +39,8 @@ public struct Disk: Sendable, Codable, Equatable {
                 rotational: Bool = false, removable: Bool = false, readOnly: Bool = false,
                 deviceNumber: String = "0:0", backingFile: String? = nil,
                 partitionTable: PartitionTable? = nil, filesystem: Filesystem? = nil,
-                windows: [WindowsInstallation] = [], bootMedium: String? = nil, usage: [DiskUsage] = []) {
+                windows: [WindowsInstallation] = [], bootMedium: String? = nil, usage: [DiskUsage] = [],
+                unreadable: String? = nil) {
         self.name = name
         self.path = path
         self.size = size
@@ -58,6 +61,7 @@ public struct Disk: Sendable, Codable, Equatable {
         self.windows = windows
         self.bootMedium = bootMedium
         self.usage = usage
+        self.unreadable = unreadable
     }
 
     /// True when the disk holds anything a wipe would destroy: partitions or a filesystem.
