@@ -287,6 +287,28 @@ struct DiskLabTests {
         #expect(listed.partitionTable?.partitions.map { $0.filesystem?.label } == ["System Reserved", "Windows"])
     }
 
+    @Test func ext4AndPercentagesThroughBLKPG() throws {
+        let scratch = ScratchDirectory()
+        let disk = try LoopDisk(scratch, "linux", size: 1 << 30)
+        let layout = scratch.sub("linux.json"), rules = scratch.sub("rules.json")
+        try writeJSON(#"""
+            {"table": "gpt", "partitions": [
+              {"role": "esp", "size": "64MiB", "format": {"filesystem": "fat32", "label": "EFI"}},
+              {"role": "linux", "size": "50%", "format": {"filesystem": "ext4", "label": "data", "clusterSize": 4096}},
+              {"role": "swap", "size": "rest"}]}
+            """#, layout)
+        try writeJSON(#"{"name": "\#(disk.device)"}"#, rules)
+        let result = try imprintDisk(["partition", layout, "--disk", rules, "--yes", "--json", "--partition-methods", "blkpg"])
+        let output = try JSONSerialization.jsonObject(with: result.stdout) as? [String: Any]
+        #expect(output?["method"] as? String == "blkpg")
+        let paths = (output?["partitions"] as? [[String: Any]] ?? []).compactMap { $0["path"] as? String }
+        #expect(paths == (1...3).map { "\(disk.device)p\($0)" })
+        let ext4 = try run(["blkid", "-p", "-o", "export", "\(disk.device)p2"]).output
+        #expect(ext4.contains("TYPE=ext4") && ext4.contains("LABEL=data"))
+        #expect(try run(["sgdisk", "-v", disk.device]).output.contains("No problems found"))
+        #expect(result.stderr.contains("$ mkfs.ext4 -F -q -b 4096 -L data"), "the tools' commands go to the log")
+    }
+
     @Test func refusalsLeaveTheDiskUntouched() throws {
         let scratch = ScratchDirectory()
         let blank = try LoopDisk(scratch, "blank", size: 1 << 30)
@@ -319,6 +341,16 @@ struct DiskLabTests {
         let boot = try attempt(bios, #"{"name": "\#(media.device)", "wipe": true}"#)
         #expect(boot.status != 0 && boot.stderr.contains("the agent booted from it"))
         #expect(try run(["blkid", "-p", "-s", "LABEL", "-o", "value", media.device]).output.contains("IMPRINT"))
+
+        // A tool that fails is a clear error with its own words, not a crash.
+        let badCluster = scratch.sub("bad.json")
+        try writeJSON(#"{"table": "gpt", "partitions": [{"role": "basic", "size": "8MiB", "format": {"filesystem": "ntfs", "clusterSize": 2097152}}]}"#, badCluster)
+        let mkfsFails = try attempt(badCluster, #"{"name": "\#(blank.device)"}"#)
+        #expect(mkfsFails.status == 1 && mkfsFails.stderr.contains("mkfs.ntfs") && mkfsFails.stderr.contains("failed (exit status 1)"))
+        let tinyESP = scratch.sub("tiny.json")
+        try writeJSON(#"{"table": "gpt", "partitions": [{"role": "esp", "size": "2MiB", "format": {"filesystem": "fat32"}}]}"#, tinyESP)
+        let fatTooSmall = try attempt(tinyESP, #"{"name": "\#(blank.device)", "wipe": true}"#)
+        #expect(fatTooSmall.status != 0 && fatTooSmall.stderr.contains("too small for FAT32"))
 
         // Mounted: a filesystem inside the disk is in use, so the disk is.
         let inside = try windows.view(offset: 1 << 20, size: 64 << 20)

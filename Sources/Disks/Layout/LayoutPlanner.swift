@@ -82,6 +82,8 @@ public struct PlannedPartition: Sendable, Equatable, Codable {
 /// the space between.
 public enum LayoutPlanner {
     public static let alignmentBytes: UInt64 = 1 << 20
+    /// 65,525 clusters of 512 bytes plus the FATs and reserved sectors, rounded up to a MiB.
+    public static let minimumFAT32Size: UInt64 = 33 << 20
     /// An MBR entry holds 32-bit sector numbers.
     static let mbrSectorLimit: UInt64 = 1 << 32
 
@@ -196,6 +198,12 @@ public enum LayoutPlanner {
                     throw DiskError.invalidLayout(reason: "\(describe(index, partition)): a \(partition.role.rawValue) partition exists only on GPT disks")
                 }
                 planned.active = partition.active
+            }
+            // FAT32 needs 65,525 clusters; below that mkfs.fat only warns, and firmware may
+            // then refuse the volume (or see FAT16): better said now than at boot.
+            if partition.format?.filesystem == .fat32, planned.size < Self.minimumFAT32Size {
+                throw DiskError.invalidLayout(reason: "\(describe(index, partition)) is \(ByteSize.format(planned.size)), "
+                    + "too small for FAT32 (at least \(ByteSize.format(Self.minimumFAT32Size)); an ESP is usually 260 MiB)")
             }
             plan.partitions.append(planned)
         }
