@@ -32,6 +32,7 @@ public enum DiskPreparer {
             guard let device = exposed.device(partition.number) else {
                 throw DiskError.partitionsNotVisible(path: plan.disk.path, reason: "partition \(partition.number) has no device")
             }
+            try device.verify(on: disk, environment: environment)
             log("formatting partition \(partition.number) (\(device.path)) as \(format.filesystem.rawValue)")
             filesystems[partition.number] = try Formatter.format(
                 format, device: device.path, startSector: partition.firstSector, sectorSize: plan.layout.sectorSize, log: log)

@@ -37,6 +37,33 @@ public final class ExposedPartitions: @unchecked Sendable {
     deinit { release() }
 }
 
+extension PartitionDevice {
+    /// Checks, just before a partition is formatted, that its device still is that partition of
+    /// that disk: same size, and for a kernel partition the same disk and start, for a loop
+    /// device the same backing disk and offset.
+    func verify(on disk: Disk, environment: DiskEnvironment) throws(DiskError) {
+        let name = (path as NSString).lastPathComponent
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw DiskError.io(path: path, operation: "open partition \(number)", errno: errno) }
+        var bytes: UInt64 = 0
+        let sized = imprint_block_size64(descriptor, &bytes) == 0
+        close(descriptor)
+        var problems: [String] = []
+        if !sized || bytes != size { problems.append("it holds \(bytes) bytes, not \(size)") }
+        if isLoop {
+            let loop = environment.blockDirectory(name) + "/loop/"
+            if environment.attribute(loop + "backing_file") != disk.path { problems.append("its loop device no longer reads \(disk.path)") }
+            if environment.attribute(loop + "offset").flatMap({ UInt64($0) }) != offset { problems.append("its loop offset moved") }
+        } else {
+            let kernel = DiskInventory.partitionDevices(disk.name, environment).first { $0.name == name }
+            if kernel?.offset != offset || kernel?.number != number { problems.append("the kernel no longer shows it at \(offset) on \(disk.path)") }
+        }
+        guard problems.isEmpty else {
+            throw DiskError.diskChanged(path: path, reason: "partition \(number): " + problems.joined(separator: "; "))
+        }
+    }
+}
+
 enum PartitionExposer {
     static func expose(_ disk: WritableDisk, plan: PartitionPlan, environment: DiskEnvironment,
                        log: (String) -> Void) throws(DiskError) -> ExposedPartitions {
