@@ -7,23 +7,8 @@ import TestSupport
 /// what `partition` writes (checked with sgdisk, sfdisk and blkid), and every refusal.
 @Suite(.serialized)
 struct DiskLabTests {
-    static let uefiLayout = """
-        { "table": "gpt",
-          "partitions": [
-            {"id": "system", "role": "esp", "size": "260MiB", "format": {"filesystem": "fat32", "label": "SYSTEM"}},
-            {"role": "msr", "size": "16MiB"},
-            {"id": "windows", "role": "basic", "size": "rest", "format": {"filesystem": "ntfs", "label": "Windows"}},
-            {"id": "recovery", "role": "recovery", "size": "1GiB", "format": {"filesystem": "ntfs", "label": "Recovery"}}
-          ] }
-        """
-    static let biosLayout = """
-        { "table": "mbr",
-          "partitions": [
-            {"id": "system", "role": "basic", "size": "500MiB", "active": true,
-             "format": {"filesystem": "ntfs", "label": "System Reserved"}},
-            {"id": "windows", "role": "basic", "size": "rest", "format": {"filesystem": "ntfs", "label": "Windows"}}
-          ] }
-        """
+    static let uefiLayout = Examples.windowsUEFI
+    static let biosLayout = Examples.windowsBIOS
 
     /// A 2 GiB disk with an old GPT: an ext4 partition, and a BitLocker volume exactly where the
     /// Windows layout puts its (never formatted) MSR, so a stale signature there would show.
@@ -53,13 +38,23 @@ struct DiskLabTests {
         }
     }
 
+    /// One disk of each shape: blank, old GPT, MBR with Windows, read-only, the boot medium.
+    struct Lab {
+        let blank, old, windows, readOnly, media: LoopDisk
+
+        init(_ scratch: ScratchDirectory) throws {
+            blank = try LoopDisk(scratch, "blank", size: 1 << 30)
+            old = try DiskLabTests.oldGPTDisk(scratch)
+            windows = try DiskLabTests.windowsDisk(scratch)
+            readOnly = try LoopDisk(scratch, "readonly", size: 512 << 20, readOnly: true)
+            media = try DiskLabTests.mediaDisk(scratch)
+        }
+    }
+
     @Test func listReportsHardwareTablesFilesystemsWindowsAndBootMedium() throws {
         let scratch = ScratchDirectory()
-        let blank = try LoopDisk(scratch, "blank", size: 1 << 30)
-        let old = try Self.oldGPTDisk(scratch)
-        let windows = try Self.windowsDisk(scratch)
-        let readOnly = try LoopDisk(scratch, "readonly", size: 512 << 20, readOnly: true)
-        let media = try Self.mediaDisk(scratch)
+        let lab = try Lab(scratch)
+        let (blank, old, windows, readOnly, media) = (lab.blank, lab.old, lab.windows, lab.readOnly, lab.media)
         let disks = try listDisks()
         func find(_ disk: LoopDisk) throws -> Disk { try #require(disks.first { $0.path == disk.device }) }
 
@@ -101,11 +96,8 @@ struct DiskLabTests {
 
     @Test func selectGivesEveryRejectionReason() throws {
         let scratch = ScratchDirectory()
-        let blank = try LoopDisk(scratch, "blank", size: 1 << 30)
-        let old = try Self.oldGPTDisk(scratch)
-        let windows = try Self.windowsDisk(scratch)
-        let readOnly = try LoopDisk(scratch, "readonly", size: 512 << 20, readOnly: true)
-        let media = try Self.mediaDisk(scratch)
+        let lab = try Lab(scratch)
+        let (blank, old, windows, readOnly, media) = (lab.blank, lab.old, lab.windows, lab.readOnly, lab.media)
         let rulesFile = scratch.sub("rules.json")
         try writeJSON(#"{"size": ">= 1GiB", "hasWindows": false}"#, rulesFile)
         let result = try imprintDisk(["select", "--json", rulesFile], allowFailure: true)

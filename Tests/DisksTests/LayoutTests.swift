@@ -85,23 +85,8 @@ private func sfdiskTable(_ image: String, sectorSize: Int? = nil) throws -> (tab
 
 private func number(_ value: Any?) -> UInt64? { (value as? NSNumber)?.uint64Value }
 
-private let windowsUEFI = """
-{ "table": "gpt",
-  "partitions": [
-    {"id": "system", "role": "esp", "size": "260MiB", "format": {"filesystem": "fat32", "label": "SYSTEM"}},
-    {"role": "msr", "size": "16MiB"},
-    {"id": "windows", "role": "basic", "size": "rest", "format": {"filesystem": "ntfs", "label": "Windows"}},
-    {"id": "recovery", "role": "recovery", "size": "1GiB", "format": {"filesystem": "ntfs", "label": "Recovery"}}
-  ] }
-"""
-
-private let windowsBIOS = """
-{ "table": "mbr",
-  "partitions": [
-    {"id": "system", "role": "basic", "size": "500MiB", "active": true, "format": {"filesystem": "ntfs", "label": "System Reserved"}},
-    {"id": "windows", "role": "windows", "size": "rest", "format": {"filesystem": "ntfs", "label": "Windows"}}
-  ] }
-"""
+private let windowsUEFI = Examples.windowsUEFI
+private let windowsBIOS = Examples.windowsBIOS
 
 private let espGUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 private let msrGUID = "E3C9E316-0B5C-4DB8-817D-F92DF00215AE"
@@ -116,7 +101,7 @@ private let recoveryGUID = "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC"
     #expect(layout.partitions.map(\.role) == [.esp, .msr, .basic, .recovery])
     #expect(layout.partitions.map(\.size) == [.bytes(260 << 20), .bytes(16 << 20), .rest, .bytes(1 << 30)])
     #expect(layout.partitions[0].format == FormatSpec(filesystem: .fat32, label: "SYSTEM"))
-    #expect(layout.partitions[1].id == nil)
+    #expect(layout.partitions[1].id == "msr")
     #expect(layout.partitions[3].attributes == nil)
 }
 

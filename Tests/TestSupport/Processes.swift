@@ -83,11 +83,13 @@ public func spawnAndWait(_ arguments: [String]) throws -> Int32 {
     return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
 }
 
+/// The repository's root folder, for files the tests share with users (example layouts).
+public let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent()
+
 /// The `imprint` executable built alongside the tests.
 public var imprintBinary: String {
     if let fromEnvironment = ProcessInfo.processInfo.environment["IMPRINT_BIN"] { return fromEnvironment }
-    let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
     for configuration in ["debug", "release"] {
         let candidate = packageRoot.appendingPathComponent(".build/\(configuration)/imprint").path
         if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
