@@ -9,6 +9,9 @@ let package = Package(
         .library(name: "WIM", targets: ["WIM"]),
         .library(name: "Apply", targets: ["Apply"]),
         .library(name: "Disks", targets: ["Disks"]),
+        .library(name: "Transport", targets: ["Transport"]),
+        .library(name: "Drivers", targets: ["Drivers"]),
+        .library(name: "Sequence", targets: ["Sequence"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -25,6 +28,9 @@ let package = Package(
         .systemLibrary(name: "CNTFS3G", path: "Sources/CNTFS3G"),
         // libblkid: partition tables, filesystems and their labels, as util-linux sees them.
         .systemLibrary(name: "CBlkid", path: "Sources/CBlkid"),
+        // libcurl: all HTTP. liblzma: .xz images and driver bundles.
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl"),
+        .systemLibrary(name: "CLZMA", path: "Sources/CLZMA"),
 
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
         .target(name: "WIM", dependencies: ["CLibCrypto"]),
@@ -32,11 +38,17 @@ let package = Package(
         .target(name: "Apply", dependencies: ["WIM", "CSystem", "CNTFS3G"]),
         // Disks: discover, choose, partition and format, never the wrong one.
         .target(name: "Disks", dependencies: ["CBlkid", "CNTFS3G", "CSystem"]),
+        // Transport: HTTP(S) through libcurl (resume, retries, Range reads, streams), xz streams.
+        .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "CLibCrypto"]),
+        // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
+        .target(name: "Drivers", dependencies: ["Transport"]),
+        // Task sequences: the format, validation, facts, the engine, every step, events.
+        .target(name: "Sequence", dependencies: ["WIM", "Apply", "Disks", "Transport", "Drivers"]),
         // The command-line tool.
         .executableTarget(
             name: "imprint",
             dependencies: [
-                "WIM", "Apply", "Disks",
+                "WIM", "Apply", "Disks", "Transport", "Drivers", "Sequence", "CSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -49,6 +61,12 @@ let package = Package(
         .testTarget(
             name: "DisksTests",
             dependencies: ["Disks", "CSystem", "TestSupport", "imprint"]
+        ),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "TestSupport"]),
+        .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
+        .testTarget(
+            name: "SequenceTests",
+            dependencies: ["Sequence", "Disks", "Transport", "TestSupport", "imprint"]
         ),
     ]
 )

@@ -58,6 +58,23 @@ public struct CleanupReport: Sendable {
     public var deletedDirectories = 0
 }
 
+extension CleanupReport: CustomStringConvertible {
+    /// One paragraph for a log: what moved or went, what was not there.
+    public var description: String {
+        var lines: [String] = []
+        if done.isEmpty {
+            lines.append("clean-up: none of the listed folders is on the volume")
+        } else if let destination {
+            lines.append("clean-up: moved \(done.joined(separator: ", ")) into \(destination)")
+        } else {
+            lines.append("clean-up: deleted \(done.joined(separator: ", ")) (\(deletedFiles) files, \(deletedDirectories) folders)")
+        }
+        if !missing.isEmpty { lines.append("clean-up: not on the volume, skipped: \(missing.joined(separator: ", "))") }
+        if !notFolders.isEmpty { lines.append("clean-up: files, not folders, left alone: \(notFolders.joined(separator: ", "))") }
+        return lines.joined(separator: "\n")
+    }
+}
+
 public enum RefreshCleanupError: Error, CustomStringConvertible {
     case protectedFolder(String)
     case notATopLevelName(String)

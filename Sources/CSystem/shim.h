@@ -46,6 +46,10 @@ static inline int imprint_openat(int dirfd, const char *path, int flags, unsigne
 
 static inline int imprint_errno(void) { return errno; }
 
+#include <sys/reboot.h>
+/* Restarts or powers off the machine (the boot environment, after its last event is sent). */
+static inline int imprint_reboot(int power_off) { return reboot(power_off ? RB_POWER_OFF : RB_AUTOBOOT); }
+
 /* Block-device and loop-device ioctls: their request numbers are function-like macros, which
  * Swift does not import. Each returns 0 (or a value) on success, -1 with errno set. */
 #include <sys/ioctl.h>

@@ -33,6 +33,8 @@ public enum WIMError: Error, CustomStringConvertible, Sendable {
     case splitWIM(path: String, reason: String)
     /// A pipable WIM read from a stream is out of order or damaged.
     case pipable(offset: UInt64, reason: String)
+    /// A remote source (HTTP Range reads) failed.
+    case source(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -73,6 +75,8 @@ public enum WIMError: Error, CustomStringConvertible, Sendable {
             return "\(path): split WIM: \(reason)"
         case let .pipable(offset, reason):
             return "pipable WIM stream, at byte \(offset): \(reason)"
+        case let .source(path, reason):
+            return "\(path): \(reason)"
         }
     }
 }

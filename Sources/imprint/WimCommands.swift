@@ -316,15 +316,7 @@ func runCleanup(_ cleanup: RefreshCleanup, on volume: NTFSTarget, reporter: Prog
     if report.mode == .delete { event["deletedFiles"] = report.deletedFiles; event["deletedDirectories"] = report.deletedDirectories }
     reporter.event(event)
     guard reporter.mode != .json else { return }
-    if report.done.isEmpty {
-        print("Clean-up: none of the listed folders is on the volume")
-    } else if let destination = report.destination {
-        print("Clean-up: moved \(report.done.joined(separator: ", ")) into \(destination)")
-    } else {
-        print("Clean-up: deleted \(report.done.joined(separator: ", ")) (\(report.deletedFiles) files, \(report.deletedDirectories) folders)")
-    }
-    if !report.missing.isEmpty { print("Clean-up: not on the volume, skipped: \(report.missing.joined(separator: ", "))") }
-    if !report.notFolders.isEmpty { print("Clean-up: files, not folders, left alone: \(report.notFolders.joined(separator: ", "))") }
+    print(report.description.replacingOccurrences(of: "clean-up:", with: "Clean-up:"))
 }
 
 /// `imprint wim extract`

@@ -9,6 +9,8 @@ IMPRINT_PACKAGES=(
     ntfs-3g                  # mkfs.ntfs and the ntfs-3g driver, to build Windows-like fixtures
     ntfs-3g-dev              # libntfs-3g: apply straight into an NTFS volume
     libblkid-dev             # libblkid: partition tables and filesystems, as util-linux sees them
+    libcurl4-openssl-dev     # libcurl: every HTTP transfer of the agent
+    liblzma-dev xz-utils     # liblzma: .img.xz disk images and .tar.xz driver bundles
     gdisk fdisk              # sgdisk and sfdisk: the tests check our partition tables with them
     dosfstools e2fsprogs     # mkfs.fat and mkfs.ext4, which the agent formats with
     python3

@@ -138,7 +138,11 @@ public enum DiskInventory {
         if var table = try probe.partitionTable(sectorSize: disk.logicalSectorSize) {
             for index in table.partitions.indices {
                 let partition = table.partitions[index]
-                if let device = kernelPartitions.first(where: { $0.number == partition.number && $0.offset == partition.offset }) {
+                // Only a kernel partition with the table's exact start and size is this partition
+                // (a loop device reused without partition scanning keeps stale BLKPG partitions).
+                if let device = kernelPartitions.first(where: {
+                    $0.number == partition.number && $0.offset == partition.offset && $0.size == partition.size
+                }) {
                     table.partitions[index].devicePath = environment.devicePath(device.name)
                 }
                 if partition.filesystem?.type == "ntfs",

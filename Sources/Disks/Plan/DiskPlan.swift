@@ -10,14 +10,27 @@ public struct DiskPlan: Sendable, Encodable {
     /// The other disks and why they were not chosen.
     public var selection: DiskSelection
 
+    public init(rules: DiskRules, disk: Disk, layout: PartitionPlan, selection: DiskSelection) {
+        self.rules = rules
+        self.disk = disk
+        identity = DiskIdentity(disk)
+        self.layout = layout
+        self.selection = selection
+    }
+
+    /// Plans `layout` on the disk already chosen by `rules` (a task sequence's selectDisk).
+    public static func make(layout: PartitionLayout, on disk: Disk, rules: DiskRules, selection: DiskSelection) throws(DiskError) -> DiskPlan {
+        var generator = SystemRandomNumberGenerator()
+        let placed = try LayoutPlanner.plan(layout, diskSize: disk.size, sectorSize: disk.logicalSectorSize, generator: &generator)
+        return DiskPlan(rules: rules, disk: disk, layout: placed, selection: selection)
+    }
+
     public static func make(layout: PartitionLayout, rules: DiskRules, environment: DiskEnvironment = .system)
         throws(DiskError) -> DiskPlan {
         let disks = try DiskInventory.scan(environment)
         let selection = DiskSelector.evaluate(rules, disks: disks)
         let disk = try DiskSelector.choose(rules, disks: disks)
-        var generator = SystemRandomNumberGenerator()
-        let placed = try LayoutPlanner.plan(layout, diskSize: disk.size, sectorSize: disk.logicalSectorSize, generator: &generator)
-        return DiskPlan(rules: rules, disk: disk, identity: DiskIdentity(disk), layout: placed, selection: selection)
+        return try make(layout: layout, on: disk, rules: rules, selection: selection)
     }
 
     /// Each thing on the disk that would be destroyed, one line each.

@@ -20,7 +20,7 @@ public final class ExposedPartitions: @unchecked Sendable {
     public let method: PartitionMethod
     private var released = false
 
-    init(devices: [PartitionDevice], method: PartitionMethod) {
+    public init(devices: [PartitionDevice], method: PartitionMethod) {
         self.devices = devices
         self.method = method
     }
@@ -155,5 +155,27 @@ enum PartitionExposer {
             }
         }
         return true
+    }
+}
+
+/// A device for a partition of an existing table (a refresh's Windows volume): the kernel's own
+/// partition device when it shows one, else a loop device over the partition's bytes, opened
+/// without touching the table or taking the disk exclusively.
+public enum PartitionAccess {
+    public static func device(for partition: Partition, of disk: Disk) throws(DiskError) -> ExposedPartitions {
+        if let path = partition.devicePath {
+            return ExposedPartitions(devices: [PartitionDevice(number: partition.number, path: path, offset: partition.offset,
+                                                               size: partition.size, isLoop: false)], method: .kernel)
+        }
+        let descriptor = open(disk.path, O_RDWR | O_CLOEXEC)
+        guard descriptor >= 0 else { throw DiskError.io(path: disk.path, operation: "open", errno: errno) }
+        defer { close(descriptor) }
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard imprint_loop_attach(descriptor, partition.offset, partition.size, 0, &buffer, buffer.count) >= 0 else {
+            throw DiskError.partitionsNotVisible(path: disk.path, reason: "no loop device for partition \(partition.number): \(String(cString: strerror(errno)))")
+        }
+        let path = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return ExposedPartitions(devices: [PartitionDevice(number: partition.number, path: path, offset: partition.offset,
+                                                           size: partition.size, isLoop: true)], method: .loop)
     }
 }

@@ -24,14 +24,14 @@ public struct XMLSyntaxError: Error, CustomStringConvertible {
 
 /// A strict-enough XML parser: elements, attributes, text, the five predefined entities and
 /// numeric character references, comments, processing instructions and CDATA.
-struct XMLParser {
+public struct XMLParser {
     private let chars: [Unicode.Scalar]
     private var position = 0
     private var depth = 0
 
     init(_ text: String) { chars = Array(text.unicodeScalars) }
 
-    static func parse(_ text: String) throws(XMLSyntaxError) -> XMLElement {
+    public static func parse(_ text: String) throws(XMLSyntaxError) -> XMLElement {
         var parser = XMLParser(text)
         parser.skipMisc()
         guard parser.peek() == "<" else { throw parser.fail("expected the root element") }

@@ -2,12 +2,30 @@
 import Glibc
 #endif
 
+/// Bytes a WIM can be read from other than a local file: a remote file read through HTTP Range
+/// requests, so a regular WIM applies while it downloads, with no full temporary copy.
+/// Implementations must allow reads from several threads at once.
+public protocol RandomAccessSource: AnyObject, Sendable {
+    var size: UInt64 { get }
+    /// Fills the whole buffer from `offset`, or throws an error a technician can read.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+}
+
 /// A WIM file opened for random-access reads. `pread` keeps reads independent of a shared file
 /// position, so several decompression threads can read one handle at once.
 public final class WIMFileHandle: @unchecked Sendable {
     public let path: String
     public let size: UInt64
     private let descriptor: Int32
+    private let source: RandomAccessSource?
+
+    /// Reads through `source`; `name` (a URL) names it in messages.
+    public init(name: String, source: RandomAccessSource) {
+        path = name
+        size = source.size
+        descriptor = -1
+        self.source = source
+    }
 
     public init(path: String) throws(WIMError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -24,6 +42,7 @@ public final class WIMFileHandle: @unchecked Sendable {
         }
         self.path = path
         self.descriptor = fd
+        self.source = nil
         if (info.st_mode & S_IFMT) == S_IFBLK {
             self.size = UInt64(max(0, lseek(fd, 0, SEEK_END)))
         } else {
@@ -33,7 +52,7 @@ public final class WIMFileHandle: @unchecked Sendable {
         _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
     }
 
-    deinit { close(descriptor) }
+    deinit { if descriptor >= 0 { close(descriptor) } }
 
     /// Reads exactly `buffer.count` bytes at `offset`, or throws naming `what` was being read.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, what: String) throws(WIMError) {
@@ -41,6 +60,14 @@ public final class WIMFileHandle: @unchecked Sendable {
         let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
         if overflow || end > size {
             throw .truncated(path: path, what: what, offset: offset, needed: overflow ? UInt64.max : end - size)
+        }
+        if let source {
+            do {
+                try source.read(into: buffer, at: offset)
+            } catch {
+                throw .source(path: path, reason: "reading the \(what) at offset \(offset): \(error)")
+            }
+            return
         }
         var done = 0
         while done < buffer.count {

@@ -13,8 +13,17 @@ public final class WIMArchive: @unchecked Sendable {
 
     /// Opens `path`. For a split WIM, the other parts are taken from `referenceParts`, or else
     /// looked for beside the first part with the usual names (`name.swm`, `name2.swm`, ...).
-    public init(path: String, referenceParts: [String] = []) throws(WIMError) {
-        let first = try WIMFileHandle(path: path)
+    public convenience init(path: String, referenceParts: [String] = []) throws(WIMError) {
+        try self.init(first: WIMFileHandle(path: path), referenceParts: referenceParts)
+    }
+
+    /// Opens a WIM read through `source` (a single-part WIM), `name` naming it in messages.
+    public convenience init(name: String, source: RandomAccessSource) throws(WIMError) {
+        try self.init(first: WIMFileHandle(name: name, source: source), referenceParts: [])
+    }
+
+    private init(first: WIMFileHandle, referenceParts: [String]) throws(WIMError) {
+        let path = first.path
         let head = try first.read(count: min(WIMHeader.diskSize, Int(min(first.size, 208))), at: 0, what: "WIM header")
         var header = try WIMHeader(head, path: path)
         if header.isPipable && header.blobTable.isEmpty {

@@ -1,16 +1,14 @@
 import Foundation
 import Testing
-import TestSupport
-@testable import Disks
 
 /// A sparse image file attached as a loop device: a real block device the disk layer can list,
 /// choose, partition and format. Detached (with every loop device made over it) at the end.
-final class LoopDisk {
-    let image: String
-    let device: String
+public final class LoopDisk {
+    public let image: String
+    public let device: String
     private var views: [String] = []
 
-    init(_ scratch: ScratchDirectory, _ name: String, size: UInt64, readOnly: Bool = false,
+    public init(_ scratch: ScratchDirectory, _ name: String, size: UInt64, readOnly: Bool = false,
          prepare: (String) throws -> Void = { _ in }) throws {
         image = scratch.sub(name + ".img")
         try run(["truncate", "-s", String(size), image])
@@ -22,43 +20,31 @@ final class LoopDisk {
 
     deinit {
         for view in views.reversed() { _ = try? run(["losetup", "-d", view], allowFailure: true) }
+        // Partitions added with BLKPG outlive the detach of a loop device without partition
+        // scanning: remove them, or the next test reusing the device sees stale ones.
+        _ = try? run(["partx", "-d", device], allowFailure: true)
         _ = try? run(["losetup", "-d", device], allowFailure: true)
     }
 
-    var name: String { (device as NSString).lastPathComponent }
+    public var name: String { (device as NSString).lastPathComponent }
 
     /// A loop device over bytes [offset, offset + size) of this disk, as `losetup -o --sizelimit`.
-    func view(offset: UInt64, size: UInt64) throws -> String {
+    public func view(offset: UInt64, size: UInt64) throws -> String {
         let attached = try run(["losetup", "--find", "--show", "-o", String(offset), "--sizelimit", String(size), device])
         let path = attached.output.trimmingCharacters(in: .whitespacesAndNewlines)
         views.append(path)
         return path
     }
 
-    func detach(view path: String) throws {
+    public func detach(view path: String) throws {
         try run(["losetup", "-d", path])
         views.removeAll { $0 == path }
     }
 }
 
-/// `imprint disk ...` run as a technician would, JSON decoded.
-func imprintDisk(_ arguments: [String], allowFailure: Bool = false,
-                 sourceLocation: SourceLocation = #_sourceLocation) throws -> CommandResult {
-    try run([imprintBinary, "disk"] + arguments, allowFailure: allowFailure, sourceLocation: sourceLocation)
-}
-
-func listDisks(_ extra: [String] = []) throws -> [Disk] {
-    let result = try imprintDisk(["list", "--json"] + extra)
-    return try JSONDecoder().decode([Disk].self, from: result.stdout)
-}
-
-func writeJSON(_ text: String, _ path: String) throws {
-    try text.write(toFile: path, atomically: true, encoding: .utf8)
-}
-
 /// Puts an NTFS filesystem holding a Windows-like tree (the SYSTEM hive, a user's file) into
 /// bytes [offset, offset + size) of `disk`, through ntfs-3g as Windows' own layout would be.
-func makeFakeWindows(on disk: LoopDisk, offset: UInt64, size: UInt64, scratch: ScratchDirectory, label: String = "Windows") throws {
+public func makeFakeWindows(on disk: LoopDisk, offset: UInt64, size: UInt64, scratch: ScratchDirectory, label: String = "Windows") throws {
     let partition = try disk.view(offset: offset, size: size)
     try run(["mkfs.ntfs", "-Q", "-q", "-F", "-L", label, "-p", String(offset / 512), "-H", "255", "-S", "63", partition])
     let mountPoint = scratch.sub("mnt-\(disk.name)")
@@ -77,7 +63,7 @@ func makeFakeWindows(on disk: LoopDisk, offset: UInt64, size: UInt64, scratch: S
 
 /// A BitLocker volume header as libblkid recognises it: the Windows 7+ boot sector signature
 /// and an FVE metadata block where the header says. (Linux cannot create a real one.)
-func writeBitLockerHeader(image: String, offset: UInt64) throws {
+public func writeBitLockerHeader(image: String, offset: UInt64) throws {
     let handle = try FileHandle(forUpdating: URL(fileURLWithPath: image))
     defer { try? handle.close() }
     var boot = [UInt8](repeating: 0, count: 512)
@@ -92,4 +78,9 @@ func writeBitLockerHeader(image: String, offset: UInt64) throws {
     metadata += [UInt8](repeating: 0, count: 64 - metadata.count)
     try handle.seek(toOffset: offset + metadataOffset)
     handle.write(Data(metadata))
+}
+
+/// Writes a JSON (or any) text file a test hands to imprint.
+public func writeJSON(_ text: String, _ path: String) throws {
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
 }

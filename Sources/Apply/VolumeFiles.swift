@@ -1,0 +1,192 @@
+import CNTFS3G
+import Foundation
+
+/// Writes a few whole files into a target volume after the image: drivers under `Drivers\`,
+/// `Windows\Panther\unattend.xml`. An NTFS volume is written through libntfs-3g (no mount);
+/// anything else is a directory (a mounted filesystem, or a test's folder).
+public protocol VolumeFiles: AnyObject {
+    /// Creates `relativePath`'s folders as needed and writes `data` there, replacing a file.
+    func write(_ data: Data, to relativePath: String) throws
+    /// Copies a local file (read in pieces, so large driver files are never held whole).
+    func copy(file source: String, to relativePath: String) throws
+    func close() throws
+}
+
+public enum VolumeFilesError: Error, CustomStringConvertible {
+    case badPath(String)
+    case operation(volume: String, path: String, operation: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case let .badPath(path): return "\"\(path)\" is not a relative path inside the volume"
+        case let .operation(volume, path, operation, code):
+            return "\(volume): \(path): \(operation) failed: \(String(cString: strerror(code)))"
+        }
+    }
+}
+
+public func openVolumeFiles(_ target: String) throws -> VolumeFiles {
+    NTFSTarget.isVolume(target) ? try NTFSVolumeFiles(device: target) : try DirectoryVolumeFiles(root: target)
+}
+
+/// Splits `a/b\c` into checked components: no empty, `.`, `..` or NUL parts.
+func volumeComponents(_ relativePath: String) throws -> [String] {
+    let parts = relativePath.split(whereSeparator: { $0 == "/" || $0 == "\\" }).map(String.init)
+    guard !parts.isEmpty, !relativePath.hasPrefix("/"),
+          parts.allSatisfy({ $0 != "." && $0 != ".." && !$0.contains("\0") && $0.utf16.count <= 255 }) else {
+        throw VolumeFilesError.badPath(relativePath)
+    }
+    return parts
+}
+
+public final class NTFSVolumeFiles: VolumeFiles {
+    private let device: String
+    private var volume: UnsafeMutablePointer<ntfs_volume>?
+
+    public init(device: String) throws {
+        self.device = device
+        guard NTFSTarget.hasNTFSBootSector(device) else { throw NTFSApplyError.notNTFS(device: device) }
+        guard let mounted = imprint_ntfs_mount(device) else { throw NTFSApplyError.mount(device: device, errno: errno) }
+        volume = mounted
+    }
+
+    deinit { if let volume { _ = imprint_ntfs_umount(volume) } }
+
+    public func close() throws {
+        guard let mounted = volume else { return }
+        volume = nil
+        if imprint_ntfs_umount(mounted) != 0 {
+            throw VolumeFilesError.operation(volume: device, path: "/", operation: "unmount", errno: errno)
+        }
+    }
+
+    public func write(_ data: Data, to relativePath: String) throws {
+        try write(relativePath) { attribute in
+            try data.withUnsafeBytes { bytes in try self.put(attribute, bytes, at: 0, relativePath) }
+            return Int64(data.count)
+        }
+    }
+
+    public func copy(file source: String, to relativePath: String) throws {
+        guard let input = FileHandle(forReadingAtPath: source) else {
+            throw VolumeFilesError.operation(volume: device, path: source, operation: "open", errno: errno)
+        }
+        defer { try? input.close() }
+        try write(relativePath) { attribute in
+            var offset: Int64 = 0
+            while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+                try chunk.withUnsafeBytes { try self.put(attribute, $0, at: offset, relativePath) }
+                offset += Int64(chunk.count)
+            }
+            return offset
+        }
+    }
+
+    private func put(_ attribute: UnsafeMutablePointer<ntfs_attr>, _ bytes: UnsafeRawBufferPointer, at offset: Int64, _ path: String) throws {
+        var done = 0
+        while done < bytes.count, let base = bytes.baseAddress {
+            let written = ntfs_attr_pwrite(attribute, offset + Int64(done), Int64(bytes.count - done), base + done)
+            guard written > 0 else { throw VolumeFilesError.operation(volume: device, path: path, operation: "write", errno: errno) }
+            done += Int(written)
+        }
+    }
+
+    /// Opens (creating folders and the file as needed) the unnamed data stream of a file,
+    /// empties it, and lets `body` fill it.
+    private func write(_ relativePath: String, _ body: (UnsafeMutablePointer<ntfs_attr>) throws -> Int64) throws {
+        guard let volume else { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "write", errno: EBADF) }
+        let parts = try volumeComponents(relativePath)
+        guard var directory = ntfs_pathname_to_inode(volume, nil, "/") else {
+            throw VolumeFilesError.operation(volume: device, path: "/", operation: "open the root folder", errno: errno)
+        }
+        defer { _ = ntfs_inode_close(directory) }
+        for (index, name) in parts.enumerated() {
+            let isLast = index == parts.count - 1
+            var units = Array(name.utf16).map { ntfschar($0.littleEndian) }
+            let found = units.withUnsafeMutableBufferPointer { buffer -> UnsafeMutablePointer<ntfs_inode>? in
+                let reference = ntfs_inode_lookup_by_name(directory, buffer.baseAddress, Int32(buffer.count))
+                guard reference != UInt64.max else { return nil }
+                return ntfs_inode_open(volume, reference & 0x0000_FFFF_FFFF_FFFF)
+            }
+            let inode: UnsafeMutablePointer<ntfs_inode>
+            if let found {
+                inode = found
+            } else {
+                let mode: mode_t = isLast ? S_IFREG : S_IFDIR
+                guard let created = units.withUnsafeMutableBufferPointer({ ntfs_create(directory, 0, $0.baseAddress, UInt8($0.count), mode) }) else {
+                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "create \(name)", errno: errno)
+                }
+                inode = created
+            }
+            if isLast {
+                defer { _ = ntfs_inode_close(inode) }
+                guard imprint_ntfs_is_directory(inode) == 0 else {
+                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "replace a folder with a file", errno: EISDIR)
+                }
+                guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else {
+                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open data", errno: errno)
+                }
+                defer { ntfs_attr_close(attribute) }
+                if attribute.pointee.data_size != 0, ntfs_attr_truncate(attribute, 0) != 0 {
+                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "truncate", errno: errno)
+                }
+                _ = try body(attribute)
+            } else {
+                guard imprint_ntfs_is_directory(inode) != 0 else {
+                    _ = ntfs_inode_close(inode)
+                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "use \(name) as a folder", errno: ENOTDIR)
+                }
+                _ = ntfs_inode_close(directory)
+                directory = inode
+            }
+        }
+    }
+}
+
+/// A directory as a volume: every path opened beneath the root, never through a symlink.
+public final class DirectoryVolumeFiles: VolumeFiles {
+    private let root: String
+
+    public init(root: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw VolumeFilesError.operation(volume: root, path: "/", operation: "open the target folder", errno: ENOTDIR)
+        }
+        self.root = root
+    }
+
+    public func write(_ data: Data, to relativePath: String) throws {
+        let destination = try prepare(relativePath)
+        try data.write(to: URL(fileURLWithPath: destination))
+    }
+
+    public func copy(file source: String, to relativePath: String) throws {
+        let destination = try prepare(relativePath)
+        try? FileManager.default.removeItem(atPath: destination)
+        try FileManager.default.copyItem(atPath: source, toPath: destination)
+    }
+
+    public func close() throws {}
+
+    private func prepare(_ relativePath: String) throws -> String {
+        let parts = try volumeComponents(relativePath)
+        var path = root
+        for part in parts.dropLast() {
+            path += "/" + part
+            var info = stat()
+            if lstat(path, &info) == 0 {
+                guard (info.st_mode & S_IFMT) == S_IFDIR else {
+                    throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "use \(part) as a folder", errno: ENOTDIR)
+                }
+            } else {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+            }
+        }
+        let destination = path + "/" + (parts.last ?? "")
+        var info = stat()
+        if lstat(destination, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK {
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "write through a symbolic link", errno: ELOOP)
+        }
+        return destination
+    }
+}

@@ -1,0 +1,93 @@
+import Apply
+import Disks
+import Foundation
+import Transport
+
+/// How a sequence runs on this machine.
+public struct RunOptions: Sendable {
+    /// Steps that write disks run only when allowed (`--yes`, or the boot environment's agent).
+    public var allowDestructive = false
+    /// Reboot and poweroff happen only in the boot environment; elsewhere they are reported.
+    public var allowPowerActions = false
+    public var environment = DiskEnvironment.system
+    public var transfer = TransferOptions()
+    /// Overrides each applyImage's cache folder (tests, USB media).
+    public var cacheDirectory: String?
+
+    public init() {}
+}
+
+/// A volume a step made or found, by the name later steps use.
+public struct Volume: Sendable {
+    public var device: String
+    public var offset: UInt64
+    public var size: UInt64
+    public var sectorSize: Int
+    public var diskPath: String
+}
+
+/// What steps share while a sequence runs.
+final class RunContext: @unchecked Sendable {
+    let options: RunOptions
+    let bus: EventBus
+    var variables: Variables
+    var selectedDisk: Disk?
+    var diskRules: DiskRules?
+    var diskSelection: DiskSelection?
+    var volumes: [String: Volume] = [:]
+    /// Loop devices and partition views to release when the sequence ends.
+    var exposures: [ExposedPartitions] = []
+    /// `Drivers\<package>` folders put on each volume, for the unattend's DriverPaths.
+    var driverPaths: [String: [String]] = [:]
+    /// The unattend.xml written per volume, so injecting drivers afterwards can update it.
+    var unattendWritten: [String: String] = [:]
+    var powerAction: StepAction?
+    /// Set when a step runs past its timeout: transfers and commands stop at the next check.
+    let cancelled = ManagedAtomicFlag()
+    let client: HTTPClient
+
+    init(options: RunOptions, bus: EventBus, variables: Variables) {
+        self.options = options
+        self.bus = bus
+        self.variables = variables
+        var transfer = options.transfer
+        let flag = cancelled
+        transfer.isCancelled = { flag.value }
+        client = HTTPClient(options: transfer)
+    }
+
+    func substitute(_ text: String) -> String {
+        variables.substitute(text, unknown: { [bus] (name: String) -> Void in
+            bus.log("${\(name)} is not set: replaced by nothing", level: "warning")
+        })
+    }
+
+    func volume(_ name: String) throws -> Volume {
+        let resolved = substitute(name)
+        guard let volume = volumes[resolved] else {
+            throw StepFailure("no volume \"\(resolved)\" exists yet (known: \(volumes.keys.sorted().joined(separator: ", ")))")
+        }
+        return volume
+    }
+
+    func releaseAll() {
+        for exposure in exposures { exposure.release() }
+        exposures.removeAll()
+    }
+}
+
+/// A step's failure in a technician's words.
+public struct StepFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A thread-safe flag (set from the timeout watcher, read by transfers and commands).
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var state = false
+    var value: Bool {
+        get { lock.lock(); defer { lock.unlock() }; return state }
+        set { lock.lock(); state = newValue; lock.unlock() }
+    }
+}

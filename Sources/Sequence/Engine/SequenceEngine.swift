@@ -1,0 +1,155 @@
+import Apply
+import Synchronization
+import Foundation
+
+/// How a run ended.
+public struct RunResult: Sendable {
+    public enum Status: String, Sendable { case success, failed }
+    public var status: Status
+    public var failedStep: String?
+    public var message: String?
+    public var duration: Double
+    /// `reboot` or `poweroff` when the sequence asked for one.
+    public var powerAction: String?
+}
+
+/// Runs a task sequence: each step in order, groups nested, with conditions, retries,
+/// continue-on-error and timeouts, reporting every start, progress and end.
+public final class SequenceEngine {
+    let sequence: TaskSequence
+    let context: RunContext
+
+    public init(sequence: TaskSequence, facts: Facts, serverVariables: [String: String] = [:],
+                options: RunOptions, bus: EventBus) {
+        self.sequence = sequence
+        let variables = Variables(facts: facts.variables, sequence: sequence.variables, server: serverVariables, secrets: sequence.secrets)
+        context = RunContext(options: options, bus: bus, variables: variables)
+        bus.redact = { [context] text in context.variables.redact(text) }
+    }
+
+    public func run() -> RunResult {
+        let started = Date()
+        context.bus.emit(Event(kind: .sequenceStarted, name: sequence.name,
+                               message: "version \(sequence.version), \(sequence.allSteps.count) steps, from \(sequence.origin)"))
+        defer { context.releaseAll() }
+        var result: RunResult
+        do {
+            try runSteps(sequence.steps)
+            try finishDrivers()
+            result = RunResult(status: .success, duration: Date().timeIntervalSince(started), powerAction: context.powerAction?.typeName)
+        } catch let failure as SequenceStopped {
+            result = RunResult(status: .failed, failedStep: failure.step.number, message: failure.message,
+                               duration: Date().timeIntervalSince(started))
+        } catch {
+            result = RunResult(status: .failed, message: "\(error)", duration: Date().timeIntervalSince(started))
+        }
+        var message = result.message.map { "step \(result.failedStep ?? "?") failed: \($0)" }
+        if result.status == .success, let action = result.powerAction {
+            message = context.options.allowPowerActions ? "\(action) follows" : "\(action) requested (not done outside the boot environment)"
+        }
+        context.bus.emit(Event(kind: .result, name: sequence.name, status: result.status == .success ? .success : .failed,
+                               duration: result.duration, message: message))
+        return result
+    }
+
+    struct SequenceStopped: Error {
+        var step: Step
+        var message: String
+    }
+
+    private func runSteps(_ steps: [Step]) throws {
+        for step in steps { try run(step) }
+    }
+
+    private func run(_ step: Step) throws {
+        if let condition = step.condition {
+            let (holds, why) = condition.evaluate { context.variables.substitute($0) }
+            if !holds {
+                context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: .skipped,
+                                       duration: 0, message: "condition not met: \(why)"))
+                return
+            }
+        }
+        let started = Date()
+        context.bus.emit(Event(kind: .stepStarted, step: step.number, name: step.name, type: step.type))
+        if case let .group(children) = step.action {
+            do {
+                try runSteps(children)
+            } catch let stopped as SequenceStopped where step.continueOnError {
+                end(step, started, .failedContinued, "step \(stopped.step.number) failed: \(stopped.message); continuing")
+                return
+            }
+            end(step, started, .success, nil)
+            return
+        }
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                try runWithTimeout(step)
+                end(step, started, .success, attempt > 1 ? "succeeded on attempt \(attempt)" : nil)
+                return
+            } catch {
+                let message = context.variables.redact("\(error)")
+                if attempt <= step.retry.count && !(error is DestructiveRefused) {
+                    context.bus.log("attempt \(attempt) of \(step.retry.count + 1) failed: \(message); retrying in \(Int(step.retry.delay)) s",
+                                    step: step, level: "warning")
+                    Thread.sleep(forTimeInterval: step.retry.delay)
+                    continue
+                }
+                if step.continueOnError {
+                    end(step, started, .failedContinued, message)
+                    return
+                }
+                end(step, started, .failed, message)
+                throw SequenceStopped(step: step, message: message)
+            }
+        }
+    }
+
+    private func end(_ step: Step, _ started: Date, _ status: Event.Status, _ message: String?) {
+        context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: status,
+                               duration: Date().timeIntervalSince(started), message: message))
+    }
+
+    /// Runs the step on its own thread and waits at most its timeout; past it, transfers,
+    /// commands and applies are told to stop at their next safe point, and the step fails
+    /// once it has stopped (never leaving it running while the next step starts).
+    private func runWithTimeout(_ step: Step) throws {
+        if step.action.isDestructive && !context.options.allowDestructive { throw DestructiveRefused(step: step) }
+        guard let timeout = step.timeout else { return try StepRunner.run(step, context) }
+        final class Outcome: @unchecked Sendable { var error: Error? }
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        let context = self.context
+        let thread = Thread {
+            do { try StepRunner.run(step, context) } catch { outcome.error = error }
+            done.signal()
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+        if done.wait(timeout: .now() + timeout) == .timedOut {
+            context.cancelled.value = true
+            applyStopSignal.store(SIGALRM, ordering: .relaxed)
+            done.wait()
+            context.cancelled.value = false
+            applyStopSignal.store(0, ordering: .relaxed)
+            throw StepFailure("timed out after \(Int(timeout)) s")
+        }
+        if let error = outcome.error { throw error }
+    }
+
+    /// Drivers put on a volume with no unattend step: a minimal unattend.xml so Windows finds them.
+    private func finishDrivers() throws {
+        for (volume, paths) in context.driverPaths where !paths.isEmpty && context.unattendWritten[volume] == nil {
+            try UnattendWriter.write(UnattendWriter.minimal, volume: volume, context)
+        }
+    }
+}
+
+struct DestructiveRefused: Error, CustomStringConvertible {
+    var step: Step
+    var description: String {
+        "\(step.type) writes a disk and runs only with --yes (or as the boot environment's agent)"
+    }
+}

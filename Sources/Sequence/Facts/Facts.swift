@@ -1,0 +1,89 @@
+import Disks
+import Foundation
+
+/// What the machine is, read from the kernel (SMBIOS through sysfs, network interfaces,
+/// firmware, memory, CPUs, disks): the built-in variables of every sequence, and what the agent
+/// sends the server at check-in so its rules can choose a sequence.
+public struct Facts: Sendable, Codable, Equatable {
+    public var macAddresses: [String]
+    public var uuid: String?
+    public var serialNumber: String?
+    public var manufacturer: String?
+    public var model: String?
+    /// `uefi` or `bios`.
+    public var firmware: String
+    public var memoryMiB: UInt64
+    public var cpuCount: Int
+    public var cpuModel: String?
+    /// `amd64`, `arm64` or `x86`, as Windows names them.
+    public var architecture: String
+    public var disks: [DiskSummary]
+
+    public struct DiskSummary: Sendable, Codable, Equatable {
+        public var path: String
+        public var size: UInt64
+        public var model: String?
+        public var serial: String?
+        public var transport: String
+        public var removable: Bool
+        public var hasWindows: Bool
+    }
+
+    /// The variable names facts take; sequences may read them but never set them.
+    public static let names: Set<String> = ["MACAddress", "MACAddresses", "UUID", "SerialNumber", "Manufacturer", "Model",
+                                            "Firmware", "MemoryMiB", "CPUCount", "CPUModel", "Architecture", "DiskCount"]
+
+    public var variables: [String: String] {
+        var values: [String: String] = [
+            "MACAddresses": macAddresses.joined(separator: ","), "Firmware": firmware, "MemoryMiB": String(memoryMiB),
+            "CPUCount": String(cpuCount), "Architecture": architecture, "DiskCount": String(disks.count),
+        ]
+        values["MACAddress"] = macAddresses.first ?? ""
+        values["UUID"] = uuid ?? ""
+        values["SerialNumber"] = serialNumber ?? ""
+        values["Manufacturer"] = manufacturer ?? ""
+        values["Model"] = model ?? ""
+        values["CPUModel"] = cpuModel ?? ""
+        return values
+    }
+
+    public static func gather(sysRoot: String = "/sys", procRoot: String = "/proc", disks: [Disk]? = nil) -> Facts {
+        func read(_ path: String) -> String? {
+            guard let data = FileManager.default.contents(atPath: path) else { return nil }
+            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            // Vendors leave placeholders where a value belongs.
+            let placeholders = ["", "To Be Filled By O.E.M.", "Default string", "System Serial Number", "Not Specified", "None"]
+            return placeholders.contains(text) ? nil : text
+        }
+        let dmi = sysRoot + "/class/dmi/id/"
+        var macs: [String] = []
+        let net = sysRoot + "/class/net"
+        for interface in ((try? FileManager.default.contentsOfDirectory(atPath: net)) ?? []).sorted() where interface != "lo" {
+            // Only interfaces on hardware (with a device link): not bridges, taps or veths.
+            guard FileManager.default.fileExists(atPath: "\(net)/\(interface)/device"),
+                  let mac = read("\(net)/\(interface)/address"), mac != "00:00:00:00:00:00" else { continue }
+            macs.append(mac.lowercased())
+        }
+        let meminfo = read(procRoot + "/meminfo") ?? ""
+        let memoryKiB = meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
+            .flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { UInt64($0) } ?? 0
+        let cpuinfo = read(procRoot + "/cpuinfo") ?? ""
+        let processors = cpuinfo.split(separator: "\n").filter { $0.hasPrefix("processor") }.count
+        let cpuModel = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) }
+        var machine = utsname()
+        uname(&machine)
+        let machineName = withUnsafeBytes(of: &machine.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let architecture = ["x86_64": "amd64", "aarch64": "arm64", "i686": "x86", "i386": "x86"][machineName] ?? machineName
+        let found = disks ?? ((try? DiskInventory.scan(DiskEnvironment(sysRoot: sysRoot, procRoot: procRoot))) ?? [])
+        return Facts(
+            macAddresses: macs, uuid: read(dmi + "product_uuid")?.lowercased(), serialNumber: read(dmi + "product_serial"),
+            manufacturer: read(dmi + "sys_vendor"), model: read(dmi + "product_name"),
+            firmware: FileManager.default.fileExists(atPath: sysRoot + "/firmware/efi") ? "uefi" : "bios",
+            memoryMiB: memoryKiB / 1024, cpuCount: max(processors, 1), cpuModel: cpuModel, architecture: architecture,
+            disks: found.map {
+                DiskSummary(path: $0.path, size: $0.size, model: $0.model, serial: $0.serial, transport: $0.transport.rawValue,
+                            removable: $0.removable, hasWindows: !$0.windows.isEmpty)
+            })
+    }
+}

@@ -1,0 +1,148 @@
+import Apply
+import Disks
+import Foundation
+
+/// A task sequence: what a machine does, step by step, as MDT's and ConfigMgr's do.
+public struct TaskSequence: Sendable {
+    public var name: String
+    public var version: String
+    public var description: String?
+    /// Default values; the server's per-machine variables and `setVariable` steps override them.
+    public var variables: [String: String]
+    /// Variables whose values never appear in logs or events (passwords, product keys).
+    public var secrets: Set<String>
+    public var steps: [Step]
+    /// Where the sequence came from, for messages and the USB log file beside it.
+    public var origin: String
+
+    /// Every step, depth first, groups included.
+    public var allSteps: [Step] {
+        func walk(_ steps: [Step]) -> [Step] { steps.flatMap { [$0] + walk($0.children) } }
+        return walk(steps)
+    }
+}
+
+public struct Step: Sendable {
+    /// `3` or `2.1`: the position shown to technicians (1-based, groups nest).
+    public var number: String
+    /// `$.steps[2].steps[0]`: where the step is in the file.
+    public var jsonPath: String
+    public var name: String
+    public var condition: Condition?
+    public var continueOnError: Bool
+    public var retry: Retry
+    /// Seconds; nil means no limit.
+    public var timeout: Double?
+    public var action: StepAction
+
+    public var type: String { action.typeName }
+    public var children: [Step] { if case let .group(steps) = action { return steps }; return [] }
+}
+
+public struct Retry: Sendable, Equatable {
+    /// Extra attempts after the first failure.
+    public var count: Int
+    /// Seconds between attempts.
+    public var delay: Double
+    public static let none = Retry(count: 0, delay: 0)
+}
+
+/// What a step does, with its checked parameters. Strings may hold `${Variable}`, substituted
+/// when the step runs.
+public enum StepAction: Sendable {
+    case group([Step])
+    case selectDisk(rules: DiskRules)
+    case partition(layout: PartitionLayout)
+    case format(volume: String, spec: FormatSpec)
+    case findWindows(rules: DiskRules, volume: String)
+    case cleanVolume(volume: String, mode: CleanupMode, folders: [String])
+    case applyImage(ApplyImageStep)
+    case writeImage(WriteImageStep)
+    case injectDrivers(InjectDriversStep)
+    case unattend(UnattendStep)
+    case runCommand(RunCommandStep)
+    case setVariable(name: String, value: String)
+    case reboot
+    case poweroff
+
+    public var typeName: String {
+        switch self {
+        case .group: return "group"
+        case .selectDisk: return "selectDisk"
+        case .partition: return "partition"
+        case .format: return "format"
+        case .findWindows: return "findWindows"
+        case .cleanVolume: return "cleanVolume"
+        case .applyImage: return "applyImage"
+        case .writeImage: return "writeImage"
+        case .injectDrivers: return "injectDrivers"
+        case .unattend: return "unattend"
+        case .runCommand: return "runCommand"
+        case .setVariable: return "setVariable"
+        case .reboot: return "reboot"
+        case .poweroff: return "poweroff"
+        }
+    }
+
+    /// True for steps that write a disk: `plan` shows them, `run` needs --yes for them.
+    public var isDestructive: Bool {
+        switch self {
+        case .partition, .format, .cleanVolume, .applyImage, .writeImage: return true
+        default: return false
+        }
+    }
+
+    public static let typeNames = ["group", "selectDisk", "partition", "format", "findWindows", "cleanVolume", "applyImage",
+                                   "writeImage", "injectDrivers", "unattend", "runCommand", "setVariable", "reboot", "poweroff"]
+}
+
+public struct ApplyImageStep: Sendable {
+    public enum Mode: String, Sendable, CaseIterable { case download, stream }
+    /// A path or an http(s) URL.
+    public var source: String
+    /// An index (`1`) or a name (`Windows 11 Pro`).
+    public var image: String
+    /// The SHA-256 of the whole WIM file, checked as it arrives.
+    public var sha256: String?
+    /// The volume (a partition id of a layout, or the name findWindows gave).
+    public var target: String
+    public var mode: Mode
+    /// Where `download` keeps the WIM.
+    public var cacheDirectory: String
+}
+
+public struct WriteImageStep: Sendable {
+    /// A path or URL of a raw `.img` or `.img.xz`.
+    public var source: String
+    /// The SHA-256 of the source as stored (compressed for .xz).
+    public var sha256: String?
+    /// `disk` (the selected disk) or a volume name.
+    public var target: String
+}
+
+public struct InjectDriversStep: Sendable {
+    /// A folder, a `.tar.xz` bundle (path or URL), or an HTTP index (`.json` URL).
+    public var source: String
+    public var target: String
+    public var architecture: String
+}
+
+public struct UnattendStep: Sendable {
+    /// The template: a path or URL (or inline text in `content`).
+    public var template: String?
+    public var content: String?
+    public var target: String
+}
+
+public struct RunCommandStep: Sendable {
+    /// argv; one string means `/bin/sh -c`.
+    public var command: [String]
+    /// True for the string form: variables are inserted shell-quoted, so a value with `&` or
+    /// spaces stays one word and cannot run commands of its own.
+    public var shell: Bool
+    public var environment: [String: String]
+    /// A volume mounted (ntfs-3g) for the command's time, its mount point in `${TargetMount}`.
+    public var mountVolume: String?
+    /// Exit codes counted as success.
+    public var successCodes: [Int32]
+}

@@ -1,0 +1,108 @@
+import Foundation
+
+/// The variables a running sequence sees, in MDT's order of precedence: the machine's facts
+/// (read-only), then the sequence's defaults, the server's per-machine values, and what
+/// `setVariable` steps set. `${Name}` is replaced; `$$` is a literal `$`.
+public struct Variables: Sendable {
+    public private(set) var facts: [String: String]
+    public private(set) var values: [String: String]
+    /// Names whose values are replaced by `********` in anything logged or reported.
+    public private(set) var secretNames: Set<String>
+
+    public init(facts: [String: String], sequence: [String: String], server: [String: String], secrets: Set<String>) {
+        self.facts = facts
+        values = sequence.merging(server) { _, new in new }
+        secretNames = secrets.union(values.keys.filter(Checker.looksSecret))
+    }
+
+    public subscript(name: String) -> String? { facts[name] ?? values[name] }
+
+    public mutating func set(_ name: String, _ value: String) {
+        values[name] = value
+        if Checker.looksSecret(name) { secretNames.insert(name) }
+    }
+
+    public var all: [String: String] { values.merging(facts) { _, fact in fact } }
+
+    /// Replaces every `${Name}`; an unknown name becomes empty (as MDT does) and is reported.
+    public func substitute(_ text: String, escape: (String) -> String = { $0 }, unknown: ((String) -> Void)? = nil) -> String {
+        guard text.contains("$") else { return text }
+        var result = ""
+        var index = text.startIndex
+        while index < text.endIndex {
+            let character = text[index]
+            let next = text.index(after: index)
+            if character == "$", next < text.endIndex, text[next] == "$" {
+                result.append("$")
+                index = text.index(after: next)
+            } else if character == "$", next < text.endIndex, text[next] == "{",
+                      let close = text[next...].firstIndex(of: "}") {
+                let name = String(text[text.index(after: next)..<close])
+                if let value = self[name] { result += escape(value) } else { unknown?(name) }
+                index = text.index(after: close)
+            } else {
+                result.append(character)
+                index = next
+            }
+        }
+        return result
+    }
+
+    /// Hides secret values in text bound for a log or an event.
+    public func redact(_ text: String) -> String {
+        var result = text
+        for name in secretNames {
+            guard let value = self[name], value.count >= 3 else { continue }
+            result = result.replacingOccurrences(of: value, with: "********")
+            let escaped = XMLText.escape(value)
+            if escaped != value { result = result.replacingOccurrences(of: escaped, with: "********") }
+        }
+        return result
+    }
+
+    /// The names `${...}` in a text refers to.
+    static func references(in text: String) -> [String] {
+        var names: [String] = []
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            if start.lowerBound > rest.startIndex, rest[rest.index(before: start.lowerBound)] == "$" {
+                rest = rest[start.upperBound...]
+                continue
+            }
+            guard let close = rest[start.upperBound...].firstIndex(of: "}") else { break }
+            names.append(String(rest[start.upperBound..<close]))
+            rest = rest[rest.index(after: close)...]
+        }
+        return names
+    }
+
+    static func syntaxProblems(in text: String) -> [String] {
+        var problems: [String] = []
+        for name in references(in: text) where !Checker.isVariableName(name) {
+            problems.append("\"${\(name)}\" is not a variable reference")
+        }
+        if let open = text.range(of: "${"), text[open.upperBound...].firstIndex(of: "}") == nil {
+            problems.append("\"${\" without a closing \"}\"")
+        }
+        return problems
+    }
+}
+
+/// XML escaping for values substituted into unattend.xml.
+public enum XMLText {
+    public static func escape(_ text: String) -> String {
+        var result = ""
+        result.reserveCapacity(text.count)
+        for character in text {
+            switch character {
+            case "&": result += "&amp;"
+            case "<": result += "&lt;"
+            case ">": result += "&gt;"
+            case "\"": result += "&quot;"
+            case "'": result += "&apos;"
+            default: result.append(character)
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,256 @@
+import CCurl
+import Foundation
+
+/// curl_global_init is not thread-safe; a static let runs exactly once under swift_once.
+enum CurlGlobal {
+    static let ready: Bool = curl_global_init(3 /* CURL_GLOBAL_ALL */) == CURLE_OK
+}
+
+struct CurlRequest {
+    enum Method { case get, head, post(Data) }
+    var url: String
+    var method: Method = .get
+    /// CURLOPT_RANGE syntax: "N-" or "A-B".
+    var range: String?
+    var headers: [String] = []
+    /// When true, 4xx/5xx bodies go to `errorBody` (first 300 bytes) instead of the handlers.
+    var captureErrors = true
+}
+
+struct CurlResponse {
+    var code: CURLcode = CURLE_OK
+    var errorText = ""
+    var status = 0
+    var headers: [String: String] = [:]
+    var errorBody = Data()
+    /// Thrown by a handler; ends the attempt and is final.
+    var failure: TransportError?
+    /// A handler asked to stop without an error (the caller knows why).
+    var stopped = false
+    var cancelled = false
+
+    var errorMessage: String {
+        let text = String(decoding: errorBody.prefix(300), as: UTF8.self)
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+            .map { $0.isNewline ? " " : $0 }.reduce(into: "") { $0.append($1) }
+    }
+
+    func header(_ name: String) -> String? { headers[name] }
+    var contentLength: UInt64? { headers["content-length"].flatMap { UInt64($0) } }
+    var etag: String? { headers["etag"] }
+    var lastModified: String? { headers["last-modified"] }
+}
+
+/// Parses `bytes A-B/T` or `bytes */T`.
+struct ContentRange: Equatable {
+    var start: UInt64?
+    var end: UInt64?
+    var total: UInt64?
+
+    init?(_ value: String?) {
+        guard let value, value.lowercased().hasPrefix("bytes ") else { return nil }
+        let spec = value.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        let parts = spec.split(separator: "/", maxSplits: 1)
+        guard parts.count == 2 else { return nil }
+        total = UInt64(parts[1])
+        if parts[0] == "*" { return }
+        let bounds = parts[0].split(separator: "-", maxSplits: 1)
+        guard bounds.count == 2, let a = UInt64(bounds[0]), let b = UInt64(bounds[1]), a <= b else { return nil }
+        start = a
+        end = b
+    }
+}
+
+/// The state one transfer's C callbacks reach through their context pointer.
+final class CurlTransfer {
+    typealias Begin = (_ status: Int, _ response: CurlResponse) throws(TransportError) -> Bool
+    typealias Body = (UnsafeRawBufferPointer) throws(TransportError) -> Void
+
+    let handle: UnsafeMutableRawPointer
+    let captureErrors: Bool
+    let begin: Begin
+    let body: Body
+    let isCancelled: @Sendable () -> Bool
+    var response = CurlResponse()
+    var began = false
+
+    init(handle: UnsafeMutableRawPointer, captureErrors: Bool, isCancelled: @escaping @Sendable () -> Bool,
+         begin: @escaping Begin, body: @escaping Body) {
+        self.handle = handle
+        self.captureErrors = captureErrors
+        self.isCancelled = isCancelled
+        self.begin = begin
+        self.body = body
+    }
+
+    /// Called once the final response's headers are known: at the first body byte, or after
+    /// the transfer when there was no body.
+    func start() -> Bool {
+        began = true
+        var status = 0
+        _ = imprint_curl_get_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        response.status = status
+        if captureErrors && status >= 400 { return true }
+        do {
+            if try !begin(status, response) {
+                response.stopped = true
+                return false
+            }
+        } catch {
+            response.failure = error
+            return false
+        }
+        return true
+    }
+
+    func receive(_ chunk: UnsafeRawBufferPointer) -> Bool {
+        if !began && !start() { return false }
+        if captureErrors && response.status >= 400 {
+            response.errorBody.append(contentsOf: chunk.prefix(300 - min(300, response.errorBody.count)))
+            // The rest of an error page is of no use; stopping early saves the transfer.
+            return response.errorBody.count < 300
+        }
+        do { try body(chunk) } catch {
+            response.failure = error
+            return false
+        }
+        return true
+    }
+
+    func header(_ line: String) {
+        let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
+        // Each response (redirects, 100 Continue) starts with a status line; keep the last's.
+        if trimmed.hasPrefix("HTTP/") {
+            response.headers = [:]
+            return
+        }
+        guard let colon = trimmed.firstIndex(of: ":") else { return }
+        let name = trimmed[..<colon].lowercased()
+        let value = trimmed[trimmed.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        response.headers[name] = value
+    }
+}
+
+private func curlWrite(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int,
+                       _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let context else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
+    let length = size * count
+    return transfer.receive(UnsafeRawBufferPointer(start: data, count: length)) ? length : 0
+}
+
+private func curlHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int,
+                        _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let context, let data else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
+    let length = size * count
+    transfer.header(String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self))
+    return length
+}
+
+private func curlProgress(_ context: UnsafeMutableRawPointer?, _ dltotal: curl_off_t, _ dlnow: curl_off_t,
+                          _ ultotal: curl_off_t, _ ulnow: curl_off_t) -> Int32 {
+    guard let context else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
+    if transfer.isCancelled() {
+        transfer.response.cancelled = true
+        return 1
+    }
+    return 0
+}
+
+/// Runs one HTTP request on a fresh easy handle. `begin` sees the status and headers before
+/// any body byte and may stop (false) or fail; `body` receives the body in order.
+func performCurl(_ request: CurlRequest, options: TransferOptions,
+                 begin: @escaping CurlTransfer.Begin, body: @escaping CurlTransfer.Body) -> CurlResponse {
+    guard CurlGlobal.ready, let handle = curl_easy_init() else {
+        var response = CurlResponse()
+        response.code = CURLE_FAILED_INIT
+        response.errorText = "libcurl could not be initialised"
+        return response
+    }
+    defer { curl_easy_cleanup(handle) }
+    let transfer = CurlTransfer(handle: handle, captureErrors: request.captureErrors,
+                                isCancelled: options.isCancelled, begin: begin, body: body)
+    let context = Unmanaged.passUnretained(transfer).toOpaque()
+    let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+    errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    defer { errorBuffer.deallocate() }
+
+    var headerList: UnsafeMutablePointer<curl_slist>?
+    defer { curl_slist_free_all(headerList) }
+    var headers = request.headers
+    if let token = options.bearerToken { headers.append("Authorization: Bearer \(token)") }
+    // curl would otherwise send "Expect: 100-continue" for larger POSTs and wait a second.
+    headers.append("Expect:")
+    for line in headers { headerList = curl_slist_append(headerList, line) }
+
+    _ = imprint_curl_set_string(handle, CURLOPT_URL, request.url)
+    _ = imprint_curl_set_string(handle, CURLOPT_PROTOCOLS_STR, "http,https")
+    _ = imprint_curl_set_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
+    _ = imprint_curl_set_long(handle, CURLOPT_FOLLOWLOCATION, 1)
+    _ = imprint_curl_set_long(handle, CURLOPT_MAXREDIRS, options.maxRedirects)
+    _ = imprint_curl_set_long(handle, CURLOPT_NOSIGNAL, 1)
+    _ = imprint_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Int(max(0.001, options.connectTimeout) * 1000))
+    _ = imprint_curl_set_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
+    _ = imprint_curl_set_long(handle, CURLOPT_LOW_SPEED_TIME, max(1, Int(options.stallTimeout.rounded(.up))))
+    _ = imprint_curl_set_string(handle, CURLOPT_USERAGENT, options.userAgent)
+    if let bundle = options.caBundle { _ = imprint_curl_set_string(handle, CURLOPT_CAINFO, bundle) }
+    _ = imprint_curl_set_list(handle, CURLOPT_HTTPHEADER, headerList)
+    _ = imprint_curl_set_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer)
+    if let range = request.range { _ = imprint_curl_set_string(handle, CURLOPT_RANGE, range) }
+    switch request.method {
+    case .get: break
+    case .head: _ = imprint_curl_set_long(handle, CURLOPT_NOBODY, 1)
+    case let .post(data):
+        _ = imprint_curl_set_long(handle, CURLOPT_POST, 1)
+        _ = imprint_curl_set_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(data.count))
+        // COPYPOSTFIELDS copies, so the bytes need not outlive this call.
+        data.withUnsafeBytes { bytes in
+            let pointer = UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(errorBuffer))
+            _ = imprint_curl_set_pointer(handle, CURLOPT_COPYPOSTFIELDS, pointer)
+        }
+    }
+    _ = imprint_curl_set_write(handle, curlWrite, context)
+    _ = imprint_curl_set_header_callback(handle, curlHeader, context)
+    _ = imprint_curl_set_progress(handle, curlProgress, context)
+
+    let code = withExtendedLifetime(transfer) { curl_easy_perform(handle) }
+    transfer.response.code = code
+    if code == CURLE_OK && !transfer.began { _ = transfer.start() }
+    if code != CURLE_OK {
+        let detail = String(cString: errorBuffer)
+        let summary = String(cString: curl_easy_strerror(code))
+        transfer.response.errorText = detail.isEmpty || detail == summary ? summary : "\(summary): \(detail)"
+        if transfer.response.status == 0 {
+            var status = 0
+            _ = imprint_curl_get_long(handle, CURLINFO_RESPONSE_CODE, &status)
+            transfer.response.status = status
+        }
+    }
+    return transfer.response
+}
+
+/// Failures worth another attempt: the network or the server, never the request or TLS trust.
+func isRetryable(_ code: CURLcode) -> Bool {
+    let permanent: [CURLcode] = [
+        CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT, CURLE_TOO_MANY_REDIRECTS,
+        CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_CERTPROBLEM,
+        CURLE_ABORTED_BY_CALLBACK, CURLE_WRITE_ERROR, CURLE_BAD_FUNCTION_ARGUMENT,
+        CURLE_FAILED_INIT, CURLE_OUT_OF_MEMORY, CURLE_BAD_CONTENT_ENCODING,
+    ]
+    return !permanent.contains(code)
+}
+
+func isRetryable(status: Int) -> Bool { status >= 500 || status == 408 || status == 429 }
+
+/// Only http and https, with nothing curl or a server could read two ways.
+func validateURL(_ url: String) throws(TransportError) {
+    let lower = url.lowercased()
+    guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), url.count > 8 else {
+        throw .invalidURL(url)
+    }
+    for scalar in url.unicodeScalars where scalar.value <= 0x20 || scalar.value == 0x7f {
+        throw .invalidURL(url)
+    }
+}

@@ -1,0 +1,406 @@
+import CCurl
+import Foundation
+
+/// All HTTP(S) of the agent: downloads that survive drops and reboots of the link, streams
+/// fed to a decoder, small fetches and event posts. One curl easy handle per attempt.
+public final class HTTPClient: @unchecked Sendable {
+    public let options: TransferOptions
+    /// Free bytes of the folder holding a path; the tests substitute a small disk.
+    let freeSpace: @Sendable (String) -> UInt64?
+
+    public convenience init(options: TransferOptions = TransferOptions()) {
+        self.init(options: options, freeSpace: HTTPClient.statvfsFreeSpace)
+    }
+
+    init(options: TransferOptions, freeSpace: @escaping @Sendable (String) -> UInt64?) {
+        self.options = options
+        self.freeSpace = freeSpace
+    }
+
+    static func statvfsFreeSpace(_ folder: String) -> UInt64? {
+        var info = statvfs()
+        guard statvfs(folder, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
+    // MARK: Retries
+
+    enum Attempt<T> {
+        case done(T)
+        /// Worth another try; `progressed` attempts do not use up a retry.
+        case retry(TransportError, progressed: Bool)
+        /// Start over at once (the remote file changed, the server ignored a range).
+        case restart
+    }
+
+    func withRetries<T>(_ url: String, _ body: (_ attempt: Int) throws(TransportError) -> Attempt<T>) throws(TransportError) -> T {
+        var attempt = 0, failures = 0, restarts = 0
+        var delay = options.retryDelay
+        while true {
+            if options.isCancelled() { throw .cancelled(url: url) }
+            attempt += 1
+            switch try body(attempt) {
+            case let .done(value):
+                return value
+            case .restart:
+                restarts += 1
+                // A server that changes the file on every request would otherwise loop forever.
+                if restarts > options.retries + 1 {
+                    throw .remoteChanged(url: url, detail: "it changed on each of \(restarts) attempts")
+                }
+            case let .retry(error, progressed):
+                if progressed {
+                    failures = 0
+                    delay = options.retryDelay
+                }
+                failures += 1
+                if failures > options.retries { throw error }
+                try pause(delay, url: url)
+                delay = min(delay * 2, options.maxRetryDelay)
+            }
+        }
+    }
+
+    private func pause(_ seconds: Double, url: String) throws(TransportError) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if options.isCancelled() { throw .cancelled(url: url) }
+            Thread.sleep(forTimeInterval: min(0.05, max(0, deadline.timeIntervalSinceNow)))
+        }
+    }
+
+    /// Turns an unsuccessful response into the error to report and whether to try again.
+    /// Returns nil for a usable 2xx/3xx response.
+    func failure(of response: CurlResponse, url: String, attempt: Int, offset: UInt64? = nil) throws(TransportError) -> TransportError? {
+        if let failure = response.failure { throw failure }
+        if response.cancelled || options.isCancelled() { throw .cancelled(url: url) }
+        if response.status >= 400 {
+            let error = TransportError.http(url: url, status: response.status, message: response.errorMessage)
+            guard isRetryable(status: response.status) else { throw error }
+            return error
+        }
+        guard response.code == CURLE_OK else {
+            let at = offset.map { " at byte \($0)" } ?? ""
+            let error = TransportError.network(url: url, reason: response.errorText + at, attempts: attempt)
+            guard isRetryable(response.code) else { throw error }
+            return error
+        }
+        return nil
+    }
+
+    // MARK: HEAD
+
+    public func head(_ url: String) throws(TransportError) -> RemoteFile {
+        try validateURL(url)
+        return try withRetries(url) { attempt throws(TransportError) -> Attempt<RemoteFile> in
+            let response = performCurl(CurlRequest(url: url, method: .head), options: options,
+                                       begin: { _, _ in true }, body: { _ in })
+            if let error = try failure(of: response, url: url, attempt: attempt) {
+                return .retry(error, progressed: false)
+            }
+            let ranges = response.header("accept-ranges")?.lowercased().contains("bytes") ?? false
+            return .done(RemoteFile(size: response.contentLength, acceptsRanges: ranges,
+                                    etag: response.etag, lastModified: response.lastModified))
+        }
+    }
+
+    // MARK: Small bodies
+
+    /// A whole small body (sequence, template, index) in memory, retried from zero.
+    public func fetch(_ url: String, limit: Int = 16 << 20) throws(TransportError) -> Data {
+        try validateURL(url)
+        return try withRetries(url) { attempt throws(TransportError) -> Attempt<Data> in
+            var data = Data()
+            let response = performCurl(CurlRequest(url: url), options: options, begin: { _, response throws(TransportError) in
+                if let length = response.contentLength, length > UInt64(limit) { throw .tooLarge(url: url, limit: limit) }
+                return true
+            }, body: { chunk throws(TransportError) in
+                guard data.count + chunk.count <= limit else { throw .tooLarge(url: url, limit: limit) }
+                data.append(contentsOf: chunk)
+            })
+            if let error = try failure(of: response, url: url, attempt: attempt, offset: UInt64(data.count)) {
+                return .retry(error, progressed: false)
+            }
+            if let length = response.contentLength, UInt64(data.count) != length {
+                return .retry(.truncated(url: url, received: UInt64(data.count), expected: length), progressed: false)
+            }
+            return .done(data)
+        }
+    }
+
+    /// Posts JSON. A 4xx is returned, never retried (the request itself is wrong); network
+    /// errors and 5xx are retried per `options`, so the call is bounded in time.
+    public func post(_ url: String, json: Data, limit: Int = 1 << 20) throws(TransportError) -> (status: Int, body: Data) {
+        try validateURL(url)
+        return try withRetries(url) { attempt throws(TransportError) -> Attempt<(status: Int, body: Data)> in
+            var data = Data()
+            var request = CurlRequest(url: url, method: .post(json))
+            request.headers = ["Content-Type: application/json", "Accept: application/json"]
+            request.captureErrors = false
+            let response = performCurl(request, options: options, begin: { _, _ in true }, body: { chunk throws(TransportError) in
+                guard data.count + chunk.count <= limit else { throw .tooLarge(url: url, limit: limit) }
+                data.append(contentsOf: chunk)
+            })
+            var judged = response
+            judged.errorBody = data.prefix(300)
+            if let error = try failure(of: judged, url: url, attempt: attempt) {
+                return .retry(error, progressed: false)
+            }
+            return .done((response.status, data))
+        }
+    }
+
+    // MARK: Downloads
+
+    /// Downloads to `path` through `path.partial`, resuming after drops and across runs, and
+    /// renames into place only once the whole file is verified and on disk.
+    public func download(_ url: String, to path: String, expectedSHA256: String?,
+                         progress: (TransferProgress) -> Void) throws(TransportError) -> DownloadResult {
+        try validateURL(url)
+        let partial = try PartialFile(path: path + ".partial")
+        var done = false
+        defer { if !done { partial.close() } }
+        let hasher = SHA256Hasher()
+        try partial.hashExisting(into: hasher)
+        var saved = partial.savedValidator()
+        var total: UInt64?
+        var resumes = 0
+        let folder = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+
+        try withoutActuallyEscaping(progress) { progress throws(TransportError) in
+            var meter = ProgressMeter(report: progress)
+            try withRetries(url) { attempt throws(TransportError) -> Attempt<Void> in
+                let start = partial.size
+                var restart = false
+                var request = CurlRequest(url: url)
+                if start > 0 { request.range = "\(start)-" }
+                let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
+                    let current = Validator(response)
+                    if status == 206 {
+                        let range = ContentRange(response.header("content-range"))
+                        guard let range, range.start == start, !current.differs(from: saved) else {
+                            // Another version, or bytes from elsewhere: only a fresh start is safe.
+                            try partial.reset(hasher)
+                            restart = true
+                            return false
+                        }
+                        resumes += 1
+                        total = range.total ?? response.contentLength.map { $0 + start }
+                    } else {
+                        if partial.size > 0 { try partial.reset(hasher) }
+                        total = response.contentLength
+                    }
+                    saved = current
+                    partial.saveValidator(current)
+                    if let total, total > partial.size, let available = self.freeSpace(folder), available < total - partial.size {
+                        throw .noSpace(path: folder, needed: total - partial.size, available: available)
+                    }
+                    return true
+                }, body: { chunk throws(TransportError) in
+                    try partial.append(chunk)
+                    hasher.update(chunk)
+                    meter.update(partial.size, total: total)
+                })
+                if restart { return .restart }
+                // A partial that is already whole (the previous run died before renaming).
+                if response.status == 416, start > 0 {
+                    let range = ContentRange(response.header("content-range"))
+                    if range?.total == start { total = start; return .done(()) }
+                    try partial.reset(hasher)
+                    return .restart
+                }
+                let progressed = partial.size > start
+                if response.code == CURLE_PARTIAL_FILE, let total, response.failure == nil, !response.cancelled {
+                    return .retry(.truncated(url: url, received: partial.size, expected: total), progressed: progressed)
+                }
+                if let error = try failure(of: response, url: url, attempt: attempt, offset: partial.size) {
+                    return .retry(error, progressed: progressed)
+                }
+                if let total, partial.size != total {
+                    return .retry(.truncated(url: url, received: partial.size, expected: total), progressed: progressed)
+                }
+                return .done(())
+            }
+            meter.update(partial.size, total: total, force: true)
+        }
+
+        let digest = hasher.finish()
+        if let expectedSHA256, digest != expectedSHA256.lowercased() {
+            partial.close()
+            done = true
+            unlink(partial.path)
+            throw .checksumMismatch(url: url, expected: expectedSHA256.lowercased(), actual: digest)
+        }
+        try partial.finish(renamingTo: path)
+        done = true
+        return DownloadResult(bytes: partial.size, sha256: digest, resumes: resumes)
+    }
+
+    // MARK: Streams
+
+    /// Delivers the body to `sink` in order, each byte once, resuming after drops from the
+    /// bytes already delivered. The hash is checked at the end: the caller must still treat
+    /// what it consumed as suspect when this throws `.checksumMismatch`.
+    public func stream(_ url: String, expectedSHA256: String?, progress: (TransferProgress) -> Void,
+                       sink: (UnsafeRawBufferPointer) throws -> Void) throws(TransportError) -> StreamResult {
+        try validateURL(url)
+        let hasher = SHA256Hasher()
+        var delivered: UInt64 = 0
+        var total: UInt64?
+        var resumes = 0
+        var saved: Validator?
+
+        try withoutActuallyEscaping(sink) { sink throws(TransportError) in
+            try withoutActuallyEscaping(progress) { progress throws(TransportError) in
+                var meter = ProgressMeter(report: progress)
+                try withRetries(url) { attempt throws(TransportError) -> Attempt<Void> in
+                    let start = delivered
+                    var skip: UInt64 = 0
+                    var request = CurlRequest(url: url)
+                    if start > 0 { request.range = "\(start)-" }
+                    let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
+                        let current = Validator(response)
+                        if let saved, current.differs(from: saved) {
+                            throw .remoteChanged(url: url, detail: "after \(start) bytes were already delivered, \(saved) became \(current)")
+                        }
+                        saved = current
+                        if status == 206 {
+                            guard let range = ContentRange(response.header("content-range")), range.start == start else {
+                                throw .unexpectedResponse(url: url, detail: "asked for bytes from \(start), the server sent Content-Range \(response.header("content-range") ?? "none")")
+                            }
+                            resumes += 1
+                            total = range.total ?? response.contentLength.map { $0 + start }
+                        } else {
+                            // The server ignored the range: the bytes already delivered come again.
+                            skip = start
+                            total = response.contentLength
+                        }
+                        return true
+                    }, body: { chunk throws(TransportError) in
+                        var piece = chunk
+                        if skip > 0 {
+                            let dropped = Int(min(UInt64(piece.count), skip))
+                            skip -= UInt64(dropped)
+                            piece = UnsafeRawBufferPointer(rebasing: piece[dropped...])
+                            if piece.isEmpty { return }
+                        }
+                        do { try sink(piece) } catch let error as TransportError { throw error } catch {
+                            throw .consumer(url: url, offset: delivered, message: "\(error)")
+                        }
+                        hasher.update(piece)
+                        delivered += UInt64(piece.count)
+                        meter.update(delivered, total: total)
+                    })
+                    let progressed = delivered > start
+                    if response.code == CURLE_PARTIAL_FILE, let total, response.failure == nil, !response.cancelled {
+                        return .retry(.truncated(url: url, received: delivered, expected: total), progressed: progressed)
+                    }
+                    if let error = try failure(of: response, url: url, attempt: attempt, offset: delivered) {
+                        return .retry(error, progressed: progressed)
+                    }
+                    if let total, delivered != total {
+                        return .retry(.truncated(url: url, received: delivered, expected: total), progressed: progressed)
+                    }
+                    return .done(())
+                }
+                meter.update(delivered, total: total, force: true)
+            }
+        }
+        let digest = hasher.finish()
+        if let expectedSHA256, digest != expectedSHA256.lowercased() {
+            throw .checksumMismatch(url: url, expected: expectedSHA256.lowercased(), actual: digest)
+        }
+        return StreamResult(bytes: delivered, sha256: digest, resumes: resumes)
+    }
+
+    // MARK: Ranges
+
+    /// Exactly the bytes `start...end` of a file that must still be `expected`.
+    func fetchRange(_ url: String, start: UInt64, end: UInt64, expected: Validator,
+                    counted: () -> Void) throws(TransportError) -> [UInt8] {
+        let length = Int(end - start + 1)
+        return try withRetries(url) { attempt throws(TransportError) -> Attempt<[UInt8]> in
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(length)
+            var request = CurlRequest(url: url)
+            request.range = "\(start)-\(end)"
+            counted()
+            let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
+                let current = Validator(response)
+                if current.differs(from: expected) {
+                    throw .remoteChanged(url: url, detail: "\(expected) became \(current)")
+                }
+                guard status == 206, let range = ContentRange(response.header("content-range")), range.start == start else {
+                    throw .unexpectedResponse(url: url, detail: "asked for bytes \(start)-\(end), the server answered HTTP \(status) with Content-Range \(response.header("content-range") ?? "none"); it cannot serve ranges")
+                }
+                return true
+            }, body: { chunk throws(TransportError) in
+                guard bytes.count + chunk.count <= length else {
+                    throw .unexpectedResponse(url: url, detail: "asked for \(length) bytes at \(start), the server sent more")
+                }
+                bytes.append(contentsOf: chunk)
+            })
+            if let error = try failure(of: response, url: url, attempt: attempt, offset: start + UInt64(bytes.count)) {
+                return .retry(error, progressed: false)
+            }
+            guard bytes.count == length else {
+                return .retry(.truncated(url: url, received: start + UInt64(bytes.count), expected: end + 1), progressed: false)
+            }
+            return .done(bytes)
+        }
+    }
+}
+
+/// What identifies one version of a remote file.
+struct Validator: Equatable, CustomStringConvertible {
+    var etag: String?
+    var lastModified: String?
+
+    init(etag: String?, lastModified: String?) {
+        self.etag = etag
+        self.lastModified = lastModified
+    }
+
+    init(_ response: CurlResponse) { self.init(etag: response.etag, lastModified: response.lastModified) }
+
+    /// Only evidence counts: a missing header on either side proves nothing.
+    func differs(from other: Validator?) -> Bool {
+        guard let other else { return false }
+        if let a = etag, let b = other.etag { return a != b }
+        if let a = lastModified, let b = other.lastModified { return a != b }
+        return false
+    }
+
+    var description: String {
+        [etag.map { "ETag \($0)" }, lastModified.map { "Last-Modified \($0)" }].compactMap { $0 }.joined(separator: ", ")
+    }
+}
+
+/// Throttled progress with a smoothed rate.
+struct ProgressMeter {
+    let report: (TransferProgress) -> Void
+    private var lastTime = DispatchTime.now().uptimeNanoseconds
+    private var lastBytes: UInt64?
+    private var rate: Double = 0
+
+    init(report: @escaping (TransferProgress) -> Void) { self.report = report }
+
+    mutating func update(_ bytes: UInt64, total: UInt64?, force: Bool = false) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard let previous = lastBytes else {
+            lastBytes = bytes
+            lastTime = now
+            if force { report(TransferProgress(bytes: bytes, total: total, bytesPerSecond: 0)) }
+            return
+        }
+        let elapsed = Double(now &- lastTime) / 1e9
+        guard force || elapsed >= 0.2 else { return }
+        if elapsed > 0, bytes >= previous {
+            let instant = Double(bytes - previous) / elapsed
+            rate = rate == 0 ? instant : rate * 0.7 + instant * 0.3
+        }
+        lastBytes = bytes
+        lastTime = now
+        report(TransferProgress(bytes: bytes, total: total, bytesPerSecond: rate))
+    }
+}

@@ -1,0 +1,106 @@
+import CCurl
+import Foundation
+
+/// The `.partial` file a download grows in. Its remote version (ETag/Last-Modified) rides in
+/// extended attributes so a later run knows whether the bytes on disk may be continued.
+final class PartialFile {
+    let path: String
+    private var descriptor: Int32
+    private(set) var size: UInt64
+
+    private static let etagAttribute = "user.imprint.etag"
+    private static let modifiedAttribute = "user.imprint.last-modified"
+
+    init(path: String) throws(TransportError) {
+        self.path = path
+        descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            let code = errno
+            Glibc.close(descriptor)
+            throw .io(path: path, operation: "fstat", errno: code)
+        }
+        size = UInt64(info.st_size)
+    }
+
+    deinit { close() }
+
+    func close() {
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        descriptor = -1
+    }
+
+    /// Feeds what an earlier attempt or run left, so the final hash covers the whole file.
+    func hashExisting(into hasher: SHA256Hasher) throws(TransportError) {
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var offset: UInt64 = 0
+        while offset < size {
+            let count = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, off_t(offset)) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else {
+                throw .io(path: path, operation: "read at byte \(offset)", errno: count < 0 ? errno : EIO)
+            }
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            offset += UInt64(count)
+        }
+    }
+
+    func reset(_ hasher: SHA256Hasher) throws(TransportError) {
+        guard ftruncate(descriptor, 0) == 0 else { throw .io(path: path, operation: "truncate", errno: errno) }
+        size = 0
+        hasher.reset()
+    }
+
+    func append(_ chunk: UnsafeRawBufferPointer) throws(TransportError) {
+        var done = 0
+        while done < chunk.count {
+            let written = pwrite(descriptor, chunk.baseAddress?.advanced(by: done), chunk.count - done, off_t(size))
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else {
+                throw .io(path: path, operation: "write at byte \(size)", errno: written < 0 ? errno : EIO)
+            }
+            done += written
+            size += UInt64(written)
+        }
+    }
+
+    func savedValidator() -> Validator? {
+        let etag = attribute(Self.etagAttribute), modified = attribute(Self.modifiedAttribute)
+        return etag == nil && modified == nil ? nil : Validator(etag: etag, lastModified: modified)
+    }
+
+    /// Best effort: a filesystem without user xattrs only loses the cross-run version check.
+    func saveValidator(_ validator: Validator) {
+        for (name, value) in [(Self.etagAttribute, validator.etag), (Self.modifiedAttribute, validator.lastModified)] {
+            if let value {
+                _ = value.withCString { imprint_fsetxattr(descriptor, name, $0, strlen($0)) }
+            } else {
+                _ = imprint_fremovexattr(descriptor, name)
+            }
+        }
+    }
+
+    private func attribute(_ name: String) -> String? {
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let count = buffer.withUnsafeMutableBytes { imprint_fgetxattr(descriptor, name, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+
+    /// Durable before visible: the data reaches the disk, then the name appears, then the
+    /// folder entry itself is flushed, so a power cut never leaves a short file at `target`.
+    func finish(renamingTo target: String) throws(TransportError) {
+        _ = imprint_fremovexattr(descriptor, Self.etagAttribute)
+        _ = imprint_fremovexattr(descriptor, Self.modifiedAttribute)
+        guard fsync(descriptor) == 0 else { throw .io(path: path, operation: "fsync", errno: errno) }
+        close()
+        guard rename(path, target) == 0 else { throw .io(path: target, operation: "rename from \(path)", errno: errno) }
+        let folder = (target as NSString).deletingLastPathComponent
+        let directory = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directory >= 0 {
+            _ = fsync(directory)
+            Glibc.close(directory)
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Sequence
+import Transport
+
+/// `imprint agent`: what the boot environment runs. Checks in with the machine's facts,
+/// receives the deployment the server's rules chose (sequence, variables, token), runs it and
+/// reports every event.
+struct AgentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Check in with the deployment server, run the deployment it assigns, report.")
+
+    @Option(help: "The deployment server, e.g. http://10.0.0.1:8080.") var server: String
+    @Option(help: "A CA bundle for https.") var caBundle: String?
+    @Option(help: "Where events are kept until the server has them.") var spool = "/var/lib/imprint/spool"
+    @Option(help: "The plain log file.") var log = "/var/log/imprint.log"
+    @Flag(help: "Print this machine's facts as JSON and stop.") var factsOnly = false
+    @OptionGroup var environment: EnvironmentOptions
+
+    struct CheckIn: Decodable {
+        struct Deployment: Decodable {
+            var id: String
+            var token: String
+            var sequenceUrl: String
+            var variables: [String: String]?
+        }
+        var status: String
+        var deployment: Deployment?
+        var retryAfter: Double?
+        var message: String?
+    }
+
+    func run() throws {
+        let facts = Facts.gather(sysRoot: environment.sysRoot, procRoot: environment.procRoot)
+        if factsOnly { return try printJSON(facts) }
+        var transfer = TransferOptions()
+        transfer.caBundle = caBundle
+        let client = HTTPClient(options: transfer)
+        let base = server.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        struct Body: Encodable { var facts: Facts }
+        let body = try JSONEncoder().encode(Body(facts: facts))
+        var assigned: CheckIn.Deployment?
+        while assigned == nil {
+            let answer: CheckIn
+            do {
+                let (status, data) = try client.post(base + "/api/v1/agents/checkin", json: body)
+                guard (200..<300).contains(status) else { throw ValidationError("check-in refused: HTTP \(status) \(String(decoding: data.prefix(300), as: UTF8.self))") }
+                answer = try JSONDecoder().decode(CheckIn.self, from: data)
+            } catch {
+                FileHandle.standardError.write(Data("imprint: check-in with \(base) failed: \(error); retrying in 10 s\n".utf8))
+                Thread.sleep(forTimeInterval: 10)
+                continue
+            }
+            switch answer.status {
+            case "assigned": assigned = answer.deployment
+            case "pending":
+                print("waiting for an administrator to approve this machine" + (answer.message.map { ": \($0)" } ?? ""))
+                Thread.sleep(forTimeInterval: min(max(answer.retryAfter ?? 30, 1), 300))
+            default:
+                throw fail(ValidationError("the server has no deployment for this machine" + (answer.message.map { ": \($0)" } ?? "")))
+            }
+        }
+        guard let deployment = assigned else { return }
+        var authorized = transfer
+        authorized.bearerToken = deployment.token
+        let sequenceURL = deployment.sequenceUrl.hasPrefix("http") ? deployment.sequenceUrl : base + deployment.sequenceUrl
+        let loaded: TaskSequence
+        do { loaded = try SequenceLoader.load(sequenceURL, client: HTTPClient(options: authorized)).0 } catch { throw fail(error) }
+        var options = RunOptions()
+        options.allowDestructive = true
+        options.allowPowerActions = AgentEnvironment.isBootEnvironment
+        options.environment = environment.environment
+        options.transfer = authorized
+        let result = try AgentEnvironment.execute(loaded, facts: facts, serverVariables: deployment.variables ?? [:], options: options,
+                                                  spool: spool + "/" + deployment.id, log: log,
+                                                  server: (base, deployment.id, deployment.token))
+        if result.status != .success { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Transport
+
+@Suite(.serialized) struct StreamAndRangeTests {
+    @Test func streamDeliversEachByteOnceAcrossDrops() throws {
+        let served = try Served()
+        let data = try served.makeFile("s.bin", size: 3 << 20)
+        var received = Data()
+        let result = try HTTPClient(options: .fast).stream(served.url("/s.bin?drop=500000&times=2"), expectedSHA256: sha256(data),
+                                                           progress: { _ in }) { received.append(contentsOf: $0) }
+        #expect(received == data)
+        #expect(result.resumes == 2)
+        #expect(result.bytes == UInt64(data.count))
+    }
+
+    @Test func streamWithoutRangesSkipsWhatWasDelivered() throws {
+        let served = try Served()
+        let data = try served.makeFile("s.bin", size: 1 << 20)
+        var received = Data()
+        _ = try HTTPClient(options: .fast).stream(served.url("/s.bin?drop=300000&times=1&noranges=1"), expectedSHA256: sha256(data),
+                                                  progress: { _ in }) { received.append(contentsOf: $0) }
+        #expect(received == data)
+    }
+
+    @Test func streamChecksumMismatchThrows() throws {
+        let served = try Served()
+        let data = try served.makeFile("s.bin", size: 100_000)
+        #expect {
+            _ = try HTTPClient(options: .fast).stream(served.url("/s.bin?corrupt=99999"), expectedSHA256: sha256(data),
+                                                      progress: { _ in }) { _ in }
+        } throws: { error in
+            if case TransportError.checksumMismatch = error { return true }
+            return false
+        }
+    }
+
+    @Test func streamSinkErrorNamesOffset() throws {
+        struct Full: Error {}
+        let served = try Served()
+        try served.makeFile("s.bin", size: 100_000)
+        #expect {
+            _ = try HTTPClient(options: .fast).stream(served.url("/s.bin"), expectedSHA256: nil, progress: { _ in }) { _ in throw Full() }
+        } throws: { error in
+            guard case let TransportError.consumer(_, offset, _) = error else { return false }
+            return offset == 0
+        }
+    }
+
+    @Test func rangeReaderRandomAndSequentialReads() throws {
+        let served = try Served()
+        let data = try served.makeFile("image.wim", size: 10 << 20 + 12345)
+        let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
+        #expect(reader.size == UInt64(data.count))
+        // Sequential 64 KiB chunks: one request per 4 MiB block.
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var offset = 0
+        while offset < data.count {
+            let count = min(buffer.count, data.count - offset)
+            try buffer.withUnsafeMutableBytes { try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<count]), at: UInt64(offset)) }
+            #expect(Data(buffer[0..<count]) == data[offset..<(offset + count)])
+            offset += count
+        }
+        #expect(reader.requestCount == 3)
+        // Random reads, some across block boundaries, all from the cache now.
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            let count = Int.random(in: 1...200_000, using: &generator)
+            let at = Int.random(in: 0...(data.count - count), using: &generator)
+            var piece = [UInt8](repeating: 0, count: count)
+            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
+            #expect(Data(piece) == data[at..<(at + count)])
+        }
+        #expect(reader.requestCount == 3)
+        var tail = [UInt8](repeating: 0, count: 10)
+        #expect {
+            try tail.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(data.count - 5)) }
+        } throws: { error in
+            if case TransportError.truncated = error { return true }
+            return false
+        }
+    }
+
+    @Test func rangeReaderConcurrentReads() throws {
+        let served = try Served()
+        let data = try served.makeFile("image.wim", size: 9 << 20)
+        let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
+        let failures = Counter()
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            for i in 0..<20 {
+                let at = (worker * 1_000_003 + i * 77_777) % (data.count - 4096)
+                var piece = [UInt8](repeating: 0, count: 4096)
+                do {
+                    try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
+                    if Data(piece) != data[at..<(at + 4096)] { failures.add() }
+                } catch { failures.add() }
+            }
+        }
+        #expect(failures.value == 0)
+        #expect(reader.requestCount == 3)
+    }
+
+    @Test func rangeReaderNeedsRanges() throws {
+        let served = try Served()
+        try served.makeFile("image.wim", size: 1000)
+        #expect {
+            _ = try HTTPRangeReader(url: served.url("/image.wim?noranges=1"), client: HTTPClient(options: .fast))
+        } throws: { error in
+            "\(error)".contains("cannot serve byte ranges")
+        }
+    }
+
+    @Test func rangeReaderNoticesChangedFile() throws {
+        let served = try Served()
+        try served.makeFile("image.wim", size: 9 << 20)
+        let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
+        var piece = [UInt8](repeating: 0, count: 100)
+        try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: 0) }
+        try served.makeFile("image.wim", size: 9 << 20)
+        #expect {
+            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: 5 << 20) }
+        } throws: { error in
+            if case TransportError.remoteChanged = error { return true }
+            return false
+        }
+    }
+
+    @Test func postRecordsBodyAndToken() throws {
+        let served = try Served()
+        var options = TransferOptions.fast
+        options.bearerToken = "s3cret"
+        let client = HTTPClient(options: options)
+        let json = Data(#"{"event":"started","step":3}"#.utf8)
+        let answer = try client.post(served.url("/post/events?status=503&times=1"), json: json)
+        #expect(answer.status == 200)
+        #expect(String(decoding: answer.body, as: UTF8.self).contains("true"))
+        let lines = try String(contentsOfFile: served.root + "/posts.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 1)
+        let record = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+        let headers = record?["headers"] as? [String: String]
+        #expect(headers?["authorization"] == "Bearer s3cret")
+        #expect(headers?["content-type"] == "application/json")
+        #expect((record?["body"] as? [String: Any])?["event"] as? String == "started")
+        // A 4xx is the caller's to handle: returned at once, never retried.
+        let rejected = try client.post(served.url("/post/bad?status=422"), json: json)
+        #expect(rejected.status == 422)
+        #expect((try served.stats())["/post/bad"] == 1)
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
+}
