@@ -53,7 +53,7 @@ let package = Package(
             ]
         ),
         // What every test target shares: scratch directories, running programs.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["http_test_server.py"]),
         .testTarget(
             name: "WIMTests",
             dependencies: ["WIM", "Apply", "CWimlibReference", "CSystem", "TestSupport", "imprint"]

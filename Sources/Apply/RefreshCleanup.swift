@@ -3,20 +3,12 @@ import CNTFS3G
 import Glibc
 #endif
 
-/// What to do with the old installation's top-level folders before a refresh apply.
-public enum CleanupMode: String, Sendable, CaseIterable {
-    /// Rename them under `Windows.old\` (a new name on the volume; no data is copied).
-    case move
-    /// Remove them and everything in them.
-    case delete
-}
-
 /// The clean-up before a refresh: which top-level folders, and what to do with them.
 /// `Users` is refused whatever the list says: user profiles are what a refresh must keep.
 public struct RefreshCleanup: Sendable {
-    public static let defaultFolders = ["Windows", "Program Files", "Program Files (x86)", "ProgramData"]
+    public static let defaultFolders = CleanupPolicy.defaultFolders
     /// Never moved or deleted, compared case-insensitively.
-    public static let protectedFolders = ["Users"]
+    public static let protectedFolders = CleanupPolicy.protectedFolders
 
     public let mode: CleanupMode
     public let folders: [String]

@@ -28,6 +28,8 @@ struct CurlResponse {
     /// A handler asked to stop without an error (the caller knows why).
     var stopped = false
     var cancelled = false
+    /// No byte arrived for `stallTimeout` seconds.
+    var stalled = false
 
     var errorMessage: String {
         let text = String(decoding: errorBody.prefix(300), as: UTF8.self)
@@ -71,12 +73,16 @@ final class CurlTransfer {
     let begin: Begin
     let body: Body
     let isCancelled: @Sendable () -> Bool
+    let stallNanoseconds: UInt64
     var response = CurlResponse()
     var began = false
+    private var lastBytes: curl_off_t = -1
+    private var lastMovement = DispatchTime.now().uptimeNanoseconds
 
-    init(handle: UnsafeMutableRawPointer, captureErrors: Bool, isCancelled: @escaping @Sendable () -> Bool,
-         begin: @escaping Begin, body: @escaping Body) {
+    init(handle: UnsafeMutableRawPointer, captureErrors: Bool, stallTimeout: Double,
+         isCancelled: @escaping @Sendable () -> Bool, begin: @escaping Begin, body: @escaping Body) {
         self.handle = handle
+        self.stallNanoseconds = UInt64(max(0.1, stallTimeout) * 1e9)
         self.captureErrors = captureErrors
         self.isCancelled = isCancelled
         self.begin = begin
@@ -98,6 +104,24 @@ final class CurlTransfer {
             }
         } catch {
             response.failure = error
+            return false
+        }
+        return true
+    }
+
+    /// curl's own low-speed check averages over a 5 s window, so a burst followed by silence
+    /// goes unnoticed that long; this one measures the silence itself.
+    func progress(received: curl_off_t) -> Bool {
+        if isCancelled() {
+            response.cancelled = true
+            return false
+        }
+        let now = DispatchTime.now().uptimeNanoseconds
+        if received != lastBytes {
+            lastBytes = received
+            lastMovement = now
+        } else if now &- lastMovement > stallNanoseconds {
+            response.stalled = true
             return false
         }
         return true
@@ -152,11 +176,7 @@ private func curlProgress(_ context: UnsafeMutableRawPointer?, _ dltotal: curl_o
                           _ ultotal: curl_off_t, _ ulnow: curl_off_t) -> Int32 {
     guard let context else { return 0 }
     let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
-    if transfer.isCancelled() {
-        transfer.response.cancelled = true
-        return 1
-    }
-    return 0
+    return transfer.progress(received: dlnow + ulnow) ? 0 : 1
 }
 
 /// Runs one HTTP request on a fresh easy handle. `begin` sees the status and headers before
@@ -171,7 +191,7 @@ func performCurl(_ request: CurlRequest, options: TransferOptions,
     }
     defer { curl_easy_cleanup(handle) }
     let transfer = CurlTransfer(handle: handle, captureErrors: request.captureErrors,
-                                isCancelled: options.isCancelled, begin: begin, body: body)
+                                stallTimeout: options.stallTimeout, isCancelled: options.isCancelled, begin: begin, body: body)
     let context = Unmanaged.passUnretained(transfer).toOpaque()
     let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
     errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)

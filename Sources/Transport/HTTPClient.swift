@@ -81,6 +81,10 @@ public final class HTTPClient: @unchecked Sendable {
         }
         guard response.code == CURLE_OK else {
             let at = offset.map { " at byte \($0)" } ?? ""
+            if response.stalled {
+                let reason = "no data arrived for \(options.stallTimeout) s\(at)"
+                return .network(url: url, reason: reason, attempts: attempt)
+            }
             let error = TransportError.network(url: url, reason: response.errorText + at, attempts: attempt)
             guard isRetryable(response.code) else { throw error }
             return error
@@ -141,6 +145,10 @@ public final class HTTPClient: @unchecked Sendable {
                 guard data.count + chunk.count <= limit else { throw .tooLarge(url: url, limit: limit) }
                 data.append(contentsOf: chunk)
             })
+            // A 4xx means the request itself is wrong: repeating it cannot help, the caller decides.
+            if (400..<500).contains(response.status), response.failure == nil, !response.cancelled {
+                return .done((response.status, data))
+            }
             var judged = response
             judged.errorBody = data.prefix(300)
             if let error = try failure(of: judged, url: url, attempt: attempt) {

@@ -30,8 +30,7 @@ public struct Facts: Sendable, Codable, Equatable {
     }
 
     /// The variable names facts take; sequences may read them but never set them.
-    public static let names: Set<String> = ["MACAddress", "MACAddresses", "UUID", "SerialNumber", "Manufacturer", "Model",
-                                            "Firmware", "MemoryMiB", "CPUCount", "CPUModel", "Architecture", "DiskCount"]
+    public static var names: Set<String> { FactNames.all }
 
     public var variables: [String: String] {
         var values: [String: String] = [

@@ -80,7 +80,7 @@ final class Checker {
                     if !Self.isVariableName(key) {
                         error("$.variables.\(key)", "\"\(key)\" is not a variable name", hint: "letters, digits and _ only")
                     }
-                    if Facts.names.contains(key) {
+                    if FactNames.all.contains(key) {
                         error("$.variables.\(key)", "\(key) is a fact of the machine and cannot be set", hint: "pick another name")
                     }
                     variables[key] = text
@@ -101,7 +101,7 @@ final class Checker {
         } else {
             error("$.steps", "missing (required)", hint: "a sequence is a list of steps")
         }
-        let known = Set(Facts.names).union(KnownVariables.setBySteps).union(definedVariables)
+        let known = Set(FactNames.all).union(KnownVariables.setBySteps).union(definedVariables)
         for reference in referencedVariables where Self.isVariableName(reference.name) && !known.contains(reference.name)
             && !reference.name.hasPrefix("Volume_") {
             warning(reference.path, "${\(reference.name)} is not a fact, a sequence variable, or set by a step",
@@ -193,11 +193,11 @@ final class Checker {
             let modeText = string(object, "mode", path, required: false) ?? "move"
             let mode = CleanupMode(rawValue: modeText)
             if mode == nil { error(path + ".mode", "unknown mode \"\(modeText)\"", hint: "move (to Windows.old) or delete") }
-            var folders = RefreshCleanup.defaultFolders
+            var folders = CleanupPolicy.defaultFolders
             if let value = object["folders"] {
                 folders = (array(value, path + ".folders") ?? []).enumerated().compactMap { index, item in
                     guard let text = item.stringValue else { error("\(path).folders[\(index)]", "expected a folder name"); return nil }
-                    if RefreshCleanup.protectedFolders.contains(where: { $0.caseInsensitiveCompare(text) == .orderedSame }) {
+                    if CleanupPolicy.protectedFolders.contains(where: { $0.caseInsensitiveCompare(text) == .orderedSame }) {
                         error("\(path).folders[\(index)]", "\"\(text)\" holds the users' files and is never cleaned",
                               hint: "remove it: a refresh keeps Users")
                     }
@@ -286,7 +286,7 @@ final class Checker {
             }
             if let name {
                 if !Self.isVariableName(name) { error(path + ".variable", "\"\(name)\" is not a variable name", hint: "letters, digits and _ only") }
-                if Facts.names.contains(name) { error(path + ".variable", "\(name) is a fact of the machine and cannot be set") }
+                if FactNames.all.contains(name) { error(path + ".variable", "\(name) is a fact of the machine and cannot be set") }
                 definedVariables.insert(name)
             }
             if let value { note(value, path + ".value") }
