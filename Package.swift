@@ -12,9 +12,17 @@ let package = Package(
         .library(name: "Transport", targets: ["Transport"]),
         .library(name: "Drivers", targets: ["Drivers"]),
         .library(name: "Sequence", targets: ["Sequence"]),
+        .library(name: "Server", targets: ["Server"]),
+        .executable(name: "imprint-server", targets: ["imprint-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The deployment server only: HTTP, its database and logs. The agent links none of these.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.0.0"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
     ],
     targets: [
         // SHA-1 (and later SHA-256) from the system's libcrypto, which uses the CPU's SHA
@@ -23,7 +31,8 @@ let package = Package(
         // wimlib itself: for the tests only, as the reference our code is compared against.
         .systemLibrary(name: "CWimlibReference", path: "Sources/CWimlibReference"),
         // Linux system calls Swift cannot reach directly (openat2, used to stay inside a target).
-        .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
+        // Not "CSystem": swift-system (under swift-nio, under the server) has a target of that name.
+        .systemLibrary(name: "CImprintSystem", path: "Sources/CImprintSystem"),
         // libntfs-3g: apply straight into an NTFS volume (no FUSE mount), as wimlib's NTFS mode.
         .systemLibrary(name: "CNTFS3G", path: "Sources/CNTFS3G"),
         // libblkid: partition tables, filesystems and their labels, as util-linux sees them.
@@ -35,9 +44,9 @@ let package = Package(
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
         .target(name: "WIM", dependencies: ["CLibCrypto"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
-        .target(name: "Apply", dependencies: ["WIM", "CSystem", "CNTFS3G"]),
+        .target(name: "Apply", dependencies: ["WIM", "CImprintSystem", "CNTFS3G"]),
         // Disks: discover, choose, partition and format, never the wrong one.
-        .target(name: "Disks", dependencies: ["CBlkid", "CNTFS3G", "CSystem"]),
+        .target(name: "Disks", dependencies: ["CBlkid", "CNTFS3G", "CImprintSystem"]),
         // Transport: HTTP(S) through libcurl (resume, retries, Range reads, streams), xz streams.
         .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "CLibCrypto"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
@@ -48,25 +57,57 @@ let package = Package(
         .executableTarget(
             name: "imprint",
             dependencies: [
-                "WIM", "Apply", "Disks", "Transport", "Drivers", "Sequence", "CSystem",
+                "WIM", "Apply", "Disks", "Transport", "Drivers", "Sequence", "CImprintSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The deployment server: check-in, sequences, events, content, admin API, metrics.
+        .target(
+            name: "Server",
+            dependencies: [
+                "Sequence",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            // The API's description, for people and for a test that compares it with the routes.
+            exclude: ["openapi.yaml"]
+        ),
+        .executableTarget(
+            name: "imprint-server",
+            dependencies: [
+                "Server",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // What every test target shares: scratch directories, running programs.
-        .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["http_test_server.py"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["http_test_server.py", "browser.py"]),
         .testTarget(
             name: "WIMTests",
-            dependencies: ["WIM", "Apply", "CWimlibReference", "CSystem", "TestSupport", "imprint"]
+            dependencies: ["WIM", "Apply", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
         ),
         .testTarget(
             name: "DisksTests",
-            dependencies: ["Disks", "CSystem", "TestSupport", "imprint"]
+            dependencies: ["Disks", "CImprintSystem", "TestSupport", "imprint"]
         ),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
         .testTarget(
             name: "SequenceTests",
             dependencies: ["Sequence", "Disks", "Transport", "TestSupport", "imprint"]
+        ),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "Server", "Sequence", "Transport", "TestSupport", "imprint", "imprint-server",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            ]
         ),
     ]
 )

@@ -1,4 +1,4 @@
-import CSystem
+import CImprintSystem
 import WIM
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,5 @@
 import ArgumentParser
-import CSystem
+import CImprintSystem
 import Disks
 import Foundation
 import Sequence

@@ -1,4 +1,4 @@
-import CSystem
+import CImprintSystem
 import Foundation
 
 /// A partition the agent can format and write: a kernel partition device (`/dev/sda2`,

@@ -1,4 +1,4 @@
-import CSystem
+import CImprintSystem
 import Foundation
 
 /// A disk opened for writing after every check passed, just before the first write: it is

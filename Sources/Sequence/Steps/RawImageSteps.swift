@@ -1,4 +1,4 @@
-import CSystem
+import CImprintSystem
 import Disks
 import Foundation
 import Transport

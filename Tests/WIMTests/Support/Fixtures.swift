@@ -1,7 +1,7 @@
 import Foundation
 import TestSupport
 import Testing
-import CSystem
+import CImprintSystem
 @testable import WIM
 
 /// Deterministic bytes: incompressible (random) or text-like (compressible).

@@ -1,0 +1,142 @@
+import Foundation
+import Hummingbird
+import Sequence
+
+extension ImprintServer {
+    func authorizeAdmin(_ request: Request) throws {
+        guard let token = request.bearerToken else {
+            var error = APIError(.unauthorized, "the admin API needs Authorization: Bearer <admin token>", field: "Authorization")
+            error.headers[.wwwAuthenticate] = "Bearer"
+            throw error
+        }
+        guard Tokens.equal(Tokens.hash(token), Tokens.hash(configuration.adminToken)) else {
+            throw APIError(.forbidden, "wrong admin token", field: "Authorization")
+        }
+    }
+
+    /// What the admin API shows of a deployment: everything but the token's hash and the sequence.
+    struct DeploymentSummary: Encodable {
+        var id, machineId, sequence, state: String
+        var currentStep: String?
+        var percent: Double?
+        var message: String?
+        var acknowledged: Int
+        var variables: [String: String]
+        var created: String
+        var started, ended: String?
+
+        init(_ d: Deployment) {
+            id = d.id; machineId = d.machineID; sequence = d.sequenceName; state = d.state.rawValue
+            currentStep = d.currentStep; percent = d.percent; message = d.message; acknowledged = d.acknowledged
+            variables = d.variables; created = d.created; started = d.started; ended = d.ended
+        }
+    }
+
+    static func validName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 200 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+    }
+
+    func admin(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        var request = request
+        switch handler {
+        case .adminListSequences:
+            struct Item: Encodable { var name: String; var updated: String }
+            struct List: Encodable { var sequences: [Item] }
+            return JSON.response(List(sequences: try await storage.sequences().map { Item(name: $0.name, updated: $0.updated) }))
+
+        case .adminGetSequence:
+            let name = try request.requiredParameter("name", context)
+            guard let sequence = try await storage.sequence(name: name) else { throw APIError.notFound("sequence \"\(name)\"") }
+            return JSON.raw(Data(sequence.body.utf8), contentType: "application/json")
+
+        case .adminPutSequence:
+            let name = try request.requiredParameter("name", context)
+            guard Self.validName(name) else {
+                throw APIError(.unprocessableContent, "a sequence name is letters, digits, '-', '_' and '.'", field: "name")
+            }
+            let data = try await request.bodyData(limit: 4 << 20)
+            let (_, issues) = SequenceParser.parse(data, origin: "sequence \(name)")
+            let bodies = issues.map { APIError.IssueBody(severity: $0.severity.rawValue, path: $0.path, message: $0.message, hint: $0.hint) }
+            let errors = issues.filter { $0.severity == .error }
+            if let first = errors.first {
+                throw APIError(.unprocessableContent, "the sequence has \(errors.count) error(s); first: \(first.path): \(first.message)",
+                               field: first.path, issues: bodies)
+            }
+            try await storage.putSequence(name: name, body: String(decoding: data, as: UTF8.self))
+            struct Saved: Encodable { var name: String; var issues: [APIError.IssueBody] }
+            return JSON.response(Saved(name: name, issues: bodies))
+
+        case .adminGetRules:
+            struct Rules: Encodable { var rules: [Rule] }
+            return JSON.response(Rules(rules: try await storage.rules()))
+
+        case .adminPutRules:
+            struct Rules: Decodable { var rules: [Rule] }
+            let rules = try decodeBody(Rules.self, from: try await request.bodyData(limit: 1 << 20)).rules
+            var names = Set<String>()
+            for (index, rule) in rules.enumerated() {
+                if rule.pattern.isEmpty && rule.match != .any {
+                    throw APIError(.unprocessableContent, "rule \(index) has an empty pattern", field: "rules[\(index)].pattern", index: index)
+                }
+                if let name = rule.name, !names.insert(name).inserted {
+                    throw APIError(.unprocessableContent, "two rules are named \"\(name)\"", field: "rules[\(index)].name", index: index)
+                }
+                // A rule naming a missing sequence would leave its machines waiting with no visible cause.
+                if try await storage.sequence(name: rule.sequence) == nil {
+                    throw APIError(.unprocessableContent, "rule \(index) names the sequence \"\(rule.sequence)\", which does not exist",
+                                   field: "rules[\(index)].sequence", index: index)
+                }
+                for key in rule.variables.keys where !key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) || key.isEmpty {
+                    throw APIError(.unprocessableContent, "\"\(key)\" is not a variable name", field: "rules[\(index)].variables.\(key)", index: index)
+                }
+            }
+            try await storage.replaceRules(rules)
+            struct Rules2: Encodable { var rules: [Rule] }
+            return JSON.response(Rules2(rules: rules))
+
+        case .adminMachines:
+            struct List: Encodable { var machines: [Machine] }
+            return JSON.response(List(machines: try await storage.machines()))
+
+        case .adminApproveMachine:
+            let id = try request.requiredParameter("id", context)
+            guard try await storage.setMachineState(id: id, state: .approved), let machine = try await storage.machine(id: id) else {
+                throw APIError.notFound("machine \(id)")
+            }
+            return JSON.response(machine)
+
+        case .adminDeployments:
+            struct List: Encodable { var deployments: [DeploymentSummary] }
+            return JSON.response(List(deployments: try await storage.deployments().map(DeploymentSummary.init)))
+
+        case .adminDeployment:
+            let id = try request.requiredParameter("id", context)
+            guard let deployment = try await storage.deployment(id: id) else { throw APIError.notFound("deployment \(id)") }
+            return JSON.response(DeploymentSummary(deployment))
+
+        case .adminDeploymentEvents:
+            let id = try request.requiredParameter("id", context)
+            guard try await storage.deployment(id: id) != nil else { throw APIError.notFound("deployment \(id)") }
+            var after = 0
+            if let text = request.uri.queryParameters.get("after") {
+                guard let value = Int(text), value >= 0 else {
+                    throw APIError(.badRequest, "after must be a sequence number (0 or more)", field: "after")
+                }
+                after = value
+            }
+            var limit = 1000
+            if let text = request.uri.queryParameters.get("limit") {
+                guard let value = Int(text), (1...10000).contains(value) else {
+                    throw APIError(.badRequest, "limit must be between 1 and 10000", field: "limit")
+                }
+                limit = value
+            }
+            struct List: Encodable { var events: [StoredEvent]; var last: Int }
+            let events = try await storage.events(deploymentID: id, afterSequence: after, limit: limit)
+            return JSON.response(List(events: events, last: events.last?.event.sequence ?? after))
+
+        default:
+            throw APIError.notFound("route")
+        }
+    }
+}

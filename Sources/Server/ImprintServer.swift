@@ -1,0 +1,256 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Sequence
+
+/// The deployment server: builds the Hummingbird application from `RouteSpec.all`.
+public final class ImprintServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let storage: any ServerStorage
+    public let metrics = ServerMetrics()
+    let logger: Logger
+    /// Check-ins of one machine must not race (two deployments for one reboot): they are few
+    /// and short, so one lock for all of them is enough for a single instance.
+    private let checkInLock = AsyncLock()
+
+    public init(configuration: ServerConfiguration, storage: any ServerStorage, logger: Logger = Logger(label: "imprint-server")) {
+        self.configuration = configuration
+        self.storage = storage
+        self.logger = logger
+    }
+
+    /// Creates the folders and the database (WAL) when missing and applies the migrations.
+    public static func open(configuration: ServerConfiguration, logger: Logger = Logger(label: "imprint-server")) async throws -> ImprintServer {
+        for directory in [configuration.dataDirectory, configuration.contentDirectory, configuration.bootDirectory] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        let storage = try await SQLiteStorage.open(path: configuration.databasePath, logger: logger)
+        try await storage.migrate()
+        return ImprintServer(configuration: configuration, storage: storage, logger: logger)
+    }
+
+    public func makeApplication(onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let router = Router()
+        for route in RouteSpec.all {
+            router.on(RouterPath(stringLiteral: route.routerPath), method: route.method) { [self] request, context in
+                do {
+                    return try await self.handle(route.handler, request, context)
+                } catch let error as APIError {
+                    return error.response
+                } catch {
+                    self.logger.error("\(request.method) \(request.uri.path): \(error)")
+                    return APIError(.internalServerError, "internal error: \(error)").response
+                }
+            }
+        }
+        return Application(router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port),
+                                                                 serverName: "imprint-server"),
+                           onServerRunning: onServerRunning, logger: logger)
+    }
+
+    func handle(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        switch handler {
+        case .bootScript: return bootScript(request, mac: nil)
+        case .bootScriptForMAC: return bootScript(request, mac: try request.requiredParameter("mac", context))
+        case .bootFile:
+            return try await ContentFiles.serve(root: configuration.bootDirectory, relative: [try request.requiredParameter("name", context)],
+                                                request: request, count: nil)
+        case .checkIn: return try await checkIn(request)
+        case .deploymentSequence: return try await deploymentSequence(request, context)
+        case .deploymentEvents: return try await deploymentEvents(request, context)
+        case .content:
+            let path = request.uri.path
+            let prefix = "/content/"
+            guard path.hasPrefix(prefix) else { throw APIError.notFound("file") }
+            let segments = path.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            return try await ContentFiles.serve(root: configuration.contentDirectory, relative: segments, request: request,
+                                                count: { [metrics] in metrics.addContentBytes($0) })
+        case .metrics: return try await metricsText()
+        default:
+            try authorizeAdmin(request)
+            return try await admin(handler, request, context)
+        }
+    }
+
+    /// What the machine calls the server: --public-url, else the Host it used to reach us.
+    func publicURL(_ request: Request) -> String {
+        if let url = configuration.publicURL { return url }
+        let host = request.head.authority ?? "\(configuration.host):\(configuration.port)"
+        return "http://" + host
+    }
+
+    // MARK: - Boot
+
+    func bootScript(_ request: Request, mac: String?) -> Response {
+        let base = publicURL(request)
+        var lines = ["#!ipxe"]
+        // A per-machine script (chained as /boot/${net0/mac}.ipxe) says which MAC it was made for.
+        if let mac { lines.append("# for \(mac.filter { $0.isHexDigit || $0 == ":" || $0 == "-" })") }
+        lines += [
+            "kernel \(base)/boot/files/vmlinuz initrd=initrd console=ttyS0 imprint.agent imprint.server=\(base)",
+            "initrd \(base)/boot/files/initrd",
+            "boot",
+        ]
+        return JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
+    }
+
+    // MARK: - Agents
+
+    struct CheckInBody: Decodable { var facts: Facts }
+
+    struct CheckInAnswer: Encodable {
+        struct Assigned: Encodable {
+            var id: String
+            var token: String
+            var sequenceUrl: String
+            var variables: [String: String]
+        }
+        var status: String
+        var deployment: Assigned?
+        var retryAfter: Int?
+        var message: String?
+    }
+
+    func checkIn(_ request: Request) async throws -> Response {
+        var request = request
+        let body = try decodeBody(CheckInBody.self, from: try await request.bodyData(limit: 1 << 20))
+        let facts = body.facts
+        guard !facts.macAddresses.isEmpty || !(facts.uuid ?? "").isEmpty || !(facts.serialNumber ?? "").isEmpty else {
+            throw APIError(.unprocessableContent, "the facts name no MAC address, UUID or serial number to know the machine by",
+                           field: "facts.macAddresses")
+        }
+        let base = publicURL(request)
+        let answer: CheckInAnswer = try await checkInLock.withLock {
+            let rules = try await storage.rules()
+            let matched = rules.first { $0.name != Rule.defaultName && $0.matches(facts) }
+            let fallback = rules.first { $0.name == Rule.defaultName }
+            // A machine a rule names is known: it never waits for approval.
+            let newState: Machine.State = matched != nil || configuration.unknownMachines == .default ? .approved : .pending
+            let machine = try await storage.recordCheckIn(facts: facts, newState: newState)
+            let token = Tokens.make()
+            if let active = try await storage.activeDeployment(machineID: machine.id) {
+                // Restarted mid-deployment: the same deployment, and only the new token works.
+                try await storage.replaceToken(deploymentID: active.id, tokenHash: Tokens.hash(token))
+                logger.info("machine \(machine.id) checked in again: deployment \(active.id) continues with a new token")
+                return assigned(active, token: token)
+            }
+            let rule: Rule
+            if let matched {
+                rule = matched
+            } else if machine.state == .approved || configuration.unknownMachines == .default, let fallback {
+                rule = fallback
+            } else {
+                let message = machine.state == .approved
+                    ? "approved, but no rule matches this machine and there is no rule named \"default\""
+                    : "unknown machine \(machine.id): waiting for an administrator to approve it"
+                return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter, message: message)
+            }
+            guard let sequence = try await storage.sequence(name: rule.sequence) else {
+                return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter,
+                                     message: "the rule for this machine names the sequence \"\(rule.sequence)\", which does not exist")
+            }
+            let id = UUID().uuidString.lowercased()
+            var variables = rule.variables
+            variables["ServerURL"] = base
+            variables["DeploymentID"] = id
+            let deployment = Deployment(id: id, machineID: machine.id, sequenceName: sequence.name, sequenceBody: sequence.body,
+                                        variables: variables, tokenHash: Tokens.hash(token), state: .assigned, acknowledged: 0,
+                                        created: Clock.now())
+            try await storage.createDeployment(deployment)
+            logger.info("machine \(machine.id): deployment \(id) of \"\(sequence.name)\"")
+            return assigned(deployment, token: token)
+        }
+        return JSON.response(answer)
+    }
+
+    private func assigned(_ deployment: Deployment, token: String) -> CheckInAnswer {
+        CheckInAnswer(status: "assigned", deployment: .init(id: deployment.id, token: token,
+                                                            sequenceUrl: "/api/v1/deployments/\(deployment.id)/sequence",
+                                                            variables: deployment.variables))
+    }
+
+    /// The deployment the bearer token belongs to: 401 without a token, 403 with a wrong one or
+    /// once the deployment has ended (its result is stored; nothing more is accepted).
+    func authorizedDeployment(_ request: Request, _ context: BasicRequestContext) async throws -> Deployment {
+        let id = try request.requiredParameter("id", context)
+        guard let token = request.bearerToken else {
+            var error = APIError(.unauthorized, "this needs the deployment's token: Authorization: Bearer <token>", field: "Authorization")
+            error.headers[.wwwAuthenticate] = "Bearer"
+            throw error
+        }
+        // An unknown id answers as a wrong token does, so ids cannot be probed.
+        guard let deployment = try await storage.deployment(id: id), Tokens.equal(deployment.tokenHash, Tokens.hash(token)) else {
+            throw APIError(.forbidden, "the token is not valid for this deployment", field: "Authorization")
+        }
+        guard deployment.isActive else {
+            throw APIError(.forbidden, "deployment \(id) has ended (\(deployment.state.rawValue)); its token is no longer valid",
+                           field: "Authorization")
+        }
+        return deployment
+    }
+
+    func deploymentSequence(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let deployment = try await authorizedDeployment(request, context)
+        return JSON.raw(Data(deployment.sequenceBody.utf8), contentType: "application/json")
+    }
+
+    struct EventBatch: Decodable { var events: [Event] }
+
+    func deploymentEvents(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let deployment = try await authorizedDeployment(request, context)
+        var request = request
+        let data = try await request.bodyData(limit: 1 << 20)
+        let batch: EventBatch
+        do {
+            batch = try JSONDecoder().decode(EventBatch.self, from: data)
+        } catch let error as DecodingError {
+            let field = fieldPath(error)
+            throw APIError(.unprocessableContent, describe(error), field: field, index: field.flatMap(Self.eventIndex))
+        } catch {
+            throw APIError(.badRequest, "the body is not valid JSON")
+        }
+        for (index, event) in batch.events.enumerated() {
+            if let problem = Self.problem(event) {
+                throw APIError(.unprocessableContent, "event \(index): \(problem.message)", field: "events[\(index)].\(problem.field)", index: index)
+            }
+        }
+        let result = try await storage.storeEvents(deploymentID: deployment.id, events: batch.events)
+        metrics.addEvents(result.inserted)
+        struct Answer: Encodable { var acknowledged: Int; var stored: Int; var state: String }
+        return JSON.response(Answer(acknowledged: result.acknowledged, stored: result.inserted, state: result.deployment.state.rawValue))
+    }
+
+    /// `events[3].kind` → 3.
+    static func eventIndex(_ field: String) -> Int? {
+        guard field.hasPrefix("events["), let close = field.firstIndex(of: "]") else { return nil }
+        return Int(field[field.index(field.startIndex, offsetBy: 7)..<close])
+    }
+
+    /// What the decoder cannot check: numbering from 1, a real time, a result with a status.
+    static func problem(_ event: Event) -> (field: String, message: String)? {
+        if event.sequence < 1 { return ("sequence", "sequence numbers start at 1") }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let plain = ISO8601DateFormatter()
+        if formatter.date(from: event.time) == nil && plain.date(from: event.time) == nil {
+            return ("time", "\"\(event.time)\" is not an ISO 8601 time")
+        }
+        if event.kind == .result && event.status == nil { return ("status", "a result event needs a status") }
+        if let percent = event.percent, !(0...100).contains(percent) { return ("percent", "percent must be between 0 and 100") }
+        return nil
+    }
+
+    // MARK: - Metrics
+
+    func metricsText() async throws -> Response {
+        let counts = try await storage.deploymentCounts()
+        var text = "# HELP imprint_deployments Deployments by state.\n# TYPE imprint_deployments gauge\n"
+        for state in Deployment.State.allCases { text += "imprint_deployments{state=\"\(state.rawValue)\"} \(counts[state] ?? 0)\n" }
+        text += "# HELP imprint_events_ingested_total Events stored (duplicates not counted).\n# TYPE imprint_events_ingested_total counter\n"
+        text += "imprint_events_ingested_total \(metrics.eventsIngested)\n"
+        text += "# HELP imprint_content_bytes_served_total Bytes of /content sent.\n# TYPE imprint_content_bytes_served_total counter\n"
+        text += "imprint_content_bytes_served_total \(metrics.contentBytesServed)\n"
+        return JSON.raw(Data(text.utf8), contentType: "text/plain; version=0.0.4")
+    }
+}

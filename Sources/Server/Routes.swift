@@ -1,0 +1,51 @@
+import Hummingbird
+
+/// Every route the server answers, in one table: registration walks it, and a test compares it
+/// with the OpenAPI document, so neither can gain a route the other lacks.
+public struct RouteSpec: Sendable, Hashable {
+    public enum Handler: Sendable, Hashable {
+        case bootScript, bootScriptForMAC, bootFile
+        case checkIn, deploymentSequence, deploymentEvents
+        case content
+        case adminGetSequence, adminPutSequence, adminListSequences, adminGetRules, adminPutRules, adminMachines, adminApproveMachine
+        case adminDeployments, adminDeployment, adminDeploymentEvents
+        case metrics
+    }
+
+    public var method: HTTPRequest.Method
+    /// As OpenAPI writes it: `{name}` for a parameter.
+    public var path: String
+    /// As the router matches it, when it differs (a catch-all for the content tree).
+    public var routerPath: String
+    public var handler: Handler
+
+    init(_ method: HTTPRequest.Method, _ path: String, router: String? = nil, _ handler: Handler) {
+        self.method = method
+        self.path = path
+        self.routerPath = router ?? path
+        self.handler = handler
+    }
+
+    public static let all: [RouteSpec] = [
+        RouteSpec(.get, "/boot.ipxe", .bootScript),
+        RouteSpec(.get, "/boot/{mac}.ipxe", .bootScriptForMAC),
+        RouteSpec(.get, "/boot/files/{name}", .bootFile),
+        RouteSpec(.head, "/boot/files/{name}", .bootFile),
+        RouteSpec(.post, "/api/v1/agents/checkin", .checkIn),
+        RouteSpec(.get, "/api/v1/deployments/{id}/sequence", .deploymentSequence),
+        RouteSpec(.post, "/api/v1/deployments/{id}/events", .deploymentEvents),
+        RouteSpec(.get, "/content/{path}", router: "/content/**", .content),
+        RouteSpec(.head, "/content/{path}", router: "/content/**", .content),
+        RouteSpec(.get, "/api/v1/admin/sequences", .adminListSequences),
+        RouteSpec(.get, "/api/v1/admin/sequences/{name}", .adminGetSequence),
+        RouteSpec(.put, "/api/v1/admin/sequences/{name}", .adminPutSequence),
+        RouteSpec(.get, "/api/v1/admin/rules", .adminGetRules),
+        RouteSpec(.put, "/api/v1/admin/rules", .adminPutRules),
+        RouteSpec(.get, "/api/v1/admin/machines", .adminMachines),
+        RouteSpec(.post, "/api/v1/admin/machines/{id}/approve", .adminApproveMachine),
+        RouteSpec(.get, "/api/v1/admin/deployments", .adminDeployments),
+        RouteSpec(.get, "/api/v1/admin/deployments/{id}", .adminDeployment),
+        RouteSpec(.get, "/api/v1/admin/deployments/{id}/events", .adminDeploymentEvents),
+        RouteSpec(.get, "/metrics", .metrics),
+    ]
+}

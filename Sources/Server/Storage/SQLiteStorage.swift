@@ -1,0 +1,365 @@
+import Foundation
+import Logging
+import Sequence
+import SQLiteNIO
+
+/// `ServerStorage` in one SQLite file (WAL, so readers never wait for the writer). One
+/// connection, each operation under a lock and multi-statement ones in a transaction.
+public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
+    private let connection: SQLiteConnection
+    private let lock = AsyncLock()
+    public let path: String
+
+    public static func open(path: String, logger: Logger = Logger(label: "imprint.sqlite")) async throws -> SQLiteStorage {
+        let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        let storage = SQLiteStorage(connection: connection, path: path)
+        _ = try await connection.query("PRAGMA journal_mode = WAL", [])
+        // Another process (a backup, a second instance) holding the write lock makes us wait, not fail.
+        _ = try await connection.query("PRAGMA busy_timeout = 5000", [])
+        _ = try await connection.query("PRAGMA foreign_keys = ON", [])
+        return storage
+    }
+
+    private init(connection: SQLiteConnection, path: String) {
+        self.connection = connection
+        self.path = path
+    }
+
+    public func close() async throws { try await connection.close() }
+
+    // MARK: - Plumbing
+
+    @discardableResult
+    private func query(_ sql: String, _ binds: [SQLiteData] = []) async throws -> [SQLiteRow] {
+        try await connection.query(sql, binds)
+    }
+
+    /// Runs `body` alone, inside BEGIN IMMEDIATE (the write lock up front, so two writers never
+    /// deadlock upgrading read locks) ... COMMIT, rolled back when it throws.
+    @discardableResult
+    private func transaction<T>(_ body: () async throws -> T) async throws -> T {
+        try await lock.withLock {
+            try await query("BEGIN IMMEDIATE")
+            do {
+                let result = try await body()
+                try await query("COMMIT")
+                return result
+            } catch {
+                _ = try? await query("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    private func read<T>(_ body: () async throws -> T) async throws -> T {
+        try await lock.withLock { try await body() }
+    }
+
+    private static func text(_ value: String?) -> SQLiteData { value.map { .text($0) } ?? .null }
+
+    private static func jsonText<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    private static func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String?) -> T? {
+        guard let text else { return nil }
+        return try? JSONDecoder().decode(type, from: Data(text.utf8))
+    }
+
+    // MARK: - Migrations
+
+    public func migrate() async throws {
+        try await lock.withLock {
+            try await query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied TEXT NOT NULL)")
+        }
+        let applied = try await read {
+            Set(try await query("SELECT version FROM schema_migrations").compactMap { $0.column("version")?.integer })
+        }
+        for migration in Migrations.all where !applied.contains(migration.version) {
+            try await transaction {
+                for statement in migration.statements { try await query(statement) }
+                try await query("INSERT INTO schema_migrations (version, applied) VALUES (?, ?)",
+                                [.integer(migration.version), .text(Clock.now())])
+            }
+        }
+    }
+
+    // MARK: - Machines
+
+    private static func machine(_ row: SQLiteRow) -> Machine? {
+        guard let id = row.column("id")?.string, let state = row.column("state")?.string.flatMap(Machine.State.init) else { return nil }
+        return Machine(
+            id: id, macs: (row.column("macs")?.string ?? "").split(separator: ",").map(String.init),
+            uuid: row.column("uuid")?.string, serial: row.column("serial")?.string,
+            manufacturer: row.column("manufacturer")?.string, model: row.column("model")?.string,
+            facts: decodeJSON(Facts.self, row.column("facts")?.string), state: state,
+            firstSeen: row.column("first_seen")?.string ?? "", lastSeen: row.column("last_seen")?.string ?? "")
+    }
+
+    public func recordCheckIn(facts: Facts, newState: Machine.State) async throws -> Machine {
+        let macs = facts.macAddresses.map(Rule.normalizedMAC)
+        // Stored between commas (",a,b,") so `LIKE '%,a,%'` finds one MAC without a second table.
+        let macField = macs.isEmpty ? "" : "," + macs.joined(separator: ",") + ","
+        let factsJSON = try Self.jsonText(facts)
+        let now = Clock.now()
+        return try await transaction {
+            var existing: SQLiteRow?
+            if let uuid = facts.uuid?.lowercased(), !uuid.isEmpty {
+                existing = try await query("SELECT * FROM machines WHERE uuid = ?", [.text(uuid)]).first
+            }
+            for mac in macs where existing == nil {
+                existing = try await query("SELECT * FROM machines WHERE macs LIKE ?", [.text("%," + mac + ",%")]).first
+            }
+            if existing == nil, let serial = facts.serialNumber, !serial.isEmpty {
+                existing = try await query("SELECT * FROM machines WHERE serial = ?", [.text(serial)]).first
+            }
+            if let existing, let machine = Self.machine(existing) {
+                try await query("""
+                    UPDATE machines SET macs = ?, uuid = ?, serial = ?, manufacturer = ?, model = ?, facts = ?, last_seen = ?
+                    WHERE id = ?
+                    """, [.text(macField), Self.text(facts.uuid?.lowercased()), Self.text(facts.serialNumber),
+                          Self.text(facts.manufacturer), Self.text(facts.model), .text(factsJSON), .text(now), .text(machine.id)])
+                var updated = machine
+                updated.macs = macs
+                updated.uuid = facts.uuid?.lowercased()
+                updated.serial = facts.serialNumber
+                updated.manufacturer = facts.manufacturer
+                updated.model = facts.model
+                updated.facts = facts
+                updated.lastSeen = now
+                return updated
+            }
+            let machine = Machine(id: UUID().uuidString.lowercased(), macs: macs, uuid: facts.uuid?.lowercased(),
+                                  serial: facts.serialNumber, manufacturer: facts.manufacturer, model: facts.model,
+                                  facts: facts, state: newState, firstSeen: now, lastSeen: now)
+            try await query("""
+                INSERT INTO machines (id, macs, uuid, serial, manufacturer, model, facts, state, first_seen, last_seen)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, [.text(machine.id), .text(macField), Self.text(machine.uuid), Self.text(machine.serial),
+                      Self.text(machine.manufacturer), Self.text(machine.model), .text(factsJSON), .text(newState.rawValue),
+                      .text(now), .text(now)])
+            return machine
+        }
+    }
+
+    public func machines() async throws -> [Machine] {
+        try await read { try await query("SELECT * FROM machines ORDER BY first_seen, id").compactMap(Self.machine) }
+    }
+
+    public func machine(id: String) async throws -> Machine? {
+        try await read { try await query("SELECT * FROM machines WHERE id = ?", [.text(id)]).first.flatMap(Self.machine) }
+    }
+
+    public func setMachineState(id: String, state: Machine.State) async throws -> Bool {
+        try await transaction {
+            let rows = try await query("UPDATE machines SET state = ? WHERE id = ? RETURNING id", [.text(state.rawValue), .text(id)])
+            return !rows.isEmpty
+        }
+    }
+
+    // MARK: - Rules and sequences
+
+    public func rules() async throws -> [Rule] {
+        try await read {
+            try await query("SELECT * FROM rules ORDER BY position").compactMap { row in
+                guard let field = row.column("match_field")?.string.flatMap(Rule.Field.init),
+                      let pattern = row.column("pattern")?.string, let sequence = row.column("sequence_name")?.string else { return nil }
+                return Rule(name: row.column("name")?.string, match: field, pattern: pattern, sequence: sequence,
+                            variables: Self.decodeJSON([String: String].self, row.column("variables")?.string) ?? [:])
+            }
+        }
+    }
+
+    public func replaceRules(_ rules: [Rule]) async throws {
+        let encoded = try rules.map { try Self.jsonText($0.variables) }
+        try await transaction {
+            try await query("DELETE FROM rules")
+            for (position, rule) in rules.enumerated() {
+                try await query("INSERT INTO rules (position, name, match_field, pattern, sequence_name, variables) VALUES (?, ?, ?, ?, ?, ?)",
+                                [.integer(position), Self.text(rule.name), .text(rule.match.rawValue), .text(rule.pattern),
+                                 .text(rule.sequence), .text(encoded[position])])
+            }
+        }
+    }
+
+    private static func storedSequence(_ row: SQLiteRow) -> StoredSequence? {
+        guard let name = row.column("name")?.string, let body = row.column("body")?.string else { return nil }
+        return StoredSequence(name: name, body: body, updated: row.column("updated")?.string ?? "")
+    }
+
+    public func sequence(name: String) async throws -> StoredSequence? {
+        try await read { try await query("SELECT * FROM sequences WHERE name = ?", [.text(name)]).first.flatMap(Self.storedSequence) }
+    }
+
+    public func sequences() async throws -> [StoredSequence] {
+        try await read { try await query("SELECT * FROM sequences ORDER BY name").compactMap(Self.storedSequence) }
+    }
+
+    public func putSequence(name: String, body: String) async throws {
+        try await transaction {
+            try await query("""
+                INSERT INTO sequences (name, body, updated) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated = excluded.updated
+                """, [.text(name), .text(body), .text(Clock.now())])
+        }
+    }
+
+    // MARK: - Deployments
+
+    private static func deployment(_ row: SQLiteRow) -> Deployment? {
+        guard let id = row.column("id")?.string, let machine = row.column("machine_id")?.string,
+              let state = row.column("state")?.string.flatMap(Deployment.State.init) else { return nil }
+        let percent = row.column("percent")
+        return Deployment(
+            id: id, machineID: machine, sequenceName: row.column("sequence_name")?.string ?? "",
+            sequenceBody: row.column("sequence_body")?.string ?? "",
+            variables: decodeJSON([String: String].self, row.column("variables")?.string) ?? [:],
+            tokenHash: row.column("token_hash")?.string ?? "", state: state, currentStep: row.column("current_step")?.string,
+            percent: percent?.isNull == false ? percent?.double : nil, message: row.column("message")?.string,
+            acknowledged: row.column("acknowledged")?.integer ?? 0, created: row.column("created")?.string ?? "",
+            started: row.column("started")?.string, ended: row.column("ended")?.string)
+    }
+
+    public func activeDeployment(machineID: String) async throws -> Deployment? {
+        try await read {
+            try await query("""
+                SELECT * FROM deployments WHERE machine_id = ? AND state IN ('assigned', 'running') ORDER BY created DESC LIMIT 1
+                """, [.text(machineID)]).first.flatMap(Self.deployment)
+        }
+    }
+
+    public func createDeployment(_ d: Deployment) async throws {
+        let variables = try Self.jsonText(d.variables)
+        try await transaction {
+            try await query("""
+                INSERT INTO deployments (id, machine_id, sequence_name, sequence_body, variables, token_hash, state,
+                                         current_step, percent, message, acknowledged, created, started, ended)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, [.text(d.id), .text(d.machineID), .text(d.sequenceName), .text(d.sequenceBody), .text(variables),
+                      .text(d.tokenHash), .text(d.state.rawValue), Self.text(d.currentStep), d.percent.map { .float($0) } ?? .null,
+                      Self.text(d.message), .integer(d.acknowledged), .text(d.created), Self.text(d.started), Self.text(d.ended)])
+        }
+    }
+
+    public func replaceToken(deploymentID: String, tokenHash: String) async throws {
+        try await transaction {
+            try await query("UPDATE deployments SET token_hash = ? WHERE id = ?", [.text(tokenHash), .text(deploymentID)])
+        }
+    }
+
+    public func deployment(id: String) async throws -> Deployment? {
+        try await read { try await query("SELECT * FROM deployments WHERE id = ?", [.text(id)]).first.flatMap(Self.deployment) }
+    }
+
+    public func deployments() async throws -> [Deployment] {
+        try await read { try await query("SELECT * FROM deployments ORDER BY created DESC, id").compactMap(Self.deployment) }
+    }
+
+    public func deploymentCounts() async throws -> [Deployment.State: Int] {
+        try await read {
+            var counts: [Deployment.State: Int] = [:]
+            for row in try await query("SELECT state, COUNT(*) AS n FROM deployments GROUP BY state") {
+                if let state = row.column("state")?.string.flatMap(Deployment.State.init) { counts[state] = row.column("n")?.integer ?? 0 }
+            }
+            return counts
+        }
+    }
+
+    // MARK: - Events
+
+    public func storeEvents(deploymentID: String, events: [Event]) async throws -> EventIngestResult {
+        let encoded = try events.map { try Self.jsonText($0) }
+        return try await transaction {
+            guard var deployment = try await query("SELECT * FROM deployments WHERE id = ?", [.text(deploymentID)])
+                .first.flatMap(Self.deployment) else { throw StorageError.notFound("deployment \(deploymentID)") }
+            let now = Clock.now()
+            var inserted: [Event] = []
+            for (index, event) in events.enumerated() {
+                let exists = try await query("SELECT 1 AS one FROM events WHERE deployment_id = ? AND sequence = ?",
+                                             [.text(deploymentID), .integer(event.sequence)])
+                // Sent again after a lost answer (or twice in one batch): stored once, counted once.
+                if !exists.isEmpty || inserted.contains(where: { $0.sequence == event.sequence }) { continue }
+                guard let change = try await query("UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value")
+                    .first?.column("value")?.integer else { throw StorageError.corrupt("the change counter is missing") }
+                try await query("""
+                    INSERT INTO events (deployment_id, sequence, kind, step, status, time, body, change_id, received)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, [.text(deploymentID), .integer(event.sequence), .text(event.kind.rawValue), Self.text(event.step),
+                          Self.text(event.status?.rawValue), .text(event.time), .text(encoded[index]), .integer(change), .text(now)])
+                inserted.append(event)
+            }
+            for event in inserted.sorted(by: { $0.sequence < $1.sequence }) { Self.apply(event, to: &deployment, now: now) }
+            // Advance the contiguous prefix: the agent may drop everything up to it from its spool.
+            var acknowledged = deployment.acknowledged
+            let later = try await query("SELECT sequence FROM events WHERE deployment_id = ? AND sequence > ? ORDER BY sequence",
+                                        [.text(deploymentID), .integer(acknowledged)])
+            for row in later {
+                guard let sequence = row.column("sequence")?.integer, sequence == acknowledged + 1 else { break }
+                acknowledged = sequence
+            }
+            deployment.acknowledged = acknowledged
+            try await query("""
+                UPDATE deployments SET state = ?, current_step = ?, percent = ?, message = ?, acknowledged = ?, started = ?, ended = ?
+                WHERE id = ?
+                """, [.text(deployment.state.rawValue), Self.text(deployment.currentStep), deployment.percent.map { .float($0) } ?? .null,
+                      Self.text(deployment.message), .integer(acknowledged), Self.text(deployment.started), Self.text(deployment.ended),
+                      .text(deploymentID)])
+            return EventIngestResult(inserted: inserted.count, acknowledged: acknowledged, deployment: deployment)
+        }
+    }
+
+    /// What one new event says about the deployment as a whole (for the list and the dashboard).
+    static func apply(_ event: Event, to deployment: inout Deployment, now: String) {
+        // Nothing reopens an ended deployment, not even a late progress event.
+        guard deployment.ended == nil else { return }
+        switch event.kind {
+        case .sequenceStarted:
+            deployment.state = .running
+            deployment.started = deployment.started ?? event.time
+            deployment.message = event.message ?? deployment.message
+        case .stepStarted:
+            deployment.state = .running
+            deployment.started = deployment.started ?? event.time
+            deployment.currentStep = [event.step, event.name].compactMap { $0 }.joined(separator: " ")
+            deployment.percent = nil
+        case .progress:
+            deployment.state = .running
+            if let percent = event.percent { deployment.percent = percent }
+            if let message = event.message { deployment.message = message }
+        case .stepEnded:
+            if let message = event.message { deployment.message = message }
+        case .log:
+            if event.level == "error" || event.level == "warning", let message = event.message { deployment.message = message }
+        case .result:
+            deployment.state = event.status == .success ? .succeeded : .failed
+            if deployment.state == .succeeded { deployment.percent = 100 }
+            deployment.message = event.message ?? deployment.message
+            deployment.started = deployment.started ?? event.time
+            deployment.ended = event.time
+        }
+    }
+
+    public func events(deploymentID: String, afterSequence: Int, limit: Int) async throws -> [StoredEvent] {
+        try await read {
+            try await query("""
+                SELECT body, change_id, received FROM events WHERE deployment_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
+                """, [.text(deploymentID), .integer(afterSequence), .integer(limit)]).compactMap { row in
+                guard let event = Self.decodeJSON(Event.self, row.column("body")?.string) else { return nil }
+                return StoredEvent(changeID: row.column("change_id")?.integer ?? 0, received: row.column("received")?.string ?? "", event: event)
+            }
+        }
+    }
+}
+
+public enum StorageError: Error, CustomStringConvertible {
+    case notFound(String)
+    case corrupt(String)
+    public var description: String {
+        switch self {
+        case let .notFound(what): return "\(what) not found"
+        case let .corrupt(what): return "the database is damaged: \(what)"
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import Sequence
+
+/// Everything the server keeps. SQLite today; PostgreSQL later implements the same protocol
+/// with the same migrations (`Migrations.all` is written in the SQL both accept). Each method is
+/// atomic on its own, so handlers never hold a transaction open across their own awaits.
+public protocol ServerStorage: Sendable {
+    /// Creates or upgrades the schema; safe on every start.
+    func migrate() async throws
+
+    /// Finds the machine by UUID, then any MAC, then serial; creates it (in `newState`) when
+    /// none matches; records the facts and the time either way.
+    func recordCheckIn(facts: Facts, newState: Machine.State) async throws -> Machine
+    func machines() async throws -> [Machine]
+    func machine(id: String) async throws -> Machine?
+    /// False when there is no such machine.
+    func setMachineState(id: String, state: Machine.State) async throws -> Bool
+
+    func rules() async throws -> [Rule]
+    func replaceRules(_ rules: [Rule]) async throws
+
+    func sequence(name: String) async throws -> StoredSequence?
+    func sequences() async throws -> [StoredSequence]
+    func putSequence(name: String, body: String) async throws
+
+    /// The machine's assigned or running deployment, if any.
+    func activeDeployment(machineID: String) async throws -> Deployment?
+    func createDeployment(_ deployment: Deployment) async throws
+    /// A new token for a deployment the machine restarted in the middle of; the old one stops working.
+    func replaceToken(deploymentID: String, tokenHash: String) async throws
+    func deployment(id: String) async throws -> Deployment?
+    func deployments() async throws -> [Deployment]
+    func deploymentCounts() async throws -> [Deployment.State: Int]
+
+    /// Stores each event once (duplicates by sequence number are ignored), gives each new one
+    /// the next change id, and moves the deployment's state, step, percent and message along.
+    func storeEvents(deploymentID: String, events: [Event]) async throws -> EventIngestResult
+    func events(deploymentID: String, afterSequence: Int, limit: Int) async throws -> [StoredEvent]
+}
+
+/// The schema, in versions applied in order and recorded in `schema_migrations`. Plain SQL that
+/// SQLite and PostgreSQL both accept (TEXT, BIGINT, DOUBLE PRECISION, ON CONFLICT, RETURNING),
+/// one statement per string because SQLite prepares one at a time.
+public enum Migrations {
+    public static let all: [(version: Int, statements: [String])] = [
+        (1, [
+            """
+            CREATE TABLE machines (
+                id TEXT PRIMARY KEY,
+                macs TEXT NOT NULL,
+                uuid TEXT,
+                serial TEXT,
+                manufacturer TEXT,
+                model TEXT,
+                facts TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'approved')),
+                first_seen TEXT NOT NULL,
+                last_seen TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX machines_uuid ON machines (uuid)",
+            "CREATE INDEX machines_serial ON machines (serial)",
+            """
+            CREATE TABLE rules (
+                position BIGINT PRIMARY KEY,
+                name TEXT,
+                match_field TEXT NOT NULL CHECK (match_field IN ('mac', 'uuid', 'serial', 'model', 'any')),
+                pattern TEXT NOT NULL,
+                sequence_name TEXT NOT NULL,
+                variables TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE sequences (
+                name TEXT PRIMARY KEY,
+                body TEXT NOT NULL,
+                updated TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE deployments (
+                id TEXT PRIMARY KEY,
+                machine_id TEXT NOT NULL REFERENCES machines (id),
+                sequence_name TEXT NOT NULL,
+                sequence_body TEXT NOT NULL,
+                variables TEXT NOT NULL,
+                token_hash TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('assigned', 'running', 'succeeded', 'failed')),
+                current_step TEXT,
+                percent DOUBLE PRECISION,
+                message TEXT,
+                acknowledged BIGINT NOT NULL DEFAULT 0,
+                created TEXT NOT NULL,
+                started TEXT,
+                ended TEXT
+            )
+            """,
+            "CREATE INDEX deployments_machine ON deployments (machine_id, state)",
+            """
+            CREATE TABLE events (
+                deployment_id TEXT NOT NULL REFERENCES deployments (id),
+                sequence BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                step TEXT,
+                status TEXT,
+                time TEXT NOT NULL,
+                body TEXT NOT NULL,
+                change_id BIGINT NOT NULL UNIQUE,
+                received TEXT NOT NULL,
+                PRIMARY KEY (deployment_id, sequence)
+            )
+            """,
+            // One row per counter; UPDATE ... RETURNING takes the next value atomically in
+            // both databases, so several server instances never hand out the same change id.
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            "INSERT INTO counters (name, value) VALUES ('change', 0)",
+        ]),
+    ]
+}

@@ -1,0 +1,155 @@
+import Crypto
+import Foundation
+import Hummingbird
+
+/// An error the client should see: a status and `{"error": "...", "field": "..."}`, plus
+/// details (the issues of a sequence, the index of a bad event) where they help.
+public struct APIError: Error, Sendable {
+    public var status: HTTPResponse.Status
+    public var message: String
+    public var field: String?
+    public var index: Int?
+    public var issues: [IssueBody]?
+    public var headers: HTTPFields = [:]
+
+    public struct IssueBody: Codable, Sendable {
+        public var severity: String
+        public var path: String
+        public var message: String
+        public var hint: String?
+    }
+
+    public init(_ status: HTTPResponse.Status, _ message: String, field: String? = nil, index: Int? = nil, issues: [IssueBody]? = nil) {
+        self.status = status
+        self.message = message
+        self.field = field
+        self.index = index
+        self.issues = issues
+    }
+
+    struct Body: Encodable {
+        var error: String
+        var field: String?
+        var index: Int?
+        var issues: [IssueBody]?
+    }
+
+    var response: Response {
+        var response = JSON.response(Body(error: message, field: field, index: index, issues: issues), status: status)
+        for field in headers { response.headers.append(field) }
+        return response
+    }
+
+    static func notFound(_ what: String) -> APIError { APIError(.notFound, "\(what) not found") }
+}
+
+enum JSON {
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        // Our own types always encode; should one not, the client still gets JSON.
+        let data = (try? encoder.encode(value)) ?? Data(#"{"error":"the response could not be encoded"}"#.utf8)
+        return raw(data, status: status, contentType: "application/json")
+    }
+
+    static func raw(_ data: Data, status: HTTPResponse.Status = .ok, contentType: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = contentType
+        headers[.contentLength] = String(data.count)
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension Request {
+    /// The whole body, at most `limit` bytes: 413 past it (checked on Content-Length first, so
+    /// an oversized upload is refused before it is read).
+    mutating func bodyData(limit: Int) async throws -> Data {
+        if let declared = headers[.contentLength].flatMap(Int.init), declared > limit {
+            throw APIError(.contentTooLarge, "the body is \(declared) bytes; the limit is \(limit)")
+        }
+        do {
+            let buffer = try await collectBody(upTo: limit)
+            return Data(buffer.readableBytesView)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, "the body is larger than the limit of \(limit) bytes")
+        }
+    }
+
+    /// The token of `Authorization: Bearer <token>`, nil when there is none.
+    var bearerToken: String? {
+        guard let value = headers[.authorization] else { return nil }
+        let parts = value.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+
+    func requiredParameter(_ name: String, _ context: some RequestContext) throws -> String {
+        guard let value = context.parameters.get(name), !value.isEmpty else {
+            throw APIError(.badRequest, "the path has no \(name)", field: name)
+        }
+        return value
+    }
+}
+
+/// Decodes a JSON body, turning the decoder's complaint into a message with the field's path.
+func decodeBody<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+    do {
+        return try JSONDecoder().decode(type, from: data)
+    } catch let error as DecodingError {
+        throw APIError(.unprocessableContent, describe(error), field: fieldPath(error))
+    } catch {
+        throw APIError(.badRequest, "the body is not valid JSON")
+    }
+}
+
+func fieldPath(_ error: DecodingError) -> String? {
+    let path: [any CodingKey]
+    switch error {
+    case let .keyNotFound(key, context): path = context.codingPath + [key]
+    case let .typeMismatch(_, context), let .valueNotFound(_, context), let .dataCorrupted(context): path = context.codingPath
+    @unknown default: return nil
+    }
+    guard !path.isEmpty else { return nil }
+    var text = ""
+    for key in path {
+        if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
+    }
+    return text
+}
+
+func describe(_ error: DecodingError) -> String {
+    switch error {
+    case .keyNotFound: return "a required field is missing"
+    case let .typeMismatch(type, _): return "expected \(type)"
+    case .valueNotFound: return "a required value is null"
+    case let .dataCorrupted(context):
+        return context.codingPath.isEmpty ? "the body is not valid JSON" : "invalid value: \(context.debugDescription)"
+    @unknown default: return "the body does not have the expected shape"
+    }
+}
+
+enum Tokens {
+    /// 32 random bytes as hex: what the agent holds. Only its hash is stored.
+    static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
+    static func hash(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Compares every byte whatever the first difference, so timing reveals nothing of the hash.
+    static func equal(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for i in 0..<x.count { difference |= x[i] ^ y[i] }
+        return difference == 0
+    }
+}

@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import Server
+
+/// `imprint-server`: check-in, sequences, events, content, the admin API and metrics.
+@main
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "imprint-server",
+        abstract: "The Imprint deployment server: machines check in, get a task sequence, report events.")
+
+    @Option(help: "Address and port to listen on.") var bind = "0.0.0.0:8080"
+    @Option(help: "Folder for the database (imprint.db) and the server's files.") var data = "/var/lib/imprint-server"
+    @Option(help: "Folder served under /content (images, drivers, unattend files).") var content = "/srv/imprint/content"
+    @Option(help: "Folder holding the boot environment's kernel (vmlinuz) and initrd.") var boot = "/srv/imprint/boot"
+    @Option(help: "Bearer token of the admin API (or IMPRINT_ADMIN_TOKEN).") var adminToken: String?
+    @Option(help: "Machines no rule matches: 'default' gives them the rule named default, 'pending' waits for approval.")
+    var unknownMachines = "pending"
+    @Option(help: "The URL machines reach this server at (iPXE scripts, ServerURL); default: the Host they used.")
+    var publicUrl: String?
+    @Option(help: "A PostgreSQL URL (postgres://...) instead of SQLite in --data.") var database: String?
+
+    func run() async throws {
+        if let database {
+            let scheme = database.split(separator: ":").first.map(String.init) ?? database
+            throw ValidationError(["postgres", "postgresql"].contains(scheme.lowercased())
+                ? "--database \(scheme)://...: PostgreSQL is not supported yet; omit --database to use SQLite in --data"
+                : "--database: expected a postgres:// URL")
+        }
+        guard let token = adminToken ?? ProcessInfo.processInfo.environment["IMPRINT_ADMIN_TOKEN"], !token.isEmpty else {
+            throw ValidationError("set --admin-token or IMPRINT_ADMIN_TOKEN: the admin API must not be open")
+        }
+        guard let policy = ServerConfiguration.UnknownMachines(rawValue: unknownMachines) else {
+            throw ValidationError("--unknown-machines: expected default or pending, got \(unknownMachines)")
+        }
+        guard let colon = bind.lastIndex(of: ":"), let port = Int(bind[bind.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("--bind: expected HOST:PORT, e.g. 0.0.0.0:8080")
+        }
+        var host = String(bind[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if let publicUrl, !(publicUrl.hasPrefix("http://") || publicUrl.hasPrefix("https://")) {
+            throw ValidationError("--public-url: expected http:// or https://")
+        }
+        var logger = Logger(label: "imprint-server")
+        logger.logLevel = .info
+        let configuration = ServerConfiguration(host: host, port: port, dataDirectory: data, contentDirectory: content, bootDirectory: boot,
+                                                adminToken: token, unknownMachines: policy, publicURL: publicUrl)
+        let server = try await ImprintServer.open(configuration: configuration, logger: logger)
+        let boundHost = host
+        let app = server.makeApplication { channel in
+            // One line a supervisor (or a test that asked for port 0) can read, unbuffered.
+            let line = "imprint-server listening on \(boundHost):\(channel.localAddress?.port ?? port)\n"
+            FileHandle.standardOutput.write(Data(line.utf8))
+        }
+        try await app.runService()
+    }
+}

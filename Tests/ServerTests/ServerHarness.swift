@@ -1,0 +1,178 @@
+import Foundation
+import Hummingbird
+import Logging
+import Server
+import TestSupport
+import Testing
+
+/// A real imprint-server (in this process) on 127.0.0.1 and a random port, with its own data,
+/// content and boot folders; spoken to with curl, over real HTTP.
+final class ServerHarness: @unchecked Sendable {
+    let scratch: ScratchDirectory
+    let server: ImprintServer
+    let port: Int
+    let adminToken = "admin-secret-\(UUID().uuidString.prefix(8))"
+    private let task: Task<Void, Error>
+
+    var base: String { "http://127.0.0.1:\(port)" }
+    var content: String { server.configuration.contentDirectory }
+    var boot: String { server.configuration.bootDirectory }
+
+    final class PortBox: @unchecked Sendable {
+        let lock = NSLock()
+        var port: Int?
+        func set(_ value: Int?) { lock.lock(); port = value; lock.unlock() }
+        func get() -> Int? { lock.lock(); defer { lock.unlock() }; return port }
+    }
+
+    init(unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil, label: String = #function) async throws {
+        scratch = ScratchDirectory(label)
+        var logger = Logger(label: "imprint-server-test")
+        // Stopping by cancellation makes Hummingbird log errors about closed channels; the tests
+        // check every status themselves.
+        logger.logLevel = .critical
+        let configuration = ServerConfiguration(host: "127.0.0.1", port: 0, dataDirectory: scratch.sub("data"),
+                                                contentDirectory: scratch.sub("content"), bootDirectory: scratch.sub("boot"),
+                                                adminToken: "", unknownMachines: unknownMachines, publicURL: publicURL)
+        var withToken = configuration
+        withToken.adminToken = adminToken
+        server = try await ImprintServer.open(configuration: withToken, logger: logger)
+        let box = PortBox()
+        let app = server.makeApplication { channel in box.set(channel.localAddress?.port) }
+        task = Task { try await app.runService(gracefulShutdownSignals: []) }
+        var waited = 0
+        while box.get() == nil && waited < 200 {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            waited += 1
+        }
+        guard let port = box.get() else { throw HarnessError.noPort }
+        self.port = port
+    }
+
+    enum HarnessError: Error { case noPort }
+
+    /// Runs `body` against a fresh server, stopped (and its database closed) however it ends.
+    static func with(unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil, label: String = #function,
+                     _ body: (ServerHarness) async throws -> Void) async throws {
+        let harness = try await ServerHarness(unknownMachines: unknownMachines, publicURL: publicURL, label: label)
+        do {
+            try await body(harness)
+        } catch {
+            await harness.stop()
+            throw error
+        }
+        await harness.stop()
+    }
+
+    func stop() async {
+        task.cancel()
+        _ = try? await task.value
+        // SQLiteNIO insists on an explicit close before its connection is released.
+        try? await (server.storage as? SQLiteStorage)?.close()
+    }
+
+    struct Answer {
+        var status: Int
+        var headers: [String: String]
+        var body: Data
+        var text: String { String(decoding: body, as: UTF8.self) }
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
+    }
+
+    /// One request with curl (URLSession is unreliable on Linux). `--path-as-is` so `..` reaches
+    /// the server as sent. Run off Swift's cooperative threads: the server needs them meanwhile.
+    func request(_ method: String, _ path: String, headers: [String] = [], body: Data? = nil, token: String? = nil) async throws -> Answer {
+        let id = UUID().uuidString
+        let bodyOut = scratch.sub("body-\(id)"), headersOut = scratch.sub("headers-\(id)")
+        var arguments = ["curl", "-sS", "--path-as-is", "-o", bodyOut, "-D", headersOut, "-w", "%{http_code}", "-H", "Expect:"]
+        if method == "HEAD" { arguments.append("-I") } else { arguments += ["-X", method] }
+        for header in headers { arguments += ["-H", header] }
+        if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+        if let body {
+            let bodyIn = scratch.sub("in-\(id)")
+            try body.write(to: URL(fileURLWithPath: bodyIn))
+            arguments += ["-H", "Content-Type: application/json", "--data-binary", "@" + bodyIn]
+        }
+        arguments.append(base + path)
+        let finalArguments = arguments
+        let output = try await Self.offload { try run(finalArguments, allowFailure: true).output }
+        let headerText = (try? String(contentsOfFile: headersOut, encoding: .utf8)) ?? ""
+        var parsed: [String: String] = [:]
+        // The last block: after a 100 Continue there would be two.
+        let block = headerText.components(separatedBy: "\r\n\r\n").filter { !$0.isEmpty }.last ?? ""
+        for line in block.components(separatedBy: "\r\n").dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            parsed[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return Answer(status: Int(output) ?? 0, headers: parsed,
+                      body: FileManager.default.contents(atPath: bodyOut) ?? Data())
+    }
+
+    func admin(_ method: String, _ path: String, json: String? = nil) async throws -> Answer {
+        try await request(method, "/api/v1/admin" + path, body: json.map { Data($0.utf8) }, token: adminToken)
+    }
+
+    static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+        }
+    }
+
+    // MARK: - Fixtures
+
+    static let minimalSequence = """
+        {"name": "Minimal", "steps": [{"type": "setVariable", "name": "Mark", "variable": "Done", "value": "yes"}]}
+        """
+
+    func putSequence(_ name: String, _ json: String = ServerHarness.minimalSequence) async throws {
+        let answer = try await admin("PUT", "/sequences/\(name)", json: json)
+        #expect(answer.status == 200, "PUT sequence \(name): \(answer.text)")
+    }
+
+    func putRules(_ json: String) async throws {
+        let answer = try await admin("PUT", "/rules", json: json)
+        #expect(answer.status == 200, "PUT rules: \(answer.text)")
+    }
+
+    static func facts(macs: [String], uuid: String? = nil, serial: String? = nil, model: String? = nil) -> Data {
+        var facts: [String: Any] = ["macAddresses": macs, "firmware": "uefi", "memoryMiB": 8192, "cpuCount": 4,
+                                    "architecture": "amd64", "disks": [] as [Any]]
+        if let uuid { facts["uuid"] = uuid }
+        if let serial { facts["serialNumber"] = serial }
+        if let model { facts["model"] = model }
+        return (try? JSONSerialization.data(withJSONObject: ["facts": facts])) ?? Data()
+    }
+
+    func checkIn(macs: [String], uuid: String? = nil, serial: String? = nil, model: String? = nil) async throws -> Answer {
+        try await request("POST", "/api/v1/agents/checkin", body: Self.facts(macs: macs, uuid: uuid, serial: serial, model: model))
+    }
+
+    /// A machine that gets a deployment at once: default rule, unknown machines get it.
+    func assignedDeployment(mac: String = "52:54:00:00:00:01") async throws -> (id: String, token: String) {
+        try await putSequence("base")
+        try await putRules(#"{"rules": [{"name": "default", "match": "any", "pattern": "*", "sequence": "base", "variables": {}}]}"#)
+        let answer = try await checkIn(macs: [mac])
+        let deployment = answer.json["deployment"] as? [String: Any]
+        let id = deployment?["id"] as? String ?? "", token = deployment?["token"] as? String ?? ""
+        if id.isEmpty {
+            // Pending policy: approve and check in again.
+            let machines = try await admin("GET", "/machines").json["machines"] as? [[String: Any]] ?? []
+            for machine in machines { _ = try await admin("POST", "/machines/\(machine["id"] as? String ?? "")/approve") }
+            let again = try await checkIn(macs: [mac]).json["deployment"] as? [String: Any]
+            return (again?["id"] as? String ?? "", again?["token"] as? String ?? "")
+        }
+        return (id, token)
+    }
+
+    static func event(_ sequence: Int, _ kind: String, status: String? = nil, percent: Double? = nil, step: String? = nil) -> [String: Any] {
+        var event: [String: Any] = ["sequence": sequence, "time": "2026-01-02T03:04:05.678Z", "kind": kind]
+        if let status { event["status"] = status }
+        if let percent { event["percent"] = percent }
+        if let step { event["step"] = step; event["name"] = "Step \(step)" }
+        return event
+    }
+
+    static func batch(_ events: [[String: Any]]) -> Data {
+        (try? JSONSerialization.data(withJSONObject: ["events": events])) ?? Data()
+    }
+}

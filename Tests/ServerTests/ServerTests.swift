@@ -1,0 +1,331 @@
+import Foundation
+import Server
+import SQLiteNIO
+import TestSupport
+import Testing
+
+@Suite("imprint-server over real HTTP")
+struct ServerTests {
+    @Test func iPXEScriptsAndBootFiles() async throws {
+        try await ServerHarness.with(publicURL: "http://deploy.example:8080/") { harness in
+            let script = try await harness.request("GET", "/boot.ipxe")
+            #expect(script.status == 200)
+            let lines = script.text.split(separator: "\n").map(String.init)
+            #expect(lines.first == "#!ipxe")
+            #expect(lines.contains("kernel http://deploy.example:8080/boot/files/vmlinuz initrd=initrd console=ttyS0 imprint.agent imprint.server=http://deploy.example:8080"))
+            #expect(lines.contains("initrd http://deploy.example:8080/boot/files/initrd"))
+            #expect(lines.last == "boot")
+            let perMachine = try await harness.request("GET", "/boot/52:54:00:12:34:56.ipxe")
+            #expect(perMachine.status == 200)
+            #expect(perMachine.text.hasPrefix("#!ipxe\n"))
+            #expect(perMachine.text.contains("imprint.server=http://deploy.example:8080"))
+
+            try Data("kernel bytes".utf8).write(to: URL(fileURLWithPath: harness.boot + "/vmlinuz"))
+            let kernel = try await harness.request("GET", "/boot/files/vmlinuz")
+            #expect(kernel.status == 200 && kernel.text == "kernel bytes")
+            #expect(try await harness.request("GET", "/boot/files/initrd").status == 404)
+            #expect(try await harness.request("GET", "/boot/files/..%2fdata%2fimprint.db").status == 404)
+        }
+    }
+
+    @Test func pendingMachineIsApprovedThenAssigned() async throws {
+        try await ServerHarness.with(unknownMachines: .pending) { harness in
+            try await harness.putSequence("base")
+            try await harness.putRules(#"{"rules": [{"name": "default", "match": "any", "pattern": "*", "sequence": "base", "variables": {"Site": "Lab"}}]}"#)
+
+            let first = try await harness.checkIn(macs: ["52:54:00:aa:00:01"], uuid: "4C4C4544-0000-1111-2222-333344445555")
+            #expect(first.status == 200)
+            #expect(first.json["status"] as? String == "pending")
+            #expect(first.json["retryAfter"] as? Int == 30)
+            let machines = try await harness.admin("GET", "/machines").json["machines"] as? [[String: Any]] ?? []
+            #expect(machines.count == 1)
+            #expect(machines.first?["state"] as? String == "pending")
+            let id = try #require(machines.first?["id"] as? String)
+
+            // Still pending when it asks again, and still one machine (found by its UUID).
+            #expect(try await harness.checkIn(macs: ["52:54:00:aa:00:01"], uuid: "4c4c4544-0000-1111-2222-333344445555").json["status"] as? String == "pending")
+            #expect(try await harness.admin("POST", "/machines/no-such-machine/approve").status == 404)
+            let approved = try await harness.admin("POST", "/machines/\(id)/approve")
+            #expect(approved.status == 200 && approved.json["state"] as? String == "approved")
+
+            let assigned = try await harness.checkIn(macs: ["52:54:00:aa:00:01"], uuid: "4c4c4544-0000-1111-2222-333344445555")
+            #expect(assigned.json["status"] as? String == "assigned")
+            let deployment = try #require(assigned.json["deployment"] as? [String: Any])
+            let deploymentID = try #require(deployment["id"] as? String)
+            let token = try #require(deployment["token"] as? String)
+            #expect(token.count == 64 && token.allSatisfy(\.isHexDigit))
+            #expect(deployment["sequenceUrl"] as? String == "/api/v1/deployments/\(deploymentID)/sequence")
+            let variables = deployment["variables"] as? [String: String] ?? [:]
+            #expect(variables["Site"] == "Lab")
+            #expect(variables["DeploymentID"] == deploymentID)
+            #expect(variables["ServerURL"] == harness.base)
+
+            let sequence = try await harness.request("GET", "/api/v1/deployments/\(deploymentID)/sequence", token: token)
+            #expect(sequence.status == 200)
+            #expect(sequence.json["name"] as? String == "Minimal")
+
+            // A reboot mid-deployment: the same deployment, a new token, the old one refused.
+            let again = try await harness.checkIn(macs: ["52:54:00:aa:00:01"], uuid: "4c4c4544-0000-1111-2222-333344445555")
+            let second = try #require(again.json["deployment"] as? [String: Any])
+            #expect(second["id"] as? String == deploymentID)
+            let newToken = try #require(second["token"] as? String)
+            #expect(newToken != token)
+            #expect(try await harness.request("GET", "/api/v1/deployments/\(deploymentID)/sequence", token: token).status == 403)
+            #expect(try await harness.request("GET", "/api/v1/deployments/\(deploymentID)/sequence", token: newToken).status == 200)
+            #expect((try await harness.admin("GET", "/deployments").json["deployments"] as? [Any])?.count == 1)
+        }
+    }
+
+    @Test func rulesMatchByMACGlobAndModelInOrder() async throws {
+        try await ServerHarness.with(unknownMachines: .pending) { harness in
+            try await harness.putSequence("lab")
+            try await harness.putSequence("latitude")
+            try await harness.putSequence("serial-one")
+            try await harness.putRules("""
+                {"rules": [
+                  {"match": "mac", "pattern": "52:54:00:0A:*", "sequence": "lab", "variables": {"Room": "A"}},
+                  {"match": "model", "pattern": "Latitude 7?50", "sequence": "latitude", "variables": {}},
+                  {"match": "serial", "pattern": "ABC123", "sequence": "serial-one", "variables": {}}
+                ]}
+                """)
+            let rules = try await harness.admin("GET", "/rules").json["rules"] as? [[String: Any]] ?? []
+            #expect(rules.map { $0["sequence"] as? String } == ["lab", "latitude", "serial-one"])
+
+            func sequenceName(_ answer: ServerHarness.Answer) async throws -> String? {
+                guard let deployment = answer.json["deployment"] as? [String: Any], let id = deployment["id"] as? String else { return nil }
+                let detail = try await harness.admin("GET", "/deployments/\(id)")
+                return detail.json["sequence"] as? String
+            }
+            // A second MAC matches, written the Windows way; and the MAC rule wins over the model rule.
+            let byMAC = try await harness.checkIn(macs: ["11:22:33:44:55:66", "52-54-00-0a-bc-de"], model: "Latitude 7450")
+            #expect(byMAC.json["status"] as? String == "assigned")
+            #expect(try await sequenceName(byMAC) == "lab")
+            #expect((byMAC.json["deployment"] as? [String: Any])?["variables"].flatMap { $0 as? [String: String] }?["Room"] == "A")
+
+            let byModel = try await harness.checkIn(macs: ["52:54:00:0b:00:01"], model: "LATITUDE 7350")
+            #expect(try await sequenceName(byModel) == "latitude")
+            let bySerial = try await harness.checkIn(macs: ["52:54:00:0c:00:01"], serial: "abc123")
+            #expect(try await sequenceName(bySerial) == "serial-one")
+            // Known by a rule: never listed as pending.
+            let nothing = try await harness.checkIn(macs: ["52:54:00:0d:00:01"], model: "Latitude 74500")
+            #expect(nothing.json["status"] as? String == "pending")
+            let machines = try await harness.admin("GET", "/machines").json["machines"] as? [[String: Any]] ?? []
+            #expect(machines.filter { $0["state"] as? String == "pending" }.count == 1)
+            #expect(machines.count == 4)
+        }
+    }
+
+    @Test func unknownMachinesGetTheDefaultRuleWhenConfigured() async throws {
+        try await ServerHarness.with(unknownMachines: .default) { harness in
+            try await harness.putSequence("base")
+            // No default rule yet: the machine waits.
+            #expect(try await harness.checkIn(macs: ["52:54:00:0e:00:01"]).json["status"] as? String == "pending")
+            try await harness.putRules(#"{"rules": [{"name": "default", "match": "any", "pattern": "", "sequence": "base", "variables": {}}]}"#)
+            #expect(try await harness.checkIn(macs: ["52:54:00:0e:00:01"]).json["status"] as? String == "assigned")
+        }
+    }
+
+    @Test func tokenIsStoredOnlyAsItsHash() async throws {
+        try await ServerHarness.with(unknownMachines: .default) { harness in
+            let (id, token) = try await harness.assignedDeployment()
+            #expect(!id.isEmpty && token.count == 64)
+            let stored = try #require(try await harness.server.storage.deployment(id: id))
+            #expect(stored.tokenHash.count == 64 && stored.tokenHash != token)
+            // The database, its WAL and anything else in --data: the token appears in none of them.
+            let data = harness.server.configuration.dataDirectory
+            let files = try FileManager.default.contentsOfDirectory(atPath: data)
+            #expect(files.contains("imprint.db"))
+            var sawHash = false
+            for file in files {
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: data + "/" + file))
+                #expect(bytes.range(of: Data(token.utf8)) == nil, "the raw token is in \(file)")
+                if bytes.range(of: Data(stored.tokenHash.utf8)) != nil { sawHash = true }
+            }
+            #expect(sawHash)
+            // And the journal is WAL, as the server promises.
+            let connection = try await SQLiteConnection.open(storage: .file(path: data + "/imprint.db"))
+            let mode = try await connection.query("PRAGMA journal_mode", []).first?.column("journal_mode")?.string
+            try await connection.close()
+            #expect(mode == "wal")
+        }
+    }
+
+    @Test func eventsAreStoredOnceAndAcknowledgedInOrder() async throws {
+        try await ServerHarness.with(unknownMachines: .default) { harness in
+            let (id, token) = try await harness.assignedDeployment()
+            let path = "/api/v1/deployments/\(id)/events"
+            let first = ServerHarness.batch([ServerHarness.event(1, "sequenceStarted"), ServerHarness.event(2, "stepStarted", step: "1"),
+                                             ServerHarness.event(3, "progress", percent: 42.5, step: "1")])
+            let once = try await harness.request("POST", path, body: first, token: token)
+            #expect(once.status == 200)
+            #expect(once.json["acknowledged"] as? Int == 3 && once.json["stored"] as? Int == 3)
+            // The agent lost the answer and sends the same batch again.
+            let twice = try await harness.request("POST", path, body: first, token: token)
+            #expect(twice.status == 200)
+            #expect(twice.json["acknowledged"] as? Int == 3 && twice.json["stored"] as? Int == 0)
+            var events = try await harness.admin("GET", "/deployments/\(id)/events").json["events"] as? [[String: Any]] ?? []
+            #expect(events.count == 3)
+            let changes = events.compactMap { $0["changeID"] as? Int }
+            #expect(changes.count == 3 && changes == changes.sorted() && Set(changes).count == 3)
+
+            // A gap: 5 and 6 are stored but not acknowledged until 4 arrives.
+            let gap = try await harness.request("POST", path, body: ServerHarness.batch([ServerHarness.event(5, "stepEnded", status: "success", step: "1"),
+                                                                                     ServerHarness.event(6, "log")]), token: token)
+            #expect(gap.json["acknowledged"] as? Int == 3)
+            let filled = try await harness.request("POST", path, body: ServerHarness.batch([ServerHarness.event(4, "progress", percent: 99, step: "1")]), token: token)
+            #expect(filled.json["acknowledged"] as? Int == 6)
+            let running = try await harness.admin("GET", "/deployments/\(id)")
+            #expect(running.json["state"] as? String == "running")
+            #expect(running.json["currentStep"] as? String == "1 Step 1")
+            events = try await harness.admin("GET", "/deployments/\(id)/events?after=4").json["events"] as? [[String: Any]] ?? []
+            #expect(events.compactMap { ($0["event"] as? [String: Any])?["sequence"] as? Int } == [5, 6])
+
+            let result = try await harness.request("POST", path, body: ServerHarness.batch([ServerHarness.event(7, "result", status: "success")]), token: token)
+            #expect(result.json["acknowledged"] as? Int == 7 && result.json["state"] as? String == "succeeded")
+            let ended = try await harness.admin("GET", "/deployments/\(id)")
+            #expect(ended.json["state"] as? String == "succeeded" && ended.json["percent"] as? Double == 100)
+            // The result is stored: the token no longer opens anything.
+            let late = try await harness.request("POST", path, body: ServerHarness.batch([ServerHarness.event(8, "log")]), token: token)
+            #expect(late.status == 403)
+            #expect(late.json["field"] as? String == "Authorization")
+
+            let metrics = try await harness.request("GET", "/metrics").text
+            #expect(metrics.contains("imprint_events_ingested_total 7\n"))
+            #expect(metrics.contains("imprint_deployments{state=\"succeeded\"} 1\n"))
+            #expect(metrics.contains("imprint_deployments{state=\"running\"} 0\n"))
+        }
+    }
+
+    @Test func refusalsHaveTheRightStatusAndSayWhy() async throws {
+        try await ServerHarness.with(unknownMachines: .default) { harness in
+            let (id, token) = try await harness.assignedDeployment()
+            let path = "/api/v1/deployments/\(id)/events"
+            let good = ServerHarness.batch([ServerHarness.event(1, "sequenceStarted")])
+
+            let noToken = try await harness.request("POST", path, body: good)
+            #expect(noToken.status == 401 && noToken.json["field"] as? String == "Authorization")
+            #expect(noToken.headers["www-authenticate"] == "Bearer")
+            #expect(try await harness.request("POST", path, body: good, token: String(repeating: "0", count: 64)).status == 403)
+            #expect(try await harness.request("POST", "/api/v1/deployments/not-a-deployment/events", body: good, token: token).status == 403)
+            #expect(try await harness.request("GET", "/api/v1/deployments/\(id)/sequence").status == 401)
+
+            let huge = Data(#"{"events": [], "pad": ""#.utf8) + Data(repeating: UInt8(ascii: "x"), count: 1 << 20) + Data(#""}"#.utf8)
+            let tooLarge = try await harness.request("POST", path, body: huge, token: token)
+            #expect(tooLarge.status == 413)
+            #expect(tooLarge.json["error"] != nil)
+
+            let badKind = ServerHarness.batch([ServerHarness.event(1, "sequenceStarted"), ServerHarness.event(2, "explosion")])
+            let unprocessable = try await harness.request("POST", path, body: badKind, token: token)
+            #expect(unprocessable.status == 422)
+            #expect(unprocessable.json["index"] as? Int == 1)
+            #expect(unprocessable.json["field"] as? String == "events[1].kind")
+            let zero = try await harness.request("POST", path, body: ServerHarness.batch([ServerHarness.event(0, "log")]), token: token)
+            #expect(zero.status == 422 && zero.json["field"] as? String == "events[0].sequence")
+            let noStatus = try await harness.request("POST", path, body: ServerHarness.batch([ServerHarness.event(1, "result")]), token: token)
+            #expect(noStatus.status == 422 && noStatus.json["field"] as? String == "events[0].status")
+            // Nothing of the refused batches was stored.
+            #expect((try await harness.admin("GET", "/deployments/\(id)/events").json["events"] as? [Any])?.count == 0)
+
+            let checkIn = try await harness.request("POST", "/api/v1/agents/checkin", body: Data(#"{"facts": {"macAddresses": "nope"}}"#.utf8))
+            #expect(checkIn.status == 422 && checkIn.json["field"] as? String == "facts.macAddresses")
+
+            // Admin API.
+            #expect(try await harness.request("GET", "/api/v1/admin/machines").status == 401)
+            #expect(try await harness.request("GET", "/api/v1/admin/machines", token: "wrong").status == 403)
+            let invalid = try await harness.admin("PUT", "/sequences/broken", json: #"{"name": "Broken", "steps": [{"type": "teleport"}, {"type": "partition"}]}"#)
+            #expect(invalid.status == 422)
+            let issues = invalid.json["issues"] as? [[String: Any]] ?? []
+            #expect(issues.contains { ($0["path"] as? String)?.hasPrefix("$.steps[0]") == true })
+            #expect(issues.contains { ($0["path"] as? String)?.hasPrefix("$.steps[1]") == true })
+            #expect((invalid.json["field"] as? String)?.hasPrefix("$.steps[") == true)
+            #expect(try await harness.admin("GET", "/sequences/broken").status == 404)
+            #expect(try await harness.admin("PUT", "/sequences/notjson", json: "{").status == 422)
+            let missing = try await harness.admin("PUT", "/rules", json: #"{"rules": [{"match": "any", "pattern": "*", "sequence": "nope", "variables": {}}]}"#)
+            #expect(missing.status == 422 && missing.json["field"] as? String == "rules[0].sequence")
+            let badField = try await harness.admin("PUT", "/rules", json: #"{"rules": [{"match": "color", "pattern": "*", "sequence": "base", "variables": {}}]}"#)
+            #expect(badField.status == 422 && badField.json["field"] as? String == "rules[0].match")
+            #expect(try await harness.admin("GET", "/deployments/nope/events?after=x").status == 404)
+            #expect(try await harness.admin("GET", "/deployments/\(id)/events?after=x").status == 400)
+        }
+    }
+
+    @Test func contentRangesETagsAndNoEscapes() async throws {
+        try await ServerHarness.with() { harness in
+            let bytes = Data((0..<1000).map { UInt8($0 % 251) })
+            try FileManager.default.createDirectory(atPath: harness.content + "/images", withIntermediateDirectories: true)
+            try bytes.write(to: URL(fileURLWithPath: harness.content + "/images/win 11.wim"))
+            try Data("secret".utf8).write(to: URL(fileURLWithPath: harness.scratch.sub("secret")))
+            try FileManager.default.createSymbolicLink(atPath: harness.content + "/outside", withDestinationPath: harness.scratch.sub("secret"))
+            try FileManager.default.createSymbolicLink(atPath: harness.content + "/inside.wim", withDestinationPath: harness.content + "/images/win 11.wim")
+
+            let whole = try await harness.request("GET", "/content/images/win%2011.wim")
+            #expect(whole.status == 200 && whole.body == bytes)
+            #expect(whole.headers["content-length"] == "1000")
+            #expect(whole.headers["accept-ranges"] == "bytes")
+            let etag = try #require(whole.headers["etag"])
+
+            let head = try await harness.request("HEAD", "/content/images/win%2011.wim")
+            #expect(head.status == 200 && head.headers["content-length"] == "1000" && head.headers["etag"] == etag)
+
+            let range = try await harness.request("GET", "/content/images/win%2011.wim", headers: ["Range: bytes=10-19"])
+            #expect(range.status == 206 && range.body == bytes[10..<20])
+            #expect(range.headers["content-range"] == "bytes 10-19/1000" && range.headers["content-length"] == "10")
+            let tail = try await harness.request("GET", "/content/images/win%2011.wim", headers: ["Range: bytes=-100"])
+            #expect(tail.status == 206 && tail.body == bytes[900...])
+            let open = try await harness.request("GET", "/content/images/win%2011.wim", headers: ["Range: bytes=990-"])
+            #expect(open.status == 206 && open.body == bytes[990...])
+
+            let notModified = try await harness.request("GET", "/content/images/win%2011.wim", headers: ["If-None-Match: \(etag)"])
+            #expect(notModified.status == 304 && notModified.body.isEmpty)
+            #expect(try await harness.request("GET", "/content/images/win%2011.wim", headers: ["If-None-Match: \"other\""]).status == 200)
+
+            let unsatisfiable = try await harness.request("GET", "/content/images/win%2011.wim", headers: ["Range: bytes=1000-"])
+            #expect(unsatisfiable.status == 416 && unsatisfiable.headers["content-range"] == "bytes */1000")
+
+            #expect(try await harness.request("GET", "/content/inside.wim").body == bytes)
+            for escape in ["/content/../data/imprint.db", "/content/%2e%2e/secret", "/content/images/%2E%2E/%2e%2e/secret",
+                           "/content/images/..%2f..%2fsecret", "/content/outside", "/content/images", "/content/", "/content/nothing"] {
+                let answer = try await harness.request("GET", escape)
+                #expect(answer.status == 404, "\(escape) answered \(answer.status)")
+                #expect(!answer.text.contains("secret") && !answer.text.contains("SQLite"))
+            }
+
+            // 1000 + 10 + 100 + 10 + 1000 (another ETag) + 1000 (the symlink inside); HEAD, 304, 416 and 404 send none.
+            let metrics = try await harness.request("GET", "/metrics").text
+            #expect(metrics.contains("imprint_content_bytes_served_total 3120\n"), "\(metrics)")
+        }
+    }
+
+    @Test func openAPIDocumentListsExactlyTheRegisteredRoutes() async throws {
+        let document = try String(contentsOf: packageRoot.appendingPathComponent("Sources/Server/openapi.yaml"), encoding: .utf8)
+        var documented = Set<String>()
+        var inPaths = false, currentPath: String?
+        for line in document.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+            if line == "paths:" { inPaths = true; continue }
+            guard inPaths else { continue }
+            if !line.hasPrefix(" ") && !line.isEmpty { inPaths = false; continue }
+            if line.hasPrefix("  /"), line.hasSuffix(":"), !line.hasPrefix("   ") {
+                currentPath = String(line.dropFirst(2).dropLast())
+            } else if line.hasPrefix("    "), !line.hasPrefix("     "), let currentPath {
+                let key = line.trimmingCharacters(in: .whitespaces).split(separator: ":").first.map(String.init) ?? ""
+                if ["get", "put", "post", "delete", "patch", "head", "options"].contains(key) {
+                    documented.insert(key.uppercased() + " " + currentPath)
+                }
+            }
+        }
+        let registered = Set(RouteSpec.all.map { "\($0.method.rawValue) \($0.path)" })
+        #expect(registered.count == RouteSpec.all.count, "a route is listed twice")
+        #expect(documented == registered, "only documented: \(documented.subtracting(registered)); only registered: \(registered.subtracting(documented))")
+
+        // Every registered route is reached (the router's own 404 has no JSON body).
+        try await ServerHarness.with() { harness in
+            for route in RouteSpec.all {
+                let path = route.path.replacingOccurrences(of: "{mac}", with: "52:54:00:00:00:09")
+                    .replacingOccurrences(of: "{", with: "").replacingOccurrences(of: "}", with: "")
+                let answer = try await harness.request(route.method.rawValue, path, token: harness.adminToken)
+                let routerNotFound = answer.status == 404 && answer.json["error"] == nil && route.method != .head
+                #expect(!routerNotFound, "\(route.method) \(path) is not routed")
+            }
+        }
+    }
+}
