@@ -67,6 +67,8 @@ public final class ImprintServer: Sendable {
             return try await ContentFiles.serve(root: configuration.contentDirectory, relative: segments, request: request,
                                                 count: { [metrics] in metrics.addContentBytes($0) })
         case .metrics: return try await metricsText()
+        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove:
+            return try await dashboard(handler, request, context)
         default:
             try authorizeAdmin(request)
             return try await admin(handler, request, context)

@@ -10,6 +10,7 @@ public struct RouteSpec: Sendable, Hashable {
         case adminGetSequence, adminPutSequence, adminListSequences, adminGetRules, adminPutRules, adminMachines, adminApproveMachine
         case adminDeployments, adminDeployment, adminDeploymentEvents
         case metrics
+        case dashboard, dashboardDeployment, dashboardLive, dashboardApprove
     }
 
     public var method: HTTPRequest.Method
@@ -47,5 +48,9 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.get, "/api/v1/admin/deployments/{id}", .adminDeployment),
         RouteSpec(.get, "/api/v1/admin/deployments/{id}/events", .adminDeploymentEvents),
         RouteSpec(.get, "/metrics", .metrics),
+        RouteSpec(.get, "/dashboard", .dashboard),
+        RouteSpec(.get, "/dashboard/deployments/{id}", .dashboardDeployment),
+        RouteSpec(.get, "/dashboard/live", .dashboardLive),
+        RouteSpec(.post, "/dashboard/machines/{id}/approve", .dashboardApprove),
     ]
 }

@@ -13,6 +13,7 @@ IMPRINT_PACKAGES=(
     liblzma-dev xz-utils     # liblzma: .img.xz disk images and .tar.xz driver bundles
     gdisk fdisk              # sgdisk and sfdisk: the tests check our partition tables with them
     dosfstools e2fsprogs     # mkfs.fat and mkfs.ext4, which the agent formats with
+    chromium                 # the dashboard test drives a real headless Chromium
     python3
     time                     # /usr/bin/time: peak memory in the benchmarks
 )

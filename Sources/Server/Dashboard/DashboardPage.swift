@@ -133,13 +133,13 @@ public enum DashboardPage {
             + "<span class=\"label\">\(String(format: "%.1f", percent))%</span></div>"
     }
 
-    static func page(title: String, body: String) -> String {
+    static func page(title: String, body: String, live: Bool = true) -> String {
         """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <style>\(style)</style></head>
-        <body>\(body)<script>\(script)</script></body></html>
+        <body>\(body)\(live ? "<script>" + script + "</script>" : "")</body></html>
         """
     }
 
@@ -176,7 +176,9 @@ public enum DashboardPage {
     /// on a deployment page, its new log lines and step ends).
     static let script = """
         (function () {
-          const source = new EventSource('/dashboard/live' + location.search);
+          const log = document.getElementById('log');
+          const follow = log ? '?deployment=' + encodeURIComponent(log.dataset.deployment) + '&after=' + log.dataset.after : '';
+          const source = new EventSource('/dashboard/live' + follow);
           source.onmessage = function (message) {
             const update = JSON.parse(message.data);
             const id = update.id;
@@ -201,7 +203,6 @@ public enum DashboardPage {
                 cell.appendChild(failure);
               }
             });
-            const log = document.getElementById('log');
             if (log && log.dataset.deployment === id && update.log) {
               update.log.forEach(function (line) {
                 const span = document.createElement('span');

@@ -30,7 +30,7 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
     // MARK: - Plumbing
 
     @discardableResult
-    private func query(_ sql: String, _ binds: [SQLiteData] = []) async throws -> [SQLiteRow] {
+    func query(_ sql: String, _ binds: [SQLiteData] = []) async throws -> [SQLiteRow] {
         try await connection.query(sql, binds)
     }
 
@@ -51,7 +51,7 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
         }
     }
 
-    private func read<T>(_ body: () async throws -> T) async throws -> T {
+    func read<T>(_ body: () async throws -> T) async throws -> T {
         try await lock.withLock { try await body() }
     }
 
@@ -348,6 +348,26 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
                 """, [.text(deploymentID), .integer(afterSequence), .integer(limit)]).compactMap { row in
                 guard let event = Self.decodeJSON(Event.self, row.column("body")?.string) else { return nil }
                 return StoredEvent(changeID: row.column("change_id")?.integer ?? 0, received: row.column("received")?.string ?? "", event: event)
+            }
+        }
+    }
+}
+
+extension SQLiteStorage {
+    public func latestChangeID() async throws -> Int {
+        try await read {
+            try await query("SELECT COALESCE(MAX(change_id), 0) AS latest FROM events").first?.column("latest")?.integer ?? 0
+        }
+    }
+
+    public func changedDeployments(afterChange: Int, limit: Int) async throws -> [(deploymentID: String, changeID: Int)] {
+        try await read {
+            try await query("""
+                SELECT deployment_id, MAX(change_id) AS latest FROM events WHERE change_id > ?
+                GROUP BY deployment_id ORDER BY latest LIMIT ?
+                """, [.integer(afterChange), .integer(limit)]).compactMap { row in
+                guard let id = row.column("deployment_id")?.string, let latest = row.column("latest")?.integer else { return nil }
+                return (id, latest)
             }
         }
     }

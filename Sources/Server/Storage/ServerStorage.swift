@@ -36,6 +36,12 @@ public protocol ServerStorage: Sendable {
     /// the next change id, and moves the deployment's state, step, percent and message along.
     func storeEvents(deploymentID: String, events: [Event]) async throws -> EventIngestResult
     func events(deploymentID: String, afterSequence: Int, limit: Int) async throws -> [StoredEvent]
+
+    /// The highest change id stored so far (0 when there is none): where a live feed starts.
+    func latestChangeID() async throws -> Int
+    /// Deployments with events stored after change `afterChange`, each with its newest change
+    /// id, oldest first: how a live feed on any instance learns what any instance stored.
+    func changedDeployments(afterChange: Int, limit: Int) async throws -> [(deploymentID: String, changeID: Int)]
 }
 
 /// The schema, in versions applied in order and recorded in `schema_migrations`. Plain SQL that
