@@ -21,6 +21,11 @@ public struct ServerConfiguration: Sendable {
     public var publicURL: String?
     /// How long a pending machine waits before checking in again.
     public var retryAfter: Int = 30
+    /// PEM certificate (chain) and private key: HTTPS instead of HTTP when both are set.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    /// The scheme clients reach this server with.
+    public var scheme: String { tlsCertificate != nil ? "https" : "http" }
 
     public init(host: String = "0.0.0.0", port: Int = 8080, dataDirectory: String, contentDirectory: String, bootDirectory: String,
                 adminToken: String, unknownMachines: UnknownMachines = .pending, publicURL: String? = nil) {

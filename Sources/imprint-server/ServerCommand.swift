@@ -20,15 +20,16 @@ struct ServerCommand: AsyncParsableCommand {
     var unknownMachines = "pending"
     @Option(help: "The URL machines reach this server at (iPXE scripts, ServerURL); default: the Host they used.")
     var publicUrl: String?
-    @Option(help: "A PostgreSQL URL (postgres://...) instead of SQLite in --data.") var database: String?
+    @Option(help: "PEM certificate (followed by any intermediates): serve HTTPS instead of HTTP. Needs --tls-key.")
+    var tlsCertificate: String?
+    @Option(help: "PEM private key of --tls-certificate.") var tlsKey: String?
+    @Option(help: ArgumentHelp(
+        "The database: postgres://user:password@host:port/database (several instances may share it; options ?sslmode=disable|prefer|require&pool_max=N) or sqlite:PATH.",
+        discussion: "Default: SQLite in --data (imprint.db). The migrations run on start.")) var database: String?
 
     func run() async throws {
-        if let database {
-            let scheme = database.split(separator: ":").first.map(String.init) ?? database
-            throw ValidationError(["postgres", "postgresql"].contains(scheme.lowercased())
-                ? "--database \(scheme)://...: PostgreSQL is not supported yet; omit --database to use SQLite in --data"
-                : "--database: expected a postgres:// URL")
-        }
+        let databaseLocation: DatabaseLocation
+        do { databaseLocation = try DatabaseLocation(parsing: database) } catch { throw ValidationError("--database: \(error)") }
         guard let token = adminToken ?? ProcessInfo.processInfo.environment["IMPRINT_ADMIN_TOKEN"], !token.isEmpty else {
             throw ValidationError("set --admin-token or IMPRINT_ADMIN_TOKEN: the admin API must not be open")
         }
@@ -43,15 +44,26 @@ struct ServerCommand: AsyncParsableCommand {
         if let publicUrl, !(publicUrl.hasPrefix("http://") || publicUrl.hasPrefix("https://")) {
             throw ValidationError("--public-url: expected http:// or https://")
         }
+        if (tlsCertificate == nil) != (tlsKey == nil) {
+            throw ValidationError("--tls-certificate and --tls-key go together")
+        }
+        if let tlsCertificate, let tlsKey {
+            // Load them now: a wrong file is an error at start, not at the first connection.
+            do { _ = try ImprintServer.tlsConfiguration(certificate: tlsCertificate, key: tlsKey) } catch {
+                throw ValidationError("\(error)")
+            }
+        }
         var logger = Logger(label: "imprint-server")
         logger.logLevel = .info
-        let configuration = ServerConfiguration(host: host, port: port, dataDirectory: data, contentDirectory: content, bootDirectory: boot,
+        var configuration = ServerConfiguration(host: host, port: port, dataDirectory: data, contentDirectory: content, bootDirectory: boot,
                                                 adminToken: token, unknownMachines: policy, publicURL: publicUrl)
-        let server = try await ImprintServer.open(configuration: configuration, logger: logger)
-        let boundHost = host
-        let app = server.makeApplication { channel in
+        configuration.tlsCertificate = tlsCertificate
+        configuration.tlsKey = tlsKey
+        let server = try await ImprintServer.open(configuration: configuration, database: databaseLocation, logger: logger)
+        let boundHost = host, scheme = configuration.scheme
+        let app = try server.makeApplication { channel in
             // One line a supervisor (or a test that asked for port 0) can read, unbuffered.
-            let line = "imprint-server listening on \(boundHost):\(channel.localAddress?.port ?? port)\n"
+            let line = "imprint-server listening on \(scheme)://\(boundHost):\(channel.localAddress?.port ?? port)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
         try await app.runService()

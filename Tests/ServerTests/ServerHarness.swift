@@ -11,7 +11,10 @@ final class ServerHarness: @unchecked Sendable {
     let scratch: ScratchDirectory
     let server: ImprintServer
     let port: Int
-    let adminToken = "admin-secret-\(UUID().uuidString.prefix(8))"
+    var adminToken = "admin-secret-\(UUID().uuidString.prefix(8))"
+    let storageKind: StorageKind
+    /// The PostgreSQL database's URL (nil on SQLite): another harness given it shares it.
+    let databaseURL: String?
     private let task: Task<Void, Error>
 
     var base: String { "http://127.0.0.1:\(port)" }
@@ -25,8 +28,22 @@ final class ServerHarness: @unchecked Sendable {
         func get() -> Int? { lock.lock(); defer { lock.unlock() }; return port }
     }
 
-    init(unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil, label: String = #function) async throws {
+    init(storage: StorageKind = .sqlite, database: String? = nil, adminToken: String? = nil,
+         unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil, label: String = #function) async throws {
         scratch = ScratchDirectory(label)
+        storageKind = storage
+        if let adminToken { self.adminToken = adminToken }
+        let location: DatabaseLocation
+        switch storage {
+        case .sqlite:
+            databaseURL = nil
+            location = .sqlite(path: nil)
+        case .postgres:
+            let url: String
+            if let database { url = database } else { url = try await PostgresCluster.shared.newDatabase() }
+            databaseURL = url
+            location = try DatabaseLocation(parsing: url)
+        }
         var logger = Logger(label: "imprint-server-test")
         // Stopping by cancellation makes Hummingbird log errors about closed channels; the tests
         // check every status themselves.
@@ -35,10 +52,10 @@ final class ServerHarness: @unchecked Sendable {
                                                 contentDirectory: scratch.sub("content"), bootDirectory: scratch.sub("boot"),
                                                 adminToken: "", unknownMachines: unknownMachines, publicURL: publicURL)
         var withToken = configuration
-        withToken.adminToken = adminToken
-        server = try await ImprintServer.open(configuration: withToken, logger: logger)
+        withToken.adminToken = self.adminToken
+        server = try await ImprintServer.open(configuration: withToken, database: location, logger: logger)
         let box = PortBox()
-        let app = server.makeApplication { channel in box.set(channel.localAddress?.port) }
+        let app = try server.makeApplication { channel in box.set(channel.localAddress?.port) }
         task = Task { try await app.runService(gracefulShutdownSignals: []) }
         var waited = 0
         while box.get() == nil && waited < 200 {
@@ -52,9 +69,9 @@ final class ServerHarness: @unchecked Sendable {
     enum HarnessError: Error { case noPort }
 
     /// Runs `body` against a fresh server, stopped (and its database closed) however it ends.
-    static func with(unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil, label: String = #function,
-                     _ body: (ServerHarness) async throws -> Void) async throws {
-        let harness = try await ServerHarness(unknownMachines: unknownMachines, publicURL: publicURL, label: label)
+    static func with(storage: StorageKind = .sqlite, unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil,
+                     label: String = #function, _ body: (ServerHarness) async throws -> Void) async throws {
+        let harness = try await ServerHarness(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label)
         do {
             try await body(harness)
         } catch {
@@ -67,8 +84,9 @@ final class ServerHarness: @unchecked Sendable {
     func stop() async {
         task.cancel()
         _ = try? await task.value
-        // SQLiteNIO insists on an explicit close before its connection is released.
-        try? await (server.storage as? SQLiteStorage)?.close()
+        // SQLiteNIO insists on an explicit close before its connection is released; PostgreSQL's
+        // pool closes its connections.
+        await server.close()
     }
 
     struct Answer {
@@ -81,11 +99,14 @@ final class ServerHarness: @unchecked Sendable {
 
     /// One request with curl (URLSession is unreliable on Linux). `--path-as-is` so `..` reaches
     /// the server as sent. Run off Swift's cooperative threads: the server needs them meanwhile.
-    func request(_ method: String, _ path: String, headers: [String] = [], body: Data? = nil, token: String? = nil) async throws -> Answer {
+    func request(_ method: String, _ path: String, headers: [String] = [], body: Data? = nil, token: String? = nil,
+                 maxTime: Int? = nil) async throws -> Answer {
         let id = UUID().uuidString
         let bodyOut = scratch.sub("body-\(id)"), headersOut = scratch.sub("headers-\(id)")
         var arguments = ["curl", "-sS", "--path-as-is", "-o", bodyOut, "-D", headersOut, "-w", "%{http_code}", "-H", "Expect:"]
         if method == "HEAD" { arguments.append("-I") } else { arguments += ["-X", method] }
+        // A stream that never ends by itself (the dashboard's live feed) is cut after maxTime.
+        if let maxTime { arguments += ["--max-time", "\(maxTime)"] }
         for header in headers { arguments += ["-H", header] }
         if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
         if let body {

@@ -28,8 +28,8 @@ struct ServerTests {
         }
     }
 
-    @Test func pendingMachineIsApprovedThenAssigned() async throws {
-        try await ServerHarness.with(unknownMachines: .pending) { harness in
+    @Test(arguments: StorageKind.allCases) func pendingMachineIsApprovedThenAssigned(storage: StorageKind) async throws {
+        try await ServerHarness.with(storage: storage, unknownMachines: .pending) { harness in
             try await harness.putSequence("base")
             try await harness.putRules(#"{"rules": [{"name": "default", "match": "any", "pattern": "*", "sequence": "base", "variables": {"Site": "Lab"}}]}"#)
 
@@ -76,8 +76,8 @@ struct ServerTests {
         }
     }
 
-    @Test func rulesMatchByMACGlobAndModelInOrder() async throws {
-        try await ServerHarness.with(unknownMachines: .pending) { harness in
+    @Test(arguments: StorageKind.allCases) func rulesMatchByMACGlobAndModelInOrder(storage: StorageKind) async throws {
+        try await ServerHarness.with(storage: storage, unknownMachines: .pending) { harness in
             try await harness.putSequence("lab")
             try await harness.putSequence("latitude")
             try await harness.putSequence("serial-one")
@@ -115,8 +115,8 @@ struct ServerTests {
         }
     }
 
-    @Test func unknownMachinesGetTheDefaultRuleWhenConfigured() async throws {
-        try await ServerHarness.with(unknownMachines: .default) { harness in
+    @Test(arguments: StorageKind.allCases) func unknownMachinesGetTheDefaultRuleWhenConfigured(storage: StorageKind) async throws {
+        try await ServerHarness.with(storage: storage, unknownMachines: .default) { harness in
             try await harness.putSequence("base")
             // No default rule yet: the machine waits.
             #expect(try await harness.checkIn(macs: ["52:54:00:0e:00:01"]).json["status"] as? String == "pending")
@@ -125,12 +125,19 @@ struct ServerTests {
         }
     }
 
-    @Test func tokenIsStoredOnlyAsItsHash() async throws {
-        try await ServerHarness.with(unknownMachines: .default) { harness in
+    @Test(arguments: StorageKind.allCases) func tokenIsStoredOnlyAsItsHash(storage: StorageKind) async throws {
+        try await ServerHarness.with(storage: storage, unknownMachines: .default) { harness in
             let (id, token) = try await harness.assignedDeployment()
             #expect(!id.isEmpty && token.count == 64)
             let stored = try #require(try await harness.server.storage.deployment(id: id))
             #expect(stored.tokenHash.count == 64 && stored.tokenHash != token)
+            if let url = harness.databaseURL {
+                // The whole PostgreSQL database, as pg_dump writes it: the hash, never the token.
+                let dump = try await PostgresCluster.shared.dump(url)
+                #expect(dump.contains(stored.tokenHash))
+                #expect(!dump.contains(token), "the raw token is in the database")
+                return
+            }
             // The database, its WAL and anything else in --data: the token appears in none of them.
             let data = harness.server.configuration.dataDirectory
             let files = try FileManager.default.contentsOfDirectory(atPath: data)
@@ -150,8 +157,8 @@ struct ServerTests {
         }
     }
 
-    @Test func eventsAreStoredOnceAndAcknowledgedInOrder() async throws {
-        try await ServerHarness.with(unknownMachines: .default) { harness in
+    @Test(arguments: StorageKind.allCases) func eventsAreStoredOnceAndAcknowledgedInOrder(storage: StorageKind) async throws {
+        try await ServerHarness.with(storage: storage, unknownMachines: .default) { harness in
             let (id, token) = try await harness.assignedDeployment()
             let path = "/api/v1/deployments/\(id)/events"
             let first = ServerHarness.batch([ServerHarness.event(1, "sequenceStarted"), ServerHarness.event(2, "stepStarted", step: "1"),
@@ -322,7 +329,8 @@ struct ServerTests {
             for route in RouteSpec.all {
                 let path = route.path.replacingOccurrences(of: "{mac}", with: "52:54:00:00:00:09")
                     .replacingOccurrences(of: "{", with: "").replacingOccurrences(of: "}", with: "")
-                let answer = try await harness.request(route.method.rawValue, path, token: harness.adminToken)
+                let answer = try await harness.request(route.method.rawValue, path, token: harness.adminToken,
+                                                       maxTime: route.handler == .dashboardLive ? 2 : nil)
                 let routerNotFound = answer.status == 404 && answer.json["error"] == nil && route.method != .head
                 #expect(!routerNotFound, "\(route.method) \(path) is not routed")
             }

@@ -16,6 +16,7 @@ IMPRINT_PACKAGES=(
     chromium                 # the dashboard test drives a real headless Chromium
     python3
     time                     # /usr/bin/time: peak memory in the benchmarks
+    postgresql               # PostgreSQL 15: the server's tests run against it as well as SQLite
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

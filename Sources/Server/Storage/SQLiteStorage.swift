@@ -275,20 +275,41 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
             guard var deployment = try await query("SELECT * FROM deployments WHERE id = ?", [.text(deploymentID)])
                 .first.flatMap(Self.deployment) else { throw StorageError.notFound("deployment \(deploymentID)") }
             let now = Clock.now()
-            var inserted: [Event] = []
-            for (index, event) in events.enumerated() {
-                let exists = try await query("SELECT 1 AS one FROM events WHERE deployment_id = ? AND sequence = ?",
-                                             [.text(deploymentID), .integer(event.sequence)])
-                // Sent again after a lost answer (or twice in one batch): stored once, counted once.
-                if !exists.isEmpty || inserted.contains(where: { $0.sequence == event.sequence }) { continue }
-                guard let change = try await query("UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value")
-                    .first?.column("value")?.integer else { throw StorageError.corrupt("the change counter is missing") }
-                try await query("""
-                    INSERT INTO events (deployment_id, sequence, kind, step, status, time, body, change_id, received)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, [.text(deploymentID), .integer(event.sequence), .text(event.kind.rawValue), Self.text(event.step),
-                          Self.text(event.status?.rawValue), .text(event.time), .text(encoded[index]), .integer(change), .text(now)])
-                inserted.append(event)
+            // A few statements per batch, not three per event: each one is a round trip to
+            // SQLite's thread while every other request waits for the lock.
+            var stored = Set<Int>()
+            if let low = events.map(\.sequence).min(), let high = events.map(\.sequence).max() {
+                for row in try await query("SELECT sequence FROM events WHERE deployment_id = ? AND sequence BETWEEN ? AND ?",
+                                           [.text(deploymentID), .integer(low), .integer(high)]) {
+                    if let sequence = row.column("sequence")?.integer { stored.insert(sequence) }
+                }
+            }
+            // Sent again after a lost answer (or twice in one batch): stored once, counted once.
+            var fresh: [Int] = []
+            for (index, event) in events.enumerated() where stored.insert(event.sequence).inserted { fresh.append(index) }
+            let inserted = fresh.map { events[$0] }
+            if !fresh.isEmpty {
+                guard let last = try await query("UPDATE counters SET value = value + ? WHERE name = 'change' RETURNING value",
+                                                 [.integer(fresh.count)]).first?.column("value")?.integer
+                else { throw StorageError.corrupt("the change counter is missing") }
+                // Change ids in the batch's order, as if counted one by one.
+                var change = last - fresh.count + 1
+                let rowsPerStatement = 500  // 9 values a row, well under SQLite's limit on parameters
+                for start in stride(from: 0, to: fresh.count, by: rowsPerStatement) {
+                    let part = fresh[start..<min(start + rowsPerStatement, fresh.count)]
+                    var binds: [SQLiteData] = []
+                    binds.reserveCapacity(part.count * 9)
+                    for index in part {
+                        let event = events[index]
+                        binds += [.text(deploymentID), .integer(event.sequence), .text(event.kind.rawValue), Self.text(event.step),
+                                  Self.text(event.status?.rawValue), .text(event.time), .text(encoded[index]), .integer(change), .text(now)]
+                        change += 1
+                    }
+                    try await query("""
+                        INSERT INTO events (deployment_id, sequence, kind, step, status, time, body, change_id, received)
+                        VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?)", count: part.count).joined(separator: ", "))
+                        """, binds)
+                }
             }
             for event in inserted.sorted(by: { $0.sequence < $1.sequence }) { Self.apply(event, to: &deployment, now: now) }
             // Advance the contiguous prefix: the agent may drop everything up to it from its spool.

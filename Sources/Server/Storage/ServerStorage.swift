@@ -1,9 +1,10 @@
 import Foundation
 import Sequence
 
-/// Everything the server keeps. SQLite today; PostgreSQL later implements the same protocol
-/// with the same migrations (`Migrations.all` is written in the SQL both accept). Each method is
-/// atomic on its own, so handlers never hold a transaction open across their own awaits.
+/// Everything the server keeps: `SQLiteStorage` (one file, one instance) or `PostgresStorage`
+/// (any number of instances sharing one database), with the same migrations (`Migrations.all`
+/// is written in the SQL both accept). Each method is atomic on its own, so handlers never hold
+/// a transaction open across their own awaits.
 public protocol ServerStorage: Sendable {
     /// Creates or upgrades the schema; safe on every start.
     func migrate() async throws
@@ -42,6 +43,41 @@ public protocol ServerStorage: Sendable {
     /// Deployments with events stored after change `afterChange`, each with its newest change
     /// id, oldest first: how a live feed on any instance learns what any instance stored.
     func changedDeployments(afterChange: Int, limit: Int) async throws -> [(deploymentID: String, changeID: Int)]
+
+    /// Runs `body` (a whole check-in: find the machine, its active deployment, create one) while
+    /// no other check-in runs against this database, in this process or in any other instance.
+    func serializingCheckIns<T: Sendable>(_ body: () async throws -> T) async throws -> T
+}
+
+extension ServerStorage {
+    /// One process owns the database (SQLite): the server's own lock is enough.
+    public func serializingCheckIns<T: Sendable>(_ body: () async throws -> T) async throws -> T { try await body() }
+}
+
+/// The statements are written once with `?` placeholders (SQLite's); PostgreSQL numbers them.
+public enum SQLPlaceholders {
+    /// `?` → `$1`, `$2`, ... in order, except inside quoted strings and identifiers.
+    public static func numbered(_ sql: String) -> String {
+        var result = ""
+        result.reserveCapacity(sql.count + 16)
+        var index = 0
+        var quote: Character?
+        for character in sql {
+            if let open = quote {
+                if character == open { quote = nil }
+                result.append(character)
+            } else if character == "'" || character == "\"" {
+                quote = character
+                result.append(character)
+            } else if character == "?" {
+                index += 1
+                result += "$\(index)"
+            } else {
+                result.append(character)
+            }
+        }
+        return result
+    }
 }
 
 /// The schema, in versions applied in order and recorded in `schema_migrations`. Plain SQL that
