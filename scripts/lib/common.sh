@@ -17,6 +17,13 @@ IMPRINT_PACKAGES=(
     python3
     time                     # /usr/bin/time: peak memory in the benchmarks
     postgresql               # PostgreSQL 15: the server's tests run against it as well as SQLite
+    libhivex-bin             # hivexsh/hivexregedit: an independent reader of the registry hives we write
+    mtools                   # mcopy/mmd: files onto FAT (the ESP, the USB stick) without a vfat kernel
+    linux-image-amd64        # the boot environment's kernel and modules
+    busybox-static cpio      # the boot environment's userland and its initrd archive
+    qemu-system-x86 ovmf ipxe-qemu  # the lab's virtual machines: BIOS, UEFI (OVMF) and iPXE ROMs
+    dnsmasq-base iproute2    # the lab's DHCP + TFTP, its network namespace and tap device
+    ca-certificates
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
