@@ -8,8 +8,8 @@ import Testing
 @Suite("imprint-server on SQLite and PostgreSQL")
 struct SharedDatabaseTests {
     /// `/dashboard/live` read with curl for `seconds`: the server-sent events it wrote.
-    static func readLiveFeed(_ harness: ServerHarness, seconds: Int) -> Task<String, Error> {
-        let url = harness.base + "/dashboard/live", token = harness.adminToken
+    static func readLiveFeed(_ harness: ServerHarness, seconds: Int, since: Int? = nil) -> Task<String, Error> {
+        let url = harness.base + "/dashboard/live" + (since.map { "?since=\($0)" } ?? ""), token = harness.adminToken
         return Task {
             try await ServerHarness.offload {
                 try run(["curl", "-sN", "--max-time", "\(seconds)", "-H", "Authorization: Bearer \(token)", url], allowFailure: true).output
@@ -43,7 +43,9 @@ struct SharedDatabaseTests {
     @Test(arguments: StorageKind.allCases) func dashboardLiveFeedShowsNewEvents(storage: StorageKind) async throws {
         try await ServerHarness.with(storage: storage, unknownMachines: .default) { harness in
             let (id, token) = try await harness.assignedDeployment(mac: "52:54:00:1e:00:01")
-            let feed = Self.readLiveFeed(harness, seconds: 8)
+            // From the change before these events: however late curl connects, it sees them.
+            let before = try await harness.server.storage.latestChangeID()
+            let feed = Self.readLiveFeed(harness, seconds: 8, since: before)
             try await Task.sleep(nanoseconds: 1_500_000_000)
             let posted = try await harness.request("POST", "/api/v1/deployments/\(id)/events", body: ServerHarness.batch([
                 ServerHarness.event(1, "sequenceStarted"), ServerHarness.event(2, "stepStarted", step: "1"),
@@ -77,7 +79,7 @@ struct SharedDatabaseTests {
             let id = try #require(deployment?["id"] as? String), token = try #require(deployment?["token"] as? String)
 
             // A's live feed is open while B stores the events.
-            let feed = Self.readLiveFeed(a, seconds: 8)
+            let feed = Self.readLiveFeed(a, seconds: 8, since: try await a.server.storage.latestChangeID())
             try await Task.sleep(nanoseconds: 1_500_000_000)
             let posted = try await b.request("POST", "/api/v1/deployments/\(id)/events", body: ServerHarness.batch([
                 ServerHarness.event(1, "sequenceStarted"), ServerHarness.event(2, "stepStarted", step: "1"),

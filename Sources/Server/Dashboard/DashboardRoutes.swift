@@ -27,8 +27,13 @@ extension ImprintServer {
             response = html(DashboardPage.deployment(view(deployment, machine), steps: DashboardTimeline.steps(events),
                                                      log: DashboardTimeline.log(events), after: events.last?.sequence ?? 0))
         case .dashboardLive:
+            // A browser reconnecting sends the last change id it saw (Last-Event-ID) and misses
+            // nothing; `since` asks for the same explicitly.
+            let lastEventID = request.headers.first(where: { $0.name.canonicalName == "last-event-id" })?.value
+            let since = lastEventID.flatMap { Int($0) }
+                ?? request.uri.queryParameters.get("since").flatMap { Int($0) }
             response = liveFeed(deployment: request.uri.queryParameters.get("deployment"),
-                                after: request.uri.queryParameters.get("after").flatMap { Int($0) } ?? 0)
+                                after: request.uri.queryParameters.get("after").flatMap { Int($0) } ?? 0, since: since)
         default:
             let id = try request.requiredParameter("id", context)
             guard try await storage.setMachineState(id: id, state: .approved) else { throw APIError.notFound("machine \(id)") }
@@ -72,10 +77,11 @@ extension ImprintServer {
     /// Server-sent events: polls the database for events stored after the newest change id it
     /// has seen (by this instance or any other) and sends each changed deployment's summary,
     /// with new steps and log lines for the deployment a page follows.
-    private func liveFeed(deployment followed: String?, after: Int) -> Response {
+    private func liveFeed(deployment followed: String?, after: Int, since: Int?) -> Response {
         let storage = self.storage
         let body = ResponseBody { [self] writer in
-            var cursor = try await storage.latestChangeID()
+            var cursor: Int
+            if let since { cursor = max(0, since) } else { cursor = try await storage.latestChangeID() }
             var followedAfter = after
             var quiet = 0
             try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
@@ -93,7 +99,7 @@ extension ImprintServer {
                     let machine = try await storage.machine(id: deployment.machineID)
                     let update = DashboardTimeline.update(view(deployment, machine), newEvents: newEvents)
                     let data = (try? JSONSerialization.data(withJSONObject: update, options: [.sortedKeys])) ?? Data("{}".utf8)
-                    try await writer.write(ByteBuffer(string: "data: " + String(decoding: data, as: UTF8.self) + "\n\n"))
+                    try await writer.write(ByteBuffer(string: "id: \(change.changeID)\ndata: " + String(decoding: data, as: UTF8.self) + "\n\n"))
                 }
                 // A comment now and then finds a closed connection (the write fails) and keeps
                 // proxies from timing the stream out.
@@ -129,3 +135,4 @@ extension ImprintServer {
             """, live: false)
     }
 }
+

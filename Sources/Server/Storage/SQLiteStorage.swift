@@ -8,30 +8,41 @@ import SQLiteNIO
 public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
     private let connection: SQLiteConnection
     private let lock = AsyncLock()
+    /// Reads (token checks, pages, the live feed) on a connection of their own: in WAL mode they
+    /// see every committed write and never wait behind a group of event inserts.
+    private let readConnection: SQLiteConnection
+    private let readLock = AsyncLock()
+    @TaskLocal private static var reading = false
     public let path: String
 
     public static func open(path: String, logger: Logger = Logger(label: "imprint.sqlite")) async throws -> SQLiteStorage {
         let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-        let storage = SQLiteStorage(connection: connection, path: path)
         _ = try await connection.query("PRAGMA journal_mode = WAL", [])
         // Another process (a backup, a second instance) holding the write lock makes us wait, not fail.
         _ = try await connection.query("PRAGMA busy_timeout = 5000", [])
         _ = try await connection.query("PRAGMA foreign_keys = ON", [])
-        return storage
+        let readConnection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        _ = try await readConnection.query("PRAGMA busy_timeout = 5000", [])
+        _ = try await readConnection.query("PRAGMA query_only = ON", [])
+        return SQLiteStorage(connection: connection, readConnection: readConnection, path: path)
     }
 
-    private init(connection: SQLiteConnection, path: String) {
+    private init(connection: SQLiteConnection, readConnection: SQLiteConnection, path: String) {
         self.connection = connection
+        self.readConnection = readConnection
         self.path = path
     }
 
-    public func close() async throws { try await connection.close() }
+    public func close() async throws {
+        try await readConnection.close()
+        try await connection.close()
+    }
 
     // MARK: - Plumbing
 
     @discardableResult
     func query(_ sql: String, _ binds: [SQLiteData] = []) async throws -> [SQLiteRow] {
-        try await connection.query(sql, binds)
+        try await (Self.reading ? readConnection : connection).query(sql, binds)
     }
 
     /// Runs `body` alone, inside BEGIN IMMEDIATE (the write lock up front, so two writers never
@@ -39,20 +50,24 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
     @discardableResult
     private func transaction<T>(_ body: () async throws -> T) async throws -> T {
         try await lock.withLock {
-            try await query("BEGIN IMMEDIATE")
-            do {
-                let result = try await body()
-                try await query("COMMIT")
-                return result
-            } catch {
-                _ = try? await query("ROLLBACK")
-                throw error
-            }
+            try await Self.$reading.withValue(false) { try await writeTransaction(body) }
+        }
+    }
+
+    private func writeTransaction<T>(_ body: () async throws -> T) async throws -> T {
+        try await query("BEGIN IMMEDIATE")
+        do {
+            let result = try await body()
+            try await query("COMMIT")
+            return result
+        } catch {
+            _ = try? await query("ROLLBACK")
+            throw error
         }
     }
 
     func read<T>(_ body: () async throws -> T) async throws -> T {
-        try await lock.withLock { try await body() }
+        try await readLock.withLock { try await Self.$reading.withValue(true) { try await body() } }
     }
 
     private static func text(_ value: String?) -> SQLiteData { value.map { .text($0) } ?? .null }
@@ -269,66 +284,126 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
 
     // MARK: - Events
 
+    /// A batch waiting for the next group commit.
+    private struct PendingBatch {
+        var deploymentID: String
+        var events: [Event]
+        var encoded: [String]
+        var continuation: CheckedContinuation<EventIngestResult, Error>
+    }
+    private let pendingLock = NSLock()
+    private var pendingBatches: [PendingBatch] = []
+    private var committing = false
+
+    /// Group commit: batches that arrive while a transaction is being written wait and go into
+    /// the next one together, so hundreds of agents cost one COMMIT (one fsync) per round rather
+    /// than one each. Every batch is answered only after the COMMIT that holds it: an agent drops
+    /// acknowledged events from its spool, so they must be on disk by then.
     public func storeEvents(deploymentID: String, events: [Event]) async throws -> EventIngestResult {
         let encoded = try events.map { try Self.jsonText($0) }
-        return try await transaction {
-            guard var deployment = try await query("SELECT * FROM deployments WHERE id = ?", [.text(deploymentID)])
-                .first.flatMap(Self.deployment) else { throw StorageError.notFound("deployment \(deploymentID)") }
-            let now = Clock.now()
-            // A few statements per batch, not three per event: each one is a round trip to
-            // SQLite's thread while every other request waits for the lock.
-            var stored = Set<Int>()
-            if let low = events.map(\.sequence).min(), let high = events.map(\.sequence).max() {
-                for row in try await query("SELECT sequence FROM events WHERE deployment_id = ? AND sequence BETWEEN ? AND ?",
-                                           [.text(deploymentID), .integer(low), .integer(high)]) {
-                    if let sequence = row.column("sequence")?.integer { stored.insert(sequence) }
-                }
-            }
-            // Sent again after a lost answer (or twice in one batch): stored once, counted once.
-            var fresh: [Int] = []
-            for (index, event) in events.enumerated() where stored.insert(event.sequence).inserted { fresh.append(index) }
-            let inserted = fresh.map { events[$0] }
-            if !fresh.isEmpty {
-                guard let last = try await query("UPDATE counters SET value = value + ? WHERE name = 'change' RETURNING value",
-                                                 [.integer(fresh.count)]).first?.column("value")?.integer
-                else { throw StorageError.corrupt("the change counter is missing") }
-                // Change ids in the batch's order, as if counted one by one.
-                var change = last - fresh.count + 1
-                let rowsPerStatement = 500  // 9 values a row, well under SQLite's limit on parameters
-                for start in stride(from: 0, to: fresh.count, by: rowsPerStatement) {
-                    let part = fresh[start..<min(start + rowsPerStatement, fresh.count)]
-                    var binds: [SQLiteData] = []
-                    binds.reserveCapacity(part.count * 9)
-                    for index in part {
-                        let event = events[index]
-                        binds += [.text(deploymentID), .integer(event.sequence), .text(event.kind.rawValue), Self.text(event.step),
-                                  Self.text(event.status?.rawValue), .text(event.time), .text(encoded[index]), .integer(change), .text(now)]
-                        change += 1
-                    }
-                    try await query("""
-                        INSERT INTO events (deployment_id, sequence, kind, step, status, time, body, change_id, received)
-                        VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?)", count: part.count).joined(separator: ", "))
-                        """, binds)
-                }
-            }
-            for event in inserted.sorted(by: { $0.sequence < $1.sequence }) { Self.apply(event, to: &deployment, now: now) }
-            // Advance the contiguous prefix: the agent may drop everything up to it from its spool.
-            var acknowledged = deployment.acknowledged
-            let later = try await query("SELECT sequence FROM events WHERE deployment_id = ? AND sequence > ? ORDER BY sequence",
-                                        [.text(deploymentID), .integer(acknowledged)])
-            for row in later {
-                guard let sequence = row.column("sequence")?.integer, sequence == acknowledged + 1 else { break }
-                acknowledged = sequence
-            }
-            deployment.acknowledged = acknowledged
-            try await query("""
-                UPDATE deployments SET state = ?, current_step = ?, percent = ?, message = ?, acknowledged = ?, started = ?, ended = ?
-                WHERE id = ?
-                """, [.text(deployment.state.rawValue), Self.text(deployment.currentStep), deployment.percent.map { .float($0) } ?? .null,
-                      Self.text(deployment.message), .integer(acknowledged), Self.text(deployment.started), Self.text(deployment.ended),
-                      .text(deploymentID)])
-            return EventIngestResult(inserted: inserted.count, acknowledged: acknowledged, deployment: deployment)
+        return try await withCheckedThrowingContinuation { continuation in
+            pendingLock.lock()
+            pendingBatches.append(PendingBatch(deploymentID: deploymentID, events: events, encoded: encoded, continuation: continuation))
+            let startCommitter = !committing
+            committing = true
+            pendingLock.unlock()
+            if startCommitter { Task { await self.commitPendingBatches() } }
         }
+    }
+
+    private func commitPendingBatches() async {
+        while true {
+            let batches = takePendingBatches()
+            if batches.isEmpty { return }
+            var results: [Result<EventIngestResult, Error>] = []
+            do {
+                try await transaction {
+                    // A batch for an unknown deployment fails at its first query, having written
+                    // nothing, and the others go on; any other error fails the whole group (each
+                    // agent sends again, and duplicates are stored once).
+                    for batch in batches {
+                        do {
+                            results.append(.success(try await insertEvents(deploymentID: batch.deploymentID, events: batch.events,
+                                                                           encoded: batch.encoded)))
+                        } catch let error as StorageError {
+                            guard case .notFound = error else { throw error }
+                            results.append(.failure(error))
+                        }
+                    }
+                }
+                for (batch, result) in zip(batches, results) { batch.continuation.resume(with: result) }
+            } catch {
+                for batch in batches { batch.continuation.resume(throwing: error) }
+            }
+        }
+    }
+
+    /// What waits for the next commit; none left ends the committer (the next batch starts one).
+    private func takePendingBatches() -> [PendingBatch] {
+        pendingLock.withLock {
+            let batches = pendingBatches
+            pendingBatches = []
+            if batches.isEmpty { committing = false }
+            return batches
+        }
+    }
+
+    /// One batch's events, inside the group's transaction.
+    private func insertEvents(deploymentID: String, events: [Event], encoded: [String]) async throws -> EventIngestResult {
+        guard var deployment = try await query("SELECT * FROM deployments WHERE id = ?", [.text(deploymentID)])
+            .first.flatMap(Self.deployment) else { throw StorageError.notFound("deployment \(deploymentID)") }
+        let now = Clock.now()
+        // A few statements per batch, not three per event: each one is a round trip to
+        // SQLite's thread while every other request waits for the lock. One query finds both the
+        // events of this batch already stored and any stored beyond the acknowledged prefix
+        // (sent out of order earlier): normally none at all.
+        var stored = Set<Int>()
+        if let low = events.map(\.sequence).min() {
+            for row in try await query("SELECT sequence FROM events WHERE deployment_id = ? AND sequence > ?",
+                                       [.text(deploymentID), .integer(min(low - 1, deployment.acknowledged))]) {
+                if let sequence = row.column("sequence")?.integer { stored.insert(sequence) }
+            }
+        }
+        // Sent again after a lost answer (or twice in one batch): stored once, counted once.
+        var fresh: [Int] = []
+        for (index, event) in events.enumerated() where stored.insert(event.sequence).inserted { fresh.append(index) }
+        let inserted = fresh.map { events[$0] }
+        if !fresh.isEmpty {
+            guard let last = try await query("UPDATE counters SET value = value + ? WHERE name = 'change' RETURNING value",
+                                             [.integer(fresh.count)]).first?.column("value")?.integer
+            else { throw StorageError.corrupt("the change counter is missing") }
+            // Change ids in the batch's order, as if counted one by one.
+            var change = last - fresh.count + 1
+            let rowsPerStatement = 500  // 9 values a row, well under SQLite's limit on parameters
+            for start in stride(from: 0, to: fresh.count, by: rowsPerStatement) {
+                let part = fresh[start..<min(start + rowsPerStatement, fresh.count)]
+                var binds: [SQLiteData] = []
+                binds.reserveCapacity(part.count * 9)
+                for index in part {
+                    let event = events[index]
+                    binds += [.text(deploymentID), .integer(event.sequence), .text(event.kind.rawValue), Self.text(event.step),
+                              Self.text(event.status?.rawValue), .text(event.time), .text(encoded[index]), .integer(change), .text(now)]
+                    change += 1
+                }
+                try await query("""
+                    INSERT INTO events (deployment_id, sequence, kind, step, status, time, body, change_id, received)
+                    VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?)", count: part.count).joined(separator: ", "))
+                    """, binds)
+            }
+        }
+        for event in inserted.sorted(by: { $0.sequence < $1.sequence }) { Self.apply(event, to: &deployment, now: now) }
+        // Advance the contiguous prefix: the agent may drop everything up to it from its spool.
+        // `stored` now holds every sequence after the old prefix (and this batch's).
+        var acknowledged = deployment.acknowledged
+        while stored.contains(acknowledged + 1) { acknowledged += 1 }
+        deployment.acknowledged = acknowledged
+        try await query("""
+            UPDATE deployments SET state = ?, current_step = ?, percent = ?, message = ?, acknowledged = ?, started = ?, ended = ?
+            WHERE id = ?
+            """, [.text(deployment.state.rawValue), Self.text(deployment.currentStep), deployment.percent.map { .float($0) } ?? .null,
+                  Self.text(deployment.message), .integer(acknowledged), Self.text(deployment.started), Self.text(deployment.ended),
+                  .text(deploymentID)])
+        return EventIngestResult(inserted: inserted.count, acknowledged: acknowledged, deployment: deployment)
     }
 
     /// What one new event says about the deployment as a whole (for the list and the dashboard).
