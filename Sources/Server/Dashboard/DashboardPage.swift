@@ -70,7 +70,9 @@ public struct DashboardLogLine: Sendable, Equatable {
 /// Server-rendered HTML with a little JavaScript (no build step): the machine list with a live
 /// progress bar per deployment, and a deployment's timeline and log.
 public enum DashboardPage {
-    public static func index(machines: [DashboardMachine]) -> String {
+    /// `change`: the database's change id read before the data shown, so the live feed picks up
+    /// from there and nothing that happened while the page loaded is missed.
+    public static func index(machines: [DashboardMachine], change: Int) -> String {
         let pending = machines.filter { $0.state == "pending" }
         var body = "<h1>Imprint deployments</h1>"
         if !pending.isEmpty {
@@ -99,10 +101,11 @@ public enum DashboardPage {
             body += "</tr>"
         }
         body += "</table></section>"
-        return page(title: "Imprint", body: body)
+        return page(title: "Imprint", body: body, change: change)
     }
 
-    public static func deployment(_ deployment: DashboardDeployment, steps: [DashboardStep], log: [DashboardLogLine], after: Int) -> String {
+    public static func deployment(_ deployment: DashboardDeployment, steps: [DashboardStep], log: [DashboardLogLine], after: Int,
+                                  change: Int) -> String {
         var body = "<p><a href=\"/dashboard\">All machines</a></p>"
         body += "<h1>\(escape(deployment.sequence)) on \(escape(deployment.machine))</h1>"
         body += "<p class=\"summary\">\(progress(deployment)) <span class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))</span>"
@@ -123,7 +126,7 @@ public enum DashboardPage {
                 + (line.step.map { "[\(escape($0))] " } ?? "") + "\(escape(line.message))</span>\n"
         }
         body += "</pre>"
-        return page(title: "Imprint: \(deployment.machine)", body: body)
+        return page(title: "Imprint: \(deployment.machine)", body: body, change: change)
     }
 
     static func progress(_ deployment: DashboardDeployment) -> String {
@@ -133,13 +136,13 @@ public enum DashboardPage {
             + "<span class=\"label\">\(String(format: "%.1f", percent))%</span></div>"
     }
 
-    static func page(title: String, body: String, live: Bool = true) -> String {
+    static func page(title: String, body: String, live: Bool = true, change: Int = 0) -> String {
         """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <style>\(style)</style></head>
-        <body>\(body)\(live ? "<script>" + script + "</script>" : "")</body></html>
+        <body data-change="\(change)">\(body)\(live ? "<script>" + script + "</script>" : "")</body></html>
         """
     }
 
@@ -177,8 +180,8 @@ public enum DashboardPage {
     static let script = """
         (function () {
           const log = document.getElementById('log');
-          const follow = log ? '?deployment=' + encodeURIComponent(log.dataset.deployment) + '&after=' + log.dataset.after : '';
-          const source = new EventSource('/dashboard/live' + follow);
+          const follow = log ? '&deployment=' + encodeURIComponent(log.dataset.deployment) + '&after=' + log.dataset.after : '';
+          const source = new EventSource('/dashboard/live?since=' + document.body.dataset.change + follow);
           source.onmessage = function (message) {
             const update = JSON.parse(message.data);
             const id = update.id;

@@ -18,14 +18,16 @@ extension ImprintServer {
         var response: Response
         switch handler {
         case .dashboard:
-            response = html(DashboardPage.index(machines: try await dashboardMachines()))
+            let change = try await storage.latestChangeID()
+            response = html(DashboardPage.index(machines: try await dashboardMachines(), change: change))
         case .dashboardDeployment:
             let id = try request.requiredParameter("id", context)
+            let change = try await storage.latestChangeID()
             guard let deployment = try await storage.deployment(id: id) else { throw APIError.notFound("deployment \(id)") }
             let machine = try await storage.machine(id: deployment.machineID)
             let events = try await storage.events(deploymentID: id, afterSequence: 0, limit: 100_000).map(\.event)
             response = html(DashboardPage.deployment(view(deployment, machine), steps: DashboardTimeline.steps(events),
-                                                     log: DashboardTimeline.log(events), after: events.last?.sequence ?? 0))
+                                                     log: DashboardTimeline.log(events), after: events.last?.sequence ?? 0, change: change))
         case .dashboardLive:
             // A browser reconnecting sends the last change id it saw (Last-Event-ID) and misses
             // nothing; `since` asks for the same explicitly.
