@@ -12,7 +12,7 @@ struct DashboardTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", packageRoot.appendingPathComponent("Tests/TestSupport/browser.py").path, url,
-                             "--until", condition, "--eval", eval, "--screenshot", screenshot, "--timeout", "30"]
+                             "--until", condition, "--eval", eval, "--screenshot", screenshot, "--timeout", "60"]
         process.standardOutput = Pipe()
         process.standardError = FileHandle.nullDevice
         try process.run()

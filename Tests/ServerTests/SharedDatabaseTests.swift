@@ -7,12 +7,26 @@ import Testing
 /// storages, and several instances sharing one PostgreSQL database as behind a load balancer.
 @Suite("imprint-server on SQLite and PostgreSQL")
 struct SharedDatabaseTests {
-    /// `/dashboard/live` read with curl for `seconds`: the server-sent events it wrote.
-    static func readLiveFeed(_ harness: ServerHarness, seconds: Int, since: Int? = nil) -> Task<String, Error> {
+    /// `/dashboard/live` read with curl until its output holds `until` (or `seconds` pass): the
+    /// server-sent events it wrote. Ending on the awaited update, not after a fixed time, keeps
+    /// the test quick when all is well and patient on a loaded machine.
+    static func readLiveFeed(_ harness: ServerHarness, until: String, seconds: Int = 45, since: Int? = nil) -> Task<String, Error> {
         let url = harness.base + "/dashboard/live" + (since.map { "?since=\($0)" } ?? ""), token = harness.adminToken
+        let output = harness.scratch.sub("live-\(UUID().uuidString)")
         return Task {
             try await ServerHarness.offload {
-                try run(["curl", "-sN", "--max-time", "\(seconds)", "-H", "Authorization: Bearer \(token)", url], allowFailure: true).output
+                FileManager.default.createFile(atPath: output, contents: nil)
+                let curl = Process()
+                curl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                curl.arguments = ["curl", "-sN", "--max-time", "\(seconds)", "-o", output, "-H", "Authorization: Bearer \(token)", url]
+                try curl.run()
+                while curl.isRunning {
+                    if let text = try? String(contentsOfFile: output, encoding: .utf8), text.contains(until) { break }
+                    Thread.sleep(forTimeInterval: 0.1)
+                }
+                if curl.isRunning { curl.terminate() }
+                curl.waitUntilExit()
+                return (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
             }
         }
     }
@@ -45,7 +59,7 @@ struct SharedDatabaseTests {
             let (id, token) = try await harness.assignedDeployment(mac: "52:54:00:1e:00:01")
             // From the change before these events: however late curl connects, it sees them.
             let before = try await harness.server.storage.latestChangeID()
-            let feed = Self.readLiveFeed(harness, seconds: 8, since: before)
+            let feed = Self.readLiveFeed(harness, until: "\"percent\":37.5", since: before)
             try await Task.sleep(nanoseconds: 1_500_000_000)
             let posted = try await harness.request("POST", "/api/v1/deployments/\(id)/events", body: ServerHarness.batch([
                 ServerHarness.event(1, "sequenceStarted"), ServerHarness.event(2, "stepStarted", step: "1"),
@@ -79,7 +93,7 @@ struct SharedDatabaseTests {
             let id = try #require(deployment?["id"] as? String), token = try #require(deployment?["token"] as? String)
 
             // A's live feed is open while B stores the events.
-            let feed = Self.readLiveFeed(a, seconds: 8, since: try await a.server.storage.latestChangeID())
+            let feed = Self.readLiveFeed(a, until: "\"percent\":61", since: try await a.server.storage.latestChangeID())
             try await Task.sleep(nanoseconds: 1_500_000_000)
             let posted = try await b.request("POST", "/api/v1/deployments/\(id)/events", body: ServerHarness.batch([
                 ServerHarness.event(1, "sequenceStarted"), ServerHarness.event(2, "stepStarted", step: "1"),
