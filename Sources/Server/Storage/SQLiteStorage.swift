@@ -315,22 +315,8 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
         while true {
             let batches = takePendingBatches()
             if batches.isEmpty { return }
-            var results: [Result<EventIngestResult, Error>] = []
             do {
-                try await transaction {
-                    // A batch for an unknown deployment fails at its first query, having written
-                    // nothing, and the others go on; any other error fails the whole group (each
-                    // agent sends again, and duplicates are stored once).
-                    for batch in batches {
-                        do {
-                            results.append(.success(try await insertEvents(deploymentID: batch.deploymentID, events: batch.events,
-                                                                           encoded: batch.encoded)))
-                        } catch let error as StorageError {
-                            guard case .notFound = error else { throw error }
-                            results.append(.failure(error))
-                        }
-                    }
-                }
+                let results = try await transaction { try await insertGroup(batches) }
                 for (batch, result) in zip(batches, results) { batch.continuation.resume(with: result) }
             } catch {
                 for batch in batches { batch.continuation.resume(throwing: error) }
@@ -348,63 +334,100 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
         }
     }
 
-    /// One batch's events, inside the group's transaction.
-    private func insertEvents(deploymentID: String, events: [Event], encoded: [String]) async throws -> EventIngestResult {
-        guard var deployment = try await query("SELECT * FROM deployments WHERE id = ?", [.text(deploymentID)])
-            .first.flatMap(Self.deployment) else { throw StorageError.notFound("deployment \(deploymentID)") }
+    /// A group of batches in a fixed handful of statements, however many batches and
+    /// deployments it holds: each statement is a round trip to SQLite's thread while every other
+    /// writer waits, so their number, not the rows, bounds how many events a second go in.
+    /// A batch for an unknown deployment fails alone, having written nothing.
+    private func insertGroup(_ batches: [PendingBatch]) async throws -> [Result<EventIngestResult, Error>] {
         let now = Clock.now()
-        // A few statements per batch, not three per event: each one is a round trip to
-        // SQLite's thread while every other request waits for the lock. One query finds both the
-        // events of this batch already stored and any stored beyond the acknowledged prefix
-        // (sent out of order earlier): normally none at all.
-        var stored = Set<Int>()
-        if let low = events.map(\.sequence).min() {
-            for row in try await query("SELECT sequence FROM events WHERE deployment_id = ? AND sequence > ?",
-                                       [.text(deploymentID), .integer(min(low - 1, deployment.acknowledged))]) {
-                if let sequence = row.column("sequence")?.integer { stored.insert(sequence) }
+        let ids = Array(Set(batches.map(\.deploymentID)))
+        var deployments: [String: Deployment] = [:]
+        for chunk in ids.chunked(500) {
+            for row in try await query("SELECT * FROM deployments WHERE id IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0) }) {
+                if let deployment = Self.deployment(row) { deployments[deployment.id] = deployment }
             }
         }
-        // Sent again after a lost answer (or twice in one batch): stored once, counted once.
-        var fresh: [Int] = []
-        for (index, event) in events.enumerated() where stored.insert(event.sequence).inserted { fresh.append(index) }
-        let inserted = fresh.map { events[$0] }
-        if !fresh.isEmpty {
+        // Per deployment, every stored sequence after its acknowledged prefix or this group's
+        // lowest event, whichever is lower: the duplicates to skip and any events sent out of
+        // order earlier that the prefix may now reach. Normally none at all.
+        var stored: [String: Set<Int>] = [:]
+        var thresholds: [String: Int] = [:]
+        for batch in batches {
+            guard let deployment = deployments[batch.deploymentID], let low = batch.events.map(\.sequence).min() else { continue }
+            thresholds[batch.deploymentID] = min(thresholds[batch.deploymentID] ?? deployment.acknowledged, low - 1)
+        }
+        for chunk in Array(thresholds).chunked(400) {
+            let condition = Array(repeating: "(deployment_id = ? AND sequence > ?)", count: chunk.count).joined(separator: " OR ")
+            for row in try await query("SELECT deployment_id, sequence FROM events WHERE \(condition)",
+                                       chunk.flatMap { [SQLiteData.text($0.key), .integer($0.value)] }) {
+                if let id = row.column("deployment_id")?.string, let sequence = row.column("sequence")?.integer {
+                    stored[id, default: []].insert(sequence)
+                }
+            }
+        }
+        // Each batch in arrival order against its deployment's state so far.
+        var results: [Result<EventIngestResult, Error>] = []
+        var rows: [(deploymentID: String, event: Event, encoded: String)] = []
+        var touched: [String] = []
+        for batch in batches {
+            guard var deployment = deployments[batch.deploymentID] else {
+                results.append(.failure(StorageError.notFound("deployment \(batch.deploymentID)")))
+                continue
+            }
+            var seen = stored[batch.deploymentID] ?? []
+            // Sent again after a lost answer (or twice in one batch): stored once, counted once.
+            var inserted: [Event] = []
+            for (index, event) in batch.events.enumerated() where seen.insert(event.sequence).inserted {
+                inserted.append(event)
+                rows.append((batch.deploymentID, event, batch.encoded[index]))
+            }
+            for event in inserted.sorted(by: { $0.sequence < $1.sequence }) { Self.apply(event, to: &deployment, now: now) }
+            // Advance the contiguous prefix: the agent may drop everything up to it from its spool.
+            while seen.contains(deployment.acknowledged + 1) { deployment.acknowledged += 1 }
+            stored[batch.deploymentID] = seen
+            deployments[batch.deploymentID] = deployment
+            if !touched.contains(batch.deploymentID) { touched.append(batch.deploymentID) }
+            results.append(.success(EventIngestResult(inserted: inserted.count, acknowledged: deployment.acknowledged, deployment: deployment)))
+        }
+        if !rows.isEmpty {
             guard let last = try await query("UPDATE counters SET value = value + ? WHERE name = 'change' RETURNING value",
-                                             [.integer(fresh.count)]).first?.column("value")?.integer
+                                             [.integer(rows.count)]).first?.column("value")?.integer
             else { throw StorageError.corrupt("the change counter is missing") }
-            // Change ids in the batch's order, as if counted one by one.
-            var change = last - fresh.count + 1
-            let rowsPerStatement = 500  // 9 values a row, well under SQLite's limit on parameters
-            for start in stride(from: 0, to: fresh.count, by: rowsPerStatement) {
-                let part = fresh[start..<min(start + rowsPerStatement, fresh.count)]
+            // Change ids in arrival order, as if counted one by one.
+            var change = last - rows.count + 1
+            for chunk in rows.chunked(500) {  // 9 values a row, well under SQLite's limit on parameters
                 var binds: [SQLiteData] = []
-                binds.reserveCapacity(part.count * 9)
-                for index in part {
-                    let event = events[index]
-                    binds += [.text(deploymentID), .integer(event.sequence), .text(event.kind.rawValue), Self.text(event.step),
-                              Self.text(event.status?.rawValue), .text(event.time), .text(encoded[index]), .integer(change), .text(now)]
+                binds.reserveCapacity(chunk.count * 9)
+                for row in chunk {
+                    let event = row.event
+                    binds += [.text(row.deploymentID), .integer(event.sequence), .text(event.kind.rawValue), Self.text(event.step),
+                              Self.text(event.status?.rawValue), .text(event.time), .text(row.encoded), .integer(change), .text(now)]
                     change += 1
                 }
                 try await query("""
                     INSERT INTO events (deployment_id, sequence, kind, step, status, time, body, change_id, received)
-                    VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?)", count: part.count).joined(separator: ", "))
+                    VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", "))
                     """, binds)
             }
         }
-        for event in inserted.sorted(by: { $0.sequence < $1.sequence }) { Self.apply(event, to: &deployment, now: now) }
-        // Advance the contiguous prefix: the agent may drop everything up to it from its spool.
-        // `stored` now holds every sequence after the old prefix (and this batch's).
-        var acknowledged = deployment.acknowledged
-        while stored.contains(acknowledged + 1) { acknowledged += 1 }
-        deployment.acknowledged = acknowledged
-        try await query("""
-            UPDATE deployments SET state = ?, current_step = ?, percent = ?, message = ?, acknowledged = ?, started = ?, ended = ?
-            WHERE id = ?
-            """, [.text(deployment.state.rawValue), Self.text(deployment.currentStep), deployment.percent.map { .float($0) } ?? .null,
-                  Self.text(deployment.message), .integer(acknowledged), Self.text(deployment.started), Self.text(deployment.ended),
-                  .text(deploymentID)])
-        return EventIngestResult(inserted: inserted.count, acknowledged: acknowledged, deployment: deployment)
+        // Every touched deployment's new summary in one UPDATE ... FROM (VALUES ...).
+        for chunk in touched.compactMap({ deployments[$0] }).chunked(500) {
+            var binds: [SQLiteData] = []
+            for d in chunk {
+                binds += [.text(d.id), .text(d.state.rawValue), Self.text(d.currentStep), d.percent.map { .float($0) } ?? .null,
+                          Self.text(d.message), .integer(d.acknowledged), Self.text(d.started), Self.text(d.ended)]
+            }
+            try await query("""
+                UPDATE deployments SET state = v.column2, current_step = v.column3, percent = v.column4, message = v.column5,
+                       acknowledged = v.column6, started = v.column7, ended = v.column8
+                FROM (VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", "))) AS v
+                WHERE deployments.id = v.column1
+                """, binds)
+        }
+        return results
     }
+
+    private static func placeholders(_ count: Int) -> String { Array(repeating: "?", count: count).joined(separator: ", ") }
 
     /// What one new event says about the deployment as a whole (for the list and the dashboard).
     static func apply(_ event: Event, to deployment: inout Deployment, now: String) {
@@ -477,5 +500,12 @@ public enum StorageError: Error, CustomStringConvertible {
         case let .notFound(what): return "\(what) not found"
         case let .corrupt(what): return "the database is damaged: \(what)"
         }
+    }
+}
+
+extension Array {
+    /// Consecutive slices of at most `size` elements (statements have a limit on parameters).
+    func chunked(_ size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
     }
 }
