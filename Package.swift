@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "Transport", targets: ["Transport"]),
         .library(name: "Drivers", targets: ["Drivers"]),
         .library(name: "Sequence", targets: ["Sequence"]),
+        .library(name: "Registry", targets: ["Registry"]),
+        .library(name: "Boot", targets: ["Boot"]),
         .library(name: "Server", targets: ["Server"]),
         .executable(name: "imprint-server", targets: ["imprint-server"]),
     ],
@@ -52,13 +54,17 @@ let package = Package(
         .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "CLibCrypto"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
         .target(name: "Drivers", dependencies: ["Transport"]),
+        // Registry hives (regf): read, write a new one, edit one in place. No dependencies.
+        .target(name: "Registry"),
+        // Making a disk bootable: the BCD store, boot files on the ESP, the firmware's boot entry.
+        .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "CNTFS3G", "CBlkid"]),
         // Task sequences: the format, validation, facts, the engine, every step, events.
-        .target(name: "Sequence", dependencies: ["WIM", "Apply", "Disks", "Transport", "Drivers"]),
+        .target(name: "Sequence", dependencies: ["WIM", "Apply", "Disks", "Transport", "Drivers", "Boot", "Registry"]),
         // The command-line tool.
         .executableTarget(
             name: "imprint",
             dependencies: [
-                "WIM", "Apply", "Disks", "Transport", "Drivers", "Sequence", "CImprintSystem",
+                "WIM", "Apply", "Disks", "Transport", "Drivers", "Sequence", "CImprintSystem", "Boot", "Registry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -100,6 +106,8 @@ let package = Package(
         ),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "TestSupport"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "TestSupport", "imprint"]),
         .testTarget(
             name: "SequenceTests",
             dependencies: ["Sequence", "Disks", "Transport", "TestSupport", "imprint"]

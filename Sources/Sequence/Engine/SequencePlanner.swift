@@ -90,6 +90,9 @@ public enum SequencePlanner {
                 details.append("would write \(variables.substitute(parameters.source)) onto \(target), replacing everything on it")
             case let .injectDrivers(parameters):
                 details.append("would copy matching drivers from \(variables.substitute(parameters.source)) to volume \"\(parameters.target)\"")
+            case let .makeBootable(parameters):
+                details.append("would copy the boot manager from volume \"\(parameters.windows)\" to the ESP \"\(parameters.esp)\", "
+                               + "write EFI\\Microsoft\\Boot\\BCD and add the \"Windows Boot Manager\" firmware entry")
             case let .unattend(parameters):
                 details.append("would write Windows/Panther/unattend.xml on volume \"\(parameters.target)\"")
             case let .runCommand(parameters):

@@ -135,6 +135,7 @@ final class Checker {
         "findWindows": ["rules", "as"], "cleanVolume": ["volume", "mode", "folders"],
         "applyImage": ["source", "image", "sha256", "target", "mode", "cacheDirectory"],
         "writeImage": ["source", "sha256", "target"], "injectDrivers": ["source", "target", "architecture"],
+        "makeBootable": ["windows", "esp", "firmware", "locale", "menuTimeout", "label"],
         "unattend": ["template", "content", "target"], "runCommand": ["command", "environment", "mountVolume", "successCodes"],
         "setVariable": ["variable", "value"], "reboot": [], "poweroff": [],
     ]
@@ -235,6 +236,24 @@ final class Checker {
                 error(path + ".architecture", "unknown architecture \"\(architecture)\"", hint: "amd64, x86 or arm64")
             }
             action = source.flatMap { s in target.map { .injectDrivers(InjectDriversStep(source: s, target: $0, architecture: architecture)) } }
+        case "makeBootable":
+            let windows = volumeReference(object, "windows", path)
+            let esp = volumeReference(object, "esp", path)
+            let firmware = string(object, "firmware", path, required: false) ?? "uefi"
+            if firmware != "uefi" {
+                error(path + ".firmware", "unsupported firmware \"\(firmware)\"", hint: "uefi (BIOS boot files are not written yet)")
+            }
+            let locale = string(object, "locale", path, required: false) ?? "en-US"
+            var menuTimeout: UInt64 = 30
+            if let value = object["menuTimeout"] {
+                if case let .number(n) = value, n >= 0, n == n.rounded(), n <= 3600 { menuTimeout = UInt64(n) } else {
+                    error(path + ".menuTimeout", "expected whole seconds from 0 to 3600")
+                }
+            }
+            let label = string(object, "label", path, required: false) ?? "Windows"
+            action = windows.flatMap { w in esp.map {
+                .makeBootable(MakeBootableStep(windows: w, esp: $0, firmware: firmware, locale: locale, menuTimeout: menuTimeout, label: label))
+            } }
         case "unattend":
             let template = string(object, "template", path, required: false)
             let content = string(object, "content", path, required: false)

@@ -59,6 +59,7 @@ public enum StepAction: Sendable {
     case applyImage(ApplyImageStep)
     case writeImage(WriteImageStep)
     case injectDrivers(InjectDriversStep)
+    case makeBootable(MakeBootableStep)
     case unattend(UnattendStep)
     case runCommand(RunCommandStep)
     case setVariable(name: String, value: String)
@@ -76,6 +77,7 @@ public enum StepAction: Sendable {
         case .applyImage: return "applyImage"
         case .writeImage: return "writeImage"
         case .injectDrivers: return "injectDrivers"
+        case .makeBootable: return "makeBootable"
         case .unattend: return "unattend"
         case .runCommand: return "runCommand"
         case .setVariable: return "setVariable"
@@ -87,13 +89,13 @@ public enum StepAction: Sendable {
     /// True for steps that write a disk: `plan` shows them, `run` needs --yes for them.
     public var isDestructive: Bool {
         switch self {
-        case .partition, .format, .cleanVolume, .applyImage, .writeImage: return true
+        case .partition, .format, .cleanVolume, .applyImage, .writeImage, .makeBootable: return true
         default: return false
         }
     }
 
     public static let typeNames = ["group", "selectDisk", "partition", "format", "findWindows", "cleanVolume", "applyImage",
-                                   "writeImage", "injectDrivers", "unattend", "runCommand", "setVariable", "reboot", "poweroff"]
+                                   "writeImage", "injectDrivers", "makeBootable", "unattend", "runCommand", "setVariable", "reboot", "poweroff"]
 }
 
 public struct ApplyImageStep: Sendable {
@@ -125,6 +127,19 @@ public struct InjectDriversStep: Sendable {
     public var source: String
     public var target: String
     public var architecture: String
+}
+
+public struct MakeBootableStep: Sendable {
+    /// The volume holding the applied Windows, and the ESP (volume names, like other steps).
+    public var windows: String
+    public var esp: String
+    /// `uefi` (BIOS is not written yet).
+    public var firmware: String
+    public var locale: String
+    /// Seconds the boot menu waits.
+    public var menuTimeout: UInt64
+    /// The boot menu's name for this Windows.
+    public var label: String
 }
 
 public struct UnattendStep: Sendable {

@@ -1,4 +1,5 @@
 import Apply
+import Boot
 import Drivers
 import Foundation
 import Transport
@@ -65,6 +66,16 @@ enum DriverSteps {
             }
         }
         try files.close()
+        if !plans.isEmpty {
+            // Plug and Play searches DevicePath (and its subfolders) for every new device, so
+            // drivers also install for hardware found after setup, not only through the unattend.
+            do {
+                let change = try DriverSearchPath.add("%SystemDrive%\\Drivers", volume: volume.device)
+                context.bus.log("DevicePath: \(change.old ?? "(not set)") → \(change.new)", step: step)
+            } catch {
+                context.bus.log("DevicePath not updated: \(error)", step: step, level: "warning")
+            }
+        }
         let paths = plans.map { "C:\\Drivers\\" + $0.package.name }
         context.driverPaths[parameters.target, default: []] += paths
         context.bus.log("\(plans.count) of \(packages.count) packages matched (\(copied) files copied); "

@@ -13,6 +13,7 @@ enum StepRunner {
         case let .applyImage(parameters): try ImageSteps.applyImage(parameters, step, context)
         case let .writeImage(parameters): try RawImageSteps.writeImage(parameters, step, context)
         case let .injectDrivers(parameters): try DriverSteps.injectDrivers(parameters, step, context)
+        case let .makeBootable(parameters): try BootSteps.makeBootable(parameters, step, context)
         case let .unattend(parameters): try UnattendWriter.run(parameters, step, context)
         case let .runCommand(parameters): try CommandStep.run(parameters, step, context)
         case let .setVariable(name, value):

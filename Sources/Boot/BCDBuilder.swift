@@ -1,0 +1,113 @@
+import Foundation
+
+public enum Firmware: String, Sendable, CaseIterable {
+    case uefi, bios
+}
+
+/// What a store is built for: where the boot manager lives and where Windows is.
+public struct BootConfiguration: Sendable {
+    public var firmware: Firmware
+    /// The ESP (UEFI) or the active system partition (BIOS).
+    public var systemPartition: BCDDevice
+    public var windowsPartition: BCDDevice
+    public var locale: String
+    /// Seconds the boot menu waits (shown only with more than one entry).
+    public var timeout: UInt64
+    /// The boot menu's name for this Windows.
+    public var osDescription: String
+    /// The OS loader and resume objects get new random GUIDs per store, as bcdboot does.
+    public var loaderID: UUID
+    public var resumeID: UUID
+
+    public init(firmware: Firmware, systemPartition: BCDDevice, windowsPartition: BCDDevice, locale: String = "en-US",
+                timeout: UInt64 = 30, osDescription: String = "Windows", loaderID: UUID = UUID(), resumeID: UUID = UUID()) {
+        self.firmware = firmware
+        self.systemPartition = systemPartition
+        self.windowsPartition = windowsPartition
+        self.locale = locale
+        self.timeout = timeout
+        self.osDescription = osDescription
+        self.loaderID = loaderID
+        self.resumeID = resumeID
+    }
+}
+
+/// The objects `bcdboot C:\Windows` creates in a new store: boot manager, one Windows Boot
+/// Loader, its resume application, the memory diagnostic and the inheritable settings
+/// objects they name.
+public enum BCDBuilder {
+    /// nx OptIn (BcdOSLoaderInteger_NxPolicy: OptIn 0, OptOut 1, AlwaysOff 2, AlwaysOn 3).
+    static let nxOptIn: UInt64 = 0
+    /// bootmenupolicy Standard (Legacy 0, Standard 1).
+    static let bootMenuStandard: UInt64 = 1
+    /// allowedinmemorysettings 0x15000075, the value bcdboot writes.
+    static let allowedInMemory: UInt64 = 0x1500_0075
+
+    public static func store(_ c: BootConfiguration) -> BCDStore {
+        let uefi = c.firmware == .uefi
+        let ext = uefi ? "efi" : "exe"
+        let system = BCDElementValue.device(c.systemPartition)
+        let windows = BCDElementValue.device(c.windowsPartition)
+        let locale = BCDElementValue.string(c.locale)
+        typealias E = BCDElementType
+
+        var bootManager: [(BCDElementType, BCDElementValue)] = [(E.applicationDevice, system)]
+        // BIOS bootmgr is the file \bootmgr found by the volume boot record: it has no path.
+        if uefi { bootManager.append((E.applicationPath, .string("\\EFI\\Microsoft\\Boot\\bootmgfw.efi"))) }
+        bootManager += [
+            (E.description, .string("Windows Boot Manager")), (E.preferredLocale, locale),
+            (E.inheritedObjects, .objectList([BCDObjectID.globalSettings])),
+            (E.defaultObject, .object(c.loaderID)), (E.resumeObject, .object(c.resumeID)),
+            (E.displayOrder, .objectList([c.loaderID])), (E.toolsDisplayOrder, .objectList([BCDObjectID.memoryDiagnostic])),
+            (E.timeout, .integer(c.timeout)),
+        ]
+        let loader: [(BCDElementType, BCDElementValue)] = [
+            (E.applicationDevice, windows), (E.applicationPath, .string("\\Windows\\system32\\winload.\(ext)")),
+            (E.description, .string(c.osDescription)), (E.preferredLocale, locale),
+            (E.inheritedObjects, .objectList([BCDObjectID.bootLoaderSettings])),
+            (E.isolatedExecutionContext, .boolean(true)), (E.allowedInMemorySettings, .integerList([allowedInMemory])),
+            (E.osDevice, windows), (E.systemRoot, .string("\\Windows")), (E.associatedResumeObject, .object(c.resumeID)),
+            (E.nxPolicy, .integer(nxOptIn)), (E.bootMenuPolicy, .integer(bootMenuStandard)),
+        ]
+        let resume: [(BCDElementType, BCDElementValue)] = [
+            (E.applicationDevice, windows), (E.applicationPath, .string("\\Windows\\system32\\winresume.\(ext)")),
+            (E.description, .string("Windows Resume Application")), (E.preferredLocale, locale),
+            (E.inheritedObjects, .objectList([BCDObjectID.resumeLoaderSettings])),
+            (E.isolatedExecutionContext, .boolean(true)), (E.allowedInMemorySettings, .integerList([allowedInMemory])),
+            (E.hiberFileDevice, windows), (E.hiberFilePath, .string("\\hiberfil.sys")),
+            (E.bootMenuPolicy, .integer(bootMenuStandard)), (E.resumeDebugOptionEnabled, .boolean(false)),
+        ]
+        let memoryDiagnostic: [(BCDElementType, BCDElementValue)] = [
+            (E.applicationDevice, system),
+            (E.applicationPath, .string(uefi ? "\\EFI\\Microsoft\\Boot\\memtest.efi" : "\\boot\\memtest.exe")),
+            (E.description, .string("Windows Memory Diagnostic")), (E.preferredLocale, locale),
+            (E.inheritedObjects, .objectList([BCDObjectID.globalSettings])),
+            (E.allowBadMemoryAccess, .boolean(true)), (E.isolatedExecutionContext, .boolean(true)),
+        ]
+        return BCDStore(objects: [
+            BCDObject(id: BCDObjectID.bootManager, type: BCDObjectType.bootManager, elements: bootManager),
+            BCDObject(id: c.loaderID, type: BCDObjectType.osLoader, elements: loader),
+            BCDObject(id: c.resumeID, type: BCDObjectType.resume, elements: resume),
+            BCDObject(id: BCDObjectID.memoryDiagnostic, type: BCDObjectType.memoryDiagnostic, elements: memoryDiagnostic),
+            BCDObject(id: BCDObjectID.globalSettings, type: BCDObjectType.inheritAny, elements: [
+                (E.inheritedObjects, .objectList([BCDObjectID.debuggerSettings, BCDObjectID.emsSettings, BCDObjectID.badMemory])),
+            ]),
+            // Serial port 1 at 115200: the values Windows' own template store has; debugging stays off.
+            BCDObject(id: BCDObjectID.debuggerSettings, type: BCDObjectType.inheritAny, elements: [
+                (E.debuggerType, .integer(0)), (E.serialDebuggerPort, .integer(1)), (E.serialDebuggerBaudRate, .integer(115_200)),
+            ]),
+            BCDObject(id: BCDObjectID.emsSettings, type: BCDObjectType.inheritAny, elements: [(E.emsEnabled, .boolean(false))]),
+            BCDObject(id: BCDObjectID.badMemory, type: BCDObjectType.inheritAny, elements: []),
+            BCDObject(id: BCDObjectID.bootLoaderSettings, type: BCDObjectType.inheritOSLoader, elements: [
+                (E.inheritedObjects, .objectList([BCDObjectID.globalSettings, BCDObjectID.hypervisorSettings])),
+            ]),
+            BCDObject(id: BCDObjectID.hypervisorSettings, type: BCDObjectType.inheritOSLoader, elements: [
+                (E.hypervisorDebuggerType, .integer(0)), (E.hypervisorDebuggerPort, .integer(1)),
+                (E.hypervisorDebuggerBaudRate, .integer(115_200)),
+            ]),
+            BCDObject(id: BCDObjectID.resumeLoaderSettings, type: BCDObjectType.inheritResume, elements: [
+                (E.inheritedObjects, .objectList([BCDObjectID.globalSettings])),
+            ]),
+        ])
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Registry
+
+/// What `bcdboot C:\Windows /f UEFI` does, from Linux: copies the boot manager and its
+/// resources from the applied image to the ESP, writes a new BCD store there, and adds the
+/// firmware's boot entry.
+public enum BootMaker {
+    public struct Request: Sendable {
+        /// The Windows volume (an NTFS device, or a folder) and the ESP (a FAT device, or a folder).
+        public var windowsVolume: String
+        public var systemPartition: String
+        public var configuration: BootConfiguration
+        /// For efibootmgr: the ESP's disk and partition number.
+        public var espDisk: String?
+        public var espNumber: Int?
+        public var efivars: String
+
+        public init(windowsVolume: String, systemPartition: String, configuration: BootConfiguration,
+                    espDisk: String? = nil, espNumber: Int? = nil, efivars: String = "/sys/firmware/efi/efivars") {
+            self.windowsVolume = windowsVolume
+            self.systemPartition = systemPartition
+            self.configuration = configuration
+            self.espDisk = espDisk
+            self.espNumber = espNumber
+            self.efivars = efivars
+        }
+    }
+
+    public struct Report: Sendable {
+        public var filesCopied: Int
+        public var store: BCDStore
+        public var firmwareEntry: String
+    }
+
+    /// Where the image keeps the UEFI boot files, and where on the ESP they go (bcdboot's layout).
+    static let uefiSources: [(from: String, to: String, required: Bool)] = [
+        ("Windows/Boot/EFI", "EFI/Microsoft/Boot", true),
+        ("Windows/Boot/Fonts", "EFI/Microsoft/Boot/Fonts", false),
+        ("Windows/Boot/Resources", "EFI/Microsoft/Boot/Resources", false),
+    ]
+
+    public static func make(_ request: Request, log: (String) -> Void = { _ in }) throws -> Report {
+        guard request.configuration.firmware == .uefi else {
+            throw BootError.unsupported("BIOS boot files are not written yet: only UEFI (GPT with an ESP) is supported")
+        }
+        let stage = NSTemporaryDirectory() + "imprint-esp-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: stage, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: stage) }
+
+        let volume = try openWindowsVolume(request.windowsVolume)
+        var copied = 0
+        do {
+            guard let manager = try volume.read("Windows/Boot/EFI/bootmgfw.efi") else {
+                throw BootError.missingBootFiles(volume: request.windowsVolume, path: "Windows\\Boot\\EFI\\bootmgfw.efi")
+            }
+            for source in uefiSources {
+                let count = try stageTree(volume, source.from, into: stage + "/" + source.to)
+                if count == 0 && source.required {
+                    throw BootError.missingBootFiles(volume: request.windowsVolume, path: source.from.replacingOccurrences(of: "/", with: "\\"))
+                }
+                if count > 0 { log("\(count) files from \(source.from.replacingOccurrences(of: "/", with: "\\")) → \(source.to.replacingOccurrences(of: "/", with: "\\"))") }
+                copied += count
+            }
+            // The removable-media path firmware boots when it has no entry for this disk.
+            try FileManager.default.createDirectory(atPath: stage + "/EFI/Boot", withIntermediateDirectories: true)
+            try Data(manager).write(to: URL(fileURLWithPath: stage + "/EFI/Boot/bootx64.efi"))
+            copied += 1
+            try volume.close()
+        } catch {
+            try? volume.close()
+            throw error
+        }
+
+        let store = BCDBuilder.store(request.configuration)
+        let hive = try store.hiveBytes()
+        try Data(hive).write(to: URL(fileURLWithPath: stage + "/EFI/Microsoft/Boot/BCD"))
+        log("BCD store: \(store.objects.count) objects, \(hive.count) bytes; Windows Boot Loader \(WindowsGUID.braced(request.configuration.loaderID))")
+
+        try openSystemPartition(request.systemPartition).copyTree(stage)
+        log("\(copied + 1) files written to the ESP \(request.systemPartition)")
+
+        // The ESP's fallback path already boots Windows: a firmware entry that cannot be added
+        // (no efibootmgr, firmware refusing the write) is reported, not fatal.
+        let entry: String
+        do {
+            entry = try FirmwareBootEntry.add(disk: request.espDisk, partition: request.espNumber, efivars: request.efivars)
+        } catch {
+            entry = "warning: firmware boot entry not added (\(error)); UEFI firmware finds Windows through \\EFI\\Boot\\bootx64.efi"
+        }
+        log(entry)
+        return Report(filesCopied: copied, store: store, firmwareEntry: entry)
+    }
+
+    /// Copies a folder of the volume, recursively, into a local folder; returns the file count.
+    private static func stageTree(_ volume: WindowsVolumeReader, _ path: String, into local: String, depth: Int = 0) throws -> Int {
+        guard depth < 16, let entries = try volume.list(path) else { return 0 }
+        try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
+        var count = 0
+        for entry in entries {
+            // Names come from the volume: keep them to one plain path component.
+            guard !entry.name.contains("/"), !entry.name.contains("\0"), entry.name != ".", entry.name != "..", !entry.name.isEmpty else { continue }
+            if entry.isDirectory {
+                count += try stageTree(volume, path + "/" + entry.name, into: local + "/" + entry.name, depth: depth + 1)
+            } else if let bytes = try volume.read(path + "/" + entry.name) {
+                try Data(bytes).write(to: URL(fileURLWithPath: local + "/" + entry.name))
+                count += 1
+            }
+        }
+        return count
+    }
+}

@@ -1,0 +1,267 @@
+import Foundation
+
+/// A hive's bytes with checked access to its cells. Every offset read from the file is checked
+/// against the file before use: a damaged hive ends in `RegistryError.corrupt` naming the file
+/// offset, never in a crash.
+public struct Hive: Sendable {
+    public let file: String
+    public private(set) var bytes: [UInt8]
+    public let rootOffset: UInt32
+    public let minorVersion: UInt32
+    let binsSize: Int
+
+    public init(bytes: [UInt8], file: String) throws {
+        self.file = file
+        self.bytes = bytes
+        func corrupt(_ offset: Int, _ reason: String) -> RegistryError { .corrupt(file: file, offset: offset, reason: reason) }
+        guard bytes.count >= HiveFormat.baseBlockSize + HiveFormat.binHeaderSize else {
+            throw corrupt(0, "\(bytes.count) bytes is too short for a registry hive (a base block and one bin)")
+        }
+        guard bytes[0..<4].elementsEqual("regf".utf8) else { throw corrupt(0, "no \"regf\" signature: not a registry hive") }
+        let major = readUInt32(bytes, 20)
+        minorVersion = readUInt32(bytes, 24)
+        guard major == 1, (2...6).contains(minorVersion) else { throw corrupt(20, "unknown hive format version \(major).\(minorVersion)") }
+        let stored = readUInt32(bytes, 508)
+        let computed = HiveFormat.checksum(bytes)
+        guard stored == computed else {
+            throw corrupt(508, String(format: "base block checksum is 0x%08X, the header's bytes give 0x%08X", stored, computed))
+        }
+        let primary = readUInt32(bytes, 4), secondary = readUInt32(bytes, 8)
+        guard primary == secondary else { throw RegistryError.dirty(file: file, primary: primary, secondary: secondary) }
+        let size = Int(readUInt32(bytes, 40))
+        guard size % HiveFormat.binAlignment == 0, size > 0, HiveFormat.baseBlockSize + size <= bytes.count else {
+            throw corrupt(40, "hive bins size \(size) does not fit the \(bytes.count)-byte file in 4 KiB bins")
+        }
+        binsSize = size
+        rootOffset = readUInt32(bytes, 36)
+        guard bytes[HiveFormat.baseBlockSize..<HiveFormat.baseBlockSize + 4].elementsEqual("hbin".utf8) else {
+            throw corrupt(HiveFormat.baseBlockSize, "no \"hbin\" signature at the first hive bin")
+        }
+    }
+
+    /// A view of bins being edited (already validated once), for the editor's lookups.
+    init(unchecked bytes: [UInt8], file: String, rootOffset: UInt32, minorVersion: UInt32, binsSize: Int) {
+        self.file = file
+        self.bytes = bytes
+        self.rootOffset = rootOffset
+        self.minorVersion = minorVersion
+        self.binsSize = binsSize
+    }
+
+    public init(contentsOf path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RegistryError.corrupt(file: path, offset: 0, reason: "cannot read the file")
+        }
+        try self.init(bytes: [UInt8](data), file: path)
+    }
+
+    func corrupt(_ cell: UInt32, _ reason: String) -> RegistryError {
+        .corrupt(file: file, offset: Int(cell) + HiveFormat.baseBlockSize, reason: reason)
+    }
+
+    /// The payload of the allocated cell at `offset` (relative to the first bin), as file
+    /// offsets.
+    func cell(_ offset: UInt32, _ what: String) throws -> Range<Int> {
+        let start = Int(offset) + HiveFormat.baseBlockSize
+        guard offset != HiveFormat.none, offset % 8 == 0, Int(offset) + 4 <= binsSize else {
+            throw corrupt(offset, "\(what): cell offset 0x\(String(offset, radix: 16)) is outside the hive bins")
+        }
+        let size = Int32(bitPattern: readUInt32(bytes, start))
+        guard size < 0 else { throw corrupt(offset, "\(what): the cell is marked free") }
+        let length = Int(-Int64(size))
+        guard length >= 8, Int(offset) + length <= binsSize else {
+            throw corrupt(offset, "\(what): cell size \(length) runs past the end of the hive bins")
+        }
+        return (start + 4)..<(start + length)
+    }
+
+    /// A cell's payload beginning with `signature`, at least `minimum` bytes long.
+    func signedCell(_ offset: UInt32, _ signature: String, minimum: Int, _ what: String) throws -> Range<Int> {
+        let range = try cell(offset, what)
+        guard range.count >= minimum else { throw corrupt(offset, "\(what): \(range.count)-byte cell is too small for a \(signature) cell") }
+        guard bytes[range.lowerBound..<range.lowerBound + 2].elementsEqual(signature.utf8) else {
+            let found = String(decoding: bytes[range.lowerBound..<range.lowerBound + 2].map { $0 >= 0x20 && $0 < 0x7F ? $0 : 0x3F }, as: UTF8.self)
+            throw corrupt(offset, "\(what): expected a \"\(signature)\" cell, found \"\(found)\"")
+        }
+        return range
+    }
+
+    /// The fields of a key node ("nk") that reading and editing use.
+    struct KeyNode {
+        var offset: UInt32
+        var payload: Range<Int>
+        var name: String
+        var subkeyCount: UInt32
+        var subkeyList: UInt32
+        var valueCount: UInt32
+        var valueList: UInt32
+        var security: UInt32
+        var classOffset: UInt32
+        var classLength: Int
+    }
+
+    func keyNode(_ offset: UInt32, _ what: String = "key") throws -> KeyNode {
+        let range = try signedCell(offset, "nk", minimum: HiveFormat.nkFixedSize, what)
+        let base = range.lowerBound
+        let flags = readUInt16(bytes, base + 2)
+        let nameLength = Int(readUInt16(bytes, base + 72))
+        guard HiveFormat.nkFixedSize + nameLength <= range.count else {
+            throw corrupt(offset, "\(what): key name of \(nameLength) bytes runs past its cell")
+        }
+        let nameBytes = bytes[(base + HiveFormat.nkFixedSize)..<(base + HiveFormat.nkFixedSize + nameLength)]
+        return KeyNode(offset: offset, payload: range,
+                       name: HiveFormat.decodeName(nameBytes, compressed: flags & HiveFormat.keyCompressedName != 0),
+                       subkeyCount: readUInt32(bytes, base + 20), subkeyList: readUInt32(bytes, base + 28),
+                       valueCount: readUInt32(bytes, base + 36), valueList: readUInt32(bytes, base + 40),
+                       security: readUInt32(bytes, base + 44), classOffset: readUInt32(bytes, base + 48),
+                       classLength: Int(readUInt16(bytes, base + 74)))
+    }
+
+    /// The offsets of a key's subkeys, through lf/lh/li leaves and ri roots.
+    func subkeyOffsets(_ node: KeyNode) throws -> [UInt32] {
+        guard node.subkeyCount > 0 else { return [] }
+        var result: [UInt32] = []
+        try collectSubkeys(node.subkeyList, depth: 0, into: &result, "subkey list of \(node.name)")
+        guard result.count == Int(node.subkeyCount) else {
+            throw corrupt(node.offset, "key \(node.name) says it has \(node.subkeyCount) subkeys, its list holds \(result.count)")
+        }
+        return result
+    }
+
+    private func collectSubkeys(_ offset: UInt32, depth: Int, into result: inout [UInt32], _ what: String) throws {
+        let range = try cell(offset, what)
+        guard range.count >= 4 else { throw corrupt(offset, "\(what): cell too small for a subkey list") }
+        let base = range.lowerBound
+        let signature = String(decoding: bytes[base..<base + 2], as: UTF8.self)
+        let count = Int(readUInt16(bytes, base + 2))
+        let entrySize: Int
+        switch signature {
+        case "lf", "lh": entrySize = 8
+        case "li": entrySize = 4
+        case "ri":
+            guard depth == 0 else { throw corrupt(offset, "\(what): an index root inside an index root") }
+            guard 4 + count * 4 <= range.count else { throw corrupt(offset, "\(what): \(count) entries run past the cell") }
+            for index in 0..<count {
+                try collectSubkeys(readUInt32(bytes, base + 4 + index * 4), depth: 1, into: &result, what)
+            }
+            return
+        default: throw corrupt(offset, "\(what): expected an lf, lh, li or ri cell, found \"\(signature)\"")
+        }
+        guard 4 + count * entrySize <= range.count else { throw corrupt(offset, "\(what): \(count) entries run past the cell") }
+        for index in 0..<count { result.append(readUInt32(bytes, base + 4 + index * entrySize)) }
+    }
+
+    func valueOffsets(_ node: KeyNode) throws -> [UInt32] {
+        guard node.valueCount > 0 else { return [] }
+        let range = try cell(node.valueList, "value list of \(node.name)")
+        guard Int(node.valueCount) * 4 <= range.count else {
+            throw corrupt(node.valueList, "value list of \(node.name): \(node.valueCount) values run past the cell")
+        }
+        return (0..<Int(node.valueCount)).map { readUInt32(bytes, range.lowerBound + $0 * 4) }
+    }
+
+    /// A value node ("vk") and where its data lives.
+    struct ValueNode {
+        var offset: UInt32
+        var name: String
+        var type: UInt32
+        var dataSize: UInt32
+        var dataOffset: UInt32
+        var isInline: Bool { dataSize & HiveFormat.dataInline != 0 }
+        var length: Int { Int(dataSize & ~HiveFormat.dataInline) }
+    }
+
+    func valueNode(_ offset: UInt32, _ what: String) throws -> ValueNode {
+        let range = try signedCell(offset, "vk", minimum: HiveFormat.vkFixedSize, what)
+        let base = range.lowerBound
+        let nameLength = Int(readUInt16(bytes, base + 2))
+        guard HiveFormat.vkFixedSize + nameLength <= range.count else {
+            throw corrupt(offset, "\(what): value name of \(nameLength) bytes runs past its cell")
+        }
+        let flags = readUInt16(bytes, base + 16)
+        let name = HiveFormat.decodeName(bytes[(base + 20)..<(base + 20 + nameLength)], compressed: flags & HiveFormat.valueCompressedName != 0)
+        return ValueNode(offset: offset, name: name, type: readUInt32(bytes, base + 12),
+                         dataSize: readUInt32(bytes, base + 4), dataOffset: readUInt32(bytes, base + 8))
+    }
+
+    func data(_ value: ValueNode, _ what: String) throws -> [UInt8] {
+        let length = value.length
+        if value.isInline {
+            guard length <= 4 else { throw corrupt(value.offset, "\(what): inline data of \(length) bytes (at most 4 fit)") }
+            return Array(littleEndianBytes(value.dataOffset).prefix(length))
+        }
+        if length == 0 { return [] }
+        let range = try cell(value.dataOffset, what + " data")
+        if length > HiveFormat.bigDataSegment, range.count >= 8,
+           bytes[range.lowerBound..<range.lowerBound + 2].elementsEqual("db".utf8) {
+            let count = Int(readUInt16(bytes, range.lowerBound + 2))
+            let list = try cell(readUInt32(bytes, range.lowerBound + 4), what + " big data segment list")
+            guard count * 4 <= list.count else { throw corrupt(value.dataOffset, "\(what): \(count) big data segments run past their list") }
+            var result: [UInt8] = []
+            for index in 0..<count {
+                let segment = try cell(readUInt32(bytes, list.lowerBound + index * 4), what + " big data segment \(index)")
+                let take = min(segment.count, HiveFormat.bigDataSegment, length - result.count)
+                result += bytes[segment.lowerBound..<segment.lowerBound + take]
+                if result.count == length { break }
+            }
+            guard result.count == length else {
+                throw corrupt(value.dataOffset, "\(what): big data segments hold \(result.count) of \(length) bytes")
+            }
+            return result
+        }
+        guard length <= range.count else {
+            throw corrupt(value.dataOffset, "\(what): \(length) bytes of data do not fit the \(range.count)-byte cell")
+        }
+        return Array(bytes[range.lowerBound..<range.lowerBound + length])
+    }
+
+    /// The whole tree under the root key.
+    public func readTree() throws -> RegistryKey {
+        var visited = Set<UInt32>()
+        return try readKey(rootOffset, path: "", depth: 0, visited: &visited)
+    }
+
+    /// The key at `path` (below the root), or nil.
+    public func key(at path: String) throws -> RegistryKey? {
+        guard let offset = try find(keyPathComponents(path)) else { return nil }
+        var visited = Set<UInt32>()
+        return try readKey(offset, path: path, depth: 0, visited: &visited)
+    }
+
+    /// The offset of the key reached by following `parts` from the root.
+    func find(_ parts: [String]) throws -> UInt32? {
+        var offset = rootOffset
+        for part in parts {
+            let node = try keyNode(offset)
+            var next: UInt32?
+            for child in try subkeyOffsets(node) where namesEqual(try keyNode(child).name, part) {
+                next = child
+                break
+            }
+            guard let found = next else { return nil }
+            offset = found
+        }
+        return offset
+    }
+
+    private func readKey(_ offset: UInt32, path: String, depth: Int, visited: inout Set<UInt32>) throws -> RegistryKey {
+        guard depth < 512 else { throw corrupt(offset, "keys nested more than 512 deep under \(path)") }
+        guard visited.insert(offset).inserted else { throw corrupt(offset, "key \(path) appears twice in the tree (a loop)") }
+        let node = try keyNode(offset, path.isEmpty ? "root key" : "key \(path)")
+        let here = path + "\\" + node.name
+        var key = RegistryKey(name: node.name)
+        if node.classLength > 0, node.classOffset != HiveFormat.none {
+            let range = try cell(node.classOffset, "class name of \(here)")
+            guard node.classLength <= range.count else { throw corrupt(node.classOffset, "class name of \(here) runs past its cell") }
+            key.className = String(decoding: utf16Units(Array(bytes[range.lowerBound..<range.lowerBound + node.classLength])), as: UTF16.self)
+        }
+        for valueOffset in try valueOffsets(node) {
+            let value = try valueNode(valueOffset, "value of \(here)")
+            key.values.append(RegistryValue(name: value.name, type: value.type, data: try data(value, "value \(here)\\\(value.name)")))
+        }
+        for child in try subkeyOffsets(node) {
+            key.subkeys.append(try readKey(child, path: here, depth: depth + 1, visited: &visited))
+        }
+        return key
+    }
+}

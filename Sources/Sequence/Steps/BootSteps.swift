@@ -1,0 +1,51 @@
+import Boot
+import Disks
+import Foundation
+
+/// makeBootable: what MDT runs bcdboot for. The boot manager and its resources go from the
+/// applied image to the ESP, a new BCD store names the Windows partition by its GPT GUIDs,
+/// and on UEFI firmware a "Windows Boot Manager" entry is added.
+enum BootSteps {
+    static func makeBootable(_ parameters: MakeBootableStep, _ step: Step, _ context: RunContext) throws {
+        guard let firmware = Firmware(rawValue: context.substitute(parameters.firmware)), firmware == .uefi else {
+            throw StepFailure("makeBootable: only UEFI is written yet (firmware \"\(parameters.firmware)\")")
+        }
+        let windows = try context.volume(parameters.windows)
+        let esp = try context.volume(parameters.esp)
+        let windowsIdentity = try identity(of: windows, parameters.windows, context)
+        let espIdentity = try identity(of: esp, parameters.esp, context)
+        let configuration = BootConfiguration(firmware: firmware, systemPartition: espIdentity.device,
+                                              windowsPartition: windowsIdentity.device,
+                                              locale: context.substitute(parameters.locale), timeout: parameters.menuTimeout,
+                                              osDescription: context.substitute(parameters.label))
+        let efivars = context.options.environment.sysRoot + "/firmware/efi/efivars"
+        let request = BootMaker.Request(windowsVolume: windows.device, systemPartition: esp.device, configuration: configuration,
+                                        espDisk: espIdentity.disk, espNumber: espIdentity.number, efivars: efivars)
+        _ = try BootMaker.make(request) { context.bus.log($0, step: step) }
+    }
+
+    /// The volume's partition as BCD names it: its GPT unique GUID and the disk GUID, read
+    /// from the table the partition step wrote (or findWindows found).
+    static func identity(of volume: Volume, _ name: String, _ context: RunContext) throws -> PartitionIdentity {
+        let disk = try DiskInventory.disk(volume.diskPath, context.options.environment)
+        guard let table = disk.partitionTable else { throw StepFailure("\(volume.diskPath) has no partition table") }
+        guard let partition = table.partitions.first(where: { $0.offset == volume.offset }) else {
+            throw StepFailure("volume \"\(name)\": no partition of \(volume.diskPath) starts at byte \(volume.offset)")
+        }
+        switch table.type {
+        case .gpt:
+            guard let diskText = table.id, let diskGUID = UUID(uuidString: diskText),
+                  let partText = partition.uuid, let partitionGUID = UUID(uuidString: partText) else {
+                throw StepFailure("\(volume.diskPath) partition \(partition.number): no GPT disk or partition GUID")
+            }
+            return PartitionIdentity(device: .gptPartition(partition: partitionGUID, disk: diskGUID),
+                                     disk: disk.path, number: partition.number)
+        case .mbr:
+            guard let idText = table.id, let signature = UInt32(idText.replacingOccurrences(of: "0x", with: ""), radix: 16) else {
+                throw StepFailure("\(volume.diskPath): no MBR disk signature")
+            }
+            return PartitionIdentity(device: .mbrPartition(offset: partition.offset, signature: signature),
+                                     disk: disk.path, number: partition.number)
+        }
+    }
+}
