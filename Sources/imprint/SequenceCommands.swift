@@ -145,7 +145,24 @@ enum AgentEnvironment {
     }
 
     static func execute(_ sequence: TaskSequence, facts: Facts, serverVariables: [String: String], options: RunOptions,
-                        spool spoolPath: String, log: String?, server: (url: String, deployment: String, token: String)?) throws -> RunResult {
+                        spool spoolPath: String, log: String?, server: (url: String, deployment: String, token: String)?,
+                        beforePowerAction: () -> Void = {}) throws -> RunResult {
+        // The spool and the log live only inside runReported, so their files are closed before
+        // the power action and a USB stick holding them can be unmounted.
+        let result = try runReported(sequence, facts: facts, serverVariables: serverVariables, options: options,
+                                     spool: spoolPath, log: log, server: server)
+        if result.status == .success, options.allowPowerActions, let action = result.powerAction {
+            // The USB stick's log must be complete and its FAT clean before the power goes.
+            beforePowerAction()
+            sync()
+            _ = imprint_reboot(action == "poweroff" ? 1 : 0)
+        }
+        return result
+    }
+
+    private static func runReported(_ sequence: TaskSequence, facts: Facts, serverVariables: [String: String], options: RunOptions,
+                                    spool spoolPath: String, log: String?,
+                                    server: (url: String, deployment: String, token: String)?) throws -> RunResult {
         let spool: EventSpool
         do { spool = try EventSpool(directory: spoolPath) } catch { throw fail(error) }
         let bus = EventBus(spool: spool, logPath: log, terminal: true)
@@ -169,10 +186,6 @@ enum AgentEnvironment {
             FileHandle.standardError.write(Data("imprint: warning: the server has not confirmed every event (\(reporter.lastError ?? "no answer")); they stay in \(spoolPath)\n".utf8))
         }
         bus.close()
-        if result.status == .success, options.allowPowerActions, let action = result.powerAction {
-            sync()
-            _ = imprint_reboot(action == "poweroff" ? 1 : 0)
-        }
         return result
     }
 }

@@ -21,6 +21,7 @@ IMPRINT_PACKAGES=(
     mtools                   # mcopy/mmd: files onto FAT (the ESP, the USB stick) without a vfat kernel
     linux-image-amd64        # the boot environment's kernel and modules
     busybox-static cpio      # the boot environment's userland and its initrd archive
+    systemd-boot-efi         # the USB stick's UEFI bootloader (Initramfs/usb): one .efi file, text menu entries
     qemu-system-x86 ovmf ipxe-qemu  # the lab's virtual machines: BIOS, UEFI (OVMF) and iPXE ROMs
     dnsmasq-base iproute2    # the lab's DHCP + TFTP, its network namespace and tap device
     ca-certificates
