@@ -144,7 +144,7 @@ public final class ImprintServer: Sendable {
         // A per-machine script (chained as /boot/${net0/mac}.ipxe) says which MAC it was made for.
         if let mac { lines.append("# for \(mac.filter { $0.isHexDigit || $0 == ":" || $0 == "-" })") }
         lines += [
-            "kernel \(base)/boot/files/vmlinuz initrd=initrd console=ttyS0 imprint.agent imprint.server=\(base)",
+            "kernel \(base)/boot/files/vmlinuz initrd=initrd \(configuration.kernelArguments) imprint.agent imprint.server=\(base)",
             "initrd \(base)/boot/files/initrd",
             "boot",
         ]

@@ -19,6 +19,11 @@ public struct ServerConfiguration: Sendable {
     /// What iPXE scripts and sequences call the server (`ServerURL`); nil: `http://` + the
     /// request's Host header, right when clients reach the server directly.
     public var publicURL: String?
+    /// Kernel arguments the iPXE script adds (consoles, `imprint.onfailure=`...). The console
+    /// named last is the one /init and the agent print to: the monitor by default, the serial
+    /// port in the lab.
+    public var kernelArguments = ServerConfiguration.defaultKernelArguments
+    public static let defaultKernelArguments = "console=ttyS0"
     /// How long a pending machine waits before checking in again.
     public var retryAfter: Int = 30
     /// PEM certificate (chain) and private key: HTTPS instead of HTTP when both are set.

@@ -23,6 +23,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "PEM certificate (followed by any intermediates): serve HTTPS instead of HTTP. Needs --tls-key.")
     var tlsCertificate: String?
     @Option(help: "PEM private key of --tls-certificate.") var tlsKey: String?
+    @Option(help: ArgumentHelp("Kernel arguments the iPXE script adds to the boot environment's command line.",
+                               discussion: "The console named last gets the agent's output, e.g. 'console=tty0 console=ttyS0 imprint.onfailure=poweroff' for a lab on a serial console."))
+    var kernelArguments = ServerConfiguration.defaultKernelArguments
     @Option(help: ArgumentHelp(
         "The database: postgres://user:password@host:port/database (several instances may share it; options ?sslmode=disable|prefer|require&pool_max=N) or sqlite:PATH.",
         discussion: "Default: SQLite in --data (imprint.db). The migrations run on start.")) var database: String?
@@ -58,6 +61,7 @@ struct ServerCommand: AsyncParsableCommand {
         var configuration = ServerConfiguration(host: host, port: port, dataDirectory: data, contentDirectory: content, bootDirectory: boot,
                                                 adminToken: token, unknownMachines: policy, publicURL: publicUrl)
         configuration.tlsCertificate = tlsCertificate
+        configuration.kernelArguments = kernelArguments
         configuration.tlsKey = tlsKey
         let server = try await ImprintServer.open(configuration: configuration, database: databaseLocation, logger: logger)
         let boundHost = host, scheme = configuration.scheme

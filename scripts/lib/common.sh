@@ -19,6 +19,7 @@ IMPRINT_PACKAGES=(
     postgresql               # PostgreSQL 15: the server's tests run against it as well as SQLite
     libhivex-bin             # hivexsh/hivexregedit: an independent reader of the registry hives we write
     mtools                   # mcopy/mmd: files onto FAT (the ESP, the USB stick) without a vfat kernel
+    efibootmgr               # the firmware's "Windows Boot Manager" entry, carried in the boot environment
     linux-image-amd64        # the boot environment's kernel and modules
     busybox-static cpio      # the boot environment's userland and its initrd archive
     systemd-boot-efi         # the USB stick's UEFI bootloader (Initramfs/usb): one .efi file, text menu entries

@@ -31,7 +31,13 @@ public final class SequenceEngine {
         let started = Date()
         context.bus.emit(Event(kind: .sequenceStarted, name: sequence.name,
                                message: "version \(sequence.version), \(sequence.allSteps.count) steps, from \(sequence.origin)"))
-        defer { context.releaseAll() }
+        defer {
+            context.releaseAll()
+            // The bus outlives the run (the final events are still reported): it keeps redacting
+            // with the variables as they ended, without holding the context, which holds the bus.
+            let finalVariables = context.variables
+            context.bus.redact = { text in finalVariables.redact(text) }
+        }
         var result: RunResult
         do {
             try runSteps(sequence.steps)
