@@ -23,7 +23,7 @@ public struct ServerConfiguration: Sendable {
     /// named last is the one /init and the agent print to: the monitor by default, the serial
     /// port in the lab.
     public var kernelArguments = ServerConfiguration.defaultKernelArguments
-    public static let defaultKernelArguments = "console=ttyS0"
+    public static let defaultKernelArguments = "console=ttyS0,115200 console=tty0"
     /// How long a pending machine waits before checking in again.
     public var retryAfter: Int = 30
     /// PEM certificate (chain) and private key: HTTPS instead of HTTP when both are set.

@@ -12,7 +12,7 @@ struct ServerTests {
             #expect(script.status == 200)
             let lines = script.text.split(separator: "\n").map(String.init)
             #expect(lines.first == "#!ipxe")
-            #expect(lines.contains("kernel http://deploy.example:8080/boot/files/vmlinuz initrd=initrd console=ttyS0 imprint.agent imprint.server=http://deploy.example:8080"))
+            #expect(lines.contains("kernel http://deploy.example:8080/boot/files/vmlinuz initrd=initrd console=ttyS0,115200 console=tty0 imprint.agent imprint.server=http://deploy.example:8080"))
             #expect(lines.contains("initrd http://deploy.example:8080/boot/files/initrd"))
             #expect(lines.last == "boot")
             let perMachine = try await harness.request("GET", "/boot/52:54:00:12:34:56.ipxe")

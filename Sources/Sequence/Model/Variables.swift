@@ -25,7 +25,14 @@ public struct Variables: Sendable {
     public var all: [String: String] { values.merging(facts) { _, fact in fact } }
 
     /// Replaces every `${Name}`; an unknown name becomes empty (as MDT does) and is reported.
+    /// A variable's own value may name others (`"ImageURL": "${ServerURL}/images/x.wim"`): it
+    /// is expanded in turn, as MDT does, up to a depth that stops loops (`A` → `B` → `A`).
+    /// Facts are the machine's data, never templates, and are taken as they are.
     public func substitute(_ text: String, escape: (String) -> String = { $0 }, unknown: ((String) -> Void)? = nil) -> String {
+        substitute(text, escape: escape, unknown: unknown, expanding: [])
+    }
+
+    private func substitute(_ text: String, escape: (String) -> String, unknown: ((String) -> Void)?, expanding: Set<String>) -> String {
         guard text.contains("$") else { return text }
         var result = ""
         var index = text.startIndex
@@ -38,7 +45,15 @@ public struct Variables: Sendable {
             } else if character == "$", next < text.endIndex, text[next] == "{",
                       let close = text[next...].firstIndex(of: "}") {
                 let name = String(text[text.index(after: next)..<close])
-                if let value = self[name] { result += escape(value) } else { unknown?(name) }
+                if let value = self[name] {
+                    var expanded = value
+                    if facts[name] == nil, value.contains("$"), !expanding.contains(name), expanding.count < 16 {
+                        expanded = substitute(value, escape: { $0 }, unknown: unknown, expanding: expanding.union([name]))
+                    }
+                    result += escape(expanded)
+                } else {
+                    unknown?(name)
+                }
                 index = text.index(after: close)
             } else {
                 result.append(character)

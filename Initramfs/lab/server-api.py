@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""The lab's client of imprint-server's admin API (run inside the lab's network namespace).
+
+  server-api.py load BASE TOKEN SEQUENCES_DIR RULES.json   # PUT every sequence (validated by the server), then the rules
+  server-api.py wait BASE TOKEN MAC SECONDS OUT.json [--quiet] [--while-pid PID] [--console LOG]
+      waits until the deployment of the machine with MAC has ended (succeeded or failed), printing
+      its step and percent as they change (stops early when process PID, the machine, has ended, or 15 s after the console LOG shows the boot environment's failure box); writes {"deployment": ..., "events": [...]} to OUT.json
+  server-api.py check OUT.json succeeded|failed [STEP_NAME REASON_REGEX]
+      checks the final state and the events: in order, one result event, every step ended;
+      for failed, the named step ended failed with a message matching REASON_REGEX
+"""
+import json
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def call(base, token, method, path, body=None):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        sys.exit(f"server-api: {method} {path}: HTTP {error.code}: {error.read().decode(errors='replace')[:2000]}")
+
+
+def load(base, token, folder, rules):
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            body = open(os.path.join(folder, name), "rb").read()
+            saved = call(base, token, "PUT", "/api/v1/admin/sequences/lab-" + name[:-5], body)
+            for issue in saved.get("issues", []):
+                print(f"server-api: lab-{name[:-5]}: {issue['severity']}: {issue['path']}: {issue['message']}", file=sys.stderr)
+    call(base, token, "PUT", "/api/v1/admin/rules", json.load(open(rules)))
+
+
+def deployment_of(base, token, mac):
+    machines = call(base, token, "GET", "/api/v1/admin/machines")["machines"]
+    ids = {m["id"] for m in machines if mac.lower() in (x.lower().replace("-", ":") for x in m["macs"])}
+    mine = [d for d in call(base, token, "GET", "/api/v1/admin/deployments")["deployments"] if d["machineId"] in ids]
+    return sorted(mine, key=lambda d: d["created"])[-1] if mine else None
+
+
+def events(base, token, deployment_id):
+    result, after = [], 0
+    while True:
+        page = call(base, token, "GET", f"/api/v1/admin/deployments/{deployment_id}/events?after={after}&limit=1000")
+        result += page["events"]
+        if not page["events"]:
+            return result
+        after = page["last"]
+
+
+def alive(pid):
+    if not pid:
+        return True
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stopped(console):
+    """The boot environment printed its failure box: nothing more will come after a short grace."""
+    try:
+        return console and "IMPRINT STOPPED" in open(console, errors="replace").read()
+    except FileNotFoundError:
+        return False
+
+
+def wait(base, token, mac, seconds, out, quiet, pid=None, console=None):
+    deadline = time.time() + float(seconds)
+    shown = None
+    stop_at = None
+    while time.time() < deadline:
+        running = alive(pid)
+        if stop_at is None and stopped(console):
+            stop_at = time.time() + 15  # the agent's last events may still be on their way
+        if stop_at and time.time() > stop_at:
+            running = False
+        d = deployment_of(base, token, mac)
+        if d:
+            line = f"{d['state']}: {d.get('currentStep') or '-'} {'' if d.get('percent') is None else '%.0f%%' % d['percent']}"
+            if line != shown and not quiet:
+                print(f"[server] deployment {d['id'][:8]} {line}", flush=True)
+            shown = line
+            if d["state"] in ("succeeded", "failed"):
+                # The result event may land a moment after the state; take the events once more.
+                time.sleep(1)
+                json.dump({"deployment": call(base, token, "GET", f"/api/v1/admin/deployments/{d['id']}"),
+                           "events": events(base, token, d["id"])}, open(out, "w"), indent=1)
+                return 0
+        if not running:
+            print(f"server-api: the machine {'stopped with a failure' if stop_at else f'ended (process {pid})'} before its deployment did"
+                  + (f" (see {console})" if console else ""), file=sys.stderr)
+            break
+        time.sleep(2)
+    d = deployment_of(base, token, mac)
+    json.dump({"deployment": d, "events": events(base, token, d["id"]) if d else []}, open(out, "w"), indent=1)
+    print(f"server-api: no finished deployment for {mac} within {seconds} s (last: {shown})", file=sys.stderr)
+    return 1
+
+
+def check(path, expected, step_name=None, reason=None):
+    record = json.load(open(path))
+    d, evs = record["deployment"], [e["event"] for e in record["events"]]
+    problems = []
+    if d["state"] != expected:
+        problems.append(f"deployment state is {d['state']}, expected {expected} ({d.get('message')})")
+    numbers = [e["sequence"] for e in evs]
+    if numbers != list(range(1, len(evs) + 1)):
+        problems.append("event sequence numbers are not 1...n")
+    results = [e for e in evs if e["kind"] == "result"]
+    if len(results) != 1:
+        problems.append(f"{len(results)} result events, expected 1")
+    elif results[0].get("status") != ("success" if expected == "succeeded" else "failed"):
+        problems.append(f"the result event says {results[0].get('status')}")
+    if evs and evs[-1]["kind"] != "result":
+        problems.append(f"the last event is {evs[-1]['kind']}, not the result")
+    started = {e["step"] for e in evs if e["kind"] == "stepStarted"}
+    ended = {e["step"]: e for e in evs if e["kind"] == "stepEnded"}
+    if started - set(ended):
+        problems.append(f"steps started but never ended: {sorted(started - set(ended))}")
+    if expected == "succeeded":
+        bad = [f"{e['step']} {e.get('name')}: {e.get('status')}" for e in ended.values() if e.get("status") not in ("success", "skipped")]
+        if bad:
+            problems.append("steps not successful: " + "; ".join(bad))
+    if step_name:
+        failed = [e for e in ended.values() if e.get("name") == step_name and e.get("status") == "failed"]
+        if not failed:
+            problems.append(f"no stepEnded event says the step \"{step_name}\" failed")
+        elif reason and not any(re.search(reason, e.get("message") or "", re.I) for e in failed + results):
+            problems.append(f"the failure's message does not match /{reason}/: {failed[0].get('message')!r}")
+        else:
+            print(f"  step \"{step_name}\" failed: {failed[0].get('message')}")
+    print(f"  deployment {d['id']}: {d['state']}, {len(evs)} events, last: {evs[-1]['kind'] if evs else '-'}"
+          + (f", result: {results[0].get('message') or results[0].get('status')}" if results else ""))
+    for p in problems:
+        print("  PROBLEM: " + p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+command = sys.argv[1]
+if command == "load":
+    load(*sys.argv[2:6])
+elif command == "wait":
+    pid = sys.argv[sys.argv.index("--while-pid") + 1] if "--while-pid" in sys.argv else None
+    console = sys.argv[sys.argv.index("--console") + 1] if "--console" in sys.argv else None
+    sys.exit(wait(*sys.argv[2:7], quiet="--quiet" in sys.argv, pid=pid, console=console))
+elif command == "check":
+    sys.exit(check(*sys.argv[2:]))
+else:
+    sys.exit(__doc__)
