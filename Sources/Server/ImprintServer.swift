@@ -295,6 +295,7 @@ public final class ImprintServer: Sendable {
         }
         if event.kind == .result && event.status == nil { return ("status", "a result event needs a status") }
         if let percent = event.percent, !(0...100).contains(percent) { return ("percent", "percent must be between 0 and 100") }
+        if let overall = event.overall, !(0...100).contains(overall) { return ("overall", "overall must be between 0 and 100") }
         return nil
     }
 

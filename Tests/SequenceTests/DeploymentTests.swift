@@ -249,6 +249,12 @@ struct DeploymentTests {
         #expect(slow?.message?.contains("timed out after 1 s") == true && (slow?.duration ?? 99) < 10)
         #expect(!started(outcome.events).contains("7"))
         #expect(!started(outcome.events).contains("2.1"), "a step of a skipped group ran")
+        // The whole sequence's percent over its 7 working steps: a skipped group counts its step
+        // as done, the failed step 6 ends at 6 of 7.
+        func overall(_ step: String) -> Double? { outcome.events.first { $0.kind == .stepEnded && $0.step == step }?.overall }
+        #expect(overall("1").map { abs($0 - 100.0 / 7) < 0.01 } == true)
+        #expect(overall("2").map { abs($0 - 200.0 / 7) < 0.01 } == true)
+        #expect(overall("6").map { abs($0 - 600.0 / 7) < 0.01 } == true, "\(String(describing: overall("6")))")
     }
 
     @Test func runRefusesDiskWritesWithoutYesAndValidateNamesEveryError() throws {

@@ -28,6 +28,7 @@ public final class SequenceEngine {
     }
 
     public func run() -> RunResult {
+        context.bus.countSteps(total: Self.workSteps(sequence.steps))
         let started = Date()
         context.bus.emit(Event(kind: .sequenceStarted, name: sequence.name,
                                message: "version \(sequence.version), \(sequence.allSteps.count) steps, from \(sequence.origin)"))
@@ -63,6 +64,14 @@ public final class SequenceEngine {
         var message: String
     }
 
+    /// Steps that do work (groups only hold them): what the overall percent counts.
+    static func workSteps(_ steps: [Step]) -> Int {
+        steps.reduce(0) { count, step in
+            if case .group = step.action { return count + workSteps(step.children) }
+            return count + 1
+        }
+    }
+
     private func runSteps(_ steps: [Step]) throws {
         for step in steps { try run(step) }
     }
@@ -71,6 +80,7 @@ public final class SequenceEngine {
         if let condition = step.condition {
             let (holds, why) = condition.evaluate { context.variables.substitute($0) }
             if !holds {
+                context.bus.stepsFinished(Self.workSteps([step]))
                 context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: .skipped,
                                        duration: 0, message: "condition not met: \(why)"))
                 return
@@ -114,6 +124,7 @@ public final class SequenceEngine {
     }
 
     private func end(_ step: Step, _ started: Date, _ status: Event.Status, _ message: String?) {
+        if case .group = step.action {} else { context.bus.stepsFinished(1) }
         context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: status,
                                duration: Date().timeIntervalSince(started), message: message))
     }

@@ -25,7 +25,11 @@ public struct Event: Sendable, Codable, Equatable {
     public var status: Status?
     /// Seconds, for stepEnded and result.
     public var duration: Double?
+    /// The step's own progress.
     public var percent: Double?
+    /// The whole sequence's progress: steps done (skipped ones included) plus the running step's
+    /// share, over every step that is not a group. What the dashboard's bar shows.
+    public var overall: Double?
     public var bytes: UInt64?
     public var total: UInt64?
     /// Bytes per second.

@@ -10,6 +10,10 @@ public final class EventBus: @unchecked Sendable {
     private let display: TerminalDisplay?
     private let lock = NSLock()
     private var lastProgress: [String: Date] = [:]
+    /// Steps (not groups) finished or skipped, and how many there are: set by the engine, turned
+    /// into each step event's `overall` percent.
+    private var stepsDone = 0
+    private var stepCount = 0
     /// Secret values to hide, set by the engine as variables change.
     var redact: @Sendable (String) -> String = { $0 }
 
@@ -25,10 +29,25 @@ public final class EventBus: @unchecked Sendable {
         display = terminal ? TerminalDisplay() : nil
     }
 
+    func countSteps(total: Int) {
+        lock.withLock { stepCount = total; stepsDone = 0 }
+    }
+
+    func stepsFinished(_ count: Int) {
+        lock.withLock { stepsDone = min(stepCount, stepsDone + count) }
+    }
+
     @discardableResult
     public func emit(_ event: Event) -> Event? {
         var event = event
         event.message = event.message.map(redact)
+        if event.kind == .stepStarted || event.kind == .stepEnded || event.kind == .progress {
+            let (done, total) = lock.withLock { (stepsDone, stepCount) }
+            if total > 0 {
+                let running = event.kind == .progress ? min(max(event.percent ?? 0, 0), 100) / 100 : 0
+                event.overall = min(100, (Double(done) + running) * 100 / Double(total))
+            }
+        }
         display?.show(event)
         if event.kind == .progress, let step = event.step, (event.percent ?? 0) < 100 {
             lock.lock()

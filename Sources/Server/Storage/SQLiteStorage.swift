@@ -442,12 +442,14 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
             deployment.state = .running
             deployment.started = deployment.started ?? event.time
             deployment.currentStep = [event.step, event.name].compactMap { $0 }.joined(separator: " ")
-            deployment.percent = nil
+            // The whole sequence's percent when the agent sends it; an older agent's is the step's.
+            deployment.percent = event.overall
         case .progress:
             deployment.state = .running
-            if let percent = event.percent { deployment.percent = percent }
+            if let percent = event.overall ?? event.percent { deployment.percent = percent }
             if let message = event.message { deployment.message = message }
         case .stepEnded:
+            if let overall = event.overall { deployment.percent = overall }
             if let message = event.message { deployment.message = message }
         case .log:
             if event.level == "error" || event.level == "warning", let message = event.message { deployment.message = message }
