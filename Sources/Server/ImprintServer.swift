@@ -106,7 +106,7 @@ public final class ImprintServer: Sendable {
     func handle(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext) async throws -> Response {
         switch handler {
         case .bootScript: return bootScript(request, mac: nil)
-        case .bootScriptForMAC: return bootScript(request, mac: try request.requiredParameter("mac", context))
+        case .bootScriptForMAC: return try await machineBootScript(request, mac: try request.requiredParameter("mac", context))
         case .bootFile:
             return try await ContentFiles.serve(root: configuration.bootDirectory, relative: [try request.requiredParameter("name", context)],
                                                 request: request, count: nil)
@@ -121,7 +121,7 @@ public final class ImprintServer: Sendable {
             return try await ContentFiles.serve(root: configuration.contentDirectory, relative: segments, request: request,
                                                 count: { [metrics] in metrics.addContentBytes($0) })
         case .metrics: return try await metricsText()
-        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove:
+        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy:
             return try await dashboard(handler, request, context)
         default:
             try authorizeAdmin(request)
@@ -141,14 +141,55 @@ public final class ImprintServer: Sendable {
     func bootScript(_ request: Request, mac: String?) -> Response {
         let base = publicURL(request)
         var lines = ["#!ipxe"]
-        // A per-machine script (chained as /boot/${net0/mac}.ipxe) says which MAC it was made for.
-        if let mac { lines.append("# for \(mac.filter { $0.isHexDigit || $0 == ":" || $0 == "-" })") }
+        if let mac {
+            // A per-machine script (chained as /boot/${netX/mac}.ipxe) says which MAC it was made for.
+            lines.append("# for \(mac.filter { $0.isHexDigit || $0 == ":" || $0 == "-" })")
+        } else {
+            // The machine's own script first: a deployed machine is sent back to its disk there.
+            // If it cannot be fetched, this one boots the agent all the same.
+            lines.append("chain --replace --autofree \(base)/boot/${netX/mac}.ipxe || echo Imprint: no per-machine script, booting the agent")
+        }
         lines += [
             "kernel \(base)/boot/files/vmlinuz initrd=initrd \(configuration.kernelArguments) imprint.agent imprint.server=\(base)",
             "initrd \(base)/boot/files/initrd",
             "boot",
         ]
         return JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
+    }
+
+    /// `/boot/{mac}.ipxe`: the agent, unless the machine with that MAC is deployed (deploy once,
+    /// as WDS does): then iPXE exits and the firmware boots the next device, its disk.
+    func machineBootScript(_ request: Request, mac: String) async throws -> Response {
+        // iPXE percent-encodes the colons of ${netX/mac} in the URL.
+        let wanted = Self.normalizedMAC(mac.removingPercentEncoding ?? mac)
+        if let machine = try await storage.machines().first(where: { $0.macs.contains { Self.normalizedMAC($0) == wanted } }),
+           let done = try await finishedDeployment(machineID: machine.id) {
+            let lines = [
+                "#!ipxe",
+                "# for \(mac.filter { $0.isHexDigit || $0 == ":" || $0 == "-" })",
+                "echo Imprint: this machine was deployed (\(Self.scriptSafe(done.sequenceName)), \(done.ended ?? done.created)): starting it from its disk.",
+                "echo Imprint: to image it again, choose Deploy again on the dashboard.",
+                "sleep 3",
+                "exit",
+            ]
+            return JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
+        }
+        return bootScript(request, mac: mac.removingPercentEncoding ?? mac)
+    }
+
+    static func normalizedMAC(_ mac: String) -> String { mac.lowercased().replacingOccurrences(of: "-", with: ":") }
+
+    /// A name shown by iPXE's echo: its settings syntax (`${...}`) and line breaks taken out.
+    static func scriptSafe(_ text: String) -> String {
+        String(text.filter { $0 != "$" && $0 != "\n" && $0 != "\r" }.prefix(80))
+    }
+
+    /// The succeeded deployment that makes this machine done, or nil when it is to be deployed:
+    /// its newest deployment did not succeed, or an administrator asked for another one since.
+    func finishedDeployment(machineID: String) async throws -> Deployment? {
+        guard let latest = try await storage.latestDeployment(machineID: machineID), latest.state == .succeeded else { return nil }
+        if let requested = try await storage.redeployRequested(machineID: machineID), requested > latest.created { return nil }
+        return latest
     }
 
     // MARK: - Agents
@@ -190,6 +231,11 @@ public final class ImprintServer: Sendable {
                 try await storage.replaceToken(deploymentID: active.id, tokenHash: Tokens.hash(token))
                 logger.info("machine \(machine.id) checked in again: deployment \(active.id) continues with a new token")
                 return assigned(active, token: token)
+            }
+            if let done = try await finishedDeployment(machineID: machine.id) {
+                return CheckInAnswer(status: "deployed", message: "deployed by deployment \(done.id) of \"\(done.sequenceName)\" "
+                    + "(\(done.ended ?? done.created)); to image it again, choose Deploy again on the dashboard "
+                    + "or POST /api/v1/admin/machines/\(machine.id)/redeploy")
             }
             let rule: Rule
             if let matched {

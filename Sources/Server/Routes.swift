@@ -8,9 +8,10 @@ public struct RouteSpec: Sendable, Hashable {
         case checkIn, deploymentSequence, deploymentEvents
         case content
         case adminGetSequence, adminPutSequence, adminListSequences, adminGetRules, adminPutRules, adminMachines, adminApproveMachine
+        case adminRedeployMachine
         case adminDeployments, adminDeployment, adminDeploymentEvents
         case metrics
-        case dashboard, dashboardDeployment, dashboardLive, dashboardApprove
+        case dashboard, dashboardDeployment, dashboardLive, dashboardApprove, dashboardRedeploy
     }
 
     public var method: HTTPRequest.Method
@@ -44,6 +45,7 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.put, "/api/v1/admin/rules", .adminPutRules),
         RouteSpec(.get, "/api/v1/admin/machines", .adminMachines),
         RouteSpec(.post, "/api/v1/admin/machines/{id}/approve", .adminApproveMachine),
+        RouteSpec(.post, "/api/v1/admin/machines/{id}/redeploy", .adminRedeployMachine),
         RouteSpec(.get, "/api/v1/admin/deployments", .adminDeployments),
         RouteSpec(.get, "/api/v1/admin/deployments/{id}", .adminDeployment),
         RouteSpec(.get, "/api/v1/admin/deployments/{id}/events", .adminDeploymentEvents),
@@ -52,5 +54,6 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.get, "/dashboard/deployments/{id}", .dashboardDeployment),
         RouteSpec(.get, "/dashboard/live", .dashboardLive),
         RouteSpec(.post, "/dashboard/machines/{id}/approve", .dashboardApprove),
+        RouteSpec(.post, "/dashboard/machines/{id}/redeploy", .dashboardRedeploy),
     ]
 }

@@ -57,6 +57,10 @@ struct AgentCommand: ParsableCommand {
             case "pending":
                 print("waiting for an administrator to approve this machine" + (answer.message.map { ": \($0)" } ?? ""))
                 Thread.sleep(forTimeInterval: min(max(answer.retryAfter ?? 30, 1), 300))
+            case "deployed":
+                // Deploy once: the server sends a deployed machine's network boot back to its disk;
+                // reaching the agent anyway (a USB stick, a forced boot) changes nothing on it.
+                throw fail(ValidationError("this machine is already deployed, nothing was changed: " + (answer.message ?? "")))
             default:
                 throw fail(ValidationError("the server has no deployment for this machine" + (answer.message.map { ": \($0)" } ?? "")))
             }

@@ -157,6 +157,44 @@ struct ServerTests {
         }
     }
 
+    /// Deploy once, as WDS does: after a successful deployment the machine's network boot goes
+    /// back to its disk and its check-ins get no new deployment, until an administrator asks.
+    @Test(arguments: StorageKind.allCases) func deployedMachineBootsFromItsDiskUntilRedeployed(storage: StorageKind) async throws {
+        try await ServerHarness.with(storage: storage, unknownMachines: .default) { harness in
+            let mac = "52:54:00:de:00:01"
+            let (id, token) = try await harness.assignedDeployment(mac: mac)
+            let running = try await harness.request("GET", "/boot/\(mac).ipxe")
+            #expect(running.text.contains("kernel ") && !running.text.contains("\nexit"), "\(running.text)")
+            let generic = try await harness.request("GET", "/boot.ipxe")
+            #expect(generic.text.contains("chain --replace --autofree http://127.0.0.1:\(harness.port)/boot/${netX/mac}.ipxe"), "\(generic.text)")
+
+            let done = try await harness.request("POST", "/api/v1/deployments/\(id)/events", body: ServerHarness.batch([
+                ServerHarness.event(1, "sequenceStarted"), ServerHarness.event(2, "result", status: "success"),
+            ]), token: token)
+            #expect(done.json["state"] as? String == "succeeded", "\(done.text)")
+            let again = try await harness.checkIn(macs: [mac])
+            #expect(again.json["status"] as? String == "deployed" && again.json["deployment"] == nil, "\(again.text)")
+            #expect((again.json["message"] as? String ?? "").contains(id))
+            // As iPXE asks for it (colons percent-encoded), and in another spelling.
+            for spelling in [mac.replacingOccurrences(of: ":", with: "%3A"), mac.uppercased().replacingOccurrences(of: ":", with: "-")] {
+                let diskBoot = try await harness.request("GET", "/boot/\(spelling).ipxe")
+                #expect(diskBoot.text.hasSuffix("exit\n") && !diskBoot.text.contains("kernel "), "\(spelling): \(diskBoot.text)")
+            }
+
+            // Redeploy: unknown machine → 404; the machine → its next boot and check-in deploy again.
+            #expect(try await harness.admin("POST", "/machines/no-such-machine/redeploy").status == 404)
+            let machineID = try #require((again.json["message"] as? String)?.components(separatedBy: "/machines/").last?
+                .components(separatedBy: "/redeploy").first)
+            #expect(try await harness.admin("POST", "/machines/\(machineID)/redeploy").status == 200)
+            let page = try await harness.request("GET", "/dashboard", token: harness.adminToken)
+            #expect(page.text.contains("deploys again at its next network boot"), "the dashboard does not show the redeploy")
+            #expect(try await harness.request("GET", "/boot/\(mac).ipxe").text.contains("kernel "))
+            let redeployed = try await harness.checkIn(macs: [mac])
+            let newID = (redeployed.json["deployment"] as? [String: Any])?["id"] as? String
+            #expect(redeployed.json["status"] as? String == "assigned" && newID != nil && newID != id, "\(redeployed.text)")
+        }
+    }
+
     @Test(arguments: StorageKind.allCases) func eventsAreStoredOnceAndAcknowledgedInOrder(storage: StorageKind) async throws {
         try await ServerHarness.with(storage: storage, unknownMachines: .default) { harness in
             let (id, token) = try await harness.assignedDeployment()

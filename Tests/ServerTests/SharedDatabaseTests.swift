@@ -84,7 +84,7 @@ struct SharedDatabaseTests {
         async let startB = ServerHarness(storage: .postgres, database: url, adminToken: "shared-admin", unknownMachines: .default, label: "instanceB")
         let a = try await startA, b = try await startB
         do {
-            #expect(try await PostgresCluster.shared.psql(url, "SELECT count(*) FROM schema_migrations") == "1\n")
+            #expect(try await PostgresCluster.shared.psql(url, "SELECT count(*) FROM schema_migrations") == "\(Migrations.all.count)\n")
             try await a.putSequence("base")
             try await b.putRules(#"{"rules": [{"name": "default", "match": "any", "pattern": "*", "sequence": "base", "variables": {}}]}"#)
 

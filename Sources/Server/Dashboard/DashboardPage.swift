@@ -36,6 +36,8 @@ public struct DashboardMachine: Sendable, Equatable {
     public var state: String
     public var lastSeen: String
     public var deployment: DashboardDeployment?
+    /// Deployed, and an administrator asked for it to be deployed again at its next network boot.
+    public var redeployRequested = false
 
     public init(id: String, name: String, macs: [String], serial: String?, state: String, lastSeen: String,
                 deployment: DashboardDeployment?) {
@@ -84,7 +86,7 @@ public enum DashboardPage {
             }
             body += "</table></section>"
         }
-        body += "<section id=\"machines\"><h2>Machines</h2><table><tr><th>Machine</th><th>MAC</th><th>Sequence</th><th>Progress</th><th>Step</th><th>State</th></tr>"
+        body += "<section id=\"machines\"><h2>Machines</h2><table><tr><th>Machine</th><th>MAC</th><th>Sequence</th><th>Progress</th><th>Step</th><th>State</th><th></th></tr>"
         for machine in machines where machine.state != "pending" {
             let deployment = machine.deployment
             body += "<tr class=\"machine\" id=\"machine-\(escape(machine.id))\"><td>\(escape(machine.name))</td>"
@@ -95,8 +97,9 @@ public enum DashboardPage {
                     + "<td class=\"step\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.currentStep ?? ""))</td>"
                     + "<td class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))"
                     + (deployment.state == "failed" ? "<div class=\"failure\">\(escape(deployment.message ?? ""))</div>" : "") + "</td>"
+                    + "<td class=\"actions\">\(deployment.state == "succeeded" ? redeployCell(machine) : "")</td>"
             } else {
-                body += "<td colspan=\"4\">no deployment</td>"
+                body += "<td colspan=\"5\">no deployment</td>"
             }
             body += "</tr>"
         }
@@ -127,6 +130,15 @@ public enum DashboardPage {
         }
         body += "</pre>"
         return page(title: "Imprint: \(deployment.machine)", body: body, change: change)
+    }
+
+    /// A deployed machine boots from its disk until someone asks for it to be imaged again.
+    static func redeployCell(_ machine: DashboardMachine) -> String {
+        if machine.redeployRequested {
+            return "<div class=\"redeploy requested\">deploys again at its next network boot</div>"
+        }
+        return "<form class=\"redeploy\" method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/redeploy\">"
+            + "<button type=\"submit\">Deploy again</button></form>"
     }
 
     static func progress(_ deployment: DashboardDeployment) -> String {

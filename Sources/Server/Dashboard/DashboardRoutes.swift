@@ -36,6 +36,10 @@ extension ImprintServer {
                 ?? request.uri.queryParameters.get("since").flatMap { Int($0) }
             response = liveFeed(deployment: request.uri.queryParameters.get("deployment"),
                                 after: request.uri.queryParameters.get("after").flatMap { Int($0) } ?? 0, since: since)
+        case .dashboardRedeploy:
+            let id = try request.requiredParameter("id", context)
+            guard try await storage.requestRedeploy(machineID: id) else { throw APIError.notFound("machine \(id)") }
+            response = Response(status: .seeOther, headers: [.location: "/dashboard"])
         default:
             let id = try request.requiredParameter("id", context)
             guard try await storage.setMachineState(id: id, state: .approved) else { throw APIError.notFound("machine \(id)") }
@@ -55,11 +59,18 @@ extension ImprintServer {
         for deployment in deployments where (latest[deployment.machineID]?.created ?? "") <= deployment.created {
             latest[deployment.machineID] = deployment
         }
-        return try await storage.machines().map { machine in
-            DashboardMachine(id: machine.id, name: Self.name(machine), macs: machine.macs, serial: machine.serial,
-                             state: machine.state.rawValue, lastSeen: machine.lastSeen,
-                             deployment: latest[machine.id].map { view($0, machine) })
+        var result: [DashboardMachine] = []
+        for machine in try await storage.machines() {
+            var entry = DashboardMachine(id: machine.id, name: Self.name(machine), macs: machine.macs, serial: machine.serial,
+                                         state: machine.state.rawValue, lastSeen: machine.lastSeen,
+                                         deployment: latest[machine.id].map { view($0, machine) })
+            if let last = latest[machine.id], last.state == .succeeded,
+               let requested = try await storage.redeployRequested(machineID: machine.id), requested > last.created {
+                entry.redeployRequested = true
+            }
+            result.append(entry)
         }
+        return result
     }
 
     static func name(_ machine: Machine?) -> String {

@@ -105,6 +105,13 @@ extension ImprintServer {
             }
             return JSON.response(machine)
 
+        case .adminRedeployMachine:
+            let id = try request.requiredParameter("id", context)
+            guard try await storage.requestRedeploy(machineID: id), let machine = try await storage.machine(id: id) else {
+                throw APIError.notFound("machine \(id)")
+            }
+            return JSON.response(machine)
+
         case .adminDeployments:
             struct List: Encodable { var deployments: [DeploymentSummary] }
             return JSON.response(List(deployments: try await storage.deployments().map(DeploymentSummary.init)))

@@ -411,6 +411,23 @@ public final class PostgresStorage: ServerStorage, @unchecked Sendable {
             """, [.text(machineID)]).first.flatMap(Self.deployment)
     }
 
+    public func latestDeployment(machineID: String) async throws -> Deployment? {
+        try await query("SELECT * FROM deployments WHERE machine_id = ? ORDER BY created DESC LIMIT 1", [.text(machineID)])
+            .first.flatMap(Self.deployment)
+    }
+
+    public func requestRedeploy(machineID: String) async throws -> Bool {
+        // One statement: the machine must exist (the foreign key), and a second request moves the time.
+        !(try await query("""
+            INSERT INTO redeploys (machine_id, requested) SELECT id, ? FROM machines WHERE id = ?
+            ON CONFLICT (machine_id) DO UPDATE SET requested = excluded.requested RETURNING machine_id
+            """, [.text(Clock.now()), .text(machineID)]).isEmpty)
+    }
+
+    public func redeployRequested(machineID: String) async throws -> String? {
+        try await query("SELECT requested FROM redeploys WHERE machine_id = ?", [.text(machineID)]).first?.string("requested")
+    }
+
     public func createDeployment(_ d: Deployment) async throws {
         let variables = try Self.jsonText(d.variables)
         try await query("""

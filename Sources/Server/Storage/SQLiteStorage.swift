@@ -245,6 +245,30 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
         }
     }
 
+    public func latestDeployment(machineID: String) async throws -> Deployment? {
+        try await read {
+            try await query("SELECT * FROM deployments WHERE machine_id = ? ORDER BY created DESC LIMIT 1", [.text(machineID)])
+                .first.flatMap(Self.deployment)
+        }
+    }
+
+    public func requestRedeploy(machineID: String) async throws -> Bool {
+        try await transaction {
+            guard try await !query("SELECT id FROM machines WHERE id = ?", [.text(machineID)]).isEmpty else { return false }
+            try await query("""
+                INSERT INTO redeploys (machine_id, requested) VALUES (?, ?)
+                ON CONFLICT (machine_id) DO UPDATE SET requested = excluded.requested
+                """, [.text(machineID), .text(Clock.now())])
+            return true
+        }
+    }
+
+    public func redeployRequested(machineID: String) async throws -> String? {
+        try await read {
+            try await query("SELECT requested FROM redeploys WHERE machine_id = ?", [.text(machineID)]).first?.column("requested")?.string
+        }
+    }
+
     public func createDeployment(_ d: Deployment) async throws {
         let variables = try Self.jsonText(d.variables)
         try await transaction {

@@ -26,6 +26,12 @@ public protocol ServerStorage: Sendable {
 
     /// The machine's assigned or running deployment, if any.
     func activeDeployment(machineID: String) async throws -> Deployment?
+    /// The machine's newest deployment in any state.
+    func latestDeployment(machineID: String) async throws -> Deployment?
+    /// Records that the machine is to be deployed again; false when there is no such machine.
+    func requestRedeploy(machineID: String) async throws -> Bool
+    /// When the machine was last asked to be deployed again, if ever.
+    func redeployRequested(machineID: String) async throws -> String?
     func createDeployment(_ deployment: Deployment) async throws
     /// A new token for a deployment the machine restarted in the middle of; the old one stops working.
     func replaceToken(deploymentID: String, tokenHash: String) async throws
@@ -156,6 +162,16 @@ public enum Migrations {
             // both databases, so several server instances never hand out the same change id.
             "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
             "INSERT INTO counters (name, value) VALUES ('change', 0)",
+        ]),
+        // Deploy once: a machine whose latest deployment succeeded boots from its disk, unless an
+        // administrator asked for it to be deployed again after that deployment was created.
+        (2, [
+            """
+            CREATE TABLE redeploys (
+                machine_id TEXT PRIMARY KEY REFERENCES machines (id),
+                requested TEXT NOT NULL
+            )
+            """,
         ]),
     ]
 }
