@@ -40,23 +40,17 @@ func volumeComponents(_ relativePath: String) throws -> [String] {
 }
 
 public final class NTFSVolumeFiles: VolumeFiles {
-    private let device: String
-    private var volume: UnsafeMutablePointer<ntfs_volume>?
+    private let mounted: MountedNTFSVolume
+    private var device: String { mounted.device }
+    private var volume: UnsafeMutablePointer<ntfs_volume>? { mounted.pointer }
 
     public init(device: String) throws {
-        self.device = device
-        guard NTFSTarget.hasNTFSBootSector(device) else { throw NTFSApplyError.notNTFS(device: device) }
-        guard let mounted = imprint_ntfs_mount(device) else { throw NTFSApplyError.mount(device: device, errno: errno) }
-        volume = mounted
+        mounted = try MountedNTFSVolume(device: device)
     }
 
-    deinit { if let volume { _ = imprint_ntfs_umount(volume) } }
-
     public func close() throws {
-        guard let mounted = volume else { return }
-        volume = nil
-        if imprint_ntfs_umount(mounted) != 0 {
-            throw VolumeFilesError.operation(volume: device, path: "/", operation: "unmount", errno: errno)
+        if let code = mounted.unmount() {
+            throw VolumeFilesError.operation(volume: device, path: "/", operation: "unmount", errno: code)
         }
     }
 

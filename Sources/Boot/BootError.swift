@@ -1,3 +1,4 @@
+import Disks
 import Foundation
 
 /// Why a disk could not be made bootable, in a technician's words.
@@ -22,6 +23,20 @@ public enum BootError: Error, CustomStringConvertible, Sendable {
         case let .tool(command, status, output):
             return "\(command) exited with status \(status)" + (output.isEmpty ? "" : ": " + output.trimmingCharacters(in: .whitespacesAndNewlines))
         case let .unsupported(reason): return reason
+        }
+    }
+}
+
+/// The tools the boot step runs (mtools, efibootmgr): their output on success, a `BootError.tool`
+/// naming the command otherwise (127 when it could not be started at all).
+enum BootTool {
+    static func run(_ command: [String]) throws -> String {
+        do {
+            let result = try CommandRunner.run(command)
+            guard result.status == 0 else { throw BootError.tool(command: command.joined(separator: " "), status: result.status, output: result.output) }
+            return result.output
+        } catch let error as DiskError {
+            throw BootError.tool(command: command.joined(separator: " "), status: 127, output: error.description)
         }
     }
 }

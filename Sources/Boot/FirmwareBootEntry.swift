@@ -31,14 +31,5 @@ public enum FirmwareBootEntry {
         return "firmware boot entry \"\(label)\" added for \(disk) partition \(partition), first in BootOrder"
     }
 
-    private static func efibootmgr(_ arguments: [String]) throws -> String {
-        let command = ["efibootmgr"] + arguments
-        do {
-            let result = try CommandRunner.run(command)
-            guard result.status == 0 else { throw BootError.tool(command: command.joined(separator: " "), status: result.status, output: result.output) }
-            return result.output
-        } catch let error as DiskError {
-            throw BootError.tool(command: command.joined(separator: " "), status: 127, output: error.description)
-        }
-    }
+    private static func efibootmgr(_ arguments: [String]) throws -> String { try BootTool.run(["efibootmgr"] + arguments) }
 }

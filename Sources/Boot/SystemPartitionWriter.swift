@@ -26,15 +26,7 @@ public struct FATSystemPartition: SystemPartitionWriter {
 
     public init(device: String) { self.device = device }
 
-    private func run(_ arguments: [String]) throws -> String {
-        do {
-            let result = try CommandRunner.run(arguments)
-            guard result.status == 0 else { throw BootError.tool(command: arguments.joined(separator: " "), status: result.status, output: result.output) }
-            return result.output
-        } catch let error as DiskError {
-            throw BootError.tool(command: arguments.joined(separator: " "), status: 127, output: error.description)
-        }
-    }
+    private func run(_ arguments: [String]) throws -> String { try BootTool.run(arguments) }
 
     public func copyTree(_ source: String) throws {
         try copy(source, to: "")

@@ -237,17 +237,6 @@ public final class PostgresStorage: ServerStorage, @unchecked Sendable {
         }
     }
 
-    private static func jsonText<T: Encodable>(_ value: T) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(value), as: UTF8.self)
-    }
-
-    private static func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String?) -> T? {
-        guard let text else { return nil }
-        return try? JSONDecoder().decode(type, from: Data(text.utf8))
-    }
-
     // MARK: - Migrations
 
     /// Applies the migrations not applied yet; instances starting together take turns (an
@@ -284,14 +273,14 @@ public final class PostgresStorage: ServerStorage, @unchecked Sendable {
             id: id, macs: (row.string("macs") ?? "").split(separator: ",").map(String.init),
             uuid: row.string("uuid"), serial: row.string("serial"),
             manufacturer: row.string("manufacturer"), model: row.string("model"),
-            facts: decodeJSON(Facts.self, row.string("facts")), state: state,
+            facts: StoredJSON.decode(Facts.self, row.string("facts")), state: state,
             firstSeen: row.string("first_seen") ?? "", lastSeen: row.string("last_seen") ?? "")
     }
 
     public func recordCheckIn(facts: Facts, newState: Machine.State) async throws -> Machine {
         let macs = facts.macAddresses.map(Rule.normalizedMAC)
         let macField = macs.isEmpty ? "" : "," + macs.joined(separator: ",") + ","
-        let factsJSON = try Self.jsonText(facts)
+        let factsJSON = try StoredJSON.text(facts)
         let now = Clock.now()
         return try await transaction { db in
             var existing: Row?
@@ -352,12 +341,12 @@ public final class PostgresStorage: ServerStorage, @unchecked Sendable {
             guard let field = row.string("match_field").flatMap(Rule.Field.init),
                   let pattern = row.string("pattern"), let sequence = row.string("sequence_name") else { return nil }
             return Rule(name: row.string("name"), match: field, pattern: pattern, sequence: sequence,
-                        variables: Self.decodeJSON([String: String].self, row.string("variables")) ?? [:])
+                        variables: StoredJSON.decode([String: String].self, row.string("variables")) ?? [:])
         }
     }
 
     public func replaceRules(_ rules: [Rule]) async throws {
-        let encoded = try rules.map { try Self.jsonText($0.variables) }
+        let encoded = try rules.map { try StoredJSON.text($0.variables) }
         try await transaction { db in
             // Two instances replacing the list at once: one after the other, never interleaved.
             try await db.query("LOCK TABLE rules IN EXCLUSIVE MODE")
@@ -398,7 +387,7 @@ public final class PostgresStorage: ServerStorage, @unchecked Sendable {
         return Deployment(
             id: id, machineID: machine, sequenceName: row.string("sequence_name") ?? "",
             sequenceBody: row.string("sequence_body") ?? "",
-            variables: decodeJSON([String: String].self, row.string("variables")) ?? [:],
+            variables: StoredJSON.decode([String: String].self, row.string("variables")) ?? [:],
             tokenHash: row.string("token_hash") ?? "", state: state, currentStep: row.string("current_step"),
             percent: row.double("percent"), message: row.string("message"),
             acknowledged: row.integer("acknowledged") ?? 0, created: row.string("created") ?? "",
@@ -429,7 +418,7 @@ public final class PostgresStorage: ServerStorage, @unchecked Sendable {
     }
 
     public func createDeployment(_ d: Deployment) async throws {
-        let variables = try Self.jsonText(d.variables)
+        let variables = try StoredJSON.text(d.variables)
         try await query("""
             INSERT INTO deployments (id, machine_id, sequence_name, sequence_body, variables, token_hash, state,
                                      current_step, percent, message, acknowledged, created, started, ended)
@@ -462,7 +451,7 @@ public final class PostgresStorage: ServerStorage, @unchecked Sendable {
     // MARK: - Events
 
     public func storeEvents(deploymentID: String, events: [Event]) async throws -> EventIngestResult {
-        let encoded = try events.map { try Self.jsonText($0) }
+        let encoded = try events.map { try StoredJSON.text($0) }
         return try await transaction { db in
             // The deployment's row lock: two instances storing events of one deployment (a retry
             // through another instance) take turns, so each sees what the other stored.
@@ -508,7 +497,7 @@ public final class PostgresStorage: ServerStorage, @unchecked Sendable {
         try await query("""
             SELECT body, change_id, received FROM events WHERE deployment_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
             """, [.text(deploymentID), .integer(afterSequence), .integer(limit)]).compactMap { row in
-            guard let event = Self.decodeJSON(Event.self, row.string("body")) else { return nil }
+            guard let event = StoredJSON.decode(Event.self, row.string("body")) else { return nil }
             return StoredEvent(changeID: row.integer("change_id") ?? 0, received: row.string("received") ?? "", event: event)
         }
     }

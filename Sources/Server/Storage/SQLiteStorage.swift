@@ -72,17 +72,6 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
 
     private static func text(_ value: String?) -> SQLiteData { value.map { .text($0) } ?? .null }
 
-    private static func jsonText<T: Encodable>(_ value: T) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(value), as: UTF8.self)
-    }
-
-    private static func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String?) -> T? {
-        guard let text else { return nil }
-        return try? JSONDecoder().decode(type, from: Data(text.utf8))
-    }
-
     // MARK: - Migrations
 
     public func migrate() async throws {
@@ -109,7 +98,7 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
             id: id, macs: (row.column("macs")?.string ?? "").split(separator: ",").map(String.init),
             uuid: row.column("uuid")?.string, serial: row.column("serial")?.string,
             manufacturer: row.column("manufacturer")?.string, model: row.column("model")?.string,
-            facts: decodeJSON(Facts.self, row.column("facts")?.string), state: state,
+            facts: StoredJSON.decode(Facts.self, row.column("facts")?.string), state: state,
             firstSeen: row.column("first_seen")?.string ?? "", lastSeen: row.column("last_seen")?.string ?? "")
     }
 
@@ -117,7 +106,7 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
         let macs = facts.macAddresses.map(Rule.normalizedMAC)
         // Stored between commas (",a,b,") so `LIKE '%,a,%'` finds one MAC without a second table.
         let macField = macs.isEmpty ? "" : "," + macs.joined(separator: ",") + ","
-        let factsJSON = try Self.jsonText(facts)
+        let factsJSON = try StoredJSON.text(facts)
         let now = Clock.now()
         return try await transaction {
             var existing: SQLiteRow?
@@ -182,13 +171,13 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
                 guard let field = row.column("match_field")?.string.flatMap(Rule.Field.init),
                       let pattern = row.column("pattern")?.string, let sequence = row.column("sequence_name")?.string else { return nil }
                 return Rule(name: row.column("name")?.string, match: field, pattern: pattern, sequence: sequence,
-                            variables: Self.decodeJSON([String: String].self, row.column("variables")?.string) ?? [:])
+                            variables: StoredJSON.decode([String: String].self, row.column("variables")?.string) ?? [:])
             }
         }
     }
 
     public func replaceRules(_ rules: [Rule]) async throws {
-        let encoded = try rules.map { try Self.jsonText($0.variables) }
+        let encoded = try rules.map { try StoredJSON.text($0.variables) }
         try await transaction {
             try await query("DELETE FROM rules")
             for (position, rule) in rules.enumerated() {
@@ -230,7 +219,7 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
         return Deployment(
             id: id, machineID: machine, sequenceName: row.column("sequence_name")?.string ?? "",
             sequenceBody: row.column("sequence_body")?.string ?? "",
-            variables: decodeJSON([String: String].self, row.column("variables")?.string) ?? [:],
+            variables: StoredJSON.decode([String: String].self, row.column("variables")?.string) ?? [:],
             tokenHash: row.column("token_hash")?.string ?? "", state: state, currentStep: row.column("current_step")?.string,
             percent: percent?.isNull == false ? percent?.double : nil, message: row.column("message")?.string,
             acknowledged: row.column("acknowledged")?.integer ?? 0, created: row.column("created")?.string ?? "",
@@ -270,7 +259,7 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
     }
 
     public func createDeployment(_ d: Deployment) async throws {
-        let variables = try Self.jsonText(d.variables)
+        let variables = try StoredJSON.text(d.variables)
         try await transaction {
             try await query("""
                 INSERT INTO deployments (id, machine_id, sequence_name, sequence_body, variables, token_hash, state,
@@ -324,7 +313,7 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
     /// than one each. Every batch is answered only after the COMMIT that holds it: an agent drops
     /// acknowledged events from its spool, so they must be on disk by then.
     public func storeEvents(deploymentID: String, events: [Event]) async throws -> EventIngestResult {
-        let encoded = try events.map { try Self.jsonText($0) }
+        let encoded = try events.map { try StoredJSON.text($0) }
         return try await withCheckedThrowingContinuation { continuation in
             pendingLock.lock()
             pendingBatches.append(PendingBatch(deploymentID: deploymentID, events: events, encoded: encoded, continuation: continuation))
@@ -491,7 +480,7 @@ public final class SQLiteStorage: ServerStorage, @unchecked Sendable {
             try await query("""
                 SELECT body, change_id, received FROM events WHERE deployment_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
                 """, [.text(deploymentID), .integer(afterSequence), .integer(limit)]).compactMap { row in
-                guard let event = Self.decodeJSON(Event.self, row.column("body")?.string) else { return nil }
+                guard let event = StoredJSON.decode(Event.self, row.column("body")?.string) else { return nil }
                 return StoredEvent(changeID: row.column("change_id")?.integer ?? 0, received: row.column("received")?.string ?? "", event: event)
             }
         }

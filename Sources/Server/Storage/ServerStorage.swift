@@ -60,6 +60,21 @@ extension ServerStorage {
     public func serializingCheckIns<T: Sendable>(_ body: () async throws -> T) async throws -> T { try await body() }
 }
 
+/// JSON columns (facts, variables, event bodies), written the same way by both storages so a
+/// database moved from one to the other reads back alike.
+enum StoredJSON {
+    static func text<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ text: String?) -> T? {
+        guard let text else { return nil }
+        return try? JSONDecoder().decode(type, from: Data(text.utf8))
+    }
+}
+
 /// The statements are written once with `?` placeholders (SQLite's); PostgreSQL numbers them.
 public enum SQLPlaceholders {
     /// `?` → `$1`, `$2`, ... in order, except inside quoted strings and identifiers.
