@@ -63,8 +63,12 @@ public final class EventReporter: @unchecked Sendable {
             let pending = spool.events(after: spool.acknowledged, limit: 200)
             if pending.isEmpty {
                 condition.lock()
-                if stopping { running = false; condition.broadcast(); condition.unlock(); return }
-                _ = condition.wait(until: Date().addingTimeInterval(1))
+                // Stopping ends the sender only once everything appended so far is acknowledged:
+                // events emitted after the read above (the result, as the run ends) go first.
+                if stopping && spool.acknowledged >= spool.lastSequence {
+                    running = false; condition.broadcast(); condition.unlock(); return
+                }
+                _ = condition.wait(until: Date().addingTimeInterval(stopping ? 0.05 : 1))
                 condition.unlock()
                 continue
             }
