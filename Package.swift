@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "Imprint",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "imprint", targets: ["imprint"]),
         .library(name: "WIM", targets: ["WIM"]),
@@ -11,7 +10,9 @@ let package = Package(
         .library(name: "Disks", targets: ["Disks"]),
         .library(name: "Transport", targets: ["Transport"]),
         .library(name: "Drivers", targets: ["Drivers"]),
-        .library(name: "Sequence", targets: ["Sequence"]),
+        .library(name: "DiskModel", targets: ["DiskModel"]),
+        .library(name: "SequenceModel", targets: ["SequenceModel"]),
+        .library(name: "SequenceRunner", targets: ["SequenceRunner"]),
         .library(name: "Registry", targets: ["Registry"]),
         .library(name: "Boot", targets: ["Boot"]),
         .library(name: "Server", targets: ["Server"]),
@@ -47,9 +48,13 @@ let package = Package(
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
         .target(name: "WIM", dependencies: ["CLibCrypto"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
-        .target(name: "Apply", dependencies: ["WIM", "CImprintSystem", "CNTFS3G"]),
+        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "CImprintSystem", "CNTFS3G"]),
+        // What a disk is and what may be done to it, in pure Swift: the disk model, selection
+        // rules, partition layouts and the table writer, format specs, a refresh's clean-up
+        // policy. What a task sequence's JSON reaches; no C library, so the server can link it.
+        .target(name: "DiskModel"),
         // Disks: discover, choose, partition and format, never the wrong one.
-        .target(name: "Disks", dependencies: ["CBlkid", "CNTFS3G", "CImprintSystem"]),
+        .target(name: "Disks", dependencies: ["DiskModel", "CBlkid", "CNTFS3G", "CImprintSystem"]),
         // Transport: HTTP(S) through libcurl (resume, retries, Range reads, streams), xz streams.
         .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "CLibCrypto"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
@@ -57,14 +62,22 @@ let package = Package(
         // Registry hives (regf): read, write a new one, edit one in place. No dependencies.
         .target(name: "Registry"),
         // Making a disk bootable: the BCD store, boot files on the ESP, the firmware's boot entry.
-        .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "CNTFS3G", "CBlkid"]),
-        // Task sequences: the format, validation, facts, the engine, every step, events.
-        .target(name: "Sequence", dependencies: ["WIM", "Apply", "Disks", "Transport", "Drivers", "Boot", "Registry"]),
+        .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "DiskModel", "CNTFS3G", "CBlkid"]),
+        // Task sequences as data: the format, parser and checker, variables, conditions, facts and
+        // events. What the server reads and writes; no C library.
+        .target(name: "SequenceModel", dependencies: ["DiskModel"]),
+        // Running task sequences on a machine: the engine, every step, gathering facts, the
+        // event spool and reporter.
+        .target(
+            name: "SequenceRunner",
+            dependencies: ["SequenceModel", "DiskModel", "WIM", "Apply", "Disks", "Transport", "Drivers", "Boot", "Registry"]
+        ),
         // The command-line tool.
         .executableTarget(
             name: "imprint",
             dependencies: [
-                "WIM", "Apply", "Disks", "Transport", "Drivers", "Sequence", "CImprintSystem", "Boot", "Registry",
+                "WIM", "Apply", "Disks", "DiskModel", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
+                "Boot", "Registry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -72,7 +85,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Sequence",
+                "SequenceModel",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
@@ -98,24 +111,24 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["http_test_server.py", "browser.py"]),
         .testTarget(
             name: "WIMTests",
-            dependencies: ["WIM", "Apply", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
+            dependencies: ["WIM", "Apply", "DiskModel", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
         ),
         .testTarget(
             name: "DisksTests",
-            dependencies: ["Disks", "CImprintSystem", "TestSupport", "imprint"]
+            dependencies: ["Disks", "DiskModel", "CImprintSystem", "TestSupport", "imprint"]
         ),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "TestSupport"]),
-        .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "TestSupport", "imprint"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "TestSupport", "imprint"]),
         .testTarget(
             name: "SequenceTests",
-            dependencies: ["Sequence", "Disks", "Transport", "TestSupport", "imprint"]
+            dependencies: ["SequenceModel", "SequenceRunner", "Disks", "DiskModel", "Transport", "TestSupport", "imprint"]
         ),
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "Sequence", "Transport", "TestSupport", "imprint", "imprint-server",
+                "Server", "SequenceModel", "SequenceRunner", "Transport", "TestSupport", "imprint", "imprint-server",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]

@@ -1,7 +1,7 @@
 // libFuzzer target for task sequences: the JSON parser and checker (every input is either a
 // sequence or a list of issues, each with a JSON path), variable substitution and conditions.
-// Built by scripts/fuzz from Sources/Sequence/Model with the pure-Swift parts of the disk
-// layer and Apply's clean-up policy, as one module (their `import` lines dropped).
+// Built by scripts/fuzz from Sources/SequenceModel/Model with the disk model (DiskModel)
+// as one module (their `import` lines dropped).
 import Foundation
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -1,4 +1,5 @@
 import CNTFS3G
+import DiskModel
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 public enum Firmware: String, Sendable, CaseIterable {

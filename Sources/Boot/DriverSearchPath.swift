@@ -1,3 +1,4 @@
+import DiskModel
 import Apply
 import Foundation
 import Registry

@@ -1,3 +1,4 @@
+import DiskModel
 import Apply
 import CNTFS3G
 import Foundation

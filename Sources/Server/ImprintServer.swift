@@ -4,7 +4,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import NIOCore
-import Sequence
+import SequenceModel
 
 /// The deployment server: builds the Hummingbird application from `RouteSpec.all`.
 public final class ImprintServer: Sendable {

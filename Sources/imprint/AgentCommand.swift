@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Sequence
+import SequenceModel
+import SequenceRunner
 import Transport
 
 /// `imprint agent`: what the boot environment runs. Checks in with the machine's facts,

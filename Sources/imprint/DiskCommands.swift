@@ -1,4 +1,5 @@
 import ArgumentParser
+import DiskModel
 import Disks
 import Foundation
 

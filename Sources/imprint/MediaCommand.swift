@@ -1,7 +1,9 @@
 import ArgumentParser
+import DiskModel
 import Disks
 import Foundation
-import Sequence
+import SequenceModel
+import SequenceRunner
 import Transport
 
 /// `imprint media`: the field technician's USB stick (made by `Initramfs/usb`). The stick holds

@@ -1,8 +1,10 @@
 import ArgumentParser
 import CImprintSystem
+import DiskModel
 import Disks
 import Foundation
-import Sequence
+import SequenceModel
+import SequenceRunner
 import Transport
 
 struct SequenceCommand: ParsableCommand {

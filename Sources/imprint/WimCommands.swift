@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import WIM
 import Apply
+import DiskModel
 
 struct SourceOptions: ParsableArguments {
     @Argument(help: "The WIM file (for a split WIM, its first part); for apply, \"-\" or a pipe reads a pipable WIM from the stream.")

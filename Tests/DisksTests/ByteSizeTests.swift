@@ -1,4 +1,5 @@
 import Testing
+@testable import DiskModel
 @testable import Disks
 
 @Test func byteSizesParse() {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+@testable import DiskModel
 @testable import Disks
 
 /// The disk layer on real loop devices: what `imprint disk list` finds, why `select` rejects,

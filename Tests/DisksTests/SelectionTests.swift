@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import DiskModel
 @testable import Disks
 
 private let gib: UInt64 = 1 << 30

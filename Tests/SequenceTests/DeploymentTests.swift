@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 import TestSupport
-@testable import Sequence
+@testable import SequenceModel
+@testable import SequenceRunner
 
 /// Whole sequences run by `imprint run` on loop-device disks, with the WIM, drivers and
 /// templates served by a real HTTP server, and the events checked as the server received them.

@@ -1,4 +1,5 @@
-import Sequence
+import SequenceModel
+import SequenceRunner
 import Testing
 
 /// `${Name}` substitution as the steps see it: nested values expand, loops stop, facts stay as

@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// Recognises the medium the agent booted from, so it is never chosen as a target: the disk

@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// Where discovery looks: the kernel's views of devices (sysfs), device nodes and process

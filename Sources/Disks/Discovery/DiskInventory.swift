@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// Finds every whole disk and what is on it: sysfs for the hardware, libblkid for tables and

@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// Finds what keeps a disk busy, from the kernel's own tables: mounts (mountinfo), active swap,

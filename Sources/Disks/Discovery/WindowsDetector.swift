@@ -1,3 +1,4 @@
+import DiskModel
 import CNTFS3G
 import Foundation
 

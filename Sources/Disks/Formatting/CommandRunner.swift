@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// Runs a helper program (mkfs.*) with its standard output and error collected, so they can go

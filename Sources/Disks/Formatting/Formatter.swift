@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// Makes filesystems with Debian's own tools, then checks through libblkid that the kernel's

@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// mkfs.ntfs seeds its volume serial number from the clock, so two volumes formatted in the

@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// What preparing a disk would do, computed without touching anything: the disk the rules

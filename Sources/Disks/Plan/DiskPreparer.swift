@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// A disk after preparation: its partitions as devices, and the filesystems made on them.

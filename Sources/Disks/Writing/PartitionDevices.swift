@@ -1,3 +1,4 @@
+import DiskModel
 import CImprintSystem
 import Foundation
 

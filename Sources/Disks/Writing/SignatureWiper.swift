@@ -1,3 +1,4 @@
+import DiskModel
 import CBlkid
 import Foundation
 

@@ -1,7 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
-import Sequence
+import SequenceModel
 
 /// The dashboard's pages, its live feed and the approval button. Everything it shows is read
 /// from the database, and the live feed follows the events' change ids there, so any number of

@@ -1,4 +1,4 @@
-import Sequence
+import SequenceModel
 
 /// A deployment's step timeline and log, rebuilt from its stored events.
 public enum DashboardTimeline {

@@ -1,6 +1,6 @@
 import Foundation
 import Hummingbird
-import Sequence
+import SequenceModel
 
 extension ImprintServer {
     func authorizeAdmin(_ request: Request) throws {

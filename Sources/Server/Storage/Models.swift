@@ -1,5 +1,5 @@
 import Foundation
-import Sequence
+import SequenceModel
 
 /// A machine that has checked in. `pending` ones wait for an administrator's approval.
 public struct Machine: Sendable, Codable, Equatable {

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
-import Sequence
+import SequenceModel
 
 /// `ServerStorage` in PostgreSQL, shared by any number of server instances: the same
 /// `Migrations.all` as SQLite (placeholders numbered by `SQLPlaceholders`), a pool of

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import Sequence
+import SequenceModel
 import SQLiteNIO
 
 /// `ServerStorage` in one SQLite file (WAL, so readers never wait for the writer). One

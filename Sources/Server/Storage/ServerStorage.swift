@@ -1,5 +1,5 @@
 import Foundation
-import Sequence
+import SequenceModel
 
 /// Everything the server keeps: `SQLiteStorage` (one file, one instance) or `PostgresStorage`
 /// (any number of instances sharing one database), with the same migrations (`Migrations.all`

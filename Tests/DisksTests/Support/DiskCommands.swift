@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+@testable import DiskModel
 @testable import Disks
 
 /// `imprint disk ...` run as a technician would, JSON decoded.

@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 import TestSupport
-@testable import Sequence
+@testable import SequenceModel
+@testable import SequenceRunner
 
 /// What the sequence tests share: a scratch folder, a real HTTP server over `www/`, WIMs made
 /// by wimlib-imagex, and `imprint run` with its spool, log and events read back.

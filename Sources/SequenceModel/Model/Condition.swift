@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// When a step runs: comparisons of variables and facts, combined with all/any/not.
@@ -73,9 +74,6 @@ public indirect enum Condition: Sendable, Equatable {
     static func number(_ text: String) -> Double? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let value = Double(trimmed) { return value }
-        return ByteSizeText.parse(trimmed).map(Double.init)
+        return ByteSize.parse(trimmed).map(Double.init)
     }
 }
-
-import Disks
-typealias ByteSizeText = ByteSize

@@ -1,51 +1,11 @@
+import DiskModel
 import Disks
 import Foundation
+import SequenceModel
 
-/// What the machine is, read from the kernel (SMBIOS through sysfs, network interfaces,
-/// firmware, memory, CPUs, disks): the built-in variables of every sequence, and what the agent
-/// sends the server at check-in so its rules can choose a sequence.
-public struct Facts: Sendable, Codable, Equatable {
-    public var macAddresses: [String]
-    public var uuid: String?
-    public var serialNumber: String?
-    public var manufacturer: String?
-    public var model: String?
-    /// `uefi` or `bios`.
-    public var firmware: String
-    public var memoryMiB: UInt64
-    public var cpuCount: Int
-    public var cpuModel: String?
-    /// `amd64`, `arm64` or `x86`, as Windows names them.
-    public var architecture: String
-    public var disks: [DiskSummary]
-
-    public struct DiskSummary: Sendable, Codable, Equatable {
-        public var path: String
-        public var size: UInt64
-        public var model: String?
-        public var serial: String?
-        public var transport: String
-        public var removable: Bool
-        public var hasWindows: Bool
-    }
-
-    /// The variable names facts take; sequences may read them but never set them.
-    public static var names: Set<String> { FactNames.all }
-
-    public var variables: [String: String] {
-        var values: [String: String] = [
-            "MACAddresses": macAddresses.joined(separator: ","), "Firmware": firmware, "MemoryMiB": String(memoryMiB),
-            "CPUCount": String(cpuCount), "Architecture": architecture, "DiskCount": String(disks.count),
-        ]
-        values["MACAddress"] = macAddresses.first ?? ""
-        values["UUID"] = uuid ?? ""
-        values["SerialNumber"] = serialNumber ?? ""
-        values["Manufacturer"] = manufacturer ?? ""
-        values["Model"] = model ?? ""
-        values["CPUModel"] = cpuModel ?? ""
-        return values
-    }
-
+/// Reading the facts off the machine this runs on: kept apart from `Facts` itself, which the
+/// server decodes from check-ins and must not pull in the disk layer's C libraries.
+extension Facts {
     public static func gather(sysRoot: String = "/sys", procRoot: String = "/proc", disks: [Disk]? = nil) -> Facts {
         func read(_ path: String) -> String? {
             guard let data = FileManager.default.contents(atPath: path) else { return nil }

@@ -1,6 +1,8 @@
 import Apply
+import DiskModel
 import Disks
 import Foundation
+import SequenceModel
 import Transport
 
 /// How a sequence runs on this machine.

@@ -1,4 +1,5 @@
 import Foundation
+import SequenceModel
 
 /// Sends each step to the code for its type.
 enum StepRunner {

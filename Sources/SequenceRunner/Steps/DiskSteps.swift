@@ -1,5 +1,7 @@
+import DiskModel
 import Disks
 import Foundation
+import SequenceModel
 
 /// selectDisk, partition, format: the disk layer, with the sequence's variables and events.
 enum DiskSteps {

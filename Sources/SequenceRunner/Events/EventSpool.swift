@@ -1,4 +1,5 @@
 import Foundation
+import SequenceModel
 
 /// The local record of every event, one JSON object per line, fsynced as written, so nothing
 /// is lost when the agent, the machine or the server goes away: the reporter sends from here

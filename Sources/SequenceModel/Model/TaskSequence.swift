@@ -1,5 +1,4 @@
-import Apply
-import Disks
+import DiskModel
 import Foundation
 
 /// A task sequence: what a machine does, step by step, as MDT's and ConfigMgr's do.

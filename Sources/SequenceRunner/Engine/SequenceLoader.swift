@@ -1,4 +1,5 @@
 import Foundation
+import SequenceModel
 import Transport
 
 /// Reads a sequence from a file or an http(s) URL and checks it.

@@ -1,5 +1,7 @@
 import Apply
+import DiskModel
 import Foundation
+import SequenceModel
 import WIM
 
 /// unattend: a template with `${Var}` replaced by XML-escaped values, checked well-formed and

@@ -1,5 +1,4 @@
-import Apply
-import Disks
+import DiskModel
 import Foundation
 
 /// One mistake in a sequence: where (JSON path), what, and what to do about it.
@@ -43,7 +42,7 @@ public enum SequenceParser {
 public enum KnownVariables {
     public static let setBySteps = ["TargetDisk", "TargetDiskSize", "TargetDiskModel", "TargetDiskSerial",
                                     "TargetMount", "WindowsDisk", "DeploymentID", "ServerURL"]
-    static func volume(_ id: String) -> String { "Volume_" + id }
+    public static func volume(_ id: String) -> String { "Volume_" + id }
 }
 
 final class Checker {

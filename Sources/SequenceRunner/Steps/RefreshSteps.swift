@@ -1,6 +1,8 @@
 import Apply
+import DiskModel
 import Disks
 import Foundation
+import SequenceModel
 
 /// findWindows and cleanVolume: a refresh finds the installed Windows, never formats it, and
 /// moves or deletes the old system folders while the users' files stay.

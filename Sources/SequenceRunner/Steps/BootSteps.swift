@@ -1,6 +1,8 @@
 import Boot
+import DiskModel
 import Disks
 import Foundation
+import SequenceModel
 
 /// makeBootable: what MDT runs bcdboot for. The boot manager and its resources go from the
 /// applied image to the ESP, a new BCD store names the Windows partition by its GPT GUIDs,

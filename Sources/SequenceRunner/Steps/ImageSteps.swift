@@ -1,5 +1,7 @@
 import Apply
+import DiskModel
 import Foundation
+import SequenceModel
 import Transport
 import WIM
 

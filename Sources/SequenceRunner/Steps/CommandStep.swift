@@ -1,4 +1,5 @@
 import Foundation
+import SequenceModel
 
 /// runCommand: a program in the agent's environment, its output in the log, its exit code
 /// checked; the target volume optionally mounted (ntfs-3g) for its duration.

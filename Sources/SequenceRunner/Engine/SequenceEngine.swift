@@ -1,6 +1,8 @@
 import Apply
-import Synchronization
+import DiskModel
 import Foundation
+import SequenceModel
+import Synchronization
 
 /// How a run ended.
 public struct RunResult: Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import SequenceModel
 import Transport
 
 /// Sends spooled events to the server in order, in batches, with the deployment's bearer

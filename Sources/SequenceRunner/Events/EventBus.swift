@@ -1,4 +1,5 @@
 import Foundation
+import SequenceModel
 
 /// Where a running sequence's events go: the spool (and from it the server), the plain log
 /// file, and the terminal. Secrets are redacted before anything leaves, and progress is thinned

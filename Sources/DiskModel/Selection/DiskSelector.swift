@@ -88,7 +88,7 @@ public enum DiskSelector {
         })
     }
 
-    static func rejections(of disk: Disk, under rules: DiskRules) -> [Rejection] {
+    package static func rejections(of disk: Disk, under rules: DiskRules) -> [Rejection] {
         var found: [Rejection] = []
         func hard(_ rule: String, _ message: String) { found.append(Rejection(rule: rule, hard: true, message: message)) }
         func soft(_ rule: String, _ message: String) { found.append(Rejection(rule: rule, hard: false, message: message)) }
@@ -195,10 +195,10 @@ public enum DiskSelector {
 /// Kernel name order: numbers compare by value (nvme2n1 < nvme10n1), and within a family
 /// that numbers disks with letters the shorter name comes first, as the kernel names the
 /// 27th SCSI disk sdaa, after sdz.
-enum KernelName {
+package enum KernelName {
     private static let letterIndexed = ["xvd", "sd", "vd", "hd"]
 
-    static func precedes(_ left: String, _ right: String) -> Bool {
+    package static func precedes(_ left: String, _ right: String) -> Bool {
         let a = runs(left), b = runs(right)
         for (position, (x, y)) in zip(a, b).enumerated() where x != y {
             let xDigits = x.first?.isASCIIDigit ?? false, yDigits = y.first?.isASCIIDigit ?? false

@@ -1,6 +1,8 @@
 import CImprintSystem
+import DiskModel
 import Disks
 import Foundation
+import SequenceModel
 import Transport
 
 /// writeImage: a sector image (`.img`, or `.img.xz` decoded by liblzma as it arrives) streamed

@@ -1,5 +1,7 @@
+import DiskModel
 import Disks
 import Foundation
+import SequenceModel
 
 /// A dry run: which steps would run or be skipped and why, the disk each selection would
 /// choose, and exactly what each partition step would wipe and create. Touches nothing.

@@ -1,7 +1,9 @@
 import Apply
 import Boot
+import DiskModel
 import Drivers
 import Foundation
+import SequenceModel
 import Transport
 
 /// injectDrivers: what MDT's "Inject Drivers" does. The machine's PCI and USB IDs are matched
