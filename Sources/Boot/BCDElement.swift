@@ -19,15 +19,12 @@ public struct BCDElementType: RawRepresentable, Hashable, Sendable, CustomString
     public static let description = BCDElementType(0x1200_0004)            // description
     public static let preferredLocale = BCDElementType(0x1200_0005)        // locale
     public static let inheritedObjects = BCDElementType(0x1400_0006)       // inherit
-    public static let recoverySequence = BCDElementType(0x1400_0008)       // recoverysequence
-    public static let autoRecoveryEnabled = BCDElementType(0x1600_0009)    // recoveryenabled
     public static let allowBadMemoryAccess = BCDElementType(0x1600_000B)   // badmemoryaccess
     public static let debuggerType = BCDElementType(0x1500_0011)           // debugtype
     public static let serialDebuggerPort = BCDElementType(0x1500_0012)     // debugport
     public static let serialDebuggerBaudRate = BCDElementType(0x1500_0013) // baudrate
     public static let emsEnabled = BCDElementType(0x1600_0020)             // bootems
     public static let isolatedExecutionContext = BCDElementType(0x1600_0060) // isolatedcontext
-    public static let displayMessageOverride = BCDElementType(0x1500_0066) // displaymessageoverride
     public static let allowedInMemorySettings = BCDElementType(0x1700_0077) // allowedinmemorysettings
     // Boot manager (class 2, bootmgr subtypes).
     public static let displayOrder = BCDElementType(0x2400_0001)           // displayorder

@@ -46,7 +46,7 @@ public struct FATSystemPartition: SystemPartitionWriter {
         var files: [String] = []
         for name in names {
             var isDirectory: ObjCBool = false
-            FileManager.default.fileExists(atPath: local + "/" + name, isDirectory: &isDirectory)
+            _ = FileManager.default.fileExists(atPath: local + "/" + name, isDirectory: &isDirectory)
             let target = remote.isEmpty ? name : remote + "/" + name
             if isDirectory.boolValue {
                 if !existing.contains(name.uppercased()) { _ = try run(["mmd", "-i", device, "::/" + target]) }
@@ -73,7 +73,7 @@ public struct DirectorySystemPartition: SystemPartitionWriter {
         guard let walker = manager.enumerator(atPath: source) else { return }
         while let relative = walker.nextObject() as? String {
             var isDirectory: ObjCBool = false
-            manager.fileExists(atPath: source + "/" + relative, isDirectory: &isDirectory)
+            _ = manager.fileExists(atPath: source + "/" + relative, isDirectory: &isDirectory)
             let target = root + "/" + relative
             if isDirectory.boolValue {
                 try manager.createDirectory(atPath: target, withIntermediateDirectories: true)

@@ -112,7 +112,7 @@ public final class DirectoryVolumeReader: WindowsVolumeReader {
         guard let folder = resolve(path), let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return nil }
         return names.sorted().map { name in
             var isDirectory: ObjCBool = false
-            FileManager.default.fileExists(atPath: folder + "/" + name, isDirectory: &isDirectory)
+            _ = FileManager.default.fileExists(atPath: folder + "/" + name, isDirectory: &isDirectory)
             return (name, isDirectory.boolValue)
         }
     }

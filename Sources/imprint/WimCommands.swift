@@ -56,35 +56,12 @@ struct WimInfo: ParsableCommand {
         let solid = wim.resources.contains { $0.isSolid }
         let solidFormats = Set(wim.resources.filter(\.isSolid).map(\.compression.description)).sorted()
         if json {
-            var images: [[String: Any]] = []
-            for index in 1...max(wim.imageCount, 1) where wim.imageCount > 0 {
-                var object: [String: Any] = ["index": index]
-                if let x = wim.xmlImage(index) {
-                    if let v = x.name { object["name"] = v }
-                    if let v = x.description { object["description"] = v }
-                    if let v = x.displayName { object["displayName"] = v }
-                    if let v = x.displayDescription { object["displayDescription"] = v }
-                    if let v = x.flags { object["flags"] = v }
-                    if let v = x.directoryCount { object["directoryCount"] = v }
-                    if let v = x.fileCount { object["fileCount"] = v }
-                    if let v = x.totalBytes { object["totalBytes"] = v }
-                    if let v = x.hardLinkBytes { object["hardLinkBytes"] = v }
-                    if let v = x.creationTime { object["creationTime"] = isoTime(v) }
-                    if let v = x.lastModificationTime { object["lastModificationTime"] = isoTime(v) }
-                    object["properties"] = Dictionary(x.properties, uniquingKeysWith: { a, _ in a })
-                }
-                images.append(object)
-            }
-            let object: [String: Any] = [
-                "path": wim.path, "guid": h.guidString, "version": h.version, "imageCount": wim.imageCount,
-                "compression": h.compression.description, "chunkSize": h.chunkSize,
-                "partNumber": h.partNumber, "totalParts": h.totalParts, "bootIndex": h.bootIndex,
-                "size": totalSize, "flags": h.flags.names, "pipable": h.isPipable,
-                "solidResources": solid, "solidCompression": solidFormats,
-                "blobCount": wim.blobs.count, "integrityTable": !h.integrityTable.isEmpty,
-                "images": images,
-            ]
-            printJSON(object)
+            let images = (0..<wim.imageCount).map { WIMInfoJSON.Image(index: $0 + 1, wim.xmlImage($0 + 1)) }
+            try printJSON(WIMInfoJSON(
+                path: wim.path, guid: h.guidString, version: h.version, imageCount: wim.imageCount,
+                compression: h.compression.description, chunkSize: h.chunkSize, partNumber: h.partNumber, totalParts: h.totalParts,
+                bootIndex: h.bootIndex, size: totalSize, flags: h.flags.names, pipable: h.isPipable, solidResources: solid,
+                solidCompression: solidFormats, blobCount: wim.blobs.count, integrityTable: !h.integrityTable.isEmpty, images: images))
             return
         }
         print("WIM Information:")
@@ -139,29 +116,18 @@ struct WimDir: ParsableCommand {
                 if meta.entries[i].isDirectory { stack.append(contentsOf: meta.children(of: i).reversed()) }
             }
             if json {
-                var rows: [[String: Any]] = []
-                rows.reserveCapacity(order.count)
-                for i in order {
+                try printJSON(order.map { i -> WIMDirJSON in
                     let e = meta.entries[i]
-                    var row: [String: Any] = [
-                        "path": meta.path(of: i), "size": size(e.dataHash), "attributes": e.attributes.rawValue,
-                        "attributeNames": e.attributes.names, "isDirectory": e.isDirectory,
-                        "creationTime": isoTime(e.creationTime), "lastWriteTime": isoTime(e.lastWriteTime),
-                        "lastAccessTime": isoTime(e.lastAccessTime), "securityId": e.securityID,
-                    ]
-                    if !e.dataHash.isZero { row["sha1"] = e.dataHash.description }
-                    if !e.shortName.isEmpty { row["shortName"] = e.shortName }
-                    if e.hardLinkGroup != 0 { row["hardLinkGroup"] = e.hardLinkGroup }
-                    if e.isReparsePoint {
-                        row["reparseTag"] = String(format: "0x%08X", e.reparseTag)
-                        row["reparseSize"] = size(e.reparseHash)
-                    }
-                    if !e.namedStreams.isEmpty {
-                        row["streams"] = e.namedStreams.map { ["name": $0.name, "size": size($0.hash), "sha1": $0.hash.description] as [String: Any] }
-                    }
-                    rows.append(row)
-                }
-                printJSON(rows)
+                    return WIMDirJSON(
+                        path: meta.path(of: i), size: size(e.dataHash), attributes: e.attributes.rawValue,
+                        attributeNames: e.attributes.names, isDirectory: e.isDirectory, creationTime: isoTime(e.creationTime),
+                        lastWriteTime: isoTime(e.lastWriteTime), lastAccessTime: isoTime(e.lastAccessTime), securityId: e.securityID,
+                        sha1: e.dataHash.isZero ? nil : e.dataHash.description, shortName: e.shortName.isEmpty ? nil : e.shortName,
+                        hardLinkGroup: e.hardLinkGroup == 0 ? nil : e.hardLinkGroup,
+                        reparseTag: e.isReparsePoint ? String(format: "0x%08X", e.reparseTag) : nil,
+                        reparseSize: e.isReparsePoint ? size(e.reparseHash) : nil,
+                        streams: e.namedStreams.isEmpty ? nil : e.namedStreams.map { .init(name: $0.name, size: size($0.hash), sha1: $0.hash.description) })
+                })
                 return
             }
             for i in order {
@@ -349,11 +315,58 @@ struct WimExtract: ParsableCommand {
     }
 }
 
-func printJSON(_ object: Any) {
-    if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]),
-       let text = String(data: data, encoding: .utf8) {
-        print(text)
+/// `imprint wim info --json`: the header and every image's XML properties.
+struct WIMInfoJSON: Encodable {
+    struct Image: Encodable {
+        var index: Int
+        var name, description, displayName, displayDescription, flags: String?
+        var directoryCount, fileCount, totalBytes, hardLinkBytes: UInt64?
+        var creationTime, lastModificationTime: String?
+        var properties: [String: String]?
+
+        init(index: Int, _ xml: WIMXMLInfo.Image?) {
+            self.index = index
+            guard let xml else { return }
+            (name, description, displayName, displayDescription, flags) = (xml.name, xml.description, xml.displayName, xml.displayDescription, xml.flags)
+            (directoryCount, fileCount, totalBytes, hardLinkBytes) = (xml.directoryCount, xml.fileCount, xml.totalBytes, xml.hardLinkBytes)
+            creationTime = xml.creationTime.map(isoTime)
+            lastModificationTime = xml.lastModificationTime.map(isoTime)
+            properties = Dictionary(xml.properties, uniquingKeysWith: { first, _ in first })
+        }
     }
+
+    var path, guid: String
+    var version: UInt32
+    var imageCount: Int
+    var compression: String
+    var chunkSize: UInt32
+    var partNumber, totalParts: UInt16
+    var bootIndex: UInt32
+    var size: UInt64
+    var flags: [String]
+    var pipable, solidResources: Bool
+    var solidCompression: [String]
+    var blobCount: Int
+    var integrityTable: Bool
+    var images: [Image]
+}
+
+/// One path of `imprint wim dir --json`.
+struct WIMDirJSON: Encodable {
+    struct Stream: Encodable { var name: String; var size: UInt64; var sha1: String }
+
+    var path: String
+    var size: UInt64
+    var attributes: UInt32
+    var attributeNames: [String]
+    var isDirectory: Bool
+    var creationTime, lastWriteTime, lastAccessTime: String
+    var securityId: Int32
+    var sha1, shortName: String?
+    var hardLinkGroup: UInt64?
+    var reparseTag: String?
+    var reparseSize: UInt64?
+    var streams: [Stream]?
 }
 
 /// FILETIME → ISO 8601 UTC with 100 ns precision.

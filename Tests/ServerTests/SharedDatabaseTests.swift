@@ -15,7 +15,7 @@ struct SharedDatabaseTests {
         let output = harness.scratch.sub("live-\(UUID().uuidString)")
         return Task {
             try await ServerHarness.offload {
-                FileManager.default.createFile(atPath: output, contents: nil)
+                _ = FileManager.default.createFile(atPath: output, contents: nil)
                 let curl = Process()
                 curl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
                 curl.arguments = ["curl", "-sN", "--max-time", "\(seconds)", "-o", output, "-H", "Authorization: Bearer \(token)", url]

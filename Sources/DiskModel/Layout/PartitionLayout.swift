@@ -261,7 +261,7 @@ public struct PartitionLayout: Sendable, Equatable, Decodable {
         self.table = table
         self.partitions = partitions
         if let problem = normalise() {
-            throw DiskError.invalidLayout(reason: "\(JSONInput.path(problem.path)): \(problem.reason)")
+            throw DiskError.invalidLayout(reason: "\(JSONProblem(codingPath: problem.path, reason: problem.reason).jsonPath): \(problem.reason)")
         }
     }
 

@@ -8,10 +8,9 @@ public enum JSONInput {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let error as DiskError {
             throw error
-        } catch let error as DecodingError {
-            throw describe(error, file: file)
         } catch {
-            throw DiskError.invalidJSON(file: file, jsonPath: "$", reason: "\(error)")
+            let problem = JSONProblem(error)
+            throw DiskError.invalidJSON(file: file, jsonPath: problem.jsonPath, reason: problem.reason)
         }
     }
 
@@ -22,37 +21,72 @@ public enum JSONInput {
         return try decode(type, from: data, file: path)
     }
 
-    /// `$.partitions[2].size` from a decoder's coding path.
-    public static func path(_ codingPath: [any CodingKey]) -> String {
-        var text = "$"
-        for key in codingPath {
-            if let index = key.intValue { text += "[\(index)]" } else { text += "." + key.stringValue }
-        }
-        return text
-    }
-
     /// A value-level error raised by our own `init(from:)`, carrying the decoder's path.
     public static func invalid(_ decoder: any Decoder, _ reason: String) -> DecodingError {
         .dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: reason))
     }
+}
 
-    private static func describe(_ error: DecodingError, file: String) -> DiskError {
+/// A JSON decoder's complaint as a person reads it: where (the path to the value at fault) and
+/// why. The one mapping for the files technicians write, task sequences and the server's bodies.
+public struct JSONProblem: Error, Sendable, Equatable {
+    public enum Step: Sendable, Equatable {
+        case key(String)
+        case index(Int)
+    }
+
+    /// From the root to the value at fault; empty when the document itself is at fault.
+    public var location: [Step]
+    public var reason: String
+
+    public init(location: [Step], reason: String) {
+        self.location = location
+        self.reason = reason
+    }
+
+    public init(codingPath: [any CodingKey], reason: String) {
+        self.init(location: codingPath.map { $0.intValue.map(Step.index) ?? .key($0.stringValue) }, reason: reason)
+    }
+
+    public init(_ error: any Error) {
+        guard let error = error as? DecodingError else {
+            self.init(location: [], reason: "\(error)")
+            return
+        }
         switch error {
         case let .dataCorrupted(context):
+            // Foundation's own message for broken syntax names the line and column.
             let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            let reason = context.codingPath.isEmpty && context.debugDescription.contains("JSON")
-                ? "not valid JSON" + (underlying.map { ": \($0)" } ?? "")
-                : context.debugDescription
-            return .invalidJSON(file: file, jsonPath: path(context.codingPath), reason: reason)
+            let syntax = context.codingPath.isEmpty && context.debugDescription.contains("JSON")
+            self.init(codingPath: context.codingPath,
+                      reason: syntax ? "not valid JSON" + (underlying.map { ": \($0)" } ?? "") : context.debugDescription)
         case let .keyNotFound(key, context):
-            return .invalidJSON(file: file, jsonPath: path(context.codingPath + [key]), reason: "missing (required)")
+            self.init(codingPath: context.codingPath + [key], reason: "missing (required)")
         case let .typeMismatch(type, context):
-            return .invalidJSON(file: file, jsonPath: path(context.codingPath), reason: "expected \(typeName(type))")
+            self.init(codingPath: context.codingPath, reason: "expected \(Self.typeName(type))")
         case let .valueNotFound(type, context):
-            return .invalidJSON(file: file, jsonPath: path(context.codingPath), reason: "expected \(typeName(type)), found null")
+            self.init(codingPath: context.codingPath, reason: "expected \(Self.typeName(type)), found null")
         @unknown default:
-            return .invalidJSON(file: file, jsonPath: "$", reason: "\(error)")
+            self.init(location: [], reason: "\(error)")
         }
+    }
+
+    /// `$.partitions[2].size`, as the files' error messages name a value.
+    public var jsonPath: String { "$" + path(keyPrefix: ".") }
+
+    /// `events[3].kind`, as an API error's `field` names it; nil for the whole body.
+    public var fieldPath: String? {
+        guard case let .key(first)? = location.first else { return location.isEmpty ? nil : path(keyPrefix: ".") }
+        return first + path(keyPrefix: ".", from: 1)
+    }
+
+    private func path(keyPrefix: String, from start: Int = 0) -> String {
+        location.dropFirst(start).map { step -> String in
+            switch step {
+            case let .key(name): return keyPrefix + name
+            case let .index(index): return "[\(index)]"
+            }
+        }.joined()
     }
 
     private static func typeName(_ type: Any.Type) -> String {

@@ -24,13 +24,8 @@ public enum SequenceParser {
         do {
             root = try JSONDecoder().decode(JSONValue.self, from: data)
         } catch {
-            let detail = ((error as? DecodingError).flatMap { error -> String? in
-                if case let .dataCorrupted(context) = error {
-                    return (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-                }
-                return nil
-            }) ?? "\(error)"
-            checker.error("$", "not valid JSON: \(detail)", hint: "check commas, quotes and brackets")
+            // JSONValue takes any value, so the only complaint left is the syntax.
+            checker.error("$", JSONProblem(error).reason, hint: "check commas, quotes and brackets")
             return (nil, checker.issues)
         }
         let sequence = checker.sequence(root, origin: origin)

@@ -40,10 +40,15 @@ extension ImprintServer {
             let id = try request.requiredParameter("id", context)
             guard try await storage.requestRedeploy(machineID: id) else { throw APIError.notFound("machine \(id)") }
             response = Response(status: .seeOther, headers: [.location: "/dashboard"])
-        default:
+        case .dashboardApprove:
             let id = try request.requiredParameter("id", context)
             guard try await storage.setMachineState(id: id, state: .approved) else { throw APIError.notFound("machine \(id)") }
             response = Response(status: .seeOther, headers: [.location: "/dashboard"])
+        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .content, .metrics,
+             .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
+             .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents:
+            // Not a dashboard route: `handle` never sends these here (listed so a new handler is placed on purpose).
+            throw APIError.notFound("route")
         }
         if let fromQuery {
             // The token from a link becomes a cookie, so the page's own links and its live feed

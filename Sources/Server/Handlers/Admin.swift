@@ -142,7 +142,10 @@ extension ImprintServer {
             let events = try await storage.events(deploymentID: id, afterSequence: after, limit: limit)
             return JSON.response(List(events: events, last: events.last?.event.sequence ?? after))
 
-        default:
+        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .content, .metrics,
+             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy:
+            // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new
+            // handler makes the compiler ask where it belongs.
             throw APIError.notFound("route")
         }
     }

@@ -1,4 +1,5 @@
 import Crypto
+import DiskModel
 import Foundation
 import Hummingbird
 
@@ -100,36 +101,16 @@ extension Request {
 func decodeBody<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
     do {
         return try JSONDecoder().decode(type, from: data)
-    } catch let error as DecodingError {
-        throw APIError(.unprocessableContent, describe(error), field: fieldPath(error))
     } catch {
-        throw APIError(.badRequest, "the body is not valid JSON")
+        throw APIError(invalidBody: JSONProblem(error))
     }
 }
 
-func fieldPath(_ error: DecodingError) -> String? {
-    let path: [any CodingKey]
-    switch error {
-    case let .keyNotFound(key, context): path = context.codingPath + [key]
-    case let .typeMismatch(_, context), let .valueNotFound(_, context), let .dataCorrupted(context): path = context.codingPath
-    @unknown default: return nil
-    }
-    guard !path.isEmpty else { return nil }
-    var text = ""
-    for key in path {
-        if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
-    }
-    return text
-}
-
-func describe(_ error: DecodingError) -> String {
-    switch error {
-    case .keyNotFound: return "a required field is missing"
-    case let .typeMismatch(type, _): return "expected \(type)"
-    case .valueNotFound: return "a required value is null"
-    case let .dataCorrupted(context):
-        return context.codingPath.isEmpty ? "the body is not valid JSON" : "invalid value: \(context.debugDescription)"
-    @unknown default: return "the body does not have the expected shape"
+extension APIError {
+    /// 422 naming the field at fault (none when the body is not JSON at all).
+    init(invalidBody problem: JSONProblem, index: Int? = nil) {
+        let syntax = problem.location.isEmpty && problem.reason.hasPrefix("not valid JSON")
+        self.init(.unprocessableContent, syntax ? "the body is not valid JSON" : problem.reason, field: problem.fieldPath, index: index)
     }
 }
 

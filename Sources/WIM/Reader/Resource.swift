@@ -34,8 +34,6 @@ public struct Chunk: Sendable {
     public var fileOffset: UInt64
     public var storedSize: Int
     public var uncompressedSize: Int
-    /// A chunk stored with its uncompressed size was not worth compressing and is kept raw.
-    public var isRaw: Bool { storedSize == uncompressedSize }
 }
 
 /// The chunk layout of a compressed resource.

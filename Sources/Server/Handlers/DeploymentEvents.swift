@@ -1,0 +1,78 @@
+import DiskModel
+import Foundation
+import Hummingbird
+import SequenceModel
+
+/// What a running deployment fetches and reports, with its token.
+extension ImprintServer {
+    /// The deployment the bearer token belongs to: 401 without a token, 403 with a wrong one or
+    /// once the deployment has ended (its result is stored; nothing more is accepted).
+    func authorizedDeployment(_ request: Request, _ context: BasicRequestContext) async throws -> Deployment {
+        let id = try request.requiredParameter("id", context)
+        guard let token = request.bearerToken else {
+            var error = APIError(.unauthorized, "this needs the deployment's token: Authorization: Bearer <token>", field: "Authorization")
+            error.headers[.wwwAuthenticate] = "Bearer"
+            throw error
+        }
+        // An unknown id answers as a wrong token does, so ids cannot be probed.
+        guard let deployment = try await storage.deployment(id: id), Tokens.equal(deployment.tokenHash, Tokens.hash(token)) else {
+            throw APIError(.forbidden, "the token is not valid for this deployment", field: "Authorization")
+        }
+        guard deployment.isActive else {
+            throw APIError(.forbidden, "deployment \(id) has ended (\(deployment.state.rawValue)); its token is no longer valid",
+                           field: "Authorization")
+        }
+        return deployment
+    }
+
+    func deploymentSequence(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let deployment = try await authorizedDeployment(request, context)
+        return JSON.raw(Data(deployment.sequenceBody.utf8), contentType: "application/json")
+    }
+
+    struct EventBatch: Decodable { var events: [Event] }
+
+    func deploymentEvents(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let deployment = try await authorizedDeployment(request, context)
+        var request = request
+        let data = try await request.bodyData(limit: 1 << 20)
+        let batch: EventBatch
+        do {
+            batch = try JSONDecoder().decode(EventBatch.self, from: data)
+        } catch {
+            let problem = JSONProblem(error)
+            throw APIError(invalidBody: problem, index: problem.fieldPath.flatMap(Self.eventIndex))
+        }
+        for (index, event) in batch.events.enumerated() {
+            if let problem = Self.problem(event) {
+                throw APIError(.unprocessableContent, "event \(index): \(problem.message)", field: "events[\(index)].\(problem.field)", index: index)
+            }
+        }
+        let result = try await storage.storeEvents(deploymentID: deployment.id, events: batch.events)
+        metrics.addEvents(result.inserted)
+        struct Answer: Encodable { var acknowledged: Int; var stored: Int; var state: String }
+        return JSON.response(Answer(acknowledged: result.acknowledged, stored: result.inserted, state: result.deployment.state.rawValue))
+    }
+
+    /// `events[3].kind` → 3.
+    static func eventIndex(_ field: String) -> Int? {
+        guard field.hasPrefix("events["), let close = field.firstIndex(of: "]") else { return nil }
+        return Int(field[field.index(field.startIndex, offsetBy: 7)..<close])
+    }
+
+    /// Parsers of event times, made once (an ISO8601DateFormatter per event was a fifth of the server's CPU under load).
+    static let fractionalTime = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    static let plainTime = Date.ISO8601FormatStyle()
+
+    /// What the decoder cannot check: numbering from 1, a real time, a result with a status.
+    static func problem(_ event: Event) -> (field: String, message: String)? {
+        if event.sequence < 1 { return ("sequence", "sequence numbers start at 1") }
+        if (try? fractionalTime.parse(event.time)) == nil && (try? plainTime.parse(event.time)) == nil {
+            return ("time", "\"\(event.time)\" is not an ISO 8601 time")
+        }
+        if event.kind == .result && event.status == nil { return ("status", "a result event needs a status") }
+        if let percent = event.percent, !(0...100).contains(percent) { return ("percent", "percent must be between 0 and 100") }
+        if let overall = event.overall, !(0...100).contains(overall) { return ("overall", "overall must be between 0 and 100") }
+        return nil
+    }
+}
