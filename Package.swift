@@ -45,38 +45,41 @@ let package = Package(
         .systemLibrary(name: "CCurl", path: "Sources/CCurl"),
         .systemLibrary(name: "CLZMA", path: "Sources/CLZMA"),
 
+        // The kinds of failure (bad input, refused, network, disk, interrupted, internal) every
+        // error declares, so `imprint` exits by kind and the dashboard groups failures by it.
+        .target(name: "Failures"),
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
-        .target(name: "WIM", dependencies: ["CLibCrypto"]),
+        .target(name: "WIM", dependencies: ["CLibCrypto", "Failures"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
-        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "CImprintSystem", "CNTFS3G"]),
+        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Failures", "CImprintSystem", "CNTFS3G"]),
         // What a disk is and what may be done to it, in pure Swift: the disk model, selection
         // rules, partition layouts and the table writer, format specs, a refresh's clean-up
         // policy. What a task sequence's JSON reaches; no C library, so the server can link it.
-        .target(name: "DiskModel"),
+        .target(name: "DiskModel", dependencies: ["Failures"]),
         // Disks: discover, choose, partition and format, never the wrong one.
         .target(name: "Disks", dependencies: ["DiskModel", "CBlkid", "CNTFS3G", "CImprintSystem"]),
         // Transport: HTTP(S) through libcurl (resume, retries, Range reads, streams), xz streams.
-        .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "CLibCrypto"]),
+        .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "CLibCrypto", "Failures"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
-        .target(name: "Drivers", dependencies: ["Transport"]),
+        .target(name: "Drivers", dependencies: ["Transport", "Failures"]),
         // Registry hives (regf): read, write a new one, edit one in place. No dependencies.
-        .target(name: "Registry"),
+        .target(name: "Registry", dependencies: ["Failures"]),
         // Making a disk bootable: the BCD store, boot files on the ESP, the firmware's boot entry.
-        .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "DiskModel", "CNTFS3G", "CBlkid"]),
+        .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "DiskModel", "Failures", "CNTFS3G", "CBlkid"]),
         // Task sequences as data: the format, parser and checker, variables, conditions, facts and
         // events. What the server reads and writes; no C library.
-        .target(name: "SequenceModel", dependencies: ["DiskModel"]),
+        .target(name: "SequenceModel", dependencies: ["DiskModel", "Failures"]),
         // Running task sequences on a machine: the engine, every step, gathering facts, the
         // event spool and reporter.
         .target(
             name: "SequenceRunner",
-            dependencies: ["SequenceModel", "DiskModel", "WIM", "Apply", "Disks", "Transport", "Drivers", "Boot", "Registry"]
+            dependencies: ["SequenceModel", "DiskModel", "Failures", "WIM", "Apply", "Disks", "Transport", "Drivers", "Boot", "Registry"]
         ),
         // The command-line tool.
         .executableTarget(
             name: "imprint",
             dependencies: [
-                "WIM", "Apply", "Disks", "DiskModel", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
+                "WIM", "Apply", "Disks", "DiskModel", "Failures", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
                 "Boot", "Registry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -85,7 +88,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "SequenceModel",
+                "SequenceModel", "Failures",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
@@ -123,7 +126,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "TestSupport", "imprint"]),
         .testTarget(
             name: "SequenceTests",
-            dependencies: ["SequenceModel", "SequenceRunner", "Disks", "DiskModel", "Transport", "TestSupport", "imprint"]
+            dependencies: ["SequenceModel", "SequenceRunner", "Disks", "DiskModel", "Failures", "Transport", "TestSupport", "imprint"]
         ),
         .testTarget(
             name: "ServerTests",

@@ -1,3 +1,4 @@
+import Failures
 import Synchronization
 import WIM
 
@@ -90,4 +91,8 @@ public struct Applier {
         try target.finish(plan)
         return target.summary
     }
+}
+
+extension ApplyInterrupted: ClassifiedError {
+    public var failureKind: FailureKind { .interrupted }
 }

@@ -1,3 +1,4 @@
+import Failures
 import CImprintSystem
 import WIM
 #if canImport(Glibc)
@@ -352,6 +353,15 @@ public enum ApplyError: Error, CustomStringConvertible {
             return "\(path): \(operation) failed: \(String(cString: strerror(code)))"
         case let .wouldReplaceDirectory(path, imagePath):
             return "\(path) is a directory, but the image has a file there (\(imagePath)); a directory is never removed, as it may hold files the image does not know"
+        }
+    }
+}
+
+extension ApplyError: ClassifiedError {
+    public var failureKind: FailureKind {
+        switch self {
+        case .io: return .disk
+        case .wouldReplaceDirectory: return .refused
         }
     }
 }

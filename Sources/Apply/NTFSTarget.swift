@@ -1,3 +1,4 @@
+import Failures
 import CNTFS3G
 import WIM
 #if canImport(Glibc)
@@ -537,6 +538,19 @@ public enum NTFSApplyError: Error, CustomStringConvertible {
             return "\(path) is a directory that is not empty, but the image has a file there; a directory is never removed, as it may hold files the image does not know"
         case let .badName(path):
             return "\(path): the name is empty or longer than NTFS allows (255 UTF-16 units)"
+        }
+    }
+}
+
+extension NTFSApplyError: ClassifiedError {
+    public var failureKind: FailureKind {
+        switch self {
+        case .notNTFS: return .badInput
+        // EPERM: hibernated or unclean, EBUSY: mounted; both are refusals to touch the volume.
+        case let .mount(_, code): return code == EPERM || code == EBUSY ? .refused : .disk
+        case .unmount, .operation: return .disk
+        case .wouldReplaceDirectory: return .refused
+        case .badName: return .badInput
         }
     }
 }

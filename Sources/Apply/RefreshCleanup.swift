@@ -1,3 +1,4 @@
+import Failures
 import CNTFS3G
 import DiskModel
 #if canImport(Glibc)
@@ -315,5 +316,15 @@ private extension String {
         while let c = s.first, c == "/" || c == "\\" { s = s.dropFirst() }
         while let c = s.last, c == "/" || c == "\\" { s = s.dropLast() }
         return String(s)
+    }
+}
+
+extension RefreshCleanupError: ClassifiedError {
+    public var failureKind: FailureKind {
+        switch self {
+        case .protectedFolder: return .refused
+        case .notATopLevelName, .needsNTFSVolume: return .badInput
+        case .noFreeOldName, .operation: return .disk
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Failures
 import CNTFS3G
 import Foundation
 
@@ -182,5 +183,14 @@ public final class DirectoryVolumeFiles: VolumeFiles {
             throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "write through a symbolic link", errno: ELOOP)
         }
         return destination
+    }
+}
+
+extension VolumeFilesError: ClassifiedError {
+    public var failureKind: FailureKind {
+        switch self {
+        case .badPath: return .badInput
+        case .operation: return .disk
+        }
     }
 }

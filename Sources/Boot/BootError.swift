@@ -1,3 +1,4 @@
+import Failures
 import DiskModel
 import Disks
 import Foundation
@@ -63,5 +64,14 @@ enum WindowsGUID {
         var trimmed = text.trimmingCharacters(in: .whitespaces)
         if trimmed.hasPrefix("{") && trimmed.hasSuffix("}") { trimmed = String(trimmed.dropFirst().dropLast()) }
         return UUID(uuidString: trimmed)
+    }
+}
+
+extension BootError: ClassifiedError {
+    public var failureKind: FailureKind {
+        switch self {
+        case .missingBootFiles, .badElement, .badStore, .unsupported: return .badInput
+        case .volume, .probe, .tool: return .disk
+        }
     }
 }

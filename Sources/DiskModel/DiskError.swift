@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import Failures
 import Glibc
 #endif
 
@@ -49,6 +50,16 @@ public enum DiskError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): the new partitions did not appear: \(reason)"
         case let .formatNotVisible(path, expected, found):
             return "\(path): after formatting, libblkid sees \(found) instead of \(expected)"
+        }
+    }
+}
+
+extension DiskError: ClassifiedError {
+    public var failureKind: FailureKind {
+        switch self {
+        case .io, .probe, .commandFailed, .partitionsNotVisible, .formatNotVisible: return .disk
+        case .invalidJSON, .invalidLayout: return .badInput
+        case .noDiskMatches, .diskChanged, .refused: return .refused
         }
     }
 }

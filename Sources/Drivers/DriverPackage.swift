@@ -1,3 +1,4 @@
+import Failures
 import Foundation
 import Transport
 
@@ -163,3 +164,6 @@ public enum DriverSource {
     }
 }
 
+extension DriverSourceError: ClassifiedError {
+    public var failureKind: FailureKind { .badInput }
+}

@@ -1,3 +1,4 @@
+import Failures
 import Foundation
 
 /// A problem in an INF file, always naming the file and (when known) the line, so whoever
@@ -544,4 +545,8 @@ struct TargetOSDecoration {
     var specificity: [Int] {
         [architecture.isEmpty ? 0 : 1, major ?? 0, minor ?? 0, build ?? 0, productType == nil ? 0 : 1]
     }
+}
+
+extension INFError: ClassifiedError {
+    public var failureKind: FailureKind { .badInput }
 }

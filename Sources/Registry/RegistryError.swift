@@ -1,3 +1,5 @@
+import Failures
+
 /// What can go wrong reading or editing a hive, in words a technician can act on: the file,
 /// the byte offset in it and what was wrong there.
 public enum RegistryError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -25,4 +27,8 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable, Sendable {
             return "key \(key) holds \"\(name)\" twice (registry names ignore case)"
         }
     }
+}
+
+extension RegistryError: ClassifiedError {
+    public var failureKind: FailureKind { .badInput }
 }

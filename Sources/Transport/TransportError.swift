@@ -1,3 +1,4 @@
+import Failures
 import Foundation
 
 /// Every way a transfer can fail, worded for the technician at the machine: each case names
@@ -49,6 +50,19 @@ public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable 
             return "\(url): \(detail)"
         case let .consumer(url, offset, message):
             return "\(url): the data could not be processed at byte \(offset): \(message)"
+        }
+    }
+}
+
+extension TransportError: ClassifiedError {
+    public var failureKind: FailureKind {
+        switch self {
+        case .http, .network, .truncated, .remoteChanged, .unexpectedResponse: return .network
+        case .checksumMismatch, .tooLarge, .invalidURL: return .badInput
+        case .noSpace, .io: return .disk
+        case .cancelled: return .interrupted
+        // The consumer (an apply, a disk write) failed; its own error says more.
+        case .consumer: return .disk
         }
     }
 }

@@ -1,3 +1,4 @@
+import Failures
 import CLZMA
 
 /// Decodes an .xz stream (or several concatenated, as `xz` and `pixz` write) piece by piece, so
@@ -81,4 +82,8 @@ public final class XZDecoder {
         default: return "liblzma error \(result.rawValue)"
         }
     }
+}
+
+extension XZDecoder.Failure: ClassifiedError {
+    public var failureKind: FailureKind { .badInput }
 }

@@ -82,7 +82,21 @@ public enum WIMError: Error, CustomStringConvertible, Sendable {
 }
 
 #if canImport(Glibc)
+import Failures
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+extension WIMError: ClassifiedError {
+    public var failureKind: FailureKind {
+        switch self {
+        case .io: return .disk
+        // A stream that broke is the transport's failure; the WIM itself may be fine.
+        case .source: return .network
+        case .notAWIM, .truncated, .invalidHeader, .invalidBlobTable, .invalidResource, .corruptChunk, .hashMismatch, .invalidXML,
+             .invalidMetadata, .missingBlob, .noSuchImage, .noSuchPath, .unsupported, .splitWIM, .pipable:
+            return .badInput
+        }
+    }
+}

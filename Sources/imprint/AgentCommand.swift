@@ -80,6 +80,6 @@ struct AgentCommand: ParsableCommand {
         let result = try AgentEnvironment.execute(loaded, facts: facts, serverVariables: deployment.variables ?? [:], options: options,
                                                   spool: spool + "/" + deployment.id, log: log,
                                                   server: (base, deployment.id, deployment.token))
-        if result.status != .success { throw ExitCode(1) }
+        if result.status != .success { throw result.exitCode }
     }
 }

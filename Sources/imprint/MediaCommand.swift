@@ -214,7 +214,7 @@ struct MediaMenu: ParsableCommand {
             beforePowerAction: { Self.unmount(media) })
         print(result.status == .success ? "done; the log is on the stick: Logs/\(base).log"
                                         : "FAILED; the log is on the stick: Logs/\(base).log")
-        if result.status != .success { throw ExitCode(1) }
+        if result.status != .success { throw result.exitCode }
     }
 
     /// Unmounts the stick before the power goes, so its FAT is marked clean and the log is complete

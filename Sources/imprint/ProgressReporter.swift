@@ -1,4 +1,6 @@
+import Failures
 import Foundation
+import SequenceRunner
 import WIM
 import Apply
 
@@ -109,8 +111,13 @@ func formatBytes(_ n: UInt64) -> String {
     return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
 }
 
-/// Prints a failure the way a technician reads it and exits non-zero.
+/// Prints a failure the way a technician reads it; the exit status says its kind (README).
 func fail(_ error: any Error) -> ExitCode {
-    FileHandle.standardError.write("imprint: error: \(error)\n".data(using: .utf8)!)
-    return ExitCode(1)
+    FileHandle.standardError.write(Data("imprint: error: \(error)\n".utf8))
+    return ExitCode(FailureKind(of: error).exitStatus)
+}
+
+extension RunResult {
+    /// The exit status of a finished run: 0, or its failure kind's status.
+    var exitCode: ExitCode { status == .success ? .success : ExitCode(failure?.exitStatus ?? FailureKind.internal.exitStatus) }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CImprintSystem
 import DiskModel
 import Disks
+import Failures
 import Foundation
 import SequenceModel
 import SequenceRunner
@@ -39,7 +40,7 @@ struct SequenceValidate: ParsableCommand {
                 print("\(sequence): \(issues.filter { $0.severity == .error }.count) error(s)")
             }
         }
-        if parsed == nil { throw ExitCode(1) }
+        if parsed == nil { throw ExitCode(FailureKind.badInput.exitStatus) }
     }
 }
 
@@ -133,7 +134,7 @@ struct RunCommand: ParsableCommand {
             spool: spool ?? "/var/lib/imprint/spool/" + (deployment ?? "local"),
             log: log ?? (isFile ? sequence + ".log" : nil),
             server: server.map { ($0, deployment ?? "", token ?? "") })
-        if result.status != .success { throw ExitCode(1) }
+        if result.status != .success { throw result.exitCode }
     }
 }
 

@@ -1,3 +1,4 @@
+import Failures
 import Foundation
 import Testing
 import TestSupport
@@ -147,12 +148,13 @@ struct DeploymentTests {
         // A wrong SHA-256 in download mode: the step fails, nothing after it runs.
         let wrong = String(repeating: "ab", count: 32)
         let bad = try lab.run(sequence: sequence(lab.server.url("/pipable.wim"), wrong, mode: "download"))
-        #expect(bad.result.status == 1)
+        #expect(bad.result.status == FailureKind.badInput.exitStatus)
         #expect(ended(bad.events)["3"] == .failed)
         let failure = bad.events.first { $0.kind == .stepEnded && $0.step == "3" }?.message ?? ""
         #expect(failure.lowercased().contains("sha-256") || failure.lowercased().contains("checksum"), "\(failure)")
         #expect(!started(bad.events).contains("4"), "a step ran after the failure")
         #expect(bad.events.last?.kind == .result && bad.events.last?.status == .failed)
+        #expect(bad.events.last?.failure == .badInput, "the result says what kind of failure it was")
     }
 
     @Test func refreshKeepsUserFilesAndRefusesBitLocker() throws {
@@ -189,7 +191,8 @@ struct DeploymentTests {
               {"type": "findWindows", "name": "Find", "rules": {"name": "\(locked.device)"}},
               {"type": "cleanVolume", "volume": "windows"}]}
             """)
-        #expect(refused.result.status == 1)
+        #expect(refused.result.status == FailureKind.refused.exitStatus)
+        #expect(refused.events.last?.failure == .refused)
         let message = refused.events.first { $0.kind == .stepEnded && $0.step == "1" }?.message ?? ""
         #expect(message.contains("BitLocker") && message.contains("suspend"), "\(message)")
         #expect(!started(refused.events).contains("2"))
@@ -220,7 +223,7 @@ struct DeploymentTests {
                 || true, "a 64 MiB image on a 256 MiB disk has its backup header inside the image")
 
         let bad = try lab.run(sequence: sequence(String(repeating: "0", count: 64)))
-        #expect(bad.result.status == 1 && ended(bad.events)["2"] == .failed)
+        #expect(bad.result.status == FailureKind.badInput.exitStatus && ended(bad.events)["2"] == .failed)
         let head = try #require(FileHandle(forReadingAtPath: disk.device)?.readData(ofLength: 1 << 20))
         #expect(head.allSatisfy { $0 == 0 }, "an image that failed its checksum must not stay bootable")
     }
@@ -239,7 +242,7 @@ struct DeploymentTests {
               {"type": "runCommand", "name": "Too slow", "command": ["sleep", "30"], "timeout": 1},
               {"type": "runCommand", "name": "Never", "command": ["true"]}]}
             """, yes: false)
-        #expect(outcome.result.status == 1)
+        #expect(outcome.result.status == FailureKind.interrupted.exitStatus)
         let statuses = ended(outcome.events)
         #expect(statuses["1"] == .skipped && statuses["2"] == .skipped)
         #expect(outcome.events.first { $0.step == "1" && $0.kind == .stepEnded }?.message?.contains("condition not met") == true)
@@ -287,7 +290,7 @@ struct DeploymentTests {
               {"type": "runCommand", "command": "echo", "timeout": "soon"}]}
             """, bad)
         let result = try run([imprintBinary, "sequence", "validate", bad], allowFailure: true)
-        #expect(result.status == 1)
+        #expect(result.status == FailureKind.badInput.exitStatus)
         for expected in ["$.varables: unknown key", "did you mean \"variables\"", "$.steps[0]: partition needs a disk",
                          "$.steps[0].layout.partitions[0].size", "$.steps[1].type: unknown step type \"applyImag\"",
                          "did you mean \"applyImage\"", "$.steps[2].target: no earlier step makes a volume \"windws\"",

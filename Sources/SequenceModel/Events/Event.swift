@@ -1,3 +1,4 @@
+import Failures
 import Foundation
 
 /// What a running sequence reports: to the local spool, to the server, to the terminal and to
@@ -37,10 +38,12 @@ public struct Event: Sendable, Codable, Equatable {
     /// `info`, `warning`, `error` for log events.
     public var level: String?
     public var message: String?
+    /// For a failed step or result: what kind of failure (the dashboard groups by it).
+    public var failure: FailureKind?
 
     public init(sequence: Int = 0, time: Date = Date(), kind: Kind, step: String? = nil, name: String? = nil, type: String? = nil,
                 status: Status? = nil, duration: Double? = nil, percent: Double? = nil, bytes: UInt64? = nil,
-                total: UInt64? = nil, rate: Double? = nil, level: String? = nil, message: String? = nil) {
+                total: UInt64? = nil, rate: Double? = nil, level: String? = nil, message: String? = nil, failure: FailureKind? = nil) {
         self.sequence = sequence
         self.time = Event.timestamp(time)
         self.kind = kind
@@ -55,6 +58,7 @@ public struct Event: Sendable, Codable, Equatable {
         self.rate = rate
         self.level = level
         self.message = message
+        self.failure = failure
     }
 
     static func timestamp(_ date: Date) -> String {

@@ -1,6 +1,7 @@
 import Apply
 import DiskModel
 import Disks
+import Failures
 import Foundation
 import SequenceModel
 import Transport
@@ -67,7 +68,7 @@ final class RunContext: @unchecked Sendable {
     func volume(_ name: String) throws -> Volume {
         let resolved = substitute(name)
         guard let volume = volumes[resolved] else {
-            throw StepFailure("no volume \"\(resolved)\" exists yet (known: \(volumes.keys.sorted().joined(separator: ", ")))")
+            throw StepFailure("no volume \"\(resolved)\" exists yet (known: \(volumes.keys.sorted().joined(separator: ", ")))", kind: .badInput)
         }
         return volume
     }
@@ -79,9 +80,13 @@ final class RunContext: @unchecked Sendable {
 }
 
 /// A step's failure in a technician's words.
-public struct StepFailure: Error, CustomStringConvertible {
+public struct StepFailure: ClassifiedError, CustomStringConvertible {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    public var failureKind: FailureKind
+    public init(_ description: String, kind: FailureKind = .internal) {
+        self.description = description
+        self.failureKind = kind
+    }
 }
 
 /// A thread-safe flag (set from the timeout watcher, read by transfers and commands).

@@ -1,5 +1,6 @@
 import Apply
 import DiskModel
+import Failures
 import Foundation
 import SequenceModel
 import Synchronization
@@ -10,6 +11,8 @@ public struct RunResult: Sendable {
     public var status: Status
     public var failedStep: String?
     public var message: String?
+    /// What kind of failure ended the run; nil when it succeeded.
+    public var failure: FailureKind?
     public var duration: Double
     /// `reboot` or `poweroff` when the sequence asked for one.
     public var powerAction: String?
@@ -47,23 +50,24 @@ public final class SequenceEngine {
             try finishDrivers()
             result = RunResult(status: .success, duration: Date().timeIntervalSince(started), powerAction: context.powerAction?.typeName)
         } catch let failure as SequenceStopped {
-            result = RunResult(status: .failed, failedStep: failure.step.number, message: failure.message,
+            result = RunResult(status: .failed, failedStep: failure.step.number, message: failure.message, failure: failure.kind,
                                duration: Date().timeIntervalSince(started))
         } catch {
-            result = RunResult(status: .failed, message: "\(error)", duration: Date().timeIntervalSince(started))
+            result = RunResult(status: .failed, message: "\(error)", failure: FailureKind(of: error), duration: Date().timeIntervalSince(started))
         }
         var message = result.message.map { "step \(result.failedStep ?? "?") failed: \($0)" }
         if result.status == .success, let action = result.powerAction {
             message = context.options.allowPowerActions ? "\(action) follows" : "\(action) requested (not done outside the boot environment)"
         }
         context.bus.emit(Event(kind: .result, name: sequence.name, status: result.status == .success ? .success : .failed,
-                               duration: result.duration, message: message))
+                               duration: result.duration, message: message, failure: result.failure))
         return result
     }
 
     struct SequenceStopped: Error {
         var step: Step
         var message: String
+        var kind: FailureKind
     }
 
     /// Steps that do work (groups only hold them): what the overall percent counts.
@@ -94,7 +98,8 @@ public final class SequenceEngine {
             do {
                 try runSteps(children)
             } catch let stopped as SequenceStopped where step.continueOnError {
-                end(step, started, .failedContinued, "step \(stopped.step.number) failed: \(stopped.message); continuing")
+                end(step, started, .failedContinued, "step \(stopped.step.number) failed: \(stopped.message); continuing",
+                    failure: stopped.kind)
                 return
             }
             end(step, started, .success, nil)
@@ -109,6 +114,7 @@ public final class SequenceEngine {
                 return
             } catch {
                 let message = context.variables.redact("\(error)")
+                let kind = FailureKind(of: error)
                 if attempt <= step.retry.count && !(error is DestructiveRefused) {
                     context.bus.log("attempt \(attempt) of \(step.retry.count + 1) failed: \(message); retrying in \(Int(step.retry.delay)) s",
                                     step: step, level: "warning")
@@ -116,19 +122,19 @@ public final class SequenceEngine {
                     continue
                 }
                 if step.continueOnError {
-                    end(step, started, .failedContinued, message)
+                    end(step, started, .failedContinued, message, failure: kind)
                     return
                 }
-                end(step, started, .failed, message)
-                throw SequenceStopped(step: step, message: message)
+                end(step, started, .failed, message, failure: kind)
+                throw SequenceStopped(step: step, message: message, kind: kind)
             }
         }
     }
 
-    private func end(_ step: Step, _ started: Date, _ status: Event.Status, _ message: String?) {
+    private func end(_ step: Step, _ started: Date, _ status: Event.Status, _ message: String?, failure: FailureKind? = nil) {
         if case .group = step.action {} else { context.bus.stepsFinished(1) }
         context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: status,
-                               duration: Date().timeIntervalSince(started), message: message))
+                               duration: Date().timeIntervalSince(started), message: message, failure: failure))
     }
 
     /// Runs the step on its own thread and waits at most its timeout; past it, transfers,
@@ -153,7 +159,7 @@ public final class SequenceEngine {
             done.wait()
             context.cancelled.value = false
             applyStopSignal.store(0, ordering: .relaxed)
-            throw StepFailure("timed out after \(Int(timeout)) s")
+            throw StepFailure("timed out after \(Int(timeout)) s", kind: .interrupted)
         }
         if let error = outcome.error { throw error }
     }
@@ -166,8 +172,9 @@ public final class SequenceEngine {
     }
 }
 
-struct DestructiveRefused: Error, CustomStringConvertible {
+struct DestructiveRefused: ClassifiedError, CustomStringConvertible {
     var step: Step
+    var failureKind: FailureKind { .refused }
     var description: String {
         "\(step.type) writes a disk and runs only with --yes (or as the boot environment's agent)"
     }

@@ -1,3 +1,4 @@
+import Failures
 import Foundation
 import SequenceModel
 import Transport
@@ -16,7 +17,7 @@ public enum SequenceLoader {
     public static func data(_ location: String, client: HTTPClient) throws -> Data {
         if location.hasPrefix("http://") || location.hasPrefix("https://") { return try client.fetch(location, limit: 4 << 20) }
         guard let data = FileManager.default.contents(atPath: location) else {
-            throw StepFailure("\(location): cannot read the sequence file")
+            throw StepFailure("\(location): cannot read the sequence file", kind: .badInput)
         }
         return data
     }

@@ -1,6 +1,7 @@
 import Boot
 import DiskModel
 import Disks
+import Failures
 import Foundation
 import SequenceModel
 
@@ -10,7 +11,7 @@ import SequenceModel
 enum BootSteps {
     static func makeBootable(_ parameters: MakeBootableStep, _ step: Step, _ context: RunContext) throws {
         guard let firmware = Firmware(rawValue: context.substitute(parameters.firmware)), firmware == .uefi else {
-            throw StepFailure("makeBootable: only UEFI is written yet (firmware \"\(parameters.firmware)\")")
+            throw StepFailure("makeBootable: only UEFI is written yet (firmware \"\(parameters.firmware)\")", kind: .badInput)
         }
         let windows = try context.volume(parameters.windows)
         let esp = try context.volume(parameters.esp)
@@ -30,7 +31,7 @@ enum BootSteps {
     /// from the table the partition step wrote (or findWindows found).
     static func identity(of volume: Volume, _ name: String, _ context: RunContext) throws -> PartitionIdentity {
         let disk = try DiskInventory.disk(volume.diskPath, context.options.environment)
-        guard let table = disk.partitionTable else { throw StepFailure("\(volume.diskPath) has no partition table") }
+        guard let table = disk.partitionTable else { throw StepFailure("\(volume.diskPath) has no partition table", kind: .disk) }
         guard let partition = table.partitions.first(where: { $0.offset == volume.offset }) else {
             throw StepFailure("volume \"\(name)\": no partition of \(volume.diskPath) starts at byte \(volume.offset)")
         }
@@ -38,13 +39,13 @@ enum BootSteps {
         case .gpt:
             guard let diskText = table.id, let diskGUID = UUID(uuidString: diskText),
                   let partText = partition.uuid, let partitionGUID = UUID(uuidString: partText) else {
-                throw StepFailure("\(volume.diskPath) partition \(partition.number): no GPT disk or partition GUID")
+                throw StepFailure("\(volume.diskPath) partition \(partition.number): no GPT disk or partition GUID", kind: .disk)
             }
             return PartitionIdentity(device: .gptPartition(partition: partitionGUID, disk: diskGUID),
                                      disk: disk.path, number: partition.number)
         case .mbr:
             guard let idText = table.id, let signature = UInt32(idText.replacingOccurrences(of: "0x", with: ""), radix: 16) else {
-                throw StepFailure("\(volume.diskPath): no MBR disk signature")
+                throw StepFailure("\(volume.diskPath): no MBR disk signature", kind: .disk)
             }
             return PartitionIdentity(device: .mbrPartition(offset: partition.offset, signature: signature),
                                      disk: disk.path, number: partition.number)

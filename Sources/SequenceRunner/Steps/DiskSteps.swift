@@ -1,5 +1,6 @@
 import DiskModel
 import Disks
+import Failures
 import Foundation
 import SequenceModel
 
@@ -21,7 +22,7 @@ enum DiskSteps {
 
     static func partition(_ layout: PartitionLayout, _ step: Step, _ context: RunContext) throws {
         guard let disk = context.selectedDisk, let rules = context.diskRules, let selection = context.diskSelection else {
-            throw StepFailure("no disk was selected (a selectDisk step must come first)")
+            throw StepFailure("no disk was selected (a selectDisk step must come first)", kind: .badInput)
         }
         let plan = try DiskPlan.make(layout: layout, on: disk, rules: rules, selection: selection)
         context.bus.log(plan.description, step: step)

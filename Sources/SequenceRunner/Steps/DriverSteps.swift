@@ -2,6 +2,7 @@ import Apply
 import Boot
 import DiskModel
 import Drivers
+import Failures
 import Foundation
 import SequenceModel
 import Transport
@@ -42,12 +43,12 @@ enum DriverSteps {
         } else {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
-                throw StepFailure("\(source): no such driver folder or bundle")
+                throw StepFailure("\(source): no such driver folder or bundle", kind: .badInput)
             }
             packages = isDirectory.boolValue ? try DriverSource.local(source) : try DriverSource.bundle(source, scratch: scratch)
         }
         guard let architecture = Architecture(rawValue: parameters.architecture) else {
-            throw StepFailure("unknown architecture \(parameters.architecture)")
+            throw StepFailure("unknown architecture \(parameters.architecture)", kind: .badInput)
         }
         let target = TargetOS(architecture: architecture)
         let result = DriverMatcher.match(devices: devices, packages: packages, target: target)
@@ -101,7 +102,7 @@ enum DriverSteps {
         let data = try context.client.fetch(url, limit: 8 << 20)
         let index: Index
         do { index = try JSONDecoder().decode(Index.self, from: data) } catch {
-            throw StepFailure("\(url): not a driver index (\(error))")
+            throw StepFailure("\(url): not a driver index (\(error))", kind: .badInput)
         }
         let ids = Set(devices.flatMap { $0.hardwareIDs + $0.compatibleIDs }.map { $0.uppercased() })
         var packages: [DriverPackage] = []

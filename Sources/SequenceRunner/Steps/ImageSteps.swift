@@ -1,5 +1,6 @@
 import Apply
 import DiskModel
+import Failures
 import Foundation
 import SequenceModel
 import Transport
@@ -62,7 +63,7 @@ enum ImageSteps {
     }
 
     static func sha256(of path: String) throws -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw StepFailure("\(path): cannot open") }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw StepFailure("\(path): cannot open", kind: .disk) }
         defer { try? handle.close() }
         let hasher = SHA256Hasher()
         while let chunk = try handle.read(upToCount: 4 << 20), !chunk.isEmpty { hasher.update(chunk) }
@@ -72,7 +73,7 @@ enum ImageSteps {
     private static func checkLocalFile(_ path: String, expected: String, _ step: Step, _ context: RunContext) throws {
         let actual = try sha256(of: path)
         guard actual == expected else {
-            throw StepFailure("\(path): SHA-256 is \(actual), the sequence expects \(expected): wrong or damaged file, nothing applied")
+            throw StepFailure("\(path): SHA-256 is \(actual), the sequence expects \(expected): wrong or damaged file, nothing applied", kind: .badInput)
         }
         context.bus.log("\(path): SHA-256 matches", step: step)
     }

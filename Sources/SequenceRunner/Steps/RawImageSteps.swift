@@ -1,6 +1,7 @@
 import CImprintSystem
 import DiskModel
 import Disks
+import Failures
 import Foundation
 import SequenceModel
 import Transport
@@ -41,7 +42,7 @@ enum RawImageSteps {
 
     private static func readLocal(_ path: String, expected: String?, deliver: (UnsafeRawBufferPointer) throws -> Void,
                                   progress: (UInt64, UInt64?) -> Void) throws {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw StepFailure("\(path): cannot open the image") }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw StepFailure("\(path): cannot open the image", kind: .disk) }
         defer { try? handle.close() }
         let total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? nil
         let hasher = SHA256Hasher()
@@ -54,7 +55,7 @@ enum RawImageSteps {
         }
         let actual = hasher.finish()
         if let expected, actual != expected {
-            throw StepFailure("\(path): SHA-256 is \(actual), the sequence expects \(expected): the image is wrong or damaged")
+            throw StepFailure("\(path): SHA-256 is \(actual), the sequence expects \(expected): the image is wrong or damaged", kind: .badInput)
         }
     }
 }
@@ -72,12 +73,12 @@ final class ImageOutput {
     init(target: String, _ context: RunContext) throws {
         if target == "disk" {
             guard let selected = context.selectedDisk, let rules = context.diskRules else {
-                throw StepFailure("no disk was selected (a selectDisk step must come first)")
+                throw StepFailure("no disk was selected (a selectDisk step must come first)", kind: .badInput)
             }
             var allowed = rules
             allowed.wipe = true
             guard rules.wipe || !selected.holdsData else {
-                throw StepFailure("\(selected.path) holds data and the selectDisk rules do not say \"wipe\": true")
+                throw StepFailure("\(selected.path) holds data and the selectDisk rules do not say \"wipe\": true", kind: .refused)
             }
             let writable = try WritableDisk(identity: DiskIdentity(selected), rules: allowed, environment: context.options.environment)
             disk = writable
@@ -88,7 +89,7 @@ final class ImageOutput {
         } else {
             let volume = try context.volume(target)
             let fd = open(volume.device, O_WRONLY | O_EXCL | O_CLOEXEC)
-            guard fd >= 0 else { throw StepFailure("\(volume.device): cannot open for writing: \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else { throw StepFailure("\(volume.device): cannot open for writing: \(String(cString: strerror(errno)))", kind: .disk) }
             path = volume.device
             capacity = volume.size
             isWholeDisk = false
@@ -101,7 +102,7 @@ final class ImageOutput {
     func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard !bytes.isEmpty else { return }
         guard written + UInt64(bytes.count) <= capacity else {
-            throw StepFailure("the image is larger than \(path) (\(ByteSize.format(capacity))): stopped at \(ByteSize.format(written))")
+            throw StepFailure("the image is larger than \(path) (\(ByteSize.format(capacity))): stopped at \(ByteSize.format(written))", kind: .badInput)
         }
         if let disk {
             try disk.write([DiskWrite(offset: written, bytes: Array(bytes))])
@@ -110,7 +111,7 @@ final class ImageOutput {
             while done < bytes.count, let base = bytes.baseAddress {
                 let count = pwrite(descriptor, base + done, bytes.count - done, off_t(written) + off_t(done))
                 if count < 0 && errno == EINTR { continue }
-                guard count > 0 else { throw StepFailure("\(path): write at \(written + UInt64(done)) failed: \(String(cString: strerror(errno)))") }
+                guard count > 0 else { throw StepFailure("\(path): write at \(written + UInt64(done)) failed: \(String(cString: strerror(errno)))", kind: .disk) }
                 done += count
             }
         }
@@ -121,7 +122,7 @@ final class ImageOutput {
         if let disk {
             try disk.flush()
         } else if fsync(descriptor) != 0 {
-            throw StepFailure("\(path): fsync failed: \(String(cString: strerror(errno)))")
+            throw StepFailure("\(path): fsync failed: \(String(cString: strerror(errno)))", kind: .disk)
         }
     }
 

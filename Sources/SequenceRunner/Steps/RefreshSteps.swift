@@ -1,6 +1,7 @@
 import Apply
 import DiskModel
 import Disks
+import Failures
 import Foundation
 import SequenceModel
 
@@ -20,22 +21,22 @@ enum RefreshSteps {
             if let locked = encrypted.first {
                 throw StepFailure("no readable Windows found; \(locked.path) holds a BitLocker-encrypted volume: "
                                   + "suspend BitLocker (manage-bde -protectors -disable C:) or decrypt it in Windows first, "
-                                  + "then run the refresh again. Nothing was changed.")
+                                  + "then run the refresh again. Nothing was changed.", kind: .refused)
             }
-            throw StepFailure("no Windows installation found on any disk the rules allow:\n" + selection.report())
+            throw StepFailure("no Windows installation found on any disk the rules allow:\n" + selection.report(), kind: .refused)
         }
         if let locked = disk.partitionTable?.partitions.first(where: { $0.filesystem?.isBitLocker == true }) {
             throw StepFailure("\(disk.path) partition \(locked.number) is BitLocker-encrypted: suspend BitLocker "
-                              + "(manage-bde -protectors -disable C:) or decrypt it in Windows first. Nothing was changed.")
+                              + "(manage-bde -protectors -disable C:) or decrypt it in Windows first. Nothing was changed.", kind: .refused)
         }
         let installation = disk.windows.first(where: \.hasUsers) ?? disk.windows[0]
         guard let number = installation.partition,
               let partition = disk.partitionTable?.partitions.first(where: { $0.number == number }) else {
-            throw StepFailure("\(disk.path): Windows is on the whole disk (no partition table); a refresh needs a partitioned disk")
+            throw StepFailure("\(disk.path): Windows is on the whole disk (no partition table); a refresh needs a partitioned disk", kind: .refused)
         }
         let exposure = try PartitionAccess.device(for: partition, of: disk)
         context.exposures.append(exposure)
-        guard let device = exposure.devices.first else { throw StepFailure("\(disk.path): partition \(number) has no device") }
+        guard let device = exposure.devices.first else { throw StepFailure("\(disk.path): partition \(number) has no device", kind: .disk) }
         context.volumes[name] = Volume(device: device.path, offset: partition.offset, size: partition.size,
                                        sectorSize: disk.logicalSectorSize, diskPath: disk.path)
         context.selectedDisk = disk

@@ -1,5 +1,6 @@
 import Apply
 import DiskModel
+import Failures
 import Foundation
 import SequenceModel
 import WIM
@@ -27,12 +28,12 @@ enum UnattendWriter {
                 template = String(decoding: try context.client.fetch(location, limit: 4 << 20), as: UTF8.self)
             } else {
                 guard let data = FileManager.default.contents(atPath: location) else {
-                    throw StepFailure("\(location): cannot read the unattend template")
+                    throw StepFailure("\(location): cannot read the unattend template", kind: .badInput)
                 }
                 template = String(decoding: data, as: UTF8.self)
             }
         } else {
-            throw StepFailure("no unattend template")
+            throw StepFailure("no unattend template", kind: .badInput)
         }
         var unknown: [String] = []
         let rendered = context.variables.substitute(template, escape: XMLText.escape) { unknown.append($0) }
@@ -51,11 +52,11 @@ enum UnattendWriter {
         do {
             let root = try XMLParser.parse(final)
             guard root.name == "unattend" || root.name.hasSuffix(":unattend") else {
-                throw StepFailure("the unattend template's root element is <\(root.name)>, not <unattend>")
+                throw StepFailure("the unattend template's root element is <\(root.name)>, not <unattend>", kind: .badInput)
             }
         } catch let error as XMLSyntaxError {
             // Said without the text: it may hold secrets.
-            throw StepFailure("the unattend file is not well-formed XML \(error)")
+            throw StepFailure("the unattend file is not well-formed XML \(error)", kind: .badInput)
         }
         let files = try openVolumeFiles(volume.device)
         try files.write(Data(final.utf8), to: destination)
@@ -85,7 +86,7 @@ enum UnattendWriter {
             return xml.replacingCharacters(in: pass.upperBound..<pass.upperBound, with: "\n" + component)
         }
         guard let end = xml.range(of: "</unattend>", options: .backwards) else {
-            throw StepFailure("the unattend file has no </unattend> to add the driver paths before")
+            throw StepFailure("the unattend file has no </unattend> to add the driver paths before", kind: .badInput)
         }
         return xml.replacingCharacters(in: end.lowerBound..<end.lowerBound,
                                        with: "  <settings pass=\"offlineServicing\">\n" + component + "  </settings>\n")

@@ -1,3 +1,5 @@
+import Failures
+
 /// The compression formats a WIM resource can use, as named by the header flags and the
 /// solid-resource headers.
 public enum CompressionFormat: String, Sendable, CustomStringConvertible {
@@ -60,4 +62,8 @@ extension ChunkDecompressor {
         if let failure { throw failure }
         return output
     }
+}
+
+extension DecompressionError: ClassifiedError {
+    public var failureKind: FailureKind { .badInput }
 }
