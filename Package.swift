@@ -48,39 +48,47 @@ let package = Package(
         // The kinds of failure (bad input, refused, network, disk, interrupted, internal) every
         // error declares, so `imprint` exits by kind and the dashboard groups failures by it.
         .target(name: "Failures"),
+        // What several formats share, in pure Swift so the server can link it: globs with the case
+        // rule stated at each use, GUIDs in their textual and on-disk forms, little-endian fields.
+        .target(name: "Primitives"),
+        // SHA-1 and SHA-256 from libcrypto, for the agent: WIM blobs, downloads, images.
+        .target(name: "Digests", dependencies: ["CLibCrypto"]),
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
-        .target(name: "WIM", dependencies: ["CLibCrypto", "Failures"]),
+        .target(name: "WIM", dependencies: ["Primitives", "Digests", "Failures"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
-        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Failures", "CImprintSystem", "CNTFS3G"]),
+        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "CImprintSystem", "CNTFS3G"]),
         // What a disk is and what may be done to it, in pure Swift: the disk model, selection
         // rules, partition layouts and the table writer, format specs, a refresh's clean-up
         // policy. What a task sequence's JSON reaches; no C library, so the server can link it.
-        .target(name: "DiskModel", dependencies: ["Failures"]),
+        .target(name: "DiskModel", dependencies: ["Primitives", "Failures"]),
+        // Running a program: output streamed and collected, its whole process group stopped on a
+        // timeout, errors that show the end of its output. Glibc only; the server needs none of it.
+        .target(name: "Processes"),
         // Disks: discover, choose, partition and format, never the wrong one.
-        .target(name: "Disks", dependencies: ["DiskModel", "CBlkid", "CNTFS3G", "CImprintSystem"]),
+        .target(name: "Disks", dependencies: ["DiskModel", "Primitives", "Processes", "CBlkid", "CNTFS3G", "CImprintSystem"]),
         // Transport: HTTP(S) through libcurl (resume, retries, Range reads, streams), xz streams.
-        .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "CLibCrypto", "Failures"]),
+        .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "Digests", "Failures"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
         .target(name: "Drivers", dependencies: ["Transport", "Failures"]),
-        // Registry hives (regf): read, write a new one, edit one in place. No dependencies.
-        .target(name: "Registry", dependencies: ["Failures"]),
+        // Registry hives (regf): read, write a new one, edit one in place. No C library.
+        .target(name: "Registry", dependencies: ["Primitives", "Failures"]),
         // Making a disk bootable: the BCD store, boot files on the ESP, the firmware's boot entry.
-        .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "DiskModel", "Failures", "CNTFS3G", "CBlkid"]),
+        .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "DiskModel", "Primitives", "Processes", "Failures", "CNTFS3G", "CBlkid"]),
         // Task sequences as data: the format, parser and checker, variables, conditions, facts and
         // events. What the server reads and writes; no C library.
-        .target(name: "SequenceModel", dependencies: ["DiskModel", "Failures"]),
+        .target(name: "SequenceModel", dependencies: ["DiskModel", "Primitives", "Failures"]),
         // Running task sequences on a machine: the engine, every step, gathering facts, the
         // event spool and reporter.
         .target(
             name: "SequenceRunner",
-            dependencies: ["SequenceModel", "DiskModel", "Failures", "WIM", "Apply", "Disks", "Transport", "Drivers", "Boot", "Registry"]
+            dependencies: ["SequenceModel", "DiskModel", "Primitives", "Failures", "WIM", "Apply", "Disks", "Transport", "Drivers", "Boot", "Registry", "Processes", "Digests"]
         ),
         // The command-line tool.
         .executableTarget(
             name: "imprint",
             dependencies: [
                 "WIM", "Apply", "Disks", "DiskModel", "Failures", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
-                "Boot", "Registry",
+                "Boot", "Registry", "Primitives", "Digests",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -88,7 +96,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "SequenceModel", "Failures",
+                "SequenceModel", "Primitives", "Failures",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
@@ -111,19 +119,21 @@ let package = Package(
             ]
         ),
         // What every test target shares: scratch directories, running programs.
-        .target(name: "TestSupport", path: "Tests/TestSupport", exclude: ["http_test_server.py", "browser.py"]),
+        .target(name: "TestSupport", dependencies: ["Processes"], path: "Tests/TestSupport", exclude: ["http_test_server.py", "browser.py"]),
         .testTarget(
             name: "WIMTests",
-            dependencies: ["WIM", "Apply", "DiskModel", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
+            dependencies: ["WIM", "Apply", "DiskModel", "Primitives", "Digests", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
         ),
         .testTarget(
             name: "DisksTests",
-            dependencies: ["Disks", "DiskModel", "CImprintSystem", "TestSupport", "imprint"]
+            dependencies: ["Disks", "DiskModel", "Failures", "Primitives", "CImprintSystem", "TestSupport", "imprint"]
         ),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "TestSupport"]),
+        .testTarget(name: "ProcessesTests", dependencies: ["Processes", "TestSupport"]),
+        .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Digests", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "TestSupport"]),
-        .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "TestSupport", "imprint"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Primitives", "TestSupport"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "Failures", "Primitives", "TestSupport", "imprint"]),
         .testTarget(
             name: "SequenceTests",
             dependencies: ["SequenceModel", "SequenceRunner", "Disks", "DiskModel", "Failures", "Transport", "TestSupport", "imprint"]

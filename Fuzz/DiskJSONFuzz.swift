@@ -1,7 +1,7 @@
 // libFuzzer target for what a technician's JSON reaches in the disk layer: selection rules,
 // partition layouts, the planner that places a layout on disks of several sizes and sector
-// sizes, and the table writer. Built standalone with the pure-Swift parts of Sources/Disks
-// (Model, Selection, Layout) by scripts/fuzz.
+// sizes, and the table writer. Compiled into the DiskModel module by scripts/fuzz, which links
+// every target into one binary (Fuzz/FuzzMain.swift picks this one by name: DiskJSONFuzz).
 //
 // Every input must decode or be rejected with an error naming a JSON path; every plan must
 // stay inside its disk, with partitions in order and apart; every write must land on the disk.
@@ -34,8 +34,7 @@ private func checkJSONError(_ error: DiskError) {
     }
 }
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+public func fuzzDiskJSON(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = Data(bytes: data, count: size)
     do throws(DiskError) {
         let rules = try JSONInput.decode(DiskRules.self, from: input, file: "fuzz.json")

@@ -1,6 +1,6 @@
 // libFuzzer target for registry hives as Imprint meets them: the SOFTWARE hive of an applied
 // image (edited in place to add the drivers folder to DevicePath) and BCD stores read back.
-// Built standalone with Sources/Registry by scripts/fuzz.
+// Compiled into the Registry module by scripts/fuzz (one binary for every target; HiveFuzz).
 //
 // Every input must be read or rejected with an error; every hive the editor accepts must, after
 // the edit, read back whole with the new value in place.
@@ -8,11 +8,10 @@ import Foundation
 
 private let devicePath = RegistryValue.string("DevicePath", "%SystemRoot%\\inf;%SystemDrive%\\Drivers", type: .expandString)
 
-/// Seeds: hives our own writer makes (small, one with a big-data value, a deep one), written when
-/// IMPRINT_FUZZ_WRITE_SEEDS names a folder, so scripts/fuzz needs no other tool to start from.
-@_cdecl("LLVMFuzzerInitialize")
-public func initialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>>>) -> CInt {
-    guard let folder = ProcessInfo.processInfo.environment["IMPRINT_FUZZ_WRITE_SEEDS"] else { return 0 }
+/// Seeds: hives our own writer makes (small, one with a big-data value, a deep one), written to
+/// `folder` (IMPRINT_FUZZ_WRITE_SEEDS, see Fuzz/FuzzMain.swift), so scripts/fuzz needs no other
+/// tool to start from.
+public func writeHiveFuzzSeeds(to folder: String) {
     let time = Date(timeIntervalSince1970: 1_700_000_000)
     let software = RegistryKey(name: "ROOT", subkeys: [
         RegistryKey(name: "Microsoft", subkeys: [RegistryKey(name: "Windows", subkeys: [
@@ -25,14 +24,12 @@ public func initialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutable
     ], subkeys: (0..<40).map { RegistryKey(name: "Key\($0)") })
     for (name, root) in [("software", software), ("big", big)] {
         if let bytes = try? HiveWriter.write(root, fileName: name, time: time) {
-            FileManager.default.createFile(atPath: folder + "/" + name + ".hive", contents: Data(bytes))
+            _ = FileManager.default.createFile(atPath: folder + "/" + name + ".hive", contents: Data(bytes))
         }
     }
-    exit(0)
 }
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+public func fuzzHive(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     var readsWhole = false
     if let hive = try? Hive(bytes: bytes, file: "fuzz.hive") {

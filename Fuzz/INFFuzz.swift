@@ -1,15 +1,15 @@
 // libFuzzer target for driver INF files, which arrive from folders, .tar.xz bundles and HTTP
 // indexes a technician does not control: the parser (UTF-8, UTF-16 with or without BOM, ANSI),
 // string substitution, decorated [Manufacturer] models for every architecture, CopyFiles and the
-// source-file layout. Built standalone with Sources/Drivers/INFFile.swift by scripts/fuzz.
+// source-file layout. Compiled by scripts/fuzz into a Drivers module of Sources/Drivers/INFFile.swift
+// alone (the rest of Drivers needs libcurl), linked with every other target into one binary.
 //
 // Every input must parse or be rejected with an INFError that names the file and says why.
 import Foundation
 
 private let targets = Architecture.allCases.map { TargetOS(architecture: $0) }
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+public func fuzzINF(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     let inf: INFFile
     do {

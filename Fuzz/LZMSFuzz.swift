@@ -1,10 +1,6 @@
-// libFuzzer target for the LZMS decoder.
-//
-// Build (from Sources/WIM/Compression, with this file):
-//   swiftc -sanitize=fuzzer,address -parse-as-library -O \
-//       Decompressor.swift LZMS*.swift ../../../Fuzz/LZMSFuzz.swift -o lzms-fuzz
-// Run with a corpus directory seeded with valid chunks (see the input layout below):
-//   ./lzms-fuzz -max_total_time=60 corpus/
+// libFuzzer target for the LZMS decoder, compiled into the WIM module by scripts/fuzz (one
+// binary for every target). Run alone on a corpus seeded with valid chunks (layout below):
+//   .build-fuzz/imprint-fuzz LZMSFuzz -max_total_time=60 corpus/
 //
 // Input layout: 3 bytes little-endian choose the uncompressed size, 1 + (value mod 2^20), so
 // 1 byte to 1 MiB; the rest is the compressed chunk. The output buffer is allocated at exactly
@@ -15,8 +11,7 @@
 /// (other chunk sizes) must never affect a later one.
 nonisolated(unsafe) private var fuzzDecoder = LZMSDecompressor()
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+public func fuzzLZMS(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size >= 3 else { return 0 }
     let sizeField = Int(data[0]) | Int(data[1]) << 8 | Int(data[2]) << 16
     let outputSize = 1 + sizeField % (1 << 20)

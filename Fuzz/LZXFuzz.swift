@@ -1,6 +1,5 @@
-// libFuzzer entry point for the LZX chunk decoder. Build (from Sources/WIM/Compression):
-//   swiftc -sanitize=fuzzer,address -parse-as-library -O Decompressor.swift LZX*.swift \
-//       ../../../Fuzz/LZXFuzz.swift -o lzx-fuzz
+// libFuzzer entry point for the LZX chunk decoder, compiled into the WIM module by scripts/fuzz
+// (one binary for every target: `.build-fuzz/imprint-fuzz LZXFuzz corpus/`).
 //
 // Input layout: byte 0 picks the window order (15 + byte % 7), bytes 1...3 (little endian) the
 // output size (modulo the chunk size, plus 1), the rest is the compressed chunk. Seeds are valid
@@ -9,8 +8,7 @@
 /// One decoder per window order, reused across inputs like a reader thread reuses its decoder.
 nonisolated(unsafe) private var decoders: [LZXDecompressor?] = Array(repeating: nil, count: 7)
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+public func fuzzLZX(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size >= 4 else { return 0 }
     let orderIndex = Int(data[0] % 7)
     let chunkSize = 1 << (15 + orderIndex)

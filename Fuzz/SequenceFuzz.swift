@@ -1,11 +1,10 @@
 // libFuzzer target for task sequences: the JSON parser and checker (every input is either a
 // sequence or a list of issues, each with a JSON path), variable substitution and conditions.
-// Built by scripts/fuzz from Sources/SequenceModel/Model with the disk model (DiskModel)
-// as one module (their `import` lines dropped).
+// Compiled into the SequenceModel module by scripts/fuzz (DiskModel, which it imports, is built
+// as its own module, as in the package), and linked with every other target into one binary.
 import Foundation
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+public func fuzzSequence(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = Data(bytes: data, count: size)
     let (sequence, issues) = SequenceParser.parse(input, origin: "fuzz.json")
     for issue in issues where !issue.path.hasPrefix("$") || issue.message.isEmpty {

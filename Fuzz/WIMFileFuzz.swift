@@ -1,6 +1,7 @@
 // Fuzz target: a whole WIM file. Opens the input as a WIM (header, blob table, XML, solid
 // resource headers), parses every image's metadata and reads every blob through the same
-// pipeline `apply` uses. Any input must end in a clean WIMError, never a crash.
+// pipeline `apply` uses. Any input must end in a clean WIMError, never a crash. Compiled into
+// the WIM module by scripts/fuzz.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,7 +13,6 @@ final class FuzzDiscard: BlobSink {
     func endBlob(_ blob: BlobDescriptor) throws {}
 }
 
-@_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzWIMFile(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     // The archive reads a file by path: keep one scratch file in memory (tmpfs) per process.
     let path = "/dev/shm/imprint-fuzz-\(getpid()).wim"

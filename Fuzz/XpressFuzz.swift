@@ -1,9 +1,7 @@
-// libFuzzer target for the XPRESS chunk decoder. Built standalone with the decoder's sources:
+// libFuzzer target for the XPRESS chunk decoder, compiled into the WIM module by scripts/fuzz
+// (one binary for every target):
 //
-//   swiftc -sanitize=fuzzer,address -parse-as-library -O \
-//       Sources/WIM/Compression/Decompressor.swift Sources/WIM/Compression/Xpress*.swift \
-//       Fuzz/XpressFuzz.swift -o xpress-fuzz
-//   ./xpress-fuzz -max_total_time=60 corpus/
+//   .build-fuzz/imprint-fuzz XpressFuzz -max_total_time=60 corpus/
 //
 // Input layout: two little-endian bytes give the output size minus one (1...65536, every WIM
 // XPRESS chunk size), the rest is the compressed chunk. The decoder must return or throw; the
@@ -14,8 +12,7 @@
 /// from an earlier input are exercised too. libFuzzer calls the target from one thread.
 nonisolated(unsafe) private var decoder = XpressDecompressor()
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+public func fuzzXpress(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size >= 2 else { return 0 }
     let outputSize = (Int(data[0]) | Int(data[1]) << 8) + 1
     let input = UnsafeRawBufferPointer(start: data + 2, count: size - 2)

@@ -1,3 +1,4 @@
+import Digests
 import Failures
 import Synchronization
 import WIM
@@ -5,20 +6,42 @@ import WIM
 /// Set to a signal number (SIGTERM, SIGINT) by the tool's signal handler to stop an apply at the
 /// next safe point: between items of the structure pass and between blobs, never inside a
 /// libntfs-3g call, so the target can still unmount cleanly. An atomic, because a signal
-/// handler may do nothing else (no locks, no allocation).
+/// handler may do nothing else (no locks, no allocation). Only the signal handlers write it,
+/// and nothing resets it: a stop for another reason (a step's timeout) goes through `ApplyStop`,
+/// so a real SIGTERM can never be overwritten or cleared.
 public let applyStopSignal = Atomic<Int32>(0)
 
-/// The apply stopped because `applyStopSignal` was set.
+/// A request to stop one apply at its next safe point for a reason of its own (a sequence step
+/// that ran out of time), checked besides `applyStopSignal`. Whoever runs the apply owns it and
+/// may clear it for the next one; the process-wide signal flag is never touched.
+public final class ApplyStop: Sendable {
+    private let reason = Atomic<Int32>(0)
+
+    public init() {}
+
+    /// Asks the apply to stop; `ApplyInterrupted.signal` will be `reason` (SIGALRM for a timeout).
+    public func request(_ reason: Int32) { self.reason.store(reason, ordering: .relaxed) }
+
+    /// Withdraws the request (the apply it was for has ended).
+    public func clear() { reason.store(0, ordering: .relaxed) }
+
+    /// The reason given to `request`, 0 when none is pending.
+    public var requested: Int32 { reason.load(ordering: .relaxed) }
+}
+
+/// The apply stopped because `applyStopSignal` was set or its `ApplyStop` requested.
 public struct ApplyInterrupted: Error, CustomStringConvertible {
     public var signal: Int32
     public var description: String { "interrupted by signal \(signal)" }
 }
 
-/// Throws `ApplyInterrupted` once a stop was requested; cheap enough to call per item.
+/// Throws `ApplyInterrupted` once a signal arrived or `stop` was requested (a signal first: it
+/// is what the tool must report); cheap enough to call per item.
 @inline(__always)
-public func checkApplyStop() throws {
+public func checkApplyStop(_ stop: ApplyStop? = nil) throws {
     let signal = applyStopSignal.load(ordering: .relaxed)
     if signal != 0 { throw ApplyInterrupted(signal: signal) }
+    if let reason = stop?.requested, reason != 0 { throw ApplyInterrupted(signal: reason) }
 }
 
 /// Progress of an apply, by phase.
@@ -40,6 +63,8 @@ public struct Applier {
     public var source: Source
     public var threads: Int = availableProcessorCount()
     public var verifyHashes = true
+    /// Stops the apply at its next safe point once requested, as `applyStopSignal` does.
+    public var stop: ApplyStop?
 
     public init(archive: WIMArchive) { source = .archive(archive) }
     public init(stream: PipableStream) { source = .stream(stream) }
@@ -59,21 +84,22 @@ public struct Applier {
             }
         }
         let total = plan.items.count
-        try checkApplyStop()
-        try target.createStructure(plan) { progress?(.structure(itemsDone: $0, itemsTotal: total)) }
+        try checkApplyStop(stop)
+        try target.createStructure(plan, stop: stop) { progress?(.structure(itemsDone: $0, itemsTotal: total)) }
 
         final class Forwarder: BlobSink {
             let target: ApplyTarget
             let plan: ApplyPlan
-            init(_ target: ApplyTarget, _ plan: ApplyPlan) { self.target = target; self.plan = plan }
+            let stop: ApplyStop?
+            init(_ target: ApplyTarget, _ plan: ApplyPlan, _ stop: ApplyStop?) { self.target = target; self.plan = plan; self.stop = stop }
             func beginBlob(_ blob: BlobDescriptor) throws {
-                try checkApplyStop()
+                try checkApplyStop(stop)
                 try target.beginBlob(blob, targets: plan.blobTargets[blob.hash] ?? [], plan: plan)
             }
             func blobData(_ data: UnsafeRawBufferPointer) throws { try target.blobData(data) }
             func endBlob(_ blob: BlobDescriptor) throws { try target.endBlob() }
         }
-        let sink = Forwarder(target, plan)
+        let sink = Forwarder(target, plan, stop)
         switch source {
         case let .archive(archive):
             var reader = BlobReader(archive: archive, threads: threads)
@@ -86,7 +112,7 @@ public struct Applier {
             for hash in plan.blobTargets.keys { sizes[hash] = 0 }
             try stream.readBlobs(sizes, into: sink, verify: verifyHashes, describeUsers: { plan.users(of: $0) }) { progress?(.data($0)) }
         }
-        try checkApplyStop()
+        try checkApplyStop(stop)
         progress?(.metadata)
         try target.finish(plan)
         return target.summary

@@ -1,3 +1,4 @@
+import Digests
 import WIM
 
 /// Which stream of a file a blob fills.

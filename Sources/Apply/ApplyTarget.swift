@@ -4,8 +4,9 @@ import WIM
 /// structure (directories, files, links), fill streams blob by blob in storage order, then set
 /// the metadata that writing would disturb (times). One implementation per kind of target.
 public protocol ApplyTarget: AnyObject {
-    /// Creates directories, empty files and hard links for every planned item.
-    func createStructure(_ plan: ApplyPlan, progress: (Int) -> Void) throws
+    /// Creates directories, empty files and hard links for every planned item, stopping between
+    /// items once `checkApplyStop(stop)` throws.
+    func createStructure(_ plan: ApplyPlan, stop: ApplyStop?, progress: (Int) -> Void) throws
     /// A blob is about to arrive for these streams.
     func beginBlob(_ blob: BlobDescriptor, targets: [StreamTarget], plan: ApplyPlan) throws
     func blobData(_ data: UnsafeRawBufferPointer) throws

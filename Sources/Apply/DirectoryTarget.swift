@@ -88,11 +88,11 @@ public final class DirectoryTarget: ApplyTarget {
 
     // MARK: ApplyTarget
 
-    public func createStructure(_ plan: ApplyPlan, progress: (Int) -> Void) throws {
+    public func createStructure(_ plan: ApplyPlan, stop: ApplyStop?, progress: (Int) -> Void) throws {
         for (n, item) in plan.items.enumerated() {
             if n & 1023 == 0 { progress(n) }
             // Between items: a safe point to stop at on SIGTERM/SIGINT.
-            if n & 15 == 0 { try checkApplyStop() }
+            if n & 15 == 0 { try checkApplyStop(stop) }
             let entry = plan.image.entries[item.entry]
             let imagePath = plan.image.path(of: item.entry)
             let rel = item.relativePath

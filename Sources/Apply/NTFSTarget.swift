@@ -1,5 +1,6 @@
 import Failures
 import CNTFS3G
+import Primitives
 import WIM
 #if canImport(Glibc)
 import Glibc
@@ -151,7 +152,7 @@ public final class NTFSTarget: ApplyTarget {
 
     /// `body` with `name` as UTF-16 (NTFS names are UTF-16LE, at most 255 units).
     private func withName<R>(_ name: String, _ relative: String, _ body: (UnsafeMutablePointer<ntfschar>, UInt8) throws -> R) throws -> R {
-        var units = Array(name.utf16).map { ntfschar($0.littleEndian) }
+        var units = UTF16LE.storedUnits(name)
         guard !units.isEmpty, units.count <= 255 else { throw NTFSApplyError.badName(path: display(relative)) }
         let count = UInt8(units.count)
         return try units.withUnsafeMutableBufferPointer { try body($0.baseAddress!, count) }
@@ -159,13 +160,13 @@ public final class NTFSTarget: ApplyTarget {
 
     // MARK: ApplyTarget
 
-    public func createStructure(_ plan: ApplyPlan, progress: (Int) -> Void) throws {
+    public func createStructure(_ plan: ApplyPlan, stop: ApplyStop?, progress: (Int) -> Void) throws {
         mftNumbers = Array(repeating: nil, count: plan.items.count)
         var itemByPath: [String: Int] = [:]
         for (n, item) in plan.items.enumerated() {
             if n & 1023 == 0 { progress(n) }
             // Between items no inode is half-made: a safe point to stop at (SIGTERM, SIGINT).
-            if n & 15 == 0 { try checkApplyStop() }
+            if n & 15 == 0 { try checkApplyStop(stop) }
             let entry = plan.image.entries[item.entry]
             let rel = item.relativePath
             itemByPath[rel] = n
@@ -328,11 +329,7 @@ public final class NTFSTarget: ApplyTarget {
 
     private func setReparseData(_ ni: UnsafeMutablePointer<ntfs_inode>, _ entry: DirectoryEntry, _ data: [UInt8], _ rel: String) throws {
         // Reparse data on disk: tag, data length, reserved, then what the WIM stores.
-        var value: [UInt8] = []
-        withUnsafeBytes(of: entry.reparseTag.littleEndian) { value.append(contentsOf: $0) }
-        withUnsafeBytes(of: UInt16(data.count).littleEndian) { value.append(contentsOf: $0) }
-        value.append(contentsOf: [0, 0])
-        value.append(contentsOf: data)
+        let value = entry.reparseTag.littleEndianBytes + UInt16(data.count).littleEndianBytes + [0, 0] + data
         let rc = value.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) { ntfs_set_ntfs_reparse_data(ni, $0.baseAddress, $0.count, 0) }
         }

@@ -1,5 +1,6 @@
 import Failures
 import CNTFS3G
+import Primitives
 import DiskModel
 #if canImport(Glibc)
 import Glibc
@@ -96,7 +97,7 @@ public enum RefreshCleanupError: Error, CustomStringConvertible {
 private struct IndexName {
     var units: [ntfschar]
     var record: UInt64
-    var text: String { String(decoding: units.map { UInt16(littleEndian: $0) }, as: UTF16.self) }
+    var text: String { UTF16LE.decode(storedUnits: units) }
 }
 
 extension NTFSTarget {
@@ -111,7 +112,7 @@ extension NTFSTarget {
             // Windows compares names through the volume's $UpCase table whatever namespace a
             // name is in; libntfs-3g's own lookup is case-sensitive for POSIX names (which
             // Linux tools create), so match here.
-            let wanted = Array(folder.utf16).map { ntfschar($0.littleEndian) }
+            let wanted = UTF16LE.storedUnits(folder)
             guard let entry = rootNames.first(where: { sameName($0.units, wanted, volume) }) else {
                 report.missing.append(folder)
                 continue
@@ -190,8 +191,6 @@ extension NTFSTarget {
         return imprint_ntfs_is_directory(ni) != 0
     }
 
-    private func units(_ name: String) -> [ntfschar] { Array(name.utf16).map { ntfschar($0.littleEndian) } }
-
     // MARK: Move
 
     /// Creates `Windows.old` at the root, or the first free numbered sibling. Windows Setup,
@@ -206,7 +205,7 @@ extension NTFSTarget {
                                  securityFrom record: UInt64) throws -> (name: String, record: UInt64) {
         let candidates = ["Windows.old"] + (0..<1000).map { "Windows.old." + String(String($0 + 1000).dropFirst()) }
         guard let name = candidates.first(where: { candidate in
-            !rootNames.contains { sameName($0.units, units(candidate), volume) }
+            !rootNames.contains { sameName($0.units, UTF16LE.storedUnits(candidate), volume) }
         }) else { throw RefreshCleanupError.noFreeOldName(device) }
         guard let root = ntfs_inode_open(volume, NTFSTarget.rootRecord) else {
             throw RefreshCleanupError.operation(path: cleanupDisplay(""), operation: "open the root directory", errno: errno)
@@ -216,7 +215,7 @@ extension NTFSTarget {
             securityID = model.pointee.security_id
             _ = ntfs_inode_close(model)
         }
-        var nameUnits = units(name)
+        var nameUnits = UTF16LE.storedUnits(name)
         guard let ni = ntfs_create(root, securityID, &nameUnits, UInt8(nameUnits.count), Glibc.S_IFDIR) else {
             let code = errno
             _ = ntfs_inode_close(root)

@@ -1,5 +1,6 @@
 import Failures
 import CNTFS3G
+import Primitives
 import Foundation
 
 /// Writes a few whole files into a target volume after the image: drivers under `Drivers\`,
@@ -97,7 +98,7 @@ public final class NTFSVolumeFiles: VolumeFiles {
         defer { _ = ntfs_inode_close(directory) }
         for (index, name) in parts.enumerated() {
             let isLast = index == parts.count - 1
-            var units = Array(name.utf16).map { ntfschar($0.littleEndian) }
+            var units = UTF16LE.storedUnits(name)
             let found = units.withUnsafeMutableBufferPointer { buffer -> UnsafeMutablePointer<ntfs_inode>? in
                 let reference = ntfs_inode_lookup_by_name(directory, buffer.baseAddress, Int32(buffer.count))
                 guard reference != UInt64.max else { return nil }

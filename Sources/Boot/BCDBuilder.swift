@@ -1,5 +1,6 @@
 import DiskModel
 import Foundation
+import Primitives
 
 public enum Firmware: String, Sendable, CaseIterable {
     case uefi, bios
@@ -17,11 +18,11 @@ public struct BootConfiguration: Sendable {
     /// The boot menu's name for this Windows.
     public var osDescription: String
     /// The OS loader and resume objects get new random GUIDs per store, as bcdboot does.
-    public var loaderID: UUID
-    public var resumeID: UUID
+    public var loaderID: GUID
+    public var resumeID: GUID
 
     public init(firmware: Firmware, systemPartition: BCDDevice, windowsPartition: BCDDevice, locale: String = "en-US",
-                timeout: UInt64 = 30, osDescription: String = "Windows", loaderID: UUID = UUID(), resumeID: UUID = UUID()) {
+                timeout: UInt64 = 30, osDescription: String = "Windows", loaderID: GUID = .random(), resumeID: GUID = .random()) {
         self.firmware = firmware
         self.systemPartition = systemPartition
         self.windowsPartition = windowsPartition

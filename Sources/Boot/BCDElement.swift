@@ -1,5 +1,6 @@
 import DiskModel
 import Foundation
+import Primitives
 import Registry
 
 /// A BCD element type: class (bits 28-31), format (bits 24-27) and subtype, as Microsoft's
@@ -56,7 +57,7 @@ public enum BCDElementFormat: UInt32, Sendable {
 /// by their disk (GPT disk GUID, or MBR disk signature) and the partition (GPT unique
 /// partition GUID, or its byte offset on an MBR disk), so drive letters play no part.
 public enum BCDDevice: Equatable, Sendable {
-    case gptPartition(partition: UUID, disk: UUID)
+    case gptPartition(partition: GUID, disk: GUID)
     case mbrPartition(offset: UInt64, signature: UInt32)
 
     /// Device type "partition" in the boot library's numbering.
@@ -72,32 +73,30 @@ public enum BCDDevice: Equatable, Sendable {
     /// disk), the partition style at 0x34 and the disk identifier at 0x38.
     public var encoded: [UInt8] {
         var bytes = [UInt8](repeating: 0, count: 0x58)
-        func put(_ value: UInt32, _ at: Int) { withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(at..<at + 4, with: $0) } }
-        put(Self.partitionType, 0x10)
-        put(Self.descriptorSize, 0x18)
+        bytes.put(Self.partitionType, at: 0x10)
+        bytes.put(Self.descriptorSize, at: 0x18)
         switch self {
         case let .gptPartition(partition, disk):
-            bytes.replaceSubrange(0x20..<0x30, with: WindowsGUID.bytes(partition))
-            put(Self.gptStyle, 0x34)
-            bytes.replaceSubrange(0x38..<0x48, with: WindowsGUID.bytes(disk))
+            bytes.put(partition.onDiskBytes, at: 0x20)
+            bytes.put(Self.gptStyle, at: 0x34)
+            bytes.put(disk.onDiskBytes, at: 0x38)
         case let .mbrPartition(offset, signature):
-            withUnsafeBytes(of: offset.littleEndian) { bytes.replaceSubrange(0x20..<0x28, with: $0) }
-            put(Self.mbrStyle, 0x34)
-            put(signature, 0x38)
+            bytes.put(offset, at: 0x20)
+            bytes.put(Self.mbrStyle, at: 0x34)
+            bytes.put(signature, at: 0x38)
         }
         return bytes
     }
 
     public init?(encoded bytes: [UInt8]) {
         guard bytes.count >= 0x48 else { return nil }
-        func dword(_ at: Int) -> UInt32 { UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24 }
-        guard dword(0x10) == Self.partitionType else { return nil }
-        switch dword(0x34) {
+        guard bytes.le32(0x10) == Self.partitionType else { return nil }
+        switch bytes.le32(0x34) {
         case Self.gptStyle:
-            guard let partition = WindowsGUID.uuid(bytes[0x20..<0x30]), let disk = WindowsGUID.uuid(bytes[0x38..<0x48]) else { return nil }
+            guard let partition = GUID(onDisk: bytes[0x20..<0x30]), let disk = GUID(onDisk: bytes[0x38..<0x48]) else { return nil }
             self = .gptPartition(partition: partition, disk: disk)
         case Self.mbrStyle:
-            self = .mbrPartition(offset: UInt64(dword(0x20)) | UInt64(dword(0x24)) << 32, signature: dword(0x38))
+            self = .mbrPartition(offset: bytes.le64(0x20), signature: bytes.le32(0x38))
         default: return nil
         }
     }
@@ -107,8 +106,8 @@ public enum BCDDevice: Equatable, Sendable {
 public enum BCDElementValue: Equatable, Sendable {
     case device(BCDDevice)
     case string(String)
-    case object(UUID)
-    case objectList([UUID])
+    case object(GUID)
+    case objectList([GUID])
     case integer(UInt64)
     case boolean(Bool)
     case integerList([UInt64])
@@ -132,11 +131,11 @@ public enum BCDElementValue: Equatable, Sendable {
         switch self {
         case let .device(device): return .binary("Element", device.encoded)
         case let .string(text): return .string("Element", text)
-        case let .object(id): return .string("Element", WindowsGUID.braced(id))
-        case let .objectList(ids): return .multiString("Element", ids.map(WindowsGUID.braced))
-        case let .integer(number): return .binary("Element", withUnsafeBytes(of: number.littleEndian) { Array($0) })
+        case let .object(id): return .string("Element", id.braced)
+        case let .objectList(ids): return .multiString("Element", ids.map(\.braced))
+        case let .integer(number): return .binary("Element", number.littleEndianBytes)
         case let .boolean(flag): return .binary("Element", [flag ? 1 : 0])
-        case let .integerList(numbers): return .binary("Element", numbers.flatMap { n in withUnsafeBytes(of: n.littleEndian) { Array($0) } })
+        case let .integerList(numbers): return .binary("Element", numbers.flatMap(\.littleEndianBytes))
         }
     }
 
@@ -153,24 +152,22 @@ public enum BCDElementValue: Equatable, Sendable {
             guard let text = value.stringValue else { throw bad("expected REG_SZ") }
             return .string(text)
         case .object:
-            guard let text = value.stringValue, let id = WindowsGUID.parse(text) else { throw bad("expected a {GUID} string") }
+            guard let text = value.stringValue, let id = GUID(text) else { throw bad("expected a {GUID} string") }
             return .object(id)
         case .objectList:
             guard let texts = value.multiStringValue else { throw bad("expected REG_MULTI_SZ") }
-            let ids = texts.compactMap(WindowsGUID.parse)
+            let ids = texts.compactMap { GUID($0) }
             guard ids.count == texts.count else { throw bad("a list entry is not a {GUID}") }
             return .objectList(ids)
         case .integer:
             guard value.type == binary, value.data.count == 8 else { throw bad("expected 8 bytes of REG_BINARY, found \(value.data.count)") }
-            return .integer(value.data.reversed().reduce(0) { $0 << 8 | UInt64($1) })
+            return .integer(value.data.le64(0))
         case .boolean:
             guard value.type == binary, value.data.count == 1 else { throw bad("expected 1 byte of REG_BINARY, found \(value.data.count)") }
             return .boolean(value.data[0] != 0)
         case .integerList:
             guard value.type == binary, value.data.count % 8 == 0 else { throw bad("expected a multiple of 8 bytes of REG_BINARY") }
-            return .integerList(stride(from: 0, to: value.data.count, by: 8).map { start in
-                value.data[start..<start + 8].reversed().reduce(0) { $0 << 8 | UInt64($1) }
-            })
+            return .integerList(stride(from: 0, to: value.data.count, by: 8).map { value.data.le64($0) })
         }
     }
 }
@@ -179,7 +176,7 @@ extension BCDDevice: CustomStringConvertible {
     public var description: String {
         switch self {
         case let .gptPartition(partition, disk):
-            return "partition \(WindowsGUID.braced(partition)) on GPT disk \(WindowsGUID.braced(disk))"
+            return "partition \(partition.braced) on GPT disk \(disk.braced)"
         case let .mbrPartition(offset, signature):
             return "partition at byte \(offset) on MBR disk " + String(format: "0x%08x", signature)
         }
@@ -192,8 +189,8 @@ extension BCDElementValue: CustomStringConvertible {
         switch self {
         case let .device(device): return device.description
         case let .string(text): return text
-        case let .object(id): return WindowsGUID.braced(id)
-        case let .objectList(ids): return ids.map(WindowsGUID.braced).joined(separator: " ")
+        case let .object(id): return id.braced
+        case let .objectList(ids): return ids.map(\.braced).joined(separator: " ")
         case let .integer(number): return String(number)
         case let .boolean(flag): return flag ? "Yes" : "No"
         case let .integerList(numbers): return numbers.map { "0x" + String($0, radix: 16) }.joined(separator: " ")

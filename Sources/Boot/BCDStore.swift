@@ -1,5 +1,6 @@
 import DiskModel
 import Foundation
+import Primitives
 import Registry
 
 /// Well-known BCD object identifiers (bcdedit's aliases), from Microsoft's BCD documentation.
@@ -14,9 +15,9 @@ public enum BCDObjectID {
     public static let badMemory = uuid("5189b25c-5558-4bf2-bca4-289b11bd29e2")            // {badmemory}
     public static let bootLoaderSettings = uuid("6efb52bf-1766-41db-a6b3-0ee5eff72bd7")   // {bootloadersettings}
 
-    private static func uuid(_ text: String) -> UUID {
+    private static func uuid(_ text: String) -> GUID {
         // Literals above are valid GUIDs; the fallback only keeps this free of force-unwraps.
-        UUID(uuidString: text) ?? UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        GUID(text) ?? .zero
     }
 }
 
@@ -33,12 +34,12 @@ public enum BCDObjectType {
 }
 
 public struct BCDObject: Equatable, Sendable {
-    public var id: UUID
+    public var id: GUID
     public var type: UInt32
     /// In the order written; element types are unique within an object.
     public var elements: [(type: BCDElementType, value: BCDElementValue)]
 
-    public init(id: UUID, type: UInt32, elements: [(BCDElementType, BCDElementValue)]) {
+    public init(id: GUID, type: UInt32, elements: [(BCDElementType, BCDElementValue)]) {
         self.id = id
         self.type = type
         self.elements = elements.map { (type: $0.0, value: $0.1) }
@@ -61,14 +62,14 @@ public struct BCDStore: Equatable, Sendable {
 
     public init(objects: [BCDObject]) { self.objects = objects }
 
-    public subscript(_ id: UUID) -> BCDObject? { objects.first { $0.id == id } }
+    public subscript(_ id: GUID) -> BCDObject? { objects.first { $0.id == id } }
 
     public var hive: RegistryKey {
         let description = RegistryKey(name: "Description", values: [
             .string("KeyName", "BCD00000000"), .dword("System", 1), .dword("TreatAsSystem", 1),
         ])
         let objectKeys = objects.map { object in
-            RegistryKey(name: WindowsGUID.braced(object.id), subkeys: [
+            RegistryKey(name: object.id.braced, subkeys: [
                 RegistryKey(name: "Description", values: [.dword("Type", object.type)]),
                 RegistryKey(name: "Elements", subkeys: object.elements.map { element in
                     RegistryKey(name: element.type.keyName, values: [element.value.registryValue])
@@ -90,7 +91,7 @@ public struct BCDStore: Equatable, Sendable {
         }
         guard let objectsKey = root.subkey("Objects") else { throw BootError.badStore("no Objects key") }
         objects = try objectsKey.subkeys.map { key in
-            guard let id = WindowsGUID.parse(key.name) else { throw BootError.badStore("object key \(key.name) is not a {GUID}") }
+            guard let id = GUID(key.name) else { throw BootError.badStore("object key \(key.name) is not a {GUID}") }
             guard let type = key.key(at: "Description")?.value("Type")?.dwordValue else {
                 throw BootError.badStore("object \(key.name) has no Description\\Type")
             }

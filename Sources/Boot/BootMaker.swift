@@ -75,7 +75,7 @@ public enum BootMaker {
         let store = BCDBuilder.store(request.configuration)
         let hive = try store.hiveBytes()
         try Data(hive).write(to: URL(fileURLWithPath: stage + "/EFI/Microsoft/Boot/BCD"))
-        log("BCD store: \(store.objects.count) objects, \(hive.count) bytes; Windows Boot Loader \(WindowsGUID.braced(request.configuration.loaderID))")
+        log("BCD store: \(store.objects.count) objects, \(hive.count) bytes; Windows Boot Loader \(request.configuration.loaderID.braced)")
 
         try openSystemPartition(request.systemPartition).copyTree(stage)
         log("\(copied + 1) files written to the ESP \(request.systemPartition)")

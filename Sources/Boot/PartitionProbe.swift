@@ -1,6 +1,7 @@
 import DiskModel
 import CBlkid
 import Foundation
+import Primitives
 
 /// How a partition is named in BCD device data, found with libblkid: the partition's GPT
 /// unique GUID and the disk GUID (PART_ENTRY_UUID, and PTUUID of the whole disk), or for MBR
@@ -51,8 +52,8 @@ public struct PartitionIdentity: Equatable, Sendable {
         _ = blkid_do_safeprobe(diskProbe)
         let tableID = value(diskProbe, "PTUUID")
         if scheme == "gpt" {
-            guard let text = value(probe, "PART_ENTRY_UUID"), let partitionGUID = UUID(uuidString: text),
-                  let tableID, let diskGUID = UUID(uuidString: tableID) else {
+            guard let text = value(probe, "PART_ENTRY_UUID"), let partitionGUID = GUID(text),
+                  let tableID, let diskGUID = GUID(tableID) else {
                 throw BootError.probe(device: partition, reason: "no partition GUID or disk GUID in its GPT entry")
             }
             return PartitionIdentity(device: .gptPartition(partition: partitionGUID, disk: diskGUID), disk: disk, number: number)

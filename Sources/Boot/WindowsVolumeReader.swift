@@ -2,6 +2,7 @@ import DiskModel
 import Apply
 import CNTFS3G
 import Foundation
+import Primitives
 
 /// Reads files of the applied Windows volume: an NTFS volume through libntfs-3g with no mount
 /// (as the apply writes it), or a folder (a mounted volume, a test's tree). Paths use `/` or
@@ -52,8 +53,7 @@ public final class NTFSVolumeReader: WindowsVolumeReader {
         let status = ntfs_readdir(inode, &position, context) { context, name, length, nameType, _, _, type in
             // DOS 8.3 aliases (namespace 2) repeat a long name: skip them.
             guard let context, let name, nameType != 2 else { return 0 }
-            let units = (0..<Int(length)).map { UInt16(littleEndian: name[$0]) }
-            let text = String(decoding: units, as: UTF16.self)
+            let text = UTF16LE.decode(storedUnits: UnsafeBufferPointer(start: name, count: Int(length)))
             guard text != ".", text != ".." else { return 0 }
             let collector = Unmanaged<Collector>.fromOpaque(context).takeUnretainedValue()
             collector.entries.append((text, type == 4))

@@ -1,3 +1,5 @@
+import Primitives
+
 /// Hands out cells in the hive-bins area (offset 0 is the first hbin), opening a new bin when a
 /// cell does not fit in the current one: cells never straddle bins. The writer starts with an
 /// empty area; the editor starts with an existing hive's bins and only appends a bin, so the
@@ -53,7 +55,7 @@ struct CellArena {
     mutating func free(_ cell: UInt32) {
         let offset = Int(cell)
         guard offset + 4 <= bins.count else { return }
-        let size = Int32(bitPattern: readUInt32(bins, offset))
+        let size = Int32(bitPattern: bins.le32(offset))
         if size < 0 { bins.put(-size, at: offset) }
     }
 
@@ -77,7 +79,7 @@ struct CellArena {
         if data.count <= 4 {
             var inline = data + [UInt8](repeating: 0, count: 4 - data.count)
             inline = Array(inline.prefix(4))
-            return (UInt32(data.count) | HiveFormat.dataInline, readUInt32(inline, 0))
+            return (UInt32(data.count) | HiveFormat.dataInline, inline.le32(0))
         }
         if data.count <= HiveFormat.bigDataSegment || !bigData {
             return (UInt32(data.count), store(data))
@@ -89,8 +91,8 @@ struct CellArena {
             segments.append(store(Array(data[start..<end])))
             start = end
         }
-        let list = store(segments.flatMap { littleEndianBytes($0) })
-        var db = Array("db".utf8) + littleEndianBytes(UInt16(segments.count)) + littleEndianBytes(list)
+        let list = store(segments.flatMap { $0.littleEndianBytes })
+        var db = Array("db".utf8) + UInt16(segments.count).littleEndianBytes + list.littleEndianBytes
         db += [0, 0, 0, 0]
         return (UInt32(data.count), store(db))
     }
@@ -98,8 +100,8 @@ struct CellArena {
     mutating func storeValue(_ value: RegistryValue, bigData: Bool = true) -> UInt32 {
         let (name, compressed) = HiveFormat.encodeName(value.name)
         let (size, offset) = storeData(value.data, bigData: bigData)
-        var vk = Array("vk".utf8) + littleEndianBytes(UInt16(name.count)) + littleEndianBytes(size) + littleEndianBytes(offset)
-        vk += littleEndianBytes(value.type) + littleEndianBytes(compressed ? HiveFormat.valueCompressedName : 0) + [0, 0]
+        var vk = Array("vk".utf8) + UInt16(name.count).littleEndianBytes + size.littleEndianBytes + offset.littleEndianBytes
+        vk += value.type.littleEndianBytes + (compressed ? HiveFormat.valueCompressedName : 0).littleEndianBytes + [0, 0]
         return store(vk + name)
     }
 
@@ -107,13 +109,13 @@ struct CellArena {
     /// `children` must be sorted by upper-cased name.
     mutating func storeSubkeyList(_ children: [(offset: UInt32, hash: UInt32)]) -> UInt32 {
         func leaf(_ entries: ArraySlice<(offset: UInt32, hash: UInt32)>) -> UInt32 {
-            store(Array("lh".utf8) + littleEndianBytes(UInt16(entries.count))
-                  + entries.flatMap { littleEndianBytes($0.offset) + littleEndianBytes($0.hash) })
+            store(Array("lh".utf8) + UInt16(entries.count).littleEndianBytes
+                  + entries.flatMap { $0.offset.littleEndianBytes + $0.hash.littleEndianBytes })
         }
         if children.count <= HiveFormat.maxLeafEntries { return leaf(children[...]) }
         let leaves = stride(from: 0, to: children.count, by: HiveFormat.maxLeafEntries).map {
             leaf(children[$0..<min(children.count, $0 + HiveFormat.maxLeafEntries)])
         }
-        return store(Array("ri".utf8) + littleEndianBytes(UInt16(leaves.count)) + leaves.flatMap { littleEndianBytes($0) })
+        return store(Array("ri".utf8) + UInt16(leaves.count).littleEndianBytes + leaves.flatMap { $0.littleEndianBytes })
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// Changes an existing hive in place, as Windows would: cells already there stay where they
 /// are, new cells go into one bin appended at the end, replaced cells are marked free, and the
@@ -64,7 +65,7 @@ public struct HiveEditor {
         let bins = arena.finish()
         var block = baseBlock
         guard changed else { return baseBlock + bins }
-        let sequence = readUInt32(block, 4) &+ 1
+        let sequence = block.le32(4) &+ 1
         block.put(sequence, at: 4)
         block.put(sequence, at: 8)
         block.put(HiveFormat.fileTime(time), at: 12)
@@ -91,15 +92,15 @@ public struct HiveEditor {
             arena.write(value.type, cell: existing.offset, at: 12)
         } else {
             let vk = arena.storeValue(value, bigData: bigData)
-            let list = arena.store((offsets + [vk]).flatMap { littleEndianBytes($0) })
+            let list = arena.store((offsets + [vk]).flatMap { $0.littleEndianBytes })
             if node.valueCount > 0 { arena.free(node.valueList) }
             arena.write(UInt32(offsets.count + 1), cell: keyOffset, at: 36)
             arena.write(list, cell: keyOffset, at: 40)
         }
         let base = node.payload.lowerBound
         let nameSize = UInt32(value.name.utf16.count * 2)
-        if nameSize > readUInt32(view.bytes, base + 60) { arena.write(nameSize, cell: keyOffset, at: 60) }
-        if UInt32(value.data.count) > readUInt32(view.bytes, base + 64) { arena.write(UInt32(value.data.count), cell: keyOffset, at: 64) }
+        if nameSize > view.bytes.le32(base + 60) { arena.write(nameSize, cell: keyOffset, at: 60) }
+        if UInt32(value.data.count) > view.bytes.le32(base + 64) { arena.write(UInt32(value.data.count), cell: keyOffset, at: 64) }
         arena.write(arena.time, cell: keyOffset, at: 4)
     }
 
@@ -108,10 +109,10 @@ public struct HiveEditor {
         let range = try view.cell(value.dataOffset, "data of \(value.name)")
         if value.length > HiveFormat.bigDataSegment, range.count >= 8,
            view.bytes[range.lowerBound..<range.lowerBound + 2].elementsEqual("db".utf8) {
-            let count = Int(readUInt16(view.bytes, range.lowerBound + 2))
-            let listOffset = readUInt32(view.bytes, range.lowerBound + 4)
+            let count = Int(view.bytes.le16(range.lowerBound + 2))
+            let listOffset = view.bytes.le32(range.lowerBound + 4)
             let list = try view.cell(listOffset, "big data list of \(value.name)")
-            for index in 0..<min(count, list.count / 4) { arena.free(readUInt32(view.bytes, list.lowerBound + index * 4)) }
+            for index in 0..<min(count, list.count / 4) { arena.free(view.bytes.le32(list.lowerBound + index * 4)) }
             arena.free(listOffset)
         }
         arena.free(value.dataOffset)
@@ -121,16 +122,16 @@ public struct HiveEditor {
         let view = hive
         let (nameBytes, compressed) = HiveFormat.encodeName(name)
         guard nameBytes.count <= 510 else { throw RegistryError.tooLarge(file: file, what: "key name \(name)") }
-        var cell = Array("nk".utf8) + littleEndianBytes(compressed ? HiveFormat.keyCompressedName : 0) + littleEndianBytes(arena.time)
-        cell += littleEndianBytes(UInt32(0)) + littleEndianBytes(parent.offset) + [UInt8](repeating: 0, count: 8)
-        cell += littleEndianBytes(HiveFormat.none) + littleEndianBytes(HiveFormat.none) + littleEndianBytes(UInt32(0))
-        cell += littleEndianBytes(HiveFormat.none) + littleEndianBytes(parent.security) + littleEndianBytes(HiveFormat.none)
-        cell += [UInt8](repeating: 0, count: 20) + littleEndianBytes(UInt16(nameBytes.count)) + [0, 0]
+        var cell = Array("nk".utf8) + (compressed ? HiveFormat.keyCompressedName : 0).littleEndianBytes + arena.time.littleEndianBytes
+        cell += UInt32(0).littleEndianBytes + parent.offset.littleEndianBytes + [UInt8](repeating: 0, count: 8)
+        cell += HiveFormat.none.littleEndianBytes + HiveFormat.none.littleEndianBytes + UInt32(0).littleEndianBytes
+        cell += HiveFormat.none.littleEndianBytes + parent.security.littleEndianBytes + HiveFormat.none.littleEndianBytes
+        cell += [UInt8](repeating: 0, count: 20) + UInt16(nameBytes.count).littleEndianBytes + [0, 0]
         let child = arena.store(cell + nameBytes)
 
         // The new key shares its parent's security cell: one more reference to it.
         let sk = try view.signedCell(parent.security, "sk", minimum: 20, "security of \(parent.name)")
-        arena.write(readUInt32(view.bytes, sk.lowerBound + 12) &+ 1, cell: parent.security, at: 12)
+        arena.write(view.bytes.le32(sk.lowerBound + 12) &+ 1, cell: parent.security, at: 12)
 
         var entries: [(offset: UInt32, hash: UInt32, key: [UInt16])] = []
         for offset in try view.subkeyOffsets(parent) {
@@ -144,7 +145,7 @@ public struct HiveEditor {
         arena.write(UInt32(entries.count), cell: parent.offset, at: 20)
         arena.write(list, cell: parent.offset, at: 28)
         let nameSize = UInt32(name.utf16.count * 2)
-        if nameSize > readUInt32(view.bytes, parent.payload.lowerBound + 52) { arena.write(nameSize, cell: parent.offset, at: 52) }
+        if nameSize > view.bytes.le32(parent.payload.lowerBound + 52) { arena.write(nameSize, cell: parent.offset, at: 52) }
         arena.write(arena.time, cell: parent.offset, at: 4)
         return child
     }
@@ -152,8 +153,8 @@ public struct HiveEditor {
     private mutating func freeSubkeyList(_ offset: UInt32, _ view: Hive) throws {
         let range = try view.cell(offset, "subkey list")
         if view.bytes[range.lowerBound..<range.lowerBound + 2].elementsEqual("ri".utf8) {
-            let count = Int(readUInt16(view.bytes, range.lowerBound + 2))
-            for index in 0..<min(count, (range.count - 4) / 4) { arena.free(readUInt32(view.bytes, range.lowerBound + 4 + index * 4)) }
+            let count = Int(view.bytes.le16(range.lowerBound + 2))
+            for index in 0..<min(count, (range.count - 4) / 4) { arena.free(view.bytes.le32(range.lowerBound + 4 + index * 4)) }
         }
         arena.free(offset)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// The regf layout, as documented by libyal's "Windows NT Registry File (REGF) format" and
 /// checked by hivex: a 4 KiB base block, then hive bins ("hbin", 4 KiB multiples) holding cells.
@@ -35,7 +36,7 @@ enum HiveFormat {
     /// and 0xFFFFFFFF with 0xFFFFFFFE.
     static func checksum(_ bytes: [UInt8]) -> UInt32 {
         var sum: UInt32 = 0
-        for index in 0..<127 { sum ^= readUInt32(bytes, index * 4) }
+        for index in 0..<127 { sum ^= bytes.le32(index * 4) }
         if sum == 0 { return 1 }
         if sum == 0xFFFF_FFFF { return 0xFFFF_FFFE }
         return sum
@@ -50,12 +51,12 @@ enum HiveFormat {
     static func encodeName(_ name: String) -> (bytes: [UInt8], compressed: Bool) {
         let units = Array(name.utf16)
         if units.allSatisfy({ $0 < 0x100 }) { return (units.map { UInt8($0) }, true) }
-        return (utf16LE(name), false)
+        return (UTF16LE.encode(name), false)
     }
 
     static func decodeName(_ bytes: ArraySlice<UInt8>, compressed: Bool) -> String {
         if compressed { return String(decoding: bytes.map { UInt16($0) }, as: UTF16.self) }
-        return String(decoding: utf16Units(Array(bytes)), as: UTF16.self)
+        return UTF16LE.decode(bytes)
     }
 
     /// Windows FILETIME: 100 ns ticks since 1601-01-01.
@@ -80,7 +81,7 @@ enum HiveFormat {
         block.put(binsSize, at: 40)
         block.put(UInt32(1), at: 44)       // clustering factor
         // The last 31 characters of the file's path, UTF-16LE, as Windows records it.
-        let name = Array(utf16LE(String(fileName.suffix(31))).prefix(62))
+        let name = Array(UTF16LE.encode(String(fileName.suffix(31))).prefix(62))
         block.put(name, at: 48)
         block.put(checksum(block), at: 508)
         return block
@@ -101,22 +102,22 @@ public enum SecurityDescriptors {
     /// Owner Administrators, group SYSTEM; Administrators and SYSTEM have full control,
     /// inherited by subkeys: what a BCD store created by Windows grants (O:BAG:SYD:(A;CI;KA;;;BA)(A;CI;KA;;;SY)).
     public static let administratorsAndSystem: [UInt8] = {
-        let administrators: [UInt8] = [1, 2, 0, 0, 0, 0, 0, 5] + littleEndianBytes(UInt32(32)) + littleEndianBytes(UInt32(544))
-        let system: [UInt8] = [1, 1, 0, 0, 0, 0, 0, 5] + littleEndianBytes(UInt32(18))
+        let administrators: [UInt8] = [1, 2, 0, 0, 0, 0, 0, 5] + UInt32(32).littleEndianBytes + UInt32(544).littleEndianBytes
+        let system: [UInt8] = [1, 1, 0, 0, 0, 0, 0, 5] + UInt32(18).littleEndianBytes
         func ace(_ sid: [UInt8]) -> [UInt8] {
             let size = UInt16(8 + sid.count)
             // ACCESS_ALLOWED_ACE_TYPE, CONTAINER_INHERIT_ACE, size, KEY_ALL_ACCESS
-            return [0x00, 0x02] + littleEndianBytes(size) + littleEndianBytes(UInt32(0x000F_003F)) + sid
+            return [0x00, 0x02] + size.littleEndianBytes + UInt32(0x000F_003F).littleEndianBytes + sid
         }
         let aces = ace(administrators) + ace(system)
-        let acl: [UInt8] = [2, 0] + littleEndianBytes(UInt16(8 + aces.count)) + littleEndianBytes(UInt16(2)) + [0, 0] + aces
+        let acl: [UInt8] = [2, 0] + UInt16(8 + aces.count).littleEndianBytes + UInt16(2).littleEndianBytes + [0, 0] + aces
         let header = 20
         let ownerOffset = header
         let groupOffset = ownerOffset + administrators.count
         let daclOffset = groupOffset + system.count
         // Revision 1, SE_SELF_RELATIVE | SE_DACL_PRESENT
-        return [1, 0] + littleEndianBytes(UInt16(0x8004)) + littleEndianBytes(UInt32(ownerOffset))
-            + littleEndianBytes(UInt32(groupOffset)) + littleEndianBytes(UInt32(0)) + littleEndianBytes(UInt32(daclOffset))
+        return [1, 0] + UInt16(0x8004).littleEndianBytes + UInt32(ownerOffset).littleEndianBytes
+            + UInt32(groupOffset).littleEndianBytes + UInt32(0).littleEndianBytes + UInt32(daclOffset).littleEndianBytes
             + administrators + system + acl
     }()
 }

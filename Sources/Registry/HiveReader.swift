@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// A hive's bytes with checked access to its cells. Every offset read from the file is checked
 /// against the file before use: a damaged hive ends in `RegistryError.corrupt` naming the file
@@ -18,22 +19,22 @@ public struct Hive: Sendable {
             throw corrupt(0, "\(bytes.count) bytes is too short for a registry hive (a base block and one bin)")
         }
         guard bytes[0..<4].elementsEqual("regf".utf8) else { throw corrupt(0, "no \"regf\" signature: not a registry hive") }
-        let major = readUInt32(bytes, 20)
-        minorVersion = readUInt32(bytes, 24)
+        let major = bytes.le32(20)
+        minorVersion = bytes.le32(24)
         guard major == 1, (2...6).contains(minorVersion) else { throw corrupt(20, "unknown hive format version \(major).\(minorVersion)") }
-        let stored = readUInt32(bytes, 508)
+        let stored = bytes.le32(508)
         let computed = HiveFormat.checksum(bytes)
         guard stored == computed else {
             throw corrupt(508, String(format: "base block checksum is 0x%08X, the header's bytes give 0x%08X", stored, computed))
         }
-        let primary = readUInt32(bytes, 4), secondary = readUInt32(bytes, 8)
+        let primary = bytes.le32(4), secondary = bytes.le32(8)
         guard primary == secondary else { throw RegistryError.dirty(file: file, primary: primary, secondary: secondary) }
-        let size = Int(readUInt32(bytes, 40))
+        let size = Int(bytes.le32(40))
         guard size % HiveFormat.binAlignment == 0, size > 0, HiveFormat.baseBlockSize + size <= bytes.count else {
             throw corrupt(40, "hive bins size \(size) does not fit the \(bytes.count)-byte file in 4 KiB bins")
         }
         binsSize = size
-        rootOffset = readUInt32(bytes, 36)
+        rootOffset = bytes.le32(36)
         guard bytes[HiveFormat.baseBlockSize..<HiveFormat.baseBlockSize + 4].elementsEqual("hbin".utf8) else {
             throw corrupt(HiveFormat.baseBlockSize, "no \"hbin\" signature at the first hive bin")
         }
@@ -66,7 +67,7 @@ public struct Hive: Sendable {
         guard offset != HiveFormat.none, offset % 8 == 0, Int(offset) + 4 <= binsSize else {
             throw corrupt(offset, "\(what): cell offset 0x\(String(offset, radix: 16)) is outside the hive bins")
         }
-        let size = Int32(bitPattern: readUInt32(bytes, start))
+        let size = Int32(bitPattern: bytes.le32(start))
         guard size < 0 else { throw corrupt(offset, "\(what): the cell is marked free") }
         let length = Int(-Int64(size))
         guard length >= 8, Int(offset) + length <= binsSize else {
@@ -103,18 +104,18 @@ public struct Hive: Sendable {
     func keyNode(_ offset: UInt32, _ what: String = "key") throws -> KeyNode {
         let range = try signedCell(offset, "nk", minimum: HiveFormat.nkFixedSize, what)
         let base = range.lowerBound
-        let flags = readUInt16(bytes, base + 2)
-        let nameLength = Int(readUInt16(bytes, base + 72))
+        let flags = bytes.le16(base + 2)
+        let nameLength = Int(bytes.le16(base + 72))
         guard HiveFormat.nkFixedSize + nameLength <= range.count else {
             throw corrupt(offset, "\(what): key name of \(nameLength) bytes runs past its cell")
         }
         let nameBytes = bytes[(base + HiveFormat.nkFixedSize)..<(base + HiveFormat.nkFixedSize + nameLength)]
         return KeyNode(offset: offset, payload: range,
                        name: HiveFormat.decodeName(nameBytes, compressed: flags & HiveFormat.keyCompressedName != 0),
-                       subkeyCount: readUInt32(bytes, base + 20), subkeyList: readUInt32(bytes, base + 28),
-                       valueCount: readUInt32(bytes, base + 36), valueList: readUInt32(bytes, base + 40),
-                       security: readUInt32(bytes, base + 44), classOffset: readUInt32(bytes, base + 48),
-                       classLength: Int(readUInt16(bytes, base + 74)))
+                       subkeyCount: bytes.le32(base + 20), subkeyList: bytes.le32(base + 28),
+                       valueCount: bytes.le32(base + 36), valueList: bytes.le32(base + 40),
+                       security: bytes.le32(base + 44), classOffset: bytes.le32(base + 48),
+                       classLength: Int(bytes.le16(base + 74)))
     }
 
     /// The offsets of a key's subkeys, through lf/lh/li leaves and ri roots.
@@ -133,7 +134,7 @@ public struct Hive: Sendable {
         guard range.count >= 4 else { throw corrupt(offset, "\(what): cell too small for a subkey list") }
         let base = range.lowerBound
         let signature = String(decoding: bytes[base..<base + 2], as: UTF8.self)
-        let count = Int(readUInt16(bytes, base + 2))
+        let count = Int(bytes.le16(base + 2))
         let entrySize: Int
         switch signature {
         case "lf", "lh": entrySize = 8
@@ -142,13 +143,13 @@ public struct Hive: Sendable {
             guard depth == 0 else { throw corrupt(offset, "\(what): an index root inside an index root") }
             guard 4 + count * 4 <= range.count else { throw corrupt(offset, "\(what): \(count) entries run past the cell") }
             for index in 0..<count {
-                try collectSubkeys(readUInt32(bytes, base + 4 + index * 4), depth: 1, into: &result, what)
+                try collectSubkeys(bytes.le32(base + 4 + index * 4), depth: 1, into: &result, what)
             }
             return
         default: throw corrupt(offset, "\(what): expected an lf, lh, li or ri cell, found \"\(signature)\"")
         }
         guard 4 + count * entrySize <= range.count else { throw corrupt(offset, "\(what): \(count) entries run past the cell") }
-        for index in 0..<count { result.append(readUInt32(bytes, base + 4 + index * entrySize)) }
+        for index in 0..<count { result.append(bytes.le32(base + 4 + index * entrySize)) }
     }
 
     func valueOffsets(_ node: KeyNode) throws -> [UInt32] {
@@ -157,7 +158,7 @@ public struct Hive: Sendable {
         guard Int(node.valueCount) * 4 <= range.count else {
             throw corrupt(node.valueList, "value list of \(node.name): \(node.valueCount) values run past the cell")
         }
-        return (0..<Int(node.valueCount)).map { readUInt32(bytes, range.lowerBound + $0 * 4) }
+        return (0..<Int(node.valueCount)).map { bytes.le32(range.lowerBound + $0 * 4) }
     }
 
     /// A value node ("vk") and where its data lives.
@@ -174,32 +175,32 @@ public struct Hive: Sendable {
     func valueNode(_ offset: UInt32, _ what: String) throws -> ValueNode {
         let range = try signedCell(offset, "vk", minimum: HiveFormat.vkFixedSize, what)
         let base = range.lowerBound
-        let nameLength = Int(readUInt16(bytes, base + 2))
+        let nameLength = Int(bytes.le16(base + 2))
         guard HiveFormat.vkFixedSize + nameLength <= range.count else {
             throw corrupt(offset, "\(what): value name of \(nameLength) bytes runs past its cell")
         }
-        let flags = readUInt16(bytes, base + 16)
+        let flags = bytes.le16(base + 16)
         let name = HiveFormat.decodeName(bytes[(base + 20)..<(base + 20 + nameLength)], compressed: flags & HiveFormat.valueCompressedName != 0)
-        return ValueNode(offset: offset, name: name, type: readUInt32(bytes, base + 12),
-                         dataSize: readUInt32(bytes, base + 4), dataOffset: readUInt32(bytes, base + 8))
+        return ValueNode(offset: offset, name: name, type: bytes.le32(base + 12),
+                         dataSize: bytes.le32(base + 4), dataOffset: bytes.le32(base + 8))
     }
 
     func data(_ value: ValueNode, _ what: String) throws -> [UInt8] {
         let length = value.length
         if value.isInline {
             guard length <= 4 else { throw corrupt(value.offset, "\(what): inline data of \(length) bytes (at most 4 fit)") }
-            return Array(littleEndianBytes(value.dataOffset).prefix(length))
+            return Array(value.dataOffset.littleEndianBytes.prefix(length))
         }
         if length == 0 { return [] }
         let range = try cell(value.dataOffset, what + " data")
         if length > HiveFormat.bigDataSegment, range.count >= 8,
            bytes[range.lowerBound..<range.lowerBound + 2].elementsEqual("db".utf8) {
-            let count = Int(readUInt16(bytes, range.lowerBound + 2))
-            let list = try cell(readUInt32(bytes, range.lowerBound + 4), what + " big data segment list")
+            let count = Int(bytes.le16(range.lowerBound + 2))
+            let list = try cell(bytes.le32(range.lowerBound + 4), what + " big data segment list")
             guard count * 4 <= list.count else { throw corrupt(value.dataOffset, "\(what): \(count) big data segments run past their list") }
             var result: [UInt8] = []
             for index in 0..<count {
-                let segment = try cell(readUInt32(bytes, list.lowerBound + index * 4), what + " big data segment \(index)")
+                let segment = try cell(bytes.le32(list.lowerBound + index * 4), what + " big data segment \(index)")
                 let take = min(segment.count, HiveFormat.bigDataSegment, length - result.count)
                 result += bytes[segment.lowerBound..<segment.lowerBound + take]
                 if result.count == length { break }
@@ -253,7 +254,7 @@ public struct Hive: Sendable {
         if node.classLength > 0, node.classOffset != HiveFormat.none {
             let range = try cell(node.classOffset, "class name of \(here)")
             guard node.classLength <= range.count else { throw corrupt(node.classOffset, "class name of \(here) runs past its cell") }
-            key.className = String(decoding: utf16Units(Array(bytes[range.lowerBound..<range.lowerBound + node.classLength])), as: UTF16.self)
+            key.className = UTF16LE.decode(bytes[range.lowerBound..<range.lowerBound + node.classLength])
         }
         for valueOffset in try valueOffsets(node) {
             let value = try valueNode(valueOffset, "value of \(here)")

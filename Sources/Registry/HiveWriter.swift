@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// Writes a new hive from a key tree: what Windows' RegSaveKey produces, cell by cell, so that
 /// Windows (and hivex) load it. Every key shares one security cell.
@@ -14,8 +15,8 @@ public enum HiveWriter {
         var writer = Writer(arena: arena, security: 0, keyCount: 0, fileName: fileName, descriptor: security)
         let rootOffset = try writer.key(root, parent: nil, path: "\\" + root.name)
         // The single security cell: a ring of one, referenced by every key.
-        var sk = Array("sk".utf8) + [0, 0] + littleEndianBytes(writer.security) + littleEndianBytes(writer.security)
-        sk += littleEndianBytes(UInt32(writer.keyCount)) + littleEndianBytes(UInt32(security.count)) + security
+        var sk = Array("sk".utf8) + [0, 0] + writer.security.littleEndianBytes + writer.security.littleEndianBytes
+        sk += UInt32(writer.keyCount).littleEndianBytes + UInt32(security.count).littleEndianBytes + security
         arena = writer.arena
         arena.write(sk, cell: writer.security, at: 0)
         let bins = arena.finish()
@@ -48,7 +49,7 @@ public enum HiveWriter {
             var valueList = HiveFormat.none
             if !key.values.isEmpty {
                 let offsets = key.values.map { arena.storeValue($0) }
-                valueList = arena.store(offsets.flatMap { littleEndianBytes($0) })
+                valueList = arena.store(offsets.flatMap { $0.littleEndianBytes })
             }
             var subkeyList = HiveFormat.none
             let children = key.subkeys.sorted { upcasedUnits($0.name).lexicographicallyPrecedes(upcasedUnits($1.name)) }
@@ -62,25 +63,25 @@ public enum HiveWriter {
             var classOffset = HiveFormat.none
             var classLength = 0
             if let className = key.className, !className.isEmpty {
-                let bytes = utf16LE(className)
+                let bytes = UTF16LE.encode(className)
                 classLength = bytes.count
                 classOffset = arena.store(bytes)
             }
 
             var flags = parent == nil ? HiveFormat.keyHiveEntry | HiveFormat.keyNoDelete : 0
             if compressed { flags |= HiveFormat.keyCompressedName }
-            var cell = Array("nk".utf8) + littleEndianBytes(flags) + littleEndianBytes(arena.time) + littleEndianBytes(UInt32(0))
-            cell += littleEndianBytes(parent ?? 0) + littleEndianBytes(UInt32(children.count)) + littleEndianBytes(UInt32(0))
-            cell += littleEndianBytes(subkeyList) + littleEndianBytes(HiveFormat.none)
-            cell += littleEndianBytes(UInt32(key.values.count)) + littleEndianBytes(valueList)
-            cell += littleEndianBytes(security) + littleEndianBytes(classOffset)
+            var cell = Array("nk".utf8) + flags.littleEndianBytes + arena.time.littleEndianBytes + UInt32(0).littleEndianBytes
+            cell += (parent ?? 0).littleEndianBytes + UInt32(children.count).littleEndianBytes + UInt32(0).littleEndianBytes
+            cell += subkeyList.littleEndianBytes + HiveFormat.none.littleEndianBytes
+            cell += UInt32(key.values.count).littleEndianBytes + valueList.littleEndianBytes
+            cell += security.littleEndianBytes + classOffset.littleEndianBytes
             // Largest subkey name, subkey class, value name (bytes as UTF-16) and value data.
-            cell += littleEndianBytes(UInt32(children.map { $0.name.utf16.count * 2 }.max() ?? 0))
-            cell += littleEndianBytes(UInt32(children.map { ($0.className ?? "").utf16.count * 2 }.max() ?? 0))
-            cell += littleEndianBytes(UInt32(key.values.map { $0.name.utf16.count * 2 }.max() ?? 0))
-            cell += littleEndianBytes(UInt32(key.values.map(\.data.count).max() ?? 0))
-            cell += littleEndianBytes(UInt32(0))
-            cell += littleEndianBytes(UInt16(name.count)) + littleEndianBytes(UInt16(classLength))
+            cell += (UInt32(children.map { $0.name.utf16.count * 2 }.max() ?? 0)).littleEndianBytes
+            cell += (UInt32(children.map { ($0.className ?? "").utf16.count * 2 }.max() ?? 0)).littleEndianBytes
+            cell += (UInt32(key.values.map { $0.name.utf16.count * 2 }.max() ?? 0)).littleEndianBytes
+            cell += (UInt32(key.values.map(\.data.count).max() ?? 0)).littleEndianBytes
+            cell += UInt32(0).littleEndianBytes
+            cell += UInt16(name.count).littleEndianBytes + UInt16(classLength).littleEndianBytes
             arena.write(cell + name, cell: nk, at: 0)
             return nk
         }

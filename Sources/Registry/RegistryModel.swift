@@ -1,3 +1,5 @@
+import Primitives
+
 /// A registry value's type, as Windows numbers them (winnt.h REG_*).
 public enum RegistryValueType: UInt32, Sendable {
     case none = 0, string = 1, expandString = 2, binary = 3, dword = 4, dwordBigEndian = 5, link = 6,
@@ -23,16 +25,16 @@ public struct RegistryValue: Equatable, Sendable {
 
     /// REG_SZ (or REG_EXPAND_SZ): UTF-16LE with the terminating NUL Windows stores.
     public static func string(_ name: String, _ text: String, type: RegistryValueType = .string) -> RegistryValue {
-        RegistryValue(name: name, type: type, data: utf16LE(text) + [0, 0])
+        RegistryValue(name: name, type: type, data: UTF16LE.encode(text) + [0, 0])
     }
 
     /// REG_MULTI_SZ: each string NUL-terminated, then one more NUL.
     public static func multiString(_ name: String, _ texts: [String]) -> RegistryValue {
-        RegistryValue(name: name, type: .multiString, data: texts.flatMap { utf16LE($0) + [0, 0] } + [0, 0])
+        RegistryValue(name: name, type: .multiString, data: texts.flatMap { UTF16LE.encode($0) + [0, 0] } + [0, 0])
     }
 
     public static func dword(_ name: String, _ number: UInt32) -> RegistryValue {
-        RegistryValue(name: name, type: .dword, data: littleEndianBytes(number))
+        RegistryValue(name: name, type: .dword, data: number.littleEndianBytes)
     }
 
     public static func binary(_ name: String, _ bytes: [UInt8]) -> RegistryValue {
@@ -45,7 +47,7 @@ public struct RegistryValue: Equatable, Sendable {
     public var stringValue: String? {
         guard type == RegistryValueType.string.rawValue || type == RegistryValueType.expandString.rawValue
                 || type == RegistryValueType.link.rawValue else { return nil }
-        var units = utf16Units(data)
+        var units = UTF16LE.units(data)
         while units.last == 0 { units.removeLast() }
         return String(decoding: units, as: UTF16.self)
     }
@@ -54,7 +56,7 @@ public struct RegistryValue: Equatable, Sendable {
         guard type == RegistryValueType.multiString.rawValue else { return nil }
         var result: [String] = []
         var current: [UInt16] = []
-        for unit in utf16Units(data) {
+        for unit in UTF16LE.units(data) {
             if unit == 0 {
                 if current.isEmpty { break }
                 result.append(String(decoding: current, as: UTF16.self))
@@ -69,7 +71,7 @@ public struct RegistryValue: Equatable, Sendable {
 
     public var dwordValue: UInt32? {
         guard type == RegistryValueType.dword.rawValue, data.count == 4 else { return nil }
-        return readUInt32(data, 0)
+        return data.le32(0)
     }
 }
 
@@ -141,12 +143,4 @@ func upcasedUnits(_ name: String) -> [UInt16] {
         let upper = String(Character(scalar)).uppercased().utf16
         return upper.count == 1 ? upper.first ?? unit : unit
     }
-}
-
-func utf16LE(_ text: String) -> [UInt8] {
-    text.utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
-}
-
-func utf16Units(_ bytes: [UInt8]) -> [UInt16] {
-    stride(from: 0, to: bytes.count - 1, by: 2).map { UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8 }
 }

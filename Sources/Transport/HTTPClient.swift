@@ -1,9 +1,10 @@
 import CCurl
+import Digests
 import Foundation
 
 /// All HTTP(S) of the agent: downloads that survive drops and reboots of the link, streams
 /// fed to a decoder, small fetches and event posts. One curl easy handle per attempt.
-public final class HTTPClient: @unchecked Sendable {
+public final class HTTPClient: Sendable {
     public let options: TransferOptions
     /// Free bytes of the folder holding a path; the tests substitute a small disk.
     let freeSpace: @Sendable (String) -> UInt64?

@@ -1,24 +1,28 @@
 import Foundation
+import Synchronization
 
 /// Random access to a remote file (a WIM read in place) through Range requests, with a small
 /// LRU cache of aligned 4 MiB blocks: a WIM's many small table reads and its sequential chunk
 /// reads then cost a handful of requests. Thread-safe; one block is fetched at a time.
-public final class HTTPRangeReader: @unchecked Sendable {
+public final class HTTPRangeReader: Sendable {
     public let url: String
     public let size: UInt64
     /// Range requests sent so far (the HEAD of `init` not included).
-    public var requestCount: Int { lock.withLock { requests } }
+    public var requestCount: Int { cache.withLock { $0.requests } }
 
     static let blockSize: UInt64 = 4 << 20
     static let cacheBlocks = 16
 
     private let client: HTTPClient
     private let validator: Validator
-    private let lock = NSLock()
-    private var blocks: [UInt64: [UInt8]] = [:]
-    /// Block indexes, least recently used first.
-    private var recency: [UInt64] = []
-    private var requests = 0
+    private struct Cache {
+        var blocks: [UInt64: [UInt8]] = [:]
+        /// Block indexes, least recently used first.
+        var recency: [UInt64] = []
+        var requests = 0
+    }
+    /// Held for the whole of a read, fetch included: one block is fetched at a time.
+    private let cache = Mutex(Cache())
 
     public init(url: String, client: HTTPClient) throws(TransportError) {
         let remote = try client.head(url)
@@ -38,41 +42,40 @@ public final class HTTPRangeReader: @unchecked Sendable {
         guard !overflow, end <= size else {
             throw .truncated(url: url, received: offset < size ? size - offset : 0, expected: UInt64(buffer.count))
         }
-        lock.lock()
-        defer { lock.unlock() }
-        var position = offset
-        while position < end {
-            let index = position / Self.blockSize
-            let block = try self.block(index)
-            let within = Int(position - index * Self.blockSize)
-            let count = min(block.count - within, Int(end - position))
-            guard count > 0 else {
-                throw .truncated(url: url, received: position - offset, expected: UInt64(buffer.count))
+        try cache.withLock { (cache) throws(TransportError) in
+            var position = offset
+            while position < end {
+                let index = position / Self.blockSize
+                let block = try self.block(index, in: &cache)
+                let within = Int(position - index * Self.blockSize)
+                let count = min(block.count - within, Int(end - position))
+                guard count > 0 else {
+                    throw .truncated(url: url, received: position - offset, expected: UInt64(buffer.count))
+                }
+                block.withUnsafeBytes { source in
+                    let target = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)...])
+                    target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<(within + count)]))
+                }
+                position += UInt64(count)
             }
-            block.withUnsafeBytes { source in
-                let target = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)...])
-                target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<(within + count)]))
-            }
-            position += UInt64(count)
         }
     }
 
-    /// Caller holds the lock.
-    private func block(_ index: UInt64) throws(TransportError) -> [UInt8] {
-        if let cached = blocks[index] {
-            if let at = recency.firstIndex(of: index) { recency.remove(at: at) }
-            recency.append(index)
+    private func block(_ index: UInt64, in cache: inout Cache) throws(TransportError) -> [UInt8] {
+        if let cached = cache.blocks[index] {
+            if let at = cache.recency.firstIndex(of: index) { cache.recency.remove(at: at) }
+            cache.recency.append(index)
             return cached
         }
         let start = index * Self.blockSize
         let last = min(start + Self.blockSize, size) - 1
-        let bytes = try client.fetchRange(url, start: start, end: last, expected: validator, counted: { requests += 1 })
-        if blocks.count >= Self.cacheBlocks, let oldest = recency.first {
-            recency.removeFirst()
-            blocks[oldest] = nil
+        let bytes = try client.fetchRange(url, start: start, end: last, expected: validator, counted: { cache.requests += 1 })
+        if cache.blocks.count >= Self.cacheBlocks, let oldest = cache.recency.first {
+            cache.recency.removeFirst()
+            cache.blocks[oldest] = nil
         }
-        blocks[index] = bytes
-        recency.append(index)
+        cache.blocks[index] = bytes
+        cache.recency.append(index)
         return bytes
     }
 }

@@ -1,4 +1,5 @@
 import CCurl
+import Digests
 import Foundation
 
 /// The `.partial` file a download grows in. Its remote version (ETag/Last-Modified) rides in

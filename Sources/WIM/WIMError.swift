@@ -1,3 +1,5 @@
+import Digests
+
 /// Everything that can be wrong with a WIM file or its use, phrased for the technician who
 /// reads it: what is wrong, in which file, and where (byte offset, image, path).
 public enum WIMError: Error, CustomStringConvertible, Sendable {

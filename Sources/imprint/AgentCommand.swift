@@ -25,11 +25,21 @@ struct AgentCommand: ParsableCommand {
             var token: String
             var sequenceUrl: String
             var variables: [String: String]?
+            /// The server holds this deployment's events up to this number (another agent ran
+            /// it before this one took it over): ours are numbered after it.
+            var eventsAfter: Int?
         }
         var status: String
         var deployment: Deployment?
         var retryAfter: Double?
         var message: String?
+    }
+
+    /// An answer that says to wait and ask again: the deployment is running under another
+    /// agent's token (409), or too many new machines came from this address (429).
+    struct Refusal: Decodable {
+        var error: String
+        var retryAfter: Double?
     }
 
     func run() throws {
@@ -46,6 +56,17 @@ struct AgentCommand: ParsableCommand {
             let answer: CheckIn
             do {
                 let (status, data) = try client.post(base + "/api/v1/agents/checkin", json: body)
+                if status == 409 || status == 429, let refusal = try? JSONDecoder().decode(Refusal.self, from: data) {
+                    // Not an error of this machine: the server asks it to wait (a deployment of
+                    // this machine is running elsewhere with its token, or a burst of new
+                    // machines from this address). It says how long; never hammer it.
+                    let wait = min(max(refusal.retryAfter ?? 30, 5), 600)
+                    let what = status == 409 ? "the server will not hand this machine's deployment to a second agent yet"
+                                             : "the server is limiting new machines"
+                    FileHandle.standardError.write(Data("imprint: \(what): \(refusal.error); checking in again in \(Int(wait)) s\n".utf8))
+                    Thread.sleep(forTimeInterval: wait)
+                    continue
+                }
                 guard (200..<300).contains(status) else { throw ValidationError("check-in refused: HTTP \(status) \(String(decoding: data.prefix(300), as: UTF8.self))") }
                 answer = try JSONDecoder().decode(CheckIn.self, from: data)
             } catch {
@@ -79,7 +100,7 @@ struct AgentCommand: ParsableCommand {
         options.transfer = authorized
         let result = try AgentEnvironment.execute(loaded, facts: facts, serverVariables: deployment.variables ?? [:], options: options,
                                                   spool: spool + "/" + deployment.id, log: log,
-                                                  server: (base, deployment.id, deployment.token))
+                                                  server: (base, deployment.id, deployment.token), eventsAfter: deployment.eventsAfter ?? 0)
         if result.status != .success { throw result.exitCode }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Boot
 import Foundation
+import Primitives
 import Registry
 
 struct BootCommand: ParsableCommand {
@@ -36,9 +37,7 @@ struct BootMake: ParsableCommand {
             let windowsIdentity: PartitionIdentity
             let espIdentity: PartitionIdentity
             if let diskGuid, let windowsPartitionGuid, let espPartitionGuid {
-                guard let disk = UUID(uuidString: diskGuid.trimmingCharacters(in: CharacterSet(charactersIn: "{}"))),
-                      let windowsGUID = UUID(uuidString: windowsPartitionGuid.trimmingCharacters(in: CharacterSet(charactersIn: "{}"))),
-                      let espGUID = UUID(uuidString: espPartitionGuid.trimmingCharacters(in: CharacterSet(charactersIn: "{}"))) else {
+                guard let disk = GUID(diskGuid), let windowsGUID = GUID(windowsPartitionGuid), let espGUID = GUID(espPartitionGuid) else {
                     throw BootError.unsupported("--disk-guid, --windows-partition-guid and --esp-partition-guid must be GUIDs")
                 }
                 windowsIdentity = PartitionIdentity(device: .gptPartition(partition: windowsGUID, disk: disk))
@@ -68,7 +67,7 @@ struct BootShow: ParsableCommand {
             let hive = try Hive(contentsOf: store)
             let bcd = try BCDStore(hive: try hive.readTree())
             for object in bcd.objects {
-                print("{\(object.id.uuidString.lowercased())}  type 0x" + String(object.type, radix: 16, uppercase: true))
+                print(object.id.braced + "  type 0x" + String(object.type, radix: 16, uppercase: true))
                 for element in object.elements { print("  \(element.type.keyName)  \(element.value)") }
             }
         } catch { throw fail(error) }

@@ -7,6 +7,8 @@ import Glibc
 /// (whose last changes would then never be written), the handler only records the signal in
 /// `applyStopSignal`; the apply stops at its next safe point, the target unmounts, and the
 /// tool exits with 128 + the signal number, as a shell reports a process the signal killed.
+/// Nothing else writes the flag or resets it (a sequence step's timeout stops its apply through
+/// the run's own `ApplyStop`), so a signal, once recorded, is never lost.
 enum Interruption {
     /// Installs the handlers (once, before an apply starts).
     static func install() {

@@ -118,6 +118,12 @@ func fail(_ error: any Error) -> ExitCode {
 }
 
 extension RunResult {
-    /// The exit status of a finished run: 0, or its failure kind's status.
-    var exitCode: ExitCode { status == .success ? .success : ExitCode(failure?.exitStatus ?? FailureKind.internal.exitStatus) }
+    /// The exit status of a finished run: 0; 128 + the signal for a run a signal stopped, as a
+    /// shell reports it; otherwise its failure kind's status.
+    var exitCode: ExitCode {
+        if status == .success { return .success }
+        let signal = applyStopSignal.load(ordering: .relaxed)
+        if failure == .interrupted && signal != 0 { return ExitCode(128 + signal) }
+        return ExitCode(failure?.exitStatus ?? FailureKind.internal.exitStatus)
+    }
 }

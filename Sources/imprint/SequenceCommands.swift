@@ -149,11 +149,11 @@ enum AgentEnvironment {
 
     static func execute(_ sequence: TaskSequence, facts: Facts, serverVariables: [String: String], options: RunOptions,
                         spool spoolPath: String, log: String?, server: (url: String, deployment: String, token: String)?,
-                        beforePowerAction: () -> Void = {}) throws -> RunResult {
+                        eventsAfter: Int = 0, beforePowerAction: () -> Void = {}) throws -> RunResult {
         // The spool and the log live only inside runReported, so their files are closed before
         // the power action and a USB stick holding them can be unmounted.
         let result = try runReported(sequence, facts: facts, serverVariables: serverVariables, options: options,
-                                     spool: spoolPath, log: log, server: server)
+                                     spool: spoolPath, log: log, server: server, eventsAfter: eventsAfter)
         if result.status == .success, options.allowPowerActions, let action = result.powerAction {
             // The USB stick's log must be complete and its FAT clean before the power goes.
             beforePowerAction()
@@ -165,9 +165,9 @@ enum AgentEnvironment {
 
     private static func runReported(_ sequence: TaskSequence, facts: Facts, serverVariables: [String: String], options: RunOptions,
                                     spool spoolPath: String, log: String?,
-                                    server: (url: String, deployment: String, token: String)?) throws -> RunResult {
+                                    server: (url: String, deployment: String, token: String)?, eventsAfter: Int) throws -> RunResult {
         let spool: EventSpool
-        do { spool = try EventSpool(directory: spoolPath) } catch { throw fail(error) }
+        do { spool = try EventSpool(directory: spoolPath, numberingAfter: eventsAfter) } catch { throw fail(error) }
         let bus = EventBus(spool: spool, logPath: log, terminal: true)
         if let server {
             let endpoint = server.url.trimmingCharacters(in: CharacterSet(charactersIn: "/"))

@@ -1,5 +1,6 @@
 import Foundation
 @testable import Boot
+import Primitives
 import Registry
 import Testing
 
@@ -73,8 +74,8 @@ struct BCDElementTests {
     /// GPT: the same 88-byte descriptor, partition GUID at 0x20, style 0 at 0x34, disk GUID at
     /// 0x38, both GUIDs in Windows' byte order (first three fields little-endian).
     @Test func gptPartitionDeviceLayout() throws {
-        let partition = try #require(UUID(uuidString: "11223344-5566-7788-99AA-BBCCDDEEFF00"))
-        let disk = try #require(UUID(uuidString: "A1B2C3D4-E5F6-0718-293A-4B5C6D7E8F90"))
+        let partition = try #require(GUID("11223344-5566-7788-99AA-BBCCDDEEFF00"))
+        let disk = try #require(GUID("A1B2C3D4-E5F6-0718-293A-4B5C6D7E8F90"))
         let bytes = BCDDevice.gptPartition(partition: partition, disk: disk).encoded
         #expect(bytes.count == 0x58)
         #expect(Array(bytes[0..<0x10]) == [UInt8](repeating: 0, count: 16))

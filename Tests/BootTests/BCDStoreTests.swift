@@ -1,16 +1,17 @@
 import Foundation
 @testable import Boot
+import Primitives
 import Registry
 import TestSupport
 import Testing
 
 @Suite("BCD store as bcdboot writes it, read back by hivex")
 struct BCDStoreTests {
-    static let disk = UUID(uuidString: "6F3C0A4E-1D2B-4C5D-8E9F-0A1B2C3D4E5F") ?? UUID()
-    static let esp = UUID(uuidString: "11111111-2222-4333-8444-555555555555") ?? UUID()
-    static let windows = UUID(uuidString: "AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE") ?? UUID()
-    static let loader = UUID(uuidString: "0D7A4A36-4B1F-4B8D-9C84-61C2D3A7E001") ?? UUID()
-    static let resume = UUID(uuidString: "0D7A4A36-4B1F-4B8D-9C84-61C2D3A7E002") ?? UUID()
+    static let disk = GUID("6F3C0A4E-1D2B-4C5D-8E9F-0A1B2C3D4E5F") ?? .zero
+    static let esp = GUID("11111111-2222-4333-8444-555555555555") ?? .zero
+    static let windows = GUID("AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE") ?? .zero
+    static let loader = GUID("0D7A4A36-4B1F-4B8D-9C84-61C2D3A7E001") ?? .zero
+    static let resume = GUID("0D7A4A36-4B1F-4B8D-9C84-61C2D3A7E002") ?? .zero
 
     static func configuration() -> BootConfiguration {
         BootConfiguration(firmware: .uefi, systemPartition: .gptPartition(partition: esp, disk: disk),
@@ -24,9 +25,9 @@ struct BCDStoreTests {
                 == ["\"KeyName\"=\"BCD00000000\"", "\"System\"=dword:00000001", "\"TreatAsSystem\"=dword:00000001"],
                 sourceLocation: sourceLocation)
         let objectKeys = try hivexsh(path, ["cd \\Objects", "ls"])
-        #expect(objectKeys.sorted() == store.objects.map { "{" + $0.id.uuidString.lowercased() + "}" }.sorted(), sourceLocation: sourceLocation)
+        #expect(objectKeys.sorted() == store.objects.map { $0.id.braced }.sorted(), sourceLocation: sourceLocation)
         for object in store.objects {
-            let key = "\\Objects\\{" + object.id.uuidString.lowercased() + "}"
+            let key = "\\Objects\\" + object.id.braced
             #expect(try hivexsh(path, ["cd \(key)\\Description", "lsval"]) == [String(format: "\"Type\"=dword:%08x", object.type)],
                     sourceLocation: sourceLocation)
             let elementKeys = try hivexsh(path, ["cd \(key)\\Elements", "ls"])

@@ -1,5 +1,6 @@
 import Boot
 import Foundation
+import Primitives
 import Registry
 import TestSupport
 import Testing
@@ -32,8 +33,7 @@ func hivexsh(_ hive: String, _ commands: [String], write: Bool = false, sourceLo
 /// A store in the order a hive keeps it (keys sorted by upper-cased name), to compare what
 /// was built with what was read back.
 func canonical(_ store: BCDStore) -> BCDStore {
-    func key(_ id: UUID) -> String { ("{" + id.uuidString.lowercased() + "}").uppercased() }
-    return BCDStore(objects: store.objects.sorted { key($0.id) < key($1.id) }.map { object in
+    BCDStore(objects: store.objects.sorted { $0.id.braced.uppercased() < $1.id.braced.uppercased() }.map { object in
         BCDObject(id: object.id, type: object.type,
                   elements: object.elements.sorted { $0.type.keyName < $1.type.keyName }.map { ($0.type, $0.value) })
     })

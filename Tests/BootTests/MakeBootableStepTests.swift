@@ -1,5 +1,6 @@
 import Foundation
 @testable import Boot
+import Primitives
 import Registry
 import TestSupport
 import Testing
@@ -87,8 +88,8 @@ struct MakeBootableStepTests {
                 == ["\"DevicePath\"=str(2):\"%SystemRoot%\\\\inf;%SystemDrive%\\\\Drivers\""])
 
         // The GUIDs as libblkid reads them from the GPT the step wrote.
-        func blkid(_ device: String, _ tag: String) throws -> UUID? {
-            UUID(uuidString: try run(["blkid", "-p", "-o", "value", "-s", tag, device]).output.trimmingCharacters(in: .whitespacesAndNewlines))
+        func blkid(_ device: String, _ tag: String) throws -> GUID? {
+            GUID(try run(["blkid", "-p", "-o", "value", "-s", tag, device]).output.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         let diskGUID = try #require(try blkid(disk.device, "PTUUID"))
         let espGUID = try #require(try blkid(disk.device + "p1", "PART_ENTRY_UUID"))

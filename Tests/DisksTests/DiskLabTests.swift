@@ -1,3 +1,4 @@
+import Failures
 import Foundation
 import Testing
 import TestSupport
@@ -339,7 +340,7 @@ struct DiskLabTests {
         let badCluster = scratch.sub("bad.json")
         try writeJSON(#"{"table": "gpt", "partitions": [{"role": "basic", "size": "8MiB", "format": {"filesystem": "ntfs", "clusterSize": 2097152}}]}"#, badCluster)
         let mkfsFails = try attempt(badCluster, #"{"name": "\#(blank.device)"}"#)
-        #expect(mkfsFails.status == 1 && mkfsFails.stderr.contains("mkfs.ntfs") && mkfsFails.stderr.contains("failed (exit status 1)"))
+        #expect(mkfsFails.status == FailureKind.disk.exitStatus && mkfsFails.stderr.contains("mkfs.ntfs") && mkfsFails.stderr.contains("failed (exit status 1)"))
         let tinyESP = scratch.sub("tiny.json")
         try writeJSON(#"{"table": "gpt", "partitions": [{"role": "esp", "size": "2MiB", "format": {"filesystem": "fat32"}}]}"#, tinyESP)
         let fatTooSmall = try attempt(tinyESP, #"{"name": "\#(blank.device)", "wipe": true}"#)

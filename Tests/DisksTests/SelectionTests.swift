@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 import Testing
 @testable import DiskModel
 @testable import Disks
@@ -272,9 +273,9 @@ private func ruleNames(_ selection: DiskSelection, _ name: String) -> [String] {
         """)
     #expect(decoded == DiskRules(
         size: [SizeCondition(.atLeast, 64 * gib, sizeText: "64GiB")],
-        model: TextPattern("Samsung*", caseInsensitive: true), vendor: TextPattern("ATA", caseInsensitive: true),
-        serial: TextPattern("S4EV*"), wwn: TextPattern("0x5002538e*", caseInsensitive: true),
-        name: TextPattern("/dev/nvme*"), transport: [.nvme, .sata], rotational: false, removable: false,
+        model: Glob("Samsung*", .caseInsensitive), vendor: Glob("ATA", .caseInsensitive),
+        serial: Glob("S4EV*", .caseSensitive), wwn: Glob("0x5002538e*", .caseInsensitive),
+        name: Glob("/dev/nvme*", .caseSensitive), transport: [.nvme, .sata], rotational: false, removable: false,
         hasWindows: true, prefer: .smallest, wipe: true))
     let again = try JSONInput.decode(DiskRules.self, from: try JSONEncoder().encode(decoded), file: "again.json")
     #expect(again == decoded)

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 @testable import Registry
 import TestSupport
 import Testing
@@ -43,8 +44,8 @@ struct HiveEditorTests {
         microsoft.set(subkey: windows)
         expected.set(subkey: microsoft)
         #expect(try Hive(bytes: edited, file: path).readTree() == expected)
-        #expect(readUInt32(edited, 4) == readUInt32(edited, 8))
-        #expect(readUInt32(edited, 508) == HiveFormat.checksum(edited))
+        #expect(edited.le32(4) == edited.le32(8))
+        #expect(edited.le32(508) == HiveFormat.checksum(edited))
     }
 
     @Test func addingValuesAndKeys() throws {

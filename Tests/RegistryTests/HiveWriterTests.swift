@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 @testable import Registry
 import TestSupport
 import Testing
@@ -66,18 +67,18 @@ struct HiveWriterTests {
     @Test func baseBlockIsWhatWindowsChecks() throws {
         let bytes = try HiveWriter.write(RegistryKey(name: "R"), fileName: "BCD")
         #expect(Array(bytes[0..<4]) == Array("regf".utf8))
-        #expect(readUInt32(bytes, 4) == readUInt32(bytes, 8))               // clean: sequence numbers equal
-        #expect(readUInt32(bytes, 20) == 1 && readUInt32(bytes, 24) == 5)   // format 1.5
-        #expect(readUInt32(bytes, 508) == HiveFormat.checksum(bytes))
-        #expect(Int(readUInt32(bytes, 40)) == bytes.count - 4096)
+        #expect(bytes.le32(4) == bytes.le32(8))               // clean: sequence numbers equal
+        #expect(bytes.le32(20) == 1 && bytes.le32(24) == 5)   // format 1.5
+        #expect(bytes.le32(508) == HiveFormat.checksum(bytes))
+        #expect(Int(bytes.le32(40)) == bytes.count - 4096)
         #expect(Array(bytes[4096..<4100]) == Array("hbin".utf8))
         // The root's security cell is a ring of one, referenced once.
         let hive = try Hive(bytes: bytes, file: "BCD")
         let root = try hive.keyNode(hive.rootOffset)
         let sk = try hive.signedCell(root.security, "sk", minimum: 20, "security")
-        #expect(readUInt32(bytes, sk.lowerBound + 4) == root.security)
-        #expect(readUInt32(bytes, sk.lowerBound + 8) == root.security)
-        #expect(readUInt32(bytes, sk.lowerBound + 12) == 1)
+        #expect(bytes.le32(sk.lowerBound + 4) == root.security)
+        #expect(bytes.le32(sk.lowerBound + 8) == root.security)
+        #expect(bytes.le32(sk.lowerBound + 12) == 1)
     }
 
     @Test func lhHashIsWindowsNameHash() {

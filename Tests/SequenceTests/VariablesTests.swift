@@ -27,4 +27,15 @@ struct VariablesTests {
         let xml = variables.substitute("<v>${Price}</v>", escape: { $0.replacingOccurrences(of: "&", with: "&amp;") })
         #expect(xml == "<v>$5 &amp; uefi</v>")
     }
+
+    /// `matches` is the one glob, case-insensitive as the facts firmware reports.
+    @Test func matchesIsACaseInsensitiveGlob() {
+        func holds(_ value: String, _ pattern: String) -> Bool {
+            Condition.compare(.matches, "${Model}", pattern).evaluate { $0.replacingOccurrences(of: "${Model}", with: value) }.0
+        }
+        #expect(holds("LATITUDE 7450", "latitude 7[0-4]50"))
+        #expect(!holds("Latitude 7550", "latitude 7[0-4]50"))
+        #expect(holds("Latitude 7450", "Lat*"))
+        #expect(!holds("Precision 5570", "Lat*"))
+    }
 }

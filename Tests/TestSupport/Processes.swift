@@ -1,6 +1,7 @@
 // Helpers every test target shares: scratch directories, running programs, finding the
 // `imprint` executable built alongside the tests.
 import Foundation
+import Processes
 import Testing
 
 /// A scratch directory removed when the test ends.
@@ -25,62 +26,31 @@ public struct CommandResult {
     public var output: String { String(decoding: stdout, as: UTF8.self) }
 }
 
-/// Runs a program to completion, optionally feeding `stdinFile` to it.
+/// Runs a program to completion, optionally feeding `stdinFile` to it. A program that cannot be
+/// started ends with status 127 and says why in `stderr`, as a shell would.
 @discardableResult
 public func run(_ arguments: [String], stdinFile: String? = nil, allowFailure: Bool = false,
          sourceLocation: SourceLocation = #_sourceLocation) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    if arguments.first == "ntfs-3g" {
-        // The driver forks a daemon that inherits whatever the parent holds open, which keeps
-        // Foundation's Process waiting forever: spawn it bare and wait for the parent only.
-        let status = try spawnAndWait(arguments)
-        if !allowFailure && status != 0 {
-            Issue.record("\(arguments.joined(separator: " ")) exited \(status)", sourceLocation: sourceLocation)
-        }
-        return CommandResult(status: status, stdout: Data(), stderr: "")
+    // The driver forks a daemon that keeps whatever it is given open: no output pipe to wait on.
+    let output: ProcessRunner.Output = arguments.first == "ntfs-3g" ? .discarded : .separate
+    let result: CommandResult
+    do {
+        let finished = try ProcessRunner(inputFile: stdinFile, output: output).run(arguments)
+        result = CommandResult(status: finished.status, stdout: Data(finished.output),
+                               stderr: String(decoding: finished.errorOutput, as: UTF8.self))
+    } catch {
+        result = CommandResult(status: error.status, stdout: Data(), stderr: error.description)
     }
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    if let stdinFile { process.standardInput = FileHandle(forReadingAtPath: stdinFile) }
-    try process.run()
-    // Drain both pipes while the program runs so a chatty program never blocks.
-    final class Collected: @unchecked Sendable { var data = Data() }
-    let collected = Collected()
-    let group = DispatchGroup()
-    group.enter()
-    let reader = out.fileHandleForReading
-    DispatchQueue.global().async { collected.data = reader.readDataToEndOfFile(); group.leave() }
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    let outData = collected.data
-    process.waitUntilExit()
-    let result = CommandResult(status: process.terminationStatus, stdout: outData, stderr: String(decoding: errData, as: UTF8.self))
     if !allowFailure && result.status != 0 {
         Issue.record("\(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)", sourceLocation: sourceLocation)
     }
     return result
 }
 
-/// posix_spawn with output to /dev/null and every other descriptor closed, then waitpid.
+/// Runs a program with no output and every other descriptor closed, for one that leaves a
+/// server or daemon running; its exit status.
 public func spawnAndWait(_ arguments: [String]) throws -> Int32 {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-    for fd in 3..<256 { posix_spawn_file_actions_addclose(&actions, Int32(fd)) }
-    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-    defer { for p in argv { free(p) } }
-    var pid = pid_t()
-    let rc = posix_spawnp(&pid, arguments[0], &actions, nil, &argv, environ)
-    guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EINVAL) }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    try ProcessRunner(output: .discarded).run(arguments).status
 }
 
 /// The repository's root folder, for files the tests share with users (example layouts).

@@ -1,4 +1,6 @@
+import Digests
 import Foundation
+import Primitives
 import TestSupport
 import Testing
 @testable import Apply

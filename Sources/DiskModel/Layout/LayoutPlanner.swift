@@ -1,3 +1,5 @@
+import Primitives
+
 /// A layout placed on one particular disk: every partition with its sectors, type and GUIDs,
 /// ready for `PartitionTableWriter`.
 public struct PartitionPlan: Sendable, Equatable, Codable {

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// What a partition is for; it decides the default type, name and attributes.
 public enum PartitionRole: String, Sendable, Codable, CaseIterable {

@@ -1,3 +1,5 @@
+import Primitives
+
 /// Bytes to put at an offset of the disk.
 public struct DiskWrite: Sendable, Equatable {
     public var offset: UInt64
@@ -34,8 +36,8 @@ public enum PartitionTableWriter {
         var entries = [UInt8](repeating: 0, count: Int(arraySectors * sector))
         for partition in plan.partitions {
             var entry = [UInt8](repeating: 0, count: GPTGeometry.entrySize)
-            entry.replace(0, with: try guid(partition.type, "partition \(partition.number) type").onDiskBytes)
-            entry.replace(16, with: try guid(partition.uniqueGUID ?? "", "partition \(partition.number) unique GUID").onDiskBytes)
+            entry.put(try guid(partition.type, "partition \(partition.number) type").onDiskBytes, at: 0)
+            entry.put(try guid(partition.uniqueGUID ?? "", "partition \(partition.number) unique GUID").onDiskBytes, at: 16)
             entry.put(partition.firstSector, at: 32)
             entry.put(partition.lastSector, at: 40)
             entry.put(partition.attributes, at: 48)
@@ -45,7 +47,7 @@ public enum PartitionTableWriter {
                 entry.put(unit, at: offset)
                 offset += 2
             }
-            entries.replace((partition.number - 1) * GPTGeometry.entrySize, with: entry)
+            entries.put(entry, at: (partition.number - 1) * GPTGeometry.entrySize)
         }
         // The CRC covers the entries the header counts, not the padding of the last sector.
         let arrayCRC = CRC32.checksum(entries[0..<GPTGeometry.arrayBytes])
@@ -53,14 +55,14 @@ public enum PartitionTableWriter {
 
         func header(my: UInt64, alternate: UInt64, entriesAt: UInt64) -> [UInt8] {
             var bytes = [UInt8](repeating: 0, count: plan.sectorSize)
-            bytes.replace(0, with: Array("EFI PART".utf8))
+            bytes.put(Array("EFI PART".utf8), at: 0)
             bytes.put(UInt32(0x0001_0000), at: 8)
             bytes.put(UInt32(92), at: 12)
             bytes.put(my, at: 24)
             bytes.put(alternate, at: 32)
             bytes.put(plan.firstUsableSector, at: 40)
             bytes.put(plan.lastUsableSector, at: 48)
-            bytes.replace(56, with: diskGUID.onDiskBytes)
+            bytes.put(diskGUID.onDiskBytes, at: 56)
             bytes.put(entriesAt, at: 72)
             bytes.put(UInt32(GPTGeometry.entryCount), at: 80)
             bytes.put(UInt32(GPTGeometry.entrySize), at: 84)
@@ -73,12 +75,12 @@ public enum PartitionTableWriter {
         // One 0xEE entry over the whole disk (as far as 32 bits reach) so MBR-only tools see
         // the disk as in use; CHS as the UEFI specification gives it.
         let entry = 446
-        protective.replace(entry + 1, with: [0x00, 0x02, 0x00])
+        protective.put([0x00, 0x02, 0x00], at: entry + 1)
         protective[entry + 4] = 0xEE
-        protective.replace(entry + 5, with: [0xFF, 0xFF, 0xFF])
+        protective.put([0xFF, 0xFF, 0xFF], at: entry + 5)
         protective.put(UInt32(1), at: entry + 8)
         protective.put(UInt32(min(plan.diskSectors - 1, 0xFFFF_FFFF)), at: entry + 12)
-        protective.replace(510, with: [0x55, 0xAA])
+        protective.put([0x55, 0xAA], at: 510)
 
         return [
             DiskWrite(offset: 0, bytes: protective),
@@ -106,13 +108,13 @@ public enum PartitionTableWriter {
                 throw DiskError.invalidLayout(reason: "partition plan: partition \(partition.number) type \"\(partition.type)\" is not an MBR type")
             }
             bytes[entry] = partition.active ? 0x80 : 0x00
-            bytes.replace(entry + 1, with: chs(partition.firstSector))
+            bytes.put(chs(partition.firstSector), at: entry + 1)
             bytes[entry + 4] = type
-            bytes.replace(entry + 5, with: chs(partition.lastSector))
+            bytes.put(chs(partition.lastSector), at: entry + 5)
             bytes.put(UInt32(truncatingIfNeeded: partition.firstSector), at: entry + 8)
             bytes.put(UInt32(truncatingIfNeeded: partition.sectorCount), at: entry + 12)
         }
-        bytes.replace(510, with: [0x55, 0xAA])
+        bytes.put([0x55, 0xAA], at: 510)
         // The sectors up to the first partition are cleared as well, so the header and
         // entries of a GPT the disk held before cannot be mistaken for the current table.
         let gap = Int(LayoutPlanner.alignmentBytes) - plan.sectorSize
@@ -138,18 +140,5 @@ public enum PartitionTableWriter {
         let head = UInt8(lba / 63 % 255)
         let sector = UInt8(lba % 63 + 1)
         return [head, sector | UInt8((cylinder >> 2) & 0xC0), UInt8(cylinder & 0xFF)]
-    }
-}
-
-private extension Array where Element == UInt8 {
-    mutating func replace(_ offset: Int, with bytes: [UInt8]) {
-        replaceSubrange(offset..<(offset + bytes.count), with: bytes)
-    }
-
-    mutating func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        var little = value.littleEndian
-        Swift.withUnsafeBytes(of: &little) { raw in
-            for (index, byte) in raw.enumerated() { self[offset + index] = byte }
-        }
     }
 }

@@ -1,7 +1,5 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
+import Primitives
 
 /// Which disk to install on, in the spirit of Ironic's root device hints: every key narrows the
 /// choice, and `prefer` breaks ties among the disks that are left.
@@ -12,12 +10,12 @@ import Glibc
 public struct DiskRules: Sendable, Codable, Equatable {
     /// All must hold.
     public var size: [SizeCondition]
-    public var model: TextPattern?
-    public var vendor: TextPattern?
-    public var serial: TextPattern?
-    public var wwn: TextPattern?
+    public var model: Glob?
+    public var vendor: Glob?
+    public var serial: Glob?
+    public var wwn: Glob?
     /// Matched against the device path (`/dev/sda`) and the kernel name (`sda`).
-    public var name: TextPattern?
+    public var name: Glob?
     /// Any of these; nil means any transport.
     public var transport: [Transport]?
     public var rotational: Bool?
@@ -28,8 +26,8 @@ public struct DiskRules: Sendable, Codable, Equatable {
     /// Whether a disk that holds partitions or a filesystem may be chosen (and destroyed).
     public var wipe: Bool
 
-    public init(size: [SizeCondition] = [], model: TextPattern? = nil, vendor: TextPattern? = nil,
-                serial: TextPattern? = nil, wwn: TextPattern? = nil, name: TextPattern? = nil,
+    public init(size: [SizeCondition] = [], model: Glob? = nil, vendor: Glob? = nil,
+                serial: Glob? = nil, wwn: Glob? = nil, name: Glob? = nil,
                 transport: [Transport]? = nil, rotational: Bool? = nil, removable: Bool? = nil,
                 hasWindows: Bool? = nil, prefer: Preference = .smallest, wipe: Bool = false) {
         self.size = size
@@ -63,22 +61,23 @@ public struct DiskRules: Sendable, Codable, Equatable {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         size = try container.decodeIfPresent(OneOrMany<SizeCondition>.self, forKey: .size)?.values ?? []
 
-        func pattern(_ key: CodingKeys, caseInsensitive: Bool) throws -> TextPattern? {
+        func pattern(_ key: CodingKeys, _ caseRule: CaseRule) throws -> Glob? {
             guard let text = try container.decodeIfPresent(String.self, forKey: key) else { return nil }
             let trimmed = text.trimmingCharacters(in: .whitespaces)
             guard !trimmed.isEmpty else {
                 throw DecodingError.dataCorruptedError(forKey: key, in: container,
                     debugDescription: "an empty pattern matches no disk; leave \"\(key.rawValue)\" out to accept any")
             }
-            return TextPattern(trimmed, caseInsensitive: caseInsensitive)
+            return Glob(trimmed, caseRule)
         }
         // Vendors and models are free text whose case varies between firmware versions;
-        // WWNs are hex, where case carries no meaning. Serials are kept exact.
-        model = try pattern(.model, caseInsensitive: true)
-        vendor = try pattern(.vendor, caseInsensitive: true)
-        serial = try pattern(.serial, caseInsensitive: false)
-        wwn = try pattern(.wwn, caseInsensitive: true)
-        name = try pattern(.name, caseInsensitive: false)
+        // WWNs are hex, where case carries no meaning. Serials are kept exact, and device names
+        // are Linux's, where case tells devices apart.
+        model = try pattern(.model, .caseInsensitive)
+        vendor = try pattern(.vendor, .caseInsensitive)
+        serial = try pattern(.serial, .caseSensitive)
+        wwn = try pattern(.wwn, .caseInsensitive)
+        name = try pattern(.name, .caseSensitive)
 
         transport = try container.decodeIfPresent(OneOrMany<TransportName>.self, forKey: .transport)?
             .values.map(\.transport)
@@ -178,7 +177,9 @@ public struct SizeCondition: Sendable, Codable, Equatable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let number = try? container.decode(Double.self) {
-            throw JSONInput.invalid(decoder, "\(number) has no unit; write a string such as \">= \(Int(number))GiB\"")
+            // Int(exactly:) rather than Int(_:): a number too large for Int is input, not a reason to trap.
+            let example = Int(exactly: number.rounded()).map { "\($0)GiB" } ?? "64GiB"
+            throw JSONInput.invalid(decoder, "\(number) has no unit; write a string such as \">= \(example)\"")
         }
         let text = try container.decode(String.self)
         switch Self.parse(text) {
@@ -190,31 +191,6 @@ public struct SizeCondition: Sendable, Codable, Equatable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(text)
-    }
-}
-
-/// A text matched exactly, or as a shell glob when it has `*`, `?` or `[`.
-public struct TextPattern: Sendable, Equatable {
-    public var pattern: String
-    public var caseInsensitive: Bool
-
-    public init(_ pattern: String, caseInsensitive: Bool = false) {
-        self.pattern = pattern
-        self.caseInsensitive = caseInsensitive
-    }
-
-    public var isGlob: Bool { pattern.contains(where: { $0 == "*" || $0 == "?" || $0 == "[" }) }
-
-    public func matches(_ value: String) -> Bool {
-        // sysfs pads model and vendor names with spaces to their fixed SCSI field width.
-        var subject = value.trimmingCharacters(in: .whitespaces)
-        var wanted = pattern.trimmingCharacters(in: .whitespaces)
-        if caseInsensitive {
-            subject = subject.lowercased()
-            wanted = wanted.lowercased()
-        }
-        guard isGlob else { return subject == wanted }
-        return fnmatch(wanted, subject, 0) == 0
     }
 }
 

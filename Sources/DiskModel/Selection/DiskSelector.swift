@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// Why a disk was not chosen.
 public struct Rejection: Sendable, Equatable, Encodable {
@@ -117,7 +118,7 @@ public enum DiskSelector {
             }
             soft("size", "size \(actual) is not \(condition.text)")
         }
-        let texts: [(String, TextPattern?, String?)] = [
+        let texts: [(String, Glob?, String?)] = [
             ("model", rules.model, disk.model), ("vendor", rules.vendor, disk.vendor),
             ("serial", rules.serial, disk.serial), ("wwn", rules.wwn, disk.wwn),
         ]

@@ -1,5 +1,6 @@
 import DiskModel
 import Foundation
+import Processes
 
 /// Makes filesystems with Debian's own tools, then checks through libblkid that the kernel's
 /// view of the partition shows what was asked for (type and label).
@@ -35,9 +36,14 @@ public enum Formatter {
     public static func format(_ spec: FormatSpec, device: String, startSector: UInt64, sectorSize: Int,
                               log: (String) -> Void = { _ in }) throws(DiskError) -> Filesystem {
         let arguments = command(spec, device: device, startSector: startSector, sectorSize: sectorSize)
-        let result = try CommandRunner.run(arguments, log: log)
-        guard result.status == 0 else {
-            throw DiskError.commandFailed(command: arguments.joined(separator: " "), status: result.status, output: result.output)
+        log("$ " + ProcessRunner.commandLine(arguments))
+        do {
+            try ProcessRunner.systemTools.run(arguments) { line in
+                if !line.allSatisfy(\.isWhitespace) { log("  " + line) }
+            }.checked()
+        } catch {
+            let output = error.reason == .failed ? error.outputTail.joined(separator: "\n") : error.description
+            throw DiskError.commandFailed(command: arguments.joined(separator: " "), status: error.status, output: output)
         }
         if spec.filesystem == .ntfs {
             let serial = try NTFSSerial.randomize(device: device)

@@ -1,5 +1,6 @@
 import DiskModel
 import Foundation
+import Primitives
 
 /// mkfs.ntfs seeds its volume serial number from the clock, so two volumes formatted in the
 /// same second (Windows and Recovery) get the same one. Windows tells volumes apart by it, so
@@ -11,13 +12,13 @@ enum NTFSSerial {
         defer { close(descriptor) }
         var serial: UInt64 = 0
         while serial == 0 { serial = UInt64.random(in: .min ... .max) }
-        let serialBytes = withUnsafeBytes(of: serial.littleEndian) { Array($0) }
+        let serialBytes = serial.littleEndianBytes
         var boot = [UInt8](repeating: 0, count: 512)
         guard pread(descriptor, &boot, 512, 0) == 512, isNTFSBootSector(boot) else {
             throw DiskError.formatNotVisible(path: device, expected: "an NTFS boot sector", found: "something else at byte 0")
         }
-        let bytesPerSector = UInt64(boot[0x0B]) | UInt64(boot[0x0C]) << 8
-        let totalSectors = (0..<8).reduce(UInt64(0)) { $0 | UInt64(boot[0x28 + $1]) << (8 * UInt64($1)) }
+        let bytesPerSector = UInt64(boot.le16(0x0B))
+        let totalSectors = boot.le64(0x28)
         var offsets: [off_t] = [0]
         // mkfs.ntfs keeps the backup boot sector just past the volume's last sector.
         let backup = totalSectors.multipliedReportingOverflow(by: bytesPerSector)

@@ -1,6 +1,7 @@
 import DiskModel
 import CImprintSystem
 import Foundation
+import Synchronization
 
 /// A partition the agent can format and write: a kernel partition device (`/dev/sda2`,
 /// `/dev/loop0p2`) or, where the kernel cannot show one, a loop device over its byte range.
@@ -16,10 +17,10 @@ public struct PartitionDevice: Sendable, Codable, Equatable {
 
 /// The partitions of a freshly written table, visible as devices. How they became visible is
 /// kept for the log: the kernel's own parser, BLKPG (partx), or offset loop devices.
-public final class ExposedPartitions: @unchecked Sendable {
+public final class ExposedPartitions: Sendable {
     public let devices: [PartitionDevice]
     public let method: PartitionMethod
-    private var released = false
+    private let released = Atomic<Bool>(false)
 
     public init(devices: [PartitionDevice], method: PartitionMethod) {
         self.devices = devices
@@ -30,8 +31,7 @@ public final class ExposedPartitions: @unchecked Sendable {
 
     /// Detaches the loop devices (kernel partitions stay: they are the disk's own).
     public func release() {
-        guard !released else { return }
-        released = true
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for device in devices where device.isLoop { _ = imprint_loop_detach(device.path) }
     }
 

@@ -1,11 +1,12 @@
 import DiskModel
 import Foundation
+import Primitives
 
 /// When a step runs: comparisons of variables and facts, combined with all/any/not.
 public indirect enum Condition: Sendable, Equatable {
     public enum Comparison: String, Sendable, CaseIterable {
         case equals, notEquals
-        /// Glob (`Latitude*`), case-insensitive.
+        /// Glob (`Latitude*`), case-insensitive as the facts Windows and firmware report.
         case matches
         /// An extended regular expression.
         case regex
@@ -50,7 +51,7 @@ public indirect enum Condition: Sendable, Equatable {
             switch comparison {
             case .equals: ok = a.caseInsensitiveCompare(b) == .orderedSame
             case .notEquals: ok = a.caseInsensitiveCompare(b) != .orderedSame
-            case .matches: ok = fnmatch(b.lowercased(), a.lowercased(), 0) == 0
+            case .matches: ok = Glob(b, .caseInsensitive).matches(a)
             case .regex:
                 ok = (try? NSRegularExpression(pattern: b)).map {
                     $0.firstMatch(in: a, range: NSRange(a.startIndex..., in: a)) != nil

@@ -20,7 +20,10 @@ extension Facts {
         for interface in ((try? FileManager.default.contentsOfDirectory(atPath: net)) ?? []).sorted() where interface != "lo" {
             // Only interfaces on hardware (with a device link): not bridges, taps or veths.
             guard FileManager.default.fileExists(atPath: "\(net)/\(interface)/device"),
-                  let mac = read("\(net)/\(interface)/address"), mac != "00:00:00:00:00:00" else { continue }
+                  let mac = read("\(net)/\(interface)/address"), mac != "00:00:00:00:00:00",
+                  // Ethernet and Wi-Fi addresses only (six octets): the server refuses a check-in
+                  // naming anything else, and InfiniBand's 20-octet addresses never PXE-boot.
+                  mac.split(separator: ":").count == 6 else { continue }
             macs.append(mac.lowercased())
         }
         let meminfo = read(procRoot + "/meminfo") ?? ""

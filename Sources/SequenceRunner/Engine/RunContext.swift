@@ -4,6 +4,7 @@ import Disks
 import Failures
 import Foundation
 import SequenceModel
+import Synchronization
 import Transport
 
 /// How a sequence runs on this machine.
@@ -30,10 +31,17 @@ public struct Volume: Sendable {
 }
 
 /// What steps share while a sequence runs.
+/// Unchecked: its `var`s are used by one thread at a time (the engine's, or a step's thread
+/// while the engine waits for it); other threads a step starts read only its `let`s, and what
+/// crosses threads (`cancelled`, `applyStop`, the bus, the client) is checked `Sendable` itself.
 final class RunContext: @unchecked Sendable {
     let options: RunOptions
     let bus: EventBus
-    var variables: Variables
+    /// Each change reaches the bus as a copy to redact with: events come from other threads too
+    /// (a stream's transfer), which must not read this.
+    var variables: Variables {
+        didSet { bus.redact = { [variables] text in variables.redact(text) } }
+    }
     var selectedDisk: Disk?
     var diskRules: DiskRules?
     var diskSelection: DiskSelection?
@@ -47,6 +55,9 @@ final class RunContext: @unchecked Sendable {
     var powerAction: StepAction?
     /// Set when a step runs past its timeout: transfers and commands stop at the next check.
     let cancelled = ManagedAtomicFlag()
+    /// Requested at the same time: an apply stops at its next safe point (`applyStopSignal`
+    /// stays the signal handlers' alone).
+    let applyStop = ApplyStop()
     let client: HTTPClient
 
     init(options: RunOptions, bus: EventBus, variables: Variables) {
@@ -57,6 +68,7 @@ final class RunContext: @unchecked Sendable {
         let flag = cancelled
         transfer.isCancelled = { flag.value }
         client = HTTPClient(options: transfer)
+        bus.redact = { [variables] text in variables.redact(text) }
     }
 
     func substitute(_ text: String) -> String {
@@ -90,11 +102,10 @@ public struct StepFailure: ClassifiedError, CustomStringConvertible {
 }
 
 /// A thread-safe flag (set from the timeout watcher, read by transfers and commands).
-final class ManagedAtomicFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var state = false
+final class ManagedAtomicFlag: Sendable {
+    private let state = Atomic<Bool>(false)
     var value: Bool {
-        get { lock.lock(); defer { lock.unlock() }; return state }
-        set { lock.lock(); state = newValue; lock.unlock() }
+        get { state.load(ordering: .acquiring) }
+        set { state.store(newValue, ordering: .releasing) }
     }
 }

@@ -28,8 +28,9 @@ public final class SequenceEngine {
                 options: RunOptions, bus: EventBus) {
         self.sequence = sequence
         let variables = Variables(facts: facts.variables, sequence: sequence.variables, server: serverVariables, secrets: sequence.secrets)
+        // The context hands the bus a copy of the variables to redact with, at once and after
+        // each change; the bus outlives the run and keeps the last copy (for the final events).
         context = RunContext(options: options, bus: bus, variables: variables)
-        bus.redact = { [context] text in context.variables.redact(text) }
     }
 
     public func run() -> RunResult {
@@ -37,13 +38,7 @@ public final class SequenceEngine {
         let started = Date()
         context.bus.emit(Event(kind: .sequenceStarted, name: sequence.name,
                                message: "version \(sequence.version), \(sequence.allSteps.count) steps, from \(sequence.origin)"))
-        defer {
-            context.releaseAll()
-            // The bus outlives the run (the final events are still reported): it keeps redacting
-            // with the variables as they ended, without holding the context, which holds the bus.
-            let finalVariables = context.variables
-            context.bus.redact = { text in finalVariables.redact(text) }
-        }
+        defer { context.releaseAll() }
         var result: RunResult
         do {
             try runSteps(sequence.steps)
@@ -139,29 +134,31 @@ public final class SequenceEngine {
 
     /// Runs the step on its own thread and waits at most its timeout; past it, transfers,
     /// commands and applies are told to stop at their next safe point, and the step fails
-    /// once it has stopped (never leaving it running while the next step starts).
+    /// once it has stopped (never leaving it running while the next step starts). The stop
+    /// is this run's own (`cancelled`, `applyStop`): the process-wide `applyStopSignal` is left
+    /// to the signal handlers, so a SIGTERM that arrives meanwhile still stops what follows.
     private func runWithTimeout(_ step: Step) throws {
         if step.action.isDestructive && !context.options.allowDestructive { throw DestructiveRefused(step: step) }
         guard let timeout = step.timeout else { return try StepRunner.run(step, context) }
-        final class Outcome: @unchecked Sendable { var error: Error? }
+        final class Outcome: Sendable { let error = Mutex<(any Error)?>(nil) }
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         let context = self.context
         let thread = Thread {
-            do { try StepRunner.run(step, context) } catch { outcome.error = error }
+            do { try StepRunner.run(step, context) } catch { outcome.error.withLock { $0 = error } }
             done.signal()
         }
         thread.stackSize = 8 << 20
         thread.start()
         if done.wait(timeout: .now() + timeout) == .timedOut {
             context.cancelled.value = true
-            applyStopSignal.store(SIGALRM, ordering: .relaxed)
+            context.applyStop.request(SIGALRM)
             done.wait()
             context.cancelled.value = false
-            applyStopSignal.store(0, ordering: .relaxed)
+            context.applyStop.clear()
             throw StepFailure("timed out after \(Int(timeout)) s", kind: .interrupted)
         }
-        if let error = outcome.error { throw error }
+        if let error = outcome.error.withLock({ $0 }) { throw error }
     }
 
     /// Drivers put on a volume with no unattend step: a minimal unattend.xml so Windows finds them.

@@ -1,22 +1,33 @@
 import Foundation
 import SequenceModel
+import Synchronization
 
 /// Where a running sequence's events go: the spool (and from it the server), the plain log
 /// file, and the terminal. Secrets are redacted before anything leaves, and progress is thinned
 /// to one event a second per step for the spool and the server (the terminal sees every one).
-public final class EventBus: @unchecked Sendable {
+public final class EventBus: Sendable {
     public let spool: EventSpool
-    public var reporter: EventReporter?
     private let logFile: FileHandle?
     private let display: TerminalDisplay?
-    private let lock = NSLock()
-    private var lastProgress: [String: Date] = [:]
-    /// Steps (not groups) finished or skipped, and how many there are: set by the engine, turned
-    /// into each step event's `overall` percent.
-    private var stepsDone = 0
-    private var stepCount = 0
-    /// Secret values to hide, set by the engine as variables change.
-    var redact: @Sendable (String) -> String = { $0 }
+    private struct State {
+        var reporter: EventReporter?
+        var redact: @Sendable (String) -> String = { $0 }
+        var lastProgress: [String: Date] = [:]
+        var stepsDone = 0
+        var stepCount = 0
+    }
+    private let state = Mutex(State())
+
+    /// Told after each event reaches the spool.
+    public var reporter: EventReporter? {
+        get { state.withLock { $0.reporter } }
+        set { state.withLock { $0.reporter = newValue } }
+    }
+    /// Secret values to hide, set by the run as its variables change.
+    var redact: @Sendable (String) -> String {
+        get { state.withLock { $0.redact } }
+        set { state.withLock { $0.redact = newValue } }
+    }
 
     public init(spool: EventSpool, logPath: String? = nil, terminal: Bool = false) {
         self.spool = spool
@@ -30,20 +41,22 @@ public final class EventBus: @unchecked Sendable {
         display = terminal ? TerminalDisplay() : nil
     }
 
+    /// Steps (not groups) finished or skipped, and how many there are: set by the engine, turned
+    /// into each step event's `overall` percent.
     func countSteps(total: Int) {
-        lock.withLock { stepCount = total; stepsDone = 0 }
+        state.withLock { $0.stepCount = total; $0.stepsDone = 0 }
     }
 
     func stepsFinished(_ count: Int) {
-        lock.withLock { stepsDone = min(stepCount, stepsDone + count) }
+        state.withLock { $0.stepsDone = min($0.stepCount, $0.stepsDone + count) }
     }
 
     @discardableResult
     public func emit(_ event: Event) -> Event? {
         var event = event
+        let (redact, done, total, reporter) = state.withLock { ($0.redact, $0.stepsDone, $0.stepCount, $0.reporter) }
         event.message = event.message.map(redact)
         if event.kind == .stepStarted || event.kind == .stepEnded || event.kind == .progress {
-            let (done, total) = lock.withLock { (stepsDone, stepCount) }
             if total > 0 {
                 let running = event.kind == .progress ? min(max(event.percent ?? 0, 0), 100) / 100 : 0
                 event.overall = min(100, (Double(done) + running) * 100 / Double(total))
@@ -51,11 +64,12 @@ public final class EventBus: @unchecked Sendable {
         }
         display?.show(event)
         if event.kind == .progress, let step = event.step, (event.percent ?? 0) < 100 {
-            lock.lock()
             let now = Date()
-            let recent = lastProgress[step].map { now.timeIntervalSince($0) < 1 } ?? false
-            if !recent { lastProgress[step] = now }
-            lock.unlock()
+            let recent = state.withLock { state -> Bool in
+                let recent = state.lastProgress[step].map { now.timeIntervalSince($0) < 1 } ?? false
+                if !recent { state.lastProgress[step] = now }
+                return recent
+            }
             if recent { return nil }
         }
         let numbered = spool.append(event, sync: event.kind != .progress)
@@ -76,34 +90,34 @@ public final class EventBus: @unchecked Sendable {
 }
 
 /// A progress bar with the current step on a terminal (stderr), a line per step otherwise.
-final class TerminalDisplay: @unchecked Sendable {
+final class TerminalDisplay: Sendable {
     private let isTerminal = isatty(2) == 1
-    private var barShown = false
-    private let lock = NSLock()
+    /// Whether the last line is a progress bar; holding it also keeps lines from mixing.
+    private let barShown = Mutex(false)
 
     func show(_ event: Event) {
-        lock.lock()
-        defer { lock.unlock() }
-        switch event.kind {
-        case .progress:
-            guard isTerminal else { return }
-            let percent = min(max(event.percent ?? 0, 0), 100)
-            let filled = Int(percent / 100 * 30)
-            var line = "\r[\(event.step ?? "")] \(event.message ?? "") [" + String(repeating: "#", count: filled)
-                + String(repeating: ".", count: 30 - filled) + String(format: "] %5.1f%%", percent)
-            if let rate = event.rate, rate > 0 { line += String(format: "  %.1f MiB/s", rate / 1_048_576) }
-            write(line + "\u{1B}[K")
-            barShown = true
-        default:
-            if barShown { write("\n"); barShown = false }
-            write(event.logLine + "\n")
+        barShown.withLock { barShown in
+            switch event.kind {
+            case .progress:
+                guard isTerminal else { return }
+                let percent = min(max(event.percent ?? 0, 0), 100)
+                let filled = Int(percent / 100 * 30)
+                var line = "\r[\(event.step ?? "")] \(event.message ?? "") [" + String(repeating: "#", count: filled)
+                    + String(repeating: ".", count: 30 - filled) + String(format: "] %5.1f%%", percent)
+                if let rate = event.rate, rate > 0 { line += String(format: "  %.1f MiB/s", rate / 1_048_576) }
+                write(line + "\u{1B}[K")
+                barShown = true
+            default:
+                if barShown { write("\n"); barShown = false }
+                write(event.logLine + "\n")
+            }
         }
     }
 
     func finish() {
-        lock.lock()
-        if barShown { write("\n"); barShown = false }
-        lock.unlock()
+        barShown.withLock { barShown in
+            if barShown { write("\n"); barShown = false }
+        }
     }
 
     private func write(_ text: String) { FileHandle.standardError.write(Data(text.utf8)) }

@@ -1,18 +1,22 @@
 import Foundation
 import SequenceModel
+import Synchronization
 
 /// The local record of every event, one JSON object per line, fsynced as written, so nothing
 /// is lost when the agent, the machine or the server goes away: the reporter sends from here
 /// and remembers (in `acknowledged`) how far the server has confirmed.
-public final class EventSpool: @unchecked Sendable {
+public final class EventSpool: Sendable {
     public let directory: String
     public var eventsPath: String { directory + "/events.jsonl" }
     private var acknowledgedPath: String { directory + "/acknowledged" }
-    private let lock = NSLock()
     private let descriptor: Int32
-    public private(set) var lastSequence: Int
+    /// The last sequence number given; holding it also keeps appends whole and in order.
+    private let last: Mutex<Int>
+    public var lastSequence: Int { last.withLock { $0 } }
 
-    public init(directory: String) throws {
+    /// `numberingAfter`: the server already holds events up to this number for the deployment
+    /// (another agent's, before this one took it over), so this spool's first event comes after it.
+    public init(directory: String, numberingAfter: Int = 0) throws {
         self.directory = directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         descriptor = open(directory + "/events.jsonl", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
@@ -20,7 +24,7 @@ public final class EventSpool: @unchecked Sendable {
             throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: directory + "/events.jsonl"])
         }
         // A spool reused after a restart continues its numbering: the server already has 1...n.
-        lastSequence = Self.read(directory + "/events.jsonl").last?.sequence ?? 0
+        last = Mutex(max(Self.read(directory + "/events.jsonl").last?.sequence ?? 0, numberingAfter))
     }
 
     deinit { close(descriptor) }
@@ -28,19 +32,19 @@ public final class EventSpool: @unchecked Sendable {
     /// Numbers the event, appends it and syncs it to disk; returns it numbered.
     @discardableResult
     public func append(_ event: Event, sync: Bool = true) -> Event {
-        lock.lock()
-        defer { lock.unlock() }
-        var numbered = event
-        lastSequence += 1
-        numbered.sequence = lastSequence
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        if var line = try? encoder.encode(numbered) {
-            line.append(UInt8(ascii: "\n"))
-            _ = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-            if sync { fsync(descriptor) }
+        last.withLock { lastSequence in
+            var numbered = event
+            lastSequence += 1
+            numbered.sequence = lastSequence
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            if var line = try? encoder.encode(numbered) {
+                line.append(UInt8(ascii: "\n"))
+                _ = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+                if sync { fsync(descriptor) }
+            }
+            return numbered
         }
-        return numbered
     }
 
     public func events(after sequence: Int, limit: Int = 500) -> [Event] {

@@ -3,6 +3,7 @@ import DiskModel
 import Disks
 import Failures
 import Foundation
+import Primitives
 import SequenceModel
 
 /// makeBootable: what MDT runs bcdboot for. The boot manager and its resources go from the
@@ -37,8 +38,8 @@ enum BootSteps {
         }
         switch table.type {
         case .gpt:
-            guard let diskText = table.id, let diskGUID = UUID(uuidString: diskText),
-                  let partText = partition.uuid, let partitionGUID = UUID(uuidString: partText) else {
+            guard let diskText = table.id, let diskGUID = GUID(diskText),
+                  let partText = partition.uuid, let partitionGUID = GUID(partText) else {
                 throw StepFailure("\(volume.diskPath) partition \(partition.number): no GPT disk or partition GUID", kind: .disk)
             }
             return PartitionIdentity(device: .gptPartition(partition: partitionGUID, disk: diskGUID),

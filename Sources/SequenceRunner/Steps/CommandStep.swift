@@ -1,4 +1,6 @@
+import Apply
 import Foundation
+import Processes
 import SequenceModel
 
 /// runCommand: a program in the agent's environment, its output in the log, its exit code
@@ -34,64 +36,27 @@ enum CommandStep {
         }
     }
 
-    /// Runs to completion with output to the log, line by line; killed when the step times out.
+    /// Runs to completion with output to the log, line by line; stopped, with all it started,
+    /// when the step times out. Quiet: no output at all, for ntfs-3g, whose daemon would hold a
+    /// pipe open for as long as the volume stays mounted.
     static func spawn(_ arguments: [String], environment: [String: String], context: RunContext, step: Step, quiet: Bool) throws -> Int32 {
-        guard let program = arguments.first else { throw StepFailure("empty command") }
-        var ends: [Int32] = [0, 0]
-        guard pipe(&ends) == 0 else { throw StepFailure("cannot make a pipe") }
-        _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        if quiet {
-            // ntfs-3g leaves a daemon behind that would hold a pipe open forever.
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        } else {
-            posix_spawn_file_actions_adddup2(&actions, ends[1], 1)
-            posix_spawn_file_actions_adddup2(&actions, ends[1], 2)
+        let cancelled = context.cancelled
+        // In a process group of its own, the command is out of reach of the terminal's Ctrl-C:
+        // the SIGINT imprint's handler records stops it as a timeout does. Mounting and
+        // unmounting (quiet) are short and must finish, or the volume would stay mounted after a
+        // step that ran out of time.
+        let stop: @Sendable () -> Bool = { cancelled.value || applyStopSignal.load(ordering: .relaxed) == SIGINT }
+        let runner = ProcessRunner(environment: environment, output: quiet ? .discarded : .merged, collectsOutput: false,
+                                   isCancelled: quiet ? nil : stop)
+        do {
+            return try runner.run(arguments) { context.bus.log($0, step: step) }.status
+        } catch where error.reason == .cancelled {
+            let program = arguments.first ?? "command"
+            throw StepFailure(cancelled.value ? "\(program) was stopped: the step ran out of time" : "\(program) was stopped by SIGINT",
+                              kind: .interrupted)
+        } catch {
+            throw StepFailure(error.description)
         }
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var envp: [UnsafeMutablePointer<CChar>?] = environment.map { (key: String, value: String) in strdup(key + "=" + value) } + [nil]
-        defer { for pointer in envp { free(pointer) } }
-        var pid = pid_t()
-        let rc = posix_spawnp(&pid, program, &actions, nil, &argv, &envp)
-        close(ends[1])
-        guard rc == 0 else {
-            close(ends[0])
-            throw StepFailure("cannot start \(program): \(String(cString: strerror(rc)))")
-        }
-        // A watcher kills the command when the step is cancelled (timeout).
-        let child = pid
-        let watcher = Thread {
-            while kill(child, 0) == 0 {
-                if context.cancelled.value { kill(child, SIGTERM); Thread.sleep(forTimeInterval: 2); kill(child, SIGKILL); return }
-                Thread.sleep(forTimeInterval: 0.1)
-            }
-        }
-        watcher.start()
-        var pending = Data()
-        var buffer = [UInt8](repeating: 0, count: 8192)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(ends[0], $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            pending.append(contentsOf: buffer[0..<count])
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                pending.removeSubrange(pending.startIndex...newline)
-                if !quiet { context.bus.log(line, step: step) }
-            }
-        }
-        if !pending.isEmpty, !quiet { context.bus.log(String(decoding: pending, as: UTF8.self), step: step) }
-        close(ends[0])
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        if context.cancelled.value { throw StepFailure("\(program) was stopped: the step ran out of time") }
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 }
 

@@ -1,8 +1,10 @@
 import Apply
 import DiskModel
+import Digests
 import Failures
 import Foundation
 import SequenceModel
+import Synchronization
 import Transport
 import WIM
 
@@ -89,6 +91,8 @@ enum ImageSteps {
         let writer = ends[1]
         let meter = RateMeter()
         let thread = Thread {
+            // The body's first bytes, until they say which kind of WIM it is.
+            var head: [UInt8] = []
             do {
                 transfer.result = try context.client.stream(url, expectedSHA256: expected, progress: { progress in
                     StepRunner.progress(context, step, "streaming", bytes: progress.bytes, total: progress.total,
@@ -96,16 +100,16 @@ enum ImageSteps {
                 }, sink: { bytes in
                     var rest = bytes
                     if transfer.pipable == nil {
-                        let needed = StreamTransfer.magic.count - transfer.head.count
-                        transfer.head += rest.prefix(needed)
+                        let needed = StreamTransfer.magic.count - head.count
+                        head += rest.prefix(needed)
                         rest = UnsafeRawBufferPointer(rebasing: rest.dropFirst(min(needed, rest.count)))
-                        guard transfer.head.count == StreamTransfer.magic.count else { return }
-                        guard transfer.head == StreamTransfer.magic else {
+                        guard head.count == StreamTransfer.magic.count else { return }
+                        guard head == StreamTransfer.magic else {
                             transfer.decide(false)
                             throw StreamTransfer.NotPipable()
                         }
                         transfer.decide(true)
-                        try transfer.head.withUnsafeBytes { try writeAll(writer, $0) }
+                        try head.withUnsafeBytes { try writeAll(writer, $0) }
                     }
                     try writeAll(writer, rest)
                 })
@@ -155,6 +159,8 @@ enum ImageSteps {
     }
 
     private static func run(_ applier: Applier, _ plan: ApplyPlan, _ volume: Volume, _ step: Step, _ context: RunContext) throws {
+        var applier = applier
+        applier.stop = context.applyStop
         let target = try NTFSTarget(device: volume.device)
         if let notice = target.mountNotice { context.bus.log(notice, step: step, level: "warning") }
         let meter = RateMeter()
@@ -189,7 +195,7 @@ enum ImageSteps {
 }
 
 /// HTTP Range reads as a WIM source.
-final class RangeSource: RandomAccessSource, @unchecked Sendable {
+final class RangeSource: RandomAccessSource {
     let reader: HTTPRangeReader
     init(reader: HTTPRangeReader) { self.reader = reader }
     var size: UInt64 { reader.size }
@@ -197,23 +203,37 @@ final class RangeSource: RandomAccessSource, @unchecked Sendable {
 }
 
 /// What the transfer thread of a streamed apply tells the applying thread.
-final class StreamTransfer: @unchecked Sendable {
+final class StreamTransfer: Sendable {
     static let magic = Array("WLPWM\0\0\0".utf8)
     struct NotPipable: Error {}
-    var error: Error?
-    var result: StreamResult?
-    var head: [UInt8] = []
-    private(set) var pipable: Bool?
+    private struct State {
+        var error: (any Error)?
+        var result: StreamResult?
+        var pipable: Bool?
+    }
+    private let state = Mutex(State())
     let decided = DispatchSemaphore(value: 0)
     let finished = DispatchSemaphore(value: 0)
-    private let lock = NSLock()
 
+    var error: (any Error)? {
+        get { state.withLock { $0.error } }
+        set { state.withLock { $0.error = newValue } }
+    }
+    var result: StreamResult? {
+        get { state.withLock { $0.result } }
+        set { state.withLock { $0.result = newValue } }
+    }
+    /// Whether the body is a pipable WIM, once its first bytes said so (or the transfer ended).
+    var pipable: Bool? { state.withLock { $0.pipable } }
+
+    /// The first answer counts; `decided` is signalled once.
     func decide(_ value: Bool) {
-        lock.lock()
-        defer { lock.unlock() }
-        guard pipable == nil else { return }
-        pipable = value
-        decided.signal()
+        let first = state.withLock { state -> Bool in
+            guard state.pipable == nil else { return false }
+            state.pipable = value
+            return true
+        }
+        if first { decided.signal() }
     }
 }
 

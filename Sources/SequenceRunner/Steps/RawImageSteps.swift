@@ -1,6 +1,7 @@
 import CImprintSystem
 import DiskModel
 import Disks
+import Digests
 import Failures
 import Foundation
 import SequenceModel

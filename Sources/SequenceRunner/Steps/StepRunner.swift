@@ -1,5 +1,6 @@
 import Foundation
 import SequenceModel
+import Synchronization
 
 /// Sends each step to the code for its type.
 enum StepRunner {
@@ -35,18 +36,17 @@ enum StepRunner {
 }
 
 /// Bytes per second over the last few seconds, for progress events.
-final class RateMeter: @unchecked Sendable {
-    private var samples: [(Date, UInt64)] = []
-    private let lock = NSLock()
+final class RateMeter: Sendable {
+    private let samples = Mutex<[(Date, UInt64)]>([])
 
     func rate(_ bytes: UInt64) -> Double {
-        lock.lock()
-        defer { lock.unlock() }
         let now = Date()
-        samples.append((now, bytes))
-        samples.removeAll { now.timeIntervalSince($0.0) > 5 }
-        guard let first = samples.first, now.timeIntervalSince(first.0) > 0.2 else { return 0 }
-        return Double(bytes - min(bytes, first.1)) / now.timeIntervalSince(first.0)
+        return samples.withLock { samples in
+            samples.append((now, bytes))
+            samples.removeAll { now.timeIntervalSince($0.0) > 5 }
+            guard let first = samples.first, now.timeIntervalSince(first.0) > 0.2 else { return 0 }
+            return Double(bytes - min(bytes, first.1)) / now.timeIntervalSince(first.0)
+        }
     }
 }
 

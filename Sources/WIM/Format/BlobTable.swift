@@ -1,3 +1,6 @@
+import Digests
+import Primitives
+
 /// A blob: one single-instanced piece of data (a file's contents, a named stream, reparse data),
 /// named by its SHA-1 and stored somewhere in a resource.
 public struct BlobDescriptor: Sendable {

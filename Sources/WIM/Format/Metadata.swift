@@ -1,3 +1,6 @@
+import Digests
+import Primitives
+
 /// Windows file attributes stored with each entry (FILE_ATTRIBUTE_*).
 public struct FileAttributes: OptionSet, Sendable, Hashable {
     public let rawValue: UInt32
@@ -248,9 +251,9 @@ extension ImageMetadata {
             let needed = dentryFixedSize + (nameBytes > 0 ? nameBytes + 2 : 0) + (shortBytes > 0 ? shortBytes + 2 : 0)
             guard needed <= length else { throw bad(offset, "entry of \(length) bytes is too short for its names (\(needed) bytes)") }
             var p = dentryFixedSize
-            let name = decodeUTF16LE(UnsafeRawBufferPointer(rebasing: d[p..<(p + nameBytes)]))
+            let name = UTF16LE.decode(UnsafeRawBufferPointer(rebasing: d[p..<(p + nameBytes)]))
             if nameBytes > 0 { p += nameBytes + 2 }
-            let shortName = decodeUTF16LE(UnsafeRawBufferPointer(rebasing: d[p..<(p + shortBytes)]))
+            let shortName = UTF16LE.decode(UnsafeRawBufferPointer(rebasing: d[p..<(p + shortBytes)]))
             if shortBytes > 0 { p += shortBytes + 2 }
             p = (p + 7) & ~7
             let extra = p < length ? Array(d[p..<length]) : []
@@ -269,7 +272,7 @@ extension ImageMetadata {
                 guard streamNameBytes & 1 == 0, streamEntryFixedSize + streamNameBytes <= sLength else {
                     throw bad(s, "stream name of \(streamNameBytes) bytes does not fit its entry")
                 }
-                let streamName = decodeUTF16LE(UnsafeRawBufferPointer(rebasing: raw[(s + 38)..<(s + 38 + streamNameBytes)]))
+                let streamName = UTF16LE.decode(UnsafeRawBufferPointer(rebasing: raw[(s + 38)..<(s + 38 + streamNameBytes)]))
                 streams.append((streamName, hash))
                 s += sLength
             }

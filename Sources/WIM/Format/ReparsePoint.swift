@@ -1,3 +1,5 @@
+import Primitives
+
 /// Reparse tags the apply targets understand; any other tag is kept byte for byte where the
 /// target can hold it.
 public enum ReparseTag {
@@ -29,8 +31,8 @@ public struct SymbolicLinkTarget: Sendable, Equatable {
         let buffer = data.count - header
         guard substituteOffset + substituteLength <= buffer, printOffset + printLength <= buffer,
               substituteLength % 2 == 0, printLength % 2 == 0 else { return nil }
-        substituteName = decodeUTF16LE(data[(header + substituteOffset)..<(header + substituteOffset + substituteLength)])
-        printName = decodeUTF16LE(data[(header + printOffset)..<(header + printOffset + printLength)])
+        substituteName = UTF16LE.decode(data[(header + substituteOffset)..<(header + substituteOffset + substituteLength)])
+        printName = UTF16LE.decode(data[(header + printOffset)..<(header + printOffset + printLength)])
         isJunction = tag == ReparseTag.mountPoint
         isRelative = !isJunction && (data.le32(8) & 1) != 0
     }

@@ -1,3 +1,5 @@
+import Primitives
+
 /// Where a resource lives in the file and how big it is, as every WIM structure that points at
 /// data (header, blob table) records it: 24 bytes on disk.
 public struct ResourceHeader: Sendable, Equatable {

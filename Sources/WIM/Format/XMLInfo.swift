@@ -1,3 +1,5 @@
+import Primitives
+
 /// A parsed XML element. WIM XML data is small and simple (elements, attributes, text), so a
 /// small parser of our own keeps the agent free of libxml2.
 public struct XMLElement: Sendable, Equatable {
@@ -245,7 +247,7 @@ public struct WIMXMLInfo: Sendable {
         var body = bytes[...]
         if body.count >= 2, body[body.startIndex] == 0xFF, body[body.startIndex + 1] == 0xFE { body = body.dropFirst(2) }
         guard body.count % 2 == 0 else { throw .invalidXML(path: path, reason: "odd number of bytes in UTF-16 text") }
-        let text = decodeUTF16LE(body)
+        let text = UTF16LE.decode(body)
         let root: XMLElement
         do { root = try XMLParser.parse(text) } catch { throw .invalidXML(path: path, reason: error.description) }
         guard root.name == "WIM" else { throw .invalidXML(path: path, reason: "root element is <\(root.name)>, not <WIM>") }

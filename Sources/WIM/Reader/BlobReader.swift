@@ -1,3 +1,7 @@
+import Digests
+import Dispatch
+import Synchronization
+
 /// Receives blobs in the order they are stored, each as a run of data pieces.
 public protocol BlobSink: AnyObject {
     func beginBlob(_ blob: BlobDescriptor) throws
@@ -56,52 +60,161 @@ public struct BlobReader {
         var inputBytes: Int
     }
 
-    final class UnitResult {
-        var buffer: UnsafeMutableRawBufferPointer?
+    /// What a worker hands the consumer for one unit: plain values, checked `Sendable`, moved
+    /// through the pipeline's `Mutex` (the buffer array is uniquely owned at each step, so no
+    /// copy is ever made of it).
+    struct UnitResult: Sendable {
+        var buffer: [UInt8]?
         var segments: [Segment] = []
         var error: (any Error)?
         /// SHA-1s of the blobs that lie wholly in this unit, computed on the worker so the
         /// consumer thread only has to write.
         var hashes: [SHA1Digest: SHA1Digest] = [:]
-        init() {}
     }
 
     /// Decoded-data buffers are reused: a fresh allocation per unit would cost a page fault per
     /// 4 KiB written, which on 500 MB is a measurable share of the run.
-    final class BufferPool: @unchecked Sendable {
-        private var free: [UnsafeMutableRawBufferPointer] = []
-        private let monitor = Monitor()
+    final class BufferPool: Sendable {
+        private struct Kept {
+            var buffers: [[UInt8]] = []
+            var bytes = 0
+        }
+        private let kept = Mutex(Kept())
         static let granule = 1 << 20
+        /// Bytes kept for reuse at most; what is beyond goes back to the system.
+        static let keptBytes = 24 << 20
 
-        func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
+        func take(_ size: Int) -> [UInt8] {
             let wanted = max(size, 1)
-            if let buffer = monitor.withLock({ () -> UnsafeMutableRawBufferPointer? in
-                guard let i = free.firstIndex(where: { $0.count >= wanted }) else { return nil }
-                pooledBytes -= free[i].count
-                return free.remove(at: i)
+            if let buffer = kept.withLock({ kept -> [UInt8]? in
+                guard let i = kept.buffers.firstIndex(where: { $0.count >= wanted }) else { return nil }
+                kept.bytes -= kept.buffers[i].count
+                return kept.buffers.remove(at: i)
             }) {
                 return buffer
             }
             let rounded = (wanted + BufferPool.granule - 1) / BufferPool.granule * BufferPool.granule
-            return UnsafeMutableRawBufferPointer.allocate(byteCount: rounded, alignment: 64)
+            // Not zeroed (no more than `allocate` was): UInt8 is trivial, and no byte of a unit's
+            // buffer is read before the decoder wrote it; untouched pages then cost nothing.
+            return [UInt8](unsafeUninitializedCapacity: rounded) { _, count in count = rounded }
         }
 
-        /// Bytes kept for reuse at most; what is beyond goes back to the system.
-        static let keptBytes = 24 << 20
-        private var pooledBytes = 0
+        func give(_ buffer: consuming [UInt8]) {
+            // Moved in, not copied: the next worker to take it must find it uniquely referenced.
+            var moving: [UInt8]? = consume buffer
+            kept.withLock { kept in
+                guard let count = moving?.count, kept.bytes + count <= BufferPool.keptBytes, let buffer = moving.take() else { return }
+                kept.bytes += count
+                kept.buffers.append(buffer)
+            }
+        }
+    }
 
-        func give(_ buffer: UnsafeMutableRawBufferPointer) {
-            monitor.withLock {
-                if pooledBytes + buffer.count > BufferPool.keptBytes {
-                    buffer.deallocate()
-                } else {
-                    free.append(buffer)
-                    pooledBytes += buffer.count
+    /// What the decoding threads and the consuming thread share: the state behind a `Mutex`, and
+    /// a semaphore per waiting thread. A thread that must wait registers itself under the lock
+    /// and then sleeps on its own semaphore; whoever changes what it waits for takes the
+    /// registration under the lock and signals it. So no wake-up is lost (semaphores count) and
+    /// none goes to a thread with nothing to do.
+    final class Pipeline: Sendable {
+        struct State {
+            var nextToStart = 0
+            var nextToConsume = 0
+            var bytesInFlight = 0
+            var cancelled = false
+            var results: [Int: UnitResult] = [:]
+            /// Workers waiting for room (a unit consumed) or for cancellation.
+            var parkedWorkers: [Int] = []
+            /// The unit the consumer waits for, if it waits.
+            var consumerWaitsFor: Int?
+        }
+        enum Claim: Sendable { case unit(Int), park, done }
+
+        let state = Mutex(State())
+        let workerWakeups: [DispatchSemaphore]
+        let consumerWakeup = DispatchSemaphore(value: 0)
+        let costs: [Int]
+        let maxUnitsInFlight: Int
+        let budget: Int
+
+        init(workers: Int, costs: [Int], maxUnitsInFlight: Int, budget: Int) {
+            workerWakeups = (0..<workers).map { _ in DispatchSemaphore(value: 0) }
+            self.costs = costs
+            self.maxUnitsInFlight = maxUnitsInFlight
+            self.budget = budget
+        }
+
+        /// The next unit for `worker` to decode, once there is room for it; nil when all are
+        /// taken or the read was cancelled.
+        func nextUnit(worker: Int) -> Int? {
+            while true {
+                let claim = state.withLock { s -> Claim in
+                    if s.cancelled || s.nextToStart >= costs.count { return .done }
+                    let k = s.nextToStart
+                    // At most `maxUnitsInFlight` ahead of the consumer and within the byte budget,
+                    // except the very unit the consumer needs next, which always may start.
+                    guard k < s.nextToConsume + maxUnitsInFlight,
+                          s.bytesInFlight + costs[k] <= budget || k == s.nextToConsume else {
+                        s.parkedWorkers.append(worker)
+                        return .park
+                    }
+                    s.nextToStart = k + 1
+                    s.bytesInFlight += costs[k]
+                    return .unit(k)
+                }
+                switch claim {
+                case let .unit(k): return k
+                case .done: return nil
+                case .park: workerWakeups[worker].wait()
                 }
             }
         }
 
-        deinit { for b in free { b.deallocate() } }
+        /// A worker's result for unit `k`, moved out of `result` (no copy of its buffer stays behind).
+        func finished(_ unit: Int, _ result: inout UnitResult?) {
+            let wake = state.withLock { s -> Bool in
+                s.results[unit] = result.take()
+                guard s.consumerWaitsFor == unit else { return false }
+                s.consumerWaitsFor = nil
+                return true
+            }
+            if wake { consumerWakeup.signal() }
+        }
+
+        /// The result of unit `k`, waiting for it as long as it takes.
+        func result(_ unit: Int) -> UnitResult {
+            while true {
+                let ready = state.withLock { s -> UnitResult? in
+                    if let result = s.results.removeValue(forKey: unit) { return result }
+                    s.consumerWaitsFor = unit
+                    return nil
+                }
+                if let ready { return ready }
+                consumerWakeup.wait()
+            }
+        }
+
+        /// Unit `k` was consumed: its bytes no longer count, and waiting workers may start more.
+        func consumed(_ unit: Int) {
+            let parked = state.withLock { s -> [Int] in
+                s.bytesInFlight -= costs[unit]
+                s.nextToConsume = unit + 1
+                let parked = s.parkedWorkers
+                s.parkedWorkers.removeAll(keepingCapacity: true)
+                return parked
+            }
+            for worker in parked { workerWakeups[worker].signal() }
+        }
+
+        /// Stops the workers after the unit each is decoding.
+        func cancel() {
+            let parked = state.withLock { s -> [Int] in
+                s.cancelled = true
+                let parked = s.parkedWorkers
+                s.parkedWorkers.removeAll()
+                return parked
+            }
+            for worker in parked { workerWakeups[worker].signal() }
+        }
     }
 
     /// A worker's scratch space for stored (compressed) bytes, grown as needed and kept.
@@ -222,14 +335,22 @@ public struct BlobReader {
     // MARK: Decoding (worker threads)
 
     static func decode(_ unit: Unit, archive: WIMArchive, decoders: inout DecoderSet, inputBuffer: inout InputBuffer,
-                       pool: BufferPool, result: UnitResult) throws {
-        let output = pool.take(unit.outputBytes)
-        result.buffer = output
+                       pool: BufferPool, result: inout UnitResult) throws {
+        var buffer = pool.take(unit.outputBytes)
+        result.segments = try buffer.withUnsafeMutableBytes { output in
+            try decode(unit, into: output, archive: archive, decoders: &decoders, inputBuffer: &inputBuffer)
+        }
+        result.buffer = consume buffer
+    }
+
+    /// Decodes `unit` into `output`; returns the pieces of resource data it now holds.
+    static func decode(_ unit: Unit, into output: UnsafeMutableRawBufferPointer, archive: WIMArchive,
+                       decoders: inout DecoderSet, inputBuffer: inout InputBuffer) throws -> [Segment] {
         switch unit.kind {
         case let .raw(index, start, length):
             let r = archive.resources[index]
             try archive.parts[r.part].read(into: UnsafeMutableRawBufferPointer(rebasing: output[0..<length]), at: r.offset + start, what: "resource data")
-            result.segments = [Segment(resource: index, start: start, length: length, bufferOffset: 0)]
+            return [Segment(resource: index, start: start, length: length, bufferOffset: 0)]
 
         case let .wholeResources(list):
             let first = archive.resources[list[0]]
@@ -238,6 +359,7 @@ public struct BlobReader {
             let input = inputBuffer.get(Int(last.end - first.offset))
             try file.read(into: input, at: first.offset, what: "resource data")
             var position = 0
+            var segments: [Segment] = []
             for index in list {
                 let r = archive.resources[index]
                 let base = Int(r.offset - first.offset)
@@ -251,13 +373,14 @@ public struct BlobReader {
                                     path: file.path, decoders: &decoders)
                     position += chunk.uncompressedSize
                 }
-                result.segments.append(Segment(resource: index, start: 0, length: position - segmentStart, bufferOffset: segmentStart))
+                segments.append(Segment(resource: index, start: 0, length: position - segmentStart, bufferOffset: segmentStart))
             }
+            return segments
 
         case let .chunks(index, chunks, firstIndex, uncompressedStart):
             let r = archive.resources[index]
             let file = archive.parts[r.part]
-            guard let firstChunk = chunks.first, let lastChunk = chunks.last else { return }
+            guard let firstChunk = chunks.first, let lastChunk = chunks.last else { return [] }
             let span = Int(lastChunk.fileOffset - firstChunk.fileOffset) + lastChunk.storedSize
             let input = inputBuffer.get(span)
             try file.read(into: input, at: firstChunk.fileOffset, what: "resource data")
@@ -270,30 +393,35 @@ public struct BlobReader {
                                 path: file.path, decoders: &decoders)
                 position += chunk.uncompressedSize
             }
-            result.segments = [Segment(resource: index, start: uncompressedStart, length: position, bufferOffset: 0)]
+            return [Segment(resource: index, start: uncompressedStart, length: position, bufferOffset: 0)]
         }
     }
 
     /// Hashes the blobs that lie wholly inside the unit's segments.
-    static func hashWholeBlobs(_ result: UnitResult, blobsByResource: [Int: [BlobDescriptor]], hasher: SHA1Hasher) {
-        guard let buffer = result.buffer else { return }
-        for segment in result.segments {
-            guard let blobs = blobsByResource[segment.resource] else { continue }
-            let end = segment.start + UInt64(segment.length)
-            // First blob that could start in the segment (blobs are sorted by offset).
-            var lo = 0, hi = blobs.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if blobs[mid].offsetInResource < segment.start { lo = mid + 1 } else { hi = mid }
-            }
-            var i = lo
-            while i < blobs.count, blobs[i].offsetInResource + blobs[i].size <= end {
-                let from = segment.bufferOffset + Int(blobs[i].offsetInResource - segment.start)
-                hasher.update(UnsafeRawBufferPointer(rebasing: buffer[from..<(from + Int(blobs[i].size))]))
-                result.hashes[blobs[i].hash] = hasher.finish()
-                i += 1
+    static func hashWholeBlobs(_ result: inout UnitResult, blobsByResource: [Int: [BlobDescriptor]], hasher: SHA1Hasher) {
+        guard let bytes = result.buffer else { return }
+        let segments = result.segments
+        var hashes = result.hashes
+        bytes.withUnsafeBytes { buffer in
+            for segment in segments {
+                guard let blobs = blobsByResource[segment.resource] else { continue }
+                let end = segment.start + UInt64(segment.length)
+                // First blob that could start in the segment (blobs are sorted by offset).
+                var lo = 0, hi = blobs.count
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if blobs[mid].offsetInResource < segment.start { lo = mid + 1 } else { hi = mid }
+                }
+                var i = lo
+                while i < blobs.count, blobs[i].offsetInResource + blobs[i].size <= end {
+                    let from = segment.bufferOffset + Int(blobs[i].offsetInResource - segment.start)
+                    hasher.update(UnsafeRawBufferPointer(rebasing: buffer[from..<(from + Int(blobs[i].size))]))
+                    hashes[blobs[i].hash] = hasher.finish()
+                    i += 1
+                }
             }
         }
+        result.hashes = hashes
     }
 
     static func decodeChunk(_ r: Resource, chunkIndex: Int, chunk: Chunk, input: UnsafeRawBufferPointer,
@@ -310,114 +438,63 @@ public struct BlobReader {
 
     func run(_ units: [Unit], blobsByResource: [Int: [BlobDescriptor]], resourceOrder: [Int], total: ReadProgress,
              sink: BlobSink, progress: ((ReadProgress) -> Void)?) throws {
-        let monitor = Monitor()
         let archive = self.archive
-        let maxUnitsInFlight = threads * 2 + 2
+        let costs = units.map { $0.outputBytes + $0.inputBytes }
         // Enough room for every worker to hold a unit while one waits to be consumed, even when a
         // single chunk is large (64 MiB LZMS chunks in solid resources).
-        let budget = max(maxBytesInFlight, (threads + 1) * (units.map { $0.outputBytes + $0.inputBytes }.max() ?? 0))
-        // Shared state, guarded by `monitor`.
-        final class State: @unchecked Sendable {
-            var nextToStart = 0
-            var nextToConsume = 0
-            var bytesInFlight = 0
-            var cancelled = false
-            var results: [Int: UnitResult] = [:]
-        }
-        let state = State()
-        let unitCount = units.count
-        let costs = units.map { $0.outputBytes + $0.inputBytes }
-        let unitsBox = UnsafeSendable(units)
-        let blobsBox = UnsafeSendable(blobsByResource)
+        let budget = max(maxBytesInFlight, (threads + 1) * (costs.max() ?? 0))
+        let workerCount = min(threads, max(units.count, 1))
+        let pipeline = Pipeline(workers: workerCount, costs: costs, maxUnitsInFlight: threads * 2 + 2, budget: budget)
         let pool = BufferPool()
         let verify = verifyHashes
 
-        let workerCount = min(threads, max(unitCount, 1))
-        var consumerError: (any Error)?
-
         // The calling thread consumes while `workerCount` threads decode.
-        let workers = UnsafeSendable({
-            runThreads(workerCount) { _ in
-                var decoders = DecoderSet()
-                var inputBuffer = InputBuffer()
-                defer { inputBuffer.release() }
-                let hasher = SHA1Hasher()
-                while true {
-                    monitor.lock()
-                    while !state.cancelled && state.nextToStart < unitCount
-                            && !(state.nextToStart < state.nextToConsume + maxUnitsInFlight
-                                 && (state.bytesInFlight + costs[state.nextToStart] <= budget || state.nextToStart == state.nextToConsume)) {
-                        monitor.wait()
-                    }
-                    if state.cancelled || state.nextToStart >= unitCount { monitor.unlock(); return }
-                    let k = state.nextToStart
-                    state.nextToStart += 1
-                    state.bytesInFlight += costs[k]
-                    monitor.unlock()
-
-                    let result = UnitResult()
-                    do {
-                        try BlobReader.decode(unitsBox.value[k], archive: archive, decoders: &decoders, inputBuffer: &inputBuffer,
-                                              pool: pool, result: result)
-                        if verify { BlobReader.hashWholeBlobs(result, blobsByResource: blobsBox.value, hasher: hasher) }
-                    } catch { result.error = error }
-
-                    monitor.lock()
-                    state.results[k] = result
-                    monitor.broadcast()
-                    monitor.unlock()
-                }
+        let workers = startThreads(workerCount) { worker in
+            var decoders = DecoderSet()
+            var inputBuffer = InputBuffer()
+            defer { inputBuffer.release() }
+            let hasher = SHA1Hasher()
+            while let k = pipeline.nextUnit(worker: worker) {
+                var result: UnitResult? = UnitResult()
+                do {
+                    try BlobReader.decode(units[k], archive: archive, decoders: &decoders, inputBuffer: &inputBuffer,
+                                          pool: pool, result: &result!)
+                    if verify { BlobReader.hashWholeBlobs(&result!, blobsByResource: blobsByResource, hasher: hasher) }
+                } catch { result!.error = error }
+                pipeline.finished(k, &result)
             }
-        })
-        var workerThread = pthread_t()
-        let box = Unmanaged.passRetained(ClosureBox(workers.value))
-        pthread_create(&workerThread, nil, { raw in
-            let b = Unmanaged<ClosureBox>.fromOpaque(raw!).takeRetainedValue()
-            b.body()
-            return nil
-        }, box.toOpaque())
-
+        }
         defer {
-            monitor.lock()
-            state.cancelled = true
-            monitor.broadcast()
-            for (_, r) in state.results { r.buffer.map(pool.give) }
-            state.results = [:]
-            monitor.unlock()
-            pthread_join(workerThread, nil)
-            monitor.withLock {
-                for (_, r) in state.results { r.buffer.map(pool.give) }
-                state.results = [:]
-            }
+            pipeline.cancel()
+            joinThreads(workers)
+        }
+        if workers.isEmpty {
+            throw WIMError.io(path: archive.path, operation: "start a thread to decompress with", errno: EAGAIN)
         }
 
         // Consumer: walks the blobs of each resource as their bytes arrive.
         var delivery = Delivery(archive: archive, blobsByResource: blobsByResource, verify: verifyHashes,
                                 describeUsers: describeUsers, progress: total, report: progress)
-        for k in 0..<unitCount {
-            monitor.lock()
-            while state.results[k] == nil { monitor.wait() }
-            let result = state.results.removeValue(forKey: k)!
-            monitor.unlock()
-            defer {
-                result.buffer.map(pool.give)
-                monitor.withLock {
-                    state.bytesInFlight -= costs[k]
-                    state.nextToConsume = k + 1
-                    monitor.broadcast()
-                }
-            }
-            if let error = result.error { consumerError = error; break }
-            guard let buffer = result.buffer else { continue }
-            do {
-                for segment in result.segments {
-                    try delivery.deliver(segment, UnsafeRawBufferPointer(rebasing: buffer[segment.bufferOffset..<(segment.bufferOffset + segment.length)]),
-                                         precomputed: result.hashes, sink: sink)
-                }
-            } catch {
+        var consumerError: (any Error)?
+        for k in 0..<units.count {
+            var result = pipeline.result(k)
+            if let error = result.error {
                 consumerError = error
-                break
+            } else if let bytes = result.buffer {
+                do {
+                    try bytes.withUnsafeBytes { buffer in
+                        for segment in result.segments {
+                            try delivery.deliver(segment, UnsafeRawBufferPointer(rebasing: buffer[segment.bufferOffset..<(segment.bufferOffset + segment.length)]),
+                                                 precomputed: result.hashes, sink: sink)
+                        }
+                    }
+                } catch {
+                    consumerError = error
+                }
             }
+            if let buffer = result.buffer.take() { pool.give(consume buffer) }
+            pipeline.consumed(k)
+            if consumerError != nil { break }
         }
         if let consumerError { throw consumerError }
         try delivery.finish(sink: sink)
@@ -501,16 +578,6 @@ public struct BlobReader {
             if let report { report(progress) }
         }
     }
-}
-
-final class ClosureBox {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-}
-
-struct UnsafeSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 #if canImport(Glibc)

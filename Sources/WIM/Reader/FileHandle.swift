@@ -1,3 +1,4 @@
+import Digests
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,7 +14,7 @@ public protocol RandomAccessSource: AnyObject, Sendable {
 
 /// A WIM file opened for random-access reads. `pread` keeps reads independent of a shared file
 /// position, so several decompression threads can read one handle at once.
-public final class WIMFileHandle: @unchecked Sendable {
+public final class WIMFileHandle: Sendable {
     public let path: String
     public let size: UInt64
     private let descriptor: Int32
@@ -94,37 +95,10 @@ public final class WIMFileHandle: @unchecked Sendable {
     }
 }
 
-/// Little-endian field access on a byte buffer whose length the caller has already checked.
-extension UnsafeRawBufferPointer {
-    @inline(__always) func le16(_ offset: Int) -> UInt16 {
-        UInt16(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-    }
-    @inline(__always) func le32(_ offset: Int) -> UInt32 {
-        UInt32(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-    }
-    @inline(__always) func le64(_ offset: Int) -> UInt64 {
-        UInt64(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-    }
-}
-
 extension Array where Element == UInt8 {
-    @inline(__always) func le16(_ offset: Int) -> UInt16 { withUnsafeBytes { $0.le16(offset) } }
-    @inline(__always) func le32(_ offset: Int) -> UInt32 { withUnsafeBytes { $0.le32(offset) } }
-    @inline(__always) func le64(_ offset: Int) -> UInt64 { withUnsafeBytes { $0.le64(offset) } }
     func sha1(at offset: Int) -> SHA1Digest {
         withUnsafeBytes { SHA1Digest(bytes: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + 20])) }
     }
-}
-
-/// Decodes UTF-16LE bytes (as WIM names are stored) into a String; unpaired surrogates become
-/// U+FFFD rather than an error, matching how Windows itself displays such names.
-func decodeUTF16LE(_ bytes: UnsafeRawBufferPointer) -> String {
-    let units = (0..<(bytes.count / 2)).map { bytes.le16($0 * 2) }
-    return String(decoding: units, as: UTF16.self)
-}
-
-func decodeUTF16LE(_ bytes: ArraySlice<UInt8>) -> String {
-    bytes.withUnsafeBytes { decodeUTF16LE($0) }
 }
 
 /// `withUnsafeBytes` for code with typed throws: the standard one only rethrows `any Error`.

@@ -1,3 +1,6 @@
+import Digests
+import Primitives
+
 /// The optional integrity table: SHA-1s of fixed-size chunks of the file from the end of the
 /// header to the end of the blob table, written by `wimlib-imagex capture --check` and DISM.
 public enum IntegrityTable {

@@ -1,3 +1,5 @@
+import Digests
+import Primitives
 #if canImport(Glibc)
 import Glibc
 #endif

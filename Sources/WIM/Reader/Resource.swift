@@ -1,3 +1,5 @@
+import Primitives
+
 /// A resource: a region of a WIM part holding data stored raw, compressed in independent chunks
 /// with a chunk table in front (the classic layout), or as a solid resource (its own header,
 /// chunk size and compression format, then a table of chunk sizes) holding many blobs.

@@ -1,3 +1,5 @@
+import Digests
+
 /// `verify`: decompresses every blob of the WIM and checks its SHA-1, after reading and checking
 /// every image's metadata, so a damaged WIM is found before it is applied anywhere.
 public struct Verifier {

@@ -1,6 +1,8 @@
+import Digests
+
 /// An opened WIM: its header, blob table, XML data and images, across all parts of a split WIM.
 /// Reads are `pread`s, so one archive may be read by several threads at once.
-public final class WIMArchive: @unchecked Sendable {
+public final class WIMArchive: Sendable {
     public let path: String
     public let parts: [WIMFileHandle]
     /// Header of part 1.

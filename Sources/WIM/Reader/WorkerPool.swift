@@ -2,61 +2,40 @@
 import Glibc
 #endif
 
-/// A mutex with one condition variable: all the synchronisation the read pipeline needs.
-final class Monitor: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
-
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
-    }
-
-    func lock() { pthread_mutex_lock(&mutex) }
-    func unlock() { pthread_mutex_unlock(&mutex) }
-    func wait() { pthread_cond_wait(&condition, &mutex) }
-    func broadcast() { pthread_cond_broadcast(&condition) }
-
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        lock()
-        defer { unlock() }
-        return try body()
-    }
+/// What a new thread runs: a checked `Sendable` box, handed to `pthread_create` as its argument.
+private final class ThreadStart: Sendable {
+    let body: @Sendable (Int) -> Void
+    let index: Int
+    init(_ body: @escaping @Sendable (Int) -> Void, _ index: Int) { self.body = body; self.index = index }
 }
 
-/// Runs `body(workerIndex)` on `count` new threads and waits for all of them.
-func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    final class Box: @unchecked Sendable {
-        let body: @Sendable (Int) -> Void
-        let index: Int
-        init(_ body: @escaping @Sendable (Int) -> Void, _ index: Int) { self.body = body; self.index = index }
-    }
+/// Starts `count` threads running `body(index)` and returns them, for `joinThreads`. Fewer
+/// start when the system refuses one (none at worst): the caller decides what that means.
+func startThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) -> [pthread_t] {
     var threads: [pthread_t] = []
     for i in 0..<count {
-        let box = Unmanaged.passRetained(Box(body, i))
+        let start = Unmanaged.passRetained(ThreadStart(body, i))
         var thread = pthread_t()
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         // Decoders keep their tables on the heap, but LZMS recursion-free decoding still likes room.
         pthread_attr_setstacksize(&attributes, 8 << 20)
         let rc = pthread_create(&thread, &attributes, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            box.body(box.index)
+            let start = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
+            start.body(start.index)
             return nil
-        }, box.toOpaque())
+        }, start.toOpaque())
         pthread_attr_destroy(&attributes)
-        if rc != 0 {
-            // No thread: run the work here instead so nothing is skipped.
-            box.takeRetainedValue().body(i)
-        } else {
+        if rc == 0 {
             threads.append(thread)
+        } else {
+            start.release()
         }
     }
+    return threads
+}
+
+func joinThreads(_ threads: [pthread_t]) {
     for t in threads { pthread_join(t, nil) }
 }
 

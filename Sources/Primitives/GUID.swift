@@ -1,6 +1,6 @@
-/// A GUID as GPT stores it. The bytes are kept in the order they are written in text
-/// (`C12A7328-F81F-...`); GPT stores the first three groups little-endian, which is why
-/// the on-disk form differs from the textual one.
+/// A GUID, as GPT, NTFS and the BCD store hold it. The bytes are kept in the order they are
+/// written in text (`C12A7328-F81F-...`); on disk the first three groups are little-endian,
+/// which is why the on-disk form differs from the textual one.
 public struct GUID: Sendable, Hashable, CustomStringConvertible {
     /// The sixteen bytes in textual order.
     public private(set) var bytes: [UInt8]
@@ -15,13 +15,17 @@ public struct GUID: Sendable, Hashable, CustomStringConvertible {
         self.bytes = bytes
     }
 
-    /// Parses `C12A7328-F81F-11D2-BA4B-00A0C93EC93B` in either case; nil when it is not one.
+    /// Parses `C12A7328-F81F-11D2-BA4B-00A0C93EC93B` in either case, with or without the braces
+    /// Windows writes around it (`{...}`); nil when it is not one.
     public init?(_ text: String) {
+        var text = Substring(text)
+        if text.first == "{" && text.last == "}" { text = text.dropFirst().dropLast() }
         let groups = text.split(separator: "-", omittingEmptySubsequences: false)
         guard groups.map(\.count) == [8, 4, 4, 4, 12] else { return nil }
         var parsed: [UInt8] = []
         parsed.reserveCapacity(16)
         let digits = Array(groups.joined().utf8)
+        guard digits.count == 32 else { return nil }
         var index = 0
         while index < digits.count {
             guard let high = Self.hexValue(digits[index]), let low = Self.hexValue(digits[index + 1]) else { return nil }
@@ -31,7 +35,7 @@ public struct GUID: Sendable, Hashable, CustomStringConvertible {
         bytes = parsed
     }
 
-    /// Reads the mixed-endian form GPT headers and entries hold.
+    /// Reads the mixed-endian form on disk; nil unless there are sixteen bytes.
     public init?(onDisk raw: some Collection<UInt8>) {
         let raw = Array(raw)
         guard raw.count == 16 else { return nil }
@@ -47,7 +51,12 @@ public struct GUID: Sendable, Hashable, CustomStringConvertible {
         return GUID(uncheckedBytes: raw)
     }
 
-    /// The sixteen bytes as a GPT header or entry stores them.
+    public static func random() -> GUID {
+        var generator = SystemRandomNumberGenerator()
+        return random(using: &generator)
+    }
+
+    /// The sixteen bytes as a GPT header or entry, or BCD device data, stores them.
     public var onDiskBytes: [UInt8] { Self.swapGroups(bytes) }
 
     /// Upper case, as sgdisk and Windows print them.
@@ -59,6 +68,9 @@ public struct GUID: Sendable, Hashable, CustomStringConvertible {
         return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]]
             .map { $0.joined() }.joined(separator: "-")
     }
+
+    /// `{9dea862c-5cdd-4e70-acc1-f32b344d4795}`: lower case in braces, as BCD key names are.
+    public var braced: String { "{" + description.lowercased() + "}" }
 
     /// Reverses the first three groups (4, 2 and 2 bytes); the same operation both ways.
     private static func swapGroups(_ raw: [UInt8]) -> [UInt8] {
