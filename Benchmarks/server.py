@@ -58,14 +58,27 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def free_port():
+    """A TCP port nothing listens on right now (the kernel's choice for port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class Server:
     def __init__(self, binary, work):
         self.work = work
         self.content = os.path.join(work, "content")
         os.makedirs(self.content, exist_ok=True)
+        # The server needs its public URL (it never takes one from a request), so the port is
+        # chosen here. Every simulated agent checks in from 127.0.0.1: the per-address limit on
+        # new machines (a defence against floods of invented identities) is lifted for the setup.
+        port = free_port()
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1:0", "--data", os.path.join(work, "data"), "--content", self.content,
-             "--boot", os.path.join(work, "boot"), "--admin-token", ADMIN, "--unknown-machines", "default"],
+            [binary, "--bind", f"127.0.0.1:{port}", "--public-url", f"http://127.0.0.1:{port}",
+             "--data", os.path.join(work, "data"), "--content", self.content,
+             "--boot", os.path.join(work, "boot"), "--admin-token", ADMIN, "--unknown-machines", "default",
+             "--new-machines-per-minute", "0"],
             stdout=subprocess.PIPE, stderr=open(os.path.join(work, "server.log"), "wb"))
         line = self.process.stdout.readline().decode()
         match = re.search(r":(\d+)\s*$", line)

@@ -16,6 +16,10 @@ public final class ImprintServer: Sendable {
     /// and short, so one lock for all of them is enough; the storage adds a database-level one
     /// (PostgreSQL's advisory lock) so instances sharing a database take turns too.
     let checkInLock = AsyncLock()
+    /// The `/dashboard/live` streams open on this instance (each polls the database), capped by `limits.liveStreams`.
+    let liveStreams = LiveStreamSlots()
+    /// Failed dashboard logins per address (guessing the admin token through the form).
+    let loginThrottle = LoginThrottle()
 
     public init(configuration: ServerConfiguration, storage: any ServerStorage, logger: Logger = Logger(label: "imprint-server")) {
         self.configuration = configuration
@@ -66,11 +70,12 @@ public final class ImprintServer: Sendable {
         } else {
             server = .http1()
         }
-        let router = Router()
+        let router = Router(context: ClientRequestContext.self)
         for route in RouteSpec.all {
             router.on(RouterPath(stringLiteral: route.routerPath), method: route.method) { [self] request, context in
                 do {
-                    return try await self.handle(route.handler, request, context)
+                    try self.checkAgentSubnet(route.handler, client: context.clientAddress)
+                    return try await self.handle(route.handler, request, context.basic, client: context.clientAddress)
                 } catch let error as APIError {
                     return error.response
                 } catch {
@@ -103,14 +108,14 @@ public final class ImprintServer: Sendable {
         return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
     }
 
-    func handle(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func handle(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext, client: String) async throws -> Response {
         switch handler {
-        case .bootScript: return bootScript(request, mac: nil)
-        case .bootScriptForMAC: return try await machineBootScript(request, mac: try request.requiredParameter("mac", context))
+        case .bootScript: return bootScript(mac: nil)
+        case .bootScriptForMAC: return try await machineBootScript(mac: try request.requiredParameter("mac", context))
         case .bootFile:
             return try await ContentFiles.serve(root: configuration.bootDirectory, relative: [try request.requiredParameter("name", context)],
                                                 request: request, count: nil)
-        case .checkIn: return try await checkIn(request)
+        case .checkIn: return try await checkIn(request, client: client)
         case .deploymentSequence: return try await deploymentSequence(request, context)
         case .deploymentEvents: return try await deploymentEvents(request, context)
         case .content:
@@ -121,21 +126,67 @@ public final class ImprintServer: Sendable {
             return try await ContentFiles.serve(root: configuration.contentDirectory, relative: segments, request: request,
                                                 count: { [metrics] in metrics.addContentBytes($0) })
         case .metrics: return try await metricsText()
-        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy:
-            return try await dashboard(handler, request, context)
+        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy,
+             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
+            return try await dashboard(handler, request, context, client: client)
         // Every admin route by name: a new handler must be placed here (or above) on purpose,
         // never fall behind admin authentication (or out of it) by default.
         case .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
-             .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents:
+             .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
+             .adminRegisterMachine, .adminResetDeploymentToken:
             try authorizeAdmin(request)
             return try await admin(handler, request, context)
         }
     }
 
-    /// What the machine calls the server: --public-url, else the Host it used to reach us.
-    func publicURL(_ request: Request) -> String {
-        if let url = configuration.publicURL { return url }
-        let host = request.head.authority ?? "\(configuration.host):\(configuration.port)"
-        return configuration.scheme + "://" + host
+    /// What agents and iPXE reach: refused (403) from outside `--agent-subnets` when it is set.
+    /// The address is the connection's peer, never a header (X-Forwarded-For is whatever the
+    /// client wrote).
+    func checkAgentSubnet(_ handler: RouteSpec.Handler, client: String) throws {
+        guard !configuration.agentSubnets.isEmpty else { return }
+        switch handler {
+        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .content:
+            guard configuration.agentSubnets.contains(where: { $0.contains(client) }) else {
+                throw APIError(.forbidden, "\(client) is not in the networks agents may connect from (--agent-subnets "
+                               + configuration.agentSubnets.map(\.description).joined(separator: ",") + ")")
+            }
+        // The administrator's side: the admin token (and the dashboard's login) guard it, from anywhere.
+        case .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
+             .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
+             .adminRegisterMachine, .adminResetDeploymentToken, .metrics,
+             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy,
+             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
+            return
+        }
+    }
+
+    /// What machines call the server: `--public-url`, never a request's Host header.
+    var publicURL: String { configuration.publicURL }
+}
+
+/// The router's context: Hummingbird's basic one, plus the connection's peer address (which
+/// the basic one does not keep) for `--agent-subnets` and the per-address limits.
+struct ClientRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    /// What the basic context is made from (the source type itself is not Sendable).
+    let channel: any Channel
+    let requestLogger: Logger
+    /// `10.0.0.5`, `fd00::5`; an IPv4 client of a server listening on `::` as its IPv4 address.
+    let clientAddress: String
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+        requestLogger = source.logger
+        var address = source.channel.remoteAddress?.ipAddress ?? "unknown"
+        if address.lowercased().hasPrefix("::ffff:"), !address.dropFirst(7).contains(":") { address = String(address.dropFirst(7)) }
+        clientAddress = address
+    }
+
+    /// The context the handlers take, with this request's path parameters.
+    var basic: BasicRequestContext {
+        var context = BasicRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: requestLogger))
+        context.coreContext = coreContext
+        return context
     }
 }

@@ -8,10 +8,11 @@ public struct RouteSpec: Sendable, Hashable {
         case checkIn, deploymentSequence, deploymentEvents
         case content
         case adminGetSequence, adminPutSequence, adminListSequences, adminGetRules, adminPutRules, adminMachines, adminApproveMachine
-        case adminRedeployMachine
+        case adminRedeployMachine, adminRegisterMachine, adminResetDeploymentToken
         case adminDeployments, adminDeployment, adminDeploymentEvents
         case metrics
         case dashboard, dashboardDeployment, dashboardLive, dashboardApprove, dashboardRedeploy
+        case dashboardLogin, dashboardLogout, dashboardScript, dashboardStyle
     }
 
     public var method: HTTPRequest.Method
@@ -44,16 +45,22 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.get, "/api/v1/admin/rules", .adminGetRules),
         RouteSpec(.put, "/api/v1/admin/rules", .adminPutRules),
         RouteSpec(.get, "/api/v1/admin/machines", .adminMachines),
+        RouteSpec(.post, "/api/v1/admin/machines", .adminRegisterMachine),
         RouteSpec(.post, "/api/v1/admin/machines/{id}/approve", .adminApproveMachine),
         RouteSpec(.post, "/api/v1/admin/machines/{id}/redeploy", .adminRedeployMachine),
         RouteSpec(.get, "/api/v1/admin/deployments", .adminDeployments),
         RouteSpec(.get, "/api/v1/admin/deployments/{id}", .adminDeployment),
         RouteSpec(.get, "/api/v1/admin/deployments/{id}/events", .adminDeploymentEvents),
+        RouteSpec(.post, "/api/v1/admin/deployments/{id}/reset-token", .adminResetDeploymentToken),
         RouteSpec(.get, "/metrics", .metrics),
         RouteSpec(.get, "/dashboard", .dashboard),
         RouteSpec(.get, "/dashboard/deployments/{id}", .dashboardDeployment),
         RouteSpec(.get, "/dashboard/live", .dashboardLive),
         RouteSpec(.post, "/dashboard/machines/{id}/approve", .dashboardApprove),
         RouteSpec(.post, "/dashboard/machines/{id}/redeploy", .dashboardRedeploy),
+        RouteSpec(.post, "/dashboard/login", .dashboardLogin),
+        RouteSpec(.post, "/dashboard/logout", .dashboardLogout),
+        RouteSpec(.get, "/dashboard/app.js", .dashboardScript),
+        RouteSpec(.get, "/dashboard/app.css", .dashboardStyle),
     ]
 }

@@ -16,9 +16,24 @@ public struct ServerConfiguration: Sendable {
     public var bootDirectory: String
     public var adminToken: String
     public var unknownMachines: UnknownMachines
-    /// What iPXE scripts and sequences call the server (`ServerURL`); nil: `http://` + the
-    /// request's Host header, right when clients reach the server directly.
-    public var publicURL: String?
+    /// What iPXE scripts and sequences call the server (`ServerURL`), without a trailing slash.
+    /// Always configured, never taken from a request: a Host header is whatever the client
+    /// wrote, and the URL ends up in every machine's downloads.
+    public var publicURL: String
+    /// Where agents may connect from (check-ins, deployments' sequences and events, boot
+    /// scripts and files, content); empty: anywhere. Others get 403.
+    public var agentSubnets: [IPSubnet] = []
+    /// Only machines an administrator registered may check in; others get 403 and nothing is stored.
+    public var requireRegistration = false
+    /// A second check-in of a machine whose deployment is active gets a new token only after
+    /// the deployment has sent nothing for this long (or after an administrator's reset).
+    public var tokenReissueAfter: Int = 600
+    /// New machines one address may create per minute (nil: no limit), so a flood of invented
+    /// identities cannot fill the database.
+    public var newMachinesPerMinute: Int? = 20
+    /// Release sequences and variables that carry secrets over plain HTTP (a TLS proxy in
+    /// front, a lab); otherwise only over this server's own TLS.
+    public var allowSecretsOverHTTP = false
     /// Kernel arguments the iPXE script adds (consoles, `imprint.onfailure=`...). The console
     /// named last is the one /init and the agent print to: the monitor by default, the serial
     /// port in the lab.
@@ -26,6 +41,8 @@ public struct ServerConfiguration: Sendable {
     public static let defaultKernelArguments = "console=ttyS0,115200 console=tty0"
     /// How long a pending machine waits before checking in again.
     public var retryAfter: Int = 30
+    /// Events per batch and per deployment, live streams, dashboard pages and sessions.
+    public var limits = ServerLimits()
     /// PEM certificate (chain) and private key: HTTPS instead of HTTP when both are set.
     public var tlsCertificate: String?
     public var tlsKey: String?
@@ -33,7 +50,7 @@ public struct ServerConfiguration: Sendable {
     public var scheme: String { tlsCertificate != nil ? "https" : "http" }
 
     public init(host: String = "0.0.0.0", port: Int = 8080, dataDirectory: String, contentDirectory: String, bootDirectory: String,
-                adminToken: String, unknownMachines: UnknownMachines = .pending, publicURL: String? = nil) {
+                adminToken: String, unknownMachines: UnknownMachines = .pending, publicURL: String) {
         self.host = host
         self.port = port
         self.dataDirectory = dataDirectory
@@ -41,10 +58,33 @@ public struct ServerConfiguration: Sendable {
         self.bootDirectory = bootDirectory
         self.adminToken = adminToken
         self.unknownMachines = unknownMachines
-        self.publicURL = publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        self.publicURL = publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL
     }
 
     public var databasePath: String { dataDirectory + "/imprint.db" }
+
+    /// Checks `--public-url`: an absolute http(s) URL with a host, nothing after the path (a
+    /// query or fragment would end up inside every URL built on it).
+    public static func validatedPublicURL(_ text: String) throws(ConfigurationError) -> String {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty,
+              components.query == nil, components.fragment == nil, components.user == nil else {
+            throw ConfigurationError(option: "--public-url",
+                                     message: "\"\(text)\" is not an http:// or https:// URL of this server (e.g. http://10.0.0.1:8080)")
+        }
+        return text.hasSuffix("/") ? String(text.dropLast()) : text
+    }
+}
+
+/// A setting that cannot work, named as the administrator wrote it.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var option: String
+    public var message: String
+    public init(option: String, message: String) {
+        self.option = option
+        self.message = message
+    }
+    public var description: String { "\(option): \(message)" }
 }
 
 /// Counters for /metrics. Per process: Prometheus adds up the instances.

@@ -18,8 +18,21 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Bearer token of the admin API (or IMPRINT_ADMIN_TOKEN).") var adminToken: String?
     @Option(help: "Machines no rule matches: 'default' gives them the rule named default, 'pending' waits for approval.")
     var unknownMachines = "pending"
-    @Option(help: "The URL machines reach this server at (iPXE scripts, ServerURL); default: the Host they used.")
+    @Option(help: ArgumentHelp("The URL machines reach this server at, e.g. http://10.0.0.1:8080 (required).",
+                               discussion: "iPXE scripts and each deployment's ServerURL are built on it, never on a request's Host header, which any client may write."))
     var publicUrl: String?
+    @Option(help: ArgumentHelp("Networks agents may connect from, e.g. 10.0.0.0/24,fd00::/64 (default: any).",
+                               discussion: "Check-ins, deployments' sequences and events, boot scripts and files and /content answer 403 to any other address. The admin API and the dashboard are not affected."))
+    var agentSubnets: String?
+    @Flag(help: "Only machines an administrator registered (POST /api/v1/admin/machines) may check in; others are refused and not stored.")
+    var requireRegistration = false
+    @Option(help: ArgumentHelp("Seconds a running deployment must have sent nothing before a second check-in of its machine gets a new token.",
+                               discussion: "Until then such a check-in is answered 409 and the agent holding the token keeps it; an administrator can reset the token at once (POST /api/v1/admin/deployments/ID/reset-token)."))
+    var tokenReissueAfter = 600
+    @Option(help: "New machines one address may add per minute (0: no limit); past it check-ins get 429.")
+    var newMachinesPerMinute = 20
+    @Flag(help: "Release sequences and variables that carry secrets over plain HTTP too (behind a TLS proxy, or in a closed lab).")
+    var allowSecretsOverHttp = false
     @Option(help: "PEM certificate (followed by any intermediates): serve HTTPS instead of HTTP. Needs --tls-key.")
     var tlsCertificate: String?
     @Option(help: "PEM private key of --tls-certificate.") var tlsKey: String?
@@ -44,9 +57,19 @@ struct ServerCommand: AsyncParsableCommand {
         }
         var host = String(bind[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        if let publicUrl, !(publicUrl.hasPrefix("http://") || publicUrl.hasPrefix("https://")) {
-            throw ValidationError("--public-url: expected http:// or https://")
+        guard let publicUrl else {
+            throw ValidationError("set --public-url to the URL machines reach this server at, e.g. --public-url http://10.0.0.1:8080: "
+                                  + "iPXE scripts and each deployment's ServerURL are built on it (taken from requests, a client could "
+                                  + "send machines to its own server for their images and drivers)")
         }
+        let publicURL: String
+        do { publicURL = try ServerConfiguration.validatedPublicURL(publicUrl) } catch { throw ValidationError("\(error)") }
+        var subnets: [IPSubnet] = []
+        if let agentSubnets {
+            do { subnets = try IPSubnet.list(parsing: agentSubnets) } catch { throw ValidationError("\(error)") }
+        }
+        guard tokenReissueAfter >= 0 else { throw ValidationError("--token-reissue-after: seconds, 0 or more") }
+        guard newMachinesPerMinute >= 0 else { throw ValidationError("--new-machines-per-minute: 0 (no limit) or more") }
         if (tlsCertificate == nil) != (tlsKey == nil) {
             throw ValidationError("--tls-certificate and --tls-key go together")
         }
@@ -59,7 +82,12 @@ struct ServerCommand: AsyncParsableCommand {
         var logger = Logger(label: "imprint-server")
         logger.logLevel = .info
         var configuration = ServerConfiguration(host: host, port: port, dataDirectory: data, contentDirectory: content, bootDirectory: boot,
-                                                adminToken: token, unknownMachines: policy, publicURL: publicUrl)
+                                                adminToken: token, unknownMachines: policy, publicURL: publicURL)
+        configuration.agentSubnets = subnets
+        configuration.requireRegistration = requireRegistration
+        configuration.tokenReissueAfter = tokenReissueAfter
+        configuration.newMachinesPerMinute = newMachinesPerMinute == 0 ? nil : newMachinesPerMinute
+        configuration.allowSecretsOverHTTP = allowSecretsOverHttp
         configuration.tlsCertificate = tlsCertificate
         configuration.kernelArguments = kernelArguments
         configuration.tlsKey = tlsKey

@@ -8,11 +8,12 @@ import Testing
 @Suite(.serialized)
 struct DashboardTests {
     /// Runs Tests/TestSupport/browser.py (Chromium through the DevTools protocol).
-    static func browse(_ url: String, until condition: String, eval: String, screenshot: String) throws -> Process {
+    /// `cookie`: `name=value` the browser holds for the server (a session from POST /dashboard/login).
+    static func browse(_ url: String, cookie: String, until condition: String, eval: String, screenshot: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", packageRoot.appendingPathComponent("Tests/TestSupport/browser.py").path, url,
-                             "--until", condition, "--eval", eval, "--screenshot", screenshot, "--timeout", "60"]
+                             "--cookie", cookie, "--until", condition, "--eval", eval, "--screenshot", screenshot, "--timeout", "60"]
         process.standardOutput = Pipe()
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -40,11 +41,13 @@ struct DashboardTests {
 
             // Unauthorized without the token.
             #expect(try await harness.request("GET", "/dashboard").status == 401)
+            // The browser's way in: the login form posts the admin token; the session cookie follows.
+            let session = try await harness.dashboardLogin()
 
             // The browser opens the page at 10%; the agent reports 42.5% while it watches.
             let shot = ProcessInfo.processInfo.environment["IMPRINT_SCREENSHOTS"].map { $0 + "/dashboard.png" } ?? harness.scratch.sub("dashboard.png")
             let bar = "document.querySelector('.progress[data-deployment=\"\(id)\"]')"
-            let browser = try Self.browse(harness.base + "/dashboard?token=\(harness.adminToken)",
+            let browser = try Self.browse(harness.base + "/dashboard", cookie: session.cookie,
                                           until: "\(bar) && \(bar).dataset.percent === '42.5'",
                                           eval: "JSON.stringify({percent: \(bar).dataset.percent, step: document.querySelector('.step[data-deployment=\"\(id)\"]').textContent, pending: document.querySelectorAll('#pending tr').length, html: document.body.innerText})",
                                           screenshot: shot)
@@ -71,7 +74,7 @@ struct DashboardTests {
                 (5, #""kind": "stepEnded", "step": "1", "name": "Apply Windows", "type": "applyImage", "status": "failed", "duration": 12.5, "message": "SHA-256 mismatch in win.wim""#),
                 (6, #""kind": "result", "status": "failed", "duration": 13, "message": "step 1 failed: SHA-256 mismatch in win.wim""#),
             ]), token: token)
-            let detail = try Self.browse(harness.base + "/dashboard/deployments/\(id)?token=\(harness.adminToken)",
+            let detail = try Self.browse(harness.base + "/dashboard/deployments/\(id)", cookie: session.cookie,
                                          until: "document.querySelector('tr.step-row.failed') !== null",
                                          eval: "document.querySelector('tr.step-row.failed').innerText + ' | ' + document.getElementById('log').innerText",
                                          screenshot: ProcessInfo.processInfo.environment["IMPRINT_SCREENSHOTS"].map { $0 + "/deployment.png" } ?? harness.scratch.sub("deployment.png"))
@@ -85,11 +88,10 @@ struct DashboardTests {
             #expect(text.contains("Apply Windows") && text.contains("failed") && text.contains("SHA-256 mismatch in win.wim"), "\(text)")
             #expect(text.contains("12.5 s"))
 
-            // Approving the pending machine from the dashboard (the cookie the page set).
+            // Approving the pending machine from the dashboard (the session's cookie and the form's CSRF token).
             let machines = try await harness.admin("GET", "/machines").json["machines"] as? [[String: Any]] ?? []
             let pendingID = machines.first { ($0["state"] as? String) == "pending" }?["id"] as? String ?? ""
-            let approve = try await harness.request("POST", "/dashboard/machines/\(pendingID)/approve",
-                                                    headers: ["Cookie: imprint_admin=\(harness.adminToken)"])
+            let approve = try await harness.postForm("/dashboard/machines/\(pendingID)/approve", ["csrf": session.csrf], cookie: session.cookie)
             #expect(approve.status == 303)
             let after = try await harness.admin("GET", "/machines").json["machines"] as? [[String: Any]] ?? []
             #expect(after.first { ($0["id"] as? String) == pendingID }?["state"] as? String == "approved")

@@ -17,9 +17,13 @@ final class ServerProcess {
         return "imprint-server"
     }
 
+    /// `--bind` and `--public-url` are added: a free port, chosen first because the public URL
+    /// (which the server requires) names it; https when the arguments turn TLS on.
     init(arguments: [String]) throws {
+        let port = try ServerHarness.freePort()
+        let scheme = arguments.contains("--tls-certificate") ? "https" : "http"
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["--bind", "127.0.0.1:0"] + arguments
+        process.arguments = ["--bind", "127.0.0.1:\(port)", "--public-url", "\(scheme)://127.0.0.1:\(port)"] + arguments
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Server
+import Synchronization
 import TestSupport
 import Testing
 
@@ -21,15 +22,21 @@ final class ServerHarness: @unchecked Sendable {
     var content: String { server.configuration.contentDirectory }
     var boot: String { server.configuration.bootDirectory }
 
-    final class PortBox: @unchecked Sendable {
-        let lock = NSLock()
-        var port: Int?
-        func set(_ value: Int?) { lock.lock(); port = value; lock.unlock() }
-        func get() -> Int? { lock.lock(); defer { lock.unlock() }; return port }
+    /// The port the server bound, or that it ended without binding one.
+    final class PortBox: Sendable {
+        private let state = Mutex<(port: Int?, ended: Bool)>((nil, false))
+        func set(_ value: Int?) { state.withLock { $0.port = value } }
+        func get() -> Int? { state.withLock { $0.port } }
+        func end() { state.withLock { $0.ended = true } }
+        var ended: Bool { state.withLock { $0.ended } }
     }
 
+    /// `publicURL`: what the server tells machines it is; default: the harness's own
+    /// `http://127.0.0.1:PORT` (the server takes it from its configuration only, never from a
+    /// request, so the port is chosen before it starts). `configure` sets any other option.
     init(storage: StorageKind = .sqlite, database: String? = nil, adminToken: String? = nil,
-         unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil, label: String = #function) async throws {
+         unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil, label: String = #function,
+         configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
         scratch = ScratchDirectory(label)
         storageKind = storage
         if let adminToken { self.adminToken = adminToken }
@@ -48,30 +55,70 @@ final class ServerHarness: @unchecked Sendable {
         // Stopping by cancellation makes Hummingbird log errors about closed channels; the tests
         // check every status themselves.
         logger.logLevel = .critical
-        let configuration = ServerConfiguration(host: "127.0.0.1", port: 0, dataDirectory: scratch.sub("data"),
-                                                contentDirectory: scratch.sub("content"), bootDirectory: scratch.sub("boot"),
-                                                adminToken: "", unknownMachines: unknownMachines, publicURL: publicURL)
-        var withToken = configuration
-        withToken.adminToken = self.adminToken
-        server = try await ImprintServer.open(configuration: withToken, database: location, logger: logger)
-        let box = PortBox()
-        let app = try server.makeApplication { channel in box.set(channel.localAddress?.port) }
-        task = Task { try await app.runService(gracefulShutdownSignals: []) }
-        var waited = 0
-        while box.get() == nil && waited < 200 {
-            try await Task.sleep(nanoseconds: 50_000_000)
-            waited += 1
+        // A free port is found, then bound by the server: another process may take it in
+        // between, so a start that does not bind is tried again on another.
+        var attempt = 0
+        while true {
+            attempt += 1
+            let port = try Self.freePort()
+            var configuration = ServerConfiguration(host: "127.0.0.1", port: port, dataDirectory: scratch.sub("data"),
+                                                    contentDirectory: scratch.sub("content"), bootDirectory: scratch.sub("boot"),
+                                                    adminToken: self.adminToken, unknownMachines: unknownMachines,
+                                                    publicURL: publicURL ?? "http://127.0.0.1:\(port)")
+            configure(&configuration)
+            let server = try await ImprintServer.open(configuration: configuration, database: location, logger: logger)
+            let box = PortBox()
+            let app = try server.makeApplication { channel in box.set(channel.localAddress?.port) }
+            let task = Task {
+                defer { box.end() }
+                try await app.runService(gracefulShutdownSignals: [])
+            }
+            var waited = 0
+            while box.get() == nil && !box.ended && waited < 200 {
+                try await Task.sleep(nanoseconds: 50_000_000)
+                waited += 1
+            }
+            if let bound = box.get(), bound == port {
+                self.server = server
+                self.task = task
+                self.port = port
+                return
+            }
+            task.cancel()
+            _ = try? await task.value
+            await server.close()
+            guard attempt < 5 else { throw HarnessError.noPort }
         }
-        guard let port = box.get() else { throw HarnessError.noPort }
-        self.port = port
     }
 
     enum HarnessError: Error { case noPort }
 
+    /// A TCP port nothing listens on right now (the kernel's choice for port 0).
+    static func freePort() throws -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                guard bind(descriptor, pointer, length) == 0 else { return -1 }
+                return getsockname(descriptor, pointer, &length)
+            }
+        }
+        guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
     /// Runs `body` against a fresh server, stopped (and its database closed) however it ends.
     static func with(storage: StorageKind = .sqlite, unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil,
-                     label: String = #function, _ body: (ServerHarness) async throws -> Void) async throws {
-        let harness = try await ServerHarness(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label)
+                     label: String = #function, configure: (inout ServerConfiguration) -> Void = { _ in },
+                     _ body: (ServerHarness) async throws -> Void) async throws {
+        let harness = try await ServerHarness(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label,
+                                              configure: configure)
         do {
             try await body(harness)
         } catch {

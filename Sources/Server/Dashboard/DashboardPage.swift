@@ -1,4 +1,5 @@
 import Foundation
+import SequenceModel
 
 /// What the dashboard shows, taken from storage by the routes; rendering is pure so the page
 /// is the same whichever server instance answers.
@@ -11,11 +12,13 @@ public struct DashboardDeployment: Sendable, Codable, Equatable {
     public var percent: Double
     public var currentStep: String?
     public var message: String?
+    /// For a failed one: bad input, refused, network, disk, interrupted or internal.
+    public var failure: String?
     public var created: String
     public var ended: String?
 
     public init(id: String, machine: String, sequence: String, state: String, percent: Double,
-                currentStep: String?, message: String?, created: String, ended: String?) {
+                currentStep: String?, message: String?, failure: String? = nil, created: String, ended: String?) {
         self.id = id
         self.machine = machine
         self.sequence = sequence
@@ -23,6 +26,7 @@ public struct DashboardDeployment: Sendable, Codable, Equatable {
         self.percent = percent
         self.currentStep = currentStep
         self.message = message
+        self.failure = failure
         self.created = created
         self.ended = ended
     }
@@ -62,6 +66,28 @@ public struct DashboardStep: Sendable, Equatable {
     public var message: String?
 }
 
+/// One page of the machine list: the machines that are not pending, the first page of those
+/// waiting for approval, and what failed across all of them.
+public struct DashboardListing: Sendable, Equatable {
+    public var machines: [DashboardMachine]
+    /// Machines whose newest deployment failed, by kind of failure, over every machine.
+    public var failures: [String: Int]
+    /// From 1.
+    public var page: Int
+    public var pages: Int
+    /// Pending machines in all (the page lists the first of them).
+    public var pendingTotal: Int
+}
+
+/// The events one deployment page shows, and where the neighbouring pages start.
+public struct DashboardLogWindow: Sendable, Equatable {
+    public var events: [Event]
+    /// The first event shown, when there are older ones: the older page is the events before it.
+    public var older: Int?
+    /// The last event shown, when there are newer ones; nil on the newest page, which the live feed extends.
+    public var newer: Int?
+}
+
 public struct DashboardLogLine: Sendable, Equatable {
     public var time: String
     public var step: String?
@@ -74,17 +100,31 @@ public struct DashboardLogLine: Sendable, Equatable {
 public enum DashboardPage {
     /// `change`: the database's change id read before the data shown, so the live feed picks up
     /// from there and nothing that happened while the page loaded is missed.
-    public static func index(machines: [DashboardMachine], change: Int) -> String {
+    /// `csrf`: the session's token, which every form posts (empty with a bearer token).
+    public static func index(_ listing: DashboardListing, change: Int, csrf: String) -> String {
+        let machines = listing.machines
         let pending = machines.filter { $0.state == "pending" }
         var body = "<h1>Imprint deployments</h1>"
+        if !listing.failures.isEmpty {
+            // Failures grouped by kind: many "network" at once is the network, many "badInput" the image.
+            let byKind = listing.failures.sorted { ($1.value, $0.key) < ($0.value, $1.key) }
+            body += "<p id=\"failures\">Failed: " + byKind.map { kind, count in
+                "<span class=\"failure-kind\" data-kind=\"\(escape(kind))\">\(escape(failureLabel(kind))) \(count)</span>"
+            }.joined(separator: ", ") + "</p>"
+        }
         if !pending.isEmpty {
             body += "<section id=\"pending\"><h2>Waiting for approval</h2><table><tr><th>Machine</th><th>MAC</th><th>Serial</th><th>Last seen</th><th></th></tr>"
             for machine in pending {
                 body += "<tr id=\"pending-\(escape(machine.id))\"><td>\(escape(machine.name))</td><td>\(escape(machine.macs.joined(separator: ", ")))</td>"
                     + "<td>\(escape(machine.serial ?? ""))</td><td>\(escape(machine.lastSeen))</td>"
-                    + "<td><form method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/approve\"><button type=\"submit\">Approve</button></form></td></tr>"
+                    + "<td><form method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/approve\">\(csrfField(csrf))"
+                    + "<button type=\"submit\">Approve</button></form></td></tr>"
             }
-            body += "</table></section>"
+            body += "</table>"
+            if listing.pendingTotal > pending.count {
+                body += "<p class=\"more\">\(listing.pendingTotal - pending.count) more waiting: approve these first, or use the admin API.</p>"
+            }
+            body += "</section>"
         }
         body += "<section id=\"machines\"><h2>Machines</h2><table><tr><th>Machine</th><th>MAC</th><th>Sequence</th><th>Progress</th><th>Step</th><th>State</th><th></th></tr>"
         for machine in machines where machine.state != "pending" {
@@ -96,25 +136,49 @@ public enum DashboardPage {
                     + "<td>\(progress(deployment))</td>"
                     + "<td class=\"step\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.currentStep ?? ""))</td>"
                     + "<td class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))"
-                    + (deployment.state == "failed" ? "<div class=\"failure\">\(escape(deployment.message ?? ""))</div>" : "") + "</td>"
-                    + "<td class=\"actions\">\(deployment.state == "succeeded" ? redeployCell(machine) : "")</td>"
+                    + (deployment.state == "failed" ? "<div class=\"failure\">\(failureBadge(deployment))\(escape(deployment.message ?? ""))</div>" : "") + "</td>"
+                    + "<td class=\"actions\">\(deployment.state == "succeeded" ? redeployCell(machine, csrf: csrf) : "")</td>"
             } else {
                 body += "<td colspan=\"5\">no deployment</td>"
             }
             body += "</tr>"
         }
-        body += "</table></section>"
-        return page(title: "Imprint", body: body, change: change)
+        body += "</table>"
+        if listing.pages > 1 {
+            body += "<nav class=\"pages\" id=\"machine-pages\">"
+                + (listing.page > 1 ? "<a rel=\"prev\" href=\"/dashboard?page=\(listing.page - 1)\">Previous</a> " : "")
+                + "page \(listing.page) of \(listing.pages)"
+                + (listing.page < listing.pages ? " <a rel=\"next\" href=\"/dashboard?page=\(listing.page + 1)\">Next</a>" : "")
+                + "</nav>"
+        }
+        body += "</section>"
+        return page(title: "Imprint", body: body, change: change, csrf: csrf)
     }
 
-    public static func deployment(_ deployment: DashboardDeployment, steps: [DashboardStep], log: [DashboardLogLine], after: Int,
-                                  change: Int) -> String {
+    static func csrfField(_ csrf: String) -> String {
+        csrf.isEmpty ? "" : "<input type=\"hidden\" name=\"csrf\" value=\"\(escape(csrf))\">"
+    }
+
+    /// `badInput` → "bad input", as the dashboard names a failure kind.
+    static func failureLabel(_ kind: String) -> String {
+        kind.reduce(into: "") { text, character in text += character.isUppercase ? " " + character.lowercased() : String(character) }
+    }
+
+    private static func failureBadge(_ deployment: DashboardDeployment) -> String {
+        guard let kind = deployment.failure else { return "" }
+        return "<span class=\"failure-kind\" data-kind=\"\(escape(kind))\">\(escape(failureLabel(kind)))</span>: "
+    }
+
+    /// `window`: which events `log` came from; the newest page follows the live feed, an older
+    /// one links to its neighbours.
+    public static func deployment(_ deployment: DashboardDeployment, steps: [DashboardStep], log: [DashboardLogLine],
+                                  window: DashboardLogWindow, change: Int, csrf: String) -> String {
         var body = "<p><a href=\"/dashboard\">All machines</a></p>"
         body += "<h1>\(escape(deployment.sequence)) on \(escape(deployment.machine))</h1>"
         body += "<p class=\"summary\">\(progress(deployment)) <span class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))</span>"
             + " <span class=\"step\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.currentStep ?? ""))</span></p>"
         if deployment.state == "failed", let message = deployment.message {
-            body += "<p class=\"failure\" id=\"failure\">\(escape(message))</p>"
+            body += "<p class=\"failure\" id=\"failure\">\(failureBadge(deployment))\(escape(message))</p>"
         }
         body += "<h2>Steps</h2><table id=\"timeline\"><tr><th>#</th><th>Step</th><th>Type</th><th>Status</th><th>Duration</th></tr>"
         for step in steps {
@@ -123,38 +187,53 @@ public enum DashboardPage {
                 + (step.status.hasPrefix("failed") ? "<div class=\"failure\">\(escape(step.message ?? ""))</div>" : "")
                 + "</td><td class=\"duration\">\(step.duration.map { String(format: "%.1f s", $0) } ?? "")</td></tr>"
         }
-        body += "</table><h2>Log</h2><pre id=\"log\" data-deployment=\"\(escape(deployment.id))\" data-after=\"\(after)\">"
+        body += "</table><h2>Log</h2>"
+        let base = "/dashboard/deployments/\(escape(deployment.id))"
+        let pages = (window.older.map { "<a rel=\"prev\" href=\"\(base)?before=\($0)\">Older</a>" } ?? "")
+            + (window.newer.map { " <a rel=\"next\" href=\"\(base)?after=\($0)\">Newer</a> <a href=\"\(base)\">Newest</a>" } ?? "")
+        if !pages.isEmpty { body += "<nav class=\"pages\" id=\"log-pages\">\(pages)</nav>" }
+        // Only the newest page grows with the live feed.
+        let after = window.events.last?.sequence ?? window.older ?? 0
+        body += "<pre id=\"log\" data-deployment=\"\(escape(deployment.id))\" data-after=\"\(after)\""
+            + (window.newer == nil ? " data-follow=\"true\"" : "") + ">"
         for line in log {
             body += "<span class=\"\(escape(line.level))\">\(escape(String(line.time.dropFirst(11).prefix(12)))) "
                 + (line.step.map { "[\(escape($0))] " } ?? "") + "\(escape(line.message))</span>\n"
         }
         body += "</pre>"
-        return page(title: "Imprint: \(deployment.machine)", body: body, change: change)
+        return page(title: "Imprint: \(deployment.machine)", body: body, change: change, csrf: csrf)
     }
 
     /// A deployed machine boots from its disk until someone asks for it to be imaged again.
-    static func redeployCell(_ machine: DashboardMachine) -> String {
+    static func redeployCell(_ machine: DashboardMachine, csrf: String) -> String {
         if machine.redeployRequested {
             return "<div class=\"redeploy requested\">deploys again at its next network boot</div>"
         }
         return "<form class=\"redeploy\" method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/redeploy\">"
-            + "<button type=\"submit\">Deploy again</button></form>"
+            + csrfField(csrf) + "<button type=\"submit\">Deploy again</button></form>"
     }
 
     static func progress(_ deployment: DashboardDeployment) -> String {
         let percent = max(0, min(100, deployment.percent))
         return "<div class=\"progress\" data-deployment=\"\(escape(deployment.id))\" data-percent=\(String(format: "\"%.1f\"", percent))>"
-            + "<div class=\"bar \(escape(deployment.state))\" style=\"width: \(String(format: "%.1f", percent))%\"></div>"
+            // Its width comes from data-percent, set by the script: the CSP allows no style attribute.
+            + "<div class=\"bar \(escape(deployment.state))\"></div>"
             + "<span class=\"label\">\(String(format: "%.1f", percent))%</span></div>"
     }
 
-    static func page(title: String, body: String, live: Bool = true, change: Int = 0) -> String {
-        """
+    /// The script and style are files of their own (`/dashboard/app.js`, `/dashboard/app.css`):
+    /// the Content-Security-Policy allows nothing inline. `csrf` non-nil: a logged-in page,
+    /// with the log-out form.
+    static func page(title: String, body: String, live: Bool = true, change: Int = 0, csrf: String? = nil) -> String {
+        let logout = csrf.map {
+            "<form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\(csrfField($0))<button type=\"submit\">Log out</button></form>"
+        } ?? ""
+        return """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
         <meta name="viewport" content="width=device-width, initial-scale=1">
-        <style>\(style)</style></head>
-        <body data-change="\(change)">\(body)\(live ? "<script>" + script + "</script>" : "")</body></html>
+        <link rel="stylesheet" href="/dashboard/app.css">\(live ? "<script src=\"/dashboard/app.js\" defer></script>" : "")</head>
+        <body data-change="\(change)">\(logout)\(body)</body></html>
         """
     }
 
@@ -173,7 +252,8 @@ public enum DashboardPage {
         return result
     }
 
-    static let style = """
+    /// Served as `/dashboard/app.css`.
+    public static let style = """
         body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
         table { border-collapse: collapse; width: 100%; margin-bottom: 2em; }
         th, td { text-align: left; padding: 0.4em 0.6em; border-bottom: 1px solid #ddd; vertical-align: top; }
@@ -185,30 +265,45 @@ public enum DashboardPage {
         tr.failed { background: #fdecea; } tr.skipped { color: #888; }
         pre#log { background: #f6f6f6; padding: 1em; max-height: 30em; overflow: auto; }
         pre#log .warning { color: #a66300; } pre#log .error { color: #c0392b; }
+        form.logout { float: right; } nav.pages { margin: 0.5em 0 1em; } .notice { color: #a66300; }
         """
 
     /// Live updates: one EventSource per page; each message is a deployment's new summary (and,
-    /// on a deployment page, its new log lines and step ends).
-    static let script = """
+    /// on a deployment page, its new log lines and step ends). Served as `/dashboard/app.js`.
+    /// Text from an agent only ever becomes `textContent`; elements are found by comparing
+    /// their data attributes in script, never by building a selector from that text.
+    public static let script = """
         (function () {
+          'use strict';
+          function setWidth(bar) {
+            const fill = bar.querySelector('.bar');
+            if (fill) fill.style.width = bar.dataset.percent + '%';
+          }
+          function forDeployment(selector, id, action) {
+            document.querySelectorAll(selector).forEach(function (element) {
+              if (element.dataset.deployment === id) action(element);
+            });
+          }
+          // The bars' widths: the CSP forbids style attributes in the page, not the CSSOM.
+          document.querySelectorAll('.progress').forEach(setWidth);
           const log = document.getElementById('log');
-          const follow = log ? '&deployment=' + encodeURIComponent(log.dataset.deployment) + '&after=' + log.dataset.after : '';
-          const source = new EventSource('/dashboard/live?since=' + document.body.dataset.change + follow);
+          const following = log !== null && log.dataset.follow === 'true';
+          const follow = following ? '&deployment=' + encodeURIComponent(log.dataset.deployment) + '&after=' + encodeURIComponent(log.dataset.after) : '';
+          const source = new EventSource('/dashboard/live?since=' + encodeURIComponent(document.body.dataset.change) + follow);
           source.onmessage = function (message) {
             const update = JSON.parse(message.data);
-            const id = update.id;
-            document.querySelectorAll('.progress[data-deployment="' + id + '"]').forEach(function (bar) {
-              const percent = Math.max(0, Math.min(100, update.percent || 0));
+            const id = String(update.id);
+            forDeployment('.progress', id, function (bar) {
+              const percent = Math.max(0, Math.min(100, Number(update.percent) || 0));
               bar.dataset.percent = percent.toFixed(1);
-              const fill = bar.querySelector('.bar');
-              fill.style.width = percent.toFixed(1) + '%';
-              fill.className = 'bar ' + update.state;
+              setWidth(bar);
+              bar.querySelector('.bar').className = 'bar ' + update.state;
               bar.querySelector('.label').textContent = percent.toFixed(1) + '%';
             });
-            document.querySelectorAll('.step[data-deployment="' + id + '"]').forEach(function (cell) {
+            forDeployment('.step', id, function (cell) {
               cell.textContent = update.currentStep || '';
             });
-            document.querySelectorAll('.state[data-deployment="' + id + '"]').forEach(function (cell) {
+            forDeployment('.state', id, function (cell) {
               cell.textContent = update.state;
               cell.className = 'state ' + update.state;
               if (update.state === 'failed' && update.message) {
@@ -218,7 +313,7 @@ public enum DashboardPage {
                 cell.appendChild(failure);
               }
             });
-            if (log && log.dataset.deployment === id && update.log) {
+            if (following && log.dataset.deployment === id && update.log) {
               update.log.forEach(function (line) {
                 const span = document.createElement('span');
                 span.className = line.level;
@@ -226,29 +321,33 @@ public enum DashboardPage {
                 log.appendChild(span);
               });
             }
-            if (log && log.dataset.deployment === id && update.steps) {
+            if (following && log.dataset.deployment === id && update.steps) {
               const table = document.getElementById('timeline');
               update.steps.forEach(function (step) {
-                let row = table.querySelector('tr[data-step="' + step.number + '"]');
+                const number = String(step.number);
+                let row = null;
+                for (const candidate of table.querySelectorAll('tr[data-step]')) {
+                  if (candidate.dataset.step === number) { row = candidate; break; }
+                }
                 if (!row) {
                   row = table.insertRow(-1);
-                  row.dataset.step = step.number;
+                  row.dataset.step = number;
                   for (let i = 0; i < 5; i++) row.insertCell(-1);
                   row.cells[3].className = 'status';
                   row.cells[4].className = 'duration';
                 }
                 row.className = 'step-row ' + step.status;
-                row.cells[0].textContent = step.number;
+                row.cells[0].textContent = number;
                 row.cells[1].textContent = step.name;
                 row.cells[2].textContent = step.type;
                 row.cells[3].textContent = step.status;
-                if (step.status.indexOf('failed') === 0 && step.message) {
+                if (String(step.status).indexOf('failed') === 0 && step.message) {
                   const failure = document.createElement('div');
                   failure.className = 'failure';
                   failure.textContent = step.message;
                   row.cells[3].appendChild(failure);
                 }
-                row.cells[4].textContent = step.duration != null ? step.duration.toFixed(1) + ' s' : '';
+                row.cells[4].textContent = typeof step.duration === 'number' ? step.duration.toFixed(1) + ' s' : '';
               });
             }
           };

@@ -20,15 +20,21 @@ extension ImprintServer {
         var currentStep: String?
         var percent: Double?
         var message: String?
+        /// For a failed deployment: bad input, refused, network, disk, interrupted or internal.
+        var failure: String?
         var acknowledged: Int
         var variables: [String: String]
         var created: String
         var started, ended: String?
+        /// When its current token was issued, and when an administrator last reset it (until the next check-in).
+        var tokenIssued, tokenReset: String?
 
         init(_ d: Deployment) {
             id = d.id; machineId = d.machineID; sequence = d.sequenceName; state = d.state.rawValue
-            currentStep = d.currentStep; percent = d.percent; message = d.message; acknowledged = d.acknowledged
+            currentStep = d.currentStep; percent = d.percent; message = d.message; failure = d.failure?.rawValue
+            acknowledged = d.acknowledged
             variables = d.variables; created = d.created; started = d.started; ended = d.ended
+            tokenIssued = d.tokenIssued ?? d.created; tokenReset = d.tokenReset
         }
     }
 
@@ -98,6 +104,52 @@ extension ImprintServer {
             struct List: Encodable { var machines: [Machine] }
             return JSON.response(List(machines: try await storage.machines()))
 
+        case .adminRegisterMachine:
+            // An administrator vouches for a machine before it boots: by any of its MACs, its UUID
+            // or its serial; with --require-registration only such machines may check in.
+            struct Registration: Decodable {
+                var macs: [String]?
+                var uuid: String?
+                var serial: String?
+                var manufacturer: String?
+                var model: String?
+            }
+            let registration = try decodeBody(Registration.self, from: try await request.bodyData(limit: 64 << 10))
+            let identity: MachineIdentity
+            do {
+                identity = try MachineIdentity(macs: registration.macs ?? [], uuid: registration.uuid, serial: registration.serial, prefix: "",
+                                               macsField: "macs", uuidField: "uuid", serialField: "serial")
+            } catch { throw APIError(.unprocessableContent, error.message, field: error.field) }
+            guard !identity.isEmpty else {
+                throw APIError(.unprocessableContent, "name the machine by at least one MAC address, its UUID or its serial number", field: "macs")
+            }
+            for (field, value) in [("manufacturer", registration.manufacturer), ("model", registration.model)] {
+                if let value, value.count > 200 || value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+                    throw APIError(.unprocessableContent, "at most 200 characters and no control characters", field: field)
+                }
+            }
+            do {
+                let machine = try await storage.registerMachine(identity, manufacturer: registration.manufacturer, model: registration.model)
+                logger.info("machine \(machine.id) registered by an administrator: \(Self.describe(identity))")
+                return JSON.response(machine, status: .created)
+            } catch let conflict as RegistrationConflict {
+                throw APIError(.conflict, conflict.message, field: conflict.field)
+            }
+
+        case .adminResetDeploymentToken:
+            // The agent holding the token is gone (or not to be trusted): the token stops working
+            // now, and the machine's next check-in gets a new one without waiting.
+            let id = try request.requiredParameter("id", context)
+            let notice = "token reset by an administrator: the previous token no longer works; the machine's next check-in gets a new one"
+            guard let deployment = try await storage.revokeToken(deploymentID: id, notice: notice) else {
+                throw APIError.notFound("deployment \(id)")
+            }
+            guard deployment.isActive else {
+                throw APIError(.conflict, "deployment \(id) has ended (\(deployment.state.rawValue)); it has no token to reset")
+            }
+            logger.warning("deployment \(id): \(notice)")
+            return JSON.response(DeploymentSummary(deployment))
+
         case .adminApproveMachine:
             let id = try request.requiredParameter("id", context)
             guard try await storage.setMachineState(id: id, state: .approved), let machine = try await storage.machine(id: id) else {
@@ -143,7 +195,8 @@ extension ImprintServer {
             return JSON.response(List(events: events, last: events.last?.event.sequence ?? after))
 
         case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .content, .metrics,
-             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy:
+             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy,
+             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new
             // handler makes the compiler ask where it belongs.
             throw APIError.notFound("route")

@@ -6,46 +6,82 @@ import SequenceModel
 extension ImprintServer {
     struct CheckInBody: Decodable { var facts: Facts }
 
+    /// Facts of one machine are a few KiB even with a dozen disks; far more is not an agent.
+    static let checkInBodyLimit = 64 << 10
+
     struct CheckInAnswer: Encodable {
         struct Assigned: Encodable {
             var id: String
             var token: String
             var sequenceUrl: String
             var variables: [String: String]
+            /// The deployment's events so far end at this sequence number (0 for a new one): an
+            /// agent taking over a deployment numbers its own events after it.
+            var eventsAfter: Int
         }
         var status: String
         var deployment: Assigned?
         var retryAfter: Int?
         var message: String?
+        /// The machine this check-in was taken for, so a technician at it can name it to an administrator.
+        var machineId: String?
     }
 
-    func checkIn(_ request: Request) async throws -> Response {
+    func checkIn(_ request: Request, client: String) async throws -> Response {
         var request = request
-        let body = try decodeBody(CheckInBody.self, from: try await request.bodyData(limit: 1 << 20))
-        let facts = body.facts
-        guard !facts.macAddresses.isEmpty || !(facts.uuid ?? "").isEmpty || !(facts.serialNumber ?? "").isEmpty else {
-            throw APIError(.unprocessableContent, "the facts name no MAC address, UUID or serial number to know the machine by",
-                           field: "facts.macAddresses")
+        let data: Data
+        do { data = try await request.bodyData(limit: Self.checkInBodyLimit) } catch var error as APIError where error.status == .contentTooLarge {
+            error.message = "the check-in is larger than \(Self.checkInBodyLimit / 1024) KiB; a machine's facts take a few KiB"
+            error.field = "facts"
+            throw error
         }
-        let base = publicURL(request)
+        let facts = try decodeBody(CheckInBody.self, from: data).facts
+        let claim: MachineIdentity
+        do { claim = try MachineIdentity(checkIn: facts) } catch { throw APIError(.unprocessableContent, error.message, field: error.field) }
         let answer: CheckInAnswer = try await checkInLock.withLock { try await storage.serializingCheckIns {
             let rules = try await storage.rules()
             let matched = rules.first { $0.name != Rule.defaultName && $0.matches(facts) }
             let fallback = rules.first { $0.name == Rule.defaultName }
-            // A machine a rule names is known: it never waits for approval.
-            let newState: Machine.State = matched != nil || configuration.unknownMachines == .default ? .approved : .pending
-            let machine = try await storage.recordCheckIn(facts: facts, newState: newState)
-            let token = Tokens.make()
+            // A machine a rule names is known: it never waits for approval (unless its check-in
+            // contradicts another machine's identity: then it always does).
+            let policy = CheckInPolicy(newState: matched != nil || configuration.unknownMachines == .default ? .approved : .pending,
+                                       mayCreate: !configuration.requireRegistration, sourceAddress: client,
+                                       newMachinesPerMinute: configuration.newMachinesPerMinute)
+            let machine: Machine
+            switch try await storage.identifyCheckIn(claim, facts: facts, policy: policy) {
+            case let .known(known): machine = known
+            case let .created(created):
+                logger.info("new machine \(created.id) (\(created.state.rawValue)) from \(client)")
+                machine = created
+            case let .conflicting(created):
+                let conflicts = created.conflicts.map(\.description).joined(separator: "; ")
+                logger.warning("check-in from \(client) contradicts known machines, which were left as they were; it is pending machine \(created.id): \(conflicts)")
+                machine = created
+            case let .unregistered(conflicts):
+                let related = conflicts.isEmpty ? "" : " (" + conflicts.map(\.description).joined(separator: "; ") + ")"
+                logger.warning("check-in from \(client) refused: not a registered machine\(related)")
+                throw APIError(.forbidden, "this machine (\(Self.describe(claim))) is not registered, and this server takes only registered "
+                               + "machines (--require-registration): an administrator registers it with POST /api/v1/admin/machines",
+                               field: "facts")
+            case let .tooManyNewMachines(count, retryAfter):
+                var error = APIError(.tooManyRequests, "\(count) new machines checked in from \(client) in the last minute, the most one "
+                                     + "address may add: check in again in \(retryAfter) s")
+                error.retryAfter = retryAfter
+                throw error
+            }
+            if !machine.conflicts.isEmpty && machine.state == .pending {
+                return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter,
+                                     message: "this machine's identity contradicts a machine the server knows (same MAC, UUID or serial "
+                                        + "with a different rest): it waits as machine \(machine.id) until an administrator approves it",
+                                     machineId: machine.id)
+            }
             if let active = try await storage.activeDeployment(machineID: machine.id) {
-                // Restarted mid-deployment: the same deployment, and only the new token works.
-                try await storage.replaceToken(deploymentID: active.id, tokenHash: Tokens.hash(token))
-                logger.info("machine \(machine.id) checked in again: deployment \(active.id) continues with a new token")
-                return assigned(active, token: token)
+                return try await takeOver(active, machine: machine, client: client)
             }
             if let done = try await finishedDeployment(machineID: machine.id) {
                 return CheckInAnswer(status: "deployed", message: "deployed by deployment \(done.id) of \"\(done.sequenceName)\" "
                     + "(\(done.ended ?? done.created)); to image it again, choose Deploy again on the dashboard "
-                    + "or POST /api/v1/admin/machines/\(machine.id)/redeploy")
+                    + "or POST /api/v1/admin/machines/\(machine.id)/redeploy", machineId: machine.id)
             }
             let rule: Rule
             if let matched {
@@ -56,29 +92,110 @@ extension ImprintServer {
                 let message = machine.state == .approved
                     ? "approved, but no rule matches this machine and there is no rule named \"default\""
                     : "unknown machine \(machine.id): waiting for an administrator to approve it"
-                return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter, message: message)
+                return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter, message: message, machineId: machine.id)
             }
             guard let sequence = try await storage.sequence(name: rule.sequence) else {
                 return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter,
-                                     message: "the rule for this machine names the sequence \"\(rule.sequence)\", which does not exist")
+                                     message: "the rule for this machine names the sequence \"\(rule.sequence)\", which does not exist",
+                                     machineId: machine.id)
             }
             let id = UUID().uuidString.lowercased()
             var variables = rule.variables
-            variables["ServerURL"] = base
+            variables["ServerURL"] = publicURL
             variables["DeploymentID"] = id
+            if let refusal = try secretsRefusal(sequenceName: sequence.name, sequenceBody: sequence.body, variables: variables, machine: machine) {
+                return refusal
+            }
+            let token = Tokens.make()
+            let now = StoredTime.now()
             let deployment = Deployment(id: id, machineID: machine.id, sequenceName: sequence.name, sequenceBody: sequence.body,
                                         variables: variables, tokenHash: Tokens.hash(token), state: .assigned, acknowledged: 0,
-                                        created: Clock.now())
+                                        created: now, tokenIssued: now)
             try await storage.createDeployment(deployment)
             logger.info("machine \(machine.id): deployment \(id) of \"\(sequence.name)\"")
-            return assigned(deployment, token: token)
+            return assigned(deployment, token: token, eventsAfter: 0)
         } }
         return JSON.response(answer)
     }
 
-    fileprivate func assigned(_ deployment: Deployment, token: String) -> CheckInAnswer {
+    /// A check-in of a machine whose deployment is active: the agent that holds its token may
+    /// still be running it, so a new token (and the sequence with its variables) goes out only
+    /// once the deployment has been quiet for --token-reissue-after seconds or an administrator
+    /// reset its token, as Ironic does; each re-issue is a warning in the deployment's events.
+    private func takeOver(_ active: Deployment, machine: Machine, client: String) async throws -> CheckInAnswer {
+        let activity = try await storage.eventActivity(deploymentID: active.id)
+        let lastHeard = max(active.tokenIssued ?? active.created, activity.lastReceived ?? "")
+        let quiet = (try? StoredTime.format.parse(lastHeard)).map { Date().timeIntervalSince($0) } ?? .infinity
+        let reason: String
+        if let reset = active.tokenReset {
+            reason = "an administrator reset the token at \(reset)"
+        } else if quiet >= Double(configuration.tokenReissueAfter) {
+            reason = "the deployment had sent nothing for \(Int(quiet)) s"
+        } else {
+            let wait = max(1, Int((Double(configuration.tokenReissueAfter) - quiet).rounded(.up)))
+            var error = APIError(.conflict, "deployment \(active.id) is running with a token already issued; it can be re-issued after "
+                                 + "\(configuration.tokenReissueAfter) s of silence (in \(wait) s at the earliest) or by an administrator "
+                                 + "(POST /api/v1/admin/deployments/\(active.id)/reset-token)")
+            error.retryAfter = wait
+            logger.warning("machine \(machine.id) checked in from \(client) while deployment \(active.id) runs: refused a second token")
+            throw error
+        }
+        if let refusal = try secretsRefusal(sequenceName: active.sequenceName, sequenceBody: active.sequenceBody,
+                                            variables: active.variables, machine: machine) {
+            return refusal
+        }
+        let token = Tokens.make()
+        let notice = "token re-issued to machine \(machine.id), which checked in again from \(client): \(reason); the previous token no longer works"
+        guard let after = try await storage.reissueToken(deploymentID: active.id, tokenHash: Tokens.hash(token), notice: notice) else {
+            throw APIError(.conflict, "deployment \(active.id) ended while this check-in was taken; check in again")
+        }
+        logger.warning("deployment \(active.id): \(notice)")
+        return assigned(active, token: token, eventsAfter: after)
+    }
+
+    /// Why a deployment carrying secrets (the sequence's `secrets`, or variables named like
+    /// passwords, keys and tokens) may not go to this machine over this connection: only over
+    /// this server's TLS (unless --allow-secrets-over-http) and only to an approved machine.
+    /// Nil when it may. Plain HTTP throws 403 (a setting to change); a pending machine waits.
+    func secretsRefusal(sequenceName: String, sequenceBody: String, variables: [String: String], machine: Machine?) throws -> CheckInAnswer? {
+        let secrets = Self.secretNames(sequenceBody: sequenceBody, variables: variables)
+        guard !secrets.isEmpty else { return nil }
+        try requireSecretsChannel(sequenceName: sequenceName, secrets: secrets)
+        if let machine, machine.state != .approved {
+            return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter,
+                                 message: "the sequence \"\(sequenceName)\" carries secrets (\(secrets.joined(separator: ", "))): it goes only to a "
+                                    + "machine an administrator approved; waiting for machine \(machine.id) to be approved",
+                                 machineId: machine.id)
+        }
+        return nil
+    }
+
+    func requireSecretsChannel(sequenceName: String, secrets: [String]) throws {
+        guard configuration.tlsCertificate == nil, !configuration.allowSecretsOverHTTP else { return }
+        throw APIError(.forbidden, "the sequence \"\(sequenceName)\" carries secrets (\(secrets.joined(separator: ", "))), which this server "
+                       + "releases only over HTTPS: start imprint-server with --tls-certificate and --tls-key (or, behind a TLS proxy "
+                       + "or in a closed lab, --allow-secrets-over-http)")
+    }
+
+    /// The secret variables a deployment holds, sorted; the sequence's own list and names alike.
+    static func secretNames(sequenceBody: String, variables: [String: String]) -> [String] {
+        guard let sequence = SequenceParser.parse(Data(sequenceBody.utf8), origin: "sequence").0 else { return [] }
+        return Variables(facts: [:], sequence: sequence.variables, server: variables, secrets: sequence.secrets).secretNames.sorted()
+    }
+
+    /// What a refused machine is, for its own console: its identifiers as it sent them (checked).
+    static func describe(_ claim: MachineIdentity) -> String {
+        var parts: [String] = []
+        if !claim.macs.isEmpty { parts.append("MAC " + claim.macs.joined(separator: ", ")) }
+        if let uuid = claim.uuid { parts.append("UUID \(uuid)") }
+        if let serial = claim.serial { parts.append("serial \(serial)") }
+        return parts.joined(separator: ", ")
+    }
+
+    fileprivate func assigned(_ deployment: Deployment, token: String, eventsAfter: Int) -> CheckInAnswer {
         CheckInAnswer(status: "assigned", deployment: .init(id: deployment.id, token: token,
                                                             sequenceUrl: "/api/v1/deployments/\(deployment.id)/sequence",
-                                                            variables: deployment.variables))
+                                                            variables: deployment.variables, eventsAfter: eventsAfter),
+                      machineId: deployment.machineID)
     }
 }

@@ -27,6 +27,9 @@ extension ImprintServer {
 
     func deploymentSequence(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let deployment = try await authorizedDeployment(request, context)
+        // Checked again here: the setting may have changed since the check-in.
+        let secrets = Self.secretNames(sequenceBody: deployment.sequenceBody, variables: deployment.variables)
+        if !secrets.isEmpty { try requireSecretsChannel(sequenceName: deployment.sequenceName, secrets: secrets) }
         return JSON.raw(Data(deployment.sequenceBody.utf8), contentType: "application/json")
     }
 
@@ -43,15 +46,41 @@ extension ImprintServer {
             let problem = JSONProblem(error)
             throw APIError(invalidBody: problem, index: problem.fieldPath.flatMap(Self.eventIndex))
         }
+        let perBatch = configuration.limits.eventsPerBatch
+        guard batch.events.count <= perBatch else {
+            throw APIError(.contentTooLarge, "a batch holds at most \(perBatch) events; this one has \(batch.events.count): send them in several",
+                           field: "events")
+        }
         for (index, event) in batch.events.enumerated() {
             if let problem = Self.problem(event) {
                 throw APIError(.unprocessableContent, "event \(index): \(problem.message)", field: "events[\(index)].\(problem.field)", index: index)
             }
         }
-        let result = try await storage.storeEvents(deploymentID: deployment.id, events: batch.events)
+        let result: EventIngestResult
+        do {
+            result = try await storage.storeEvents(deploymentID: deployment.id, events: batch.events, limits: configuration.limits.events)
+        } catch let StorageError.ended(ended) {
+            // Another batch holding a result was stored first: a deployment ends once.
+            throw APIError(.conflict, StorageError.ended(ended).description, field: "events")
+        }
         metrics.addEvents(result.inserted)
-        struct Answer: Encodable { var acknowledged: Int; var stored: Int; var state: String }
-        return JSON.response(Answer(acknowledged: result.acknowledged, stored: result.inserted, state: result.deployment.state.rawValue))
+        struct Answer: Encodable {
+            var acknowledged: Int
+            var stored: Int
+            var state: String
+            /// Acknowledged but not stored, past the deployment's limits (with why).
+            var refused: Int?
+            var limit: String?
+        }
+        var answer = Answer(acknowledged: result.acknowledged, stored: result.inserted, state: result.deployment.state.rawValue)
+        if result.refused > 0 {
+            let limits = configuration.limits.events
+            answer.refused = result.refused
+            answer.limit = "deployment \(deployment.id) may store \(limits.perDeployment) events and \(limits.bytesPerDeployment) bytes of events: "
+                + "\(result.refused) of this batch were acknowledged but not stored; its result is always stored"
+            logger.warning("deployment \(deployment.id): \(result.refused) events past its limits not stored")
+        }
+        return JSON.response(answer)
     }
 
     /// `events[3].kind` → 3.

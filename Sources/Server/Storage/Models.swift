@@ -1,10 +1,17 @@
+import Failures
 import Foundation
+import Primitives
 import SequenceModel
 
-/// A machine that has checked in. `pending` ones wait for an administrator's approval.
+/// A machine that has checked in, or that an administrator registered. `pending` ones wait for
+/// an administrator's approval. Its identity (MACs, UUID, serial) is what it first claimed or
+/// what the administrator registered, and never changes through a check-in: a check-in that
+/// contradicts it becomes another machine, with the contradiction in `conflicts`.
 public struct Machine: Sendable, Codable, Equatable {
     public enum State: String, Sendable, Codable { case pending, approved }
     public var id: String
+    /// Every MAC the machine claimed. Each MAC belongs to at most one machine (the first that
+    /// claimed it): a MAC here that another machine owns does not send its `/boot/{mac}.ipxe` here.
     public var macs: [String]
     public var uuid: String?
     public var serial: String?
@@ -12,8 +19,36 @@ public struct Machine: Sendable, Codable, Equatable {
     public var model: String?
     public var facts: Facts?
     public var state: State
+    /// Empty for a machine registered by an administrator that has not checked in yet.
     public var firstSeen: String
     public var lastSeen: String
+    /// The address its first check-in came from (nil for a registered machine).
+    public var firstAddress: String?
+    /// When an administrator registered it (nil for a machine known from a check-in).
+    public var registered: String?
+    /// The known machines whose identity this one's first check-in contradicted: why it waits
+    /// for an administrator whatever the rules say.
+    public var conflicts: [IdentityConflict]
+}
+
+/// A check-in that claimed part of a known machine's identity and contradicted the rest: the
+/// known machine was left as it was, and the check-in became a new pending machine.
+public struct IdentityConflict: Sendable, Codable, Equatable {
+    public var machineID: String
+    /// What the check-in shares with that machine (`MAC 52:54:00:12:34:56`, `serial ABC123`).
+    public var matching: [String]
+    /// What it contradicts (`MAC`, `UUID`, `serial`: theirs, ours).
+    public var differing: [String]
+    /// "conflicts with machine X: serial ABC123 matches; MAC differs (X has 52:54:..., this check-in 52:54:...)"
+    public var description: String
+
+    public init(machineID: String, matching: [String], differing: [String]) {
+        self.machineID = machineID
+        self.matching = matching
+        self.differing = differing
+        description = "conflicts with machine \(machineID): " + matching.joined(separator: ", ")
+            + (matching.count == 1 ? " matches" : " match") + "; " + differing.joined(separator: "; ")
+    }
 }
 
 /// One entry of the ordered rule list: the first whose pattern matches the machine chooses its
@@ -37,13 +72,15 @@ public struct Rule: Sendable, Codable, Equatable {
 
     public static let defaultName = "default"
 
+    /// Case-insensitively: MACs, UUIDs, serials and models come in either case.
     public func matches(_ facts: Facts) -> Bool {
+        let glob = Glob(match == .mac ? Rule.normalizedMAC(pattern) : pattern, .caseInsensitive)
         switch match {
         case .any: return true
-        case .mac: return facts.macAddresses.contains { Glob.matches(Rule.normalizedMAC(pattern), Rule.normalizedMAC($0)) }
-        case .uuid: return facts.uuid.map { Glob.matches(pattern, $0) } ?? false
-        case .serial: return facts.serialNumber.map { Glob.matches(pattern, $0) } ?? false
-        case .model: return facts.model.map { Glob.matches(pattern, $0) } ?? false
+        case .mac: return facts.macAddresses.contains { glob.matches(Rule.normalizedMAC($0)) }
+        case .uuid: return facts.uuid.map(glob.matches) ?? false
+        case .serial: return facts.serialNumber.map(glob.matches) ?? false
+        case .model: return facts.model.map(glob.matches) ?? false
         }
     }
 
@@ -71,11 +108,17 @@ public struct Deployment: Sendable, Codable, Equatable {
     public var currentStep: String?
     public var percent: Double?
     public var message: String?
+    /// What kind of failure ended it, when it failed and the agent said.
+    public var failure: FailureKind?
     /// Every event 1...acknowledged is stored.
     public var acknowledged: Int
     public var created: String
     public var started: String?
     public var ended: String?
+    /// When the current token was issued (nil: when the deployment was created, before migration 4).
+    public var tokenIssued: String?
+    /// When an administrator revoked the token: the machine's next check-in gets a new one at once.
+    public var tokenReset: String?
 
     public var isActive: Bool { state == .assigned || state == .running }
 }
@@ -93,9 +136,12 @@ public struct EventIngestResult: Sendable {
     public var inserted: Int
     public var acknowledged: Int
     public var deployment: Deployment
+    /// Events acknowledged but not stored: past the deployment's limits.
+    public var refused = 0
 }
 
-enum Clock {
+/// Times as the database stores them: ISO 8601, UTC, milliseconds (text sorts in time order).
+enum StoredTime {
     /// A value type (no ICU formatter built per call: that cost more than the rest of an event batch).
     static let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: TimeZone(identifier: "UTC")!)
 

@@ -1,19 +1,26 @@
 import Foundation
 import SequenceModel
 
-/// Everything the server keeps: `SQLiteStorage` (one file, one instance) or `PostgresStorage`
-/// (any number of instances sharing one database), with the same migrations (`Migrations.all`
-/// is written in the SQL both accept). Each method is atomic on its own, so handlers never hold
-/// a transaction open across their own awaits.
+/// Everything the server keeps: `SQLStorage` over SQLite (one file, one instance) or over
+/// PostgreSQL (any number of instances sharing one database), with the same statements and
+/// migrations. Each method is atomic on its own, so handlers never hold a transaction open
+/// across their own awaits.
 public protocol ServerStorage: Sendable {
     /// Creates or upgrades the schema; safe on every start.
     func migrate() async throws
 
-    /// Finds the machine by UUID, then any MAC, then serial; creates it (in `newState`) when
-    /// none matches; records the facts and the time either way.
-    func recordCheckIn(facts: Facts, newState: Machine.State) async throws -> Machine
+    /// The machine a check-in is, compared exactly (never as a pattern): a known machine whose
+    /// identity the check-in matches without contradicting any of it (its facts and last-seen
+    /// time are updated; its identity never is), else a new machine as `policy` allows, pending
+    /// whenever the check-in contradicts a known machine (the contradiction is kept with it).
+    func identifyCheckIn(_ claim: MachineIdentity, facts: Facts, policy: CheckInPolicy) async throws -> CheckInIdentification
     func machines() async throws -> [Machine]
     func machine(id: String) async throws -> Machine?
+    /// The machine that owns this MAC (normalized, `52:54:00:12:34:56`), through its index.
+    func machine(mac: String) async throws -> Machine?
+    /// A machine an administrator vouches for, approved, before it ever checks in. Throws
+    /// `RegistrationConflict` when a MAC, the UUID or the serial already belongs to a machine.
+    func registerMachine(_ identity: MachineIdentity, manufacturer: String?, model: String?) async throws -> Machine
     /// False when there is no such machine.
     func setMachineState(id: String, state: Machine.State) async throws -> Bool
 
@@ -33,15 +40,29 @@ public protocol ServerStorage: Sendable {
     /// When the machine was last asked to be deployed again, if ever.
     func redeployRequested(machineID: String) async throws -> String?
     func createDeployment(_ deployment: Deployment) async throws
-    /// A new token for a deployment the machine restarted in the middle of; the old one stops working.
-    func replaceToken(deploymentID: String, tokenHash: String) async throws
+    /// The highest event sequence number stored for the deployment (0 when none) and when the
+    /// newest event arrived: how long the deployment has been quiet.
+    func eventActivity(deploymentID: String) async throws -> (lastSequence: Int, lastReceived: String?)
+    /// Issues a new token to a still active deployment (only its hash is stored; the old token
+    /// stops working), clears an administrator's reset, and stores `notice` as a warning `log`
+    /// event of the deployment after every event stored so far; returns that event's sequence
+    /// number, after which the new agent numbers its own events. Nil when the deployment is
+    /// missing or has ended.
+    func reissueToken(deploymentID: String, tokenHash: String, notice: String) async throws -> Int?
+    /// An administrator's reset: the token stops working at once and the machine's next
+    /// check-in gets a new one; `notice` is stored as a warning event. The deployment as it is
+    /// now, nil when missing; not changed when it has ended.
+    func revokeToken(deploymentID: String, notice: String) async throws -> Deployment?
     func deployment(id: String) async throws -> Deployment?
     func deployments() async throws -> [Deployment]
     func deploymentCounts() async throws -> [Deployment.State: Int]
 
     /// Stores each event once (duplicates by sequence number are ignored), gives each new one
     /// the next change id, and moves the deployment's state, step, percent and message along.
-    func storeEvents(deploymentID: String, events: [Event]) async throws -> EventIngestResult
+    /// Events past `limits` are not stored but acknowledged (`refused` counts them), except a
+    /// result: an agent resends whatever is not acknowledged, so refusing them with an error
+    /// would keep its result from ever arriving.
+    func storeEvents(deploymentID: String, events: [Event], limits: EventLimits) async throws -> EventIngestResult
     func events(deploymentID: String, afterSequence: Int, limit: Int) async throws -> [StoredEvent]
 
     /// The highest change id stored so far (0 when there is none): where a live feed starts.
@@ -50,17 +71,82 @@ public protocol ServerStorage: Sendable {
     /// id, oldest first: how a live feed on any instance learns what any instance stored.
     func changedDeployments(afterChange: Int, limit: Int) async throws -> [(deploymentID: String, changeID: Int)]
 
+    // The dashboard's pages, one page at a time (never every machine or event at once).
+
+    /// The machines in `state`, `limit` of them from `offset` in the order they were first
+    /// seen, and how many there are in that state.
+    func machines(state: Machine.State, offset: Int, limit: Int) async throws -> (machines: [Machine], total: Int)
+    /// The newest deployment of each of these machines that has one, by machine id.
+    func latestDeployments(machineIDs: [String]) async throws -> [String: Deployment]
+    /// When each of these machines was last asked to be deployed again, by machine id.
+    func redeployRequests(machineIDs: [String]) async throws -> [String: String]
+    /// Machines whose newest deployment failed, counted by the kind of failure (`internal` when none was said).
+    func latestFailureCounts() async throws -> [String: Int]
+    /// At most `limit` events numbered below `beforeSequence`, the newest of them, oldest first.
+    func events(deploymentID: String, beforeSequence: Int, limit: Int) async throws -> [StoredEvent]
+    /// The deployment's stepStarted and stepEnded events, oldest first, at most `limit`: its
+    /// timeline, whichever page of its log is shown.
+    func stepEvents(deploymentID: String, limit: Int) async throws -> [Event]
+
+    /// A dashboard login (expired sessions are deleted on the way).
+    func createSession(_ session: DashboardSession) async throws
+    /// The session whose id hashes to `idHash`, if it has not expired.
+    func session(idHash: String) async throws -> DashboardSession?
+    /// Logs out; false when there was no such session.
+    @discardableResult
+    func deleteSession(idHash: String) async throws -> Bool
+
     /// Runs `body` (a whole check-in: find the machine, its active deployment, create one) while
     /// no other check-in runs against this database, in this process or in any other instance.
     func serializingCheckIns<T: Sendable>(_ body: () async throws -> T) async throws -> T
 }
 
-extension ServerStorage {
-    /// One process owns the database (SQLite): the server's own lock is enough.
-    public func serializingCheckIns<T: Sendable>(_ body: () async throws -> T) async throws -> T { try await body() }
+/// What a check-in may do to the machine list.
+public struct CheckInPolicy: Sendable {
+    /// The state of a new machine whose check-in contradicts no known one (a new machine that
+    /// does contradict one is always pending).
+    public var newState: Machine.State
+    /// False with --require-registration: a check-in that is not a registered machine is
+    /// refused and nothing is stored.
+    public var mayCreate: Bool
+    /// Where the check-in came from (kept with a new machine, and what the limit counts by).
+    public var sourceAddress: String
+    /// At most this many new machines per minute from one address; nil: no limit.
+    public var newMachinesPerMinute: Int?
+
+    public init(newState: Machine.State, mayCreate: Bool, sourceAddress: String, newMachinesPerMinute: Int?) {
+        self.newState = newState
+        self.mayCreate = mayCreate
+        self.sourceAddress = sourceAddress
+        self.newMachinesPerMinute = newMachinesPerMinute
+    }
 }
 
-/// JSON columns (facts, variables, event bodies), written the same way by both storages so a
+/// What the database made of a check-in.
+public enum CheckInIdentification: Sendable {
+    /// An exact match: a known machine, its facts and last-seen time updated.
+    case known(Machine)
+    /// A new machine that contradicts no known one, in the policy's state.
+    case created(Machine)
+    /// A new pending machine whose check-in contradicts known ones (`machine.conflicts`);
+    /// those machines were left as they were.
+    case conflicting(Machine)
+    /// Registration is required and this is no registered machine: nothing was stored.
+    case unregistered(conflicts: [IdentityConflict])
+    /// The address created `count` machines in the last minute: nothing was stored; the next
+    /// may come after `retryAfter` seconds.
+    case tooManyNewMachines(count: Int, retryAfter: Int)
+}
+
+/// A registration naming what already belongs to a machine.
+public struct RegistrationConflict: Error, Sendable, CustomStringConvertible {
+    public var field: String
+    public var machineID: String
+    public var message: String
+    public var description: String { message }
+}
+
+/// JSON columns (facts, variables, event bodies), written the same way on both databases so a
 /// database moved from one to the other reads back alike.
 enum StoredJSON {
     static func text<T: Encodable>(_ value: T) throws -> String {
@@ -187,6 +273,64 @@ public enum Migrations {
                 requested TEXT NOT NULL
             )
             """,
+        ]),
+        // What kind of failure ended a failed deployment (bad input, refused, network, disk,
+        // interrupted, internal), from its result event: the dashboard groups failures by it.
+        (3, ["ALTER TABLE deployments ADD COLUMN failure TEXT"]),
+        // Exact machine identity. Each MAC belongs to one machine through its own indexed table,
+        // compared with `=` only (a MAC of `%` once matched every machine through LIKE); a check-in
+        // contradicting a machine becomes another machine, with the contradiction in `conflicts`;
+        // new machines remember the address they came from (the per-address limit counts them);
+        // a deployment's token is issued once, re-issued only after quiet time or a reset.
+        (4, [
+            "CREATE TABLE machine_macs (mac TEXT PRIMARY KEY, machine_id TEXT NOT NULL REFERENCES machines (id))",
+            "CREATE INDEX machine_macs_machine ON machine_macs (machine_id)",
+            // `machines.macs` (",a,b,") split one character at a time: substr and || are all
+            // the string functions SQLite and PostgreSQL share. Only what has a MAC's shape is
+            // kept; a MAC two machines had (the old LIKE merge could do that) goes to the
+            // machine seen first.
+            """
+            WITH RECURSIVE split (machine_id, first_seen, rest, mac) AS (
+                SELECT id, first_seen, macs || ',', CAST('' AS TEXT) FROM machines
+                UNION ALL
+                SELECT machine_id, first_seen, substr(rest, 2),
+                       CASE WHEN substr(rest, 1, 1) = ',' THEN '' ELSE mac || substr(rest, 1, 1) END
+                FROM split WHERE rest <> ''
+            )
+            INSERT INTO machine_macs (mac, machine_id)
+            SELECT mac, machine_id FROM split
+            WHERE substr(rest, 1, 1) = ',' AND length(mac) = 17 AND mac LIKE '__:__:__:__:__:__'
+            ORDER BY first_seen, machine_id
+            ON CONFLICT (mac) DO NOTHING
+            """,
+            // A machine whose MACs all belong to others is found again by its exact list.
+            "CREATE INDEX machines_macs ON machines (macs)",
+            "ALTER TABLE machines ADD COLUMN conflicts TEXT",
+            "ALTER TABLE machines ADD COLUMN first_address TEXT",
+            "ALTER TABLE machines ADD COLUMN registered TEXT",
+            "CREATE INDEX machines_first_address ON machines (first_address, first_seen)",
+            "ALTER TABLE deployments ADD COLUMN token_issued TEXT",
+            "ALTER TABLE deployments ADD COLUMN token_reset TEXT",
+        ]),
+        // Dashboard sessions in the database, so any instance behind a load balancer accepts
+        // them: the cookie holds a random id, the table only its SHA-256 (a copy of the
+        // database opens no browser session), with the form's CSRF token and a fixed expiry.
+        // Events per deployment are bounded in bytes as well as in number: `event_bytes` counts
+        // the stored bodies (characters for events stored before this migration).
+        (5, [
+            """
+            CREATE TABLE sessions (
+                id_hash TEXT PRIMARY KEY,
+                csrf_token TEXT NOT NULL,
+                created TEXT NOT NULL,
+                expires TEXT NOT NULL,
+                address TEXT
+            )
+            """,
+            "CREATE INDEX sessions_expires ON sessions (expires)",
+            "ALTER TABLE deployments ADD COLUMN event_bytes BIGINT NOT NULL DEFAULT 0",
+            "UPDATE deployments SET event_bytes = (SELECT COALESCE(SUM(length(body)), 0) FROM events WHERE events.deployment_id = deployments.id)",
+            "CREATE INDEX machines_state ON machines (state, first_seen, id)",
         ]),
     ]
 }

@@ -2,6 +2,7 @@ import Crypto
 import DiskModel
 import Foundation
 import Hummingbird
+import NIOCore
 
 /// An error the client should see: a status and `{"error": "...", "field": "..."}`, plus
 /// details (the issues of a sequence, the index of a bad event) where they help.
@@ -11,6 +12,8 @@ public struct APIError: Error, Sendable {
     public var field: String?
     public var index: Int?
     public var issues: [IssueBody]?
+    /// Seconds after which asking again may succeed (429, 409): in the body for agents, and as Retry-After.
+    public var retryAfter: Int?
     public var headers: HTTPFields = [:]
 
     public struct IssueBody: Codable, Sendable {
@@ -33,11 +36,13 @@ public struct APIError: Error, Sendable {
         var field: String?
         var index: Int?
         var issues: [IssueBody]?
+        var retryAfter: Int?
     }
 
     var response: Response {
-        var response = JSON.response(Body(error: message, field: field, index: index, issues: issues), status: status)
+        var response = JSON.response(Body(error: message, field: field, index: index, issues: issues, retryAfter: retryAfter), status: status)
         for field in headers { response.headers.append(field) }
+        if let retryAfter, response.headers[.retryAfter] == nil { response.headers[.retryAfter] = String(retryAfter) }
         return response
     }
 
@@ -76,6 +81,9 @@ extension Request {
             let buffer = try await collectBody(upTo: limit)
             return Data(buffer.readableBytesView)
         } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, "the body is larger than the limit of \(limit) bytes")
+        } catch is NIOTooManyBytesError {
+            // A chunked body (no Content-Length) found too large as it arrives.
             throw APIError(.contentTooLarge, "the body is larger than the limit of \(limit) bytes")
         }
     }

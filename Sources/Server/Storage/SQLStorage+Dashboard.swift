@@ -1,0 +1,114 @@
+import Foundation
+import SequenceModel
+
+/// A browser logged in to the dashboard. The cookie holds a random id; only its SHA-256 is
+/// stored, so reading the database (or a backup of it) opens no session.
+public struct DashboardSession: Sendable, Equatable {
+    public var idHash: String
+    /// What every state-changing form of this session carries (a page of another site cannot read it).
+    public var csrfToken: String
+    public var created: String
+    public var expires: String
+    /// Where the login came from.
+    public var address: String?
+
+    public init(idHash: String, csrfToken: String, created: String, expires: String, address: String?) {
+        self.idHash = idHash
+        self.csrfToken = csrfToken
+        self.created = created
+        self.expires = expires
+        self.address = address
+    }
+}
+
+/// The dashboard's pages and sessions: bounded queries, so a page costs the same with ten
+/// machines or a hundred thousand.
+extension SQLStorage {
+    func machines(state: Machine.State, offset: Int, limit: Int) async throws -> (machines: [Machine], total: Int) {
+        let total = try await executor.query("SELECT COUNT(*) AS n FROM machines WHERE state = ?", [.text(state.rawValue)])
+            .first?.integer("n") ?? 0
+        let machines = try await executor.query("SELECT * FROM machines WHERE state = ? ORDER BY first_seen, id LIMIT ? OFFSET ?",
+                                                [.text(state.rawValue), .integer(max(0, limit)), .integer(max(0, offset))])
+            .compactMap(Self.machine)
+        return (machines, total)
+    }
+
+    func latestDeployments(machineIDs: [String]) async throws -> [String: Deployment] {
+        var latest: [String: Deployment] = [:]
+        for chunk in machineIDs.chunked(500) {
+            // Oldest first, so the newest of each machine is the one kept.
+            let rows = try await executor.query("""
+                SELECT * FROM deployments WHERE machine_id IN (\(Self.questionMarks(chunk.count))) ORDER BY created, id
+                """, chunk.map { .text($0) })
+            for deployment in rows.compactMap(Self.deployment) { latest[deployment.machineID] = deployment }
+        }
+        return latest
+    }
+
+    func redeployRequests(machineIDs: [String]) async throws -> [String: String] {
+        var requests: [String: String] = [:]
+        for chunk in machineIDs.chunked(500) {
+            for row in try await executor.query("SELECT machine_id, requested FROM redeploys WHERE machine_id IN (\(Self.questionMarks(chunk.count)))",
+                                                chunk.map { .text($0) }) {
+                if let id = row.string("machine_id"), let requested = row.string("requested") { requests[id] = requested }
+            }
+        }
+        return requests
+    }
+
+    func latestFailureCounts() async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        // A failed deployment counts when no newer one of its machine exists.
+        for row in try await executor.query("""
+            SELECT COALESCE(failure, 'internal') AS kind, COUNT(*) AS n FROM deployments AS d
+            WHERE state = 'failed' AND NOT EXISTS (
+                SELECT 1 FROM deployments AS newer WHERE newer.machine_id = d.machine_id
+                AND (newer.created > d.created OR (newer.created = d.created AND newer.id > d.id)))
+            GROUP BY COALESCE(failure, 'internal')
+            """) {
+            if let kind = row.string("kind") { counts[kind] = row.integer("n") ?? 0 }
+        }
+        return counts
+    }
+
+    func events(deploymentID: String, beforeSequence: Int, limit: Int) async throws -> [StoredEvent] {
+        try await executor.query("""
+            SELECT body, change_id, received FROM events WHERE deployment_id = ? AND sequence < ? ORDER BY sequence DESC LIMIT ?
+            """, [.text(deploymentID), .integer(beforeSequence), .integer(max(0, limit))]).reversed().compactMap { row in
+            guard let event = StoredJSON.decode(Event.self, row.string("body")) else { return nil }
+            return StoredEvent(changeID: row.integer("change_id") ?? 0, received: row.string("received") ?? "", event: event)
+        }
+    }
+
+    func stepEvents(deploymentID: String, limit: Int) async throws -> [Event] {
+        try await executor.query("""
+            SELECT body FROM events WHERE deployment_id = ? AND kind IN ('stepStarted', 'stepEnded') ORDER BY sequence LIMIT ?
+            """, [.text(deploymentID), .integer(max(0, limit))]).compactMap { StoredJSON.decode(Event.self, $0.string("body")) }
+    }
+
+    func createSession(_ session: DashboardSession) async throws {
+        try await executor.transaction { db in
+            // Expired sessions go as new ones come: the table holds only what may still be used.
+            try await db.execute("DELETE FROM sessions WHERE expires <= ?", [.text(session.created)])
+            try await db.execute("INSERT INTO sessions (id_hash, csrf_token, created, expires, address) VALUES (?, ?, ?, ?, ?)",
+                                 [.text(session.idHash), .text(session.csrfToken), .text(session.created), .text(session.expires),
+                                  .text(session.address)])
+        }
+    }
+
+    func session(idHash: String) async throws -> DashboardSession? {
+        // Times are stored as ISO 8601 UTC text, which sorts in time order.
+        guard let row = try await executor.query("SELECT * FROM sessions WHERE id_hash = ? AND expires > ?",
+                                                 [.text(idHash), .text(StoredTime.now())]).first,
+              let csrf = row.string("csrf_token"), let created = row.string("created"), let expires = row.string("expires")
+        else { return nil }
+        return DashboardSession(idHash: idHash, csrfToken: csrf, created: created, expires: expires, address: row.string("address"))
+    }
+
+    @discardableResult
+    func deleteSession(idHash: String) async throws -> Bool {
+        !(try await executor.execute("DELETE FROM sessions WHERE id_hash = ? RETURNING id_hash", [.text(idHash)]).isEmpty)
+    }
+
+    private static func questionMarks(_ count: Int) -> String { Array(repeating: "?", count: count).joined(separator: ", ") }
+}
