@@ -19,12 +19,13 @@ public final class ImprintServer: Sendable {
     /// The `/dashboard/live` streams open on this instance (each polls the database), capped by `limits.liveStreams`.
     let liveStreams = LiveStreamSlots()
     /// Failed dashboard logins per address (guessing the admin token through the form).
-    let loginThrottle = LoginThrottle()
+    let loginThrottle: LoginThrottle
 
     public init(configuration: ServerConfiguration, storage: any ServerStorage, logger: Logger = Logger(label: "imprint-server")) {
         self.configuration = configuration
         self.storage = storage
         self.logger = logger
+        loginThrottle = LoginThrottle(allowed: configuration.limits.failedLogins, windowSeconds: configuration.limits.failedLoginWindow)
     }
 
     /// Creates the folders and the database when missing and applies the migrations: SQLite

@@ -71,16 +71,22 @@ final class LiveStreamSlots: Sendable {
 /// Failed logins per address in the last minute: guessing the admin token through the form is
 /// slowed to a few tries a minute. Per instance (what it protects is the guessing rate, not state).
 final class LoginThrottle: Sendable {
-    static let failuresPerMinute = 10
+    private let allowed: Int
+    private let window: Duration
     private let failures = Mutex<[String: [ContinuousClock.Instant]]>([:])
+
+    init(allowed: Int, windowSeconds: Int) {
+        self.allowed = max(1, allowed)
+        window = .seconds(max(1, windowSeconds))
+    }
 
     /// Seconds until `address` may try again, nil when it may now.
     func wait(for address: String, now: ContinuousClock.Instant = .now) -> Int? {
         failures.withLock { failures in
-            let recent = (failures[address] ?? []).filter { now - $0 < .seconds(60) }
+            let recent = (failures[address] ?? []).filter { now - $0 < window }
             failures[address] = recent.isEmpty ? nil : recent
-            guard recent.count >= Self.failuresPerMinute, let oldest = recent.first else { return nil }
-            return max(1, Int((oldest + .seconds(60) - now).components.seconds) + 1)
+            guard recent.count >= allowed, let oldest = recent.first else { return nil }
+            return max(1, Int((oldest + window - now).components.seconds) + 1)
         }
     }
 
@@ -88,7 +94,7 @@ final class LoginThrottle: Sendable {
         failures.withLock { failures in
             // Old entries of every address go now and then, so the table stays small.
             if failures.count > 10_000 {
-                failures = failures.filter { $0.value.contains { now - $0 < .seconds(60) } }
+                failures = failures.filter { $0.value.contains { now - $0 < window } }
             }
             failures[address, default: []].append(now)
         }

@@ -16,6 +16,10 @@ public struct ServerLimits: Sendable, Equatable {
     public var logLineCharacters = 4_000
     /// Seconds a dashboard login lasts.
     public var sessionLifetime = 12 * 3600
+    /// Failed dashboard logins one address may make within `failedLoginWindow` seconds before
+    /// it waits (429): guessing the admin token stays out of reach.
+    public var failedLogins = 10
+    public var failedLoginWindow = 60
 
     public init() {}
 }
