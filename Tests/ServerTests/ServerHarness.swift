@@ -69,7 +69,10 @@ final class ServerHarness: @unchecked Sendable {
             let server = try await ImprintServer.open(configuration: configuration, database: location, logger: logger)
             let box = PortBox()
             let app = try server.makeApplication { channel in box.set(channel.localAddress?.port) }
-            let task = Task {
+            // Off the cooperative pool like the test itself (an unstructured task does not
+            // inherit the preference): in CI a server waiting for a cooperative thread answered
+            // nothing for over 20 s.
+            let task = Task(executorPreference: ServerThreads.shared) {
                 defer { box.end() }
                 try await app.runService(gracefulShutdownSignals: [])
             }
@@ -92,6 +95,18 @@ final class ServerHarness: @unchecked Sendable {
     }
 
     enum HarnessError: Error { case noPort }
+
+    /// Where the in-process servers and the tests speaking to them run: Dispatch's global
+    /// threads, which grow when some are blocked, unlike Swift's cooperative pool (two threads on
+    /// a two-core machine) that other tests block with synchronous work.
+    final class ServerThreads: TaskExecutor {
+        static let shared = ServerThreads()
+
+        func enqueue(_ job: consuming ExecutorJob) {
+            let unowned = UnownedJob(job)
+            DispatchQueue.global().async { unowned.runSynchronously(on: self.asUnownedTaskExecutor()) }
+        }
+    }
 
     /// A TCP port nothing listens on right now (the kernel's choice for port 0).
     static func freePort() throws -> Int {
@@ -117,6 +132,15 @@ final class ServerHarness: @unchecked Sendable {
     static func with(storage: StorageKind = .sqlite, unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil,
                      label: String = #function, configure: (inout ServerConfiguration) -> Void = { _ in },
                      _ body: (ServerHarness) async throws -> Void) async throws {
+        try await withTaskExecutorPreference(ServerThreads.shared) {
+            try await withFreshServer(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label,
+                          configure: configure, body)
+        }
+    }
+
+    private static func withFreshServer(storage: StorageKind, unknownMachines: ServerConfiguration.UnknownMachines, publicURL: String?,
+                            label: String, configure: (inout ServerConfiguration) -> Void,
+                            _ body: (ServerHarness) async throws -> Void) async throws {
         let harness = try await ServerHarness(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label,
                                               configure: configure)
         do {

@@ -103,7 +103,8 @@ public struct Variables: Sendable {
     }
 }
 
-/// XML escaping for values substituted into unattend.xml.
+/// XML escaping for values substituted into unattend.xml, and HTML escaping for the dashboard:
+/// the apostrophe as a character reference, which both read (HTML4 has no `&apos;`).
 public enum XMLText {
     public static func escape(_ text: String) -> String {
         var result = ""
@@ -114,7 +115,7 @@ public enum XMLText {
             case "<": result += "&lt;"
             case ">": result += "&gt;"
             case "\"": result += "&quot;"
-            case "'": result += "&apos;"
+            case "'": result += "&#39;"
             default: result.append(character)
             }
         }

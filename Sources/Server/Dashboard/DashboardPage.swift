@@ -237,20 +237,8 @@ public enum DashboardPage {
         """
     }
 
-    public static func escape(_ text: String) -> String {
-        var result = ""
-        for character in text {
-            switch character {
-            case "&": result += "&amp;"
-            case "<": result += "&lt;"
-            case ">": result += "&gt;"
-            case "\"": result += "&quot;"
-            case "'": result += "&#39;"
-            default: result.append(character)
-            }
-        }
-        return result
-    }
+    /// Text and attribute values.
+    public static func escape(_ text: String) -> String { XMLText.escape(text) }
 
     /// Served as `/dashboard/app.css`.
     public static let style = """
