@@ -3,16 +3,26 @@ import CNTFS3G
 import Primitives
 import Foundation
 
-/// Writes a few whole files into a target volume after the image: drivers under `Drivers\`,
-/// `Windows\Panther\unattend.xml`. An NTFS volume is written through libntfs-3g (no mount);
-/// anything else is a directory (a mounted filesystem, or a test's folder).
+/// Reads and writes a few whole files of a target volume after the image: drivers under
+/// `Drivers\`, `Windows\Panther\unattend.xml`, the boot files and hives the boot step reads. An
+/// NTFS volume is used through libntfs-3g (no mount); anything else is a directory (a mounted
+/// filesystem, or a test's folder). Paths use `/` or `\`, relative to the volume's root.
 public protocol VolumeFiles: AnyObject {
     /// Creates `relativePath`'s folders as needed and writes `data` there, replacing a file.
     func write(_ data: Data, to relativePath: String) throws
     /// Copies a local file (read in pieces, so large driver files are never held whole).
     func copy(file source: String, to relativePath: String) throws
+    /// The entries of a folder, found ignoring case as Windows does: names, and whether each is
+    /// a folder. nil when it does not exist.
+    func list(_ relativePath: String) throws -> [(name: String, isDirectory: Bool)]?
+    /// A file's bytes, found ignoring case, or nil when it does not exist.
+    func read(_ relativePath: String) throws -> [UInt8]?
     func close() throws
 }
+
+/// Upper bound for one file read whole (hives, boot files): the SOFTWARE hive of a
+/// well-used Windows is a few hundred MiB at most.
+let maximumReadSize: Int64 = 1 << 30
 
 public enum VolumeFilesError: Error, CustomStringConvertible {
     case badPath(String)
@@ -76,6 +86,63 @@ public final class NTFSVolumeFiles: VolumeFiles {
             }
             return offset
         }
+    }
+
+    public func list(_ relativePath: String) throws -> [(name: String, isDirectory: Bool)]? {
+        guard let inode = open(relativePath) else { return nil }
+        defer { _ = ntfs_inode_close(inode) }
+        guard imprint_ntfs_is_directory(inode) != 0 else { return nil }
+        final class Collector { var entries: [(name: String, isDirectory: Bool)] = [] }
+        let collector = Collector()
+        var position: s64 = 0
+        let context = Unmanaged.passUnretained(collector).toOpaque()
+        let status = ntfs_readdir(inode, &position, context) { context, name, length, nameType, _, _, type in
+            // DOS 8.3 aliases (namespace 2) repeat a long name: skip them.
+            guard let context, let name, nameType != 2 else { return 0 }
+            let text = UTF16LE.decode(storedUnits: UnsafeBufferPointer(start: name, count: Int(length)))
+            guard text != ".", text != ".." else { return 0 }
+            let collector = Unmanaged<Collector>.fromOpaque(context).takeUnretainedValue()
+            collector.entries.append((text, type == 4))
+            return 0
+        }
+        guard status == 0 else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read the folder", errno: errno)
+        }
+        return collector.entries
+    }
+
+    public func read(_ relativePath: String) throws -> [UInt8]? {
+        guard let inode = open(relativePath) else { return nil }
+        defer { _ = ntfs_inode_close(inode) }
+        guard imprint_ntfs_is_directory(inode) == 0 else { return nil }
+        guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open the data stream", errno: errno)
+        }
+        defer { ntfs_attr_close(attribute) }
+        let size = attribute.pointee.data_size
+        guard size <= maximumReadSize else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read (too large)", errno: EFBIG)
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(size))
+        var done: Int64 = 0
+        while done < size {
+            let count = bytes.withUnsafeMutableBytes { buffer -> s64 in
+                guard let base = buffer.baseAddress else { return 0 }
+                return ntfs_attr_pread(attribute, done, size - done, base + Int(done))
+            }
+            guard count > 0 else {
+                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read", errno: count < 0 ? errno : EIO)
+            }
+            done += count
+        }
+        return bytes
+    }
+
+    /// libntfs-3g finds each component ignoring case, as Windows does.
+    private func open(_ relativePath: String) -> UnsafeMutablePointer<ntfs_inode>? {
+        guard let volume else { return nil }
+        let parts = relativePath.split(whereSeparator: { $0 == "/" || $0 == "\\" })
+        return ntfs_pathname_to_inode(volume, nil, "/" + parts.joined(separator: "/"))
     }
 
     private func put(_ attribute: UnsafeMutablePointer<ntfs_attr>, _ bytes: UnsafeRawBufferPointer, at offset: Int64, _ path: String) throws {
@@ -162,7 +229,44 @@ public final class DirectoryVolumeFiles: VolumeFiles {
         try FileManager.default.copyItem(atPath: source, toPath: destination)
     }
 
+    public func list(_ relativePath: String) throws -> [(name: String, isDirectory: Bool)]? {
+        guard let folder = resolve(relativePath), let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else {
+            return nil
+        }
+        return names.sorted().map { name in
+            var isDirectory: ObjCBool = false
+            _ = FileManager.default.fileExists(atPath: folder + "/" + name, isDirectory: &isDirectory)
+            return (name, isDirectory.boolValue)
+        }
+    }
+
+    public func read(_ relativePath: String) throws -> [UInt8]? {
+        guard let file = resolve(relativePath) else { return nil }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), !isDirectory.boolValue else { return nil }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "read", errno: errno)
+        }
+        return [UInt8](data)
+    }
+
     public func close() throws {}
+
+    /// Finds each component ignoring case, as it would be found on NTFS.
+    private func resolve(_ relativePath: String) -> String? {
+        var current = root
+        for part in relativePath.split(whereSeparator: { $0 == "/" || $0 == "\\" }).map(String.init) {
+            guard part != "..", part != "." else { return nil }
+            if FileManager.default.fileExists(atPath: current + "/" + part) {
+                current += "/" + part
+                continue
+            }
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: current),
+                  let match = names.first(where: { $0.caseInsensitiveCompare(part) == .orderedSame }) else { return nil }
+            current += "/" + match
+        }
+        return current
+    }
 
     private func prepare(_ relativePath: String) throws -> String {
         let parts = try volumeComponents(relativePath)

@@ -7,7 +7,6 @@ import Processes
 /// Why a disk could not be made bootable, in a technician's words.
 public enum BootError: Error, CustomStringConvertible, Sendable {
     case missingBootFiles(volume: String, path: String)
-    case volume(device: String, path: String, operation: String, errno: Int32)
     case badElement(object: String, element: String, reason: String)
     case badStore(String)
     case probe(device: String, reason: String)
@@ -18,8 +17,6 @@ public enum BootError: Error, CustomStringConvertible, Sendable {
         switch self {
         case let .missingBootFiles(volume, path):
             return "\(volume): no \(path): the volume holds no applied Windows image (apply one first), or it is not the Windows volume"
-        case let .volume(device, path, operation, code):
-            return "\(device): \(path): \(operation) failed: \(String(cString: strerror(code)))"
         case let .badElement(object, element, reason): return "BCD object \(object), element \(element): \(reason)"
         case let .badStore(reason): return "BCD store: \(reason)"
         case let .probe(device, reason): return "\(device): \(reason)"
@@ -47,7 +44,7 @@ extension BootError: ClassifiedError {
     public var failureKind: FailureKind {
         switch self {
         case .missingBootFiles, .badElement, .badStore, .unsupported: return .badInput
-        case .volume, .probe, .tool: return .disk
+        case .probe, .tool: return .disk
         }
     }
 }

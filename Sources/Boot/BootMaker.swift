@@ -1,4 +1,5 @@
 import DiskModel
+import Apply
 import Foundation
 import Registry
 
@@ -48,7 +49,7 @@ public enum BootMaker {
         try FileManager.default.createDirectory(atPath: stage, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: stage) }
 
-        let volume = try openWindowsVolume(request.windowsVolume)
+        let volume = try openVolumeFiles(request.windowsVolume)
         var copied = 0
         do {
             guard let manager = try volume.read("Windows/Boot/EFI/bootmgfw.efi") else {
@@ -93,7 +94,7 @@ public enum BootMaker {
     }
 
     /// Copies a folder of the volume, recursively, into a local folder; returns the file count.
-    private static func stageTree(_ volume: WindowsVolumeReader, _ path: String, into local: String, depth: Int = 0) throws -> Int {
+    private static func stageTree(_ volume: VolumeFiles, _ path: String, into local: String, depth: Int = 0) throws -> Int {
         guard depth < 16, let entries = try volume.list(path) else { return 0 }
         try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
         var count = 0

@@ -37,7 +37,7 @@ public enum DriverSearchPath {
 
     /// Edits the SOFTWARE hive on the Windows volume (NTFS device or folder).
     public static func add(_ folder: String = "%SystemDrive%\\Drivers", volume target: String) throws -> Change {
-        let reader = try openWindowsVolume(target)
+        let reader = try openVolumeFiles(target)
         let original: [UInt8]?
         do { original = try reader.read(hivePath); try reader.close() } catch { try? reader.close(); throw error }
         guard let original else { throw BootError.missingBootFiles(volume: target, path: hivePath.replacingOccurrences(of: "/", with: "\\")) }
