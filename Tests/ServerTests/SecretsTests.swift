@@ -125,6 +125,10 @@ struct SecretsTests {
             let invented = sequence.text.replacingOccurrences(of: "\"Site\"", with: "\"NewPassword\": \"(secret, set)\", \"Site\"")
             let refused = try await harness.admin("PUT", "/sequences/join", json: invented)
             #expect(refused.status == 422 && refused.json["field"] as? String == "$.variables.NewPassword", "\(refused.text)")
+            // Nor is a sealed value from another server's database (another key): it could never be opened.
+            let foreign = sequence.text.replacingOccurrences(of: "\"Site\"", with: "\"OtherPassword\": \"imprint-secret:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\", \"Site\"")
+            let refusedForeign = try await harness.admin("PUT", "/sequences/join", json: foreign)
+            #expect(refusedForeign.status == 422 && refusedForeign.json["field"] as? String == "$.variables.OtherPassword", "\(refusedForeign.text)")
             let renamed = rules.text.replacingOccurrences(of: "\"default\"", with: "\"other\"")
             let refusedRules = try await harness.admin("PUT", "/rules", json: renamed)
             #expect(refusedRules.status == 422 && refusedRules.json["field"] as? String == "rules[0].variables.LocalAdminPassword",

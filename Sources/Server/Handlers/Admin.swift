@@ -102,6 +102,10 @@ extension ImprintServer {
             do { body = try SecretSealing.keepingStoredSecrets(String(decoding: data, as: UTF8.self), stored: stored) } catch {
                 throw APIError(.unprocessableContent, error.message, field: error.field)
             }
+            if let foreign = sealing.unopenableSealedValue(inSequence: body) {
+                throw APIError(.unprocessableContent, "\(foreign) holds a value sealed with another server's key, which this server cannot "
+                               + "open: send the value itself", field: "$.variables.\(foreign)")
+            }
             try await storage.putSequence(name: name, body: body)
             struct Saved: Encodable { var name: String; var issues: [APIError.IssueBody] }
             return JSON.response(Saved(name: name, issues: bodies))
@@ -131,6 +135,12 @@ extension ImprintServer {
                 }
             }
             rules = try Self.keepingStoredSecrets(rules, stored: try await storage.rules())
+            for (index, rule) in rules.enumerated() {
+                if let foreign = sealing.unopenableSealedValue(in: rule.variables) {
+                    throw APIError(.unprocessableContent, "rule \(index): \(foreign) holds a value sealed with another server's key, which this "
+                                   + "server cannot open: send the value itself", field: "rules[\(index)].variables.\(foreign)", index: index)
+                }
+            }
             try await storage.replaceRules(rules)
             struct Rules2: Encodable { var rules: [Rule] }
             return JSON.response(Rules2(rules: rules.map(Self.masked)))

@@ -95,6 +95,19 @@ struct SecretSealing: Sendable {
         return result
     }
 
+    /// The first variable sent in with a value that looks sealed but does not open with this
+    /// server's key (copied from another server's database): stored, it could never be opened.
+    func unopenableSealedValue(inSequence body: String) -> String? {
+        SequenceVariablesText(body)?.members.first { member in
+            guard let value = member.value.stringValue, SecretBox.isSealed(value) else { return false }
+            return (try? box.open(value, what: member.name)) == nil
+        }?.name
+    }
+
+    func unopenableSealedValue(in variables: [String: String]) -> String? {
+        variables.sorted { $0.key < $1.key }.first { SecretBox.isSealed($0.value) && (try? box.open($0.value, what: $0.key)) == nil }?.key
+    }
+
     // MARK: - Variables of rules and deployments
 
     /// The variables with each secret one's value sealed (values sealed already are kept).
