@@ -20,11 +20,17 @@ public final class ImprintServer: Sendable {
     let liveStreams = LiveStreamSlots()
     /// Failed dashboard logins per address (guessing the admin token through the form).
     let loginThrottle: LoginThrottle
+    /// Opens secrets for the agent and masks them for administrators, with the key `storage` seals them with.
+    let sealing: SecretSealing
+    /// Each active deployment's secret values, to redact the events its agent sends.
+    let redactors = DeploymentRedactors()
 
-    public init(configuration: ServerConfiguration, storage: any ServerStorage, logger: Logger = Logger(label: "imprint-server")) {
+    public init(configuration: ServerConfiguration, storage: any ServerStorage, secrets: SecretBox,
+                logger: Logger = Logger(label: "imprint-server")) {
         self.configuration = configuration
         self.storage = storage
         self.logger = logger
+        sealing = SecretSealing(box: secrets)
         loginThrottle = LoginThrottle(allowed: configuration.limits.failedLogins, windowSeconds: configuration.limits.failedLoginWindow)
     }
 
@@ -36,24 +42,39 @@ public final class ImprintServer: Sendable {
         for directory in [configuration.dataDirectory, configuration.contentDirectory, configuration.bootDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+        let (secrets, generatedKeyFile) = try SecretBox.load(file: configuration.secretsKeyFile, base64: configuration.secretsKey,
+                                                             dataDirectory: configuration.dataDirectory, logger: logger)
         let storage: any ServerStorage
-        switch database {
-        case let .sqlite(path):
-            let path = path ?? configuration.databasePath
-            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            let sqlite = try await SQLiteStorage.open(path: path, logger: logger)
-            try await sqlite.migrate()
-            storage = sqlite
-        case let .postgres(location):
-            let postgres = try await PostgresStorage.open(location, logger: logger)
-            do { try await postgres.migrate() } catch {
-                await postgres.close()
-                throw error
+        do {
+            switch database {
+            case let .sqlite(path):
+                let path = path ?? configuration.databasePath
+                try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                let sqlite = try await SQLiteStorage.open(path: path, logger: logger, secrets: secrets)
+                do { try await sqlite.migrate() } catch {
+                    try? await sqlite.close()
+                    throw error
+                }
+                storage = sqlite
+            case let .postgres(location):
+                let postgres = try await PostgresStorage.open(location, logger: logger, secrets: secrets)
+                do { try await postgres.migrate() } catch {
+                    await postgres.close()
+                    throw error
+                }
+                logger.info("database: PostgreSQL \(location.redacted)")
+                storage = postgres
             }
-            logger.info("database: PostgreSQL \(location.redacted)")
-            storage = postgres
+        } catch var error as SecretsKeyError {
+            // A key generated just now for a database sealed with another: it opens nothing, and
+            // left in place it would be taken for the right one at the next start.
+            if let generatedKeyFile, unlink(generatedKeyFile) == 0 {
+                error.message += " (the key generated at this start in \(generatedKeyFile) was removed)"
+            }
+            throw error
         }
-        return ImprintServer(configuration: configuration, storage: storage, logger: logger)
+        logger.info("secrets: sealed in the database with \(secrets.source) (key id \(secrets.keyID))")
+        return ImprintServer(configuration: configuration, storage: storage, secrets: secrets, logger: logger)
     }
 
     /// Closes the database (the pool of PostgreSQL connections, or the SQLite file).

@@ -43,6 +43,11 @@ public struct ServerConfiguration: Sendable {
     public var retryAfter: Int = 30
     /// Events per batch and per deployment, live streams, dashboard pages and sessions.
     public var limits = ServerLimits()
+    /// The key sealing secret values in the database (AES-256-GCM): a file holding it in base64,
+    /// or the base64 itself (`IMPRINT_SECRETS_KEY`); neither: `secrets.key` in the data folder,
+    /// generated on first start. Never in the database: a copy of it alone reveals no secret.
+    public var secretsKeyFile: String?
+    public var secretsKey: String?
     /// PEM certificate (chain) and private key: HTTPS instead of HTTP when both are set.
     public var tlsCertificate: String?
     public var tlsKey: String?

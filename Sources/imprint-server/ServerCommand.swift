@@ -33,6 +33,9 @@ struct ServerCommand: AsyncParsableCommand {
     var newMachinesPerMinute = 20
     @Flag(help: "Release sequences and variables that carry secrets over plain HTTP too (behind a TLS proxy, or in a closed lab).")
     var allowSecretsOverHttp = false
+    @Option(help: ArgumentHelp("File holding the key that encrypts secrets in the database (32 bytes, base64), or set IMPRINT_SECRETS_KEY.",
+                               discussion: "Default: secrets.key in --data, generated (mode 0600) on first start. Keep it, and its backup, apart from the database: a copy of the database without it reveals no secret, and without it the stored secrets are lost."))
+    var secretsKeyFile: String?
     @Option(help: "PEM certificate (followed by any intermediates): serve HTTPS instead of HTTP. Needs --tls-key.")
     var tlsCertificate: String?
     @Option(help: "PEM private key of --tls-certificate.") var tlsKey: String?
@@ -91,6 +94,8 @@ struct ServerCommand: AsyncParsableCommand {
         configuration.tlsCertificate = tlsCertificate
         configuration.kernelArguments = kernelArguments
         configuration.tlsKey = tlsKey
+        configuration.secretsKeyFile = secretsKeyFile
+        configuration.secretsKey = ProcessInfo.processInfo.environment["IMPRINT_SECRETS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let server = try await ImprintServer.open(configuration: configuration, database: databaseLocation, logger: logger)
         let boundHost = host, scheme = configuration.scheme
         let app = try server.makeApplication { channel in

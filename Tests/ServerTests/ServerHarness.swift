@@ -18,7 +18,8 @@ final class ServerHarness: @unchecked Sendable {
     let databaseURL: String?
     private let task: Task<Void, Error>
 
-    var base: String { "http://127.0.0.1:\(port)" }
+    /// https when the test configured a certificate (curl then trusts that certificate).
+    var base: String { "\(server.configuration.scheme)://127.0.0.1:\(port)" }
     var content: String { server.configuration.contentDirectory }
     var boot: String { server.configuration.bootDirectory }
 
@@ -65,6 +66,9 @@ final class ServerHarness: @unchecked Sendable {
                                                     contentDirectory: scratch.sub("content"), bootDirectory: scratch.sub("boot"),
                                                     adminToken: self.adminToken, unknownMachines: unknownMachines,
                                                     publicURL: publicURL ?? "http://127.0.0.1:\(port)")
+            // One key for every test server: instances sharing a PostgreSQL database must
+            // have the same (SecretsTests leave it out to see the generated one).
+            configuration.secretsKey = Self.secretsKey
             configure(&configuration)
             let server = try await ImprintServer.open(configuration: configuration, database: location, logger: logger)
             let box = PortBox()
@@ -107,6 +111,10 @@ final class ServerHarness: @unchecked Sendable {
             DispatchQueue.global().async { unowned.runSynchronously(on: self.asUnownedTaskExecutor()) }
         }
     }
+
+    /// The secrets key of test servers (32 bytes, base64): fixed, so a test can start another
+    /// server on the same database, and see what it sealed.
+    static let secretsKey = Data((0..<32).map { UInt8($0) }).base64EncodedString()
 
     /// A TCP port nothing listens on right now (the kernel's choice for port 0).
     static func freePort() throws -> Int {
@@ -178,6 +186,7 @@ final class ServerHarness: @unchecked Sendable {
         if method == "HEAD" { arguments.append("-I") } else { arguments += ["-X", method] }
         // A stream that never ends by itself (the dashboard's live feed) is cut after maxTime.
         if let maxTime { arguments += ["--max-time", "\(maxTime)"] }
+        if let certificate = server.configuration.tlsCertificate { arguments += ["--cacert", certificate] }
         for header in headers { arguments += ["-H", header] }
         if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
         if let body {

@@ -83,7 +83,7 @@ final class Checker {
             }
         }
         definedVariables.formUnion(variables.keys)
-        var secrets = Set(variables.keys.filter(Self.looksSecret))
+        var secrets = Set(variables.keys.filter(SecretNames.looksSecret))
         if let value = object["secrets"] {
             for (index, item) in (array(value, "$.secrets") ?? []).enumerated() {
                 if let text = item.stringValue { secrets.insert(text) } else { error("$.secrets[\(index)]", "expected a variable name") }
@@ -107,12 +107,6 @@ final class Checker {
 
     static func isVariableName(_ text: String) -> Bool {
         !text.isEmpty && text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } && !(text.first?.isNumber ?? true)
-    }
-
-    /// Passwords, keys and tokens stay out of logs and events even when nobody listed them.
-    static func looksSecret(_ name: String) -> Bool {
-        let lower = name.lowercased()
-        return ["password", "secret", "productkey", "token", "passphrase"].contains { lower.contains($0) }
     }
 
     private func steps(_ value: JSONValue, _ path: String, prefix: String) -> [Step] {

@@ -12,14 +12,14 @@ public struct Variables: Sendable {
     public init(facts: [String: String], sequence: [String: String], server: [String: String], secrets: Set<String>) {
         self.facts = facts
         values = sequence.merging(server) { _, new in new }
-        secretNames = secrets.union(values.keys.filter(Checker.looksSecret))
+        secretNames = secrets.union(values.keys.filter(SecretNames.looksSecret))
     }
 
     public subscript(name: String) -> String? { facts[name] ?? values[name] }
 
     public mutating func set(_ name: String, _ value: String) {
         values[name] = value
-        if Checker.looksSecret(name) { secretNames.insert(name) }
+        if SecretNames.looksSecret(name) { secretNames.insert(name) }
     }
 
     public var all: [String: String] { values.merging(facts) { _, fact in fact } }
@@ -63,17 +63,11 @@ public struct Variables: Sendable {
         return result
     }
 
+    /// What hides the secret variables' values, as they are now.
+    public var redactor: SecretRedactor { SecretRedactor(values: secretNames.compactMap { self[$0] }) }
+
     /// Hides secret values in text bound for a log or an event.
-    public func redact(_ text: String) -> String {
-        var result = text
-        for name in secretNames {
-            guard let value = self[name], value.count >= 3 else { continue }
-            result = result.replacingOccurrences(of: value, with: "********")
-            let escaped = XMLText.escape(value)
-            if escaped != value { result = result.replacingOccurrences(of: escaped, with: "********") }
-        }
-        return result
-    }
+    public func redact(_ text: String) -> String { redactor.redact(text) }
 
     /// The names `${...}` in a text refers to.
     static func references(in text: String) -> [String] {

@@ -37,10 +37,10 @@ public struct Volume: Sendable {
 final class RunContext: @unchecked Sendable {
     let options: RunOptions
     let bus: EventBus
-    /// Each change reaches the bus as a copy to redact with: events come from other threads too
+    /// Each change reaches the bus as a redactor of its own: events come from other threads too
     /// (a stream's transfer), which must not read this.
     var variables: Variables {
-        didSet { bus.redact = { [variables] text in variables.redact(text) } }
+        didSet { bus.redactor = variables.redactor }
     }
     var selectedDisk: Disk?
     var diskRules: DiskRules?
@@ -68,7 +68,7 @@ final class RunContext: @unchecked Sendable {
         let flag = cancelled
         transfer.isCancelled = { flag.value }
         client = HTTPClient(options: transfer)
-        bus.redact = { [variables] text in variables.redact(text) }
+        bus.redactor = variables.redactor
     }
 
     func substitute(_ text: String) -> String {

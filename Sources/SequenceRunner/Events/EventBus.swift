@@ -11,7 +11,7 @@ public final class EventBus: Sendable {
     private let display: TerminalDisplay?
     private struct State {
         var reporter: EventReporter?
-        var redact: @Sendable (String) -> String = { $0 }
+        var redactor = SecretRedactor.none
         var lastProgress: [String: Date] = [:]
         var stepsDone = 0
         var stepCount = 0
@@ -24,9 +24,9 @@ public final class EventBus: Sendable {
         set { state.withLock { $0.reporter = newValue } }
     }
     /// Secret values to hide, set by the run as its variables change.
-    var redact: @Sendable (String) -> String {
-        get { state.withLock { $0.redact } }
-        set { state.withLock { $0.redact = newValue } }
+    var redactor: SecretRedactor {
+        get { state.withLock { $0.redactor } }
+        set { state.withLock { $0.redactor = newValue } }
     }
 
     public init(spool: EventSpool, logPath: String? = nil, terminal: Bool = false) {
@@ -53,9 +53,8 @@ public final class EventBus: Sendable {
 
     @discardableResult
     public func emit(_ event: Event) -> Event? {
-        var event = event
-        let (redact, done, total, reporter) = state.withLock { ($0.redact, $0.stepsDone, $0.stepCount, $0.reporter) }
-        event.message = event.message.map(redact)
+        let (redactor, done, total, reporter) = state.withLock { ($0.redactor, $0.stepsDone, $0.stepCount, $0.reporter) }
+        var event = redactor.redact(event)
         if event.kind == .stepStarted || event.kind == .stepEnded || event.kind == .progress {
             if total > 0 {
                 let running = event.kind == .progress ? min(max(event.percent ?? 0, 0), 100) / 100 : 0

@@ -23,6 +23,7 @@ extension ImprintServer {
         /// For a failed deployment: bad input, refused, network, disk, interrupted or internal.
         var failure: String?
         var acknowledged: Int
+        /// Secret ones as the placeholder: the admin API never shows a secret's value.
         var variables: [String: String]
         var created: String
         var started, ended: String?
@@ -33,9 +34,36 @@ extension ImprintServer {
             id = d.id; machineId = d.machineID; sequence = d.sequenceName; state = d.state.rawValue
             currentStep = d.currentStep; percent = d.percent; message = d.message; failure = d.failure?.rawValue
             acknowledged = d.acknowledged
-            variables = d.variables; created = d.created; started = d.started; ended = d.ended
+            variables = SecretSealing.mask(d.variables); created = d.created; started = d.started; ended = d.ended
             tokenIssued = d.tokenIssued ?? d.created; tokenReset = d.tokenReset
         }
+    }
+
+    /// A rule as the admin API shows it: secret values as the placeholder.
+    static func masked(_ rule: Rule) -> Rule {
+        var rule = rule
+        rule.variables = SecretSealing.mask(rule.variables)
+        return rule
+    }
+
+    /// Rules sent back with secrets left as the placeholder: each takes the value (sealed) of
+    /// the stored rule it is, the one of the same name, or for an unnamed rule the one at the
+    /// same position with the same match and pattern. A placeholder with nothing behind it is refused.
+    static func keepingStoredSecrets(_ rules: [Rule], stored: [Rule]) throws -> [Rule] {
+        var result = rules
+        for (index, rule) in rules.enumerated() {
+            for (name, value) in rule.variables where value == SecretSealing.placeholder {
+                let same = rule.name.map { name in stored.first { $0.name == name } }
+                    ?? (index < stored.count && stored[index].name == nil && stored[index].match == rule.match
+                        && stored[index].pattern == rule.pattern ? stored[index] : nil)
+                guard let kept = same?.variables[name], SecretBox.isSealed(kept) else {
+                    let missing = PlaceholderWithoutValue(variable: name, field: "rules[\(index)].variables.\(name)")
+                    throw APIError(.unprocessableContent, "rule \(index): " + missing.message, field: missing.field, index: index)
+                }
+                result[index].variables[name] = kept
+            }
+        }
+        return result
     }
 
     static func validName(_ name: String) -> Bool {
@@ -53,7 +81,7 @@ extension ImprintServer {
         case .adminGetSequence:
             let name = try request.requiredParameter("name", context)
             guard let sequence = try await storage.sequence(name: name) else { throw APIError.notFound("sequence \"\(name)\"") }
-            return JSON.raw(Data(sequence.body.utf8), contentType: "application/json")
+            return JSON.raw(Data(SecretSealing.maskSequence(sequence.body).utf8), contentType: "application/json")
 
         case .adminPutSequence:
             let name = try request.requiredParameter("name", context)
@@ -68,17 +96,27 @@ extension ImprintServer {
                 throw APIError(.unprocessableContent, "the sequence has \(errors.count) error(s); first: \(first.path): \(first.message)",
                                field: first.path, issues: bodies)
             }
-            try await storage.putSequence(name: name, body: String(decoding: data, as: UTF8.self))
+            // What an administrator got from GET and sent back: the secrets left as the placeholder keep their values.
+            let stored = try await storage.sequence(name: name)?.body
+            let body: String
+            do { body = try SecretSealing.keepingStoredSecrets(String(decoding: data, as: UTF8.self), stored: stored) } catch {
+                throw APIError(.unprocessableContent, error.message, field: error.field)
+            }
+            if let foreign = sealing.unopenableSealedValue(inSequence: body) {
+                throw APIError(.unprocessableContent, "\(foreign) holds a value sealed with another server's key, which this server cannot "
+                               + "open: send the value itself", field: "$.variables.\(foreign)")
+            }
+            try await storage.putSequence(name: name, body: body)
             struct Saved: Encodable { var name: String; var issues: [APIError.IssueBody] }
             return JSON.response(Saved(name: name, issues: bodies))
 
         case .adminGetRules:
             struct Rules: Encodable { var rules: [Rule] }
-            return JSON.response(Rules(rules: try await storage.rules()))
+            return JSON.response(Rules(rules: try await storage.rules().map(Self.masked)))
 
         case .adminPutRules:
             struct Rules: Decodable { var rules: [Rule] }
-            let rules = try decodeBody(Rules.self, from: try await request.bodyData(limit: 1 << 20)).rules
+            var rules = try decodeBody(Rules.self, from: try await request.bodyData(limit: 1 << 20)).rules
             var names = Set<String>()
             for (index, rule) in rules.enumerated() {
                 if rule.pattern.isEmpty && rule.match != .any {
@@ -96,9 +134,16 @@ extension ImprintServer {
                     throw APIError(.unprocessableContent, "\"\(key)\" is not a variable name", field: "rules[\(index)].variables.\(key)", index: index)
                 }
             }
+            rules = try Self.keepingStoredSecrets(rules, stored: try await storage.rules())
+            for (index, rule) in rules.enumerated() {
+                if let foreign = sealing.unopenableSealedValue(in: rule.variables) {
+                    throw APIError(.unprocessableContent, "rule \(index): \(foreign) holds a value sealed with another server's key, which this "
+                                   + "server cannot open: send the value itself", field: "rules[\(index)].variables.\(foreign)", index: index)
+                }
+            }
             try await storage.replaceRules(rules)
             struct Rules2: Encodable { var rules: [Rule] }
-            return JSON.response(Rules2(rules: rules))
+            return JSON.response(Rules2(rules: rules.map(Self.masked)))
 
         case .adminMachines:
             struct List: Encodable { var machines: [Machine] }

@@ -113,7 +113,7 @@ extension ImprintServer {
                                         created: now, tokenIssued: now)
             try await storage.createDeployment(deployment)
             logger.info("machine \(machine.id): deployment \(id) of \"\(sequence.name)\"")
-            return assigned(deployment, token: token, eventsAfter: 0)
+            return try assigned(deployment, token: token, eventsAfter: 0)
         } }
         return JSON.response(answer)
     }
@@ -150,7 +150,7 @@ extension ImprintServer {
             throw APIError(.conflict, "deployment \(active.id) ended while this check-in was taken; check in again")
         }
         logger.warning("deployment \(active.id): \(notice)")
-        return assigned(active, token: token, eventsAfter: after)
+        return try assigned(active, token: token, eventsAfter: after)
     }
 
     /// Why a deployment carrying secrets (the sequence's `secrets`, or variables named like
@@ -179,8 +179,16 @@ extension ImprintServer {
 
     /// The secret variables a deployment holds, sorted; the sequence's own list and names alike.
     static func secretNames(sequenceBody: String, variables: [String: String]) -> [String] {
-        guard let sequence = SequenceParser.parse(Data(sequenceBody.utf8), origin: "sequence").0 else { return [] }
-        return Variables(facts: [:], sequence: sequence.variables, server: variables, secrets: sequence.secrets).secretNames.sorted()
+        SecretSealing.secretNames(sequenceBody: sequenceBody, variables: variables).sorted()
+    }
+
+    /// Opens a deployment's secrets for its agent. When they do not open (the server's key, a
+    /// damaged row), the agent is told only that; the log says exactly what, for the administrator.
+    func openingSecrets<T>(of deployment: Deployment, _ body: (SecretSealing) throws -> T) throws -> T {
+        do { return try body(sealing) } catch {
+            logger.error("deployment \(deployment.id): \(error)")
+            throw APIError(.internalServerError, "the server cannot open the secrets of deployment \(deployment.id): its log says why")
+        }
     }
 
     /// What a refused machine is, for its own console: its identifiers as it sent them (checked).
@@ -192,10 +200,13 @@ extension ImprintServer {
         return parts.joined(separator: ", ")
     }
 
-    fileprivate func assigned(_ deployment: Deployment, token: String, eventsAfter: Int) -> CheckInAnswer {
-        CheckInAnswer(status: "assigned", deployment: .init(id: deployment.id, token: token,
-                                                            sequenceUrl: "/api/v1/deployments/\(deployment.id)/sequence",
-                                                            variables: deployment.variables, eventsAfter: eventsAfter),
-                      machineId: deployment.machineID)
+    /// The answer that hands the agent its deployment: the one place, with the sequence itself,
+    /// where secret values leave the server opened.
+    fileprivate func assigned(_ deployment: Deployment, token: String, eventsAfter: Int) throws -> CheckInAnswer {
+        let variables = try openingSecrets(of: deployment) { try $0.open(deployment.variables, what: "deployment \(deployment.id)") }
+        return CheckInAnswer(status: "assigned", deployment: .init(id: deployment.id, token: token,
+                                                                   sequenceUrl: "/api/v1/deployments/\(deployment.id)/sequence",
+                                                                   variables: variables, eventsAfter: eventsAfter),
+                             machineId: deployment.machineID)
     }
 }

@@ -30,7 +30,8 @@ extension ImprintServer {
         // Checked again here: the setting may have changed since the check-in.
         let secrets = Self.secretNames(sequenceBody: deployment.sequenceBody, variables: deployment.variables)
         if !secrets.isEmpty { try requireSecretsChannel(sequenceName: deployment.sequenceName, secrets: secrets) }
-        return JSON.raw(Data(deployment.sequenceBody.utf8), contentType: "application/json")
+        let body = try openingSecrets(of: deployment) { try $0.openSequence(deployment.sequenceBody, what: "deployment \(deployment.id)") }
+        return JSON.raw(Data(body.utf8), contentType: "application/json")
     }
 
     struct EventBatch: Decodable { var events: [Event] }
@@ -56,9 +57,13 @@ extension ImprintServer {
                 throw APIError(.unprocessableContent, "event \(index): \(problem.message)", field: "events[\(index)].\(problem.field)", index: index)
             }
         }
+        // The agent redacts too, but only what it knows is secret: whatever it sends, the
+        // deployment's secret values (of any length) are not stored, shown or streamed.
+        let redactor = try openingSecrets(of: deployment) { try redactors.redactor(for: deployment, sealing: $0) }
+        let events = batch.events.map(redactor.redact)
         let result: EventIngestResult
         do {
-            result = try await storage.storeEvents(deploymentID: deployment.id, events: batch.events, limits: configuration.limits.events)
+            result = try await storage.storeEvents(deploymentID: deployment.id, events: events, limits: configuration.limits.events)
         } catch let StorageError.ended(ended) {
             // Another batch holding a result was stored first: a deployment ends once.
             throw APIError(.conflict, StorageError.ended(ended).description, field: "events")

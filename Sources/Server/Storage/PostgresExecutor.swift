@@ -9,8 +9,9 @@ extension SQLStorage where Executor == PostgresExecutor {
     /// Connects (failing within `connectTimeout` when the database cannot be reached); the
     /// caller runs `migrate()` next.
     static func open(_ location: PostgresLocation, connectTimeout: Duration = .seconds(15),
-                     logger: Logger = Logger(label: "imprint.postgres")) async throws -> PostgresStorage {
-        SQLStorage(executor: try await PostgresExecutor.connect(location, connectTimeout: connectTimeout, logger: logger), logger: logger)
+                     logger: Logger = Logger(label: "imprint.postgres"), secrets: SecretBox) async throws -> PostgresStorage {
+        SQLStorage(executor: try await PostgresExecutor.connect(location, connectTimeout: connectTimeout, logger: logger), logger: logger,
+                   secrets: secrets)
     }
 
     /// Closes every connection of the pool.

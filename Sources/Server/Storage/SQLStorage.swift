@@ -11,10 +11,14 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
     let executor: Executor
     private let logger: Logger
     private let pendingEvents = PendingEventBatches()
+    /// Seals secret values on every write that holds them (sequences, rules' variables,
+    /// deployments' copies of both): nothing reaches the database in plain text through here.
+    let sealing: SecretSealing
 
-    init(executor: Executor, logger: Logger) {
+    init(executor: Executor, logger: Logger, secrets: SecretBox) {
         self.executor = executor
         self.logger = logger
+        sealing = SecretSealing(box: secrets)
     }
 
     /// Appended to a SELECT whose rows the transaction goes on to change: another instance doing
@@ -32,12 +36,89 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
             for migration in Migrations.all where !applied.contains(migration.version) {
                 try await executor.transaction { db in
                     for statement in migration.statements { try await db.execute(statement) }
+                    // SQL cannot encrypt: the secrets stored so far are sealed here, in the same transaction.
+                    if migration.version == Migrations.sealingSecrets { try await sealStoredSecrets(in: db) }
                     try await db.execute("INSERT INTO schema_migrations (version, applied) VALUES (?, ?)",
                                          [.integer(migration.version), .text(StoredTime.now())])
                 }
                 logger.info("database \(executor.name): migration \(migration.version) applied")
             }
+            try await checkSecretsKey()
         }
+    }
+
+    // MARK: - Secrets
+
+    /// The key given must be the one the database's secrets were sealed with: a wrong one stops
+    /// the server at start (naming both keys' ids), not at the first deployment that needs one.
+    private func checkSecretsKey() async throws {
+        let box = sealing.box
+        guard let row = try await executor.query("SELECT key_id, check_value FROM secrets_key WHERE id = 'current'").first,
+              let check = row.string("check_value") else {
+            // Its record deleted by hand: this key becomes the database's.
+            try await recordSecretsKey(into: executor)
+            return
+        }
+        do {
+            _ = try box.open(check, what: "the key check")
+        } catch {
+            throw SecretsKeyError.wrongKey(what: "the secrets stored in the database \(executor.name)", source: box.source,
+                                           storedKeyID: row.string("key_id"), keyID: box.keyID)
+        }
+    }
+
+    private func recordSecretsKey(into db: some SQLStatements) async throws {
+        try await db.execute("INSERT INTO secrets_key (id, key_id, check_value, created) VALUES ('current', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                             [.text(sealing.box.keyID), .text(try sealing.box.seal(SecretBox.checkText)), .text(StoredTime.now())])
+    }
+
+    /// Migration 6: every secret stored in plain text so far is sealed with the key the server
+    /// was started with, which the database records; events and deployment summaries that
+    /// already hold a deployment's secret values are redacted.
+    private func sealStoredSecrets(in db: Executor.Transaction) async throws {
+        try await recordSecretsKey(into: db)
+        var sequenceSecrets: [String: Set<String>] = [:]
+        for row in try await db.execute("SELECT name, body FROM sequences") {
+            guard let name = row.string("name"), let body = row.string("body") else { continue }
+            let sealed = try sealing.sealSequence(body, what: "sequence \"\(name)\"")
+            sequenceSecrets[name] = SecretSealing.secretNames(ofSequence: sealed)
+            if sealed != body { try await db.execute("UPDATE sequences SET body = ? WHERE name = ?", [.text(sealed), .text(name)]) }
+        }
+        for row in try await db.execute("SELECT position, sequence_name, variables FROM rules") {
+            guard let position = row.integer("position"), let variables = StoredJSON.decode([String: String].self, row.string("variables")) else { continue }
+            let sealed = try sealing.seal(variables, secretNames: sequenceSecrets[row.string("sequence_name") ?? ""] ?? [], what: "rule \(position)")
+            if sealed != variables {
+                try await db.execute("UPDATE rules SET variables = ? WHERE position = ?", [.text(try StoredJSON.text(sealed)), .integer(position)])
+            }
+        }
+        for row in try await db.execute("SELECT * FROM deployments") {
+            guard let deployment = Self.deployment(row) else { continue }
+            let sealed = try sealedCopy(of: deployment)
+            let redactor = try sealing.redactor(for: sealed)
+            guard sealed != deployment || !redactor.isEmpty else { continue }
+            try await db.execute("UPDATE deployments SET sequence_body = ?, variables = ?, message = ?, current_step = ? WHERE id = ?",
+                                 [.text(sealed.sequenceBody), .text(try StoredJSON.text(sealed.variables)),
+                                  .text(deployment.message.map(redactor.redact)), .text(deployment.currentStep.map(redactor.redact)),
+                                  .text(deployment.id)])
+            guard !redactor.isEmpty else { continue }
+            for event in try await db.execute("SELECT sequence, body FROM events WHERE deployment_id = ?", [.text(deployment.id)]) {
+                guard let sequence = event.integer("sequence"), let stored = StoredJSON.decode(Event.self, event.string("body")) else { continue }
+                let redacted = redactor.redact(stored)
+                if redacted != stored {
+                    try await db.execute("UPDATE events SET body = ? WHERE deployment_id = ? AND sequence = ?",
+                                         [.text(try StoredJSON.text(redacted)), .text(deployment.id), .integer(sequence)])
+                }
+            }
+        }
+    }
+
+    /// The deployment with its copy of the sequence and its variables sealed.
+    private func sealedCopy(of deployment: Deployment) throws -> Deployment {
+        var sealed = deployment
+        let what = "deployment \(deployment.id)"
+        sealed.sequenceBody = try sealing.sealSequence(deployment.sequenceBody, what: what)
+        sealed.variables = try sealing.seal(deployment.variables, secretNames: SecretSealing.secretNames(ofSequence: sealed.sequenceBody), what: what)
+        return sealed
     }
 
     func serializingCheckIns<T: Sendable>(_ body: () async throws -> T) async throws -> T {
@@ -209,15 +290,21 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
     }
 
     func replaceRules(_ rules: [Rule]) async throws {
-        let encoded = try rules.map { try StoredJSON.text($0.variables) }
         try await executor.transaction { db in
             // Two instances replacing the list at once: one after the other, never interleaved.
             if executor.sharedByInstances { try await db.execute("LOCK TABLE rules IN EXCLUSIVE MODE") }
+            // A rule's variable is secret by its name or because its sequence lists it.
+            var sequenceSecrets: [String: Set<String>] = [:]
+            for name in Set(rules.map(\.sequence)) {
+                let body = try await db.execute("SELECT body FROM sequences WHERE name = ?", [.text(name)]).first?.string("body")
+                sequenceSecrets[name] = body.map(SecretSealing.secretNames(ofSequence:)) ?? []
+            }
             try await db.execute("DELETE FROM rules")
             for (position, rule) in rules.enumerated() {
+                let variables = try sealing.seal(rule.variables, secretNames: sequenceSecrets[rule.sequence] ?? [], what: "rule \(position)")
                 try await db.execute("INSERT INTO rules (position, name, match_field, pattern, sequence_name, variables) VALUES (?, ?, ?, ?, ?, ?)",
                                      [.integer(position), .text(rule.name), .text(rule.match.rawValue), .text(rule.pattern),
-                                      .text(rule.sequence), .text(encoded[position])])
+                                      .text(rule.sequence), .text(try StoredJSON.text(variables))])
             }
         }
     }
@@ -236,10 +323,23 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
     }
 
     func putSequence(name: String, body: String) async throws {
-        try await executor.execute("""
-            INSERT INTO sequences (name, body, updated) VALUES (?, ?, ?)
-            ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated = excluded.updated
-            """, [.text(name), .text(body), .text(StoredTime.now())])
+        let sealed = try sealing.sealSequence(body, what: "sequence \"\(name)\"")
+        let secretNames = SecretSealing.secretNames(ofSequence: sealed)
+        try await executor.transaction { db in
+            try await db.execute("""
+                INSERT INTO sequences (name, body, updated) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated = excluded.updated
+                """, [.text(name), .text(sealed), .text(StoredTime.now())])
+            // The sequence may list more variables as secret now: the rules' values for them are sealed too.
+            for row in try await db.execute("SELECT position, variables FROM rules WHERE sequence_name = ?" + lockingSelectedRows, [.text(name)]) {
+                guard let position = row.integer("position"),
+                      let variables = StoredJSON.decode([String: String].self, row.string("variables")) else { continue }
+                let resealed = try sealing.seal(variables, secretNames: secretNames, what: "rule \(position)")
+                if resealed != variables {
+                    try await db.execute("UPDATE rules SET variables = ? WHERE position = ?", [.text(try StoredJSON.text(resealed)), .integer(position)])
+                }
+            }
+        }
     }
 
     // MARK: - Deployments
@@ -282,7 +382,10 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
         try await executor.query("SELECT requested FROM redeploys WHERE machine_id = ?", [.text(machineID)]).first?.string("requested")
     }
 
-    func createDeployment(_ d: Deployment) async throws {
+    func createDeployment(_ deployment: Deployment) async throws {
+        // Its copies of the sequence and the rule's variables come sealed already; sealed again
+        // (a no-op) so that no caller can store a deployment's secrets in plain text.
+        let d = try sealedCopy(of: deployment)
         let variables = try StoredJSON.text(d.variables)
         try await executor.execute("""
             INSERT INTO deployments (id, machine_id, sequence_name, sequence_body, variables, token_hash, state,

@@ -5,8 +5,8 @@ import SQLiteNIO
 typealias SQLiteStorage = SQLStorage<SQLiteExecutor>
 
 extension SQLStorage where Executor == SQLiteExecutor {
-    static func open(path: String, logger: Logger = Logger(label: "imprint.sqlite")) async throws -> SQLiteStorage {
-        SQLStorage(executor: try await SQLiteExecutor.open(path: path, logger: logger), logger: logger)
+    static func open(path: String, logger: Logger = Logger(label: "imprint.sqlite"), secrets: SecretBox) async throws -> SQLiteStorage {
+        SQLStorage(executor: try await SQLiteExecutor.open(path: path, logger: logger), logger: logger, secrets: secrets)
     }
 
     func close() async throws { try await executor.close() }

@@ -5,8 +5,12 @@ import SequenceModel
 /// PostgreSQL (any number of instances sharing one database), with the same statements and
 /// migrations. Each method is atomic on its own, so handlers never hold a transaction open
 /// across their own awaits.
+///
+/// Secret values are sealed on every write that holds them, with the key the storage was opened
+/// with; what it returns of them is sealed, and only the handlers serving an agent open it.
 public protocol ServerStorage: Sendable {
-    /// Creates or upgrades the schema; safe on every start.
+    /// Creates or upgrades the schema; safe on every start. Throws `SecretsKeyError` when the
+    /// secrets key is not the one the database's secrets were sealed with.
     func migrate() async throws
 
     /// The machine a check-in is, compared exactly (never as a pattern): a known machine whose
@@ -25,10 +29,13 @@ public protocol ServerStorage: Sendable {
     func setMachineState(id: String, state: Machine.State) async throws -> Bool
 
     func rules() async throws -> [Rule]
+    /// Stores the rules with their secret variables' values sealed.
     func replaceRules(_ rules: [Rule]) async throws
 
     func sequence(name: String) async throws -> StoredSequence?
     func sequences() async throws -> [StoredSequence]
+    /// Stores the sequence with its secret variables' values sealed (and seals the values the
+    /// rules naming it give variables it lists as secret).
     func putSequence(name: String, body: String) async throws
 
     /// The machine's assigned or running deployment, if any.
@@ -39,6 +46,7 @@ public protocol ServerStorage: Sendable {
     func requestRedeploy(machineID: String) async throws -> Bool
     /// When the machine was last asked to be deployed again, if ever.
     func redeployRequested(machineID: String) async throws -> String?
+    /// Stores the deployment with its copies of the sequence and variables sealed.
     func createDeployment(_ deployment: Deployment) async throws
     /// The highest event sequence number stored for the deployment (0 when none) and when the
     /// newest event arrived: how long the deployment has been quiet.
@@ -332,5 +340,22 @@ public enum Migrations {
             "UPDATE deployments SET event_bytes = (SELECT COALESCE(SUM(length(body)), 0) FROM events WHERE events.deployment_id = deployments.id)",
             "CREATE INDEX machines_state ON machines (state, first_seen, id)",
         ]),
+        // Secrets sealed at rest (AES-256-GCM, with a key kept outside the database): which key
+        // sealed them, as its id and a value only that key opens, so a wrong key is refused at
+        // start. The values themselves are sealed by `SQLStorage` after these statements, in
+        // the same transaction (`sealingSecrets`).
+        (6, [
+            """
+            CREATE TABLE secrets_key (
+                id TEXT PRIMARY KEY,
+                key_id TEXT NOT NULL,
+                check_value TEXT NOT NULL,
+                created TEXT NOT NULL
+            )
+            """,
+        ]),
     ]
+
+    /// The migration after whose statements the secrets stored in plain text so far are sealed.
+    public static let sealingSecrets = 6
 }
