@@ -70,7 +70,10 @@ final class ServerHarness: @unchecked Sendable {
             // have the same (SecretsTests leave it out to see the generated one).
             configuration.secretsKey = Self.secretsKey
             configure(&configuration)
-            let server = try await ImprintServer.open(configuration: configuration, database: location, logger: logger)
+            let opening = configuration
+            let server = try await withTaskExecutorPreference(ServerThreads.shared) {
+                try await ImprintServer.open(configuration: opening, database: location, logger: logger)
+            }
             let box = PortBox()
             let app = try server.makeApplication { channel in box.set(channel.localAddress?.port) }
             // Off the cooperative pool like the test itself (an unstructured task does not
@@ -100,15 +103,18 @@ final class ServerHarness: @unchecked Sendable {
 
     enum HarnessError: Error { case noPort }
 
-    /// Where the in-process servers and the tests speaking to them run: Dispatch's global
-    /// threads, which grow when some are blocked, unlike Swift's cooperative pool (two threads on
-    /// a two-core machine) that other tests block with synchronous work.
+    /// Where the in-process servers and the tests speaking to them run. Swift's cooperative pool
+    /// has two threads on a two-core machine, which other tests block with synchronous work, and
+    /// Dispatch's global queue adds a thread only about once a second when its threads block (a
+    /// run of tests waiting on curl starved the servers there too). A serial queue of its own
+    /// for each job is served at once by Dispatch's overcommitting pool: a thread whenever one
+    /// is needed, reused afterwards.
     final class ServerThreads: TaskExecutor {
         static let shared = ServerThreads()
 
         func enqueue(_ job: consuming ExecutorJob) {
             let unowned = UnownedJob(job)
-            DispatchQueue.global().async { unowned.runSynchronously(on: self.asUnownedTaskExecutor()) }
+            DispatchQueue(label: "imprint.test.server").async { unowned.runSynchronously(on: self.asUnownedTaskExecutor()) }
         }
     }
 
@@ -215,7 +221,8 @@ final class ServerHarness: @unchecked Sendable {
 
     static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+            // A thread at once, as for the servers (ServerThreads).
+            DispatchQueue(label: "imprint.test.offload").async { continuation.resume(with: Result { try work() }) }
         }
     }
 
