@@ -1,6 +1,7 @@
 import Apply
 import DiskModel
 import Disks
+import Drivers
 import Failures
 import Foundation
 import SequenceModel
@@ -17,6 +18,9 @@ public struct RunOptions: Sendable {
     public var transfer = TransferOptions()
     /// Overrides each applyImage's cache folder (tests, USB media).
     public var cacheDirectory: String?
+    /// How far a driver bundle may expand in the boot environment's tmpfs, and the memory any
+    /// xz stream (bundles, `.img.xz`) may take to decode.
+    public var extraction = ExtractionLimits()
 
     public init() {}
 }
