@@ -9,17 +9,24 @@ import Glibc
 ///
 /// Nothing already in the directory that the image does not contain is removed; what the image
 /// contains replaces what is there (a file or symlink in the way of a new file is unlinked first,
-/// never followed). Every path is opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`,
-/// so neither a name in the image nor a symlink already in the directory can lead a write outside
-/// it. What a POSIX directory cannot hold (security descriptors, DOS names, attributes, named
-/// streams) goes into `user.wim.*` extended attributes, or is listed in the summary.
+/// never followed). Every operation (open, mkdir, link, unlink, symlink, stat, times, xattrs)
+/// works on a name inside a parent directory that was opened with
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (or, before Linux 5.6, one component at a time
+/// with `O_NOFOLLOW`), so neither a name in the image nor a symlink already in the directory, nor
+/// a chain of them, nor `..`, can lead a write outside it. Symlinks the image creates are checked
+/// by resolving them through every link they pass, not by their text alone. What a POSIX
+/// directory cannot hold (security descriptors, DOS names, attributes, named streams) goes into
+/// `user.wim.*` extended attributes, or is listed in the summary.
 public final class DirectoryTarget: ApplyTarget {
     public let root: String
     public private(set) var summary = ApplySummary()
     /// Keep Windows metadata in `user.wim.*` extended attributes.
     public var keepMetadataInXattrs = true
     private var rootFD: Int32 = -1
-    private var haveOpenat2 = true
+    /// False after openat2 answered ENOSYS (Linux < 5.6); tests clear it to run the fallback.
+    var haveOpenat2 = true
+    /// The symlinks created from the image, checked once all of them exist.
+    private var createdSymlinks: [(relative: String, imagePath: String)] = []
     private var xattrsUnsupported = false
 
     // The blob being written.
@@ -55,35 +62,130 @@ public final class DirectoryTarget: ApplyTarget {
 
     // MARK: Safe path operations
 
-    /// Opens `relative` beneath the root, never following a symlink.
-    private func openBeneath(_ relative: String, _ flags: Int32, _ mode: mode_t = 0o644) -> Int32 {
+    /// Opens `relative` beneath the root, never following a symlink in any component and never
+    /// leaving the root; -1 with errno set otherwise (ELOOP, EXDEV or ENOTDIR for a path that
+    /// would pass a symlink or `..`).
+    func openBeneath(_ relative: String, _ flags: Int32, _ mode: mode_t = 0o644) -> Int32 {
         let path = relative.isEmpty ? "." : relative
         if haveOpenat2 {
             let fd = imprint_open_beneath(rootFD, path, flags | O_CLOEXEC, UInt32(mode))
             if fd >= 0 || imprint_errno() != ENOSYS { return fd }
             haveOpenat2 = false
         }
-        // Older kernels: parents were created or checked as real directories in order, so only
-        // the last component can be a symlink, and O_NOFOLLOW refuses it.
-        return imprint_openat(rootFD, path, flags | O_NOFOLLOW | O_CLOEXEC, UInt32(mode))
+        // Older kernels: the same rule, one component at a time, each opened relative to its
+        // parent's descriptor with O_NOFOLLOW, so no component is ever looked up by path.
+        let components = path.split(separator: "/").map(String.init).filter { $0 != "." }
+        if components.contains("..") {
+            errno = EXDEV
+            return -1
+        }
+        guard let last = components.last else {
+            return imprint_openat(rootFD, ".", flags | O_NOFOLLOW | O_CLOEXEC, UInt32(mode))
+        }
+        var current = rootFD
+        defer { if current != rootFD { close(current) } }
+        for component in components.dropLast() {
+            let next = imprint_openat(current, component, imprint_o_path | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
+            if next < 0 {
+                // A symlink opened with O_PATH | O_NOFOLLOW | O_DIRECTORY fails with ENOTDIR;
+                // say ELOOP, as openat2 does, so callers see one answer for both.
+                let code = errno
+                var info = stat()
+                errno = fstatat(current, component, &info, AT_SYMLINK_NOFOLLOW) == 0 && (info.st_mode & S_IFMT) == S_IFLNK ? ELOOP : code
+                return -1
+            }
+            if current != rootFD { close(current) }
+            current = next
+        }
+        return imprint_openat(current, last, flags | O_NOFOLLOW | O_CLOEXEC, UInt32(mode))
     }
 
-    private func kind(of relative: String) -> mode_t? {
+    /// The directory holding `relative`, opened beneath the root with no symlink on the way,
+    /// and the last name in it: every operation on the tree goes through one, so a path is
+    /// never resolved by the kernel from the root past a symlink.
+    struct Parent {
+        let fd: Int32
+        let name: String
+        let owned: Bool
+        func close() { if owned { _ = Glibc.close(fd) } }
+    }
+
+    func parent(of relative: String, imagePath: String) throws -> Parent {
+        guard let slash = relative.lastIndex(of: "/") else {
+            guard !relative.isEmpty, relative != ".", relative != ".." else {
+                throw ApplyError.unsafePath(path: root + "/" + relative, imagePath: imagePath, errno: EXDEV)
+            }
+            return Parent(fd: rootFD, name: relative, owned: false)
+        }
+        let directory = String(relative[..<slash])
+        let name = String(relative[relative.index(after: slash)...])
+        guard !name.isEmpty, name != ".", name != ".." else {
+            throw ApplyError.unsafePath(path: root + "/" + relative, imagePath: imagePath, errno: EXDEV)
+        }
+        let fd = openBeneath(directory, imprint_o_path | O_DIRECTORY)
+        if fd < 0 {
+            let code = errno
+            if code == ELOOP || code == EXDEV || code == ENOTDIR {
+                throw ApplyError.unsafePath(path: root + "/" + firstUnsafeFolder(of: directory), imagePath: imagePath, errno: code)
+            }
+            throw ApplyError.io(path: root + "/" + directory, operation: "open the folder", errno: code)
+        }
+        return Parent(fd: fd, name: name, owned: true)
+    }
+
+    /// The shortest leading part of `directory` that cannot be opened beneath the root (the
+    /// symlink, or the `..`), so the message names what to remove.
+    private func firstUnsafeFolder(of directory: String) -> String {
+        var prefix = ""
+        for component in directory.split(separator: "/") {
+            prefix += (prefix.isEmpty ? "" : "/") + component
+            let fd = openBeneath(prefix, imprint_o_path | O_DIRECTORY)
+            if fd < 0 { return prefix }
+            close(fd)
+        }
+        return directory
+    }
+
+    /// Runs `body` with the parent of `relative` open; its result is a system call's (0 or -1
+    /// with errno), and errno survives the closing of the parent.
+    private func at(_ relative: String, imagePath: String, _ body: (Int32, String) -> Int32) throws -> Int32 {
+        let parent = try parent(of: relative, imagePath: imagePath)
+        let rc = body(parent.fd, parent.name)
+        let code = errno
+        parent.close()
+        errno = code
+        return rc
+    }
+
+    private func kind(of relative: String, imagePath: String) throws -> mode_t? {
         var info = stat()
-        guard fstatat(rootFD, relative, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
-        return info.st_mode & S_IFMT
+        if relative.isEmpty || relative == "." {
+            return fstat(rootFD, &info) == 0 ? info.st_mode & S_IFMT : nil
+        }
+        let rc = try at(relative, imagePath: imagePath) { fstatat($0, $1, &info, AT_SYMLINK_NOFOLLOW) }
+        return rc == 0 ? info.st_mode & S_IFMT : nil
     }
 
     /// Removes a file or symlink standing where the image puts something else. Directories are
     /// never removed: they may hold files the image does not know.
     private func clearWay(for relative: String, imagePath: String) throws {
-        guard let existing = kind(of: relative) else { return }
+        guard let existing = try kind(of: relative, imagePath: imagePath) else { return }
         if existing == S_IFDIR {
             throw ApplyError.wouldReplaceDirectory(path: root + "/" + relative, imagePath: imagePath)
         }
-        if unlinkat(rootFD, relative, 0) != 0 && errno != ENOENT {
+        if try at(relative, imagePath: imagePath, { unlinkat($0, $1, 0) }) != 0 && errno != ENOENT {
             throw ApplyError.io(path: root + "/" + relative, operation: "remove the old file in the way", errno: errno)
         }
+    }
+
+    /// Opens a path for writing, refusing one that passes a symlink: the error names it.
+    private func openForWriting(_ relative: String, _ flags: Int32, imagePath: String, operation: String) throws -> Int32 {
+        let fd = openBeneath(relative, flags, 0o644)
+        if fd >= 0 { return fd }
+        let code = errno
+        // Which component is the problem: a parent (never written through), or the file itself.
+        try parent(of: relative, imagePath: imagePath).close()
+        throw ApplyError.io(path: root + "/" + relative, operation: operation, errno: code)
     }
 
     // MARK: ApplyTarget
@@ -99,10 +201,13 @@ public final class DirectoryTarget: ApplyTarget {
             if rel.isEmpty { summary.directories += 1; continue }
             if let first = item.linkTo {
                 let target = plan.items[first].relativePath
-                if linkat(rootFD, target, rootFD, rel, 0) != 0 {
+                let source = try parent(of: target, imagePath: plan.image.path(of: plan.items[first].entry))
+                defer { source.close() }
+                let link = { try self.at(rel, imagePath: imagePath) { linkat(source.fd, source.name, $0, $1, 0) } }
+                if try link() != 0 {
                     guard errno == EEXIST else { throw ApplyError.io(path: root + "/" + rel, operation: "create hard link", errno: errno) }
                     try clearWay(for: rel, imagePath: imagePath)
-                    if linkat(rootFD, target, rootFD, rel, 0) != 0 {
+                    if try link() != 0 {
                         throw ApplyError.io(path: root + "/" + rel, operation: "create hard link", errno: errno)
                     }
                 }
@@ -117,15 +222,14 @@ public final class DirectoryTarget: ApplyTarget {
                 continue
             }
             if entry.isDirectory {
-                if mkdirat(rootFD, rel, 0o755) != 0 {
+                let makeDirectory = { try self.at(rel, imagePath: imagePath) { mkdirat($0, $1, 0o755) } }
+                if try makeDirectory() != 0 {
                     guard errno == EEXIST else { throw ApplyError.io(path: root + "/" + rel, operation: "create directory", errno: errno) }
-                    let fd = openBeneath(rel, O_RDONLY | O_DIRECTORY)
-                    if fd >= 0 {
-                        close(fd)
-                    } else {
-                        // A file or symlink is where the image has a directory: the image wins.
+                    if try kind(of: rel, imagePath: imagePath) != S_IFDIR {
+                        // A file or symlink is where the image has a directory: the image wins,
+                        // and the symlink is removed, never followed.
                         try clearWay(for: rel, imagePath: imagePath)
-                        if mkdirat(rootFD, rel, 0o755) != 0 {
+                        if try makeDirectory() != 0 {
                             throw ApplyError.io(path: root + "/" + rel, operation: "create directory", errno: errno)
                         }
                     }
@@ -135,8 +239,9 @@ public final class DirectoryTarget: ApplyTarget {
             }
             var fd = openBeneath(rel, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
             if fd < 0 && (errno == ELOOP || errno == EISDIR || errno == EXDEV) {
+                // clearWay opens the parent first: a symlink there stops the apply, named.
                 try clearWay(for: rel, imagePath: imagePath)
-                fd = openBeneath(rel, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                fd = try openForWriting(rel, O_WRONLY | O_CREAT | O_TRUNC, imagePath: imagePath, operation: "create file")
             }
             if fd < 0 { throw ApplyError.io(path: root + "/" + rel, operation: "create file", errno: errno) }
             close(fd)
@@ -153,8 +258,7 @@ public final class DirectoryTarget: ApplyTarget {
             let item = plan.items[target.item]
             switch target.kind {
             case .data:
-                let fd = openBeneath(item.relativePath, O_WRONLY)
-                if fd < 0 { throw ApplyError.io(path: root + "/" + item.relativePath, operation: "open for writing", errno: errno) }
+                let fd = try openForWriting(item.relativePath, O_WRONLY, imagePath: plan.image.path(of: item.entry), operation: "open for writing")
                 openFiles.append(fd)
             case .reparse:
                 collectTargets.append(target)
@@ -242,16 +346,17 @@ public final class DirectoryTarget: ApplyTarget {
                 summary.note("symlink pointing outside the target, not created", imagePath + " -> " + posix)
                 return
             }
-            let absoluteRoot = root.hasPrefix("/") ? root : (currentDirectory() + "/" + root)
             target = absoluteRoot + posix
         }
-        if symlinkat(target, rootFD, item.relativePath) != 0 {
+        let makeLink = { try self.at(item.relativePath, imagePath: imagePath) { symlinkat(target, $0, $1) } }
+        if try makeLink() != 0 {
             guard errno == EEXIST else { throw ApplyError.io(path: root + "/" + item.relativePath, operation: "create symlink", errno: errno) }
             try clearWay(for: item.relativePath, imagePath: imagePath)
-            if symlinkat(target, rootFD, item.relativePath) != 0 {
+            if try makeLink() != 0 {
                 throw ApplyError.io(path: root + "/" + item.relativePath, operation: "create symlink", errno: errno)
             }
         }
+        createdSymlinks.append((item.relativePath, imagePath))
         summary.symlinks += 1
     }
 
@@ -279,8 +384,14 @@ public final class DirectoryTarget: ApplyTarget {
             summary.note("extended attributes unsupported by the target filesystem: \(name.split(separator: ".").prefix(3).joined(separator: ".")) not kept", imagePath)
             return
         }
-        let full = relative.isEmpty ? root : root + "/" + relative
-        let rc = value.withUnsafeBytes { lsetxattr(full, name, $0.baseAddress, $0.count, 0) }
+        // Through a descriptor opened beneath the root: a path would follow symlinks on the way.
+        let fd = relative.isEmpty ? rootFD : openBeneath(relative, O_RDONLY | O_NONBLOCK)
+        guard fd >= 0 else {
+            summary.note("could not open to set extended attribute \(name) (\(String(cString: strerror(errno))))", imagePath)
+            return
+        }
+        defer { if fd != rootFD { close(fd) } }
+        let rc = value.withUnsafeBytes { fsetxattr(fd, name, $0.baseAddress, $0.count, 0) }
         if rc != 0 {
             if errno == ENOTSUP || errno == EOPNOTSUPP { xattrsUnsupported = true }
             summary.note("could not set extended attribute \(name) (\(String(cString: strerror(errno))))", imagePath)
@@ -289,13 +400,77 @@ public final class DirectoryTarget: ApplyTarget {
         summary.xattrsWritten += 1
     }
 
+    /// The root as an absolute path: where re-rooted absolute symlinks point.
+    private var absoluteRoot: String { root.hasPrefix("/") ? root : (currentDirectory() + "/" + root) }
+
+    /// Whether following the symlink at `relative`, and every symlink its way passes (at most
+    /// 40, as the kernel allows), stays inside the root. Each link's text may look inside on
+    /// its own (`a -> ..` one level down) while a chain of them leaves (`b -> a/../..`); only
+    /// walking the links finds that. A part that does not exist yet is judged by its text.
+    func symlinkStaysInside(_ relative: String) -> Bool {
+        let base = absoluteRoot
+        var resolved: [String] = []
+        var pending = Array(relative.split(separator: "/").map(String.init).reversed())
+        var hops = 0
+        while let component = pending.popLast() {
+            if component.isEmpty || component == "." { continue }
+            if component == ".." {
+                if resolved.isEmpty { return false }
+                resolved.removeLast()
+                continue
+            }
+            let path = (resolved + [component]).joined(separator: "/")
+            var info = stat()
+            guard fstatat(rootFD, path, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
+                let rest = ([component] + pending.reversed()).joined(separator: "/")
+                return DirectoryTarget.staysInside(rest, depth: resolved.count)
+            }
+            guard (info.st_mode & S_IFMT) == S_IFLNK else {
+                resolved.append(component)
+                continue
+            }
+            hops += 1
+            guard hops <= 40, let target = readLink(path) else { return false }
+            var text = target
+            if text.hasPrefix("/") {
+                // Only an absolute target this apply re-rooted at the root points inside.
+                guard text == base || text.hasPrefix(base + "/") else { return false }
+                text = String(text.dropFirst(base.count))
+                resolved = []
+            }
+            pending += text.split(separator: "/").map(String.init).reversed()
+        }
+        return true
+    }
+
+    private func readLink(_ relative: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let count = readlinkat(rootFD, relative, &buffer, buffer.count - 1)
+        guard count >= 0 else { return nil }
+        return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Removes the image's symlinks whose chain leads outside the target (their text alone
+    /// looked inside, or they would not have been made).
+    private func removeEscapingSymlinks() throws {
+        for link in createdSymlinks where !symlinkStaysInside(link.relative) {
+            if try at(link.relative, imagePath: link.imagePath, { unlinkat($0, $1, 0) }) != 0 && errno != ENOENT {
+                throw ApplyError.io(path: root + "/" + link.relative, operation: "remove a symlink leading outside the target", errno: errno)
+            }
+            summary.symlinks -= 1
+            summary.note("symlink leading outside the target through other symlinks, removed", link.imagePath)
+        }
+        createdSymlinks = []
+    }
+
     public func finish(_ plan: ApplyPlan) throws {
+        try removeEscapingSymlinks()
         // Metadata that has no POSIX home goes into xattrs (only where it says something).
         let plainAttributes: FileAttributes = [.directory, .archive, .normal]
         for item in plan.items where item.linkTo == nil {
             let entry = plan.image.entries[item.entry]
             let imagePath = plan.image.path(of: item.entry)
-            if entry.isReparsePoint && kind(of: item.relativePath.isEmpty ? "." : item.relativePath) != S_IFLNK { continue }
+            if entry.isReparsePoint, try kind(of: item.relativePath, imagePath: imagePath) != S_IFLNK { continue }
             if entry.isReparsePoint {
                 // Linux keeps no user xattrs on symlinks; say so once per link that carries more.
                 if !entry.shortName.isEmpty || entry.securityID >= 0 {
@@ -324,8 +499,10 @@ public final class DirectoryTarget: ApplyTarget {
         for item in plan.items.reversed() where item.linkTo == nil {
             let entry = plan.image.entries[item.entry]
             var times = [DirectoryTarget.timespec(filetime: entry.lastAccessTime), DirectoryTarget.timespec(filetime: entry.lastWriteTime)]
-            let rel = item.relativePath.isEmpty ? "." : item.relativePath
-            if utimensat(rootFD, rel, &times, AT_SYMLINK_NOFOLLOW) != 0 && errno != ENOENT {
+            let rel = item.relativePath
+            let rc = try rel.isEmpty ? futimens(rootFD, &times)
+                                     : at(rel, imagePath: plan.image.path(of: item.entry)) { utimensat($0, $1, &times, AT_SYMLINK_NOFOLLOW) }
+            if rc != 0 && errno != ENOENT {
                 summary.note("could not set times (\(String(cString: strerror(errno))))", plan.image.path(of: item.entry))
             }
         }
@@ -346,6 +523,9 @@ public final class DirectoryTarget: ApplyTarget {
 public enum ApplyError: Error, CustomStringConvertible {
     case io(path: String, operation: String, errno: Int32)
     case wouldReplaceDirectory(path: String, imagePath: String)
+    /// A folder on the way to `imagePath` is a symlink (or leads outside the target): nothing
+    /// is ever written through it.
+    case unsafePath(path: String, imagePath: String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -353,6 +533,10 @@ public enum ApplyError: Error, CustomStringConvertible {
             return "\(path): \(operation) failed: \(String(cString: strerror(code)))"
         case let .wouldReplaceDirectory(path, imagePath):
             return "\(path) is a directory, but the image has a file there (\(imagePath)); a directory is never removed, as it may hold files the image does not know"
+        case let .unsafePath(path, imagePath, code):
+            let what = code == ENOTDIR ? "is not a folder" : "is a symbolic link or leads outside the target"
+            return "\(path) \(what), on the way to \(imagePath); nothing is written through it, so the apply stopped "
+                + "(remove it, or apply into an empty folder)"
         }
     }
 }
@@ -361,7 +545,7 @@ extension ApplyError: ClassifiedError {
     public var failureKind: FailureKind {
         switch self {
         case .io: return .disk
-        case .wouldReplaceDirectory: return .refused
+        case .wouldReplaceDirectory, .unsafePath: return .refused
         }
     }
 }

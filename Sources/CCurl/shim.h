@@ -40,6 +40,9 @@ static inline CURLcode imprint_curl_set_progress(CURL *curl, imprint_curl_progre
 static inline CURLcode imprint_curl_get_long(CURL *curl, CURLINFO info, long *value) {
     return curl_easy_getinfo(curl, info, value);
 }
+static inline CURLcode imprint_curl_get_string(CURL *curl, CURLINFO info, char **value) {
+    return curl_easy_getinfo(curl, info, value);
+}
 static inline CURLcode imprint_curl_get_off(CURL *curl, CURLINFO info, curl_off_t *value) {
     return curl_easy_getinfo(curl, info, value);
 }

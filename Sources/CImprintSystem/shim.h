@@ -36,6 +36,13 @@ static inline int imprint_open_beneath(int dirfd, const char *path, int flags, u
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
+/* O_PATH is a GNU extension Glibc's Swift module does not show: a descriptor that names a folder
+ * for *at() calls without the right to read it. */
+#ifndef O_PATH
+#define O_PATH 010000000
+#endif
+static const int imprint_o_path = O_PATH;
+
 static inline int imprint_open_file(const char *path, int flags, unsigned mode) {
     return open(path, flags, mode);
 }

@@ -109,25 +109,46 @@ public enum DriverSource {
 
     /// Extracts a `.tar.xz` bundle into `scratch` (refusing anything that could escape it), then
     /// reads it as a local folder.
-    public static func bundle(_ path: String, scratch: String) throws -> [DriverPackage] {
-        try extractTarXZ(path, into: scratch)
+    public static func bundle(_ path: String, scratch: String, limits: ExtractionLimits = ExtractionLimits()) throws -> [DriverPackage] {
+        try extractTarXZ(path, into: scratch, limits: limits)
         return try local(scratch)
     }
 
-    public static func extractTarXZ(_ path: String, into destination: String) throws {
+    /// Extracts beside `destination` and renames the result into place (`destination` may
+    /// exist if it is empty), so a bundle that fails half way, is hostile or expands past
+    /// `limits` leaves nothing behind.
+    public static func extractTarXZ(_ path: String, into destination: String, limits: ExtractionLimits = ExtractionLimits()) throws {
         guard let input = FileHandle(forReadingAtPath: path) else { throw DriverSourceError("cannot open bundle \(path)") }
         defer { try? input.close() }
-        try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
-        let decoder = try XZDecoder()
-        var tar = TarExtractor(destination: destination, bundle: path)
+        let manager = FileManager.default
+        let parent = (destination as NSString).deletingLastPathComponent
+        try manager.createDirectory(atPath: parent.isEmpty ? "." : parent, withIntermediateDirectories: true)
+        let partial = destination + ".partial-" + UUID().uuidString.prefix(8)
+        try manager.createDirectory(atPath: partial, withIntermediateDirectories: false)
+        var kept = false
+        defer { if !kept { try? manager.removeItem(atPath: partial) } }
+        let limit = try limits.maximum(into: partial)
+        let decoder = try XZDecoder(memoryLimit: limits.xzMemoryLimit)
+        var tar = TarExtractor(destination: partial, bundle: path)
         defer { tar.closeCurrent() }
+        // The decoded tar stream (headers and padding included) is counted before it is written,
+        // so the cap holds however well the bundle compresses.
+        let feed: (UnsafeRawBufferPointer) throws -> Void = { piece in
+            if decoder.decodedBytes > limit.bytes { throw ExtractionError.tooLarge(archive: path, limit: limit.bytes, why: limit.why) }
+            try tar.feed(piece)
+        }
         while true {
             let chunk = input.readData(ofLength: 1 << 20)
             if chunk.isEmpty { break }
-            try chunk.withUnsafeBytes { raw in try decoder.decode(raw) { try tar.feed($0) } }
+            try chunk.withUnsafeBytes { raw in try decoder.decode(raw, sink: feed) }
         }
-        try decoder.finish { try tar.feed($0) }
+        try decoder.finish(sink: feed)
         try tar.finish()
+        tar.closeCurrent()
+        if rename(partial, destination) != 0 {
+            throw DriverSourceError("\(path): the extracted bundle could not be moved to \(destination): \(String(cString: strerror(errno)))")
+        }
+        kept = true
     }
 
     /// `Intel/NIC I219` → `Intel-NIC-I219`: one component, nothing a shell or Windows objects to.
@@ -162,6 +183,52 @@ public enum DriverSource {
         }
         return result.sorted()
     }
+}
+
+/// How far a bundle may expand, and how much memory its xz stream may take. The boot
+/// environment extracts into a tmpfs, which is RAM: a small bundle that expands without end, or
+/// asks liblzma for gigabytes, would starve the agent in the middle of a deployment.
+public struct ExtractionLimits: Sendable, Equatable {
+    /// The most bytes a bundle may expand to; nil means what the destination's filesystem has
+    /// free, less `reserve`.
+    public var maxBytes: UInt64?
+    /// Left free on the destination's filesystem when `maxBytes` is nil.
+    public var reserve: UInt64
+    public var xzMemoryLimit: UInt64
+
+    public init(maxBytes: UInt64? = nil, reserve: UInt64 = 64 << 20, xzMemoryLimit: UInt64 = XZDecoder.defaultMemoryLimit) {
+        self.maxBytes = maxBytes
+        self.reserve = reserve
+        self.xzMemoryLimit = xzMemoryLimit
+    }
+
+    /// The cap for extracting into `directory`, and where it comes from (for the message).
+    func maximum(into directory: String) throws -> (bytes: UInt64, why: String) {
+        if let maxBytes { return (maxBytes, "the configured limit") }
+        var info = statvfs()
+        guard statvfs(directory, &info) == 0 else {
+            throw DriverSourceError("\(directory): cannot read the free space of its filesystem: \(String(cString: strerror(errno)))")
+        }
+        let free = UInt64(info.f_bavail) * UInt64(info.f_frsize)
+        return (free > reserve ? free - reserve : 0, "the free space of \(directory)'s filesystem, less \(reserve >> 20) MiB kept free")
+    }
+}
+
+/// A bundle larger, once extracted, than `ExtractionLimits` allows.
+public enum ExtractionError: Error, CustomStringConvertible, Sendable, Equatable {
+    case tooLarge(archive: String, limit: UInt64, why: String)
+
+    public var description: String {
+        switch self {
+        case let .tooLarge(archive, limit, why):
+            return "\(archive) expands to more than \(limit) bytes (\(limit >> 20) MiB, \(why)); "
+                + "nothing of it was kept. Split the bundle, or use a driver index so only matching packages are downloaded"
+        }
+    }
+}
+
+extension ExtractionError: ClassifiedError {
+    public var failureKind: FailureKind { .refused }
 }
 
 extension DriverSourceError: ClassifiedError {

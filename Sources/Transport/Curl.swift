@@ -30,6 +30,8 @@ struct CurlResponse {
     var cancelled = false
     /// No byte arrived for `stallTimeout` seconds.
     var stalled = false
+    /// A 3xx with a Location: `performCurl` follows it itself, so its body goes nowhere.
+    var redirected = false
 
     var errorMessage: String {
         let text = String(decoding: errorBody.prefix(300), as: UTF8.self)
@@ -96,6 +98,10 @@ final class CurlTransfer {
         var status = 0
         _ = imprint_curl_get_long(handle, CURLINFO_RESPONSE_CODE, &status)
         response.status = status
+        if redirectStatuses.contains(status) && response.headers["location"] != nil {
+            response.redirected = true
+            return true
+        }
         if captureErrors && status >= 400 { return true }
         do {
             if try !begin(status, response) {
@@ -129,6 +135,7 @@ final class CurlTransfer {
 
     func receive(_ chunk: UnsafeRawBufferPointer) -> Bool {
         if !began && !start() { return false }
+        if response.redirected { return true }
         if captureErrors && response.status >= 400 {
             response.errorBody.append(contentsOf: chunk.prefix(300 - min(300, response.errorBody.count)))
             // The rest of an error page is of no use; stopping early saves the transfer.
@@ -139,6 +146,14 @@ final class CurlTransfer {
             return false
         }
         return true
+    }
+
+    /// Ready for the next hop of a redirect: a new response, and the stall clock restarted.
+    func resetForNextHop() {
+        response = CurlResponse()
+        began = false
+        lastBytes = -1
+        lastMovement = DispatchTime.now().uptimeNanoseconds
     }
 
     func header(_ line: String) {
@@ -179,6 +194,9 @@ private func curlProgress(_ context: UnsafeMutableRawPointer?, _ dltotal: curl_o
     return transfer.progress(received: dlnow + ulnow) ? 0 : 1
 }
 
+/// The statuses whose Location `performCurl` follows.
+let redirectStatuses: Set<Int> = [301, 302, 303, 307, 308]
+
 /// Runs one HTTP request on a fresh easy handle. `begin` sees the status and headers before
 /// any body byte and may stop (false) or fail; `body` receives the body in order.
 func performCurl(_ request: CurlRequest, options: TransferOptions,
@@ -197,47 +215,81 @@ func performCurl(_ request: CurlRequest, options: TransferOptions,
     errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
     defer { errorBuffer.deallocate() }
 
-    var headerList: UnsafeMutablePointer<curl_slist>?
-    defer { curl_slist_free_all(headerList) }
-    var headers = request.headers
-    if let token = options.bearerToken { headers.append("Authorization: Bearer \(token)") }
-    // curl would otherwise send "Expect: 100-continue" for larger POSTs and wait a second.
-    headers.append("Expect:")
-    for line in headers { headerList = curl_slist_append(headerList, line) }
-
-    _ = imprint_curl_set_string(handle, CURLOPT_URL, request.url)
+    // Redirects are followed here, not by curl, so that every hop decides for itself whether
+    // the bearer token goes with it: only a hop on the token's own origin carries it. (curl ≥
+    // 7.83 would also drop a custom Authorization header on another host or port, but that is
+    // its policy, not ours to depend on unseen; UNRESTRICTED_AUTH stays off all the same.)
     _ = imprint_curl_set_string(handle, CURLOPT_PROTOCOLS_STR, "http,https")
-    _ = imprint_curl_set_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
-    _ = imprint_curl_set_long(handle, CURLOPT_FOLLOWLOCATION, 1)
-    _ = imprint_curl_set_long(handle, CURLOPT_MAXREDIRS, options.maxRedirects)
+    _ = imprint_curl_set_long(handle, CURLOPT_FOLLOWLOCATION, 0)
+    _ = imprint_curl_set_long(handle, CURLOPT_UNRESTRICTED_AUTH, 0)
     _ = imprint_curl_set_long(handle, CURLOPT_NOSIGNAL, 1)
     _ = imprint_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Int(max(0.001, options.connectTimeout) * 1000))
     _ = imprint_curl_set_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
     _ = imprint_curl_set_long(handle, CURLOPT_LOW_SPEED_TIME, max(1, Int(options.stallTimeout.rounded(.up))))
     _ = imprint_curl_set_string(handle, CURLOPT_USERAGENT, options.userAgent)
     if let bundle = options.caBundle { _ = imprint_curl_set_string(handle, CURLOPT_CAINFO, bundle) }
-    _ = imprint_curl_set_list(handle, CURLOPT_HTTPHEADER, headerList)
     _ = imprint_curl_set_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer)
     if let range = request.range { _ = imprint_curl_set_string(handle, CURLOPT_RANGE, range) }
-    switch request.method {
-    case .get: break
-    case .head: _ = imprint_curl_set_long(handle, CURLOPT_NOBODY, 1)
-    case let .post(data):
-        _ = imprint_curl_set_long(handle, CURLOPT_POST, 1)
-        _ = imprint_curl_set_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(data.count))
-        // COPYPOSTFIELDS copies, so the bytes need not outlive this call.
-        data.withUnsafeBytes { bytes in
-            let pointer = UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(errorBuffer))
-            _ = imprint_curl_set_pointer(handle, CURLOPT_COPYPOSTFIELDS, pointer)
-        }
-    }
     _ = imprint_curl_set_write(handle, curlWrite, context)
     _ = imprint_curl_set_header_callback(handle, curlHeader, context)
     _ = imprint_curl_set_progress(handle, curlProgress, context)
 
-    let code = withExtendedLifetime(transfer) { curl_easy_perform(handle) }
-    transfer.response.code = code
-    if code == CURLE_OK && !transfer.began { _ = transfer.start() }
+    var url = request.url
+    var method = request.method
+    var hops = 0
+    while true {
+        var headerList: UnsafeMutablePointer<curl_slist>?
+        defer { curl_slist_free_all(headerList) }
+        var headers = request.headers
+        if let token = options.bearerToken, token.belongs(to: url) { headers.append("Authorization: Bearer \(token.value)") }
+        // curl would otherwise send "Expect: 100-continue" for larger POSTs and wait a second.
+        headers.append("Expect:")
+        for line in headers { headerList = curl_slist_append(headerList, line) }
+        _ = imprint_curl_set_list(handle, CURLOPT_HTTPHEADER, headerList)
+        _ = imprint_curl_set_string(handle, CURLOPT_URL, url)
+        switch method {
+        case .get: _ = imprint_curl_set_long(handle, CURLOPT_HTTPGET, 1)
+        case .head: _ = imprint_curl_set_long(handle, CURLOPT_NOBODY, 1)
+        case let .post(data):
+            _ = imprint_curl_set_long(handle, CURLOPT_POST, 1)
+            _ = imprint_curl_set_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(data.count))
+            // COPYPOSTFIELDS copies, so the bytes need not outlive this call.
+            data.withUnsafeBytes { bytes in
+                let pointer = UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(errorBuffer))
+                _ = imprint_curl_set_pointer(handle, CURLOPT_COPYPOSTFIELDS, pointer)
+            }
+        }
+
+        let code = withExtendedLifetime(transfer) { curl_easy_perform(handle) }
+        transfer.response.code = code
+        if code == CURLE_OK && !transfer.began { _ = transfer.start() }
+        guard code == CURLE_OK, transfer.response.redirected else { break }
+        var next: UnsafeMutablePointer<CChar>?
+        _ = imprint_curl_get_string(handle, CURLINFO_REDIRECT_URL, &next)
+        guard let next else {
+            transfer.response.code = CURLE_UNSUPPORTED_PROTOCOL
+            transfer.response.errorText = "the server redirected to \(transfer.response.headers["location"] ?? "").debugDescription, which is not a usable URL"
+            return transfer.response
+        }
+        let location = String(cString: next)
+        hops += 1
+        if hops > options.maxRedirects {
+            transfer.response.code = CURLE_TOO_MANY_REDIRECTS
+            transfer.response.errorText = "more than \(options.maxRedirects) redirects (the last to \(location))"
+            return transfer.response
+        }
+        guard Origin(url: location) != nil else {
+            transfer.response.code = CURLE_UNSUPPORTED_PROTOCOL
+            transfer.response.errorText = "the server redirected to \(location), which is not an http or https URL"
+            return transfer.response
+        }
+        // As browsers and curl do: 303 always, and 301/302 after a POST, continue with a GET.
+        let status = transfer.response.status
+        if case .post = method, status == 301 || status == 302 || status == 303 { method = .get }
+        url = location
+        transfer.resetForNextHop()
+    }
+    let code = transfer.response.code
     if code != CURLE_OK {
         let detail = String(cString: errorBuffer)
         let summary = String(cString: curl_easy_strerror(code))

@@ -10,7 +10,8 @@ public struct TransferOptions: Sendable {
     public var maxRetryDelay: Double
     /// PEM bundle of trusted CAs; nil keeps the system's.
     public var caBundle: String?
-    public var bearerToken: String?
+    /// Sent as `Authorization: Bearer` only to requests (and redirect hops) on its own origin.
+    public var bearerToken: BearerToken?
     public var userAgent: String
     public var maxRedirects: Int
     /// Polled during transfers and between retries; returning true ends with `.cancelled`.
@@ -18,7 +19,7 @@ public struct TransferOptions: Sendable {
 
     public init(connectTimeout: Double = 15, stallTimeout: Double = 30, retries: Int = 5,
                 retryDelay: Double = 1, maxRetryDelay: Double = 30, caBundle: String? = nil,
-                bearerToken: String? = nil, userAgent: String = "imprint/0.1", maxRedirects: Int = 5,
+                bearerToken: BearerToken? = nil, userAgent: String = "imprint/0.1", maxRedirects: Int = 5,
                 isCancelled: @escaping @Sendable () -> Bool = { false }) {
         self.connectTimeout = connectTimeout
         self.stallTimeout = stallTimeout

@@ -9,11 +9,17 @@ public final class XZDecoder {
         case corrupt(offset: UInt64, reason: String)
         /// The input ended before the end of the xz stream.
         case truncated(offset: UInt64)
+        /// Decoding needs more memory than the caller allows (an xz file's dictionary size
+        /// decides it; a hostile one can ask for gigabytes of a boot environment's RAM).
+        case memoryLimit(needed: UInt64, limit: UInt64)
 
         public var description: String {
             switch self {
             case let .corrupt(offset, reason): return "xz data is corrupt near compressed byte \(offset): \(reason)"
             case let .truncated(offset): return "xz data ends early, after \(offset) compressed bytes"
+            case let .memoryLimit(needed, limit):
+                return "the xz stream needs \(mebibytes(needed)) MiB of memory to decompress, more than the limit of \(mebibytes(limit)) MiB "
+                    + "(recompress it with a smaller dictionary, e.g. xz -6)"
             }
         }
     }
@@ -24,8 +30,15 @@ public final class XZDecoder {
     public private(set) var compressedBytes: UInt64 = 0
     public private(set) var decodedBytes: UInt64 = 0
 
-    public init() throws(Failure) {
-        let result = lzma_stream_decoder(&stream, UInt64.max, imprint_lzma_concatenated)
+    /// What decoding may use unless the caller says otherwise: `xz -9` needs 65 MiB, so this
+    /// leaves room for every preset and then some, but not for an image that asks for gigabytes.
+    public static let defaultMemoryLimit: UInt64 = 256 << 20
+
+    public let memoryLimit: UInt64
+
+    public init(memoryLimit: UInt64 = XZDecoder.defaultMemoryLimit) throws(Failure) {
+        self.memoryLimit = memoryLimit
+        let result = lzma_stream_decoder(&stream, max(1, memoryLimit), imprint_lzma_concatenated)
         guard result == LZMA_OK else { throw Failure.corrupt(offset: 0, reason: Self.reason(result)) }
     }
 
@@ -65,6 +78,8 @@ public final class XZDecoder {
                 return
             case LZMA_BUF_ERROR where action == LZMA_FINISH:
                 throw Failure.truncated(offset: compressedBytes)
+            case LZMA_MEMLIMIT_ERROR:
+                throw Failure.memoryLimit(needed: lzma_memusage(&stream), limit: memoryLimit)
             default:
                 throw Failure.corrupt(offset: compressedBytes, reason: Self.reason(result))
             }
@@ -84,6 +99,15 @@ public final class XZDecoder {
     }
 }
 
+/// Rounded up, so a need just over the limit never reads as equal to it.
+private func mebibytes(_ bytes: UInt64) -> UInt64 { (bytes + (1 << 20) - 1) >> 20 }
+
 extension XZDecoder.Failure: ClassifiedError {
-    public var failureKind: FailureKind { .badInput }
+    public var failureKind: FailureKind {
+        switch self {
+        case .corrupt, .truncated: return .badInput
+        // The data may be fine; this machine will not spend that much memory on it.
+        case .memoryLimit: return .refused
+        }
+    }
 }

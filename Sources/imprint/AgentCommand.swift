@@ -89,7 +89,9 @@ struct AgentCommand: ParsableCommand {
         }
         guard let deployment = assigned else { return }
         var authorized = transfer
-        authorized.bearerToken = deployment.token
+        // Only the server that issued the token gets it back: a sequence's mirrors, driver
+        // indexes and whatever they redirect to never see it.
+        authorized.bearerToken = BearerToken(deployment.token, for: base)
         let sequenceURL = deployment.sequenceUrl.hasPrefix("http") ? deployment.sequenceUrl : base + deployment.sequenceUrl
         let loaded: TaskSequence
         do { loaded = try SequenceLoader.load(sequenceURL, client: HTTPClient(options: authorized)).0 } catch { throw fail(error) }

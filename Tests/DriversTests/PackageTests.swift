@@ -148,4 +148,63 @@ import TestSupport
         try run(["xz", scratch.sub("bad.tar")])
         #expect(throws: DriverSourceError.self) { try DriverSource.extractTarXZ(scratch.sub("bad.tar.xz"), into: scratch.sub("o2")) }
     }
+
+    /// What is beside `directory` whose name starts with its own (a partial extraction).
+    func leftovers(of directory: String) throws -> [String] {
+        let parent = (directory as NSString).deletingLastPathComponent
+        let name = (directory as NSString).lastPathComponent
+        return try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(name) }
+    }
+
+    /// A bundle of a few KB that expands to 24 MiB (zeros compress to nothing) stops at the
+    /// cap, names the bundle and the limit, and leaves nothing behind.
+    @Test func aBundleExpandingPastTheCapIsRefusedAndRemoved() throws {
+        let scratch = ScratchDirectory()
+        let share = scratch.sub("share")
+        try Fixtures.makeShare(at: share)
+        try run(["truncate", "-s", "24M", share + "/Intel/NIC I219/x64/padding.bin"])
+        try run(["tar", "-C", share, "-cf", scratch.sub("bomb.tar"), "."])
+        try run(["xz", "-T1", scratch.sub("bomb.tar")])
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: scratch.sub("bomb.tar.xz"))[.size] as? Int)
+        #expect(size < 100_000)
+        #expect {
+            _ = try DriverSource.bundle(scratch.sub("bomb.tar.xz"), scratch: scratch.sub("out"), limits: ExtractionLimits(maxBytes: 8 << 20))
+        } throws: { error in
+            guard case let ExtractionError.tooLarge(archive, limit, _) = error else { return false }
+            let text = "\(error)"
+            return archive == scratch.sub("bomb.tar.xz") && limit == 8 << 20 && text.contains("8 MiB") && text.contains("nothing of it was kept")
+        }
+        #expect(try leftovers(of: scratch.sub("out")).isEmpty)
+        // Under a cap it fits, the same bundle extracts in full.
+        let packages = try DriverSource.bundle(scratch.sub("bomb.tar.xz"), scratch: scratch.sub("out"), limits: ExtractionLimits(maxBytes: 64 << 20))
+        #expect(packages.count == 6)
+        #expect(try leftovers(of: scratch.sub("out")) == ["out"])
+    }
+
+    /// With no configured cap, the free space of the destination's filesystem (less the
+    /// reserve) is the cap: a reserve larger than any disk refuses even a small bundle.
+    @Test func theDefaultCapIsTheFreeSpace() throws {
+        let scratch = ScratchDirectory()
+        try Fixtures.makeShare(at: scratch.sub("share"))
+        try run(["tar", "-C", scratch.sub("share"), "-cf", scratch.sub("small.tar"), "."])
+        try run(["xz", "-T1", scratch.sub("small.tar")])
+        #expect {
+            _ = try DriverSource.bundle(scratch.sub("small.tar.xz"), scratch: scratch.sub("out"), limits: ExtractionLimits(reserve: 1 << 62))
+        } throws: { "\($0)".contains("free space") }
+        #expect(try leftovers(of: scratch.sub("out")).isEmpty)
+        #expect(try DriverSource.bundle(scratch.sub("small.tar.xz"), scratch: scratch.sub("out")).count == 6)
+    }
+
+    /// A bundle whose xz stream asks for more memory than allowed is refused before anything
+    /// is extracted.
+    @Test func aBundleNeedingTooMuchMemoryIsRefused() throws {
+        let scratch = ScratchDirectory()
+        try Fixtures.makeShare(at: scratch.sub("share"))
+        try run(["tar", "-C", scratch.sub("share"), "-cf", scratch.sub("wide.tar"), "."])
+        try run(["xz", "-T1", "--lzma2=dict=512MiB,mf=hc3", scratch.sub("wide.tar")])
+        #expect {
+            _ = try DriverSource.bundle(scratch.sub("wide.tar.xz"), scratch: scratch.sub("out"), limits: ExtractionLimits(xzMemoryLimit: 32 << 20))
+        } throws: { "\($0)".contains("needs 513 MiB of memory to decompress, more than the limit of 32 MiB") }
+        #expect(try leftovers(of: scratch.sub("out")).isEmpty)
+    }
 }

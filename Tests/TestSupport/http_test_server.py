@@ -8,6 +8,8 @@ request, per URL, through the query string:
   ?status=C    answer status C instead
   &times=K     misbehave only on the first K requests for that URL (path and query)
   ?noranges=1  ignore Range and do not advertise Accept-Ranges
+  ?redirect=U  answer 302 with Location U (&code=C for another 3xx)
+  GET /_auth   [[path, Authorization header or null], ...] of every GET/HEAD so far
   POST /post/... records {"path", "headers", "body"} as a line of <dir>/posts.jsonl
   GET /_stats  {path: requests}; /_stats?ranges=1 {path: requests with a Range header}
 
@@ -28,6 +30,7 @@ LOCK = threading.Lock()
 REQUESTS = {}      # path -> count
 RANGES = {}        # path -> count of requests carrying Range
 MISBEHAVED = {}    # path?query -> count
+AUTH = []          # [path, Authorization or None] per GET/HEAD, in order
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -76,7 +79,19 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 self.send_json(200, dict(RANGES if "ranges" in query else REQUESTS))
             return
+        if path == "/_auth":
+            with LOCK:
+                self.send_json(200, list(AUTH))
+            return
         self.count(path)
+        with LOCK:
+            AUTH.append([path, self.headers.get("Authorization")])
+        if "redirect" in query:
+            self.send_response(int(query.get("code", "302")))
+            self.send_header("Location", query["redirect"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         misbehave = self.should_misbehave(query)
         if "status" in query and misbehave:
             self.send_json(int(query["status"]), {"error": "requested failure"})

@@ -130,7 +130,7 @@ import TestSupport
     @Test func postRecordsBodyAndToken() throws {
         let served = try Served()
         var options = TransferOptions.fast
-        options.bearerToken = "s3cret"
+        options.bearerToken = BearerToken("s3cret", for: served.url("/"))
         let client = HTTPClient(options: options)
         let json = Data(#"{"event":"started","step":3}"#.utf8)
         let answer = try client.post(served.url("/post/events?status=503&times=1"), json: json)

@@ -63,4 +63,34 @@ import TestSupport
             guard case .corrupt = failure else { Issue.record("expected corrupt, got \(failure)"); return }
         }
     }
+
+    /// The decoder's memory need is the stream's dictionary size, which whoever made the file
+    /// chose: 512 MiB on a 100 KB file is refused under a lower limit, with both numbers.
+    @Test func aDictionaryLargerThanTheMemoryLimitIsRefused() throws {
+        let scratch = ScratchDirectory()
+        let data = try sample(scratch, "small", size: 100_000)
+        // hc3 and one thread: the encoder touches only what the small input needs.
+        try run(["xz", "-T1", "-k", "--lzma2=dict=512MiB,mf=hc3", scratch.sub("small")])
+        let input = try Data(contentsOf: URL(fileURLWithPath: scratch.sub("small.xz")))
+        for limit: UInt64 in [64 << 20, XZDecoder.defaultMemoryLimit] {
+            let decoder = try XZDecoder(memoryLimit: limit)
+            var produced = 0
+            #expect {
+                try input.withUnsafeBytes { try decoder.decode($0) { produced += $0.count } }
+                try decoder.finish { produced += $0.count }
+            } throws: { error in
+                guard case let XZDecoder.Failure.memoryLimit(needed, reported) = error else { return false }
+                let text = "\(error)"
+                return needed >= 512 << 20 && reported == limit && text.contains("needs 513 MiB")
+                    && text.contains("limit of \(limit >> 20) MiB")
+            }
+            #expect(produced == 0)
+        }
+        // The data itself is fine: a limit above its need decodes it.
+        let decoder = try XZDecoder(memoryLimit: 1 << 30)
+        var output = Data()
+        try input.withUnsafeBytes { try decoder.decode($0) { output.append(contentsOf: $0) } }
+        try decoder.finish { output.append(contentsOf: $0) }
+        #expect(output == data)
+    }
 }

@@ -49,6 +49,7 @@ final class Checker {
     private var volumes: Set<String> = []
     private var definedVariables: Set<String> = []
     private var referencedVariables: [(name: String, path: String)] = []
+    private var requireVerifiedContent = false
 
     func error(_ path: String, _ message: String, hint: String? = nil) {
         issues.append(SequenceIssue(severity: .error, path: path, message: message, hint: hint))
@@ -60,8 +61,10 @@ final class Checker {
 
     func sequence(_ root: JSONValue, origin: String) -> TaskSequence? {
         guard let object = object(root, "$") else { return nil }
-        keys(object, "$", allowed: ["name", "version", "description", "variables", "secrets", "steps", "$schema"])
+        keys(object, "$", allowed: ["name", "version", "description", "variables", "secrets", "requireVerifiedContent", "steps", "$schema"])
         let name = string(object, "name", "$", required: true) ?? ""
+        // Read before the steps: their checks depend on it.
+        requireVerifiedContent = bool(object, "requireVerifiedContent", "$") ?? false
         let version = object["version"]?.scalarText ?? "1"
         var variables: [String: String] = [:]
         if let value = object["variables"] {
@@ -102,7 +105,8 @@ final class Checker {
                     hint: "the server must send it for this machine, or it stays empty" + suggestion(reference.name, among: known))
         }
         return TaskSequence(name: name, version: version, description: object["description"]?.stringValue,
-                            variables: variables, secrets: secrets, steps: steps, origin: origin)
+                            variables: variables, secrets: secrets, steps: steps,
+                            requireVerifiedContent: requireVerifiedContent, origin: origin)
     }
 
     static func isVariableName(_ text: String) -> Bool {
@@ -202,6 +206,7 @@ final class Checker {
             let mode = ApplyImageStep.Mode(rawValue: modeText)
             if mode == nil { error(path + ".mode", "unknown mode \"\(modeText)\"", hint: "download or stream") }
             let sha = checksum(object, path)
+            if let source { checkVerified(source, sha, path) }
             let cache = string(object, "cacheDirectory", path, required: false) ?? "/var/cache/imprint"
             action = source.flatMap { s in target.flatMap { t in mode.map {
                 .applyImage(ApplyImageStep(source: s, image: image, sha256: sha, target: t, mode: $0, cacheDirectory: cache))
@@ -215,6 +220,7 @@ final class Checker {
                 error(path + ".target", "no earlier step makes a volume \"\(target)\"", hint: "\"disk\", or a partition id of a layout")
             }
             let sha = checksum(object, path)
+            if let source { checkVerified(source, sha, path) }
             action = source.map { .writeImage(WriteImageStep(source: $0, sha256: sha, target: target)) }
         case "injectDrivers":
             let source = string(object, "source", path, required: true)
@@ -375,6 +381,18 @@ final class Checker {
         default:
             error(path, "expected a duration: seconds, or text like \"90s\", \"10m\", \"2h\"")
             return nil
+        }
+    }
+
+    /// A literal `http://` source without a sha256: a warning, or an error when the sequence
+    /// requires verified content. A source behind a variable is judged when the step runs.
+    private func checkVerified(_ source: String, _ sha256: String?, _ path: String) {
+        guard UnverifiedContent.isUnverified(source: source, sha256: sha256) else { return }
+        let hint = "add \"sha256\" (sha256sum FILE prints it) or use an https:// URL"
+        if requireVerifiedContent {
+            error(path + ".source", UnverifiedContent.refusal(source), hint: hint)
+        } else {
+            warning(path + ".source", UnverifiedContent.warning(source), hint: hint)
         }
     }
 

@@ -11,6 +11,9 @@ public struct TaskSequence: Sendable {
     /// Variables whose values never appear in logs or events (passwords, product keys).
     public var secrets: Set<String>
     public var steps: [Step]
+    /// Refuse an image that comes over plain HTTP without a SHA-256 (`requireVerifiedContent`)
+    /// instead of only warning: anyone on the network could change it on the way.
+    public var requireVerifiedContent: Bool = false
     /// Where the sequence came from, for messages and the USB log file beside it.
     public var origin: String
 
@@ -95,6 +98,24 @@ public enum StepAction: Sendable {
 
     public static let typeNames = ["group", "selectDisk", "partition", "format", "findWindows", "cleanVolume", "applyImage",
                                    "writeImage", "injectDrivers", "makeBootable", "unattend", "runCommand", "setVariable", "reboot", "poweroff"]
+}
+
+/// An image source nothing can vouch for: plain `http://` (not https, not a local file) and no
+/// SHA-256 to check what arrives against. A WIM streamed by Range reads has no whole-file hash
+/// either, so only the sequence's `sha256` can protect it.
+public enum UnverifiedContent {
+    public static func isUnverified(source: String, sha256: String?) -> Bool {
+        (sha256 ?? "").isEmpty && source.lowercased().hasPrefix("http://")
+    }
+
+    public static func warning(_ source: String) -> String {
+        "image \(source) comes over plain HTTP without a sha256: anyone on the network could change it; "
+            + "give its sha256 or serve it over HTTPS"
+    }
+
+    public static func refusal(_ source: String) -> String {
+        warning(source) + " (the sequence sets requireVerifiedContent, so it is not used)"
+    }
 }
 
 public struct ApplyImageStep: Sendable {

@@ -1,6 +1,7 @@
 import Apply
 import DiskModel
 import Disks
+import Drivers
 import Failures
 import Foundation
 import SequenceModel
@@ -17,6 +18,9 @@ public struct RunOptions: Sendable {
     public var transfer = TransferOptions()
     /// Overrides each applyImage's cache folder (tests, USB media).
     public var cacheDirectory: String?
+    /// How far a driver bundle may expand in the boot environment's tmpfs, and the memory any
+    /// xz stream (bundles, `.img.xz`) may take to decode.
+    public var extraction = ExtractionLimits()
 
     public init() {}
 }
@@ -59,6 +63,9 @@ final class RunContext: @unchecked Sendable {
     /// stays the signal handlers' alone).
     let applyStop = ApplyStop()
     let client: HTTPClient
+    /// The sequence's `requireVerifiedContent`: refuse, not only warn about, an image over
+    /// plain HTTP with no SHA-256.
+    var requireVerifiedContent = false
 
     init(options: RunOptions, bus: EventBus, variables: Variables) {
         self.options = options
@@ -75,6 +82,14 @@ final class RunContext: @unchecked Sendable {
         variables.substitute(text, unknown: { [bus] (name: String) -> Void in
             bus.log("${\(name)} is not set: replaced by nothing", level: "warning")
         })
+    }
+
+    /// Called by a step with its image's resolved source and SHA-256, before it reads or writes
+    /// anything: an unverifiable source is refused or, by default, logged as a warning.
+    func checkVerified(_ source: String, sha256: String?, step: Step) throws {
+        guard UnverifiedContent.isUnverified(source: source, sha256: sha256) else { return }
+        if requireVerifiedContent { throw StepFailure(UnverifiedContent.refusal(source), kind: .refused) }
+        bus.log(UnverifiedContent.warning(source), step: step, level: "warning")
     }
 
     func volume(_ name: String) throws -> Volume {

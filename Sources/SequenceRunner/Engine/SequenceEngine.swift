@@ -31,6 +31,7 @@ public final class SequenceEngine {
         // The context hands the bus a copy of the variables to redact with, at once and after
         // each change; the bus outlives the run and keeps the last copy (for the final events).
         context = RunContext(options: options, bus: bus, variables: variables)
+        context.requireVerifiedContent = sequence.requireVerifiedContent
     }
 
     public func run() -> RunResult {
@@ -41,6 +42,7 @@ public final class SequenceEngine {
         defer { context.releaseAll() }
         var result: RunResult
         do {
+            try refuseUnverifiedContent()
             try runSteps(sequence.steps)
             try finishDrivers()
             result = RunResult(status: .success, duration: Date().timeIntervalSince(started), powerAction: context.powerAction?.typeName)
@@ -57,6 +59,29 @@ public final class SequenceEngine {
         context.bus.emit(Event(kind: .result, name: sequence.name, status: result.status == .success ? .success : .failed,
                                duration: result.duration, message: message, failure: result.failure))
         return result
+    }
+
+    /// With `requireVerifiedContent`, an image step whose source (as the variables stand now)
+    /// is plain HTTP with no SHA-256 stops the run before the first step: before any disk is
+    /// wiped, not when the image step is reached. The step checks again when it runs, as a
+    /// `setVariable` may change its source in between.
+    private func refuseUnverifiedContent() throws {
+        guard sequence.requireVerifiedContent else { return }
+        for step in sequence.allSteps {
+            let source: String, sha256: String?
+            switch step.action {
+            case let .applyImage(parameters): (source, sha256) = (parameters.source, parameters.sha256)
+            case let .writeImage(parameters): (source, sha256) = (parameters.source, parameters.sha256)
+            default: continue
+            }
+            let resolved = context.variables.substitute(source)
+            guard UnverifiedContent.isUnverified(source: resolved, sha256: sha256.map { context.variables.substitute($0) }) else { continue }
+            let message = context.variables.redact(UnverifiedContent.refusal(resolved)) + "; nothing was run"
+            context.bus.emit(Event(kind: .stepStarted, step: step.number, name: step.name, type: step.type))
+            context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: .failed,
+                                   duration: 0, message: message, failure: .refused))
+            throw SequenceStopped(step: step, message: message, kind: .refused)
+        }
     }
 
     struct SequenceStopped: Error {

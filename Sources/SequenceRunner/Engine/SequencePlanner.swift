@@ -87,9 +87,11 @@ public enum SequencePlanner {
             case let .applyImage(parameters):
                 details.append("would apply image \(variables.substitute(parameters.image)) of \(variables.substitute(parameters.source)) "
                                + "to volume \"\(parameters.target)\" (\(parameters.mode.rawValue))")
+                verify(parameters.source, parameters.sha256, &details, &verdict)
             case let .writeImage(parameters):
                 let target = parameters.target == "disk" ? (chosen?.disk.path ?? "the selected disk") : "volume \"\(parameters.target)\""
                 details.append("would write \(variables.substitute(parameters.source)) onto \(target), replacing everything on it")
+                verify(parameters.source, parameters.sha256, &details, &verdict)
             case let .injectDrivers(parameters):
                 details.append("would copy matching drivers from \(variables.substitute(parameters.source)) to volume \"\(parameters.target)\"")
             case let .makeBootable(parameters):
@@ -107,6 +109,19 @@ public enum SequencePlanner {
                 details.append("would \(step.type) at the end")
             case .group:
                 break
+            }
+        }
+
+        /// An image over plain HTTP with no SHA-256: a warning line, or a failing step when the
+        /// sequence requires verified content (the run refuses it before the first step).
+        func verify(_ source: String, _ sha256: String?, _ details: inout [String], _ verdict: inout String) {
+            let resolved = variables.substitute(source)
+            guard UnverifiedContent.isUnverified(source: resolved, sha256: sha256.map { variables.substitute($0) }) else { return }
+            if sequence.requireVerifiedContent {
+                verdict = "fails"
+                details.append(UnverifiedContent.refusal(resolved))
+            } else {
+                details.append("warning: " + UnverifiedContent.warning(resolved))
             }
         }
 

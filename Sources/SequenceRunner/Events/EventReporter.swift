@@ -29,7 +29,8 @@ public final class EventReporter: Sendable {
         self.spool = spool
         self.endpoint = endpoint
         var options = TransferOptions()
-        options.bearerToken = token
+        // The token is for the server that issued it; the endpoint is on that server.
+        options.bearerToken = BearerToken(token, for: endpoint)
         options.caBundle = caBundle
         options.retries = 0
         options.connectTimeout = 5

@@ -45,7 +45,7 @@ enum DriverSteps {
             guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
                 throw StepFailure("\(source): no such driver folder or bundle", kind: .badInput)
             }
-            packages = isDirectory.boolValue ? try DriverSource.local(source) : try DriverSource.bundle(source, scratch: scratch)
+            packages = isDirectory.boolValue ? try DriverSource.local(source) : try DriverSource.bundle(source, scratch: scratch, limits: context.options.extraction)
         }
         guard let architecture = Architecture(rawValue: parameters.architecture) else {
             throw StepFailure("unknown architecture \(parameters.architecture)", kind: .badInput)
@@ -93,7 +93,7 @@ enum DriverSteps {
         _ = try context.client.download(url, to: file, expectedSHA256: sha256) { progress in
             StepRunner.progress(context, step, "downloading drivers", bytes: progress.bytes, total: progress.total)
         }
-        let packages = try DriverSource.bundle(file, scratch: scratch + "/" + UUID().uuidString)
+        let packages = try DriverSource.bundle(file, scratch: scratch + "/" + UUID().uuidString, limits: context.options.extraction)
         try? FileManager.default.removeItem(atPath: file)
         return packages
     }

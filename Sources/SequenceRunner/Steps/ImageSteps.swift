@@ -16,6 +16,7 @@ enum ImageSteps {
         let source = context.substitute(parameters.source)
         let selector = context.substitute(parameters.image)
         let expected = parameters.sha256.map(context.substitute)?.lowercased().nonEmpty
+        try context.checkVerified(source, sha256: expected, step: step)
         let volume = try context.volume(parameters.target)
         guard isURL(source) else {
             if let expected { try checkLocalFile(source, expected: expected, step, context) }

@@ -13,8 +13,9 @@ enum RawImageSteps {
     static func writeImage(_ parameters: WriteImageStep, _ step: Step, _ context: RunContext) throws {
         let source = context.substitute(parameters.source)
         let expected = parameters.sha256.map(context.substitute)?.lowercased().nonEmpty
+        try context.checkVerified(source, sha256: expected, step: step)
         let output = try ImageOutput(target: context.substitute(parameters.target), context)
-        let decoder = source.lowercased().hasSuffix(".xz") ? try XZDecoder() : nil
+        let decoder = source.lowercased().hasSuffix(".xz") ? try XZDecoder(memoryLimit: context.options.extraction.xzMemoryLimit) : nil
         let deliver: (UnsafeRawBufferPointer) throws -> Void = { bytes in
             if let decoder { try decoder.decode(bytes) { try output.write($0) } } else { try output.write(bytes) }
         }

@@ -46,6 +46,12 @@ final class SequenceLab {
         return try sha256(path)
     }
 
+    /// How many GET/HEAD requests the test server had for `path`.
+    func requests(_ path: String) throws -> Int {
+        let data = try TestSupport.run(["curl", "-sf", server.url("/_stats")]).stdout
+        return ((try JSONSerialization.jsonObject(with: data) as? [String: Int]) ?? [:])[path] ?? 0
+    }
+
     func sha256(_ path: String) throws -> String {
         try TestSupport.run(["sha256sum", path]).output.split(separator: " ").first.map(String.init) ?? ""
     }
