@@ -12,11 +12,8 @@ extension ImprintServer {
         var response: Response
         do {
             response = try await dashboardResponse(handler, request, context, client: client)
-        } catch let error as APIError {
-            response = error.response
         } catch {
-            logger.error("\(request.method) \(request.uri.path): \(error)")
-            response = APIError(.internalServerError, "internal error (the server's log has the details)").response
+            response = errorResponse(error, request)
         }
         DashboardSecurity.apply(to: &response)
         return response
