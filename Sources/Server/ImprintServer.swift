@@ -124,7 +124,7 @@ public final class ImprintServer: Sendable {
             return try await ContentFiles.serve(root: configuration.contentDirectory, relative: segments, request: request,
                                                 logger: logger, count: { [metrics] in metrics.addContentBytes($0) })
         case .metrics: return try await metricsText()
-        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy,
+        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
             return try await dashboard(handler, request, context, client: client)
         // Every admin route by name: a new handler must be placed here (or above) on purpose,
@@ -152,7 +152,7 @@ public final class ImprintServer: Sendable {
         case .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
              .adminRegisterMachine, .adminResetDeploymentToken, .metrics,
-             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy,
+             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
             return
         }
