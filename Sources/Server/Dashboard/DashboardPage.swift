@@ -16,6 +16,8 @@ public struct DashboardDeployment: Sendable, Codable, Equatable {
     public var failure: String?
     public var created: String
     public var ended: String?
+    /// Assigned or running (`Deployment.isActive`): it has a token to reset.
+    public var isActive = false
     /// When an administrator reset its token (until the machine's next check-in takes a new one).
     public var tokenReset: String?
     /// What its machine's first check-in contradicted (`IdentityConflict.description`).
@@ -146,7 +148,7 @@ public enum DashboardPage {
                     + "<td class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))"
                     + (deployment.state == "failed" ? "<div class=\"failure\">\(failureBadge(deployment))\(escape(deployment.message ?? ""))</div>" : "") + "</td>"
                     + "<td class=\"actions\">\(deployment.state == "succeeded" ? redeployCell(machine, csrf: csrf) : "")"
-                    + "\(isActive(deployment) ? resetTokenCell(deployment, csrf: csrf) : "")</td>"
+                    + "\(deployment.isActive ? resetTokenCell(deployment, csrf: csrf) : "")</td>"
             } else {
                 body += "<td colspan=\"5\">no deployment</td>"
             }
@@ -169,8 +171,6 @@ public enum DashboardPage {
     static func conflictNotes(_ conflicts: [String]) -> String {
         conflicts.map { "<div class=\"conflict\">Identity conflict: this machine's first check-in \(escape($0))</div>" }.joined()
     }
-
-    static func isActive(_ deployment: DashboardDeployment) -> Bool { deployment.state == "assigned" || deployment.state == "running" }
 
     /// An active deployment's token can be revoked: the machine's next check-in gets a new one at
     /// once (an agent gone, a machine rebuilt mid-deployment, a token not to be trusted).
@@ -208,7 +208,7 @@ public enum DashboardPage {
             body += "<p class=\"failure\" id=\"failure\">\(failureBadge(deployment))\(escape(message))</p>"
         }
         if !deployment.machineConflicts.isEmpty { body += "<section id=\"conflicts\">\(conflictNotes(deployment.machineConflicts))</section>" }
-        if isActive(deployment) { body += "<div id=\"token\">\(resetTokenCell(deployment, csrf: csrf))</div>" }
+        if deployment.isActive { body += "<div id=\"token\">\(resetTokenCell(deployment, csrf: csrf))</div>" }
         body += "<h2>Steps</h2><table id=\"timeline\"><tr><th>#</th><th>Step</th><th>Type</th><th>Status</th><th>Duration</th></tr>"
         for step in steps {
             body += "<tr class=\"step-row \(escape(step.status))\" data-step=\"\(escape(step.number))\"><td>\(escape(step.number))</td><td>\(escape(step.name))</td>"

@@ -184,6 +184,7 @@ extension ImprintServer {
                             currentStep: deployment.currentStep.map { DashboardTimeline.clipped($0, to: configuration.limits.logLineCharacters) },
                             message: deployment.message.map { DashboardTimeline.clipped($0, to: configuration.limits.logLineCharacters) },
                             failure: deployment.failure?.rawValue, created: deployment.created, ended: deployment.ended)
+        view.isActive = deployment.isActive
         view.tokenReset = deployment.tokenReset
         view.machineConflicts = machine?.conflicts.map(\.description) ?? []
         return view

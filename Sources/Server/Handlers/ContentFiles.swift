@@ -191,14 +191,16 @@ final class ContentFileReader: Sendable {
             close(descriptor)
             return .missing
         }
-        let mode = String(info.st_mode & 0o7777, radix: 8)
+        // A folder (or a device, a FIFO) is no file to send: as missing, and not worth a log line
+        // each time someone asks for one.
         guard info.st_mode & S_IFMT == S_IFREG else {
             close(descriptor)
-            return .unpublished("is not a regular file")
+            return .missing
         }
         guard info.st_mode & S_IROTH != 0 else {
             close(descriptor)
-            return .unpublished("has mode \(mode), which does not let others read it: only files readable by all (chmod o+r) are published")
+            return .unpublished("has mode \(String(info.st_mode & 0o7777, radix: 8)), which does not let others read it: "
+                                + "only files readable by all (chmod o+r) are published")
         }
         let modified = Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
         return .published(ContentFileReader(descriptor: descriptor, size: Int64(info.st_size), modified: modified))
