@@ -29,6 +29,7 @@ private let targets: [String: FuzzTarget] = [
     "LZMSFuzz": FuzzTarget(testOneInput: fuzzLZMS),
     "DiskJSONFuzz": FuzzTarget(testOneInput: fuzzDiskJSON),
     "SequenceFuzz": FuzzTarget(testOneInput: fuzzSequence),
+    "CheckInFuzz": FuzzTarget(testOneInput: fuzzCheckIn),
     "HiveFuzz": FuzzTarget(testOneInput: fuzzHive, writeSeeds: writeHiveFuzzSeeds),
     "INFFuzz": FuzzTarget(testOneInput: fuzzINF),
 ]

@@ -98,11 +98,8 @@ public final class ImprintServer: Sendable {
                 do {
                     try self.checkAgentSubnet(route.handler, client: context.clientAddress)
                     return try await self.handle(route.handler, request, context.basic, client: context.clientAddress)
-                } catch let error as APIError {
-                    return error.response
                 } catch {
-                    self.logger.error("\(request.method) \(request.uri.path): \(error)")
-                    return APIError(.internalServerError, "internal error: \(error)").response
+                    return self.errorResponse(error, request)
                 }
             }
         }
@@ -132,11 +129,11 @@ public final class ImprintServer: Sendable {
 
     func handle(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext, client: String) async throws -> Response {
         switch handler {
-        case .bootScript: return bootScript(mac: nil)
+        case .bootScript: return bootScript(chainsMachineScript: true)
         case .bootScriptForMAC: return try await machineBootScript(mac: try request.requiredParameter("mac", context))
         case .bootFile:
             return try await ContentFiles.serve(root: configuration.bootDirectory, relative: [try request.requiredParameter("name", context)],
-                                                request: request, count: nil)
+                                                request: request, logger: logger, count: nil)
         case .checkIn: return try await checkIn(request, client: client)
         case .deploymentSequence: return try await deploymentSequence(request, context)
         case .deploymentEvents: return try await deploymentEvents(request, context)
@@ -146,9 +143,9 @@ public final class ImprintServer: Sendable {
             guard path.hasPrefix(prefix) else { throw APIError.notFound("file") }
             let segments = path.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
             return try await ContentFiles.serve(root: configuration.contentDirectory, relative: segments, request: request,
-                                                count: { [metrics] in metrics.addContentBytes($0) })
+                                                logger: logger, count: { [metrics] in metrics.addContentBytes($0) })
         case .metrics: return try await metricsText()
-        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy,
+        case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
             return try await dashboard(handler, request, context, client: client)
         // Every admin route by name: a new handler must be placed here (or above) on purpose,
@@ -176,7 +173,7 @@ public final class ImprintServer: Sendable {
         case .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
              .adminRegisterMachine, .adminResetDeploymentToken, .metrics,
-             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy,
+             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
             return
         }

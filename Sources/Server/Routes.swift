@@ -11,7 +11,7 @@ public struct RouteSpec: Sendable, Hashable {
         case adminRedeployMachine, adminRegisterMachine, adminResetDeploymentToken
         case adminDeployments, adminDeployment, adminDeploymentEvents
         case metrics
-        case dashboard, dashboardDeployment, dashboardLive, dashboardApprove, dashboardRedeploy
+        case dashboard, dashboardDeployment, dashboardLive, dashboardApprove, dashboardRedeploy, dashboardResetToken
         case dashboardLogin, dashboardLogout, dashboardScript, dashboardStyle
     }
 
@@ -58,6 +58,7 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.get, "/dashboard/live", .dashboardLive),
         RouteSpec(.post, "/dashboard/machines/{id}/approve", .dashboardApprove),
         RouteSpec(.post, "/dashboard/machines/{id}/redeploy", .dashboardRedeploy),
+        RouteSpec(.post, "/dashboard/deployments/{id}/reset-token", .dashboardResetToken),
         RouteSpec(.post, "/dashboard/login", .dashboardLogin),
         RouteSpec(.post, "/dashboard/logout", .dashboardLogout),
         RouteSpec(.get, "/dashboard/app.js", .dashboardScript),

@@ -226,6 +226,82 @@ struct DashboardAttackTests {
         }
     }
 
+    @Test func resetTokenButtonRevokesTheTokenWithCSRF() async throws {
+        try await ServerHarness.with { harness in
+            let (id, token) = try await harness.assignedDeployment(mac: "52:54:00:c5:00:0a")
+            let session = try await harness.dashboardLogin()
+            let cookie = ["Cookie: \(session.cookie)"]
+            let form = "<form class=\"reset-token\" method=\"post\" action=\"/dashboard/deployments/\(id)/reset-token\">"
+                + "<input type=\"hidden\" name=\"csrf\" value=\"\(session.csrf)\"><button type=\"submit\">Reset token</button></form>"
+            #expect(try await harness.request("GET", "/dashboard/deployments/\(id)", headers: cookie).text.contains(form))
+            #expect(try await harness.request("GET", "/dashboard", headers: cookie).text.contains(form), "the machine list has no Reset token")
+
+            // Without the CSRF token (another site's form): 403, and the agent's token still works.
+            let forged = try await harness.postForm("/dashboard/deployments/\(id)/reset-token", [:], cookie: session.cookie)
+            #expect(forged.status == 403 && forged.json["field"] as? String == "csrf", "\(forged.status) \(forged.text)")
+            #expect(try await harness.request("GET", "/api/v1/deployments/\(id)/sequence", token: token).status == 200)
+
+            let reset = try await harness.postForm("/dashboard/deployments/\(id)/reset-token", ["csrf": session.csrf], cookie: session.cookie)
+            #expect(reset.status == 303 && reset.headers["location"] == "/dashboard/deployments/\(id)", "\(reset.status) \(reset.text)")
+            #expect(try await harness.request("GET", "/api/v1/deployments/\(id)/sequence", token: token).status == 403)
+            let page = try await harness.request("GET", "/dashboard/deployments/\(id)", headers: cookie).text
+            #expect(page.contains("token reset at") && !page.contains(form), "the page does not show the reset")
+            let events = try await harness.storedEvents(id).compactMap { $0["event"] as? [String: Any] }
+            #expect(events.contains { ($0["message"] as? String ?? "").contains("token reset by an administrator") }, "\(events)")
+            // The machine's next check-in takes a new token at once.
+            let again = try await harness.checkIn(macs: ["52:54:00:c5:00:0a"])
+            let newToken = try #require((again.json["deployment"] as? [String: Any])?["token"] as? String, "\(again.text)")
+            #expect(newToken != token)
+
+            #expect(try await harness.postForm("/dashboard/deployments/nope/reset-token", ["csrf": session.csrf], cookie: session.cookie).status == 404)
+            // The new agent numbers its events after the server's notice.
+            let after = (again.json["deployment"] as? [String: Any])?["eventsAfter"] as? Int ?? 0
+            let result = try await harness.request("POST", "/api/v1/deployments/\(id)/events",
+                                                   body: Self.events([ServerHarness.event(after + 1, "result", status: "success")]), token: newToken)
+            #expect(result.json["state"] as? String == "succeeded", "\(result.text)")
+            let ended = try await harness.postForm("/dashboard/deployments/\(id)/reset-token", ["csrf": session.csrf], cookie: session.cookie)
+            #expect(ended.status == 409, "\(ended.status) \(ended.text)")
+            #expect(!(try await harness.request("GET", "/dashboard/deployments/\(id)", headers: cookie).text.contains("Reset token")))
+        }
+    }
+
+    /// A check-in claiming a known machine's serial with another MAC becomes a pending machine;
+    /// the dashboard says what it conflicts with (the serial as the machine sent it, escaped),
+    /// in the list while it waits and after, and on its deployment's page.
+    @Test func identityConflictsAreShownEscaped() async throws {
+        try await ServerHarness.with { harness in
+            let serial = "<b>SN</b>&1"
+            #expect(try await harness.checkIn(macs: ["52:54:00:c5:00:0b"], serial: serial).json["status"] as? String == "pending")
+            let conflicting = try await harness.checkIn(macs: ["52:54:00:c5:00:0c"], serial: serial)
+            let conflictID = try #require(conflicting.json["machineId"] as? String)
+            let machines = try await harness.admin("GET", "/machines").json["machines"] as? [[String: Any]] ?? []
+            let record = try #require(machines.first { $0["id"] as? String == conflictID })
+            let description = try #require((record["conflicts"] as? [[String: Any]])?.first?["description"] as? String)
+            let escaped = DashboardPage.escape(description)
+            #expect(escaped.contains("serial &lt;b&gt;SN&lt;/b&gt;&amp;1"), "\(escaped)")
+
+            let session = try await harness.dashboardLogin()
+            let cookie = ["Cookie: \(session.cookie)"]
+            func row(_ html: String, _ prefix: String) -> String {
+                html.components(separatedBy: "<tr").first { $0.contains("id=\"\(prefix)-\(conflictID)\"") } ?? ""
+            }
+            let waiting = try await harness.request("GET", "/dashboard", headers: cookie).text
+            #expect(row(waiting, "pending").contains("Identity conflict: this machine's first check-in \(escaped)"), "\(waiting)")
+            #expect(!waiting.contains("<b>SN</b>"))
+
+            // Approved, it is deployed; the list and the deployment's page still say it.
+            #expect(try await harness.admin("POST", "/machines/\(conflictID)/approve").status == 200)
+            try await harness.putSequence("base")
+            try await harness.putRules(#"{"rules": [{"name": "default", "match": "any", "pattern": "*", "sequence": "base", "variables": {}}]}"#)
+            let assigned = try await harness.checkIn(macs: ["52:54:00:c5:00:0c"], serial: serial)
+            let deploymentID = try #require((assigned.json["deployment"] as? [String: Any])?["id"] as? String, "\(assigned.text)")
+            let list = try await harness.request("GET", "/dashboard", headers: cookie).text
+            #expect(row(list, "machine").contains(escaped), "\(list)")
+            let detail = try await harness.request("GET", "/dashboard/deployments/\(deploymentID)", headers: cookie).text
+            #expect(detail.contains("<section id=\"conflicts\">") && detail.contains(escaped) && !detail.contains("<b>SN</b>"), "\(detail)")
+        }
+    }
+
     // MARK: - Headers and escaping
 
     @Test func everyDashboardAnswerForbidsFramingAndInlineScript() async throws {
@@ -307,10 +383,10 @@ struct DashboardAttackTests {
             #expect(try await harness.request("POST", "/api/v1/deployments/\(id)/events",
                                               body: Self.events([ServerHarness.event(1, "sequenceStarted")]), token: token).status == 200)
             let session = try await harness.dashboardLogin()
-            let hostile = ["1\"] , x[y=\"", "</script><script>window.pwned=1</script>", "1'); window.pwned=1; ('"]
+            let hostile = ["1\"] , x[y=\"", "1\"],body,[x=\"", "</script><script>window.pwned=1</script>", "1'); window.pwned=1; ('"]
             let browser = try DashboardTests.browse(
                 harness.base + "/dashboard/deployments/\(id)", cookie: session.cookie,
-                until: "document.querySelectorAll('#timeline tr[data-step]').length === 3",
+                until: "document.querySelectorAll('#timeline tr[data-step]').length === 4",
                 eval: "JSON.stringify({steps: Array.from(document.querySelectorAll('#timeline tr[data-step]')).map(r => r.cells[0].textContent), pwned: window.pwned === 1, scripts: document.scripts.length})",
                 screenshot: harness.scratch.sub("hostile.png"))
             try await Task.sleep(nanoseconds: 2_500_000_000)

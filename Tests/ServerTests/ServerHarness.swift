@@ -35,9 +35,10 @@ final class ServerHarness: @unchecked Sendable {
     /// `publicURL`: what the server tells machines it is; default: the harness's own
     /// `http://127.0.0.1:PORT` (the server takes it from its configuration only, never from a
     /// request, so the port is chosen before it starts). `configure` sets any other option.
+    /// `logger`: where the server logs (default: only critical messages, to the console).
     init(storage: StorageKind = .sqlite, database: String? = nil, adminToken: String? = nil,
          unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil, label: String = #function,
-         configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
+         logger: Logger? = nil, configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
         scratch = ScratchDirectory(label)
         storageKind = storage
         if let adminToken { self.adminToken = adminToken }
@@ -52,10 +53,13 @@ final class ServerHarness: @unchecked Sendable {
             databaseURL = url
             location = try DatabaseLocation(parsing: url)
         }
-        var logger = Logger(label: "imprint-server-test")
-        // Stopping by cancellation makes Hummingbird log errors about closed channels; the tests
-        // check every status themselves.
-        logger.logLevel = .critical
+        let logger = logger ?? {
+            var logger = Logger(label: "imprint-server-test")
+            // Stopping by cancellation makes Hummingbird log errors about closed channels; the tests
+            // check every status themselves.
+            logger.logLevel = .critical
+            return logger
+        }()
         // A free port is found, then bound by the server: another process may take it in
         // between, so a start that does not bind is tried again on another.
         var attempt = 0
@@ -144,7 +148,7 @@ final class ServerHarness: @unchecked Sendable {
 
     /// Runs `body` against a fresh server, stopped (and its database closed) however it ends.
     static func with(storage: StorageKind = .sqlite, unknownMachines: ServerConfiguration.UnknownMachines = .pending, publicURL: String? = nil,
-                     label: String = #function, configure: (inout ServerConfiguration) -> Void = { _ in },
+                     label: String = #function, logger: Logger? = nil, configure: (inout ServerConfiguration) -> Void = { _ in },
                      _ body: (ServerHarness) async throws -> Void) async throws {
         try await withTaskExecutorPreference(ServerThreads.shared) {
             try await withFreshServer(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label,
@@ -156,7 +160,7 @@ final class ServerHarness: @unchecked Sendable {
                             label: String, configure: (inout ServerConfiguration) -> Void,
                             _ body: (ServerHarness) async throws -> Void) async throws {
         let harness = try await ServerHarness(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label,
-                                              configure: configure)
+                                              logger: logger, configure: configure)
         do {
             try await body(harness)
         } catch {

@@ -16,6 +16,12 @@ public struct DashboardDeployment: Sendable, Codable, Equatable {
     public var failure: String?
     public var created: String
     public var ended: String?
+    /// Assigned or running (`Deployment.isActive`): it has a token to reset.
+    public var isActive = false
+    /// When an administrator reset its token (until the machine's next check-in takes a new one).
+    public var tokenReset: String?
+    /// What its machine's first check-in contradicted (`IdentityConflict.description`).
+    public var machineConflicts: [String] = []
 
     public init(id: String, machine: String, sequence: String, state: String, percent: Double,
                 currentStep: String?, message: String?, failure: String? = nil, created: String, ended: String?) {
@@ -42,6 +48,9 @@ public struct DashboardMachine: Sendable, Equatable {
     public var deployment: DashboardDeployment?
     /// Deployed, and an administrator asked for it to be deployed again at its next network boot.
     public var redeployRequested = false
+    /// The known machines its first check-in contradicted (`IdentityConflict.description`): why
+    /// it waits for approval, and what to check before giving it.
+    public var conflicts: [String] = []
 
     public init(id: String, name: String, macs: [String], serial: String?, state: String, lastSeen: String,
                 deployment: DashboardDeployment?) {
@@ -115,7 +124,8 @@ public enum DashboardPage {
         if !pending.isEmpty {
             body += "<section id=\"pending\"><h2>Waiting for approval</h2><table><tr><th>Machine</th><th>MAC</th><th>Serial</th><th>Last seen</th><th></th></tr>"
             for machine in pending {
-                body += "<tr id=\"pending-\(escape(machine.id))\"><td>\(escape(machine.name))</td><td>\(escape(machine.macs.joined(separator: ", ")))</td>"
+                body += "<tr id=\"pending-\(escape(machine.id))\"><td>\(escape(machine.name))\(conflictNotes(machine.conflicts))</td>"
+                    + "<td>\(escape(machine.macs.joined(separator: ", ")))</td>"
                     + "<td>\(escape(machine.serial ?? ""))</td><td>\(escape(machine.lastSeen))</td>"
                     + "<td><form method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/approve\">\(csrfField(csrf))"
                     + "<button type=\"submit\">Approve</button></form></td></tr>"
@@ -129,7 +139,7 @@ public enum DashboardPage {
         body += "<section id=\"machines\"><h2>Machines</h2><table><tr><th>Machine</th><th>MAC</th><th>Sequence</th><th>Progress</th><th>Step</th><th>State</th><th></th></tr>"
         for machine in machines where machine.state != "pending" {
             let deployment = machine.deployment
-            body += "<tr class=\"machine\" id=\"machine-\(escape(machine.id))\"><td>\(escape(machine.name))</td>"
+            body += "<tr class=\"machine\" id=\"machine-\(escape(machine.id))\"><td>\(escape(machine.name))\(conflictNotes(machine.conflicts))</td>"
                 + "<td>\(escape(machine.macs.first ?? ""))</td>"
             if let deployment {
                 body += "<td><a href=\"/dashboard/deployments/\(escape(deployment.id))\">\(escape(deployment.sequence))</a></td>"
@@ -137,7 +147,8 @@ public enum DashboardPage {
                     + "<td class=\"step\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.currentStep ?? ""))</td>"
                     + "<td class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))"
                     + (deployment.state == "failed" ? "<div class=\"failure\">\(failureBadge(deployment))\(escape(deployment.message ?? ""))</div>" : "") + "</td>"
-                    + "<td class=\"actions\">\(deployment.state == "succeeded" ? redeployCell(machine, csrf: csrf) : "")</td>"
+                    + "<td class=\"actions\">\(deployment.state == "succeeded" ? redeployCell(machine, csrf: csrf) : "")"
+                    + "\(deployment.isActive ? resetTokenCell(deployment, csrf: csrf) : "")</td>"
             } else {
                 body += "<td colspan=\"5\">no deployment</td>"
             }
@@ -153,6 +164,22 @@ public enum DashboardPage {
         }
         body += "</section>"
         return page(title: "Imprint", body: body, change: change, csrf: csrf)
+    }
+
+    /// Each conflict of a machine's first check-in, as text: what it shares with a known machine
+    /// and what it contradicts (MACs and serials as the machine sent them, hence escaped).
+    static func conflictNotes(_ conflicts: [String]) -> String {
+        conflicts.map { "<div class=\"conflict\">Identity conflict: this machine's first check-in \(escape($0))</div>" }.joined()
+    }
+
+    /// An active deployment's token can be revoked: the machine's next check-in gets a new one at
+    /// once (an agent gone, a machine rebuilt mid-deployment, a token not to be trusted).
+    static func resetTokenCell(_ deployment: DashboardDeployment, csrf: String) -> String {
+        if let reset = deployment.tokenReset {
+            return "<div class=\"token-reset\">token reset at \(escape(reset)): the machine's next check-in gets a new one</div>"
+        }
+        return "<form class=\"reset-token\" method=\"post\" action=\"/dashboard/deployments/\(escape(deployment.id))/reset-token\">"
+            + csrfField(csrf) + "<button type=\"submit\">Reset token</button></form>"
     }
 
     static func csrfField(_ csrf: String) -> String {
@@ -180,6 +207,8 @@ public enum DashboardPage {
         if deployment.state == "failed", let message = deployment.message {
             body += "<p class=\"failure\" id=\"failure\">\(failureBadge(deployment))\(escape(message))</p>"
         }
+        if !deployment.machineConflicts.isEmpty { body += "<section id=\"conflicts\">\(conflictNotes(deployment.machineConflicts))</section>" }
+        if deployment.isActive { body += "<div id=\"token\">\(resetTokenCell(deployment, csrf: csrf))</div>" }
         body += "<h2>Steps</h2><table id=\"timeline\"><tr><th>#</th><th>Step</th><th>Type</th><th>Status</th><th>Duration</th></tr>"
         for step in steps {
             body += "<tr class=\"step-row \(escape(step.status))\" data-step=\"\(escape(step.number))\"><td>\(escape(step.number))</td><td>\(escape(step.name))</td>"
@@ -253,7 +282,7 @@ public enum DashboardPage {
         tr.failed { background: #fdecea; } tr.skipped { color: #888; }
         pre#log { background: #f6f6f6; padding: 1em; max-height: 30em; overflow: auto; }
         pre#log .warning { color: #a66300; } pre#log .error { color: #c0392b; }
-        form.logout { float: right; } nav.pages { margin: 0.5em 0 1em; } .notice { color: #a66300; }
+        form.logout { float: right; } nav.pages { margin: 0.5em 0 1em; } .notice, .conflict, .token-reset { color: #a66300; }
         """
 
     /// Live updates: one EventSource per page; each message is a deployment's new summary (and,

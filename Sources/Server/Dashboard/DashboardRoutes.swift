@@ -12,11 +12,8 @@ extension ImprintServer {
         var response: Response
         do {
             response = try await dashboardResponse(handler, request, context, client: client)
-        } catch let error as APIError {
-            response = error.response
         } catch {
-            logger.error("\(request.method) \(request.uri.path): \(error)")
-            response = APIError(.internalServerError, "internal error (the server's log has the details)").response
+            response = errorResponse(error, request)
         }
         DashboardSecurity.apply(to: &response)
         return response
@@ -75,6 +72,11 @@ extension ImprintServer {
             let id = try request.requiredParameter("id", context)
             guard try await storage.requestRedeploy(machineID: id) else { throw APIError.notFound("machine \(id)") }
             return Response(status: .seeOther, headers: [.location: "/dashboard"])
+        case .dashboardResetToken:
+            try requireCSRF(try await dashboardForm(request), access)
+            let id = try request.requiredParameter("id", context)
+            _ = try await resetDeploymentToken(id: id)
+            return Response(status: .seeOther, headers: [.location: "/dashboard/deployments/\(id)"])
         case .dashboardApprove:
             try requireCSRF(try await dashboardForm(request), access)
             let id = try request.requiredParameter("id", context)
@@ -137,6 +139,7 @@ extension ImprintServer {
             if let last = latest[machine.id], last.state == .succeeded, let requested = redeploys[machine.id], requested > last.created {
                 entry.redeployRequested = true
             }
+            entry.conflicts = machine.conflicts.map(\.description)
             return entry
         }
         return DashboardListing(machines: machines, failures: try await storage.latestFailureCounts(), page: page,
@@ -176,11 +179,15 @@ extension ImprintServer {
     }
 
     func view(_ deployment: Deployment, _ machine: Machine?) -> DashboardDeployment {
-        DashboardDeployment(id: deployment.id, machine: Self.name(machine), sequence: deployment.sequenceName,
+        var view = DashboardDeployment(id: deployment.id, machine: Self.name(machine), sequence: deployment.sequenceName,
                             state: deployment.state.rawValue, percent: deployment.percent ?? (deployment.state == .succeeded ? 100 : 0),
                             currentStep: deployment.currentStep.map { DashboardTimeline.clipped($0, to: configuration.limits.logLineCharacters) },
                             message: deployment.message.map { DashboardTimeline.clipped($0, to: configuration.limits.logLineCharacters) },
                             failure: deployment.failure?.rawValue, created: deployment.created, ended: deployment.ended)
+        view.isActive = deployment.isActive
+        view.tokenReset = deployment.tokenReset
+        view.machineConflicts = machine?.conflicts.map(\.description) ?? []
+        return view
     }
 
     /// Server-sent events: polls the database for events stored after the newest change id it

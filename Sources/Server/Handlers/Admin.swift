@@ -182,18 +182,7 @@ extension ImprintServer {
             }
 
         case .adminResetDeploymentToken:
-            // The agent holding the token is gone (or not to be trusted): the token stops working
-            // now, and the machine's next check-in gets a new one without waiting.
-            let id = try request.requiredParameter("id", context)
-            let notice = "token reset by an administrator: the previous token no longer works; the machine's next check-in gets a new one"
-            guard let deployment = try await storage.revokeToken(deploymentID: id, notice: notice) else {
-                throw APIError.notFound("deployment \(id)")
-            }
-            guard deployment.isActive else {
-                throw APIError(.conflict, "deployment \(id) has ended (\(deployment.state.rawValue)); it has no token to reset")
-            }
-            logger.warning("deployment \(id): \(notice)")
-            return JSON.response(DeploymentSummary(deployment))
+            return JSON.response(DeploymentSummary(try await resetDeploymentToken(id: try request.requiredParameter("id", context))))
 
         case .adminApproveMachine:
             let id = try request.requiredParameter("id", context)
@@ -240,11 +229,26 @@ extension ImprintServer {
             return JSON.response(List(events: events, last: events.last?.event.sequence ?? after))
 
         case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .content, .metrics,
-             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy,
+             .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new
             // handler makes the compiler ask where it belongs.
             throw APIError.notFound("route")
         }
+    }
+
+    /// Revokes an active deployment's token (the admin API and the dashboard's button): the
+    /// agent holding it is gone or not to be trusted, so the token stops working now and the
+    /// machine's next check-in gets a new one without waiting; a warning event records it.
+    func resetDeploymentToken(id: String) async throws -> Deployment {
+        let notice = "token reset by an administrator: the previous token no longer works; the machine's next check-in gets a new one"
+        guard let deployment = try await storage.revokeToken(deploymentID: id, notice: notice) else {
+            throw APIError.notFound("deployment \(id)")
+        }
+        guard deployment.isActive else {
+            throw APIError(.conflict, "deployment \(id) has ended (\(deployment.state.rawValue)); it has no token to reset")
+        }
+        logger.warning("deployment \(id): \(notice)")
+        return deployment
     }
 }

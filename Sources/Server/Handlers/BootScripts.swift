@@ -2,15 +2,16 @@ import Foundation
 import Hummingbird
 import SequenceModel
 
-/// iPXE scripts: the agent for a machine to be deployed, its disk for one that is done.
+/// iPXE scripts: the agent for a machine to be deployed, its disk for one that is done. Anyone
+/// may ask for them, so they hold what iPXE needs and nothing else: no comment, no machine or
+/// deployment id, no sequence name, no time. A machine to be deployed and a MAC the server never
+/// saw get the same bytes.
 extension ImprintServer {
-    func bootScript(mac: String?) -> Response {
+    /// `chainsMachineScript`: `/boot.ipxe`, which first chains the machine's own script.
+    func bootScript(chainsMachineScript: Bool) -> Response {
         let base = publicURL
         var lines = ["#!ipxe"]
-        if let mac {
-            // A per-machine script (chained as /boot/${netX/mac}.ipxe) says which MAC it was made for.
-            lines.append("# for \(mac)")
-        } else {
+        if chainsMachineScript {
             // The machine's own script first: a deployed machine is sent back to its disk there.
             // If it cannot be fetched, this one boots the agent all the same.
             lines.append("chain --replace --autofree \(base)/boot/${netX/mac}.ipxe || echo Imprint: no per-machine script, booting the agent")
@@ -36,7 +37,6 @@ extension ImprintServer {
         if let machine = try await storage.machine(mac: mac), try await finishedDeployment(machineID: machine.id) != nil {
             let lines = [
                 "#!ipxe",
-                "# for \(mac)",
                 "echo Imprint: this machine is deployed: starting it from its disk.",
                 "echo Imprint: to image it again, choose Deploy again on the dashboard.",
                 "sleep 3",
@@ -44,7 +44,7 @@ extension ImprintServer {
             ]
             return JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
         }
-        return bootScript(mac: mac)
+        return bootScript(chainsMachineScript: false)
     }
 
     /// The succeeded deployment that makes this machine done, or nil when it is to be deployed:

@@ -4,8 +4,6 @@ import SequenceModel
 
 /// Check-in: the machine says what it is; rules and approvals decide what it runs.
 extension ImprintServer {
-    struct CheckInBody: Decodable { var facts: Facts }
-
     /// Facts of one machine are a few KiB even with a dozen disks; far more is not an agent.
     static let checkInBodyLimit = 64 << 10
 
@@ -35,7 +33,8 @@ extension ImprintServer {
             error.field = "facts"
             throw error
         }
-        let facts = try decodeBody(CheckInBody.self, from: data).facts
+        let facts: Facts
+        do { facts = try CheckInRequest.decode(data).facts } catch { throw APIError(invalidBody: error) }
         let claim: MachineIdentity
         do { claim = try MachineIdentity(checkIn: facts) } catch { throw APIError(.unprocessableContent, error.message, field: error.field) }
         let answer: CheckInAnswer = try await checkInLock.withLock { try await storage.serializingCheckIns {

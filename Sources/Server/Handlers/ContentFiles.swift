@@ -1,23 +1,38 @@
 import Foundation
+import Glibc
 import Hummingbird
+import Logging
 import NIOCore
 import NIOPosix
 
 /// Files under a root folder (content, boot files) with what image downloads need: HEAD,
 /// Content-Length, ETag and If-None-Match, one byte range (206, 416) for resumed downloads and
-/// the agent's Range reads. Nothing outside the root is ever served.
+/// the agent's Range reads.
+///
+/// Only the published set is served, the same rule for `--content` and `--boot`: a regular file
+/// under the root, readable by others (mode o+r: what `umask 022` gives a copied image, not what
+/// a file holding a password gets), reached through no name beginning with `.` (`.env`, `.git/`,
+/// `..`), neither in the path as asked (percent-decoded) nor in its real path once symlinks are
+/// followed. Anything else, whatever the reason, is the same 404 naming nothing, so a client
+/// cannot tell a missing file from a refused one; the server's log says why a real file was refused.
 enum ContentFiles {
     /// Large enough that per-chunk overhead is small next to copying, small enough that 20
     /// concurrent readers hold a few tens of MiB at most.
     static let chunkSize = 1 << 20
 
     /// `relative` are the path's segments as sent (percent-encoded).
-    static func serve(root: String, relative: [String], request: Request, count: (@Sendable (Int) -> Void)?) async throws -> Response {
+    static func serve(root: String, relative: [String], request: Request, logger: Logger,
+                      count: (@Sendable (Int) -> Void)?) async throws -> Response {
         guard let file = resolve(root: root, segments: relative) else { throw APIError.notFound("file") }
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: file),
-              attributes[.type] as? FileAttributeType == .typeRegular,
-              let size = (attributes[.size] as? NSNumber)?.int64Value else { throw APIError.notFound("file") }
-        let modified = (attributes[.modificationDate] as? Date) ?? Date(timeIntervalSince1970: 0)
+        let reader: ContentFileReader
+        switch ContentFileReader.open(file) {
+        case let .published(opened): reader = opened
+        case .missing: throw APIError.notFound("file")
+        case let .unpublished(why):
+            logger.notice("\(request.uri.path): not served: \(file) \(why)")
+            throw APIError.notFound("file")
+        }
+        let size = reader.size, modified = reader.modified
         // Size and modification time: changes whenever the file is replaced, costs no hashing of
         // multi-gigabyte images.
         let etag = "\"\(String(size, radix: 16))-\(String(Int64(modified.timeIntervalSince1970 * 1000), radix: 16))\""
@@ -51,7 +66,6 @@ enum ContentFiles {
         headers[.contentLength] = String(length)
         if request.method == .head { return Response(status: status, headers: headers) }
 
-        let reader = try ContentFileReader(path: file)
         let offset = start
         let body = ResponseBody(contentLength: Int(length)) { writer in
             var position = offset, remaining = length
@@ -72,21 +86,29 @@ enum ContentFiles {
         return Response(status: status, headers: headers, body: body)
     }
 
-    /// The file the segments name, or nil when any segment is `.`, `..` or holds a slash or NUL
-    /// once decoded, or when the real path (symlinks followed) leaves the root.
+    /// The real path of the file the segments name, or nil when it is not under the root or a
+    /// name on the way begins with `.`: any segment once percent-decoded (`.env`, `%2e%2e`,
+    /// `.git`), or holding a slash or NUL; or any component of the real path below the root (a
+    /// symlink to a dotfile, to `.git/config`, or out of the root altogether).
     static func resolve(root: String, segments: [String]) -> String? {
         guard !segments.isEmpty else { return nil }
         var decoded: [String] = []
         for segment in segments {
-            guard let name = segment.removingPercentEncoding, !name.isEmpty, name != ".", name != "..",
-                  !name.contains("/"), !name.contains("\0") else { return nil }
+            guard let name = segment.removingPercentEncoding, isPublishedName(name), !name.contains("/"), !name.contains("\0") else {
+                return nil
+            }
             decoded.append(name)
         }
         guard let realRoot = realPath(root) else { return nil }
-        let candidate = realRoot + "/" + decoded.joined(separator: "/")
-        guard let real = realPath(candidate), real.hasPrefix(realRoot + "/") else { return nil }
+        let under = realRoot == "/" ? "/" : realRoot + "/"
+        guard let real = realPath(realRoot + "/" + decoded.joined(separator: "/")), real.hasPrefix(under),
+              real.dropFirst(under.count).split(separator: "/", omittingEmptySubsequences: false).allSatisfy({ isPublishedName(String($0)) })
+        else { return nil }
         return real
     }
+
+    /// Not empty, and not hidden: `.`, `..` and every dotfile and dot-folder are never published.
+    static func isPublishedName(_ name: String) -> Bool { !name.isEmpty && !name.hasPrefix(".") }
 
     static func realPath(_ path: String) -> String? {
         guard let resolved = realpath(path, nil) else { return nil }
@@ -146,13 +168,48 @@ enum ContentFiles {
 }
 
 /// An open file read with pread (no shared seek position), closed when the last response using
-/// it is done.
+/// it is done. Size, time and mode come from the open descriptor, so what is checked is what is sent.
 final class ContentFileReader: Sendable {
     private let descriptor: Int32
+    let size: Int64
+    let modified: Date
 
-    init(path: String) throws {
-        descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw APIError.notFound("file") }
+    enum Opened {
+        case published(ContentFileReader)
+        case missing
+        /// A real file the published rule refuses, and why (for the server's log only).
+        case unpublished(String)
+    }
+
+    /// O_NOFOLLOW: `path` is a real path, so a symlink there now was put in since it was resolved.
+    /// O_NONBLOCK: a FIFO someone left in the folder must not hang the request at open.
+    static func open(_ path: String) -> Opened {
+        let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard descriptor >= 0 else { return .missing }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            close(descriptor)
+            return .missing
+        }
+        // A folder (or a device, a FIFO) is no file to send: as missing, and not worth a log line
+        // each time someone asks for one.
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            close(descriptor)
+            return .missing
+        }
+        guard info.st_mode & S_IROTH != 0 else {
+            close(descriptor)
+            return .unpublished("has mode \(String(info.st_mode & 0o7777, radix: 8)), which does not let others read it: "
+                                + "only files readable by all (chmod o+r) are published")
+        }
+        let modified = Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
+        return .published(ContentFileReader(descriptor: descriptor, size: Int64(info.st_size), modified: modified))
+    }
+
+    private init(descriptor: Int32, size: Int64, modified: Date) {
+        self.descriptor = descriptor
+        self.size = size
+        self.modified = modified
     }
 
     deinit { close(descriptor) }

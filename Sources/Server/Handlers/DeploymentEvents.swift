@@ -34,28 +34,19 @@ extension ImprintServer {
         return JSON.raw(Data(body.utf8), contentType: "application/json")
     }
 
-    struct EventBatch: Decodable { var events: [Event] }
-
     func deploymentEvents(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let deployment = try await authorizedDeployment(request, context)
         var request = request
         let data = try await request.bodyData(limit: 1 << 20)
         let batch: EventBatch
-        do {
-            batch = try JSONDecoder().decode(EventBatch.self, from: data)
-        } catch {
-            let problem = JSONProblem(error)
-            throw APIError(invalidBody: problem, index: problem.fieldPath.flatMap(Self.eventIndex))
-        }
+        do { batch = try EventBatch.decode(data) } catch { throw APIError(invalidBody: error, index: error.eventIndex) }
         let perBatch = configuration.limits.eventsPerBatch
         guard batch.events.count <= perBatch else {
             throw APIError(.contentTooLarge, "a batch holds at most \(perBatch) events; this one has \(batch.events.count): send them in several",
                            field: "events")
         }
-        for (index, event) in batch.events.enumerated() {
-            if let problem = Self.problem(event) {
-                throw APIError(.unprocessableContent, "event \(index): \(problem.message)", field: "events[\(index)].\(problem.field)", index: index)
-            }
+        if let problem = batch.firstProblem {
+            throw APIError(.unprocessableContent, "event \(problem.index): \(problem.message)", field: problem.fieldPath, index: problem.index)
         }
         // The agent redacts too, but only what it knows is secret: whatever it sends, the
         // deployment's secret values (of any length) are not stored, shown or streamed.
@@ -86,27 +77,5 @@ extension ImprintServer {
             logger.warning("deployment \(deployment.id): \(result.refused) events past its limits not stored")
         }
         return JSON.response(answer)
-    }
-
-    /// `events[3].kind` → 3.
-    static func eventIndex(_ field: String) -> Int? {
-        guard field.hasPrefix("events["), let close = field.firstIndex(of: "]") else { return nil }
-        return Int(field[field.index(field.startIndex, offsetBy: 7)..<close])
-    }
-
-    /// Parsers of event times, made once (an ISO8601DateFormatter per event was a fifth of the server's CPU under load).
-    static let fractionalTime = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-    static let plainTime = Date.ISO8601FormatStyle()
-
-    /// What the decoder cannot check: numbering from 1, a real time, a result with a status.
-    static func problem(_ event: Event) -> (field: String, message: String)? {
-        if event.sequence < 1 { return ("sequence", "sequence numbers start at 1") }
-        if (try? fractionalTime.parse(event.time)) == nil && (try? plainTime.parse(event.time)) == nil {
-            return ("time", "\"\(event.time)\" is not an ISO 8601 time")
-        }
-        if event.kind == .result && event.status == nil { return ("status", "a result event needs a status") }
-        if let percent = event.percent, !(0...100).contains(percent) { return ("percent", "percent must be between 0 and 100") }
-        if let overall = event.overall, !(0...100).contains(overall) { return ("overall", "overall must be between 0 and 100") }
-        return nil
     }
 }

@@ -14,6 +14,8 @@ public struct APIError: Error, Sendable {
     public var issues: [IssueBody]?
     /// Seconds after which asking again may succeed (429, 409): in the body for agents, and as Retry-After.
     public var retryAfter: Int?
+    /// For an internal error: what the server's log files its details under.
+    public var id: String?
     public var headers: HTTPFields = [:]
 
     public struct IssueBody: Codable, Sendable {
@@ -37,16 +39,45 @@ public struct APIError: Error, Sendable {
         var index: Int?
         var issues: [IssueBody]?
         var retryAfter: Int?
+        var id: String?
     }
 
     var response: Response {
-        var response = JSON.response(Body(error: message, field: field, index: index, issues: issues, retryAfter: retryAfter), status: status)
+        var response = JSON.response(Body(error: message, field: field, index: index, issues: issues, retryAfter: retryAfter, id: id),
+                                     status: status)
         for field in headers { response.headers.append(field) }
         if let retryAfter, response.headers[.retryAfter] == nil { response.headers[.retryAfter] = String(retryAfter) }
         return response
     }
 
     static func notFound(_ what: String) -> APIError { APIError(.notFound, "\(what) not found") }
+
+    /// What a client learns of anything that is not an APIError: that it happened, and the id
+    /// under which the server's log has it. Database errors, paths and stack details stay in the log.
+    static func `internal`(id: String) -> APIError {
+        var error = APIError(.internalServerError, "internal error")
+        error.id = id
+        return error
+    }
+}
+
+extension ImprintServer {
+    /// The one place a handler's error becomes an answer (the API, agents' endpoints, boot
+    /// scripts, content and the dashboard alike): an APIError as it says; anything else as
+    /// `500 {"error": "internal error", "id": ID}`, with the whole error in the server's log
+    /// under the same id, so an administrator finds it from what a user reports.
+    func errorResponse(_ error: any Error, _ request: Request) -> Response {
+        if let error = error as? APIError { return error.response }
+        let id = Self.errorID()
+        logger.error("internal error \(id): \(request.method) \(request.uri.path): \(error)")
+        return APIError.internal(id: id).response
+    }
+
+    /// 8 random bytes as hex: unique enough to find one entry in a log, and telling nothing.
+    static func errorID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
 }
 
 enum JSON {
