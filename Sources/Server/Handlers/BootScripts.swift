@@ -49,10 +49,11 @@ public enum BootLoader: String, Sendable, Hashable, CaseIterable {
              "chain --replace --autofree \(base)/boot/${netX/mac}.ipxe || echo Imprint: no per-machine script, booting the agent"]
             + agentLines(boot, base: base)
         case .grub:
-            // GRUB goes on after a command that fails: a missing script falls through to the agent.
+            // GRUB goes on after a command that fails: when the machine's script cannot be
+            // fetched, or its boot failed (a refused signature), the lines after it run.
             ["# Imprint (GRUB)",
              "source /boot/${net_default_mac}.grub",
-             "echo Imprint: no per-machine script, booting the agent"]
+             "echo Imprint: the per-machine script could not be fetched or did not boot: booting the agent"]
             + agentLines(boot, base: base)
         }
     }
