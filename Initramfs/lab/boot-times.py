@@ -6,8 +6,8 @@
     boot-times.py report TIMES [--json]     # firmware, boot loader, kernel and initrd, agent start
 
 The markers, in the order they appear on the console (OVMF's boot manager, the kernel, /init):
-  power-on -> "BdsDxe: starting" (the firmware starts the network boot program: iPXE, or shim
-              after the firmware's own PXE fetched it) = firmware
+  power-on -> "BdsDxe: starting" (OVMF starts the network boot program, shim, which its own PXE
+              fetched) or iPXE's banner (the NIC's iPXE ROM starts) = firmware
   -> "EFI stub:" or "Linux version" (the kernel runs; iPXE, or shim and GRUB, fetched it and the
               initrd) = boot loader
   -> "imprint [" (/init's first line: the kernel unpacked the initrd) = kernel and initrd
@@ -21,7 +21,7 @@ import time
 
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[()][0-9A-Za-z]|\x1bc")
 MARKERS = [
-    ("firmware", re.compile(r"BdsDxe: starting")),
+    ("firmware", re.compile(r"BdsDxe: starting|Open Source Network Boot Firmware")),
     ("boot loader", re.compile(r"EFI stub:|Linux version")),
     ("kernel and initrd", re.compile(r"^imprint \[")),
     ("agent start", re.compile(r"running: imprint agent")),
