@@ -129,8 +129,8 @@ public final class ImprintServer: Sendable {
 
     func handle(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext, client: String) async throws -> Response {
         switch handler {
-        case .bootScript: return bootScript(chainsMachineScript: true)
-        case .bootScriptForMAC: return try await machineBootScript(mac: try request.requiredParameter("mac", context))
+        case .bootScript(let loader): return bootScript(loader)
+        case .bootScriptForMAC(let loader): return try await machineBootScript(loader, mac: try request.requiredParameter("mac", context))
         case .bootFile:
             return try await ContentFiles.serve(root: configuration.bootDirectory, relative: [try request.requiredParameter("name", context)],
                                                 request: request, logger: logger, count: nil)

@@ -4,7 +4,9 @@ import Hummingbird
 /// with the OpenAPI document, so neither can gain a route the other lacks.
 public struct RouteSpec: Sendable, Hashable {
     public enum Handler: Sendable, Hashable {
-        case bootScript, bootScriptForMAC, bootFile
+        /// The generic script and a machine's own, for each boot loader (iPXE, GRUB).
+        case bootScript(BootLoader), bootScriptForMAC(BootLoader)
+        case bootFile
         case checkIn, deploymentSequence, deploymentEvents
         case content
         case adminGetSequence, adminPutSequence, adminListSequences, adminGetRules, adminPutRules, adminMachines, adminApproveMachine
@@ -30,8 +32,10 @@ public struct RouteSpec: Sendable, Hashable {
     }
 
     public static let all: [RouteSpec] = [
-        RouteSpec(.get, "/boot.ipxe", .bootScript),
-        RouteSpec(.get, "/boot/{mac}.ipxe", .bootScriptForMAC),
+        RouteSpec(.get, "/boot.ipxe", .bootScript(.ipxe)),
+        RouteSpec(.get, "/boot/{mac}.ipxe", .bootScriptForMAC(.ipxe)),
+        RouteSpec(.get, "/boot.grub", .bootScript(.grub)),
+        RouteSpec(.get, "/boot/{mac}.grub", .bootScriptForMAC(.grub)),
         RouteSpec(.get, "/boot/files/{name}", .bootFile),
         RouteSpec(.head, "/boot/files/{name}", .bootFile),
         RouteSpec(.post, "/api/v1/agents/checkin", .checkIn),

@@ -152,13 +152,13 @@ final class ServerHarness: @unchecked Sendable {
                      _ body: (ServerHarness) async throws -> Void) async throws {
         try await withTaskExecutorPreference(ServerThreads.shared) {
             try await withFreshServer(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label,
-                          configure: configure, body)
+                                      logger: logger, configure: configure, body)
         }
     }
 
     private static func withFreshServer(storage: StorageKind, unknownMachines: ServerConfiguration.UnknownMachines, publicURL: String?,
-                            label: String, configure: (inout ServerConfiguration) -> Void,
-                            _ body: (ServerHarness) async throws -> Void) async throws {
+                                        label: String, logger: Logger?, configure: (inout ServerConfiguration) -> Void,
+                                        _ body: (ServerHarness) async throws -> Void) async throws {
         let harness = try await ServerHarness(storage: storage, unknownMachines: unknownMachines, publicURL: publicURL, label: label,
                                               logger: logger, configure: configure)
         do {

@@ -28,6 +28,35 @@ struct ServerTests {
         }
     }
 
+    /// GRUB (the Secure Boot chain: shim, then Debian's signed GRUB) boots the same kernel, initrd
+    /// and command line as iPXE, from paths on the device GRUB came from (it has no HTTP).
+    @Test func grubScriptsBootWhatTheIPXEScriptsBoot() async throws {
+        let kernelArguments = #"console=ttyS0 acpi_osi="Windows 2020" a$b;c it's"#
+        try await ServerHarness.with(publicURL: "http://deploy.example:8080/", configure: { $0.kernelArguments = kernelArguments }) { harness in
+            let generic = try await harness.request("GET", "/boot.grub")
+            #expect(generic.status == 200 && generic.headers["content-type"]?.hasPrefix("text/plain") == true)
+            let lines = generic.text.split(separator: "\n").map(String.init)
+            #expect(lines.contains("source /boot/${net_default_mac}.grub"), "\(generic.text)")
+            // Word by word as the kernel reads them, each quoted for GRUB's parser where needed.
+            let words = #"console=ttyS0 'acpi_osi=Windows 2020' 'a$b;c' 'it'\''s' imprint.agent imprint.server=http://deploy.example:8080"#
+            #expect(lines.contains("linux /boot/files/vmlinuz \(words)"), "\(generic.text)")
+            #expect(lines.contains("initrd /boot/files/initrd"))
+            #expect(lines.last == "boot")
+
+            // iPXE's kernel line carries the same command line, as written.
+            let ipxe = try await harness.request("GET", "/boot.ipxe").text.split(separator: "\n").map(String.init)
+            #expect(ipxe.contains("kernel http://deploy.example:8080/boot/files/vmlinuz initrd=initrd \(kernelArguments) imprint.agent imprint.server=http://deploy.example:8080"))
+
+            // A machine's own script, as GRUB asks for it (${net_default_mac}: lower case, colons).
+            let perMachine = try await harness.request("GET", "/boot/52:54:00:12:34:56.grub")
+            #expect(perMachine.status == 200)
+            #expect(perMachine.text.hasPrefix("# Imprint (GRUB) for 52:54:00:12:34:56\n"), "\(perMachine.text)")
+            #expect(perMachine.text.contains("\nlinux /boot/files/vmlinuz \(words)\n") && !perMachine.text.contains("source "))
+            let bad = try await harness.request("GET", "/boot/not-a-mac.grub")
+            #expect(bad.status == 400 && bad.text.contains("not a MAC address"), "\(bad.text)")
+        }
+    }
+
     @Test(arguments: StorageKind.allCases) func pendingMachineIsApprovedThenAssigned(storage: StorageKind) async throws {
         try await ServerHarness.with(storage: storage, unknownMachines: .pending) { harness in
             try await harness.putSequence("base")
@@ -164,6 +193,8 @@ struct ServerTests {
             let (id, token) = try await harness.assignedDeployment(mac: mac)
             let running = try await harness.request("GET", "/boot/\(mac).ipxe")
             #expect(running.text.contains("kernel ") && !running.text.contains("\nexit"), "\(running.text)")
+            let runningGRUB = try await harness.request("GET", "/boot/\(mac).grub")
+            #expect(runningGRUB.text.contains("\nlinux ") && !runningGRUB.text.contains("\nexit"), "\(runningGRUB.text)")
             let generic = try await harness.request("GET", "/boot.ipxe")
             #expect(generic.text.contains("chain --replace --autofree http://127.0.0.1:\(harness.port)/boot/${netX/mac}.ipxe"), "\(generic.text)")
 
@@ -179,6 +210,9 @@ struct ServerTests {
                 let diskBoot = try await harness.request("GET", "/boot/\(spelling).ipxe")
                 #expect(diskBoot.text.hasSuffix("exit\n") && !diskBoot.text.contains("kernel "), "\(spelling): \(diskBoot.text)")
             }
+            // GRUB as well: it exits, and the firmware boots the next entry, the disk.
+            let diskBootGRUB = try await harness.request("GET", "/boot/\(mac).grub")
+            #expect(diskBootGRUB.text.hasSuffix("exit\n") && !diskBootGRUB.text.contains("linux "), "\(diskBootGRUB.text)")
 
             // Redeploy: unknown machine → 404; the machine → its next boot and check-in deploy again.
             #expect(try await harness.admin("POST", "/machines/no-such-machine/redeploy").status == 404)
@@ -188,6 +222,7 @@ struct ServerTests {
             let page = try await harness.request("GET", "/dashboard", token: harness.adminToken)
             #expect(page.text.contains("deploys again at its next network boot"), "the dashboard does not show the redeploy")
             #expect(try await harness.request("GET", "/boot/\(mac).ipxe").text.contains("kernel "))
+            #expect(try await harness.request("GET", "/boot/\(mac).grub").text.contains("\nlinux "))
             let redeployed = try await harness.checkIn(macs: [mac])
             let newID = (redeployed.json["deployment"] as? [String: Any])?["id"] as? String
             #expect(redeployed.json["status"] as? String == "assigned" && newID != nil && newID != id, "\(redeployed.text)")

@@ -25,6 +25,7 @@ IMPRINT_PACKAGES=(
     systemd-boot-efi         # the USB stick's UEFI bootloader (Initramfs/usb): one .efi file, text menu entries
     qemu-system-x86 ovmf ipxe-qemu  # the lab's virtual machines: BIOS, UEFI (OVMF) and iPXE ROMs
     dnsmasq-base iproute2    # the lab's DHCP + TFTP, its network namespace and tap device
+    sbsigntool               # sbverify: the signatures of the Secure Boot chain (shim, GRUB, kernel)
     ca-certificates
 )
 
@@ -54,4 +55,40 @@ ensure_swift() {
         done
     fi
     command -v swift >/dev/null 2>&1 || { echo "error: no Swift toolchain found (install Swift 6 and put it on PATH)" >&2; exit 1; }
+}
+
+# Debian's signed Secure Boot chain: shim (signed by Microsoft's UEFI CA) and GRUB (signed by
+# Debian; grubnetx64.efi is its network build). Unpacked from the packages with dpkg-deb into
+# CACHE, never installed: their maintainer scripts would put them into this machine's own ESP
+# and firmware boot entries. Prints the directory holding shimx64.efi.signed,
+# grubx64.efi.signed and grubnetx64.efi.signed; the same package versions are reused.
+signed_boot_chain() {
+    local cache=$1 packages=(shim-signed grub-efi-amd64-signed) versions="" p v
+    for p in "${packages[@]}"; do
+        v=$(apt-cache policy "$p" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+        if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+            [ "$(id -u)" = 0 ] || { echo "error: $p is unknown to apt, and apt-get update needs root" >&2; return 1; }
+            apt-get update -qq
+            v=$(apt-cache policy "$p" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+            [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "error: apt knows no package $p (Debian 12 main has it)" >&2; return 1; }
+        fi
+        versions+="${versions:+_}$p=$v"
+    done
+    local dir=$cache/$(printf '%s' "$versions" | tr -c 'A-Za-z0-9._=+\n-' '_')
+    local files=("$dir/usr/lib/shim/shimx64.efi.signed" "$dir/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+                 "$dir/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
+    if ! ls "${files[@]}" >/dev/null 2>&1; then
+        log "unpacking Debian's signed shim and GRUB into $dir (apt-get download + dpkg-deb -x: nothing installed)"
+        local work; work=$(mktemp -d)
+        # The sandbox user _apt cannot write a root-owned mktemp directory; root downloads.
+        if ! (cd "$work" && apt-get download -q -o APT::Sandbox::User=root "${packages[@]}" >"$work/download.log" 2>&1); then
+            cat "$work/download.log" >&2; rm -rf "$work"
+            echo "error: apt-get download ${packages[*]} failed" >&2; return 1
+        fi
+        rm -rf "$dir.new"; mkdir -p "$dir.new"
+        for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$dir.new"; done
+        rm -rf "$work" "$dir"; mv "$dir.new" "$dir"
+        ls "${files[@]}" >/dev/null || { echo "error: the packages did not hold ${files[*]}" >&2; return 1; }
+    fi
+    echo "$dir"
 }

@@ -2,32 +2,117 @@ import Foundation
 import Hummingbird
 import SequenceModel
 
-/// iPXE scripts: the agent for a machine to be deployed, its disk for one that is done. Anyone
-/// may ask for them, so they hold what iPXE needs and nothing else: no comment, no machine or
+/// What every boot loader's script boots, in one place, so the iPXE and the GRUB scripts cannot
+/// drift apart: the kernel and initrd the server serves from `--boot`, and the kernel's command
+/// line (`--kernel-arguments`, then what makes /init run the agent against this server).
+struct AgentBoot: Sendable {
+    static let kernelPath = "/boot/files/vmlinuz"
+    static let initrdPath = "/boot/files/initrd"
+    /// `--kernel-arguments` as the administrator wrote them, then what makes /init run the agent.
+    var commandLine: String
+
+    init(kernelArguments: String, publicURL: String) {
+        commandLine = [kernelArguments, "imprint.agent", "imprint.server=\(publicURL)"]
+            .filter { !$0.isEmpty }.joined(separator: " ")
+    }
+
+    /// The command line in the words the kernel reads: split at blanks outside double quotes,
+    /// which group and are dropped (`acpi_osi="Windows 2020"` is one word). GRUB is given
+    /// words, and puts a word holding a blank back between double quotes for the kernel.
+    var words: [String] {
+        var words: [String] = [], word = "", quoted = false, inWord = false
+        for character in commandLine {
+            if character == "\"" { quoted.toggle(); inWord = true }
+            else if character.isWhitespace && !quoted {
+                if inWord { words.append(word) }
+                word = ""; inWord = false
+            } else { word.append(character); inWord = true }
+        }
+        if inWord { words.append(word) }
+        return words
+    }
+}
+
+/// The boot loaders the server writes scripts for. iPXE gets absolute HTTP URLs; GRUB gets paths
+/// on the device it was loaded from (`$root`): Debian's signed network GRUB speaks only TFTP,
+/// so its files come through whatever TFTP server handed it over (a TFTP-to-HTTP front such
+/// as the lab's, or files copied there), and a GRUB loaded over HTTP fetches them over HTTP.
+public enum BootLoader: String, Sendable, Hashable, CaseIterable {
+    case ipxe, grub
+
+    /// The generic script (`/boot.ipxe`, `/boot.grub`): the machine's own script first (a
+    /// deployed machine is sent back to its disk there); if it cannot be fetched, the agent.
+    func genericScript(_ boot: AgentBoot, base: String) -> [String] {
+        switch self {
+        case .ipxe:
+            ["#!ipxe",
+             "chain --replace --autofree \(base)/boot/${netX/mac}.ipxe || echo Imprint: no per-machine script, booting the agent"]
+            + agentLines(boot, base: base)
+        case .grub:
+            // GRUB goes on after a command that fails: when the machine's script cannot be
+            // fetched, or its boot failed (a refused signature), the lines after it run.
+            ["# Imprint (GRUB)",
+             "source /boot/${net_default_mac}.grub",
+             "echo Imprint: the per-machine script could not be fetched or did not boot: booting the agent"]
+            + agentLines(boot, base: base)
+        }
+    }
+
+    /// A machine's script when it is to be deployed: the agent. The same bytes for every MAC,
+    /// known or not, so the answer tells nobody which machines the server knows.
+    func agentScript(_ boot: AgentBoot, base: String) -> [String] {
+        [self == .ipxe ? "#!ipxe" : "# Imprint (GRUB)"] + agentLines(boot, base: base)
+    }
+
+    /// A deployed machine's script: back to the firmware, which boots the next entry, its disk.
+    /// (`exit` leaves both iPXE and GRUB, and shim with GRUB, returning to the boot manager.)
+    func diskScript() -> [String] {
+        [self == .ipxe ? "#!ipxe" : "# Imprint (GRUB)",
+         "echo Imprint: this machine is deployed: starting it from its disk.",
+         "echo Imprint: to image it again, choose Deploy again on the dashboard.",
+         "sleep 3",
+         "exit"]
+    }
+
+    private func agentLines(_ boot: AgentBoot, base: String) -> [String] {
+        switch self {
+        case .ipxe:
+            // Under UEFI iPXE's kernel line must name the initrd, or the kernel finds no root filesystem.
+            ["kernel \(base)\(AgentBoot.kernelPath) initrd=initrd \(boot.commandLine)",
+             "initrd \(base)\(AgentBoot.initrdPath)",
+             "boot"]
+        case .grub:
+            ["linux \(AgentBoot.kernelPath) \(boot.words.map(Self.grubWord).joined(separator: " "))",
+             "initrd \(AgentBoot.initrdPath)",
+             "boot"]
+        }
+    }
+
+    /// One word for GRUB's script parser: as it is when it holds nothing GRUB would expand or
+    /// split (`$`, quotes, `;`, spaces...), else single-quoted (a quote inside as '\'').
+    static func grubWord(_ word: String) -> String {
+        let plain = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._,:/=+-@%")
+        if !word.isEmpty, word.allSatisfy(plain.contains) { return word }
+        return "'" + word.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
+    }
+}
+
+/// Boot scripts: the agent for a machine to be deployed, its disk for one that is done. Anyone
+/// may ask for them, so they hold what the boot loader needs and nothing else: no machine or
 /// deployment id, no sequence name, no time. A machine to be deployed and a MAC the server never
 /// saw get the same bytes.
 extension ImprintServer {
-    /// `chainsMachineScript`: `/boot.ipxe`, which first chains the machine's own script.
-    func bootScript(chainsMachineScript: Bool) -> Response {
-        let base = publicURL
-        var lines = ["#!ipxe"]
-        if chainsMachineScript {
-            // The machine's own script first: a deployed machine is sent back to its disk there.
-            // If it cannot be fetched, this one boots the agent all the same.
-            lines.append("chain --replace --autofree \(base)/boot/${netX/mac}.ipxe || echo Imprint: no per-machine script, booting the agent")
-        }
-        lines += [
-            "kernel \(base)/boot/files/vmlinuz initrd=initrd \(configuration.kernelArguments) imprint.agent imprint.server=\(base)",
-            "initrd \(base)/boot/files/initrd",
-            "boot",
-        ]
-        return JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
+    var agentBoot: AgentBoot { AgentBoot(kernelArguments: configuration.kernelArguments, publicURL: publicURL) }
+
+    func bootScript(_ loader: BootLoader) -> Response {
+        script(loader.genericScript(agentBoot, base: publicURL))
     }
 
-    /// `/boot/{mac}.ipxe`: the agent, unless the machine that owns that MAC is deployed (deploy
-    /// once, as WDS does): then iPXE exits and the firmware boots the next device, its disk.
-    /// One indexed lookup; the script says nothing of the machine beyond that (anyone may ask).
-    func machineBootScript(mac text: String) async throws -> Response {
+    /// `/boot/{mac}.ipxe`, `/boot/{mac}.grub`: the agent, unless the machine that owns that MAC
+    /// is deployed (deploy once, as WDS does): then the boot loader exits and the firmware boots
+    /// the next device, its disk. One indexed lookup; the script says nothing of the machine
+    /// beyond that (anyone may ask).
+    func machineBootScript(_ loader: BootLoader, mac text: String) async throws -> Response {
         // iPXE percent-encodes the colons of ${netX/mac} in the URL.
         let decoded = text.removingPercentEncoding ?? text
         guard let mac = MachineIdentity.normalizedMAC(decoded) else {
@@ -35,16 +120,13 @@ extension ImprintServer {
                            field: "mac")
         }
         if let machine = try await storage.machine(mac: mac), try await finishedDeployment(machineID: machine.id) != nil {
-            let lines = [
-                "#!ipxe",
-                "echo Imprint: this machine is deployed: starting it from its disk.",
-                "echo Imprint: to image it again, choose Deploy again on the dashboard.",
-                "sleep 3",
-                "exit",
-            ]
-            return JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
+            return script(loader.diskScript())
         }
-        return bootScript(chainsMachineScript: false)
+        return script(loader.agentScript(agentBoot, base: publicURL))
+    }
+
+    private func script(_ lines: [String]) -> Response {
+        JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
     }
 
     /// The succeeded deployment that makes this machine done, or nil when it is to be deployed:
