@@ -103,6 +103,14 @@ struct ServerCommand: AsyncParsableCommand {
             let line = "imprint-server listening on \(scheme)://\(boundHost):\(channel.localAddress?.port ?? port)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
-        try await app.runService()
+        // Closed however the service ends (SIGTERM included): SQLite's connection must be
+        // closed before it is released, and PostgreSQL's pool ends its connections cleanly.
+        do {
+            try await app.runService()
+        } catch {
+            await server.close()
+            throw error
+        }
+        await server.close()
     }
 }

@@ -463,21 +463,7 @@ struct AttackTests {
         statements += machines.map { id, macs, seen in
             "INSERT INTO machines (id, macs, facts, state, first_seen, last_seen) VALUES ('\(id)', '\(macs)', 'null', 'approved', '\(seen)', '\(seen)')"
         }
-        let location: DatabaseLocation
-        switch storage {
-        case .sqlite:
-            let path = scratch.sub("old.db")
-            let connection = try await SQLiteConnection.open(storage: .file(path: path))
-            _ = try await connection.query("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied TEXT NOT NULL)", [])
-            for statement in statements { _ = try await connection.query(statement, []) }
-            try await connection.close()
-            location = .sqlite(path: path)
-        case .postgres:
-            let url = try await PostgresCluster.shared.newDatabase()
-            _ = try await PostgresCluster.shared.psql(url, (["CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied TEXT NOT NULL)"]
-                + statements).joined(separator: ";\n"))
-            location = try DatabaseLocation(parsing: url)
-        }
+        let location = try await ServerHarness.oldDatabase(storage, statements: statements, scratch: scratch).location
         let configuration = ServerConfiguration(dataDirectory: scratch.sub("data"), contentDirectory: scratch.sub("content"),
                                                 bootDirectory: scratch.sub("boot"), adminToken: "x", publicURL: "http://127.0.0.1:1")
         let server = try await ImprintServer.open(configuration: configuration, database: location)

@@ -265,23 +265,7 @@ struct SecretsTests {
             "INSERT INTO events (deployment_id, sequence, kind, time, body, change_id, received) VALUES ('d1', 1, 'log', '2026-01-01T00:00:01.000Z', "
                 + quoted(event) + ", 1, '2026-01-01T00:00:01.000Z')",
         ]
-        let location: DatabaseLocation
-        var postgresURL: String?
-        switch storage {
-        case .sqlite:
-            let path = scratch.sub("old.db")
-            let connection = try await SQLiteConnection.open(storage: .file(path: path))
-            _ = try await connection.query("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied TEXT NOT NULL)", [])
-            for statement in statements { _ = try await connection.query(statement, []) }
-            try await connection.close()
-            location = .sqlite(path: path)
-        case .postgres:
-            let url = try await PostgresCluster.shared.newDatabase()
-            _ = try await PostgresCluster.shared.psql(url, (["CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied TEXT NOT NULL)"]
-                + statements).joined(separator: ";\n"))
-            location = try DatabaseLocation(parsing: url)
-            postgresURL = url
-        }
+        let (location, postgresURL) = try await ServerHarness.oldDatabase(storage, statements: statements, scratch: scratch)
         var configuration = ServerConfiguration(dataDirectory: scratch.sub("data"), contentDirectory: scratch.sub("content"),
                                                 bootDirectory: scratch.sub("boot"), adminToken: "x", publicURL: "http://127.0.0.1:1")
         configuration.secretsKey = ServerHarness.secretsKey

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Server
+import SQLiteNIO
 import Synchronization
 import TestSupport
 import Testing
@@ -144,6 +145,25 @@ final class ServerHarness: @unchecked Sendable {
         }
         guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// A database as an older server left it: `statements` (its migrations' and its rows) run on
+    /// a new SQLite file or PostgreSQL database, for a test of what the next migrations do.
+    static func oldDatabase(_ storage: StorageKind, statements: [String], scratch: ScratchDirectory) async throws
+        -> (location: DatabaseLocation, postgresURL: String?) {
+        let create = "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied TEXT NOT NULL)"
+        switch storage {
+        case .sqlite:
+            let path = scratch.sub("old.db")
+            let connection = try await SQLiteConnection.open(storage: .file(path: path))
+            for statement in [create] + statements { _ = try await connection.query(statement, []) }
+            try await connection.close()
+            return (.sqlite(path: path), nil)
+        case .postgres:
+            let url = try await PostgresCluster.shared.newDatabase()
+            _ = try await PostgresCluster.shared.psql(url, ([create] + statements).joined(separator: ";\n"))
+            return (try DatabaseLocation(parsing: url), url)
+        }
     }
 
     /// Runs `body` against a fresh server, stopped (and its database closed) however it ends.
