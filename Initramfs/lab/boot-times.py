@@ -7,11 +7,14 @@
 
 The markers, in the order they appear on the console (OVMF's boot manager, the kernel, /init):
   power-on -> "BdsDxe: starting" (OVMF starts the network boot program, shim, which its own PXE
-              fetched) or iPXE's banner (the NIC's iPXE ROM starts) = firmware
+              fetched, or the stick's shim) or iPXE's banner (the NIC's iPXE ROM starts) or
+              GRUB's menu (SeaBIOS booted the stick: SeaBIOS writes nothing on the serial port,
+              so this includes GRUB's loading of its core image and grub.cfg) = firmware
   -> "EFI stub:" or "Linux version" (the kernel runs; iPXE, or shim and GRUB, fetched it and the
-              initrd) = boot loader
+              initrd, or GRUB read them from the stick after its menu's 3 s) = boot loader
   -> "imprint [" (/init's first line: the kernel unpacked the initrd) = kernel and initrd
-  -> "running: imprint agent" (/init has loaded drivers and got DHCP) = agent start
+  -> "running: imprint agent" (/init has loaded drivers and got DHCP), or "running: imprint media
+              menu" (the stick's menu, mounted from the stick) = agent start
 """
 import json
 import os
@@ -21,10 +24,10 @@ import time
 
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[()][0-9A-Za-z]|\x1bc")
 MARKERS = [
-    ("firmware", re.compile(r"BdsDxe: starting|Open Source Network Boot Firmware")),
+    ("firmware", re.compile(r"BdsDxe: starting|Open Source Network Boot Firmware|GNU GRUB +version")),
     ("boot loader", re.compile(r"EFI stub:|Linux version")),
     ("kernel and initrd", re.compile(r"^imprint \[")),
-    ("agent start", re.compile(r"running: imprint agent")),
+    ("agent start", re.compile(r"running: imprint (agent|media menu)")),
 ]
 
 

@@ -22,7 +22,7 @@ IMPRINT_PACKAGES=(
     efibootmgr               # the firmware's "Windows Boot Manager" entry, carried in the boot environment
     linux-image-amd64        # the boot environment's kernel and modules
     busybox-static cpio      # the boot environment's userland and its initrd archive
-    systemd-boot-efi         # the USB stick's UEFI bootloader (Initramfs/usb): one .efi file, text menu entries
+    grub-pc-bin              # GRUB i386-pc: the USB stick's legacy BIOS boot (Initramfs/usb; no boot loader is installed)
     qemu-system-x86 ovmf ipxe-qemu  # the lab's virtual machines: BIOS, UEFI (OVMF) and iPXE ROMs
     dnsmasq-base iproute2    # the lab's DHCP + TFTP, its network namespace and tap device
     sbsigntool               # sbverify: the signatures of the Secure Boot chain (shim, GRUB, kernel)
