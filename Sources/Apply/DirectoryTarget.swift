@@ -28,6 +28,10 @@ public final class DirectoryTarget: ApplyTarget {
     /// The symlinks created from the image, checked once all of them exist.
     private var createdSymlinks: [(relative: String, imagePath: String)] = []
     private var xattrsUnsupported = false
+    /// The folder the last operation worked in, kept open: the image lists a folder's entries
+    /// together, so most operations reuse it instead of opening their parent again (one
+    /// openat2 per file, not three).
+    private var lastParent: (directory: String, fd: Int32)?
 
     // The blob being written.
     private var openFiles: [Int32] = []
@@ -47,6 +51,7 @@ public final class DirectoryTarget: ApplyTarget {
 
     deinit {
         for fd in openFiles { close(fd) }
+        if let lastParent { close(lastParent.fd) }
         if rootFD >= 0 { close(rootFD) }
     }
 
@@ -102,26 +107,43 @@ public final class DirectoryTarget: ApplyTarget {
 
     /// The directory holding `relative`, opened beneath the root with no symlink on the way,
     /// and the last name in it: every operation on the tree goes through one, so a path is
-    /// never resolved by the kernel from the root past a symlink.
+    /// never resolved by the kernel from the root past a symlink. The target owns `fd` (the
+    /// root, or the last folder it opened).
     struct Parent {
         let fd: Int32
         let name: String
-        let owned: Bool
-        func close() { if owned { _ = Glibc.close(fd) } }
     }
 
     func parent(of relative: String, imagePath: String) throws -> Parent {
-        guard let slash = relative.lastIndex(of: "/") else {
-            guard !relative.isEmpty, relative != ".", relative != ".." else {
-                throw ApplyError.unsafePath(path: root + "/" + relative, imagePath: imagePath, errno: EXDEV)
-            }
-            return Parent(fd: rootFD, name: relative, owned: false)
-        }
-        let directory = String(relative[..<slash])
-        let name = String(relative[relative.index(after: slash)...])
+        let (directory, name) = try Self.split(relative, root: root, imagePath: imagePath)
+        guard let directory else { return Parent(fd: rootFD, name: name) }
+        if let lastParent, lastParent.directory == directory { return Parent(fd: lastParent.fd, name: name) }
+        let fd = try openFolder(directory, imagePath: imagePath)
+        if let lastParent { close(lastParent.fd) }
+        lastParent = (directory, fd)
+        return Parent(fd: fd, name: name)
+    }
+
+    /// The parent of `relative` in a descriptor of its own, which the caller closes: for an
+    /// operation that needs two folders at once (a hard link's source and its new name).
+    private func ownParent(of relative: String, imagePath: String) throws -> (fd: Int32, name: String) {
+        let (directory, name) = try Self.split(relative, root: root, imagePath: imagePath)
+        guard let directory else { return (dup(rootFD), name) }
+        return (try openFolder(directory, imagePath: imagePath), name)
+    }
+
+    /// `a/b/c` as its folder `a/b` (nil for the root) and its name `c`, refusing `.`, `..` and
+    /// empty names.
+    private static func split(_ relative: String, root: String, imagePath: String) throws -> (directory: String?, name: String) {
+        let directory = relative.lastIndex(of: "/").map { String(relative[..<$0]) }
+        let name = relative.lastIndex(of: "/").map { String(relative[relative.index(after: $0)...]) } ?? relative
         guard !name.isEmpty, name != ".", name != ".." else {
             throw ApplyError.unsafePath(path: root + "/" + relative, imagePath: imagePath, errno: EXDEV)
         }
+        return (directory, name)
+    }
+
+    private func openFolder(_ directory: String, imagePath: String) throws -> Int32 {
         let fd = openBeneath(directory, imprint_o_path | O_DIRECTORY)
         if fd < 0 {
             let code = errno
@@ -130,7 +152,7 @@ public final class DirectoryTarget: ApplyTarget {
             }
             throw ApplyError.io(path: root + "/" + directory, operation: "open the folder", errno: code)
         }
-        return Parent(fd: fd, name: name, owned: true)
+        return fd
     }
 
     /// The shortest leading part of `directory` that cannot be opened beneath the root (the
@@ -147,14 +169,10 @@ public final class DirectoryTarget: ApplyTarget {
     }
 
     /// Runs `body` with the parent of `relative` open; its result is a system call's (0 or -1
-    /// with errno), and errno survives the closing of the parent.
+    /// with errno).
     private func at(_ relative: String, imagePath: String, _ body: (Int32, String) -> Int32) throws -> Int32 {
         let parent = try parent(of: relative, imagePath: imagePath)
-        let rc = body(parent.fd, parent.name)
-        let code = errno
-        parent.close()
-        errno = code
-        return rc
+        return body(parent.fd, parent.name)
     }
 
     private func kind(of relative: String, imagePath: String) throws -> mode_t? {
@@ -184,7 +202,7 @@ public final class DirectoryTarget: ApplyTarget {
         if fd >= 0 { return fd }
         let code = errno
         // Which component is the problem: a parent (never written through), or the file itself.
-        try parent(of: relative, imagePath: imagePath).close()
+        _ = try parent(of: relative, imagePath: imagePath)
         throw ApplyError.io(path: root + "/" + relative, operation: operation, errno: code)
     }
 
@@ -201,8 +219,8 @@ public final class DirectoryTarget: ApplyTarget {
             if rel.isEmpty { summary.directories += 1; continue }
             if let first = item.linkTo {
                 let target = plan.items[first].relativePath
-                let source = try parent(of: target, imagePath: plan.image.path(of: plan.items[first].entry))
-                defer { source.close() }
+                let source = try ownParent(of: target, imagePath: plan.image.path(of: plan.items[first].entry))
+                defer { close(source.fd) }
                 let link = { try self.at(rel, imagePath: imagePath) { linkat(source.fd, source.name, $0, $1, 0) } }
                 if try link() != 0 {
                     guard errno == EEXIST else { throw ApplyError.io(path: root + "/" + rel, operation: "create hard link", errno: errno) }
