@@ -268,7 +268,7 @@ func performCurl(_ request: CurlRequest, options: TransferOptions,
         _ = imprint_curl_get_string(handle, CURLINFO_REDIRECT_URL, &next)
         guard let next else {
             transfer.response.code = CURLE_UNSUPPORTED_PROTOCOL
-            transfer.response.errorText = "the server redirected to \(transfer.response.headers["location"] ?? "").debugDescription, which is not a usable URL"
+            transfer.response.errorText = "the server redirected to \((transfer.response.headers["location"] ?? "").debugDescription), which is not a usable URL"
             return transfer.response
         }
         let location = String(cString: next)
