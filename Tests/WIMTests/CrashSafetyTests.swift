@@ -154,9 +154,11 @@ struct CrashSafetyTests {
 
         // Points spread over the apply: early (structure), middle (data), late (metadata).
         var killed = 0
+        var lastRunKilled = false
         for fraction in [0.15, 0.35, 0.6, 0.85] {
             let (status, stderr) = try applyInterrupted(wim, volume, signal: SIGKILL, after: expected.seconds * fraction, scratch: scratch)
-            if status == 128 + SIGKILL { killed += 1 } else { #expect(status == 0, "apply ended with \(status): \(stderr)") }
+            lastRunKilled = status == 128 + SIGKILL
+            if lastRunKilled { killed += 1 } else { #expect(status == 0, "apply ended with \(status): \(stderr)") }
             #expect(try userFiles(volume, scratch: scratch) == before, "user files after a SIGKILL at \(fraction) of the apply")
         }
         // Most runs must really have been cut, or this test proves nothing.
@@ -165,7 +167,8 @@ struct CrashSafetyTests {
         let again = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--progress", "none"])
         #expect(again.status == 0)
         // A run cut by SIGKILL leaves the volume marked dirty; the next apply says so and goes on.
-        if killed > 0 { #expect(again.stderr.contains("the volume is marked dirty"), "\(again.stderr)") }
+        // (A run that finished after it, on a quick moment of a loaded machine, left it clean.)
+        if lastRunKilled { #expect(again.stderr.contains("the volume is marked dirty"), "\(again.stderr)") }
         #expect(try userFiles(volume, scratch: scratch) == before)
         let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
         let users = Set(actual.keys.filter { $0 == "Users" || $0.hasPrefix("Users/") })
