@@ -68,23 +68,21 @@ class Server:
                 log(f"{client[0]} {name}: {failure[1]}")
                 sock.sendto(error_packet(*failure), client)
                 return
-            blksize = 512
             accepted = {}
-            if "blksize" in options:
+
+            def negotiated(name, default, low, high):
+                """The client's value of a numeric option, within what this server takes (RFC 2347)."""
                 try:
-                    blksize = max(8, min(int(options["blksize"]), 1468))
-                    accepted["blksize"] = str(blksize)
-                except ValueError:
-                    pass
+                    value = max(low, min(int(options[name]), high))
+                except (KeyError, ValueError):
+                    return default
+                accepted[name] = str(value)
+                return value
+
+            blksize = negotiated("blksize", 512, 8, 1468)
             if "tsize" in options:
                 accepted["tsize"] = str(len(data))
-            window = 1
-            if "windowsize" in options:
-                try:
-                    window = max(1, min(int(options["windowsize"]), 64))
-                    accepted["windowsize"] = str(window)
-                except ValueError:
-                    pass
+            window = negotiated("windowsize", 1, 1, 64)
             started = time.monotonic()
             if accepted:
                 oack = struct.pack("!H", OACK) + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in accepted.items())

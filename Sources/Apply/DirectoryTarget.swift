@@ -19,6 +19,9 @@ import Glibc
 /// `user.wim.*` extended attributes, or is listed in the summary.
 public final class DirectoryTarget: ApplyTarget {
     public let root: String
+    /// The root as an absolute path, as it was when the target was opened: where re-rooted
+    /// absolute symlinks point.
+    private let absoluteRoot: String
     public private(set) var summary = ApplySummary()
     /// Keep Windows metadata in `user.wim.*` extended attributes.
     public var keepMetadataInXattrs = true
@@ -44,6 +47,7 @@ public final class DirectoryTarget: ApplyTarget {
 
     public init(root: String) throws {
         self.root = root
+        absoluteRoot = root.hasPrefix("/") ? root : DirectoryTarget.currentDirectory() + "/" + root
         try DirectoryTarget.makeDirectories(root)
         rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if rootFD < 0 { throw ApplyError.io(path: root, operation: "open target directory", errno: errno) }
@@ -53,6 +57,12 @@ public final class DirectoryTarget: ApplyTarget {
         for fd in openFiles { close(fd) }
         if let lastParent { close(lastParent.fd) }
         if rootFD >= 0 { close(rootFD) }
+    }
+
+    private static func currentDirectory() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard getcwd(&buffer, buffer.count) != nil else { return "." }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func makeDirectories(_ path: String) throws {
@@ -390,12 +400,6 @@ public final class DirectoryTarget: ApplyTarget {
         return true
     }
 
-    private func currentDirectory() -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        guard getcwd(&buffer, buffer.count) != nil else { return "." }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
     private func setXattr(_ relative: String, _ name: String, _ value: [UInt8], imagePath: String) {
         guard keepMetadataInXattrs else { return }
         if xattrsUnsupported {
@@ -417,9 +421,6 @@ public final class DirectoryTarget: ApplyTarget {
         }
         summary.xattrsWritten += 1
     }
-
-    /// The root as an absolute path: where re-rooted absolute symlinks point.
-    private var absoluteRoot: String { root.hasPrefix("/") ? root : (currentDirectory() + "/" + root) }
 
     /// Whether following the symlink at `relative`, and every symlink its way passes (at most
     /// 40, as the kernel allows), stays inside the root. Each link's text may look inside on

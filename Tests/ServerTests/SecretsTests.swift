@@ -71,6 +71,19 @@ struct SecretsTests {
                 deployment["variables"] as? [String: String] ?? [:])
     }
 
+    /// The key error a server gives at start, or nil (recorded as `otherwise`) when it started.
+    static func refusedAtStart(_ configuration: ServerConfiguration, _ database: DatabaseLocation, _ otherwise: String) async throws
+        -> SecretsKeyError? {
+        do {
+            let server = try await ImprintServer.open(configuration: configuration, database: database)
+            await server.close()
+            Issue.record(Comment(rawValue: otherwise))
+            return nil
+        } catch let error as SecretsKeyError {
+            return error
+        }
+    }
+
     @Test(arguments: StorageKind.allCases) func sealedAtRestMaskedForAdministratorsOpenedForTheAgent(storage: StorageKind) async throws {
         let scratch = ScratchDirectory()
         let tls = try Self.tls(scratch)
@@ -185,11 +198,7 @@ struct SecretsTests {
         var configuration = ServerConfiguration(dataDirectory: scratch.sub("data"), contentDirectory: scratch.sub("content"),
                                                 bootDirectory: scratch.sub("boot"), adminToken: "x", publicURL: "http://127.0.0.1:1")
         configuration.secretsKeyFile = otherKey
-        do {
-            let server = try await ImprintServer.open(configuration: configuration, database: database)
-            await server.close()
-            Issue.record("a server started with another key")
-        } catch let error as SecretsKeyError {
+        if let error = try await Self.refusedAtStart(configuration, database, "a server started with another key") {
             #expect(error.description.contains("the secrets in the database were encrypted with another key"), "\(error)")
             #expect(error.description.contains("--secrets-key-file") && error.description.contains(otherKey), "\(error)")
         }
@@ -229,11 +238,7 @@ struct SecretsTests {
 
         // The file lost: a new key is no key for these secrets, and the one just made is not left to be mistaken for it.
         try FileManager.default.removeItem(atPath: keyFile)
-        do {
-            let server = try await ImprintServer.open(configuration: configuration, database: database)
-            await server.close()
-            Issue.record("a server started with a new key on sealed secrets")
-        } catch let error as SecretsKeyError {
+        if let error = try await Self.refusedAtStart(configuration, database, "a server started with a new key on sealed secrets") {
             #expect(error.description.contains("encrypted with another key"), "\(error)")
         }
         #expect(!FileManager.default.fileExists(atPath: keyFile))

@@ -66,6 +66,13 @@ extension ImprintServer {
         return result
     }
 
+    /// A variable sent in sealed with another server's key (copied from its database): stored,
+    /// it could never be opened for an agent.
+    static func sealedElsewhere(_ variable: String, field: String, rule: Int? = nil) -> APIError {
+        APIError(.unprocessableContent, (rule.map { "rule \($0): " } ?? "") + "\(variable) holds a value sealed with another server's key, "
+                 + "which this server cannot open: send the value itself", field: field, index: rule)
+    }
+
     static func validName(_ name: String) -> Bool {
         !name.isEmpty && name.count <= 200 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
     }
@@ -103,8 +110,7 @@ extension ImprintServer {
                 throw APIError(.unprocessableContent, error.message, field: error.field)
             }
             if let foreign = sealing.unopenableSealedValue(inSequence: body) {
-                throw APIError(.unprocessableContent, "\(foreign) holds a value sealed with another server's key, which this server cannot "
-                               + "open: send the value itself", field: "$.variables.\(foreign)")
+                throw Self.sealedElsewhere(foreign, field: "$.variables.\(foreign)")
             }
             try await storage.putSequence(name: name, body: body)
             struct Saved: Encodable { var name: String; var issues: [APIError.IssueBody] }
@@ -137,8 +143,7 @@ extension ImprintServer {
             rules = try Self.keepingStoredSecrets(rules, stored: try await storage.rules())
             for (index, rule) in rules.enumerated() {
                 if let foreign = sealing.unopenableSealedValue(in: rule.variables) {
-                    throw APIError(.unprocessableContent, "rule \(index): \(foreign) holds a value sealed with another server's key, which this "
-                                   + "server cannot open: send the value itself", field: "rules[\(index)].variables.\(foreign)", index: index)
+                    throw Self.sealedElsewhere(foreign, field: "rules[\(index)].variables.\(foreign)", rule: index)
                 }
             }
             try await storage.replaceRules(rules)

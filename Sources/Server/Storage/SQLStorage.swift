@@ -84,13 +84,7 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
             sequenceSecrets[name] = SecretSealing.secretNames(ofSequence: sealed)
             if sealed != body { try await db.execute("UPDATE sequences SET body = ? WHERE name = ?", [.text(sealed), .text(name)]) }
         }
-        for row in try await db.execute("SELECT position, sequence_name, variables FROM rules") {
-            guard let position = row.integer("position"), let variables = StoredJSON.decode([String: String].self, row.string("variables")) else { continue }
-            let sealed = try sealing.seal(variables, secretNames: sequenceSecrets[row.string("sequence_name") ?? ""] ?? [], what: "rule \(position)")
-            if sealed != variables {
-                try await db.execute("UPDATE rules SET variables = ? WHERE position = ?", [.text(try StoredJSON.text(sealed)), .integer(position)])
-            }
-        }
+        try await sealRules(in: db) { sequenceSecrets[$0] ?? [] }
         for row in try await db.execute("SELECT * FROM deployments") {
             guard let deployment = Self.deployment(row) else { continue }
             let sealed = try sealedCopy(of: deployment)
@@ -108,6 +102,20 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
                     try await db.execute("UPDATE events SET body = ? WHERE deployment_id = ? AND sequence = ?",
                                          [.text(try StoredJSON.text(redacted)), .text(deployment.id), .integer(sequence)])
                 }
+            }
+        }
+    }
+
+    /// Seals the stored rules' secret values still in plain text (`where` picks the rules);
+    /// `secretNames` gives what each rule's sequence lists as secret, by the sequence's name.
+    private func sealRules(in db: some SQLStatements, where clause: String = "", _ binds: [SQLValue] = [],
+                           secretNames: (String) -> Set<String>) async throws {
+        for row in try await db.execute("SELECT position, sequence_name, variables FROM rules" + clause, binds) {
+            guard let position = row.integer("position"),
+                  let variables = StoredJSON.decode([String: String].self, row.string("variables")) else { continue }
+            let sealed = try sealing.seal(variables, secretNames: secretNames(row.string("sequence_name") ?? ""), what: "rule \(position)")
+            if sealed != variables {
+                try await db.execute("UPDATE rules SET variables = ? WHERE position = ?", [.text(try StoredJSON.text(sealed)), .integer(position)])
             }
         }
     }
@@ -331,14 +339,7 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
                 ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated = excluded.updated
                 """, [.text(name), .text(sealed), .text(StoredTime.now())])
             // The sequence may list more variables as secret now: the rules' values for them are sealed too.
-            for row in try await db.execute("SELECT position, variables FROM rules WHERE sequence_name = ?" + lockingSelectedRows, [.text(name)]) {
-                guard let position = row.integer("position"),
-                      let variables = StoredJSON.decode([String: String].self, row.string("variables")) else { continue }
-                let resealed = try sealing.seal(variables, secretNames: secretNames, what: "rule \(position)")
-                if resealed != variables {
-                    try await db.execute("UPDATE rules SET variables = ? WHERE position = ?", [.text(try StoredJSON.text(resealed)), .integer(position)])
-                }
-            }
+            try await sealRules(in: db, where: " WHERE sequence_name = ?" + lockingSelectedRows, [.text(name)]) { _ in secretNames }
         }
     }
 

@@ -74,10 +74,7 @@ extension ImprintServer {
     }
 
     /// 8 random bytes as hex: unique enough to find one entry in a log, and telling nothing.
-    static func errorID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-    }
+    static func errorID() -> String { Tokens.make(bytes: 8) }
 }
 
 enum JSON {
@@ -154,10 +151,10 @@ extension APIError {
 }
 
 enum Tokens {
-    /// 32 random bytes as hex: what the agent holds. Only its hash is stored.
-    static func make() -> String {
+    /// Random bytes as hex; 32 of them make what the agent holds (only its hash is stored).
+    static func make(bytes: Int = 32) -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }
 
     static func hash(_ token: String) -> String {

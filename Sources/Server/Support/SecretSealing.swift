@@ -125,8 +125,11 @@ struct SecretSealing: Sendable {
 
     /// What an administrator sees of them.
     static func mask(_ variables: [String: String]) -> [String: String] {
-        variables.mapValues { SecretBox.isSealed($0) ? placeholder : $0 }
-            .merging(variables.filter { SecretNames.looksSecret($0.key) && !$0.value.isEmpty }.mapValues { _ in placeholder }) { _, masked in masked }
+        var masked = variables
+        for (name, value) in variables where SecretBox.isSealed(value) || (SecretNames.looksSecret(name) && !value.isEmpty) {
+            masked[name] = placeholder
+        }
+        return masked
     }
 
     /// What the agent gets.
