@@ -7,9 +7,25 @@ import Foundation
 
 /// The body of `POST /api/v1/agents/checkin`.
 public struct CheckInRequest: Sendable, Codable, Equatable {
-    public var facts: Facts
+    /// An agent that restarted in the middle of a deployment (a power cut) and found the run's
+    /// state on the disk: the deployment and the token it was running with. The server hands
+    /// that deployment back at once (with a new token) when the token is the current one.
+    public struct Resume: Sendable, Codable, Equatable {
+        public var deployment: String
+        public var token: String
+        public init(deployment: String, token: String) {
+            self.deployment = deployment
+            self.token = token
+        }
+    }
 
-    public init(facts: Facts) { self.facts = facts }
+    public var facts: Facts
+    public var resume: Resume?
+
+    public init(facts: Facts, resume: Resume? = nil) {
+        self.facts = facts
+        self.resume = resume
+    }
 
     /// Any bytes: the request, or why not with the JSON path of the value at fault.
     public static func decode(_ data: Data) throws(JSONProblem) -> CheckInRequest {
