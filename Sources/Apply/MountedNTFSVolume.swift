@@ -10,10 +10,12 @@ public final class MountedNTFSVolume {
     /// nil once unmounted.
     public private(set) var pointer: UnsafeMutablePointer<ntfs_volume>?
 
-    public init(device: String) throws {
+    public init(device: String, readOnly: Bool = false) throws {
         self.device = device
         guard NTFSTarget.hasNTFSBootSector(device) else { throw NTFSApplyError.notNTFS(device: device) }
-        guard let mounted = imprint_ntfs_mount(device) else { throw NTFSApplyError.mount(device: device, errno: errno) }
+        guard let mounted = readOnly ? imprint_ntfs_mount_readonly(device) : imprint_ntfs_mount(device) else {
+            throw NTFSApplyError.mount(device: device, errno: errno)
+        }
         pointer = mounted
     }
 

@@ -2,6 +2,7 @@ import Failures
 import CNTFS3G
 import Primitives
 import DiskModel
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,13 +52,29 @@ public struct CleanupReport: Sendable {
     /// delete: names removed inside the folders (files and directories).
     public var deletedFiles = 0
     public var deletedDirectories = 0
+    /// Set when an earlier, interrupted run of this refresh had begun the clean-up.
+    public var resumed: Resumed?
+
+    public enum Resumed: Sendable, Equatable {
+        /// It had finished it: nothing was moved or deleted this time.
+        case alreadyDone(started: String)
+        /// It had begun: what it had not done yet was done now, into the same folder.
+        case continued
+    }
 }
 
 extension CleanupReport: CustomStringConvertible {
     /// One paragraph for a log: what moved or went, what was not there.
     public var description: String {
         var lines: [String] = []
-        if done.isEmpty {
+        if case let .alreadyDone(started) = resumed {
+            return "clean-up: done by an earlier run of this refresh (begun \(started))"
+                + (destination.map { "; the old system is in \($0)" } ?? "") + ": nothing moved again"
+        }
+        if resumed == .continued { lines.append("clean-up: an earlier run of this refresh was interrupted during its clean-up: going on with it") }
+        if done.isEmpty && resumed == .continued {
+            lines.append("clean-up: every listed folder was already " + (destination.map { "in \($0)" } ?? "deleted"))
+        } else if done.isEmpty {
             lines.append("clean-up: none of the listed folders is on the volume")
         } else if let destination {
             lines.append("clean-up: moved \(done.joined(separator: ", ")) into \(destination)")
@@ -75,6 +92,7 @@ public enum RefreshCleanupError: Error, CustomStringConvertible {
     case notATopLevelName(String)
     case needsNTFSVolume(String)
     case noFreeOldName(String)
+    case damagedRecord(device: String, path: String, reason: String)
     case operation(path: String, operation: String, errno: Int32)
 
     public var description: String {
@@ -87,6 +105,9 @@ public enum RefreshCleanupError: Error, CustomStringConvertible {
             return "\(target): --cleanup works on an NTFS volume (a block device or an image file holding NTFS), not on a directory"
         case let .noFreeOldName(device):
             return "\(device): Windows.old and Windows.old.000 to Windows.old.999 all exist; remove old ones first"
+        case let .damagedRecord(device, path, reason):
+            return "\(device): \(path), the record of a refresh begun earlier, cannot be read (\(reason)); "
+                + "look at the volume's top-level folders and Windows.old, then remove the file to start the refresh over"
         case let .operation(path, operation, code):
             return "\(path): \(operation) failed: \(String(cString: strerror(code))); the clean-up stopped here, the apply did not start"
         }
@@ -103,12 +124,26 @@ private struct IndexName {
 extension NTFSTarget {
     /// Moves or deletes the listed top-level folders, through the volume this target holds
     /// open, before anything of the image is written. Call it right after `init`.
+    ///
+    /// Resumable: a record on the volume (`RefreshRecord`) is written and flushed to the disk
+    /// before the first folder moves and again after the last. A run cut off in between
+    /// (a power cut) and run again moves what is left into the same `Windows.old`; a run cut
+    /// off after it (during the apply) leaves the volume's system folders alone, as they are
+    /// the new image's by then, and the apply goes on.
     public func cleanUp(_ cleanup: RefreshCleanup) throws -> CleanupReport {
         var report = CleanupReport(mode: cleanup.mode)
         let volume = try vol
+        let files = NTFSVolumeFiles(borrowing: volume, device: device)
+        let earlier = try readRefreshRecord(files)
+        if let earlier, earlier.complete {
+            report.destination = earlier.destination
+            report.resumed = .alreadyDone(started: earlier.started)
+            return report
+        }
         let rootNames = try listDirectory(NTFSTarget.rootRecord, "")
         var found: [IndexName] = []
-        for folder in cleanup.folders {
+        // An earlier run's list stands: the same folders go to the same place.
+        for folder in earlier?.folders ?? cleanup.folders {
             // Windows compares names through the volume's $UpCase table whatever namespace a
             // name is in; libntfs-3g's own lookup is case-sensitive for POSIX names (which
             // Linux tools create), so match here.
@@ -120,23 +155,69 @@ extension NTFSTarget {
             if try !isDirectory(entry.record, entry.text) { report.notFolders.append(entry.text); continue }
             found.append(entry)
         }
-        guard !found.isEmpty else { return report }
-        switch cleanup.mode {
+        if earlier != nil { report.resumed = .continued }
+        guard !found.isEmpty || earlier != nil else { return report }
+        let mode = earlier.flatMap { CleanupMode(rawValue: $0.mode) } ?? cleanup.mode
+        report.mode = mode
+        switch mode {
         case .delete:
+            var record = earlier ?? RefreshRecord(mode: .delete, destination: nil, folders: cleanup.folders, complete: false, started: Self.now())
+            try writeRefreshRecord(record, files)
             for entry in found {
                 try deleteTree(entry, parent: NTFSTarget.rootRecord, parentPath: "", &report)
                 report.done.append(entry.text)
             }
+            record.complete = true
+            try writeRefreshRecord(record, files)
         case .move:
-            let destination = try createOldFolder(rootNames, volume, securityFrom: found[0].record)
-            report.destination = destination.name
+            let name = try earlier?.destination ?? freeOldName(rootNames, volume)
+            var record = earlier ?? RefreshRecord(mode: .move, destination: name, folders: cleanup.folders, complete: false, started: Self.now())
+            // Named on the disk before it exists: a cut after this finds the name, not a second one.
+            try writeRefreshRecord(record, files)
+            let destination: UInt64
+            if let existing = rootNames.first(where: { sameName($0.units, UTF16LE.storedUnits(name), volume) }) {
+                destination = existing.record
+            } else {
+                guard let model = found.first else {
+                    throw RefreshCleanupError.operation(path: cleanupDisplay(name), operation: "find the folder an earlier run began moving into", errno: ENOENT)
+                }
+                destination = try createOldFolder(name, volume, securityFrom: model.record)
+            }
+            report.destination = name
             for entry in found {
-                try move(entry, into: destination.record, destination.name)
+                try move(entry, into: destination, name)
                 report.done.append(entry.text)
             }
+            record.complete = true
+            try writeRefreshRecord(record, files)
         }
         return report
     }
+
+    /// Removes the refresh's record once the new system is whole (`imprint wim apply
+    /// --cleanup` after its apply; a sequence when it ends), with the folder when it is empty.
+    public func finishRefresh() throws {
+        let files = NTFSVolumeFiles(borrowing: try vol, device: device)
+        try files.remove(RefreshRecord.path)
+        if let left = try files.list(RefreshRecord.folder), left.isEmpty { try files.remove(RefreshRecord.folder) }
+        try files.sync()
+    }
+
+    private func readRefreshRecord(_ files: NTFSVolumeFiles) throws -> RefreshRecord? {
+        guard let bytes = try files.read(RefreshRecord.path) else { return nil }
+        do { return try JSONDecoder().decode(RefreshRecord.self, from: Data(bytes)) } catch {
+            throw RefreshCleanupError.damagedRecord(device: device, path: RefreshRecord.path, reason: "\(error)")
+        }
+    }
+
+    private func writeRefreshRecord(_ record: RefreshRecord, _ files: NTFSVolumeFiles) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try files.write(try encoder.encode(record), to: RefreshRecord.path)
+        try files.sync()
+    }
+
+    private static func now() -> String { Date().formatted(.iso8601) }
 
     // MARK: Names
 
@@ -193,20 +274,25 @@ extension NTFSTarget {
 
     // MARK: Move
 
-    /// Creates `Windows.old` at the root, or the first free numbered sibling. Windows Setup,
-    /// finding a Windows.old already there, names the next one `Windows.old.000`, then `.001`
-    /// (Microsoft's Vista/7 article on restoring from Windows.old mentions `Windows.old.000`;
-    /// not verified against a current Setup): the same scheme here.
-    ///
-    /// It gets the security descriptor of the first folder moved into it (the old Windows, as
-    /// a rule): libntfs-3g would otherwise give a new folder one granting Everyone full
-    /// access, which would let any user delete the old installation's files.
-    private func createOldFolder(_ rootNames: [IndexName], _ volume: UnsafeMutablePointer<ntfs_volume>,
-                                 securityFrom record: UInt64) throws -> (name: String, record: UInt64) {
+    /// `Windows.old`, or the first free numbered sibling. Windows Setup, finding a Windows.old
+    /// already there, names the next one `Windows.old.000`, then `.001` (Microsoft's Vista/7
+    /// article on restoring from Windows.old mentions `Windows.old.000`; not verified against a
+    /// current Setup): the same scheme here.
+    private func freeOldName(_ rootNames: [IndexName], _ volume: UnsafeMutablePointer<ntfs_volume>) throws -> String {
         let candidates = ["Windows.old"] + (0..<1000).map { "Windows.old." + String(String($0 + 1000).dropFirst()) }
         guard let name = candidates.first(where: { candidate in
             !rootNames.contains { sameName($0.units, UTF16LE.storedUnits(candidate), volume) }
         }) else { throw RefreshCleanupError.noFreeOldName(device) }
+        return name
+    }
+
+    /// Creates the folder `name` at the root for the old system.
+    ///
+    /// It gets the security descriptor of the first folder moved into it (the old Windows, as
+    /// a rule): libntfs-3g would otherwise give a new folder one granting Everyone full
+    /// access, which would let any user delete the old installation's files.
+    private func createOldFolder(_ name: String, _ volume: UnsafeMutablePointer<ntfs_volume>,
+                                 securityFrom record: UInt64) throws -> UInt64 {
         guard let root = ntfs_inode_open(volume, NTFSTarget.rootRecord) else {
             throw RefreshCleanupError.operation(path: cleanupDisplay(""), operation: "open the root directory", errno: errno)
         }
@@ -226,7 +312,7 @@ extension NTFSTarget {
         if ntfs_inode_close_in_dir(ni, root) != 0 { failure = errno }
         if ntfs_inode_close(root) != 0 && failure == 0 { failure = errno }
         if failure != 0 { throw RefreshCleanupError.operation(path: cleanupDisplay(name), operation: "write the new folder", errno: failure) }
-        return (name, record)
+        return record
     }
 
     /// Opens an entry and the directory it is linked into (or moved to); when the second open
@@ -256,7 +342,10 @@ extension NTFSTarget {
         let from = entry.text, to = destinationName + "/" + entry.text
         let (ni, target) = try openInodePair(volume, (entry.record, from, "open folder"), (destination, destinationName, "open folder"))
         var name = entry.units
-        let linked = ntfs_link(ni, target, &name, UInt8(name.count))
+        // A run cut off between the two halves of this move left the folder under both names:
+        // only the old one is left to remove.
+        let already = ntfs_inode_lookup_by_name(target, &name, Int32(name.count))
+        let linked = already != UInt64.max && already & 0x0000_FFFF_FFFF_FFFF == entry.record ? 0 : ntfs_link(ni, target, &name, UInt8(name.count))
         let linkError = errno
         let targetClosed = ntfs_inode_close(target)
         if linked != 0 || targetClosed != 0 {
@@ -323,7 +412,7 @@ extension RefreshCleanupError: ClassifiedError {
         switch self {
         case .protectedFolder: return .refused
         case .notATopLevelName, .needsNTFSVolume: return .badInput
-        case .noFreeOldName, .operation: return .disk
+        case .noFreeOldName, .operation, .damagedRecord: return .disk
         }
     }
 }

@@ -2,6 +2,9 @@ import Failures
 import CNTFS3G
 import Primitives
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads and writes a few whole files of a target volume after the image: drivers under
 /// `Drivers\`, `Windows\Panther\unattend.xml`, the boot files and hives the boot step reads. An
@@ -17,6 +20,10 @@ public protocol VolumeFiles: AnyObject {
     func list(_ relativePath: String) throws -> [(name: String, isDirectory: Bool)]?
     /// A file's bytes, found ignoring case, or nil when it does not exist.
     func read(_ relativePath: String) throws -> [UInt8]?
+    /// Removes a file, or a folder and the files in it; nothing when it does not exist.
+    func remove(_ relativePath: String) throws
+    /// What was written is on the disk, not only in caches (before a step a power cut must not undo).
+    func sync() throws
     func close() throws
 }
 
@@ -52,18 +59,63 @@ func volumeComponents(_ relativePath: String) throws -> [String] {
 }
 
 public final class NTFSVolumeFiles: VolumeFiles {
-    private let mounted: MountedNTFSVolume
-    private var device: String { mounted.device }
-    private var volume: UnsafeMutablePointer<ntfs_volume>? { mounted.pointer }
+    /// nil when the volume is borrowed from a mount that stays its owner's (an apply's target).
+    private let mounted: MountedNTFSVolume?
+    private let borrowed: UnsafeMutablePointer<ntfs_volume>?
+    private let device: String
+    private var volume: UnsafeMutablePointer<ntfs_volume>? { mounted?.pointer ?? borrowed }
 
-    public init(device: String) throws {
-        mounted = try MountedNTFSVolume(device: device)
+    /// `readOnly`: nothing on the volume changes (looking for a run's state at start-up).
+    public init(device: String, readOnly: Bool = false) throws {
+        mounted = try MountedNTFSVolume(device: device, readOnly: readOnly)
+        borrowed = nil
+        self.device = device
+    }
+
+    /// Files of a volume another object has mounted (the refresh's record, written through
+    /// the apply target's own mount: one volume is never mounted twice at once).
+    init(borrowing volume: UnsafeMutablePointer<ntfs_volume>, device: String) {
+        mounted = nil
+        borrowed = volume
+        self.device = device
     }
 
     public func close() throws {
-        if let code = mounted.unmount() {
+        if let code = mounted?.unmount() {
             throw VolumeFilesError.operation(volume: device, path: "/", operation: "unmount", errno: code)
         }
+    }
+
+    /// Everything written so far is on the disk (its device fsync'ed), not only in caches.
+    public func sync() throws {
+        guard let volume, imprint_ntfs_sync(volume) == 0 else {
+            throw VolumeFilesError.operation(volume: device, path: "/", operation: "flush to the disk", errno: errno)
+        }
+    }
+
+    /// Removes a file, or a folder with the files in it (one level: what Imprint itself keeps
+    /// there); nothing when it does not exist.
+    public func remove(_ relativePath: String) throws {
+        guard let volume else { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "remove", errno: EBADF) }
+        let parts = try volumeComponents(relativePath)
+        if let entries = try list(relativePath) {
+            for entry in entries {
+                guard !entry.isDirectory else {
+                    throw VolumeFilesError.operation(volume: device, path: relativePath + "/" + entry.name, operation: "remove (a folder in it)", errno: ENOTEMPTY)
+                }
+                try remove(relativePath + "/" + entry.name)
+            }
+        }
+        let parentPath = parts.dropLast().joined(separator: "/")
+        guard let parent = open(parentPath) else { return }
+        guard let inode = open(relativePath) else { _ = ntfs_inode_close(parent); return }
+        // The name as Imprint wrote it (ntfs_delete finds the index entry by it); it closes
+        // both inodes, whatever the outcome.
+        var units = UTF16LE.storedUnits(parts[parts.count - 1])
+        let status = units.withUnsafeMutableBufferPointer { buffer in
+            ntfs_delete(volume, relativePath, inode, parent, buffer.baseAddress, UInt8(buffer.count))
+        }
+        if status != 0 { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "remove", errno: errno) }
     }
 
     public func write(_ data: Data, to relativePath: String) throws {
@@ -249,6 +301,15 @@ public final class DirectoryVolumeFiles: VolumeFiles {
         }
         return [UInt8](data)
     }
+
+    public func remove(_ relativePath: String) throws {
+        _ = try volumeComponents(relativePath)
+        guard let path = resolve(relativePath) else { return }
+        try FileManager.default.removeItem(atPath: path)
+    }
+
+    /// A folder is no device of its own: everything the system has cached goes to its disks.
+    public func sync() throws { Glibc.sync() }
 
     public func close() throws {}
 

@@ -43,6 +43,18 @@ static inline ntfs_volume *imprint_ntfs_mount(const char *device) {
 
 static inline int imprint_ntfs_umount(ntfs_volume *vol) { return ntfs_umount(vol, FALSE); }
 
+/* Read-only: nothing on the volume changes, not even the journal's state at mount. */
+static inline ntfs_volume *imprint_ntfs_mount_readonly(const char *device) {
+    return ntfs_mount(device, NTFS_MNT_RDONLY);
+}
+
+/* Everything libntfs-3g wrote so far reaches the disk (fsync of its device): what a power cut
+ * must not undo, such as a refresh's record before the first folder moves. */
+static inline int imprint_ntfs_sync(ntfs_volume *vol) {
+    if (!vol || !vol->dev || !vol->dev->d_ops || !vol->dev->d_ops->sync) { errno = EINVAL; return -1; }
+    return vol->dev->d_ops->sync(vol->dev);
+}
+
 /* A byte range of an open file or disk as an ntfs-3g device, so an NTFS volume inside a
  * partition can be read where the kernel shows no device for that partition (and without
  * creating one): libntfs-3g only ever calls these operations. The caller keeps `fd` open until

@@ -7,7 +7,8 @@ enum CurlGlobal {
 }
 
 struct CurlRequest {
-    enum Method { case get, head, post(Data) }
+    /// PUT sends its body as a POST does, under the PUT verb.
+    enum Method { case get, head, post(Data), put(Data) }
     var url: String
     var method: Method = .get
     /// CURLOPT_RANGE syntax: "N-" or "A-B".
@@ -250,8 +251,9 @@ func performCurl(_ request: CurlRequest, options: TransferOptions,
         switch method {
         case .get: _ = imprint_curl_set_long(handle, CURLOPT_HTTPGET, 1)
         case .head: _ = imprint_curl_set_long(handle, CURLOPT_NOBODY, 1)
-        case let .post(data):
+        case let .post(data), let .put(data):
             _ = imprint_curl_set_long(handle, CURLOPT_POST, 1)
+            if case .put = method { _ = imprint_curl_set_string(handle, CURLOPT_CUSTOMREQUEST, "PUT") }
             _ = imprint_curl_set_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(data.count))
             // COPYPOSTFIELDS copies, so the bytes need not outlive this call.
             data.withUnsafeBytes { bytes in
@@ -286,6 +288,7 @@ func performCurl(_ request: CurlRequest, options: TransferOptions,
         // As browsers and curl do: 303 always, and 301/302 after a POST, continue with a GET.
         let status = transfer.response.status
         if case .post = method, status == 301 || status == 302 || status == 303 { method = .get }
+        if case .put = method, status == 303 { method = .get }
         url = location
         transfer.resetForNextHop()
     }

@@ -136,10 +136,19 @@ public final class HTTPClient: Sendable {
     /// Posts JSON. A 4xx is returned, never retried (the request itself is wrong); network
     /// errors and 5xx are retried per `options`, so the call is bounded in time.
     public func post(_ url: String, json: Data, limit: Int = 1 << 20) throws(TransportError) -> (status: Int, body: Data) {
+        try send(url, .post(json), limit: limit)
+    }
+
+    /// Puts JSON, answered as `post` is.
+    public func put(_ url: String, json: Data, limit: Int = 1 << 20) throws(TransportError) -> (status: Int, body: Data) {
+        try send(url, .put(json), limit: limit)
+    }
+
+    private func send(_ url: String, _ method: CurlRequest.Method, limit: Int) throws(TransportError) -> (status: Int, body: Data) {
         try validateURL(url)
         return try withRetries(url) { attempt throws(TransportError) -> Attempt<(status: Int, body: Data)> in
             var data = Data()
-            var request = CurlRequest(url: url, method: .post(json))
+            var request = CurlRequest(url: url, method: method)
             request.headers = ["Content-Type: application/json", "Accept: application/json"]
             request.captureErrors = false
             let response = performCurl(request, options: options, begin: { _, _ in true }, body: { chunk throws(TransportError) in

@@ -28,6 +28,10 @@ struct AgentCommand: ParsableCommand {
             /// The server holds this deployment's events up to this number (another agent ran
             /// it before this one took it over): ours are numbered after it.
             var eventsAfter: Int?
+            /// The server handed the deployment back to a run that resumes after an interruption.
+            var resumed: Bool?
+            /// The last run state the server has of this deployment.
+            var runState: RunState?
         }
         var status: String
         var deployment: Deployment?
@@ -49,8 +53,16 @@ struct AgentCommand: ParsableCommand {
         transfer.caBundle = caBundle
         let client = HTTPClient(options: transfer)
         let base = server.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        struct Body: Encodable { var facts: Facts }
-        let body = try JSONEncoder().encode(Body(facts: facts))
+        // A deployment this machine was running when it lost power: its state on the disk holds
+        // the deployment and its token, which lets the server hand it back at once.
+        let interrupted = RunStateFinder.find(environment.environment).first { $0.state.deploymentID != nil && $0.state.token != nil }
+        let claim = interrupted.flatMap { found in
+            found.state.deploymentID.flatMap { id in found.state.token.map { CheckInRequest.Resume(deployment: id, token: $0) } }
+        }
+        if let interrupted, let id = interrupted.state.deploymentID {
+            print("imprint: \(interrupted.disk) partition \(interrupted.partition) holds the state of deployment \(id), interrupted: asking the server to go on with it")
+        }
+        let body = try JSONEncoder().encode(CheckInRequest(facts: facts, resume: claim))
         var assigned: CheckIn.Deployment?
         while assigned == nil {
             let answer: CheckIn
@@ -95,7 +107,18 @@ struct AgentCommand: ParsableCommand {
         let sequenceURL = deployment.sequenceUrl.hasPrefix("http") ? deployment.sequenceUrl : base + deployment.sequenceUrl
         let loaded: TaskSequence
         do { loaded = try SequenceLoader.load(sequenceURL, client: HTTPClient(options: authorized)).0 } catch { throw fail(error) }
+        // Of the disk's state and the server's, the newer; only ever of this deployment and sequence.
+        var resume = interrupted?.state.deploymentID == deployment.id ? interrupted?.state : nil
+        if let kept = deployment.runState, kept.deploymentID == deployment.id, !kept.ended, kept.revision > resume?.revision ?? 0 {
+            resume = kept
+        }
+        if let state = resume, state.sequenceDigest != loaded.digest {
+            print("imprint: the interrupted run's state is of another version of the sequence: starting from its first step")
+            resume = nil
+        }
         var options = RunOptions()
+        options.recording = RunRecording(deploymentID: deployment.id, token: deployment.token, server: base,
+                                         sequenceDigest: loaded.digest ?? "", resume: resume)
         options.allowDestructive = true
         options.allowPowerActions = AgentEnvironment.isBootEnvironment
         options.environment = environment.environment

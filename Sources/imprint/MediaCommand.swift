@@ -208,6 +208,10 @@ struct MediaMenu: ParsableCommand {
         options.allowDestructive = yes || inBootEnvironment
         options.allowPowerActions = inBootEnvironment
         options.environment = machine.environment.environment
+        if options.allowDestructive {
+            options.recording = AgentEnvironment.localRecording(loaded, deploymentID: nil, token: nil, server: nil,
+                                                                environment: options.environment)
+        }
         let result = try AgentEnvironment.execute(
             loaded, facts: facts, serverVariables: serverVariables, options: options,
             spool: logs + "/" + base + ".events", log: logPath, server: nil,

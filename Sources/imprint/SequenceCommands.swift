@@ -129,6 +129,10 @@ struct RunCommand: ParsableCommand {
         options.transfer = transfer
         options.cacheDirectory = cache
         let isFile = !(sequence.hasPrefix("http://") || sequence.hasPrefix("https://"))
+        if options.allowDestructive {
+            options.recording = AgentEnvironment.localRecording(loaded, deploymentID: deployment, token: token, server: server,
+                                                                environment: options.environment)
+        }
         let result = try AgentEnvironment.execute(
             loaded, facts: facts, serverVariables: variables, options: options,
             spool: spool ?? "/var/lib/imprint/spool/" + (deployment ?? "local"),
@@ -140,6 +144,19 @@ struct RunCommand: ParsableCommand {
 
 /// Runs a sequence with events to the spool, the log, the terminal and the server.
 enum AgentEnvironment {
+    /// A run of `sequence` that keeps its state, going on from the newest unfinished state on
+    /// this machine's disks left by the same sequence (and deployment, when there is one).
+    static func localRecording(_ sequence: TaskSequence, deploymentID: String?, token: String?, server: String?,
+                               environment: DiskEnvironment) -> RunRecording {
+        let digest = sequence.digest ?? ""
+        let found = RunStateFinder.find(environment).first { $0.state.sequenceDigest == digest && $0.state.deploymentID == deploymentID }
+        if let found {
+            print("imprint: \(found.disk) partition \(found.partition) holds the state of an interrupted run of \"\(sequence.name)\": going on with it")
+        }
+        return RunRecording(deploymentID: deploymentID, token: token, server: server.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "/")) },
+                            sequenceDigest: digest, resume: found?.state)
+    }
+
     /// The boot environment marks itself (Initramfs/ writes this file; `imprint.agent` on the
     /// kernel command line says the same), so its agent may write disks without --yes.
     static var isBootEnvironment: Bool {

@@ -219,6 +219,8 @@ func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: Re
         throw ExitCode(128 + stop.signal)
     }
     reporter.finishLine()
+    // The new system is whole: a later apply with --cleanup starts a refresh of its own.
+    if cleanup != nil, let volume = target as? NTFSTarget { try volume.finishRefresh() }
     let seconds = Date().timeIntervalSince(started)
     var notKept: [String: Any] = [:]
     for (reason, paths) in summary.notKept { notKept[reason] = ["count": paths.count, "examples": Array(paths.prefix(5))] }
@@ -282,6 +284,11 @@ func runCleanup(_ cleanup: RefreshCleanup, on volume: NTFSTarget, reporter: Prog
                                 "missing": report.missing, "notFolders": report.notFolders]
     if let destination = report.destination { event["destination"] = destination }
     if report.mode == .delete { event["deletedFiles"] = report.deletedFiles; event["deletedDirectories"] = report.deletedDirectories }
+    switch report.resumed {
+    case .alreadyDone?: event["resumed"] = "alreadyDone"
+    case .continued?: event["resumed"] = "continued"
+    case nil: break
+    }
     reporter.event(event)
     guard reporter.mode != .json else { return }
     print(report.description.replacingOccurrences(of: "clean-up:", with: "Clean-up:"))

@@ -69,9 +69,9 @@ struct CrashSafetyTests {
 
     /// Starts `imprint wim apply`, sends `signal` after `delay` seconds (unless it ended before),
     /// and returns how it ended (128 + signal when a signal ended it) and its standard error.
-    func applyInterrupted(_ wim: String, _ volume: String, signal: Int32, after delay: Double,
+    func applyInterrupted(_ wim: String, _ volume: String, signal: Int32, after delay: Double, extra: [String] = [],
                           scratch: ScratchDirectory) throws -> (status: Int32, stderr: String) {
-        let run = try startApply(wim, volume, progress: "none", output: FileHandle.nullDevice, scratch: scratch)
+        let run = try startApply(wim, volume, progress: "none", output: FileHandle.nullDevice, extra: extra, scratch: scratch)
         usleep(useconds_t(delay * 1_000_000))
         if run.process.isRunning { kill(run.process.processIdentifier, signal) }
         return run.finish()
@@ -92,11 +92,11 @@ struct CrashSafetyTests {
         }
     }
 
-    func startApply(_ wim: String, _ target: String, progress: String, output: Any,
+    func startApply(_ wim: String, _ target: String, progress: String, output: Any, extra: [String] = [],
                     scratch: ScratchDirectory) throws -> RunningApply {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: imprintBinary)
-        process.arguments = ["wim", "apply", wim, "1", target, "--progress", progress]
+        process.arguments = ["wim", "apply", wim, "1", target, "--progress", progress] + extra
         let errPath = scratch.sub("stderr.txt")
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
@@ -173,6 +173,43 @@ struct CrashSafetyTests {
         let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
         let users = Set(actual.keys.filter { $0 == "Users" || $0.hasPrefix("Users/") })
         ntfs.compare(expected.files, actual, ignoring: users)
+    }
+
+    /// The issue's finding: a refresh (`--cleanup move`) killed at several points and run again
+    /// made a second `Windows.old.000` of the half-applied new system each time. Now every run
+    /// goes on with the one refresh: one Windows.old, holding exactly the old system.
+    @Test func aRefreshKilledAtSeveralPointsKeepsOneWindowsOld() throws {
+        let scratch = ScratchDirectory()
+        let wim = try makeWIM(scratch)
+        let expected = try reference(wim, scratch: scratch)
+        let volume = scratch.sub("target.img")
+        try makeVolume(volume, withUsers: true, scratch: scratch)
+        let oldSystem: [(path: String, bytes: [UInt8])] = [("Windows/System32/config/SYSTEM", Array("regf old".utf8)),
+                                                           ("Windows/old.dll", testBytes(200_000, seed: 601)),
+                                                           ("ProgramData/Vendor/state.dat", testBytes(3_000, seed: 602))]
+        try ntfs.withMount(volume, at: scratch.sub("old")) {
+            for file in oldSystem { try write(file.bytes, to: scratch.sub("old") + "/" + file.path) }
+        }
+        let before = try userFiles(volume, scratch: scratch)
+        var killed = 0
+        for fraction in [0.1, 0.4, 0.75] {
+            let (status, stderr) = try applyInterrupted(wim, volume, signal: SIGKILL, after: expected.seconds * fraction,
+                                                        extra: ["--cleanup", "move"], scratch: scratch)
+            if status == 128 + SIGKILL { killed += 1 } else { #expect(status == 0, "apply ended with \(status): \(stderr)") }
+            #expect(try userFiles(volume, scratch: scratch) == before, "user files after a SIGKILL at \(fraction) of the refresh")
+        }
+        #expect(killed >= 2, "only \(killed) of 3 runs were killed before they finished")
+        let again = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--cleanup", "move", "--progress", "none"])
+        #expect(again.status == 0)
+        #expect(try userFiles(volume, scratch: scratch) == before)
+        let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
+        #expect(!actual.keys.contains { $0.hasPrefix("Windows.old.") }, "a second Windows.old: \(actual.keys.filter { $0.hasPrefix("Windows.old.") }.sorted().prefix(3))")
+        for file in oldSystem { #expect(actual["Windows.old/" + file.path]?.contents == Data(file.bytes), "\(file.path) is not in Windows.old") }
+        // Windows.old holds the old system and nothing of the new image.
+        #expect(actual.keys.filter { $0.hasPrefix("Windows.old/Windows/dir") }.isEmpty, "the new system was moved into Windows.old")
+        #expect(actual["_ImprintTaskSequence"] == nil, "the finished refresh left its record")
+        let kept = Set(actual.keys.filter { $0 == "Users" || $0.hasPrefix("Users/") || $0.hasPrefix("Windows.old") })
+        ntfs.compare(expected.files, actual, ignoring: kept)
     }
 
     @Test func sigtermStopsAtASafePointAndUnmountsCleanly() throws {

@@ -3,6 +3,7 @@ import TestSupport
 import Testing
 import CImprintSystem
 @testable import Apply
+import DiskModel
 @testable import WIM
 
 /// Refresh: `imprint wim apply ... --cleanup move|delete` onto an NTFS volume that already
@@ -197,6 +198,64 @@ struct RefreshTests {
         var reused = after
         #expect(reused["Program Files"]?.xattrs.removeValue(forKey: "system.ntfs_dos_name") == Array("PROGRA~1".utf8))
         expectNewImageComplete(try wimlibApply(wim, scratch), reused)
+    }
+
+    /// The record a cut-off refresh leaves (`_ImprintTaskSequence/refresh.json`), written by hand
+    /// with the volume in the state the cut left it.
+    func writeRecord(complete: Bool, _ mount: String) throws {
+        let record = RefreshRecord(mode: .move, destination: "Windows.old", folders: RefreshCleanup.defaultFolders,
+                                   complete: complete, started: "2026-12-05T10:00:00Z")
+        try write(Array(try JSONEncoder().encode(record)), to: mount + "/" + RefreshRecord.path)
+    }
+
+    @Test func aRefreshCutDuringItsCleanUpGoesOnIntoTheSameWindowsOld() throws {
+        let scratch = ScratchDirectory()
+        let volume = scratch.sub("old.img"), mount = scratch.sub("m")
+        try makeOldVolume(volume, mount)
+        let wim = try makeNewImage(scratch)
+        let (usersBefore, oldBefore) = try ntfs.withMount(volume, at: mount, readOnly: true) { (userState(mount), try ntfs.snapshot(mount).files) }
+        // Cut after Windows had moved, before Program Files and ProgramData did.
+        try ntfs.withMount(volume, at: mount) {
+            try FileManager.default.createDirectory(atPath: mount + "/Windows.old", withIntermediateDirectories: true)
+            try FileManager.default.moveItem(atPath: mount + "/Windows", toPath: mount + "/Windows.old/Windows")
+            try writeRecord(complete: false, mount)
+        }
+        let result = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--cleanup", "move", "--progress", "none"])
+        #expect(result.output.contains("interrupted during its clean-up: going on with it"), "\(result.output)")
+        #expect(result.output.contains("moved Program Files, ProgramData into Windows.old"), "\(result.output)")
+        let (usersAfter, after) = try ntfs.withMount(volume, at: mount, readOnly: true) { (userState(mount), try ntfs.snapshot(mount).files) }
+        for file in RefreshTests.userFiles { #expect(usersAfter[file] == usersBefore[file], "\(file)") }
+        #expect(!after.keys.contains { $0.hasPrefix("Windows.old.") }, "a second Windows.old was made")
+        #expect(after["Windows.old/Windows/System32/kernel32.dll"]?.contents == oldBefore["Windows/System32/kernel32.dll"]?.contents)
+        #expect(after["Windows.old/Program Files/App/app.exe"]?.contents == oldBefore["Program Files/App/app.exe"]?.contents)
+        #expect(after["Windows.old/ProgramData/Vendor/settings.dat"] != nil)
+        #expect(after[RefreshRecord.folder] == nil, "the record outlived the finished refresh")
+        expectNewImageComplete(try wimlibApply(wim, scratch), after)
+    }
+
+    @Test func aRefreshCutDuringItsApplyLeavesTheNewSystemWhereItIs() throws {
+        let scratch = ScratchDirectory()
+        let volume = scratch.sub("old.img"), mount = scratch.sub("m")
+        try makeOldVolume(volume, mount)
+        let wim = try makeNewImage(scratch)
+        let oldBefore = try ntfs.withMount(volume, at: mount, readOnly: true) { try ntfs.snapshot(mount).files }
+        // Cut during the apply: the clean-up was done, the new Windows half there.
+        try ntfs.withMount(volume, at: mount) {
+            try FileManager.default.createDirectory(atPath: mount + "/Windows.old", withIntermediateDirectories: true)
+            for folder in ["Windows", "Program Files", "ProgramData"] {
+                try FileManager.default.moveItem(atPath: mount + "/" + folder, toPath: mount + "/Windows.old/" + folder)
+            }
+            try writeRecord(complete: true, mount)
+            try write(testBytes(1000, seed: 99), to: mount + "/Windows/explorer.exe")
+        }
+        let result = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--cleanup", "move", "--progress", "none"])
+        #expect(result.output.contains("done by an earlier run of this refresh"), "\(result.output)")
+        let after = try ntfs.withMount(volume, at: mount, readOnly: true) { try ntfs.snapshot(mount).files }
+        #expect(!after.keys.contains { $0.hasPrefix("Windows.old.") }, "the half-applied system was moved into a second Windows.old")
+        #expect(after["Windows.old/Windows/System32/kernel32.dll"]?.contents == oldBefore["Windows/System32/kernel32.dll"]?.contents)
+        #expect(after["Windows.old/Windows/explorer.exe"] == nil)
+        #expect(after[RefreshRecord.folder] == nil)
+        expectNewImageComplete(try wimlibApply(wim, scratch), after)
     }
 
     @Test func deleteRemovesTheListedFoldersAndKeepsUsers() throws {

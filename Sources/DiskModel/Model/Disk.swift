@@ -163,12 +163,17 @@ public struct WindowsInstallation: Sendable, Codable, Equatable {
     public var systemRoot: String
     /// True when the volume also has a `Users` folder: a refresh would keep it.
     public var hasUsers: Bool
+    /// A refresh begun by Imprint and cut off after its clean-up: the folder holding the old
+    /// system (`Windows.old`), its record (`RefreshRecord`) on the volume. The refresh goes on
+    /// on this volume; nil for an installation nobody is refreshing.
+    public var refreshInProgress: String?
 
-    public init(partition: Int?, label: String?, systemRoot: String, hasUsers: Bool) {
+    public init(partition: Int?, label: String?, systemRoot: String, hasUsers: Bool, refreshInProgress: String? = nil) {
         self.partition = partition
         self.label = label
         self.systemRoot = systemRoot
         self.hasUsers = hasUsers
+        self.refreshInProgress = refreshInProgress
     }
 }
 

@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// How far a run of a task sequence got, kept where it outlives the machine's power: on the
@@ -7,7 +8,7 @@ import Foundation
 /// at the interrupted step. Secret variables are never in it: they come back with the sequence.
 public struct RunState: Sendable, Codable, Equatable {
     /// The folder at the root of the volume: run state, and a refresh's clean-up record.
-    public static let folder = "_ImprintTaskSequence"
+    public static let folder = RefreshRecord.folder
     public static let fileName = "state.json"
     public static var path: String { folder + "/" + fileName }
     /// Larger is not a run state: the server refuses it, the agent ignores it.
@@ -38,7 +39,7 @@ public struct RunState: Sendable, Codable, Equatable {
     /// The variables as the run left them, secret ones left out.
     public var variables: [String: String] = [:]
     /// The disk the run chose (selectDisk, findWindows), to find it again and refuse another.
-    public var disk: DiskIdentity?
+    public var disk: DiskRecord?
     /// Volumes made or found, by the name steps use.
     public var volumes: [String: VolumeRecord] = [:]
     /// The volume this state is kept on (a volume's name); nil until there is an NTFS one.
@@ -80,7 +81,7 @@ public struct RunState: Sendable, Codable, Equatable {
 /// What identifies a disk across a reboot: its size and what it says of itself, and the
 /// partition table's id once the run wrote or found one. Device paths are not identity
 /// (`/dev/sda` and `/dev/sdb` may swap at boot).
-public struct DiskIdentity: Sendable, Codable, Equatable {
+public struct DiskRecord: Sendable, Codable, Equatable {
     public var size: UInt64
     public var model: String?
     public var serial: String?
@@ -97,7 +98,7 @@ public struct DiskIdentity: Sendable, Codable, Equatable {
     }
 
     /// Why `other` is not this disk, nil when it is: every recorded property must be the same.
-    public func mismatch(_ other: DiskIdentity) -> String? {
+    public func mismatch(_ other: DiskRecord) -> String? {
         if size != other.size { return "its size is \(other.size) bytes, the run's disk had \(size)" }
         let pairs: [(String, String?, String?)] = [("serial", serial, other.serial), ("WWN", wwn, other.wwn),
                                                    ("model", model, other.model),

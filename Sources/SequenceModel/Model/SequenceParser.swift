@@ -128,7 +128,7 @@ final class Checker {
         "applyImage": ["source", "image", "sha256", "target", "mode", "cacheDirectory"],
         "writeImage": ["source", "sha256", "target"], "injectDrivers": ["source", "target", "architecture"],
         "makeBootable": ["windows", "esp", "firmware", "locale", "menuTimeout", "label"],
-        "unattend": ["template", "content", "target"], "runCommand": ["command", "environment", "mountVolume", "successCodes"],
+        "unattend": ["template", "content", "target"], "runCommand": ["command", "environment", "mountVolume", "successCodes", "runAgainAfterInterruption"],
         "setVariable": ["variable", "value"], "reboot": [], "poweroff": [],
     ]
 
@@ -289,8 +289,9 @@ final class Checker {
             }
             let shell: Bool
             if case .string? = object["command"] { shell = true } else { shell = false }
-            action = command.isEmpty ? nil : .runCommand(RunCommandStep(command: command, shell: shell, environment: environment,
-                                                                        mountVolume: mount, successCodes: codes))
+            var parameters = RunCommandStep(command: command, shell: shell, environment: environment, mountVolume: mount, successCodes: codes)
+            parameters.runAgainAfterInterruption = bool(object, "runAgainAfterInterruption", path) ?? false
+            action = command.isEmpty ? nil : .runCommand(parameters)
         case "setVariable":
             let name = string(object, "variable", path, required: true)
             let value = object["value"]?.scalarText

@@ -16,6 +16,9 @@ public struct TaskSequence: Sendable {
     public var requireVerifiedContent: Bool = false
     /// Where the sequence came from, for messages and the USB log file beside it.
     public var origin: String
+    /// SHA-256 (hex) of the bytes it was read from, set by whoever read them: a run's state is
+    /// resumed only by the very same sequence.
+    public var digest: String?
 
     /// Every step, depth first, groups included.
     public var allSteps: [Step] {
@@ -180,4 +183,8 @@ public struct RunCommandStep: Sendable {
     public var mountVolume: String?
     /// Exit codes counted as success.
     public var successCodes: [Int32]
+    /// A command cut off by a power cut is run again when the run resumes only if this is
+    /// true (running it twice is safe); otherwise the run stops there, as nobody can tell what
+    /// it had done.
+    public var runAgainAfterInterruption = false
 }

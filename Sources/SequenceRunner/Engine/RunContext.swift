@@ -18,6 +18,9 @@ public struct RunOptions: Sendable {
     public var transfer = TransferOptions()
     /// Overrides each applyImage's cache folder (tests, USB media).
     public var cacheDirectory: String?
+    /// Keep the run's state on the disk and the server so a power cut is resumed, and the
+    /// state to resume; nil keeps none.
+    public var recording: RunRecording?
     /// How far a driver bundle may expand in the boot environment's tmpfs, and the memory any
     /// xz stream (bundles, `.img.xz`) may take to decode.
     public var extraction = ExtractionLimits()
@@ -32,6 +35,8 @@ public struct Volume: Sendable {
     public var size: UInt64
     public var sectorSize: Int
     public var diskPath: String
+    /// Its partition on the disk (the run state records it to find the volume after a reboot).
+    public var partition: Int?
 }
 
 /// What steps share while a sequence runs.
@@ -66,6 +71,8 @@ final class RunContext: @unchecked Sendable {
     /// The sequence's `requireVerifiedContent`: refuse, not only warn about, an image over
     /// plain HTTP with no SHA-256.
     var requireVerifiedContent = false
+    /// The run's state as it is kept on the disk and the server; nil when it is not kept.
+    var keeper: RunStateKeeper?
 
     init(options: RunOptions, bus: EventBus, variables: Variables) {
         self.options = options

@@ -32,6 +32,7 @@ public final class SequenceEngine {
         // each change; the bus outlives the run and keeps the last copy (for the final events).
         context = RunContext(options: options, bus: bus, variables: variables)
         context.requireVerifiedContent = sequence.requireVerifiedContent
+        context.keeper = options.recording.map { RunStateKeeper(sequence: sequence, recording: $0) }
     }
 
     public func run() -> RunResult {
@@ -42,6 +43,13 @@ public final class SequenceEngine {
         defer { context.releaseAll() }
         var result: RunResult
         do {
+            if let resume = context.options.recording?.resume {
+                do { try RunResumption.restore(resume, sequence, context) } catch {
+                    // Refused before anything was written: nor is the state.
+                    context.keeper = nil
+                    throw error
+                }
+            }
             try refuseUnverifiedContent()
             try runSteps(sequence.steps)
             try finishDrivers()
@@ -52,7 +60,8 @@ public final class SequenceEngine {
         } catch {
             result = RunResult(status: .failed, message: "\(error)", failure: FailureKind(of: error), duration: Date().timeIntervalSince(started))
         }
-        var message = result.message.map { "step \(result.failedStep ?? "?") failed: \($0)" }
+        context.keeper?.finish(succeeded: result.status == .success, context)
+        var message = result.message.map { text in result.failedStep.map { "step \($0) failed: \(text)" } ?? text }
         if result.status == .success, let action = result.powerAction {
             message = context.options.allowPowerActions ? "\(action) follows" : "\(action) requested (not done outside the boot environment)"
         }
@@ -103,9 +112,25 @@ public final class SequenceEngine {
     }
 
     private func run(_ step: Step) throws {
+        if let keeper = context.keeper, keeper.isEnded(step) {
+            // Done before the power cut: never run twice in one run.
+            context.bus.stepsFinished(Self.workSteps([step]))
+            context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: .skipped,
+                                   duration: 0, message: "done before the interruption"))
+            return
+        }
+        if let keeper = context.keeper, keeper.wasStarted(step) {
+            do { try RunResumption.mayRunAgain(step, context) } catch {
+                let message = "\(error)"
+                context.bus.emit(Event(kind: .stepStarted, step: step.number, name: step.name, type: step.type))
+                end(step, Date(), .failed, message, failure: .refused)
+                throw SequenceStopped(step: step, message: message, kind: .refused)
+            }
+        }
         if let condition = step.condition {
             let (holds, why) = condition.evaluate { context.variables.substitute($0) }
             if !holds {
+                context.keeper?.ended(step, context)
                 context.bus.stepsFinished(Self.workSteps([step]))
                 context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: .skipped,
                                        duration: 0, message: "condition not met: \(why)"))
@@ -113,6 +138,7 @@ public final class SequenceEngine {
             }
         }
         let started = Date()
+        context.keeper?.started(step, context)
         context.bus.emit(Event(kind: .stepStarted, step: step.number, name: step.name, type: step.type))
         if case let .group(children) = step.action {
             do {
@@ -153,6 +179,8 @@ public final class SequenceEngine {
 
     private func end(_ step: Step, _ started: Date, _ status: Event.Status, _ message: String?, failure: FailureKind? = nil) {
         if case .group = step.action {} else { context.bus.stepsFinished(1) }
+        // A failed step stays begun: the run is over (its state says ended), nothing resumes it.
+        if status != .failed { context.keeper?.ended(step, context) }
         context.bus.emit(Event(kind: .stepEnded, step: step.number, name: step.name, type: step.type, status: status,
                                duration: Date().timeIntervalSince(started), message: message, failure: failure))
     }

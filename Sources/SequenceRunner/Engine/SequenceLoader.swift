@@ -1,3 +1,4 @@
+import Digests
 import Failures
 import Foundation
 import SequenceModel
@@ -24,8 +25,10 @@ public enum SequenceLoader {
 
     /// The sequence and its warnings; throws `Invalid` listing every error.
     public static func load(_ location: String, client: HTTPClient) throws -> (TaskSequence, [SequenceIssue]) {
-        let (sequence, issues) = SequenceParser.parse(try data(location, client: client), origin: location)
-        guard let sequence else { throw Invalid(origin: location, issues: issues) }
+        let bytes = try data(location, client: client)
+        let (parsed, issues) = SequenceParser.parse(bytes, origin: location)
+        guard var sequence = parsed else { throw Invalid(origin: location, issues: issues) }
+        sequence.digest = SHA256Hasher.hex(of: bytes)
         return (sequence, issues)
     }
 }

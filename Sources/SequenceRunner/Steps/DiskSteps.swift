@@ -37,7 +37,7 @@ enum DiskSteps {
         for planned in plan.layout.partitions {
             guard let id = planned.id, let device = prepared.partitions.device(planned.number) else { continue }
             context.volumes[id] = Volume(device: device.path, offset: device.offset, size: device.size,
-                                         sectorSize: plan.layout.sectorSize, diskPath: disk.path)
+                                         sectorSize: plan.layout.sectorSize, diskPath: disk.path, partition: planned.number)
             context.variables.set(KnownVariables.volume(id), device.path)
         }
     }

@@ -38,12 +38,15 @@ enum RefreshSteps {
         context.exposures.append(exposure)
         guard let device = exposure.devices.first else { throw StepFailure("\(disk.path): partition \(number) has no device", kind: .disk) }
         context.volumes[name] = Volume(device: device.path, offset: partition.offset, size: partition.size,
-                                       sectorSize: disk.logicalSectorSize, diskPath: disk.path)
+                                       sectorSize: disk.logicalSectorSize, diskPath: disk.path, partition: number)
         context.selectedDisk = disk
         context.diskRules = rules
         context.diskSelection = selection
         context.variables.set(KnownVariables.volume(name), device.path)
         context.variables.set("WindowsDisk", disk.path)
+        if let old = installation.refreshInProgress {
+            context.bus.log("a refresh begun earlier was interrupted on this volume (the old system is in \(old)): going on with it", step: step)
+        }
         context.bus.log("Windows on \(disk.path) partition \(number)" + (installation.label.map { " (\($0))" } ?? "")
                         + (installation.hasUsers ? ", with Users" : "") + ": volume \"\(name)\" is \(device.path)", step: step)
     }

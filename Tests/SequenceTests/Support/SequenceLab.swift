@@ -64,14 +64,16 @@ final class SequenceLab {
     }
 
     /// `imprint run` on a sequence given as JSON text, reporting to the test server.
-    func run(sequence json: String, yes: Bool = true, extra: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) throws -> Outcome {
+    /// `deployment`: the deployment's id (by default one of its own per run; a resumed run gives the interrupted one's).
+    func run(sequence json: String, yes: Bool = true, extra: [String] = [], deployment: String? = nil,
+             sourceLocation: SourceLocation = #_sourceLocation) throws -> Outcome {
         runs += 1
         let file = scratch.sub("sequence-\(runs).json")
         try writeJSON(json, file)
         let spool = scratch.sub("spool-\(runs)")
         let result = try TestSupport.run(
             [imprintBinary, "run", file, "--spool", spool, "--cache", scratch.sub("cache"),
-             "--server", server.url("/post"), "--deployment", "d\(runs)", "--token", "secret-token-\(runs)"]
+             "--server", server.url("/post"), "--deployment", deployment ?? "d\(runs)", "--token", "secret-token-\(runs)"]
                 + (yes ? ["--yes"] : []) + extra,
             allowFailure: true, sourceLocation: sourceLocation)
         let events = EventSpool.read(spool + "/events.jsonl")
