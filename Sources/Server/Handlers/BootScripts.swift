@@ -129,9 +129,9 @@ extension ImprintServer {
         return script(loader.agentScript(agentBoot, base: publicURL), method: method)
     }
 
-    /// HEAD: the headers only, Content-Length included. GRUB loaded by UEFI HTTP Boot (through
-    /// the firmware's HTTP protocol) asks for every file with HEAD first, for its size, and takes
-    /// a file whose HEAD is not 200 for missing: `source` would skip the machine's own script.
+    /// HEAD: the headers only, Content-Length included. GRUB loaded by UEFI HTTP Boot asks for
+    /// every file with HEAD first, for its size, and takes a file whose HEAD is not 200 for
+    /// missing: `source` would skip the machine's own script.
     private func script(_ lines: [String], method: HTTPRequest.Method) -> Response {
         let response = JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
         return method == .head ? Response(status: response.status, headers: response.headers) : response
