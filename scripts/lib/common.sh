@@ -94,7 +94,8 @@ signed_boot_chain() {
              -o "Dir::State::extended_states=$conf/extended_states" -o "Dir::Cache=$conf"
              -o "Dir::Cache::Archives=$conf/archives" -o APT::Architectures::=amd64 -o Acquire::Languages=none
              -o APT::Sandbox::User=root)
-        if [ -z "$(find "$conf/lists" -maxdepth 1 -name '*_InRelease' -mmin -1440 2>/dev/null)" ]; then
+        # A stamp of our own: apt gives the lists the archive's Last-Modified time, not the fetch's.
+        if [ -z "$(find "$conf" -maxdepth 1 -name updated -mmin -1440 2>/dev/null)" ]; then
             log "fetching Debian $release's package lists into $conf (an apt configuration of its own)"
             # apt-get update fails (status 100) when InRelease does not verify against the keyring.
             if ! apt-get "${apt[@]}" -q update > "$conf/update.log" 2>&1 || grep -qE '^(W|E): ' "$conf/update.log"; then
@@ -102,6 +103,7 @@ signed_boot_chain() {
                 echo "error: apt-get update of Debian $release failed: its lists could not be fetched, or its InRelease did not verify against $keyring" >&2
                 return 1
             fi
+            touch "$conf/updated"
         fi
     fi
     for p in "${packages[@]}"; do
