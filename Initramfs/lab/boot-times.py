@@ -7,7 +7,7 @@
 
 The markers, in the order they appear on the console (OVMF's boot manager, the kernel, /init):
   power-on -> "BdsDxe: starting" (OVMF starts the network boot program: shim, which its own PXE
-              fetched, or iPXE, which its HTTP Boot fetched; or the stick's shim) or iPXE's banner (the NIC's iPXE ROM starts) or
+              or its HTTP Boot fetched, or iPXE, which its HTTP Boot fetched; or the stick's shim) or iPXE's banner (the NIC's iPXE ROM starts) or
               GRUB's menu (SeaBIOS booted the stick: SeaBIOS writes nothing on the serial port,
               so this includes GRUB's loading of its core image and grub.cfg) = firmware
   -> "EFI stub:" or "Linux version" (the kernel runs; iPXE, or shim and GRUB, fetched it and the

@@ -3,7 +3,7 @@
 
     tftp-http.py --bind ADDR --root DIR --http BASE
 
-Debian's signed network GRUB (grubnetx64.efi.signed) carries the tftp module but not http, and
+Debian 12's signed network GRUB (grubnetx64.efi.signed) carries the tftp module but not http, and
 under Secure Boot it may not load modules, so it can fetch nothing over HTTP. This answers its
 TFTP requests: a name found under DIR (shimx64.efi, grubx64.efi, grub/grub.cfg) is served from
 there; any other name is fetched from BASE/NAME over HTTP, so the server's per-machine GRUB

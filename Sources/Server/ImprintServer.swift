@@ -129,11 +129,18 @@ public final class ImprintServer: Sendable {
 
     func handle(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext, client: String) async throws -> Response {
         switch handler {
-        case .bootScript(let loader): return bootScript(loader)
-        case .bootScriptForMAC(let loader): return try await machineBootScript(loader, mac: try request.requiredParameter("mac", context))
+        case .bootScript(let loader): return bootScript(loader, method: request.method)
+        case .bootScriptForMAC(let loader):
+            return try await machineBootScript(loader, mac: try request.requiredParameter("mac", context), method: request.method)
         case .bootFile:
-            return try await ContentFiles.serve(root: configuration.bootDirectory, relative: [try request.requiredParameter("name", context)],
-                                                request: request, logger: logger, count: nil)
+            let name = try request.requiredParameter("name", context)
+            let response = try await ContentFiles.serve(root: configuration.bootDirectory, relative: [name], request: request, logger: logger, count: nil)
+            // Which machine took which boot file, as dnsmasq logs each file it sends by TFTP: under
+            // UEFI HTTP Boot the firmware, shim and GRUB show little of what they fetched.
+            if request.method == .get, response.status == .ok || response.status == .partialContent {
+                logger.info("boot file \(name) (\(response.headers[.contentLength] ?? "?") bytes) to \(client)")
+            }
+            return response
         case .checkIn: return try await checkIn(request, client: client)
         case .deploymentSequence: return try await deploymentSequence(request, context)
         case .deploymentEvents: return try await deploymentEvents(request, context)

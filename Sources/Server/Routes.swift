@@ -34,8 +34,14 @@ public struct RouteSpec: Sendable, Hashable {
     public static let all: [RouteSpec] = [
         RouteSpec(.get, "/boot.ipxe", .bootScript(.ipxe)),
         RouteSpec(.get, "/boot/{mac}.ipxe", .bootScriptForMAC(.ipxe)),
+        // GRUB over UEFI HTTP Boot asks with HEAD before GET; /grub/grub.cfg is what Debian's
+        // signed network GRUB reads first ($prefix/grub.cfg): the generic GRUB script.
         RouteSpec(.get, "/boot.grub", .bootScript(.grub)),
+        RouteSpec(.head, "/boot.grub", .bootScript(.grub)),
         RouteSpec(.get, "/boot/{mac}.grub", .bootScriptForMAC(.grub)),
+        RouteSpec(.head, "/boot/{mac}.grub", .bootScriptForMAC(.grub)),
+        RouteSpec(.get, "/grub/grub.cfg", .bootScript(.grub)),
+        RouteSpec(.head, "/grub/grub.cfg", .bootScript(.grub)),
         RouteSpec(.get, "/boot/files/{name}", .bootFile),
         RouteSpec(.head, "/boot/files/{name}", .bootFile),
         RouteSpec(.post, "/api/v1/agents/checkin", .checkIn),

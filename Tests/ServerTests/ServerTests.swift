@@ -55,6 +55,18 @@ struct ServerTests {
             #expect(perMachine.text.contains("\nlinux /boot/files/vmlinuz \(words)\n") && !perMachine.text.contains("source "))
             let bad = try await harness.request("GET", "/boot/not-a-mac.grub")
             #expect(bad.status == 400 && bad.text.contains("not a MAC address"), "\(bad.text)")
+
+            // UEFI HTTP Boot: Debian's signed network GRUB, loaded from this server, reads
+            // $prefix/grub.cfg (/grub/grub.cfg): the generic script. It asks for each file with
+            // HEAD first and takes one without a 200 for missing, so HEAD answers with the size.
+            let configured = try await harness.request("GET", "/grub/grub.cfg")
+            #expect(configured.status == 200 && configured.body == generic.body, "\(configured.text)")
+            for (path, full) in [("/grub/grub.cfg", generic), ("/boot.grub", generic), ("/boot/52:54:00:12:34:56.grub", perMachine)] {
+                let head = try await harness.request("HEAD", path)
+                #expect(head.status == 200, "HEAD \(path): \(head.status)")
+                #expect(head.headers["content-length"] == String(full.body.count), "HEAD \(path): \(head.headers)")
+            }
+            #expect(try await harness.request("HEAD", "/boot/not-a-mac.grub").status == 400)
         }
     }
 

@@ -60,12 +60,57 @@ ensure_swift() {
 # Debian's signed Secure Boot chain: shim (signed by Microsoft's UEFI CA) and GRUB (signed by
 # Debian; grubnetx64.efi is its network build). Unpacked from the packages with dpkg-deb into
 # CACHE, never installed: their maintainer scripts would put them into this machine's own ESP
-# and firmware boot entries. Prints the directory holding shimx64.efi.signed,
-# grubx64.efi.signed and grubnetx64.efi.signed; the same package versions are reused.
+# and firmware boot entries. The same package versions are reused.
+#
+# signed_boot_chain CACHE: shim-signed and grub-efi-amd64-signed from this machine's own apt
+# sources (Debian 12). Prints the directory holding usr/lib/shim/shimx64.efi.signed and
+# usr/lib/grub/x86_64-efi-signed/{grubx64,grubnetx64}.efi.signed.
+# signed_boot_chain CACHE RELEASE: grub-efi-amd64-signed only, the newest of Debian RELEASE
+# (trixie: its network GRUB has http, Debian 12's has not), through an apt configuration of its
+# own under CACHE/apt-RELEASE (its own sources list, lists, status and downloads): this machine's
+# apt sources and state are never read or changed. apt verifies the release's InRelease against
+# this machine's Debian keyring, Packages against InRelease's SHA-256 and the .deb against
+# Packages'. Its lists are fetched again when a day old, so a point release's GRUB is taken (and
+# a pool file that has gone away is not asked for). Prints the directory holding
+# usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed.
 signed_boot_chain() {
-    local cache=$1 packages=(shim-signed grub-efi-amd64-signed) versions="" p v
+    local cache=$1 release=${2:-} packages=(shim-signed grub-efi-amd64-signed) apt=() versions="" p v
+    local signed=usr/lib/grub/x86_64-efi-signed
+    local files=(usr/lib/shim/shimx64.efi.signed "$signed/grubx64.efi.signed" "$signed/grubnetx64.efi.signed")
+    if [ -n "$release" ]; then
+        packages=(grub-efi-amd64-signed); files=("$signed/grubnetx64.efi.signed")
+        local keyring=/usr/share/keyrings/debian-archive-keyring.gpg conf
+        [ -r "$keyring" ] || { echo "error: $keyring is missing (apt-get install debian-archive-keyring): nothing could verify Debian $release" >&2; return 1; }
+        # Absolute: apt takes a relative Dir:: path as relative to /etc/apt.
+        mkdir -p "$cache"; conf=$(cd "$cache" && pwd)/apt-$release
+        mkdir -p "$conf"/{lists/partial,archives/partial,sources.list.d,preferences.d}
+        [ -f "$conf/status" ] || : > "$conf/status"
+        echo "deb [signed-by=$keyring] http://deb.debian.org/debian $release main" > "$conf/sources.list"
+        # Everything apt reads or writes is under $conf, except its configuration files (a proxy
+        # set there still applies). An empty status: no package of this machine counts as installed.
+        apt=(-o "Dir::Etc::SourceList=$conf/sources.list" -o "Dir::Etc::SourceParts=$conf/sources.list.d"
+             -o "Dir::Etc::Preferences=$conf/preferences" -o "Dir::Etc::PreferencesParts=$conf/preferences.d"
+             -o "Dir::State::Lists=$conf/lists" -o "Dir::State::status=$conf/status"
+             -o "Dir::State::extended_states=$conf/extended_states" -o "Dir::Cache=$conf"
+             -o "Dir::Cache::Archives=$conf/archives" -o APT::Architectures::=amd64 -o Acquire::Languages=none
+             -o APT::Sandbox::User=root)
+        # A stamp of our own: apt gives the lists the archive's Last-Modified time, not the fetch's.
+        if [ -z "$(find "$conf" -maxdepth 1 -name updated -mmin -1440 2>/dev/null)" ]; then
+            log "fetching Debian $release's package lists into $conf (an apt configuration of its own)"
+            # apt-get update fails (status 100) when InRelease does not verify against the keyring.
+            if ! apt-get "${apt[@]}" -q update > "$conf/update.log" 2>&1 || grep -qE '^(W|E): ' "$conf/update.log"; then
+                cat "$conf/update.log" >&2
+                echo "error: apt-get update of Debian $release failed: its lists could not be fetched, or its InRelease did not verify against $keyring" >&2
+                return 1
+            fi
+            touch "$conf/updated"
+        fi
+    fi
     for p in "${packages[@]}"; do
-        v=$(apt-cache policy "$p" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+        v=$(apt-cache "${apt[@]}" policy "$p" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+        if [ -n "$release" ] && { [ -z "$v" ] || [ "$v" = "(none)" ]; }; then
+            echo "error: Debian $release's lists ($conf/lists) hold no package $p" >&2; return 1
+        fi
         if [ -z "$v" ] || [ "$v" = "(none)" ]; then
             [ "$(id -u)" = 0 ] || { echo "error: $p is unknown to apt, and apt-get update needs root" >&2; return 1; }
             apt-get update -qq
@@ -74,21 +119,20 @@ signed_boot_chain() {
         fi
         versions+="${versions:+_}$p=$v"
     done
-    local dir=$cache/$(printf '%s' "$versions" | tr -c 'A-Za-z0-9._=+\n-' '_')
-    local files=("$dir/usr/lib/shim/shimx64.efi.signed" "$dir/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
-                 "$dir/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
-    if ! ls "${files[@]}" >/dev/null 2>&1; then
-        log "unpacking Debian's signed shim and GRUB into $dir (apt-get download + dpkg-deb -x: nothing installed)"
+    local dir=$cache/${release:+$release-}$(printf '%s' "$versions" | tr -c 'A-Za-z0-9._=+\n-' '_')
+    if ! (cd "$dir" 2>/dev/null && ls "${files[@]}") >/dev/null 2>&1; then
+        log "unpacking ${packages[*]}${release:+ of Debian $release} into $dir (apt-get download + dpkg-deb -x: nothing installed)"
         local work; work=$(mktemp -d)
         # The sandbox user _apt cannot write a root-owned mktemp directory; root downloads.
-        if ! (cd "$work" && apt-get download -q -o APT::Sandbox::User=root "${packages[@]}" >"$work/download.log" 2>&1); then
+        # apt-get download refuses a package it cannot authenticate (no --allow-unauthenticated).
+        if ! (cd "$work" && apt-get download -q -o APT::Sandbox::User=root "${apt[@]}" "${packages[@]}" >"$work/download.log" 2>&1); then
             cat "$work/download.log" >&2; rm -rf "$work"
-            echo "error: apt-get download ${packages[*]} failed" >&2; return 1
+            echo "error: apt-get download ${packages[*]}${release:+ (Debian $release)} failed" >&2; return 1
         fi
         rm -rf "$dir.new"; mkdir -p "$dir.new"
         for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$dir.new"; done
         rm -rf "$work" "$dir"; mv "$dir.new" "$dir"
-        ls "${files[@]}" >/dev/null || { echo "error: the packages did not hold ${files[*]}" >&2; return 1; }
+        (cd "$dir" && ls "${files[@]}") >/dev/null || { echo "error: the packages did not hold ${files[*]}" >&2; return 1; }
     fi
     echo "$dir"
 }

@@ -34,9 +34,10 @@ struct AgentBoot: Sendable {
 }
 
 /// The boot loaders the server writes scripts for. iPXE gets absolute HTTP URLs; GRUB gets paths
-/// on the device it was loaded from (`$root`): Debian's signed network GRUB speaks only TFTP,
+/// on the device it was loaded from (`$root`): Debian 12's signed network GRUB speaks only TFTP,
 /// so its files come through whatever TFTP server handed it over (a TFTP-to-HTTP front such
-/// as the lab's, or files copied there), and a GRUB loaded over HTTP fetches them over HTTP.
+/// as the lab's, or files copied there), and a GRUB loaded by UEFI HTTP Boot (Debian 13's, which
+/// has http) fetches them from this server, its `$root` being `(http,host:port)`.
 public enum BootLoader: String, Sendable, Hashable, CaseIterable {
     case ipxe, grub
 
@@ -104,15 +105,18 @@ public enum BootLoader: String, Sendable, Hashable, CaseIterable {
 extension ImprintServer {
     var agentBoot: AgentBoot { AgentBoot(kernelArguments: configuration.kernelArguments, publicURL: publicURL) }
 
-    func bootScript(_ loader: BootLoader) -> Response {
-        script(loader.genericScript(agentBoot, base: publicURL))
+    /// `/boot.ipxe`, `/boot.grub`, and `/grub/grub.cfg`: what Debian's signed network GRUB reads
+    /// first (`$prefix/grub.cfg`, its prefix `/grub` on the server it was loaded from) is the
+    /// generic GRUB script itself, so a GRUB loaded over HTTP needs nothing else set up.
+    func bootScript(_ loader: BootLoader, method: HTTPRequest.Method) -> Response {
+        script(loader.genericScript(agentBoot, base: publicURL), method: method)
     }
 
     /// `/boot/{mac}.ipxe`, `/boot/{mac}.grub`: the agent, unless the machine that owns that MAC
     /// is deployed (deploy once, as WDS does): then the boot loader exits and the firmware boots
     /// the next device, its disk. One indexed lookup; the script says nothing of the machine
     /// beyond that (anyone may ask).
-    func machineBootScript(_ loader: BootLoader, mac text: String) async throws -> Response {
+    func machineBootScript(_ loader: BootLoader, mac text: String, method: HTTPRequest.Method) async throws -> Response {
         // iPXE percent-encodes the colons of ${netX/mac} in the URL.
         let decoded = text.removingPercentEncoding ?? text
         guard let mac = MachineIdentity.normalizedMAC(decoded) else {
@@ -120,13 +124,17 @@ extension ImprintServer {
                            field: "mac")
         }
         if let machine = try await storage.machine(mac: mac), try await finishedDeployment(machineID: machine.id) != nil {
-            return script(loader.diskScript())
+            return script(loader.diskScript(), method: method)
         }
-        return script(loader.agentScript(agentBoot, base: publicURL))
+        return script(loader.agentScript(agentBoot, base: publicURL), method: method)
     }
 
-    private func script(_ lines: [String]) -> Response {
-        JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
+    /// HEAD: the headers only, Content-Length included. GRUB loaded by UEFI HTTP Boot asks for
+    /// every file with HEAD first, for its size, and takes a file whose HEAD is not 200 for
+    /// missing: `source` would skip the machine's own script.
+    private func script(_ lines: [String], method: HTTPRequest.Method) -> Response {
+        let response = JSON.raw(Data((lines.joined(separator: "\n") + "\n").utf8), contentType: "text/plain; charset=utf-8")
+        return method == .head ? Response(status: response.status, headers: response.headers) : response
     }
 
     /// The succeeded deployment that makes this machine done, or nil when it is to be deployed:
