@@ -1,3 +1,4 @@
+import DiskModel
 import Foundation
 
 /// How far a run of a task sequence got, kept where it outlives the machine's power: on the
