@@ -93,8 +93,9 @@ extension ImprintServer {
         var state: RunState
         do { state = try RunState.decode(data) } catch { throw APIError(invalidBody: error) }
         guard state.deploymentID == deployment.id else {
-            throw APIError(.unprocessableContent, "this run state is of \(state.deploymentID.map { "deployment \($0)" } ?? "no deployment"), "
-                           + "not of deployment \(deployment.id)", field: "deploymentID")
+            // The other id quoted and cut short: it is whatever the caller wrote.
+            let named = state.deploymentID.map { "deployment \($0.prefix(100).debugDescription)" } ?? "no deployment"
+            throw APIError(.unprocessableContent, "this run state is of \(named), not of deployment \(deployment.id)", field: "deploymentID")
         }
         // The agent leaves secret variables out; whatever it sends, the deployment's secret
         // values are not stored (as for events), nor a variable named like a secret, whose
