@@ -144,6 +144,7 @@ public final class ImprintServer: Sendable {
         case .checkIn: return try await checkIn(request, client: client)
         case .deploymentSequence: return try await deploymentSequence(request, context)
         case .deploymentEvents: return try await deploymentEvents(request, context)
+        case .deploymentState: return try await deploymentState(request, context)
         case .content:
             let path = request.uri.path
             let prefix = "/content/"
@@ -171,7 +172,7 @@ public final class ImprintServer: Sendable {
     func checkAgentSubnet(_ handler: RouteSpec.Handler, client: String) throws {
         guard !configuration.agentSubnets.isEmpty else { return }
         switch handler {
-        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .content:
+        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content:
             guard configuration.agentSubnets.contains(where: { $0.contains(client) }) else {
                 throw APIError(.forbidden, "\(client) is not in the networks agents may connect from (--agent-subnets "
                                + configuration.agentSubnets.map(\.description).joined(separator: ",") + ")")

@@ -7,7 +7,7 @@ public struct RouteSpec: Sendable, Hashable {
         /// The generic script and a machine's own, for each boot loader (iPXE, GRUB).
         case bootScript(BootLoader), bootScriptForMAC(BootLoader)
         case bootFile
-        case checkIn, deploymentSequence, deploymentEvents
+        case checkIn, deploymentSequence, deploymentEvents, deploymentState
         case content
         case adminGetSequence, adminPutSequence, adminListSequences, adminGetRules, adminPutRules, adminMachines, adminApproveMachine
         case adminRedeployMachine, adminRegisterMachine, adminResetDeploymentToken
@@ -47,6 +47,7 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.post, "/api/v1/agents/checkin", .checkIn),
         RouteSpec(.get, "/api/v1/deployments/{id}/sequence", .deploymentSequence),
         RouteSpec(.post, "/api/v1/deployments/{id}/events", .deploymentEvents),
+        RouteSpec(.put, "/api/v1/deployments/{id}/state", .deploymentState),
         RouteSpec(.get, "/content/{path}", router: "/content/**", .content),
         RouteSpec(.head, "/content/{path}", router: "/content/**", .content),
         RouteSpec(.get, "/api/v1/admin/sequences", .adminListSequences),

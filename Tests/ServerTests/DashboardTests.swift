@@ -69,14 +69,20 @@ struct DashboardTests {
             #expect((page["pending"] as? Int ?? 0) >= 2, "the pending machine is not listed")
             #expect((try? FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0 > 1000, "no screenshot")
 
+            // A power cut in step 1: the machine's own run resumes it (a new token; the server's notice is event 5).
+            #expect(try await harness.request("PUT", "/api/v1/deployments/\(id)/state",
+                                              body: ResumeTests.state(id, token: token, revision: 1), token: token).status == 204)
+            let resumed = try await ResumeTests.checkIn(harness, mac: "52:54:00:d0:00:01", resume: (id, token))
+            let resumedToken = try #require((resumed.json["deployment"] as? [String: Any])?["token"] as? String, "\(resumed.text)")
+
             // A failing step: highlighted with its message on the deployment's page.
             _ = try await harness.request("POST", "/api/v1/deployments/\(id)/events", body: Self.events([
-                (5, #""kind": "stepEnded", "step": "1", "name": "Apply Windows", "type": "applyImage", "status": "failed", "duration": 12.5, "message": "SHA-256 mismatch in win.wim""#),
-                (6, #""kind": "result", "status": "failed", "duration": 13, "message": "step 1 failed: SHA-256 mismatch in win.wim""#),
-            ]), token: token)
+                (6, #""kind": "stepEnded", "step": "1", "name": "Apply Windows", "type": "applyImage", "status": "failed", "duration": 12.5, "message": "SHA-256 mismatch in win.wim""#),
+                (7, #""kind": "result", "status": "failed", "duration": 13, "message": "step 1 failed: SHA-256 mismatch in win.wim""#),
+            ]), token: resumedToken)
             let detail = try Self.browse(harness.base + "/dashboard/deployments/\(id)", cookie: session.cookie,
                                          until: "document.querySelector('tr.step-row.failed') !== null",
-                                         eval: "document.querySelector('tr.step-row.failed').innerText + ' | ' + document.getElementById('log').innerText",
+                                         eval: "document.querySelector('tr.step-row.failed').innerText + ' | ' + document.getElementById('log').innerText + ' | ' + document.getElementById('resume').innerText",
                                          screenshot: ProcessInfo.processInfo.environment["IMPRINT_SCREENSHOTS"].map { $0 + "/deployment.png" } ?? harness.scratch.sub("deployment.png"))
             let detailOutput = try await ServerHarness.offload {
                 let data = (detail.standardOutput as? Pipe)?.fileHandleForReading.readDataToEndOfFile() ?? Data()
@@ -87,6 +93,7 @@ struct DashboardTests {
             let text = detailResult["value"] as? String ?? ""
             #expect(text.contains("Apply Windows") && text.contains("failed") && text.contains("SHA-256 mismatch in win.wim"), "\(text)")
             #expect(text.contains("12.5 s"))
+            #expect(text.contains("resumed after an interruption") && text.contains("Run state: at step 1 \"Mark\" (begun, not ended"), "\(text)")
 
             // Approving the pending machine from the dashboard (the session's cookie and the form's CSRF token).
             let machines = try await harness.admin("GET", "/machines").json["machines"] as? [[String: Any]] ?? []

@@ -22,6 +22,11 @@ public struct DashboardDeployment: Sendable, Codable, Equatable {
     public var tokenReset: String?
     /// What its machine's first check-in contradicted (`IdentityConflict.description`).
     public var machineConflicts: [String] = []
+    /// How many times its machine's own run resumed it after an interruption (a power cut).
+    public var resumes = 0
+    /// Where the run state its agent last sent says the run is (the deployment's page only):
+    /// `at step 3 "Apply the image" (begun, not ended)`.
+    public var runStateStep: String?
 
     public init(id: String, machine: String, sequence: String, state: String, percent: Double,
                 currentStep: String?, message: String?, failure: String? = nil, created: String, ended: String?) {
@@ -142,7 +147,7 @@ public enum DashboardPage {
             body += "<tr class=\"machine\" id=\"machine-\(escape(machine.id))\"><td>\(escape(machine.name))\(conflictNotes(machine.conflicts))</td>"
                 + "<td>\(escape(machine.macs.first ?? ""))</td>"
             if let deployment {
-                body += "<td><a href=\"/dashboard/deployments/\(escape(deployment.id))\">\(escape(deployment.sequence))</a></td>"
+                body += "<td><a href=\"/dashboard/deployments/\(escape(deployment.id))\">\(escape(deployment.sequence))</a>\(resumedNote(deployment))</td>"
                     + "<td>\(progress(deployment))</td>"
                     + "<td class=\"step\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.currentStep ?? ""))</td>"
                     + "<td class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))"
@@ -208,6 +213,10 @@ public enum DashboardPage {
             body += "<p class=\"failure\" id=\"failure\">\(failureBadge(deployment))\(escape(message))</p>"
         }
         if !deployment.machineConflicts.isEmpty { body += "<section id=\"conflicts\">\(conflictNotes(deployment.machineConflicts))</section>" }
+        if deployment.resumes > 0 || deployment.runStateStep != nil {
+            body += "<section id=\"resume\">\(resumedNote(deployment))"
+                + (deployment.runStateStep.map { "<div class=\"run-state\">Run state: \(escape($0))</div>" } ?? "") + "</section>"
+        }
         if deployment.isActive { body += "<div id=\"token\">\(resetTokenCell(deployment, csrf: csrf))</div>" }
         body += "<h2>Steps</h2><table id=\"timeline\"><tr><th>#</th><th>Step</th><th>Type</th><th>Status</th><th>Duration</th></tr>"
         for step in steps {
@@ -231,6 +240,13 @@ public enum DashboardPage {
         }
         body += "</pre>"
         return page(title: "Imprint: \(deployment.machine)", body: body, change: change, csrf: csrf)
+    }
+
+    /// A deployment its machine's own run took up again after a power cut (or any restart
+    /// mid-run): worth a look at its log, and at the machine's power if it happens often.
+    static func resumedNote(_ deployment: DashboardDeployment) -> String {
+        guard deployment.resumes > 0 else { return "" }
+        return "<div class=\"resumed\">resumed after an interruption" + (deployment.resumes > 1 ? " (\(deployment.resumes) times)" : "") + "</div>"
     }
 
     /// A deployed machine boots from its disk until someone asks for it to be imaged again.
@@ -278,6 +294,7 @@ public enum DashboardPage {
         .progress .bar { height: 100%; background: #2a7ae2; border-radius: 3px; transition: width 0.3s; }
         .progress .bar.succeeded { background: #2e9e44; } .progress .bar.failed { background: #c0392b; }
         .progress .label { position: absolute; left: 0.5em; top: 0; font-size: 0.85em; }
+        .resumed { color: #b9770e; font-size: 0.9em; } .run-state { color: #555; font-size: 0.9em; }
         .failed, .failure { color: #c0392b; font-weight: bold; } .succeeded { color: #2e9e44; }
         tr.failed { background: #fdecea; } tr.skipped { color: #888; }
         pre#log { background: #f6f6f6; padding: 1em; max-height: 30em; overflow: auto; }

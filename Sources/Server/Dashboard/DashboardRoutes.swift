@@ -48,7 +48,12 @@ extension ImprintServer {
             let window = try await logWindow(deploymentID: id, request)
             let limits = configuration.limits
             let steps = try await storage.stepEvents(deploymentID: id, limit: 2 * limits.eventsPerPage)
-            return dashboardHTML(DashboardPage.deployment(view(deployment, machine),
+            var shown = view(deployment, machine)
+            if let state = try await storage.runState(deploymentID: id) {
+                shown.runStateStep = Self.runStateStep(state, sequenceBody: deployment.sequenceBody)
+                    .map { DashboardTimeline.clipped($0, to: limits.logLineCharacters) }
+            }
+            return dashboardHTML(DashboardPage.deployment(shown,
                                                           steps: DashboardTimeline.steps(steps, characters: limits.logLineCharacters),
                                                           log: DashboardTimeline.log(window.events, characters: limits.logLineCharacters),
                                                           window: window, change: change, csrf: access.csrfToken))
@@ -92,7 +97,7 @@ extension ImprintServer {
         case .dashboardLogin, .dashboardScript, .dashboardStyle:
             // Answered above, before the login check.
             throw APIError.notFound("route")
-        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .content, .metrics,
+        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content, .metrics,
              .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
              .adminRegisterMachine, .adminResetDeploymentToken:
@@ -187,7 +192,22 @@ extension ImprintServer {
         view.isActive = deployment.isActive
         view.tokenReset = deployment.tokenReset
         view.machineConflicts = machine?.conflicts.map(\.description) ?? []
+        view.resumes = deployment.resumes
         return view
+    }
+
+    /// Where a run state says its run is: the step begun and not ended (the one a power cut
+    /// interrupted, if one did), else the last step ended. Nil when it names no step of the
+    /// deployment's sequence.
+    static func runStateStep(_ state: RunState, sequenceBody: String) -> String? {
+        guard let sequence = SequenceParser.parse(Data(sequenceBody.utf8), origin: "sequence").0 else { return nil }
+        let saved = "revision \(state.revision)" + (state.updated.isEmpty ? "" : ", saved \(state.updated)")
+        if state.ended { return "the run ended (\(saved))" }
+        if let step = state.interruptedStep(in: sequence) { return "at step \(step.number) \"\(step.name)\" (begun, not ended; \(saved))" }
+        if let step = sequence.allSteps.last(where: { state.steps[$0.number] == .ended }) {
+            return "after step \(step.number) \"\(step.name)\" (ended; \(saved))"
+        }
+        return nil
     }
 
     /// Server-sent events: polls the database for events stored after the newest change id it

@@ -29,13 +29,15 @@ extension ImprintServer {
         var started, ended: String?
         /// When its current token was issued, and when an administrator last reset it (until the next check-in).
         var tokenIssued, tokenReset: String?
+        /// How many times its machine's own run resumed it after an interruption (a power cut).
+        var resumes: Int
 
         init(_ d: Deployment) {
             id = d.id; machineId = d.machineID; sequence = d.sequenceName; state = d.state.rawValue
             currentStep = d.currentStep; percent = d.percent; message = d.message; failure = d.failure?.rawValue
             acknowledged = d.acknowledged
             variables = SecretSealing.mask(d.variables); created = d.created; started = d.started; ended = d.ended
-            tokenIssued = d.tokenIssued ?? d.created; tokenReset = d.tokenReset
+            tokenIssued = d.tokenIssued ?? d.created; tokenReset = d.tokenReset; resumes = d.resumes
         }
     }
 
@@ -233,7 +235,7 @@ extension ImprintServer {
             let events = try await storage.events(deploymentID: id, afterSequence: after, limit: limit)
             return JSON.response(List(events: events, last: events.last?.event.sequence ?? after))
 
-        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .content, .metrics,
+        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content, .metrics,
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new

@@ -16,6 +16,11 @@ extension ImprintServer {
             /// The deployment's events so far end at this sequence number (0 for a new one): an
             /// agent taking over a deployment numbers its own events after it.
             var eventsAfter: Int
+            /// True when the machine's own run came back from an interruption with its token
+            /// (`CheckInRequest.resume`); absent otherwise.
+            var resumed: Bool?
+            /// With `resumed`: the run state the agent last sent (`PUT .../state`), absent when none.
+            var runState: RunState?
         }
         var status: String
         var deployment: Assigned?
@@ -33,8 +38,9 @@ extension ImprintServer {
             error.field = "facts"
             throw error
         }
-        let facts: Facts
-        do { facts = try CheckInRequest.decode(data).facts } catch { throw APIError(invalidBody: error) }
+        let checkIn: CheckInRequest
+        do { checkIn = try CheckInRequest.decode(data) } catch { throw APIError(invalidBody: error) }
+        let facts = checkIn.facts
         let claim: MachineIdentity
         do { claim = try MachineIdentity(checkIn: facts) } catch { throw APIError(.unprocessableContent, error.message, field: error.field) }
         let answer: CheckInAnswer = try await checkInLock.withLock { try await storage.serializingCheckIns {
@@ -68,14 +74,24 @@ extension ImprintServer {
                 error.retryAfter = retryAfter
                 throw error
             }
+            let active = try await storage.activeDeployment(machineID: machine.id)
+            let resumed = checkIn.resume.flatMap { resume in active.map { Self.isOwnRun($0, resume) } } ?? false
+            if let resume = checkIn.resume, !resumed {
+                // The administrator learns why from the log; the caller only gets today's answer.
+                let why = active.map { resume.deployment == $0.id ? "not the deployment's current token" : "its active deployment is \($0.id)" }
+                    ?? "it has no active deployment"
+                // The claimed id quoted and cut short: it is whatever the caller wrote.
+                let claimed = resume.deployment.prefix(100).debugDescription
+                logger.warning("machine \(machine.id) checked in from \(client) claiming to resume deployment \(claimed) with its token, refused (\(why)): taken as an ordinary check-in")
+            }
             if !machine.conflicts.isEmpty && machine.state == .pending {
                 return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter,
                                      message: "this machine's identity contradicts a machine the server knows (same MAC, UUID or serial "
                                         + "with a different rest): it waits as machine \(machine.id) until an administrator approves it",
                                      machineId: machine.id)
             }
-            if let active = try await storage.activeDeployment(machineID: machine.id) {
-                return try await takeOver(active, machine: machine, client: client)
+            if let active {
+                return try await takeOver(active, machine: machine, client: client, resumed: resumed)
             }
             if let done = try await finishedDeployment(machineID: machine.id) {
                 return CheckInAnswer(status: "deployed", message: "deployed by deployment \(done.id) of \"\(done.sequenceName)\" "
@@ -121,15 +137,22 @@ extension ImprintServer {
     /// still be running it, so a new token (and the sequence with its variables) goes out only
     /// once the deployment has been quiet for --token-reissue-after seconds or an administrator
     /// reset its token, as Ironic does; each re-issue is a warning in the deployment's events.
-    private func takeOver(_ active: Deployment, machine: Machine, client: String) async throws -> CheckInAnswer {
+    /// `resumed`: the machine, back from a power cut, proved with `CheckInRequest.resume` (the
+    /// deployment and its current token, read from the run state on its disk) that the cut run
+    /// was its own; it gets a new token at once, since nobody else holds that token.
+    private func takeOver(_ active: Deployment, machine: Machine, client: String, resumed: Bool) async throws -> CheckInAnswer {
         let activity = try await storage.eventActivity(deploymentID: active.id)
         let lastHeard = max(active.tokenIssued ?? active.created, activity.lastReceived ?? "")
         let quiet = (try? StoredTime.format.parse(lastHeard)).map { Date().timeIntervalSince($0) } ?? .infinity
-        let reason: String
-        if let reset = active.tokenReset {
-            reason = "an administrator reset the token at \(reset)"
+        let reissued = "token re-issued to machine \(machine.id), which checked in again from \(client): "
+        let notice: String
+        if resumed {
+            notice = "resumed after an interruption: machine \(machine.id) checked in again from \(client) with its run's token; "
+                + "a new token was issued and the previous one no longer works"
+        } else if let reset = active.tokenReset {
+            notice = reissued + "an administrator reset the token at \(reset); the previous token no longer works"
         } else if quiet >= Double(configuration.tokenReissueAfter) {
-            reason = "the deployment had sent nothing for \(Int(quiet)) s"
+            notice = reissued + "the deployment had sent nothing for \(Int(quiet)) s; the previous token no longer works"
         } else {
             let wait = max(1, Int((Double(configuration.tokenReissueAfter) - quiet).rounded(.up)))
             var error = APIError(.conflict, "deployment \(active.id) is running with a token already issued; it can be re-issued after "
@@ -144,12 +167,25 @@ extension ImprintServer {
             return refusal
         }
         let token = Tokens.make()
-        let notice = "token re-issued to machine \(machine.id), which checked in again from \(client): \(reason); the previous token no longer works"
-        guard let after = try await storage.reissueToken(deploymentID: active.id, tokenHash: Tokens.hash(token), notice: notice) else {
+        guard let after = try await storage.reissueToken(deploymentID: active.id, tokenHash: Tokens.hash(token), notice: notice,
+                                                         resumed: resumed) else {
             throw APIError(.conflict, "deployment \(active.id) ended while this check-in was taken; check in again")
         }
         logger.warning("deployment \(active.id): \(notice)")
-        return try assigned(active, token: token, eventsAfter: after)
+        var answer = try assigned(active, token: token, eventsAfter: after)
+        if resumed {
+            answer.deployment?.resumed = true
+            answer.deployment?.runState = try await storage.runState(deploymentID: active.id)
+        }
+        return answer
+    }
+
+    /// Whether `resume` proves the check-in comes from the active deployment's own run: its id,
+    /// and the token it currently has (compared by hash in constant time, as the events' token is).
+    static func isOwnRun(_ active: Deployment, _ resume: CheckInRequest.Resume) -> Bool {
+        // Both compared, whatever the first says: the time taken tells nothing of which was wrong.
+        let sameToken = Tokens.equal(active.tokenHash, Tokens.hash(resume.token))
+        return sameToken && resume.deployment == active.id
     }
 
     /// Why a deployment carrying secrets (the sequence's `secrets`, or variables named like

@@ -78,4 +78,35 @@ extension ImprintServer {
         }
         return JSON.response(answer)
     }
+
+    /// The agent's run state (`RunState`), kept so that the machine's own run, back from a power
+    /// cut, gets it again with its deployment. Authorized as events are; 204 whether it was
+    /// kept or was older than the one kept (a late retry of an earlier save).
+    func deploymentState(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let deployment = try await authorizedDeployment(request, context)
+        var request = request
+        let data: Data
+        do { data = try await request.bodyData(limit: RunState.sizeLimit) } catch var error as APIError where error.status == .contentTooLarge {
+            error.message = "a run state is at most \(RunState.sizeLimit / 1024) KiB (\(error.message)): this is not one an agent writes"
+            throw error
+        }
+        var state: RunState
+        do { state = try RunState.decode(data) } catch { throw APIError(invalidBody: error) }
+        guard state.deploymentID == deployment.id else {
+            // The other id quoted and cut short: it is whatever the caller wrote.
+            let named = state.deploymentID.map { "deployment \($0.prefix(100).debugDescription)" } ?? "no deployment"
+            throw APIError(.unprocessableContent, "this run state is of \(named), not of deployment \(deployment.id)", field: "deploymentID")
+        }
+        // The agent leaves secret variables out; whatever it sends, the deployment's secret
+        // values are not stored (as for events), nor a variable named like a secret, whose
+        // value the server may not know (set while the sequence ran).
+        let redactor = try openingSecrets(of: deployment) { try redactors.redactor(for: deployment, sealing: $0) }
+        let secretNames = Set(Self.secretNames(sequenceBody: deployment.sequenceBody, variables: deployment.variables))
+        state.variables = state.variables.reduce(into: [:]) { kept, variable in
+            kept[variable.key] = secretNames.contains(variable.key) || SecretNames.looksSecret(variable.key)
+                ? SecretRedactor.mask : redactor.redact(variable.value)
+        }
+        try await storage.storeRunState(state, deploymentID: deployment.id)
+        return Response(status: .noContent)
+    }
 }

@@ -119,6 +119,9 @@ public struct Deployment: Sendable, Codable, Equatable {
     public var tokenIssued: String?
     /// When an administrator revoked the token: the machine's next check-in gets a new one at once.
     public var tokenReset: String?
+    /// How many times its machine came back from an interruption (a power cut) and resumed it
+    /// with its run's token.
+    public var resumes = 0
 
     public var isActive: Bool { state == .assigned || state == .running }
 }

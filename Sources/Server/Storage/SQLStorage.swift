@@ -356,7 +356,7 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
             percent: row.double("percent"), message: row.string("message"),
             failure: row.string("failure").flatMap(FailureKind.init(rawValue:)), acknowledged: row.integer("acknowledged") ?? 0, created: row.string("created") ?? "",
             started: row.string("started"), ended: row.string("ended"),
-            tokenIssued: row.string("token_issued"), tokenReset: row.string("token_reset"))
+            tokenIssued: row.string("token_issued"), tokenReset: row.string("token_reset"), resumes: row.integer("resumes") ?? 0)
     }
 
     func activeDeployment(machineID: String) async throws -> Deployment? {
@@ -405,13 +405,34 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
         return (row?.integer("last") ?? 0, row?.string("received"))
     }
 
-    func reissueToken(deploymentID: String, tokenHash: String, notice: String) async throws -> Int? {
+    func reissueToken(deploymentID: String, tokenHash: String, notice: String, resumed: Bool) async throws -> Int? {
         try await executor.transaction { db in
             guard let sequence = try await storeServerNotice(notice, deploymentID: deploymentID, into: db) else { return nil }
-            try await db.execute("UPDATE deployments SET token_hash = ?, token_issued = ?, token_reset = NULL WHERE id = ?",
-                                 [.text(tokenHash), .text(StoredTime.now()), .text(deploymentID)])
+            try await db.execute("UPDATE deployments SET token_hash = ?, token_issued = ?, token_reset = NULL, resumes = resumes + ? WHERE id = ?",
+                                 [.text(tokenHash), .text(StoredTime.now()), .integer(resumed ? 1 : 0), .text(deploymentID)])
             return sequence
         }
+    }
+
+    func storeRunState(_ state: RunState, deploymentID: String) async throws -> Bool {
+        var state = state
+        // The token proves a resumed run is the machine's own; it lives only on the target disk.
+        state.token = nil
+        // One statement: the row is written only for an active deployment, and replaces the
+        // kept one only when it is not newer, so two PUTs racing leave the higher revision.
+        return !(try await executor.execute("""
+            INSERT INTO run_states (deployment_id, revision, body, updated)
+            SELECT id, ?, ?, ? FROM deployments WHERE id = ? AND state IN ('assigned', 'running')
+            ON CONFLICT (deployment_id) DO UPDATE SET revision = excluded.revision, body = excluded.body, updated = excluded.updated
+            WHERE run_states.revision <= excluded.revision
+            RETURNING deployment_id
+            """, [.integer(state.revision), .text(try StoredJSON.text(state)), .text(StoredTime.now()), .text(deploymentID)]).isEmpty)
+    }
+
+    func runState(deploymentID: String) async throws -> RunState? {
+        guard let body = try await executor.query("SELECT body FROM run_states WHERE deployment_id = ?", [.text(deploymentID)])
+            .first?.string("body") else { return nil }
+        return try? RunState.decode(Data(body.utf8))
     }
 
     func revokeToken(deploymentID: String, notice: String) async throws -> Deployment? {

@@ -54,14 +54,22 @@ public protocol ServerStorage: Sendable {
     /// Issues a new token to a still active deployment (only its hash is stored; the old token
     /// stops working), clears an administrator's reset, and stores `notice` as a warning `log`
     /// event of the deployment after every event stored so far; returns that event's sequence
-    /// number, after which the new agent numbers its own events. Nil when the deployment is
-    /// missing or has ended.
-    func reissueToken(deploymentID: String, tokenHash: String, notice: String) async throws -> Int?
+    /// number, after which the new agent numbers its own events. `resumed`: the machine's own
+    /// run came back from an interruption, which the deployment counts (`resumes`). Nil when
+    /// the deployment is missing or has ended.
+    func reissueToken(deploymentID: String, tokenHash: String, notice: String, resumed: Bool) async throws -> Int?
     /// An administrator's reset: the token stops working at once and the machine's next
     /// check-in gets a new one; `notice` is stored as a warning event. The deployment as it is
     /// now, nil when missing; not changed when it has ended.
     func revokeToken(deploymentID: String, notice: String) async throws -> Deployment?
     func deployment(id: String) async throws -> Deployment?
+    /// Keeps the run state an agent sent for its active deployment (its `token` is dropped
+    /// here, whatever the caller left in it), unless a state with a higher revision is kept
+    /// already. False when it was not stored: an older revision, or the deployment has ended.
+    @discardableResult
+    func storeRunState(_ state: RunState, deploymentID: String) async throws -> Bool
+    /// The run state last stored for the deployment, nil when none was.
+    func runState(deploymentID: String) async throws -> RunState?
     func deployments() async throws -> [Deployment]
     func deploymentCounts() async throws -> [Deployment.State: Int]
 
@@ -351,6 +359,21 @@ public enum Migrations {
                 key_id TEXT NOT NULL,
                 check_value TEXT NOT NULL,
                 created TEXT NOT NULL
+            )
+            """,
+        ]),
+        // Resuming after a power cut: how many times a deployment was resumed by its own run,
+        // and the run state its agent last sent. The state has its own table, not a column of
+        // `deployments`: every read of a deployment (the event group commit's, the dashboard's
+        // lists) takes whole rows, and a state may be up to 64 KiB.
+        (7, [
+            "ALTER TABLE deployments ADD COLUMN resumes BIGINT NOT NULL DEFAULT 0",
+            """
+            CREATE TABLE run_states (
+                deployment_id TEXT PRIMARY KEY REFERENCES deployments (id),
+                revision BIGINT NOT NULL,
+                body TEXT NOT NULL,
+                updated TEXT NOT NULL
             )
             """,
         ]),
