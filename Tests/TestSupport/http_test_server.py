@@ -178,11 +178,14 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(data.decode() or "null")
         except ValueError:
             body = data.decode(errors="replace")
-        record = {"path": path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+        record = {"path": path, "method": self.command, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
         with LOCK:
             with open(os.path.join(ROOT, "posts.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
         self.send_json(200, {"ok": True})
+
+    # A run's state (PUT .../state) is recorded as a POST is, with its method.
+    do_PUT = do_POST
 
 
 class Server(ThreadingHTTPServer):

@@ -13,7 +13,8 @@ enum RunResumption {
     static func restore(_ state: RunState, _ sequence: TaskSequence, _ context: RunContext) throws {
         let interrupted = state.interruptedStep(in: sequence)
         let done = sequence.allSteps.filter { state.steps[$0.number] == .ended && $0.children.isEmpty }.count
-        for (name, value) in state.variables where context.variables.facts[name] == nil {
+        // The server's copy shows what it masked as such: never a value to take back.
+        for (name, value) in state.variables where context.variables.facts[name] == nil && value != SecretRedactor.mask {
             context.variables.set(name, value)
         }
         context.driverPaths = state.driverPaths

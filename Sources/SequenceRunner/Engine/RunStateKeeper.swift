@@ -44,6 +44,7 @@ final class RunStateKeeper {
     /// The volume this run has written its state to.
     private var writtenToDisk: String?
     private var warnedServer = false
+    private var stateClient: HTTPClient?
 
     init(sequence: TaskSequence, recording: RunRecording) {
         self.recording = recording
@@ -101,8 +102,10 @@ final class RunStateKeeper {
         state.updated = Date().formatted(.iso8601)
         let secrets = context.variables.secretNames
         let redactor = context.variables.redactor
+        // Secrets, and variables named like them (set during the run), come back with the
+        // sequence and the server's variables, never from a disk or the server's copy.
         state.variables = context.variables.values.filter { name, value in
-            !secrets.contains(name) && redactor.redact(value) == value
+            !secrets.contains(name) && !SecretNames.looksSecret(name) && redactor.redact(value) == value
         }
         if let disk = context.selectedDisk {
             state.disk = DiskRecord(size: disk.size, model: disk.model, serial: disk.serial, wwn: disk.wwn,
@@ -150,7 +153,7 @@ final class RunStateKeeper {
         var copy = state
         copy.token = nil
         do {
-            let (status, body) = try context.client.put(server + "/api/v1/deployments/\(id)/state", json: copy.encoded(), limit: 64 << 10)
+            let (status, body) = try serverClient(context).put(server + "/api/v1/deployments/\(id)/state", json: copy.encoded(), limit: 64 << 10)
             guard (200..<300).contains(status) else {
                 throw StepFailure("HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
             }
@@ -159,6 +162,19 @@ final class RunStateKeeper {
             warnedServer = true
             context.bus.log("the server did not take the run state: \(error); the copy on the disk still counts", level: "warning")
         }
+    }
+
+    /// The run's transfer settings (token, CA) with one quick attempt: a server that is away
+    /// must not hold up every step; the disk's copy is what a resumed run relies on.
+    private func serverClient(_ context: RunContext) -> HTTPClient {
+        if let client = stateClient { return client }
+        var options = context.options.transfer
+        options.retries = 0
+        options.connectTimeout = min(options.connectTimeout, 5)
+        options.stallTimeout = min(options.stallTimeout, 10)
+        let client = HTTPClient(options: options)
+        stateClient = client
+        return client
     }
 
     // MARK: Finding a state after a reboot
