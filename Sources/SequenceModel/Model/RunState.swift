@@ -97,6 +97,11 @@ public struct DiskRecord: Sendable, Codable, Equatable {
         self.partitionTableID = partitionTableID
     }
 
+    /// What `disk` says of itself now.
+    public init(_ disk: Disk) {
+        self.init(size: disk.size, model: disk.model, serial: disk.serial, wwn: disk.wwn, partitionTableID: disk.partitionTable?.id)
+    }
+
     /// Why `other` is not this disk, nil when it is: every recorded property must be the same.
     public func mismatch(_ other: DiskRecord) -> String? {
         if size != other.size { return "its size is \(other.size) bytes, the run's disk had \(size)" }

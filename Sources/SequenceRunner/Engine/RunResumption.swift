@@ -68,14 +68,12 @@ enum RunResumption {
     private static func findDisk(_ record: DiskRecord, _ context: RunContext) throws -> Disk {
         let disks = try DiskInventory.scan(context.options.environment)
         let matching = disks.filter { disk in
-            record.mismatch(DiskRecord(size: disk.size, model: disk.model, serial: disk.serial, wwn: disk.wwn,
-                                       partitionTableID: disk.partitionTable?.id)) == nil
+            record.mismatch(DiskRecord(disk)) == nil
         }
         let what = [record.model, record.serial.map { "serial \($0)" }, ByteSize.format(record.size)].compactMap { $0 }.joined(separator: ", ")
         guard let disk = matching.first else {
             let reasons = disks.map { disk in
-                "\(disk.path): " + (record.mismatch(DiskRecord(size: disk.size, model: disk.model, serial: disk.serial, wwn: disk.wwn,
-                                                               partitionTableID: disk.partitionTable?.id)) ?? "?")
+                "\(disk.path): " + (record.mismatch(DiskRecord(disk)) ?? "?")
             }
             throw StepFailure("the disk this run was writing (\(what)) is not in this machine any more, or was changed since: "
                               + (reasons.isEmpty ? "no disks found" : reasons.joined(separator: "; "))

@@ -108,8 +108,7 @@ final class RunStateKeeper {
             !secrets.contains(name) && !SecretNames.looksSecret(name) && redactor.redact(value) == value
         }
         if let disk = context.selectedDisk {
-            state.disk = DiskRecord(size: disk.size, model: disk.model, serial: disk.serial, wwn: disk.wwn,
-                                    partitionTableID: disk.partitionTable?.id)
+            state.disk = DiskRecord(disk)
         }
         state.volumes = context.volumes.compactMapValues { volume in
             volume.partition.map { VolumeRecord(partition: $0, offset: volume.offset, size: volume.size, sectorSize: volume.sectorSize) }
