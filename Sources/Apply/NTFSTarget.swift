@@ -71,6 +71,8 @@ public final class NTFSTarget: ApplyTarget {
     static let volumeIsDirty = UInt16(0x0001).littleEndian
     /// Whether this apply set the dirty flag (and so clears it on a clean unmount).
     private var setDirtyFlag = false
+    /// Set by `cleanUp`: the apply on this mount completes a refresh, whose record goes at `finish`.
+    var refreshRecordToRemove = false
     /// Said once at mount when the volume was already marked dirty; the tool prints it.
     public private(set) var mountNotice: String?
 
@@ -505,6 +507,8 @@ public final class NTFSTarget: ApplyTarget {
             }
             if let failure { throw failure }
         }
+        // The new system is whole: a later apply with a clean-up starts a refresh of its own.
+        if refreshRecordToRemove { try finishRefresh() }
         try close()
     }
 }

@@ -135,6 +135,8 @@ extension NTFSTarget {
         let volume = try vol
         let files = NTFSVolumeFiles(borrowing: volume, device: device)
         let earlier = try readRefreshRecord(files)
+        // The apply that follows on this mount ends the refresh: `finish` removes the record.
+        refreshRecordToRemove = true
         if let earlier, earlier.complete {
             report.destination = earlier.destination
             report.resumed = .alreadyDone(started: earlier.started)
@@ -194,9 +196,10 @@ extension NTFSTarget {
         return report
     }
 
-    /// Removes the refresh's record once the new system is whole (`imprint wim apply
-    /// --cleanup` after its apply; a sequence when it ends), with the folder when it is empty.
-    public func finishRefresh() throws {
+    /// Removes the refresh's record once the new system is whole, with the folder when it is
+    /// empty: `finish` calls it before the unmount when this mount ran the clean-up (`imprint
+    /// wim apply --cleanup`); a task sequence removes its folder when the run ends.
+    func finishRefresh() throws {
         let files = NTFSVolumeFiles(borrowing: try vol, device: device)
         try files.remove(RefreshRecord.path)
         if let left = try files.list(RefreshRecord.folder), left.isEmpty { try files.remove(RefreshRecord.folder) }

@@ -219,8 +219,6 @@ func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: Re
         throw ExitCode(128 + stop.signal)
     }
     reporter.finishLine()
-    // The new system is whole: a later apply with --cleanup starts a refresh of its own.
-    if cleanup != nil, let volume = target as? NTFSTarget { try volume.finishRefresh() }
     let seconds = Date().timeIntervalSince(started)
     var notKept: [String: Any] = [:]
     for (reason, paths) in summary.notKept { notKept[reason] = ["count": paths.count, "examples": Array(paths.prefix(5))] }

@@ -97,8 +97,14 @@ struct DeploymentTests {
 
         // The server received every event once the run ended, with the deployment's token.
         #expect(Set(lab.postedSequenceNumbers(deployment: "d1")) == Set(outcome.events.map(\.sequence)))
-        let headers = lab.posts.first?["headers"] as? [String: Any]
-        #expect((headers?["Authorization"] as? String ?? headers?["authorization"] as? String) == "Bearer secret-token-1")
+        // Events (POST) and the run's state at each step boundary (PUT) all carry the token.
+        let posts = lab.posts
+        #expect(!posts.isEmpty)
+        for post in posts {
+            let headers = post["headers"] as? [String: Any]
+            #expect(headers?["authorization"] as? String == "Bearer secret-token-1", "\(post["method"] ?? "") \(post["path"] ?? "")")
+        }
+        #expect(posts.contains { $0["method"] as? String == "PUT" && ($0["path"] as? String)?.hasSuffix("/deployments/d1/state") == true })
 
         // The secret never leaves: not in the spool, the log, the server's copy, the output.
         let everything = (fileText(outcome.spool + "/events.jsonl") ?? "") + outcome.log + (fileText(lab.www + "/posts.jsonl") ?? "")

@@ -171,6 +171,10 @@ final class RunStateKeeper {
         options.retries = 0
         options.connectTimeout = min(options.connectTimeout, 5)
         options.stallTimeout = min(options.stallTimeout, 10)
+        // The server takes a run's state only with the deployment's token, sent to its origin alone.
+        if let token = recording.token, let server = recording.server {
+            options.bearerToken = BearerToken(token, for: server)
+        }
         let client = HTTPClient(options: options)
         stateClient = client
         return client
