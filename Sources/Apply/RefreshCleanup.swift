@@ -71,7 +71,7 @@ extension CleanupReport: CustomStringConvertible {
             return "clean-up: done by an earlier run of this refresh (begun \(started))"
                 + (destination.map { "; the old system is in \($0)" } ?? "") + ": nothing moved again"
         }
-        if resumed == .continued { lines.append("clean-up: an earlier run of this refresh was interrupted during its clean-up: going on with it") }
+        if resumed == .continued { lines.append("clean-up: an earlier run of this refresh was cut off before its clean-up ended: going on with it") }
         if done.isEmpty && resumed == .continued {
             lines.append("clean-up: every listed folder was already " + (destination.map { "in \($0)" } ?? "deleted"))
         } else if done.isEmpty {

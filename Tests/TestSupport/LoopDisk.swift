@@ -20,6 +20,7 @@ public final class LoopDisk {
 
     deinit {
         for view in views.reversed() { _ = try? run(["losetup", "-d", view], allowFailure: true) }
+        _ = try? dropOthersViews()
         // Partitions added with BLKPG outlive the detach of a loop device without partition
         // scanning: remove them, or the next test reusing the device sees stale ones.
         _ = try? run(["partx", "-d", device], allowFailure: true)
@@ -34,6 +35,17 @@ public final class LoopDisk {
         let path = attached.output.trimmingCharacters(in: .whitespacesAndNewlines)
         views.append(path)
         return path
+    }
+
+    /// Detaches every loop device over this disk that the test did not make (a killed run's
+    /// views of its partitions), as the reboot after a power cut would.
+    public func dropOthersViews() throws {
+        let listed = try run(["losetup", "-j", device]).output
+        for line in listed.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let path = String(line[..<colon])
+            if path.hasPrefix("/dev/loop") && !views.contains(path) { try run(["losetup", "-d", path]) }
+        }
     }
 
     public func detach(view path: String) throws {
