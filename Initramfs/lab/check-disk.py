@@ -215,6 +215,12 @@ try:
             problem("Windows.old\\Windows\\System32\\imprint-lab-build.txt does not hold the old build")
         else:
             print("  Windows.old holds the old system: " + open(old).read().splitlines()[0])
+        # One Windows.old, even after power cuts, and no run state left behind by a finished run.
+        extra = sorted(n for n in os.listdir(mountpoint) if n.lower().startswith("windows.old."))
+        if extra:
+            problem("the old system is split across " + ", ".join(["Windows.old"] + extra))
+        if os.path.exists(os.path.join(mountpoint, "_ImprintTaskSequence")):
+            problem("_ImprintTaskSequence (the run's state) is still on the volume after the run ended")
         for leftover in ("Windows/Temp/old-only.tmp", "Program Files/Old App", "Program Files (x86)"):
             if os.path.exists(os.path.join(mountpoint, leftover)):
                 problem(f"{leftover} of the old system is still in place (not moved to Windows.old)")

@@ -5,6 +5,10 @@
   server-api.py wait BASE TOKEN MAC SECONDS OUT.json [--quiet] [--while-pid PID] [--console LOG]
       waits until the deployment of the machine with MAC has ended (succeeded or failed), printing
       its step and percent as they change (stops early when process PID, the machine, has ended, or 15 s after the console LOG shows the boot environment's failure box); writes {"deployment": ..., "events": [...]} to OUT.json
+  server-api.py until BASE TOKEN MAC SECONDS STEP_REGEX MIN_PERCENT [--while-pid PID]
+      waits until the machine's running deployment is at a step whose name matches STEP_REGEX
+      with at least MIN_PERCENT done (polling fast: the moment to cut the power); prints where
+      it was; 1 when the deployment ended, the machine stopped or SECONDS passed first
   server-api.py check OUT.json succeeded|failed [STEP_NAME REASON_REGEX]
       checks the final state and the events: in order, one result event, every step ended;
       for failed, the named step ended failed with a message matching REASON_REGEX
@@ -107,6 +111,26 @@ def wait(base, token, mac, seconds, out, quiet, pid=None, console=None):
     return 1
 
 
+def until(base, token, mac, seconds, step_regex, min_percent, pid=None):
+    """The moment to cut the power: the step reached, with MIN_PERCENT of it done."""
+    deadline = time.time() + float(seconds)
+    pattern = re.compile(step_regex)
+    while time.time() < deadline and alive(pid):
+        d = deployment_of(base, token, mac)
+        if d and d["state"] in ("succeeded", "failed"):
+            print(f"server-api: the deployment {d['state']} before {step_regex} was reached", file=sys.stderr)
+            return 1
+        step = (d or {}).get("currentStep") or ""
+        percent = (d or {}).get("percent") or 0
+        if d and d["state"] == "running" and step:
+            if pattern.search(step) and percent >= float(min_percent):
+                print(f"  cut at \"{step}\" {percent:.0f}%")
+                return 0
+        time.sleep(0.3)
+    print(f"server-api: {step_regex} at {min_percent}% not reached within {seconds} s", file=sys.stderr)
+    return 1
+
+
 def check(path, expected, step_name=None, reason=None):
     record = json.load(open(path))
     d, evs = record["deployment"], [e["event"] for e in record["events"]]
@@ -153,6 +177,9 @@ elif command == "wait":
     pid = sys.argv[sys.argv.index("--while-pid") + 1] if "--while-pid" in sys.argv else None
     console = sys.argv[sys.argv.index("--console") + 1] if "--console" in sys.argv else None
     sys.exit(wait(*sys.argv[2:7], quiet="--quiet" in sys.argv, pid=pid, console=console))
+elif command == "until":
+    pid = sys.argv[sys.argv.index("--while-pid") + 1] if "--while-pid" in sys.argv else None
+    sys.exit(until(*sys.argv[2:8], pid=pid))
 elif command == "check":
     sys.exit(check(*sys.argv[2:]))
 else:
