@@ -5,10 +5,11 @@
   server-api.py wait BASE TOKEN MAC SECONDS OUT.json [--quiet] [--while-pid PID] [--console LOG]
       waits until the deployment of the machine with MAC has ended (succeeded or failed), printing
       its step and percent as they change (stops early when process PID, the machine, has ended, or 15 s after the console LOG shows the boot environment's failure box); writes {"deployment": ..., "events": [...]} to OUT.json
-  server-api.py until BASE TOKEN MAC SECONDS STEP_REGEX MIN_PERCENT [--while-pid PID]
-      waits until the machine's running deployment is at a step whose name matches STEP_REGEX
-      with at least MIN_PERCENT done (polling fast: the moment to cut the power); prints where
-      it was; 1 when the deployment ended, the machine stopped or SECONDS passed first
+  server-api.py until BASE TOKEN MAC SECONDS STEP_REGEX OCCURRENCE MIN_PERCENT [--while-pid PID]
+      waits until the machine's deployment has started a step whose name matches STEP_REGEX for
+      the OCCURRENCE-th time (a resumed run starts its interrupted step again) and reported at
+      least MIN_PERCENT of it (polling fast: the moment to cut the power); prints where it was;
+      1 when the deployment ended, the machine stopped or SECONDS passed first
   server-api.py check OUT.json succeeded|failed [STEP_NAME REASON_REGEX]
       checks the final state and the events: in order, one result event, every step ended;
       for failed, the named step ended failed with a message matching REASON_REGEX
@@ -111,23 +112,28 @@ def wait(base, token, mac, seconds, out, quiet, pid=None, console=None):
     return 1
 
 
-def until(base, token, mac, seconds, step_regex, min_percent, pid=None):
-    """The moment to cut the power: the step reached, with MIN_PERCENT of it done."""
+def until(base, token, mac, seconds, step_regex, occurrence, min_percent, pid=None):
+    """The moment to cut the power: the OCCURRENCE-th start of a step whose name matches
+    STEP_REGEX (a resumed run starts its interrupted step again), with MIN_PERCENT of it done."""
     deadline = time.time() + float(seconds)
     pattern = re.compile(step_regex)
     while time.time() < deadline and alive(pid):
         d = deployment_of(base, token, mac)
         if d and d["state"] in ("succeeded", "failed"):
-            print(f"server-api: the deployment {d['state']} before {step_regex} was reached", file=sys.stderr)
+            print(f"server-api: the deployment {d['state']} before start {occurrence} of {step_regex} was reached", file=sys.stderr)
             return 1
-        step = (d or {}).get("currentStep") or ""
-        percent = (d or {}).get("percent") or 0
-        if d and d["state"] == "running" and step:
-            if pattern.search(step) and percent >= float(min_percent):
-                print(f"  cut at \"{step}\" {percent:.0f}%")
+        evs = [e["event"] for e in events(base, token, d["id"])] if d else []
+        starts = [i for i, e in enumerate(evs) if e["kind"] == "stepStarted" and pattern.search(e.get("name") or "")]
+        if len(starts) >= int(occurrence):
+            since = evs[starts[int(occurrence) - 1]:]
+            done = max([e.get("percent") or 0 for e in since if e["kind"] == "progress"] or [0])
+            if done >= float(min_percent):
+                later = [e.get("name") for e in since if e["kind"] == "stepStarted"][1:]
+                print(f"  cut at start {occurrence} of \"{since[0].get('name')}\", {done:.0f}% reported"
+                      + (f", the run already at \"{later[-1]}\"" if later else ""))
                 return 0
         time.sleep(0.3)
-    print(f"server-api: {step_regex} at {min_percent}% not reached within {seconds} s", file=sys.stderr)
+    print(f"server-api: start {occurrence} of {step_regex} at {min_percent}% not reached within {seconds} s", file=sys.stderr)
     return 1
 
 
@@ -179,7 +185,7 @@ elif command == "wait":
     sys.exit(wait(*sys.argv[2:7], quiet="--quiet" in sys.argv, pid=pid, console=console))
 elif command == "until":
     pid = sys.argv[sys.argv.index("--while-pid") + 1] if "--while-pid" in sys.argv else None
-    sys.exit(until(*sys.argv[2:8], pid=pid))
+    sys.exit(until(*sys.argv[2:9], pid=pid))
 elif command == "check":
     sys.exit(check(*sys.argv[2:]))
 else:
