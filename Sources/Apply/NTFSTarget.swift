@@ -288,7 +288,18 @@ public final class NTFSTarget: ApplyTarget {
             throw NTFSApplyError.operation(path: display(rel), operation: "look up name", errno: errno)
         }
         let record = found & 0x0000_FFFF_FFFF_FFFF // MREF: drop the sequence number
-        let ni = try openInode(record, rel)
+        guard let ni = ntfs_inode_open(try vol, record) else {
+            let code = errno
+            guard code == ENOENT else {
+                throw NTFSApplyError.operation(path: display(rel), operation: "open inode \(record)", errno: code)
+            }
+            // A name left by a run killed before the file's MFT record was written: the entry
+            // goes and the file is created anew (the volume is dirty: chkdsk reclaims the record).
+            if imprint_ntfs_remove_dangling_name(dir, uname, length) != 0 {
+                throw NTFSApplyError.operation(path: display(rel), operation: "remove a name whose MFT record \(record) is not in use", errno: errno)
+            }
+            return nil
+        }
         let existingIsDirectory = imprint_ntfs_is_directory(ni) != 0
         let existingIsReparse = imprint_ntfs_file_attributes(ni) & UInt32(FileAttributes.reparsePoint.rawValue) != 0
         if existingIsDirectory && imageIsDirectory {

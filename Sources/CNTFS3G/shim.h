@@ -19,6 +19,7 @@
 #include <ntfs-3g/reparse.h>
 #include <ntfs-3g/object_id.h>
 #include <ntfs-3g/device.h>
+#include <ntfs-3g/index.h>
 #include <fcntl.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -53,6 +54,25 @@ static inline ntfs_volume *imprint_ntfs_mount_readonly(const char *device) {
 static inline int imprint_ntfs_sync(ntfs_volume *vol) {
     if (!vol || !vol->dev || !vol->dev->d_ops || !vol->dev->d_ops->sync) { errno = EINVAL; return -1; }
     return vol->dev->d_ops->sync(vol->dev);
+}
+
+/* Removes the name `name` from directory `dir_ni`'s index where its entry points to an MFT
+ * record that is not in use: libntfs-3g writes no journal, so a run killed after adding a new
+ * file's index entry but before writing its MFT record leaves such an entry, which no inode
+ * can be opened for (ENOENT) and ntfs_delete cannot remove. The key is the entry's FILE_NAME
+ * attribute; $I30 collates by the name alone, so the name and its length are what is needed. */
+static inline int imprint_ntfs_remove_dangling_name(ntfs_inode *dir_ni, const ntfschar *name, u8 length) {
+    if (!dir_ni || !name || length == 0) { errno = EINVAL; return -1; }
+    size_t size = sizeof(FILE_NAME_ATTR) + (size_t)length * sizeof(ntfschar);
+    FILE_NAME_ATTR *key = calloc(1, size);
+    if (!key) { errno = ENOMEM; return -1; }
+    key->parent_directory = MK_LE_MREF(dir_ni->mft_no, le16_to_cpu(dir_ni->mrec->sequence_number));
+    key->file_name_length = length;
+    key->file_name_type = FILE_NAME_POSIX;
+    memcpy(key->file_name, name, (size_t)length * sizeof(ntfschar));
+    int rc = ntfs_index_remove(dir_ni, dir_ni, key, (int)size);
+    free(key);
+    return rc;
 }
 
 /* A byte range of an open file or disk as an ntfs-3g device, so an NTFS volume inside a

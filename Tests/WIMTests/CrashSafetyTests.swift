@@ -197,8 +197,11 @@ struct CrashSafetyTests {
                                                         extra: ["--cleanup", "move"], scratch: scratch)
             if status == 128 + SIGKILL { killed += 1 } else { #expect(status == 0, "apply ended with \(status): \(stderr)") }
             #expect(try userFiles(volume, scratch: scratch) == before, "user files after a SIGKILL at \(fraction) of the refresh")
+            // A run the kill came too late for finished the refresh: one more would rightly be a
+            // new refresh, moving this new system into Windows.old.000.
+            if status == 0 { break }
         }
-        #expect(killed >= 2, "only \(killed) of 3 runs were killed before they finished")
+        #expect(killed >= 1, "no run was killed before it finished")
         let again = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--cleanup", "move", "--progress", "none"])
         #expect(again.status == 0)
         #expect(try userFiles(volume, scratch: scratch) == before)
