@@ -43,7 +43,7 @@ struct ServerCommand: AsyncParsableCommand {
                                discussion: "The console named last gets the agent's output, e.g. 'console=tty0 console=ttyS0 imprint.onfailure=poweroff' for a lab on a serial console."))
     var kernelArguments = ServerConfiguration.defaultKernelArguments
     @Option(help: ArgumentHelp(
-        "The database: postgres://user:password@host:port/database (several instances may share it; options ?sslmode=disable|prefer|require&pool_max=N) or sqlite:PATH.",
+        "The database: postgres://user:password@host:port/database (several instances may share it; options ?sslmode=disable|prefer|require&pool_max=N&connect_timeout=SECONDS) or sqlite:PATH.",
         discussion: "Default: SQLite in --data (imprint.db). The migrations run on start.")) var database: String?
 
     func run() async throws {

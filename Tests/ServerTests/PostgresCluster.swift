@@ -22,7 +22,10 @@ actor PostgresCluster {
     private var starting: Task<Int, Error>?
     private var created = 0
 
-    /// A new, empty database: its URL for `--database`.
+    /// A new, empty database: its URL for `--database`. Its connect timeout is long: the
+    /// servers run inside the test process, whose two-core thread pool other suites' tests
+    /// occupy for tens of seconds at a time (each waiting on wimlib-imagex, mkntfs or ntfs-3g), and
+    /// a first connection stuck behind them is not PostgreSQL being unreachable.
     func newDatabase() async throws -> String {
         let port = try await started()
         created += 1
@@ -32,7 +35,7 @@ actor PostgresCluster {
                                   "-c", "CREATE DATABASE \(name)"], allowFailure: true)
             guard result.status == 0 else { throw Failure(description: "CREATE DATABASE \(name): \(result.stderr)") }
         }
-        return "postgres://postgres@127.0.0.1:\(port)/\(name)?sslmode=disable&pool_max=4"
+        return "postgres://postgres@127.0.0.1:\(port)/\(name)?sslmode=disable&pool_max=4&connect_timeout=180"
     }
 
     /// Runs SQL in a test's database with psql: what is stored, as PostgreSQL has it.

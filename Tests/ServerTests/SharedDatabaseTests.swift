@@ -42,12 +42,16 @@ struct SharedDatabaseTests {
     @Test func databaseOptionChoosesTheStorage() throws {
         #expect(try DatabaseLocation(parsing: nil) == .sqlite(path: nil))
         #expect(try DatabaseLocation(parsing: "sqlite:/var/lib/x.db") == .sqlite(path: "/var/lib/x.db"))
-        guard case let .postgres(location) = try DatabaseLocation(parsing: "postgres://imprint:s%40cret@db.example:6432/deploy?sslmode=require&pool_max=8") else {
+        guard case let .postgres(location) = try DatabaseLocation(parsing: "postgres://imprint:s%40cret@db.example:6432/deploy?sslmode=require&pool_max=8&connect_timeout=40") else {
             Issue.record("not PostgreSQL")
             return
         }
         #expect(location.host == "db.example" && location.port == 6432 && location.username == "imprint")
         #expect(location.password == "s@cret" && location.database == "deploy" && location.tls == .require && location.maximumConnections == 8)
+        #expect(location.connectTimeoutSeconds == 40)
+        #expect(try PostgresLocation(url: "postgres://h/db").connectTimeoutSeconds == 15)
+        #expect(throws: (any Error).self) { try DatabaseLocation(parsing: "postgres://h/db?connect_timeout=0") }
+        #expect(throws: (any Error).self) { try DatabaseLocation(parsing: "postgres://h/db?connect_timeout=soon") }
         #expect(!location.redacted.contains("cret"))
         #expect(throws: (any Error).self) { try DatabaseLocation(parsing: "mysql://x/y") }
         #expect(throws: (any Error).self) { try DatabaseLocation(parsing: "postgres://host") }

@@ -8,9 +8,9 @@ typealias PostgresStorage = SQLStorage<PostgresExecutor>
 extension SQLStorage where Executor == PostgresExecutor {
     /// Connects (failing within `connectTimeout` when the database cannot be reached); the
     /// caller runs `migrate()` next.
-    static func open(_ location: PostgresLocation, connectTimeout: Duration = .seconds(15),
-                     logger: Logger = Logger(label: "imprint.postgres"), secrets: SecretBox) async throws -> PostgresStorage {
-        SQLStorage(executor: try await PostgresExecutor.connect(location, connectTimeout: connectTimeout, logger: logger), logger: logger,
+    static func open(_ location: PostgresLocation, logger: Logger = Logger(label: "imprint.postgres"),
+                     secrets: SecretBox) async throws -> PostgresStorage {
+        SQLStorage(executor: try await PostgresExecutor.connect(location, logger: logger), logger: logger,
                    secrets: secrets)
     }
 
@@ -41,7 +41,8 @@ struct PostgresExecutor: SQLExecutor {
     var name: String { location.redacted }
     var sharedByInstances: Bool { true }
 
-    static func connect(_ location: PostgresLocation, connectTimeout: Duration, logger: Logger) async throws -> PostgresExecutor {
+    static func connect(_ location: PostgresLocation, logger: Logger) async throws -> PostgresExecutor {
+        let connectTimeout = Duration.seconds(location.connectTimeoutSeconds)
         let tls: PostgresClient.Configuration.TLS
         switch location.tls {
         case .disable: tls = .disable
@@ -141,7 +142,8 @@ struct PostgresExecutor: SQLExecutor {
     }
 }
 
-/// Where a PostgreSQL database is: `postgres://user:password@host:port/database?sslmode=...&pool_max=N`.
+/// Where a PostgreSQL database is:
+/// `postgres://user:password@host:port/database?sslmode=...&pool_max=N&connect_timeout=SECONDS`.
 public struct PostgresLocation: Sendable, Equatable {
     public enum TLSMode: String, Sendable { case disable, prefer, require }
     public var host: String
@@ -152,6 +154,10 @@ public struct PostgresLocation: Sendable, Equatable {
     public var tls: TLSMode
     /// Connections this instance opens at most (each instance has its own pool).
     public var maximumConnections: Int
+    /// How long the first connection may take before the server gives up starting (libpq's
+    /// `connect_timeout`, in seconds): a database across a slow link, or a machine so busy that
+    /// the answer waits its turn, needs more than the default.
+    public var connectTimeoutSeconds: Int
 
     public init(url text: String) throws {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
@@ -168,6 +174,7 @@ public struct PostgresLocation: Sendable, Equatable {
         self.database = database.removingPercentEncoding ?? database
         self.tls = .prefer
         self.maximumConnections = 10
+        self.connectTimeoutSeconds = 15
         for item in components.queryItems ?? [] {
             switch item.name {
             case "sslmode":
@@ -183,8 +190,13 @@ public struct PostgresLocation: Sendable, Equatable {
                     throw DatabaseLocationError("pool_max=\(item.value ?? ""): expected a number of connections, at least 2")
                 }
                 maximumConnections = value
+            case "connect_timeout":
+                guard let value = item.value.flatMap(Int.init), (1...3600).contains(value) else {
+                    throw DatabaseLocationError("connect_timeout=\(item.value ?? ""): expected seconds, from 1 to 3600")
+                }
+                connectTimeoutSeconds = value
             default:
-                throw DatabaseLocationError("unknown option \(item.name) (known: sslmode, pool_max)")
+                throw DatabaseLocationError("unknown option \(item.name) (known: sslmode, pool_max, connect_timeout)")
             }
         }
     }
