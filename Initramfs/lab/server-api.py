@@ -8,7 +8,8 @@
   server-api.py until BASE TOKEN MAC SECONDS STEP_REGEX OCCURRENCE MIN_PERCENT [--while-pid PID]
       waits until the machine's deployment has started a step whose name matches STEP_REGEX for
       the OCCURRENCE-th time (a resumed run starts its interrupted step again) and reported at
-      least MIN_PERCENT of it (polling fast: the moment to cut the power); prints where it was;
+      least MIN_PERCENT of its data written (an apply's "writing data" progress, not its
+      "creating files"; polling fast: the moment to cut the power); prints where it was;
       1 when the deployment ended, the machine stopped or SECONDS passed first
   server-api.py check OUT.json succeeded|failed [STEP_NAME REASON_REGEX]
       checks the final state and the events: in order, one result event, every step ended;
@@ -126,10 +127,12 @@ def until(base, token, mac, seconds, step_regex, occurrence, min_percent, pid=No
         starts = [i for i, e in enumerate(evs) if e["kind"] == "stepStarted" and pattern.search(e.get("name") or "")]
         if len(starts) >= int(occurrence):
             since = evs[starts[int(occurrence) - 1]:]
-            done = max([e.get("percent") or 0 for e in since if e["kind"] == "progress"] or [0])
+            # Percent of the data: "creating files" goes from 0 to 100 first, in no time.
+            done = max([e.get("percent") or 0 for e in since
+                        if e["kind"] == "progress" and not (e.get("message") or "").startswith("creating files")] or [0])
             if done >= float(min_percent):
                 later = [e.get("name") for e in since if e["kind"] == "stepStarted"][1:]
-                print(f"  cut at start {occurrence} of \"{since[0].get('name')}\", {done:.0f}% reported"
+                print(f"  cut at start {occurrence} of \"{since[0].get('name')}\"" + (f", {done:.0f}% of its data written" if done else "")
                       + (f", the run already at \"{later[-1]}\"" if later else ""))
                 return 0
         time.sleep(0.3)
