@@ -73,19 +73,28 @@ public struct Applier {
     public func apply(_ plan: ApplyPlan, to target: ApplyTarget,
                       progress: ((ApplyProgress) -> Void)? = nil) throws -> ApplySummary {
         // With a file, every blob must be present before anything is written.
-        var needed: [BlobDescriptor] = []
         if case let .archive(archive) = source {
-            needed.reserveCapacity(plan.blobTargets.count)
-            for hash in plan.blobTargets.keys {
-                guard let blob = archive.blobs[hash] else {
-                    throw WIMError.missingBlob(path: archive.path, blob: hash, usedBy: plan.users(of: hash).first ?? "a file")
-                }
-                needed.append(blob)
+            for hash in plan.blobTargets.keys where archive.blobs[hash] == nil {
+                throw WIMError.missingBlob(path: archive.path, blob: hash, usedBy: plan.users(of: hash).first ?? "a file")
             }
         }
         let total = plan.items.count
         try checkApplyStop(stop)
         try target.createStructure(plan, stop: stop) { progress?(.structure(itemsDone: $0, itemsTotal: total)) }
+        // Data the target already holds whole is not sent again; a blob no stream needs any
+        // more is not even read.
+        var plan = plan
+        let kept = target.keptWhole
+        if !kept.isEmpty {
+            for (hash, targets) in plan.blobTargets {
+                let left = targets.filter { !($0.kind == .data && kept.contains($0.item)) }
+                plan.blobTargets[hash] = left.isEmpty ? nil : left
+            }
+        }
+        var needed: [BlobDescriptor] = []
+        if case let .archive(archive) = source {
+            needed = plan.blobTargets.keys.compactMap { archive.blobs[$0] }
+        }
 
         final class Forwarder: BlobSink {
             let target: ApplyTarget

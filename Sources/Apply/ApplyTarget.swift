@@ -15,6 +15,13 @@ public protocol ApplyTarget: AnyObject {
     func finish(_ plan: ApplyPlan) throws
     /// What could not be written, and why.
     var summary: ApplySummary { get }
+    /// Items (by index in the plan) whose data `createStructure` found already on the target,
+    /// whole and equal to the image's: the driver sends their data streams no blob.
+    var keptWhole: Set<Int> { get }
+}
+
+extension ApplyTarget {
+    public var keptWhole: Set<Int> { [] }
 }
 
 /// The end report of an apply: counts, and everything the target could not hold, by reason.
@@ -24,6 +31,10 @@ public struct ApplySummary: Sendable {
     public var hardLinks = 0
     public var symlinks = 0
     public var bytesWritten: UInt64 = 0
+    /// Files left in place because their data already equalled the image's (an apply going on
+    /// after an interruption), and the bytes not written again for them.
+    public var filesKeptWhole = 0
+    public var bytesKeptWhole: UInt64 = 0
     public var xattrsWritten = 0
     /// Reason → paths (image paths) that were affected.
     public var notKept: [String: [String]] = [:]

@@ -1,3 +1,4 @@
+import Digests
 import Failures
 import CNTFS3G
 import Primitives
@@ -195,14 +196,28 @@ public final class NTFSTarget: ApplyTarget {
 
             let dir = try directory(parentRecord, parentPath)
             // A directory this apply created held nothing: no name lookup needed in it.
-            let existing = freshDirectories.contains(parentRecord) ? nil : try withName(name, rel) { uname, length in
+            let way = freshDirectories.contains(parentRecord) ? .clear : try withName(name, rel) { uname, length in
                 try clearWay(dir: dir, uname, length, rel,
-                             imageIsDirectory: isDirectory && !entry.isReparsePoint && item.linkTo == nil)
+                             imageIsDirectory: isDirectory && !entry.isReparsePoint && item.linkTo == nil,
+                             keepIfEqualTo: keepableData(plan, n))
             }
-            if let existing {
+            switch way {
+            case .clear:
+                break
+            case let .directory(record):
                 // A directory the volume and the image both have: reused, its metadata set later.
-                mftNumbers[n] = existing
+                mftNumbers[n] = record
                 summary.directories += 1
+                try restoreShortName(plan, n, parentRecord: parentRecord, parentPath: parentPath)
+                continue
+            case let .wholeFile(record, size):
+                // The file an interrupted run (or anyone) left whole and equal to the image's:
+                // its data is not written again; its metadata is set in `finish` as for any other.
+                mftNumbers[n] = record
+                keptWhole.insert(n)
+                summary.files += 1
+                summary.filesKeptWhole += 1
+                summary.bytesKeptWhole += size
                 try restoreShortName(plan, n, parentRecord: parentRecord, parentPath: parentPath)
                 continue
             }
@@ -277,14 +292,52 @@ public final class NTFSTarget: ApplyTarget {
         try restoreShortName(plan, n, parentRecord: parentRecord, parentPath: parentPath)
     }
 
-    /// Makes room for a name in `dir`. Returns the existing directory's record when both the
-    /// volume and the image have a directory there (it is reused); deletes a file (or an empty
-    /// directory) in the way; refuses to delete a directory that holds anything.
+    /// What `clearWay` found under a name: nothing (any more), a directory to reuse, or a file
+    /// whose data is already the image's.
+    private enum Way { case clear, directory(UInt64), wholeFile(UInt64, size: UInt64) }
+
+    /// The data blob item `n`'s file may be kept for: a plain file (one name, no named stream,
+    /// no reparse point, not compressed), which a comparison of its one data stream settles.
+    private func keepableData(_ plan: ApplyPlan, _ n: Int) -> SHA1Digest? {
+        let item = plan.items[n]
+        let entry = plan.image.entries[item.entry]
+        if linkTargets == nil { linkTargets = Set(plan.items.compactMap(\.linkTo)) }
+        guard item.linkTo == nil, !(linkTargets?.contains(n) ?? true), !entry.attributes.contains(.directory),
+              !entry.attributes.contains(.compressed), !entry.isReparsePoint, !entry.dataHash.isZero,
+              !entry.namedStreams.contains(where: { !$0.name.isEmpty }) else { return nil }
+        return entry.dataHash
+    }
+
+    /// The size of the open file's data when it is a plain file whose data hashes to `hash`.
+    private func dataEqual(_ ni: UnsafeMutablePointer<ntfs_inode>, to hash: SHA1Digest, _ rel: String) throws -> UInt64? {
+        let size = imprint_ntfs_plain_file_size(ni)
+        guard size > 0, let na = ntfs_attr_open(ni, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else { return nil }
+        defer { ntfs_attr_close(na) }
+        let hasher = SHA1Hasher()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var offset: Int64 = 0
+        while offset < size {
+            let want = min(Int64(buffer.count), size - offset)
+            let got = buffer.withUnsafeMutableBytes { ntfs_attr_pread(na, offset, want, $0.baseAddress) }
+            guard got > 0 else {
+                // Unreadable data is not the image's: the file is replaced, as before.
+                return nil
+            }
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0.prefix(Int(got)))) }
+            offset += got
+        }
+        return hasher.finish() == hash ? UInt64(size) : nil
+    }
+
+    /// Makes room for a name in `dir`. Finds the existing directory's record when both the
+    /// volume and the image have a directory there (it is reused), and a plain file whose data
+    /// hashes to `keepIfEqualTo` (it is kept); deletes any other file (or an empty directory) in
+    /// the way; refuses to delete a directory that holds anything.
     private func clearWay(dir: UnsafeMutablePointer<ntfs_inode>, _ uname: UnsafeMutablePointer<ntfschar>, _ length: UInt8,
-                          _ rel: String, imageIsDirectory: Bool) throws -> UInt64? {
+                          _ rel: String, imageIsDirectory: Bool, keepIfEqualTo hash: SHA1Digest?) throws -> Way {
         let found = ntfs_inode_lookup_by_name(dir, uname, Int32(length))
         guard found != UInt64.max else {
-            if errno == ENOENT { return nil }
+            if errno == ENOENT { return .clear }
             throw NTFSApplyError.operation(path: display(rel), operation: "look up name", errno: errno)
         }
         let record = found & 0x0000_FFFF_FFFF_FFFF // MREF: drop the sequence number
@@ -298,7 +351,11 @@ public final class NTFSTarget: ApplyTarget {
             if imprint_ntfs_remove_dangling_name(dir, uname, length) != 0 {
                 throw NTFSApplyError.operation(path: display(rel), operation: "remove a name whose MFT record \(record) is not in use", errno: errno)
             }
-            return nil
+            return .clear
+        }
+        if let hash, let size = try dataEqual(ni, to: hash, rel) {
+            try closeInode(ni, rel)
+            return .wholeFile(record, size: size)
         }
         let existingIsDirectory = imprint_ntfs_is_directory(ni) != 0
         let existingIsReparse = imprint_ntfs_file_attributes(ni) & UInt32(FileAttributes.reparsePoint.rawValue) != 0
@@ -310,7 +367,7 @@ public final class NTFSTarget: ApplyTarget {
                 throw NTFSApplyError.operation(path: display(rel), operation: "remove old reparse point", errno: code)
             }
             try closeInode(ni, rel)
-            return record
+            return .directory(record)
         }
         if existingIsDirectory && !existingIsReparse && ntfs_check_empty_dir(ni) != 0 {
             _ = ntfs_inode_close(ni)
@@ -321,7 +378,7 @@ public final class NTFSTarget: ApplyTarget {
         if ntfs_delete(try vol, rel, ni, dir, uname, length) != 0 {
             throw NTFSApplyError.operation(path: display(rel), operation: "delete the old file in the way", errno: errno)
         }
-        return nil
+        return .clear
     }
 
     /// Sets the DOS name of item `n`, once its long name exists. libntfs-3g closes both inodes
@@ -446,6 +503,8 @@ public final class NTFSTarget: ApplyTarget {
     private var freshDirectories = Set<UInt64>()
     /// Items whose metadata was set when they were created (see `metadataAtCreation`).
     private var metadataDone = Set<Int>()
+    /// Items whose data was found whole on the volume: their blobs are not written to them.
+    public private(set) var keptWhole = Set<Int>()
     /// Items another item is a hard link to.
     private var linkTargets: Set<Int>?
 

@@ -38,6 +38,31 @@ static inline int imprint_ntfs_is_directory(ntfs_inode *ni) {
 
 static inline uint32_t imprint_ntfs_file_attributes(ntfs_inode *ni) { return (uint32_t)ni->flags; }
 
+/* The size of the unnamed data of a plain file: one name, no reparse point, not compressed,
+ * encrypted or sparse, and no named data stream. -1 for anything else: only such a file can be
+ * kept by comparing its data with one blob of the image. */
+static inline int64_t imprint_ntfs_plain_file_size(ntfs_inode *ni) {
+    if ((ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) || le16_to_cpu(ni->mrec->link_count) != 1) return -1;
+    if (ni->flags & (FILE_ATTR_REPARSE_POINT | FILE_ATTR_COMPRESSED | FILE_ATTR_ENCRYPTED | FILE_ATTR_SPARSE_FILE)) return -1;
+    ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(ni, NULL);
+    if (!ctx) return -1;
+    int64_t size = -1;
+    int plain = 1;
+    /* AT_UNUSED walks every attribute of the file in turn. */
+    while (ntfs_attr_lookup(AT_UNUSED, NULL, 0, CASE_SENSITIVE, 0, NULL, 0, ctx) == 0) {
+        ATTR_RECORD *a = ctx->attr;
+        if (a->type != AT_DATA) continue;
+        if (a->name_length != 0 || (a->flags & (ATTR_IS_COMPRESSED | ATTR_IS_ENCRYPTED | ATTR_IS_SPARSE))) { plain = 0; break; }
+        if (a->non_resident) {
+            if (a->lowest_vcn == 0) size = sle64_to_cpu(a->data_size);
+        } else {
+            size = le32_to_cpu(a->value_length);
+        }
+    }
+    ntfs_attr_put_search_ctx(ctx);
+    return plain ? size : -1;
+}
+
 static inline ntfs_volume *imprint_ntfs_mount(const char *device) {
     return ntfs_mount(device, NTFS_MNT_NONE);
 }

@@ -224,9 +224,13 @@ func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: Re
     for (reason, paths) in summary.notKept { notKept[reason] = ["count": paths.count, "examples": Array(paths.prefix(5))] }
     reporter.event(["type": "result", "status": "ok", "directories": summary.directories, "files": summary.files,
                     "hardLinks": summary.hardLinks, "symlinks": summary.symlinks, "bytesWritten": summary.bytesWritten,
+                    "filesKeptWhole": summary.filesKeptWhole, "bytesKeptWhole": summary.bytesKeptWhole,
                     "seconds": (seconds * 1000).rounded() / 1000, "notKept": notKept])
     if reporter.mode != .json {
         print("Applied to \(destination): \(summary.directories) directories, \(summary.files) files, \(summary.hardLinks) hard links, \(summary.symlinks) symlinks, \(formatBytes(summary.bytesWritten)) in \(String(format: "%.1f", seconds)) s")
+        if summary.filesKeptWhole > 0 {
+            print("Kept \(summary.filesKeptWhole) files already whole on the volume (data equal to the image's; \(formatBytes(summary.bytesKeptWhole)) not written again)")
+        }
         if summary.xattrsWritten > 0 { print("Windows metadata kept in \(summary.xattrsWritten) user.wim.* extended attributes") }
         for (reason, paths) in summary.notKept.sorted(by: { $0.key < $1.key }) {
             print("Not kept (\(paths.count)): \(reason)")

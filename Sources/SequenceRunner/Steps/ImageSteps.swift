@@ -189,6 +189,10 @@ enum ImageSteps {
         context.bus.log(String(format: "applied %d directories, %d files, %d hard links, %d symlinks, %llu bytes in %.1f s",
                                summary.directories, summary.files, summary.hardLinks, summary.symlinks,
                                summary.bytesWritten, Date().timeIntervalSince(started)), step: step)
+        if summary.filesKeptWhole > 0 {
+            context.bus.log("kept \(summary.filesKeptWhole) files an earlier run had already written whole (their data equals the image's; "
+                            + "\(summary.bytesKeptWhole) bytes not written again)", step: step)
+        }
         for (reason, paths) in summary.notKept.sorted(by: { $0.key < $1.key }) {
             context.bus.log("not kept (\(paths.count)): \(reason)", step: step, level: "warning")
         }
