@@ -56,7 +56,7 @@ let package = Package(
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
         .target(name: "WIM", dependencies: ["Primitives", "Digests", "Failures"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
-        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "CImprintSystem", "CNTFS3G"]),
+        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "Processes", "CImprintSystem", "CNTFS3G"]),
         // What a disk is and what may be done to it, in pure Swift: the disk model, selection
         // rules, partition layouts and the table writer, format specs, a refresh's clean-up
         // policy. What a task sequence's JSON reaches; no C library, so the server can link it.

@@ -5,11 +5,14 @@
   server-api.py wait BASE TOKEN MAC SECONDS OUT.json [--quiet] [--while-pid PID] [--console LOG]
       waits until the deployment of the machine with MAC has ended (succeeded or failed), printing
       its step and percent as they change (stops early when process PID, the machine, has ended, or 15 s after the console LOG shows the boot environment's failure box); writes {"deployment": ..., "events": [...]} to OUT.json
-  server-api.py until BASE TOKEN MAC SECONDS STEP_REGEX OCCURRENCE MIN_PERCENT [--while-pid PID]
+  server-api.py until BASE TOKEN MAC SECONDS STEP_REGEX OCCURRENCE MIN_PERCENT [--then SECONDS] [--while-pid PID]
       waits until the machine's deployment has started a step whose name matches STEP_REGEX for
       the OCCURRENCE-th time (a resumed run starts its interrupted step again) and reported at
       least MIN_PERCENT of its data written (an apply's "writing data" progress, not its
       "creating files"; polling fast: the moment to cut the power); prints where it was;
+      with --then, returns that many seconds later (the data an apply wrote sits in the
+      machine's page cache until its disk takes it: the cut falls while it does) and prints the
+      step the run had reached by then;
       1 when the deployment ended, the machine stopped or SECONDS passed first
   server-api.py check OUT.json succeeded|failed [STEP_NAME REASON_REGEX]
       checks the final state and the events: in order, one result event, every step ended;
@@ -113,7 +116,7 @@ def wait(base, token, mac, seconds, out, quiet, pid=None, console=None):
     return 1
 
 
-def until(base, token, mac, seconds, step_regex, occurrence, min_percent, pid=None):
+def until(base, token, mac, seconds, step_regex, occurrence, min_percent, pid=None, then=0.0):
     """The moment to cut the power: the OCCURRENCE-th start of a step whose name matches
     STEP_REGEX (a resumed run starts its interrupted step again), with MIN_PERCENT of it done."""
     deadline = time.time() + float(seconds)
@@ -132,8 +135,13 @@ def until(base, token, mac, seconds, step_regex, occurrence, min_percent, pid=No
                         if e["kind"] == "progress" and not (e.get("message") or "").startswith("creating files")] or [0])
             if done >= float(min_percent):
                 later = [e.get("name") for e in since if e["kind"] == "stepStarted"][1:]
-                print(f"  cut at start {occurrence} of \"{since[0].get('name')}\"" + (f", {done:.0f}% of its data written" if done else "")
+                print(f"  start {occurrence} of \"{since[0].get('name')}\"" + (f", {done:.0f}% of its data written" if done else "")
                       + (f", the run already at \"{later[-1]}\"" if later else ""))
+                if then:
+                    time.sleep(then)
+                    now = [e["event"] for e in events(base, token, d["id"])]
+                    started = [e.get("name") for e in now if e["kind"] == "stepStarted"]
+                    print(f"  {then:g} s later, the last step the server heard of: \"{started[-1] if started else '?'}\"")
                 return 0
         time.sleep(0.3)
     print(f"server-api: start {occurrence} of {step_regex} at {min_percent}% not reached within {seconds} s", file=sys.stderr)
@@ -188,7 +196,8 @@ elif command == "wait":
     sys.exit(wait(*sys.argv[2:7], quiet="--quiet" in sys.argv, pid=pid, console=console))
 elif command == "until":
     pid = sys.argv[sys.argv.index("--while-pid") + 1] if "--while-pid" in sys.argv else None
-    sys.exit(until(*sys.argv[2:9], pid=pid))
+    then = float(sys.argv[sys.argv.index("--then") + 1]) if "--then" in sys.argv else 0.0
+    sys.exit(until(*sys.argv[2:9], pid=pid, then=then))
 elif command == "check":
     sys.exit(check(*sys.argv[2:]))
 else:

@@ -2,6 +2,7 @@ import Digests
 import Failures
 import CNTFS3G
 import Primitives
+import Processes
 import WIM
 #if canImport(Glibc)
 import Glibc
@@ -61,11 +62,36 @@ public final class NTFSTarget: ApplyTarget {
     public init(device: String) throws {
         self.device = device
         guard NTFSTarget.hasNTFSBootSector(device) else { throw NTFSApplyError.notNTFS(device: device) }
-        guard let vol = imprint_ntfs_mount(device) else {
-            throw NTFSApplyError.mount(device: device, errno: errno)
-        }
+        let (vol, repaired) = try NTFSTarget.mountRepairingMirror(device)
         volume = vol
+        mountNotice = repaired
         try markDirtyWhileWriting(vol)
+    }
+
+    /// Mounts `device` for writing. libntfs-3g refuses (EIO) a volume whose copy of the first
+    /// MFT records ($MFTMirr) differs from the records: it writes a record and then its copy,
+    /// and a power cut between the two leaves them apart. That, and only that, is corrected
+    /// with ntfs-3g's own ntfsfix (which copies the records to the mirror, empties the journal
+    /// and marks the volume for chkdsk) and the mount tried again; the notice says so.
+    static func mountRepairingMirror(_ device: String) throws -> (UnsafeMutablePointer<ntfs_volume>, notice: String?) {
+        if let vol = imprint_ntfs_mount(device) { return (vol, nil) }
+        let code = errno
+        guard code == EIO else { throw NTFSApplyError.mount(device: device, errno: code) }
+        let tools = ProcessRunner.systemTools
+        // -n: nothing written, only what it would do.
+        guard let check = try? tools.run(["ntfsfix", "-n", device]), check.text.contains("$MFTMirr does not match $MFT") else {
+            throw NTFSApplyError.mount(device: device, errno: code)
+        }
+        let fix: ProcessResult
+        do { fix = try tools.run(["ntfsfix", device]) } catch {
+            throw NTFSApplyError.mirrorRepair(device: device, detail: error.description)
+        }
+        guard fix.status == 0 else {
+            throw NTFSApplyError.mirrorRepair(device: device, detail: fix.outputTail.suffix(3).joined(separator: " / "))
+        }
+        guard let vol = imprint_ntfs_mount(device) else { throw NTFSApplyError.mount(device: device, errno: errno) }
+        return (vol, "\(device): the copy of the first MFT records ($MFTMirr) differed from the records (a write cut off by a "
+                + "power loss); ntfsfix copied the records over it, and Windows will check the volume (chkdsk) at its first boot")
     }
 
     /// VOLUME_IS_DIRTY in $Volume's flags (little-endian on disk, as the field is read here).
@@ -87,7 +113,10 @@ public final class NTFSTarget: ApplyTarget {
     private func markDirtyWhileWriting(_ vol: UnsafeMutablePointer<ntfs_volume>) throws {
         let flags = vol.pointee.flags
         if flags & NTFSTarget.volumeIsDirty != 0 {
-            mountNotice = "\(device): the volume is marked dirty (an interrupted apply or an unclean shutdown); applying anyway, every file of the image is rewritten, and Windows will check the volume (chkdsk) at its first boot"
+            let dirty = "\(device): the volume is marked dirty (an interrupted apply or an unclean shutdown); applying anyway: files "
+                + "already whole and equal to the image's are kept, every other file of the image is written again, and Windows will "
+                + "check the volume (chkdsk) at its first boot"
+            mountNotice = mountNotice.map { $0 + "; " + dirty } ?? dirty
             return
         }
         if ntfs_volume_write_flags(vol, flags | NTFSTarget.volumeIsDirty) != 0 {
@@ -591,6 +620,7 @@ public enum NTFSApplyError: Error, CustomStringConvertible {
     case operation(path: String, operation: String, errno: Int32)
     case wouldReplaceDirectory(path: String)
     case badName(path: String)
+    case mirrorRepair(device: String, detail: String)
 
     public var description: String {
         switch self {
@@ -609,6 +639,9 @@ public enum NTFSApplyError: Error, CustomStringConvertible {
             return "\(path) is a directory that is not empty, but the image has a file there; a directory is never removed, as it may hold files the image does not know"
         case let .badName(path):
             return "\(path): the name is empty or longer than NTFS allows (255 UTF-16 units)"
+        case let .mirrorRepair(device, detail):
+            return "\(device): its MFT and the copy of its first records ($MFTMirr) differ and ntfsfix could not correct them (\(detail)); "
+                + "run chkdsk /f on it from Windows, or format it if nothing on it must be kept"
         }
     }
 }
@@ -619,7 +652,7 @@ extension NTFSApplyError: ClassifiedError {
         case .notNTFS: return .badInput
         // EPERM: hibernated or unclean, EBUSY: mounted; both are refusals to touch the volume.
         case let .mount(_, code): return code == EPERM || code == EBUSY ? .refused : .disk
-        case .unmount, .operation: return .disk
+        case .unmount, .operation, .mirrorRepair: return .disk
         case .wouldReplaceDirectory: return .refused
         case .badName: return .badInput
         }

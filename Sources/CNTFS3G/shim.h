@@ -104,7 +104,12 @@ static inline int imprint_ntfs_remove_dangling_name(ntfs_inode *dir_ni, const nt
  * partition can be read where the kernel shows no device for that partition (and without
  * creating one): libntfs-3g only ever calls these operations. The caller keeps `fd` open until
  * ntfs_umount returns and closes it afterwards. */
-struct imprint_ntfs_region { int fd; int64_t start; int64_t size; int64_t position; };
+struct imprint_ntfs_region {
+    int fd; int64_t start; int64_t size; int64_t position;
+    /* When mirror_length > 0, reads of [mirror, mirror + mirror_length) return the bytes at
+     * [mft, ...) instead: the volume seen as if $MFTMirr equalled $MFT's first records. */
+    int64_t mirror; int64_t mft; int64_t mirror_length;
+};
 
 static inline struct imprint_ntfs_region *imprint_ntfs_region_of(struct ntfs_device *dev) {
     return (struct imprint_ntfs_region *)dev->d_private;
@@ -132,7 +137,16 @@ static inline s64 imprint_ntfs_region_pread(struct ntfs_device *dev, void *buf, 
     if (offset < 0) { errno = EINVAL; return -1; }
     if (offset >= r->size) return 0;
     if (count > r->size - offset) count = r->size - offset;
-    return pread(r->fd, buf, (size_t)count, (off_t)(r->start + offset));
+    s64 n = pread(r->fd, buf, (size_t)count, (off_t)(r->start + offset));
+    if (n > 0 && r->mirror_length > 0) {
+        int64_t from = offset > r->mirror ? offset : r->mirror;
+        int64_t to = offset + n < r->mirror + r->mirror_length ? offset + n : r->mirror + r->mirror_length;
+        if (from < to) {
+            s64 got = pread(r->fd, (char *)buf + (from - offset), (size_t)(to - from), (off_t)(r->start + r->mft + (from - r->mirror)));
+            if (got != to - from) { if (got >= 0) errno = EIO; return -1; }
+        }
+    }
+    return n;
 }
 static inline s64 imprint_ntfs_region_pwrite(struct ntfs_device *dev, const void *buf, s64 count, s64 offset) {
     struct imprint_ntfs_region *r = imprint_ntfs_region_of(dev);
@@ -180,6 +194,41 @@ static inline struct ntfs_device_operations *imprint_ntfs_region_operations(void
         .stat = imprint_ntfs_region_stat, .ioctl = imprint_ntfs_region_ioctl,
     };
     return &operations;
+}
+
+/* Read-only, the NTFS volume at bytes [start, start + size) of `fd` seen as if its $MFTMirr
+ * equalled the first records of $MFT: libntfs-3g refuses (EIO) a volume where they differ,
+ * which a power cut between a record's write and its copy's leaves, and a run resuming after
+ * one must still read its state there. Nothing is written. Offsets from the boot sector:
+ * bytes per sector (11), sectors per cluster (13; above 0x80, a power of two below), $MFT's and
+ * $MFTMirr's first clusters (0x30, 0x38), clusters per MFT record (0x40; negative: 2^-n bytes). */
+static inline ntfs_volume *imprint_ntfs_mount_region_mirror_from_mft(const char *name, int fd, int64_t start, int64_t size) {
+    uint8_t boot[512];
+    if (pread(fd, boot, sizeof boot, (off_t)start) != (ssize_t)sizeof boot) { errno = EIO; return NULL; }
+    int64_t sector = boot[11] | boot[12] << 8;
+    int64_t per_cluster = boot[13] <= 0x80 ? boot[13] : (int64_t)1 << (256 - boot[13]);
+    int64_t cluster = sector * per_cluster;
+    int8_t per_record = (int8_t)boot[0x40];
+    int64_t record = per_record < 0 ? (int64_t)1 << -per_record : per_record * cluster;
+    uint64_t mft_lcn = 0, mirror_lcn = 0;
+    for (int i = 7; i >= 0; i--) { mft_lcn = mft_lcn << 8 | boot[0x30 + i]; mirror_lcn = mirror_lcn << 8 | boot[0x38 + i]; }
+    if (sector < 256 || cluster <= 0 || record <= 0 || record > 65536 || mft_lcn == 0 || mirror_lcn == 0
+        || mft_lcn > (uint64_t)(size / cluster) || mirror_lcn > (uint64_t)(size / cluster)) { errno = EINVAL; return NULL; }
+    struct imprint_ntfs_region *region = calloc(1, sizeof *region);
+    if (!region) { errno = ENOMEM; return NULL; }
+    region->fd = fd; region->start = start; region->size = size;
+    region->mft = (int64_t)mft_lcn * cluster; region->mirror = (int64_t)mirror_lcn * cluster;
+    region->mirror_length = cluster > 4 * record ? cluster : 4 * record;
+    struct ntfs_device *dev = ntfs_device_alloc(name, 0, imprint_ntfs_region_operations(), region);
+    if (!dev) { free(region); return NULL; }
+    ntfs_volume *vol = ntfs_device_mount(dev, NTFS_MNT_RDONLY);
+    if (!vol) {
+        int saved = errno;
+        if (dev->d_private) free(dev->d_private);
+        ntfs_device_free(dev);
+        errno = saved;
+    }
+    return vol;
 }
 
 /* Mounts the NTFS volume found at bytes [start, start + size) of `fd`; NULL with errno set

@@ -1,3 +1,4 @@
+import Apply
 import Foundation
 import TestSupport
 import Testing
@@ -203,6 +204,45 @@ struct CrashSafetyTests {
         #expect(result["bytesWritten"] as? Int == changedBytes.count + cutBytes.count, "wrote \(result["bytesWritten"] ?? "?") bytes")
         let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
         ntfs.compare(expected.files, actual, ignoring: [])
+    }
+
+    /// A power cut between an MFT record's write and its copy's leaves $MFTMirr apart from
+    /// $MFT, and libntfs-3g then refuses the volume (EIO). The apply going on corrects the copy
+    /// (ntfsfix), says so, and completes.
+    @Test func aMirrorACutLeftApartIsCorrectedAndTheApplyGoesOn() throws {
+        let scratch = ScratchDirectory()
+        let wim = try makeWIM(scratch)
+        let expected = try reference(wim, scratch: scratch)
+        let volume = scratch.sub("target.img")
+        try makeVolume(volume, withUsers: true, scratch: scratch)
+        // The boot sector: bytes per sector (11), sectors per cluster (13), $MFTMirr's cluster (0x38).
+        let handle = try #require(FileHandle(forUpdatingAtPath: volume))
+        let boot = [UInt8](handle.readData(ofLength: 512))
+        let cluster = UInt64(boot[11]) | UInt64(boot[12]) << 8
+        let mirror = (0..<8).reduce(UInt64(0)) { $0 | UInt64(boot[0x38 + $1]) << (8 * UInt64($1)) } * cluster * UInt64(boot[13])
+        try handle.seek(toOffset: mirror + 0x100)
+        let byte = [UInt8](handle.readData(ofLength: 1))
+        try handle.seek(toOffset: mirror + 0x100)
+        handle.write(Data([byte[0] ^ 0xFF]))
+        try handle.close()
+        // As ntfs-3g (libntfs-3g) sees it: refused.
+        try FileManager.default.createDirectory(atPath: scratch.sub("refused"), withIntermediateDirectories: true)
+        let refused = try run(["ntfs-3g", "-o", "ro", volume, scratch.sub("refused")], allowFailure: true)
+        if refused.status == 0 { _ = try? run(["umount", scratch.sub("refused")], allowFailure: true) }
+        #expect(refused.status != 0, "ntfs-3g mounted a volume whose $MFTMirr differs")
+        // Read-only (a resuming agent looking for its run state) it reads as if the copy were
+        // right, and nothing is written: the mirror still differs afterwards.
+        let imageBefore = try Data(contentsOf: URL(fileURLWithPath: volume))
+        let files = try NTFSVolumeFiles(device: volume, readOnly: true)
+        #expect(try files.read("Users/Bob/Pictures/photo.jpg") == CrashSafetyTests.userFiles[3].bytes)
+        try files.close()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: volume)) == imageBefore, "a read-only look changed the volume")
+        let applied = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--progress", "none"], allowFailure: true)
+        #expect(applied.status == 0, "\(applied.stderr)")
+        #expect(applied.stderr.contains("$MFTMirr") && applied.stderr.contains("ntfsfix"), "\(applied.stderr)")
+        #expect(try userFiles(volume, scratch: scratch)["Users/Bob/Pictures/photo.jpg"]?.contents == Data(CrashSafetyTests.userFiles[3].bytes))
+        let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
+        ntfs.compare(expected.files, actual, ignoring: Set(actual.keys.filter { $0 == "Users" || $0.hasPrefix("Users/") }))
     }
 
     /// The issue's finding: a refresh (`--cleanup move`) killed at several points and run again
