@@ -7,7 +7,8 @@
       its step and percent as they change (stops early when process PID, the machine, has ended, or 15 s after the console LOG shows the boot environment's failure box); writes {"deployment": ..., "events": [...]} to OUT.json
   server-api.py until BASE TOKEN MAC SECONDS STEP_REGEX OCCURRENCE MIN_PERCENT [--then SECONDS] [--while-pid PID]
       waits until the machine's deployment has started a step whose name matches STEP_REGEX for
-      the OCCURRENCE-th time (a resumed run starts its interrupted step again) and reported at
+      the OCCURRENCE-th time (a resumed run starts its interrupted step again; "next": the
+      first start after the call, the one the machine's current run makes) and reported at
       least MIN_PERCENT of its data written (an apply's "writing data" progress, not its
       "creating files"; polling fast: the moment to cut the power); prints where it was;
       with --then, returns that many seconds later (the data an apply wrote sits in the
@@ -128,6 +129,9 @@ def until(base, token, mac, seconds, step_regex, occurrence, min_percent, pid=No
             return 1
         evs = [e["event"] for e in events(base, token, d["id"])] if d else []
         starts = [i for i, e in enumerate(evs) if e["kind"] == "stepStarted" and pattern.search(e.get("name") or "")]
+        if occurrence == "next":
+            # The next start from now on: the one the run on the machine just booted makes.
+            occurrence = len(starts) + 1
         if len(starts) >= int(occurrence):
             since = evs[starts[int(occurrence) - 1]:]
             # Percent of the data: "creating files" goes from 0 to 100 first, in no time.

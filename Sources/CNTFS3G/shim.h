@@ -196,6 +196,29 @@ static inline struct ntfs_device_operations *imprint_ntfs_region_operations(void
     return &operations;
 }
 
+/* Mounts the region (taken over: freed with the device) as an ntfs-3g device; NULL with errno. */
+static inline ntfs_volume *imprint_ntfs_mount_region_device(const char *name, struct imprint_ntfs_region *region, unsigned long flags) {
+    struct ntfs_device *dev = ntfs_device_alloc(name, 0, imprint_ntfs_region_operations(), region);
+    if (!dev) { free(region); return NULL; }
+    ntfs_volume *vol = ntfs_device_mount(dev, flags);
+    if (!vol) {
+        int saved = errno;
+        if (dev->d_private) free(dev->d_private);
+        ntfs_device_free(dev);
+        errno = saved;
+    }
+    return vol;
+}
+
+/* Mounts the NTFS volume found at bytes [start, start + size) of `fd`; NULL with errno set
+ * when there is none or it cannot be read. `name` only appears in libntfs-3g's messages. */
+static inline ntfs_volume *imprint_ntfs_mount_region(const char *name, int fd, int64_t start, int64_t size, int readOnly) {
+    struct imprint_ntfs_region *region = calloc(1, sizeof *region);
+    if (!region) { errno = ENOMEM; return NULL; }
+    region->fd = fd; region->start = start; region->size = size;
+    return imprint_ntfs_mount_region_device(name, region, readOnly ? NTFS_MNT_RDONLY : NTFS_MNT_NONE);
+}
+
 /* Read-only, the NTFS volume at bytes [start, start + size) of `fd` seen as if its $MFTMirr
  * equalled the first records of $MFT: libntfs-3g refuses (EIO) a volume where they differ,
  * which a power cut between a record's write and its copy's leaves, and a run resuming after
@@ -219,34 +242,7 @@ static inline ntfs_volume *imprint_ntfs_mount_region_mirror_from_mft(const char 
     region->fd = fd; region->start = start; region->size = size;
     region->mft = (int64_t)mft_lcn * cluster; region->mirror = (int64_t)mirror_lcn * cluster;
     region->mirror_length = cluster > 4 * record ? cluster : 4 * record;
-    struct ntfs_device *dev = ntfs_device_alloc(name, 0, imprint_ntfs_region_operations(), region);
-    if (!dev) { free(region); return NULL; }
-    ntfs_volume *vol = ntfs_device_mount(dev, NTFS_MNT_RDONLY);
-    if (!vol) {
-        int saved = errno;
-        if (dev->d_private) free(dev->d_private);
-        ntfs_device_free(dev);
-        errno = saved;
-    }
-    return vol;
-}
-
-/* Mounts the NTFS volume found at bytes [start, start + size) of `fd`; NULL with errno set
- * when there is none or it cannot be read. `name` only appears in libntfs-3g's messages. */
-static inline ntfs_volume *imprint_ntfs_mount_region(const char *name, int fd, int64_t start, int64_t size, int readOnly) {
-    struct imprint_ntfs_region *region = calloc(1, sizeof *region);
-    if (!region) { errno = ENOMEM; return NULL; }
-    region->fd = fd; region->start = start; region->size = size;
-    struct ntfs_device *dev = ntfs_device_alloc(name, 0, imprint_ntfs_region_operations(), region);
-    if (!dev) { free(region); return NULL; }
-    ntfs_volume *vol = ntfs_device_mount(dev, readOnly ? NTFS_MNT_RDONLY : NTFS_MNT_NONE);
-    if (!vol) {
-        int saved = errno;
-        if (dev->d_private) free(dev->d_private);
-        ntfs_device_free(dev);
-        errno = saved;
-    }
-    return vol;
+    return imprint_ntfs_mount_region_device(name, region, NTFS_MNT_RDONLY);
 }
 
 static inline const char *imprint_ntfs_volume_name(ntfs_volume *vol) { return vol->vol_name; }
