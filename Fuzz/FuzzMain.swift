@@ -25,6 +25,7 @@ private let targets: [String: FuzzTarget] = [
     "WIMFileFuzz": FuzzTarget(testOneInput: fuzzWIMFile),
     "MetadataFuzz": FuzzTarget(testOneInput: fuzzMetadata),
     "XpressFuzz": FuzzTarget(testOneInput: fuzzXpress),
+    "XpressRoundTripFuzz": FuzzTarget(testOneInput: fuzzXpressRoundTrip),
     "LZXFuzz": FuzzTarget(testOneInput: fuzzLZX),
     "LZMSFuzz": FuzzTarget(testOneInput: fuzzLZMS),
     "DiskJSONFuzz": FuzzTarget(testOneInput: fuzzDiskJSON),
