@@ -338,25 +338,28 @@ public final class NTFSTarget: ApplyTarget {
     }
 
     /// The size of the open file's data when it is a plain file whose data hashes to `hash`.
-    private func dataEqual(_ ni: UnsafeMutablePointer<ntfs_inode>, to hash: SHA1Digest, _ rel: String) throws -> UInt64? {
+    private func dataEqual(_ ni: UnsafeMutablePointer<ntfs_inode>, to hash: SHA1Digest) -> UInt64? {
         let size = imprint_ntfs_plain_file_size(ni)
         guard size > 0, let na = ntfs_attr_open(ni, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else { return nil }
         defer { ntfs_attr_close(na) }
         let hasher = SHA1Hasher()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        if comparisonBuffer.isEmpty { comparisonBuffer = [UInt8](repeating: 0, count: 1 << 20) }
         var offset: Int64 = 0
         while offset < size {
-            let want = min(Int64(buffer.count), size - offset)
-            let got = buffer.withUnsafeMutableBytes { ntfs_attr_pread(na, offset, want, $0.baseAddress) }
+            let want = min(Int64(comparisonBuffer.count), size - offset)
+            let got = comparisonBuffer.withUnsafeMutableBytes { ntfs_attr_pread(na, offset, want, $0.baseAddress) }
             guard got > 0 else {
                 // Unreadable data is not the image's: the file is replaced, as before.
                 return nil
             }
-            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0.prefix(Int(got)))) }
+            comparisonBuffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0.prefix(Int(got)))) }
             offset += got
         }
         return hasher.finish() == hash ? UInt64(size) : nil
     }
+
+    /// Where `dataEqual` reads a file in the way, allocated at the first one.
+    private var comparisonBuffer: [UInt8] = []
 
     /// Makes room for a name in `dir`. Finds the existing directory's record when both the
     /// volume and the image have a directory there (it is reused), and a plain file whose data
@@ -382,7 +385,7 @@ public final class NTFSTarget: ApplyTarget {
             }
             return .clear
         }
-        if let hash, let size = try dataEqual(ni, to: hash, rel) {
+        if let hash, let size = dataEqual(ni, to: hash) {
             try closeInode(ni, rel)
             return .wholeFile(record, size: size)
         }
