@@ -267,19 +267,22 @@ struct CrashSafetyTests {
             for file in oldSystem { try write(file.bytes, to: scratch.sub("old") + "/" + file.path) }
         }
         let before = try userFiles(volume, scratch: scratch)
-        var killed = 0
+        var killed = 0, finished = false
         for fraction in [0.1, 0.4, 0.75] {
             let (status, stderr) = try applyInterrupted(wim, volume, signal: SIGKILL, after: expected.seconds * fraction,
                                                         extra: ["--cleanup", "move"], scratch: scratch)
             if status == 128 + SIGKILL { killed += 1 } else { #expect(status == 0, "apply ended with \(status): \(stderr)") }
             #expect(try userFiles(volume, scratch: scratch) == before, "user files after a SIGKILL at \(fraction) of the refresh")
-            // A run the kill came too late for finished the refresh: one more would rightly be a
-            // new refresh, moving this new system into Windows.old.000.
-            if status == 0 { break }
+            // A run the kill came too late for finished the refresh (a resumed one keeps what is
+            // whole, so it is quick): one more would rightly be a new refresh, moving this new
+            // system into Windows.old.000.
+            if status == 0 { finished = true; break }
         }
         #expect(killed >= 1, "no run was killed before it finished")
-        let again = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--cleanup", "move", "--progress", "none"])
-        #expect(again.status == 0)
+        if !finished {
+            let again = try run([imprintBinary, "wim", "apply", wim, "1", volume, "--cleanup", "move", "--progress", "none"])
+            #expect(again.status == 0)
+        }
         #expect(try userFiles(volume, scratch: scratch) == before)
         let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
         #expect(!actual.keys.contains { $0.hasPrefix("Windows.old.") }, "a second Windows.old: \(actual.keys.filter { $0.hasPrefix("Windows.old.") }.sorted().prefix(3))")
