@@ -19,12 +19,12 @@ public final class MountedNTFSVolume {
             } else {
                 let code = errno
                 // EIO: perhaps only $MFTMirr apart from $MFT (a cut between a record's two
-                // writes); read as if the copy were right, changing nothing.
+                // writes); the read-only region mount reads it as if the copy were right.
                 guard code == EIO else { throw NTFSApplyError.mount(device: device, errno: code) }
                 let fd = open(device, O_RDONLY | O_CLOEXEC)
                 guard fd >= 0 else { throw NTFSApplyError.mount(device: device, errno: code) }
                 let size = lseek(fd, 0, SEEK_END)
-                guard size > 0, let mounted = imprint_ntfs_mount_region_mirror_from_mft(device, fd, 0, Int64(size)) else {
+                guard size > 0, let mounted = imprint_ntfs_mount_region(device, fd, 0, Int64(size), 1) else {
                     close(fd)
                     throw NTFSApplyError.mount(device: device, errno: code)
                 }

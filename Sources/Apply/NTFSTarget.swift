@@ -330,8 +330,7 @@ public final class NTFSTarget: ApplyTarget {
     private func keepableData(_ plan: ApplyPlan, _ n: Int) -> SHA1Digest? {
         let item = plan.items[n]
         let entry = plan.image.entries[item.entry]
-        if linkTargets == nil { linkTargets = Set(plan.items.compactMap(\.linkTo)) }
-        guard item.linkTo == nil, !(linkTargets?.contains(n) ?? true), !entry.attributes.contains(.directory),
+        guard item.linkTo == nil, !isLinkTarget(plan, n), !entry.attributes.contains(.directory),
               !entry.attributes.contains(.compressed), !entry.isReparsePoint, !entry.dataHash.isZero,
               !entry.namedStreams.contains(where: { !$0.name.isEmpty }) else { return nil }
         return entry.dataHash
@@ -551,8 +550,13 @@ public final class NTFSTarget: ApplyTarget {
         let entry = plan.image.entries[item.entry]
         if entry.attributes.contains(.directory) || entry.attributes.contains(.compressed) || entry.isReparsePoint
             || !entry.shortName.isEmpty || item.linkTo != nil { return false }
+        return !isLinkTarget(plan, n)
+    }
+
+    /// Whether other names of the plan are hard links to item `n` (worked out once per apply).
+    private func isLinkTarget(_ plan: ApplyPlan, _ n: Int) -> Bool {
         if linkTargets == nil { linkTargets = Set(plan.items.compactMap(\.linkTo)) }
-        return !(linkTargets?.contains(n) ?? true)
+        return linkTargets?.contains(n) ?? true
     }
 
     /// Sets object ID, attributes, security descriptor and times (last) on the open inode of item `n`.

@@ -210,15 +210,6 @@ static inline ntfs_volume *imprint_ntfs_mount_region_device(const char *name, st
     return vol;
 }
 
-/* Mounts the NTFS volume found at bytes [start, start + size) of `fd`; NULL with errno set
- * when there is none or it cannot be read. `name` only appears in libntfs-3g's messages. */
-static inline ntfs_volume *imprint_ntfs_mount_region(const char *name, int fd, int64_t start, int64_t size, int readOnly) {
-    struct imprint_ntfs_region *region = calloc(1, sizeof *region);
-    if (!region) { errno = ENOMEM; return NULL; }
-    region->fd = fd; region->start = start; region->size = size;
-    return imprint_ntfs_mount_region_device(name, region, readOnly ? NTFS_MNT_RDONLY : NTFS_MNT_NONE);
-}
-
 /* Read-only, the NTFS volume at bytes [start, start + size) of `fd` seen as if its $MFTMirr
  * equalled the first records of $MFT: libntfs-3g refuses (EIO) a volume where they differ,
  * which a power cut between a record's write and its copy's leaves, and a run resuming after
@@ -243,6 +234,23 @@ static inline ntfs_volume *imprint_ntfs_mount_region_mirror_from_mft(const char 
     region->mft = (int64_t)mft_lcn * cluster; region->mirror = (int64_t)mirror_lcn * cluster;
     region->mirror_length = cluster > 4 * record ? cluster : 4 * record;
     return imprint_ntfs_mount_region_device(name, region, NTFS_MNT_RDONLY);
+}
+
+/* Mounts the NTFS volume found at bytes [start, start + size) of `fd`; NULL with errno set
+ * when there is none or it cannot be read. `name` only appears in libntfs-3g's messages.
+ * Read-only, a volume refused with EIO is tried once more through the view above, in which
+ * $MFTMirr equals $MFT's first records: what a cut between a record's two writes leaves apart
+ * must not hide a volume from a look that changes nothing. */
+static inline ntfs_volume *imprint_ntfs_mount_region(const char *name, int fd, int64_t start, int64_t size, int readOnly) {
+    struct imprint_ntfs_region *region = calloc(1, sizeof *region);
+    if (!region) { errno = ENOMEM; return NULL; }
+    region->fd = fd; region->start = start; region->size = size;
+    ntfs_volume *vol = imprint_ntfs_mount_region_device(name, region, readOnly ? NTFS_MNT_RDONLY : NTFS_MNT_NONE);
+    if (!vol && readOnly && errno == EIO) {
+        vol = imprint_ntfs_mount_region_mirror_from_mft(name, fd, start, size);
+        if (!vol) errno = EIO;
+    }
+    return vol;
 }
 
 static inline const char *imprint_ntfs_volume_name(ntfs_volume *vol) { return vol->vol_name; }

@@ -10,11 +10,8 @@ enum WindowsDetector {
     /// nil when the range holds no readable NTFS volume or no Windows; never throws, because a
     /// damaged or hibernated volume must not stop a listing.
     static func detect(descriptor: Int32, name: String, offset: UInt64, size: UInt64, partition: Int?) -> WindowsInstallation? {
-        guard size > 0 else { return nil }
-        // EIO may be only $MFTMirr apart from $MFT, as a power cut between a record's two writes
-        // leaves it (a refresh cut off mid-apply): read as if the copy were right.
-        guard let volume = imprint_ntfs_mount_region(name, descriptor, Int64(offset), Int64(size), 1)
-                ?? (errno == EIO ? imprint_ntfs_mount_region_mirror_from_mft(name, descriptor, Int64(offset), Int64(size)) : nil) else {
+        // Read-only, a volume whose $MFTMirr a power cut set apart from $MFT is still read.
+        guard size > 0, let volume = imprint_ntfs_mount_region(name, descriptor, Int64(offset), Int64(size), 1) else {
             return nil
         }
         defer { _ = imprint_ntfs_umount(volume) }
