@@ -193,17 +193,18 @@ public final class DirectorySource: CaptureSource {
     }
 
     /// The symlink reparse buffer after its 8-byte header: name offsets and lengths, flags,
-    /// then the substitute and print names (UTF-16LE, no terminators).
+    /// then the substitute and print names (UTF-16LE, each followed by a NUL the lengths do
+    /// not count).
     static func symlinkData(substitute: String, print: String, relative: Bool) -> [UInt8] {
         let s = UTF16LE.encode(substitute)
         let p = UTF16LE.encode(print)
         var out: [UInt8] = []
         out += UInt16(0).littleEndianBytes
         out += UInt16(s.count).littleEndianBytes
-        out += UInt16(s.count).littleEndianBytes
+        out += UInt16(s.count + 2).littleEndianBytes
         out += UInt16(p.count).littleEndianBytes
         out += UInt32(relative ? 1 : 0).littleEndianBytes
-        return out + s + p
+        return out + s + [0, 0] + p + [0, 0]
     }
 
     // MARK: Windows metadata kept in extended attributes

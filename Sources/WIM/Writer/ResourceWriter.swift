@@ -228,7 +228,9 @@ final class ResourceWriter {
             if !table.isEmpty { try file.patch(table, at: start) }
         }
         let stored = file.position - start
-        let header = ResourceHeader(sizeInWIM: stored, flags: compressed ? .compressed : [], offset: start, uncompressedSize: expectedSize)
+        // One chunk that did not shrink is simply an uncompressed resource (as wimlib writes it).
+        let flags: ResourceHeader.Flags = compressed && stored != expectedSize ? .compressed : []
+        let header = ResourceHeader(sizeInWIM: stored, flags: flags, offset: start, uncompressedSize: expectedSize)
         return (header, hasher.finish())
     }
 

@@ -158,13 +158,13 @@ public final class WIMWriter {
         var (header, hash) = try resources.end(source: "metadata of image \(images.count + 1)")
         header.flags.insert(.metadata)
         var info = info
-        // Counted as Microsoft's tools count (and wimlib with them): the root is neither a
-        // directory nor a file, reparse points are files; every name of a file adds its
-        // contents to the total bytes, every name after the first to the hard link bytes.
+        // Counted as wimlib counts (its info shows these): the root is a directory, reparse
+        // points are files; every name of a file adds all its streams (contents, reparse data,
+        // named streams) to the total bytes, every name after the first to the hard link bytes.
         var seenGroups = Set<UInt64>()
-        for (index, entry) in tree.entries.enumerated() where index != 0 {
+        for entry in tree.entries {
             if entry.isDirectory { info.directoryCount += 1 } else { info.fileCount += 1 }
-            let bytes = size(of: entry.dataHash)
+            let bytes = size(of: entry.dataHash) + size(of: entry.reparseHash) + entry.namedStreams.reduce(0) { $0 + size(of: $1.hash) }
             info.totalBytes += bytes
             if entry.hardLinkGroup != 0, !seenGroups.insert(entry.hardLinkGroup).inserted {
                 info.hardLinkBytes += bytes
@@ -214,7 +214,8 @@ public final class WIMWriter {
         var flags: WIMHeader.Flags = [.reparsePointFix]
         if compression == .xpress { flags.formUnion([.compression, .compressXPRESS]) }
         header.put(flags.rawValue, at: 16)
-        header.put(UInt32(chunkSize), at: 20)
+        // Uncompressed WIMs name no chunk size (wimlib refuses one).
+        header.put(UInt32(compression == .none ? 0 : chunkSize), at: 20)
         var generator = SystemRandomNumberGenerator()
         header.put((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: 24)
         header.put(UInt16(1), at: 40)
