@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Digests
+import Failures
 import WIM
 
 /// Where an image is read from for a capture. A capture runs in passes, as an apply does: the
@@ -69,6 +70,13 @@ public struct CaptureSummary: Sendable {
     }
 }
 
+/// The capture stopped because `Capturer.stopRequested` answered a signal; nothing was left.
+public struct CaptureInterrupted: Error, CustomStringConvertible, ClassifiedError {
+    public var signal: Int32
+    public var description: String { "interrupted by signal \(signal); the unfinished WIM was removed" }
+    public var failureKind: FailureKind { .interrupted }
+}
+
 /// Progress of a capture, by phase.
 public enum CaptureProgress: Sendable {
     case scan(entries: Int)
@@ -81,6 +89,9 @@ public enum CaptureProgress: Sendable {
 /// writes the image's metadata and finishes the WIM. Any failure removes the unfinished file.
 public struct Capturer {
     public var threads: Int = availableProcessorCount()
+    /// Asked between files and between pieces of data: a non-zero answer (a signal number)
+    /// stops the capture, which removes the unfinished WIM and throws `CaptureInterrupted`.
+    public var stopRequested: (() -> Int32)?
 
     public init() {}
 
@@ -110,7 +121,11 @@ public struct Capturer {
         tree.entries.reserveCapacity(items.count)
         var descriptorIDs: [[UInt8]: Int32] = [:]
 
+        func checkStop() throws {
+            if let signal = stopRequested?(), signal != 0 { throw CaptureInterrupted(signal: signal) }
+        }
         for item in items {
+            try checkStop()
             var entry = ImageTree.Entry(name: item.name, attributes: item.attributes)
             entry.shortName = item.shortName
             entry.creationTime = item.creationTime
@@ -137,6 +152,7 @@ public struct Capturer {
                 } else {
                     try writer.beginBlob(size: size, source: label)
                     try source.readData(of: item) { piece in
+                        try checkStop()
                         try writer.blobData(piece)
                         done += UInt64(piece.count)
                         progress?(.data(bytesDone: done, bytesTotal: total))

@@ -355,6 +355,9 @@ struct WimCapture: ParsableCommand {
             let writer = try WIMWriter(destination: wim, compression: compress.format, threads: threadCount)
             var capturer = Capturer()
             capturer.threads = threadCount
+            // SIGTERM/SIGINT stop the capture between pieces of data, so the temporary file goes.
+            Interruption.install()
+            capturer.stopRequested = { applyStopSignal.load(ordering: .relaxed) }
             let started = Date()
             let summary: CaptureSummary
             do {
@@ -365,6 +368,11 @@ struct WimCapture: ParsableCommand {
                     case .metadata: reporter.report("metadata", done: 1, total: 1, unit: "steps", force: true)
                     }
                 }
+            } catch let stop as CaptureInterrupted {
+                reporter.finishLine()
+                reporter.event(["type": "result", "status": "interrupted", "signal": Interruption.name(stop.signal)])
+                FileHandle.standardError.write(Data("imprint: capture interrupted by \(Interruption.name(stop.signal)); \(wim) was not written\n".utf8))
+                throw ExitCode(128 + stop.signal)
             } catch {
                 reporter.finishLine()
                 throw error
@@ -385,6 +393,8 @@ struct WimCapture: ParsableCommand {
                     if paths.count > 5 { print("    ... and \(paths.count - 5) more") }
                 }
             }
+        } catch let exit as ExitCode {
+            throw exit // interrupted: already reported
         } catch {
             throw fail(error)
         }

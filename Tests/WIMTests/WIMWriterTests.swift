@@ -153,6 +153,25 @@ struct WIMWriterTests {
         #expect(try Self.leftovers(scratch.path) == [])
     }
 
+    /// A stop request (a signal) half-way through a file's data: nothing is left.
+    @Test func aStoppedCaptureLeavesNothing() throws {
+        let scratch = ScratchDirectory()
+        try write(testBytes(3 << 20, seed: 3), to: scratch.sub("tree/big.bin"))
+        let wim = scratch.sub("stopped.wim")
+        let writer = try WIMWriter(destination: wim, compression: .xpress, threads: 2)
+        var capturer = Capturer()
+        var asked = 0
+        capturer.stopRequested = {
+            asked += 1
+            return asked > 2 ? SIGTERM : 0
+        }
+        #expect(throws: CaptureInterrupted.self) {
+            try capturer.capture(DirectorySource(root: scratch.sub("tree")), to: writer, info: .init(name: "x"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: wim))
+        #expect(try Self.leftovers(scratch.path) == [])
+    }
+
     /// Windows metadata an apply kept in user.wim.* xattrs goes back into the image.
     @Test func windowsMetadataInXattrsIsCaptured() throws {
         let scratch = ScratchDirectory()
