@@ -22,6 +22,8 @@ public final class DirectorySource: CaptureSource {
     private let resolvedRoot: String
     public private(set) var summary = CaptureSummary()
     private var xattrsUnsupported = false
+    /// Files never captured (the WIM being written, when it lies inside the tree), by inode.
+    private var excluded = Set<InodeKey>()
 
     public init(root: String) throws {
         var info = stat()
@@ -31,6 +33,13 @@ public final class DirectorySource: CaptureSource {
         guard let resolved = realpath(root, nil) else { throw WIMWriteError.io(path: root, operation: "resolve the folder to capture", errno: errno) }
         resolvedRoot = String(cString: resolved)
         free(resolved)
+    }
+
+    /// Leaves the file at `path` out of the capture wherever it appears in the tree (by inode,
+    /// so any name of it): the WIM being written must not capture itself.
+    public func exclude(_ path: String) {
+        var info = stat()
+        if stat(path, &info) == 0 { excluded.insert(InodeKey(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))) }
     }
 
     private func full(_ relative: String) -> String { relative.isEmpty ? root : root + "/" + relative }
@@ -59,6 +68,7 @@ public final class DirectorySource: CaptureSource {
                 guard lstat(full(childPath), &info) == 0 else {
                     throw WIMWriteError.io(path: full(childPath), operation: "stat", errno: errno)
                 }
+                if excluded.contains(InodeKey(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))) { continue }
                 var item = CaptureItem(path: childPath, name: name, attributes: [])
                 apply(info, to: &item)
                 switch info.st_mode & S_IFMT {

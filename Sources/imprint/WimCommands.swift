@@ -353,6 +353,8 @@ struct WimCapture: ParsableCommand {
             let threadCount = max(1, threads ?? availableProcessorCount())
             let directory = try DirectorySource(root: source)
             let writer = try WIMWriter(destination: wim, compression: compress.format, threads: threadCount)
+            // A WIM written inside the folder it captures does not capture itself.
+            directory.exclude(writer.temporaryPath)
             var capturer = Capturer()
             capturer.threads = threadCount
             // SIGTERM/SIGINT stop the capture between pieces of data, so the temporary file goes.

@@ -153,6 +153,22 @@ struct WIMWriterTests {
         #expect(try Self.leftovers(scratch.path) == [])
     }
 
+    /// A WIM written into the folder being captured leaves itself out; an empty folder is an
+    /// image with only its root.
+    @Test func theWIMInsideTheTreeIsLeftOut() throws {
+        let scratch = ScratchDirectory()
+        try write(testBytes(200_000, seed: 4, compressible: true), to: scratch.sub("tree/a.txt"))
+        let result = try run([imprintBinary, "wim", "capture", scratch.sub("tree"), scratch.sub("tree/self.wim"), "self", "--progress", "none"])
+        #expect(result.status == 0)
+        let meta = try WIMArchive(path: scratch.sub("tree/self.wim")).metadata(image: 1)
+        #expect(meta.entries.map(\.name) == ["", "a.txt"])
+        #expect(try Self.leftovers(scratch.sub("tree")) == [])
+        try FileManager.default.createDirectory(atPath: scratch.sub("empty"), withIntermediateDirectories: true)
+        try run([imprintBinary, "wim", "capture", scratch.sub("empty"), scratch.sub("empty.wim"), "empty", "--progress", "none"])
+        try run(["wimlib-imagex", "verify", scratch.sub("empty.wim")])
+        #expect(try WIMArchive(path: scratch.sub("empty.wim")).metadata(image: 1).entries.count == 1)
+    }
+
     /// A stop request (a signal) half-way through a file's data: nothing is left.
     @Test func aStoppedCaptureLeavesNothing() throws {
         let scratch = ScratchDirectory()
