@@ -28,7 +28,7 @@ public final class DirectorySource: CaptureSource {
     public init(root: String) throws {
         var info = stat()
         guard stat(root, &info) == 0 else { throw WIMWriteError.io(path: root, operation: "open the folder to capture", errno: errno) }
-        guard (info.st_mode & S_IFMT) == S_IFDIR else { throw WIMWriteError.io(path: root, operation: "capture (not a folder)", errno: ENOTDIR) }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { throw WIMWriteError.io(path: root, operation: "open the folder to capture", errno: ENOTDIR) }
         self.root = root
         guard let resolved = realpath(root, nil) else { throw WIMWriteError.io(path: root, operation: "resolve the folder to capture", errno: errno) }
         resolvedRoot = String(cString: resolved)
@@ -243,7 +243,7 @@ public final class DirectorySource: CaptureSource {
             item.objectID = v
         }
         let prefix = "user.wim.stream."
-        for name in names where name.hasPrefix(prefix) && name.count > prefix.count && !isDirectory {
+        for name in names where name.hasPrefix(prefix) && name.count > prefix.count {
             if let v = getXattr(path, name) { item.namedStreams.append((String(name.dropFirst(prefix.count)), v)) }
         }
     }
