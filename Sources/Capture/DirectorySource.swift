@@ -27,8 +27,8 @@ public final class DirectorySource: CaptureSource {
 
     public init(root: String) throws {
         var info = stat()
-        guard stat(root, &info) == 0 else { throw WIMWriteError.io(path: root, operation: "open the folder to capture", errno: errno) }
-        guard (info.st_mode & S_IFMT) == S_IFDIR else { throw WIMWriteError.io(path: root, operation: "open the folder to capture", errno: ENOTDIR) }
+        guard stat(root, &info) == 0 else { throw WIMWriteError.sourceNotAFolder(path: root, errno: errno) }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { throw WIMWriteError.sourceNotAFolder(path: root, errno: ENOTDIR) }
         self.root = root
         guard let resolved = realpath(root, nil) else { throw WIMWriteError.io(path: root, operation: "resolve the folder to capture", errno: errno) }
         resolvedRoot = String(cString: resolved)

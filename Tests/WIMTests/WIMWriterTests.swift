@@ -116,9 +116,11 @@ struct WIMWriterTests {
         let scratch = ScratchDirectory()
         try write(Array("hello".utf8), to: scratch.sub("tree/file.txt"))
         let noFolder = try run([imprintBinary, "wim", "capture", scratch.sub("tree"), scratch.sub("nowhere/x.wim"), "x"], allowFailure: true)
-        #expect(noFolder.status != 0 && noFolder.stderr.contains(scratch.sub("nowhere")))
+        #expect(noFolder.status == 4 && noFolder.stderr.contains(scratch.sub("nowhere")))
         let noSource = try run([imprintBinary, "wim", "capture", scratch.sub("missing"), scratch.sub("x.wim"), "x"], allowFailure: true)
-        #expect(noSource.status != 0 && noSource.stderr.contains(scratch.sub("missing")))
+        #expect(noSource.status == 4 && noSource.stderr.contains(scratch.sub("missing")))
+        let notAFolder = try run([imprintBinary, "wim", "capture", scratch.sub("tree/file.txt"), scratch.sub("x.wim"), "x"], allowFailure: true)
+        #expect(notAFolder.status == 4 && notAFolder.stderr.contains(scratch.sub("tree/file.txt") + ": cannot capture it: not a folder"))
         #expect(!FileManager.default.fileExists(atPath: scratch.sub("x.wim")))
         #expect(try Self.leftovers(scratch.path) == [])
     }

@@ -14,6 +14,8 @@ public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
     case destinationExists(path: String)
     /// The folder the WIM should go to does not exist or is not a folder.
     case destinationFolderMissing(path: String)
+    /// The folder to capture is missing or is not a folder.
+    case sourceNotAFolder(path: String, errno: Int32)
     /// A file's size changed while it was captured.
     case changedWhileReading(path: String, expected: UInt64, got: UInt64)
     /// The writer was used out of order (a programming error).
@@ -27,6 +29,8 @@ public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
             return "\(path) exists already; capture writes a new WIM only (appending an image is not supported yet), so it was left untouched"
         case let .destinationFolderMissing(path):
             return "\(path): the folder to write the WIM into does not exist or is not a folder"
+        case let .sourceNotAFolder(path, code):
+            return "\(path): cannot capture it: \(code == ENOTDIR ? "not a folder" : String(cString: strerror(code)))"
         case let .changedWhileReading(path, expected, got):
             return "\(path): the file changed while it was captured (\(expected) bytes expected, \(got) read)"
         case let .misuse(what):
@@ -40,7 +44,7 @@ extension WIMWriteError: ClassifiedError {
         switch self {
         case .io, .changedWhileReading: return .disk
         case .destinationExists: return .refused
-        case .destinationFolderMissing: return .badInput
+        case .destinationFolderMissing, .sourceNotAFolder: return .badInput
         case .misuse: return .internal
         }
     }
