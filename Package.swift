@@ -7,6 +7,7 @@ let package = Package(
         .executable(name: "imprint", targets: ["imprint"]),
         .library(name: "WIM", targets: ["WIM"]),
         .library(name: "Apply", targets: ["Apply"]),
+        .library(name: "Capture", targets: ["Capture"]),
         .library(name: "Disks", targets: ["Disks"]),
         .library(name: "Transport", targets: ["Transport"]),
         .library(name: "Drivers", targets: ["Drivers"]),
@@ -55,6 +56,8 @@ let package = Package(
         .target(name: "Digests", dependencies: ["CLibCrypto"]),
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
         .target(name: "WIM", dependencies: ["Primitives", "Digests", "Failures"]),
+        // Capture sources: where the entries of a new image are read from (a directory).
+        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
         .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "Processes", "CImprintSystem", "CNTFS3G"]),
         // What a disk is and what may be done to it, in pure Swift: the disk model, selection
@@ -87,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "imprint",
             dependencies: [
-                "WIM", "Apply", "Disks", "DiskModel", "Failures", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
+                "WIM", "Apply", "Capture", "Disks", "DiskModel", "Failures", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
                 "Boot", "Registry", "Primitives", "Digests",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -122,7 +125,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Processes"], path: "Tests/TestSupport", exclude: ["http_test_server.py", "browser.py"]),
         .testTarget(
             name: "WIMTests",
-            dependencies: ["WIM", "Apply", "DiskModel", "Primitives", "Digests", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
+            dependencies: ["WIM", "Apply", "Capture", "DiskModel", "Primitives", "Digests", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
         ),
         .testTarget(
             name: "DisksTests",

@@ -3,6 +3,7 @@ import Digests
 import Foundation
 import WIM
 import Apply
+import Capture
 import DiskModel
 
 struct SourceOptions: ParsableArguments {
@@ -317,6 +318,83 @@ struct WimExtract: ParsableCommand {
                 roots.append(entry)
             }
             try runApply(Applier(archive: wim), plan: ApplyPlan(image: meta, roots: roots), destination: destination, read: read)
+        } catch let exit as ExitCode {
+            throw exit // interrupted: already reported
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+/// The compression `imprint wim capture` writes.
+enum CaptureCompression: String, ExpressibleByArgument, CaseIterable {
+    case none, xpress
+    var format: CompressionFormat { self == .none ? .none : .xpress }
+}
+
+/// `imprint wim capture`
+struct WimCapture: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capture",
+        abstract: "Capture a directory into a new WIM file (one image; the Windows metadata an apply kept in user.wim.* extended attributes is read back).")
+
+    @Argument(help: "The directory to capture.") var source: String
+    @Argument(help: "The WIM file to write; it must not exist yet.") var wim: String
+    @Argument(help: "The image's name.") var name: String
+    @Option(name: .customLong("description"), help: "The image's description.") var imageDescription: String?
+    @Option(help: "Compression: none or xpress (default).") var compress: CaptureCompression = .xpress
+    @Option(help: "Compression threads (default: every CPU).") var threads: Int?
+    @Option(help: "Progress display: auto (a bar on a terminal), bar, json (one object per line on stdout), none.")
+    var progress: ProgressMode = .auto
+
+    func run() throws {
+        do {
+            let reporter = ProgressReporter(progress)
+            let threadCount = max(1, threads ?? availableProcessorCount())
+            let directory = try DirectorySource(root: source)
+            let writer = try WIMWriter(destination: wim, compression: compress.format, threads: threadCount)
+            // A WIM written inside the folder it captures does not capture itself.
+            directory.exclude(writer.temporaryPath)
+            var capturer = Capturer()
+            capturer.threads = threadCount
+            // SIGTERM/SIGINT stop the capture between pieces of data, so the temporary file goes.
+            Interruption.install()
+            capturer.stopRequested = { applyStopSignal.load(ordering: .relaxed) }
+            let started = Date()
+            let summary: CaptureSummary
+            do {
+                summary = try capturer.capture(directory, to: writer, info: WIMWriter.ImageInfo(name: name, description: imageDescription)) { p in
+                    switch p {
+                    case let .scan(entries): reporter.report("scanning", done: UInt64(entries), total: 0, unit: "entries")
+                    case let .data(done, total): reporter.report("data", done: done, total: total)
+                    case .metadata: reporter.report("metadata", done: 1, total: 1, unit: "steps", force: true)
+                    }
+                }
+            } catch let stop as CaptureInterrupted {
+                reporter.finishLine()
+                reporter.event(["type": "result", "status": "interrupted", "signal": Interruption.name(stop.signal)])
+                FileHandle.standardError.write(Data("imprint: capture interrupted by \(Interruption.name(stop.signal)); \(wim) was not written\n".utf8))
+                throw ExitCode(128 + stop.signal)
+            } catch {
+                reporter.finishLine()
+                throw error
+            }
+            reporter.finishLine()
+            let seconds = Date().timeIntervalSince(started)
+            var notKept: [String: Any] = [:]
+            for (reason, paths) in summary.notKept { notKept[reason] = ["count": paths.count, "examples": Array(paths.prefix(5))] }
+            reporter.event(["type": "result", "status": "ok", "wim": wim, "directories": summary.directories, "files": summary.files,
+                            "hardLinks": summary.hardLinks, "symlinks": summary.symlinks, "bytesRead": summary.bytesRead,
+                            "duplicateBytes": summary.duplicateBytes, "blobs": summary.blobs, "wimSize": summary.wimSize,
+                            "seconds": (seconds * 1000).rounded() / 1000, "notKept": notKept])
+            if reporter.mode != .json {
+                print("Captured \(source) into \(wim) (\(compress.rawValue)): \(summary.directories) directories, \(summary.files) files, \(summary.hardLinks) hard links, \(summary.symlinks) symlinks, \(formatBytes(summary.bytesRead)) read (\(formatBytes(summary.duplicateBytes)) duplicate), \(summary.blobs) blobs, WIM \(formatBytes(summary.wimSize)) in \(String(format: "%.1f", seconds)) s")
+                for (reason, paths) in summary.notKept.sorted(by: { $0.key < $1.key }) {
+                    print("Not captured (\(paths.count)): \(reason)")
+                    for p in paths.prefix(5) { print("    \(p)") }
+                    if paths.count > 5 { print("    ... and \(paths.count - 5) more") }
+                }
+            }
         } catch let exit as ExitCode {
             throw exit // interrupted: already reported
         } catch {

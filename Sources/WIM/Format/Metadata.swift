@@ -42,6 +42,11 @@ public struct FileAttributes: OptionSet, Sendable, Hashable {
 public struct NamedStream: Sendable, Equatable {
     public var name: String
     public var hash: SHA1Digest
+
+    public init(name: String, hash: SHA1Digest) {
+        self.name = name
+        self.hash = hash
+    }
 }
 
 /// One directory entry of an image. Entries sharing a non-zero `hardLinkGroup` are names of the

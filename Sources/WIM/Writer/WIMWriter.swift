@@ -1,0 +1,307 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Digests
+import Primitives
+
+/// Writes a new WIM file of one part: blobs (deduplicated by SHA-1), then each image's
+/// metadata resource, the blob table and the XML data, and last the header, which stays zero
+/// until everything it points at is in place. All of it goes to a temporary file beside the
+/// destination (`.NAME.tmp-XXXXXX`), synced and then linked into place only when complete,
+/// never over an existing file; on any failure (or `abort`) the temporary file is removed.
+///
+/// Blob data arrives push-style (`beginBlob`, `blobData`, `endBlob`) and is written as it comes;
+/// when its SHA-1 turns out to be one already stored, what was written is cut off again.
+public final class WIMWriter {
+    public let destination: String
+    public let compression: CompressionFormat
+    public let chunkSize = 32768
+    public private(set) var temporaryPath: String
+
+    private let file: WIMOutputFile
+    private let resources: ResourceWriter
+    private var finished = false
+
+    struct StoredBlob {
+        var header: ResourceHeader
+        var referenceCount: UInt32
+    }
+    private var blobs: [SHA1Digest: StoredBlob] = [:]
+    private var blobOrder: [SHA1Digest] = []
+    private var images: [(header: ResourceHeader, hash: SHA1Digest, info: ImageInfo)] = []
+    private var blobSource = ""
+
+    /// Bytes of unique blob data stored, and of duplicates not stored again.
+    public private(set) var uniqueBytes: UInt64 = 0
+    public private(set) var duplicateBytes: UInt64 = 0
+    public var blobCount: Int { blobs.count }
+
+    /// What the XML says about an image besides what the writer counts itself.
+    public struct ImageInfo: Sendable {
+        public var name: String
+        public var description: String?
+        public var creationTime: UInt64
+        var directoryCount: UInt64 = 0
+        var fileCount: UInt64 = 0
+        var totalBytes: UInt64 = 0
+        var hardLinkBytes: UInt64 = 0
+
+        public init(name: String, description: String? = nil, creationTime: UInt64 = WIMWriter.currentFiletime()) {
+            self.name = name
+            self.description = description
+            self.creationTime = creationTime
+        }
+    }
+
+    /// Creates the temporary file beside `destination`. Refuses when the destination exists or
+    /// its folder does not. `compression` is `.none` or `.xpress`; `threads` compress chunks.
+    public init(destination: String, compression: CompressionFormat, threads: Int = availableProcessorCount()) throws {
+        guard compression == .none || compression == .xpress else {
+            throw WIMWriteError.misuse("only uncompressed and XPRESS WIMs can be written")
+        }
+        self.destination = destination
+        self.compression = compression
+        var info = stat()
+        if lstat(destination, &info) == 0 { throw WIMWriteError.destinationExists(path: destination) }
+        let slash = destination.lastIndex(of: "/")
+        let folder = slash.map { $0 == destination.startIndex ? "/" : String(destination[..<$0]) } ?? "."
+        let base = slash.map { String(destination[destination.index(after: $0)...]) } ?? destination
+        guard stat(folder, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw WIMWriteError.destinationFolderMissing(path: folder)
+        }
+        var template = Array((folder + "/." + base + ".tmp-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw WIMWriteError.io(path: folder, operation: "create a temporary file", errno: errno) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        temporaryPath = String(cString: template)
+        fchmod(fd, 0o644)
+        file = WIMOutputFile(path: temporaryPath, fd: fd)
+        resources = ResourceWriter(file: file, compression: compression, chunkSize: chunkSize, threads: threads)
+        do {
+            try file.appendZeros(WIMHeader.diskSize)
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    deinit { if !finished { abort() } }
+
+    /// Removes the temporary file; the destination is never touched.
+    public func abort() {
+        guard !finished else { return }
+        finished = true
+        file.close()
+        unlink(temporaryPath)
+    }
+
+    // MARK: Blobs
+
+    /// Starts a blob of `size` bytes (more than 0); `source` names it in errors.
+    public func beginBlob(size: UInt64, source: String) throws {
+        blobSource = source
+        try resources.begin(size: size)
+    }
+
+    public func blobData(_ data: UnsafeRawBufferPointer) throws { try resources.data(data) }
+
+    /// Ends the blob and returns its SHA-1; a duplicate of a stored blob is cut off again. Each
+    /// call counts one reference.
+    public func endBlob() throws -> SHA1Digest {
+        let (header, hash) = try resources.end(source: blobSource)
+        if blobs[hash] != nil {
+            try file.truncate(to: header.offset)
+            blobs[hash]!.referenceCount += 1
+            duplicateBytes += header.uncompressedSize
+        } else {
+            blobs[hash] = StoredBlob(header: header, referenceCount: 1)
+            blobOrder.append(hash)
+            uniqueBytes += header.uncompressedSize
+        }
+        return hash
+    }
+
+    /// Stores a small blob held in memory (reparse data, a named stream); zero for no bytes.
+    public func addBlob(_ bytes: [UInt8], source: String) throws -> SHA1Digest {
+        guard !bytes.isEmpty else { return .zero }
+        let hash = SHA1Hasher.digest(bytes)
+        if blobs[hash] != nil {
+            blobs[hash]!.referenceCount += 1
+            duplicateBytes += UInt64(bytes.count)
+            return hash
+        }
+        try beginBlob(size: UInt64(bytes.count), source: source)
+        try bytes.withUnsafeBytes { try blobData($0) }
+        return try endBlob()
+    }
+
+    /// Counts one more reference to a stored blob (another name of a hard-linked file).
+    public func addReference(_ hash: SHA1Digest) {
+        guard !hash.isZero else { return }
+        blobs[hash]?.referenceCount += 1
+    }
+
+    public func size(of hash: SHA1Digest) -> UInt64 { hash.isZero ? 0 : blobs[hash]?.header.uncompressedSize ?? 0 }
+
+    // MARK: Images
+
+    /// Writes an image's metadata resource; its blobs must have been stored already.
+    public func addImage(_ tree: ImageTree, info: ImageInfo) throws {
+        for entry in tree.entries {
+            for hash in [entry.dataHash, entry.reparseHash] + entry.namedStreams.map(\.hash) where !hash.isZero {
+                guard blobs[hash] != nil else { throw WIMWriteError.misuse("entry \(entry.name) names blob \(hash), which was not written") }
+            }
+        }
+        let metadata = MetadataWriter.serialize(tree)
+        try resources.begin(size: UInt64(metadata.count))
+        try metadata.withUnsafeBytes { try resources.data($0) }
+        var (header, hash) = try resources.end(source: "metadata of image \(images.count + 1)")
+        header.flags.insert(.metadata)
+        var info = info
+        // Counted as wimlib counts (its info shows these): the root is a directory, reparse
+        // points are files; every name of a file adds all its streams (contents, reparse data,
+        // named streams) to the total bytes, every name after the first to the hard link bytes.
+        var seenGroups = Set<UInt64>()
+        for entry in tree.entries {
+            if entry.isDirectory { info.directoryCount += 1 } else { info.fileCount += 1 }
+            let bytes = size(of: entry.dataHash) + size(of: entry.reparseHash) + entry.namedStreams.reduce(0) { $0 + size(of: $1.hash) }
+            info.totalBytes += bytes
+            if entry.hardLinkGroup != 0, !seenGroups.insert(entry.hardLinkGroup).inserted {
+                info.hardLinkBytes += bytes
+            }
+        }
+        images.append((header, hash, info))
+    }
+
+    // MARK: Finishing
+
+    /// Writes the blob table, the XML data and the header, syncs the file and links it into
+    /// place. On failure the temporary file is removed.
+    public func finish() throws {
+        guard !finished else { throw WIMWriteError.misuse("finish after finish or abort") }
+        do {
+            try writeTail()
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    private func writeTail() throws {
+        // Blob table: the blobs in the order written, then the images' metadata in image order.
+        var table: [UInt8] = []
+        table.reserveCapacity((blobOrder.count + images.count) * 50)
+        func entry(_ h: ResourceHeader, _ refs: UInt32, _ hash: SHA1Digest) {
+            table += Self.encode(h)
+            table += UInt16(1).littleEndianBytes
+            table += refs.littleEndianBytes
+            table += hash.bytes
+        }
+        for hash in blobOrder { entry(blobs[hash]!.header, blobs[hash]!.referenceCount, hash) }
+        for image in images { entry(image.header, 1, image.hash) }
+        let tableHeader = ResourceHeader(sizeInWIM: UInt64(table.count), flags: [], offset: file.position, uncompressedSize: UInt64(table.count))
+        try file.append(table)
+
+        let xmlOffset = file.position
+        let xml = Self.xml(images: images.map(\.info), totalBytes: xmlOffset)
+        let xmlHeader = ResourceHeader(sizeInWIM: UInt64(xml.count), flags: [], offset: xmlOffset, uncompressedSize: UInt64(xml.count))
+        try file.append(xml)
+
+        var header = [UInt8](repeating: 0, count: WIMHeader.diskSize)
+        header.put(Array("MSWIM".utf8) + [0, 0, 0], at: 0)
+        header.put(UInt32(WIMHeader.diskSize), at: 8)
+        header.put(WIMHeader.versionDefault, at: 12)
+        var flags: WIMHeader.Flags = [.reparsePointFix]
+        if compression == .xpress { flags.formUnion([.compression, .compressXPRESS]) }
+        header.put(flags.rawValue, at: 16)
+        // Uncompressed WIMs name no chunk size (wimlib refuses one).
+        header.put(UInt32(compression == .none ? 0 : chunkSize), at: 20)
+        var generator = SystemRandomNumberGenerator()
+        header.put((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: 24)
+        header.put(UInt16(1), at: 40)
+        header.put(UInt16(1), at: 42)
+        header.put(UInt32(images.count), at: 44)
+        header.put(Self.encode(tableHeader), at: 48)
+        header.put(Self.encode(xmlHeader), at: 72)
+        // 96: boot metadata and 120: boot index stay zero (no bootable image); 124: no integrity table.
+        try file.patch(header, at: 0)
+        try file.sync()
+        file.close()
+
+        // Into place without ever replacing a file: link() fails on an existing name.
+        if link(temporaryPath, destination) != 0 {
+            let code = errno
+            if code == EEXIST { throw WIMWriteError.destinationExists(path: destination) }
+            // Filesystems without hard links: rename, after checking once more.
+            var info = stat()
+            if lstat(destination, &info) == 0 { throw WIMWriteError.destinationExists(path: destination) }
+            guard rename(temporaryPath, destination) == 0 else {
+                throw WIMWriteError.io(path: destination, operation: "rename the finished WIM into place", errno: errno)
+            }
+        } else {
+            unlink(temporaryPath)
+        }
+        finished = true
+        // The new name must survive a power cut too.
+        let folder = destination.lastIndex(of: "/").map { String(destination[..<$0]) } ?? "."
+        let dirFD = open(folder.isEmpty ? "/" : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 {
+            fsync(dirFD)
+            close(dirFD)
+        }
+    }
+
+    static func encode(_ h: ResourceHeader) -> [UInt8] {
+        (h.sizeInWIM | UInt64(h.flags.rawValue) << 56).littleEndianBytes + h.offset.littleEndianBytes + h.uncompressedSize.littleEndianBytes
+    }
+
+    /// The XML data, UTF-16LE with a byte-order mark, as `WIMXMLInfo` (and wimlib) read it.
+    static func xml(images: [ImageInfo], totalBytes: UInt64) -> [UInt8] {
+        func escape(_ s: String) -> String {
+            var out = ""
+            for c in s.unicodeScalars {
+                switch c {
+                case "&": out += "&amp;"
+                case "<": out += "&lt;"
+                case ">": out += "&gt;"
+                case "\"": out += "&quot;"
+                case "'": out += "&apos;"
+                default: out.unicodeScalars.append(c)
+                }
+            }
+            return out
+        }
+        func hex(_ v: UInt64) -> String {
+            let s = String(v, radix: 16, uppercase: true)
+            return "0x" + String(repeating: "0", count: max(0, 8 - s.count)) + s
+        }
+        func time(_ tag: String, _ t: UInt64) -> String {
+            "<\(tag)><HIGHPART>\(hex(t >> 32))</HIGHPART><LOWPART>\(hex(t & 0xFFFF_FFFF))</LOWPART></\(tag)>"
+        }
+        var text = "<WIM><TOTALBYTES>\(totalBytes)</TOTALBYTES>"
+        for (i, image) in images.enumerated() {
+            text += "<IMAGE INDEX=\"\(i + 1)\">"
+            text += "<DIRCOUNT>\(image.directoryCount)</DIRCOUNT><FILECOUNT>\(image.fileCount)</FILECOUNT>"
+            text += "<TOTALBYTES>\(image.totalBytes)</TOTALBYTES><HARDLINKBYTES>\(image.hardLinkBytes)</HARDLINKBYTES>"
+            text += time("CREATIONTIME", image.creationTime) + time("LASTMODIFICATIONTIME", image.creationTime)
+            text += "<NAME>\(escape(image.name))</NAME>"
+            if let d = image.description { text += "<DESCRIPTION>\(escape(d))</DESCRIPTION>" }
+            text += "</IMAGE>"
+        }
+        text += "</WIM>"
+        return [0xFF, 0xFE] + UTF16LE.encode(text)
+    }
+
+    /// Now as a FILETIME.
+    public static func currentFiletime() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return filetime(seconds: Int64(now.tv_sec), nanoseconds: Int64(now.tv_nsec))
+    }
+
+    /// A POSIX time as a FILETIME (100 ns since 1601-01-01); times before 1601 become 0.
+    public static func filetime(seconds: Int64, nanoseconds: Int64) -> UInt64 {
+        let value = (seconds + 11_644_473_600) * 10_000_000 + nanoseconds / 100
+        return value < 0 ? 0 : UInt64(value)
+    }
+}

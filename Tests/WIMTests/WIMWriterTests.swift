@@ -1,0 +1,224 @@
+import CImprintSystem
+import Digests
+import Foundation
+import TestSupport
+import Testing
+@testable import Capture
+@testable import WIM
+
+/// `imprint wim capture`: the WIM it writes must pass wimlib's verify, show its name and
+/// counts in wimlib's info, and apply (by wimlib and by us) to the tree it was captured from.
+@Suite(.serialized)
+struct WIMWriterTests {
+    /// What must survive dir → WIM → dir: kinds, sizes, contents, symlink targets, hard-link
+    /// groups and modification times (to the 100 ns a FILETIME holds).
+    static func comparable(_ snapshot: TreeSnapshot) -> [String: String] {
+        var out: [String: String] = [:]
+        for (path, node) in snapshot.nodes {
+            out[path] = "\(node.kind) \(node.size) \(node.sha1) \(node.linkTarget) mtime=\(node.kind == "file" ? node.mtime / 100 : 0)"
+        }
+        out["<links>"] = "\(snapshot.linkGroups)"
+        return out
+    }
+
+    static func differences(_ a: [String: String], _ b: [String: String]) -> [String] {
+        Array(Set(a.keys).union(b.keys).sorted().filter { a[$0] != b[$0] }
+            .map { "\($0): \(a[$0] ?? "missing") vs \(b[$0] ?? "missing")" }.prefix(20))
+    }
+
+    static func leftovers(_ folder: String) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.contains(".tmp-") }
+    }
+
+    static func infoValue(_ info: String, _ key: String) -> String? {
+        for line in info.split(separator: "\n") where line.hasPrefix(key + ":") {
+            return line.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces)
+        }
+        return nil
+    }
+
+    static func size(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1 }
+
+    @Test(arguments: ["none", "xpress"])
+    func captureRoundTrips(_ compression: String) throws {
+        let scratch = ScratchDirectory("writer-\(compression)")
+        let tree = scratch.sub("tree")
+        try makeStandardTree(at: tree, largeFileSize: 1 << 20)
+        try write(testBytes(100_000, seed: 42, compressible: true), to: tree + "/dup/copy-of-nothing-else.txt")
+        let source = Self.comparable(try TreeSnapshot(tree))
+        let wim = scratch.sub("ours.wim")
+        let name = "Test <image> & \"more\""
+        let result = try run([imprintBinary, "wim", "capture", tree, wim, name, "--description", "Captured by Imprint's tests",
+                              "--compress", compression, "--progress", "none"])
+        #expect(result.output.contains("Captured"))
+        #expect(try Self.leftovers(scratch.path) == [])
+
+        // wimlib reads it: verify, and info shows the name, description and wimlib's own counts.
+        let verify = try run(["wimlib-imagex", "verify", wim])
+        #expect(verify.status == 0)
+        let reference = scratch.sub("wimlib.wim")
+        try run(["wimlib-imagex", "capture", tree, reference, "ref", "--compress=" + (compression == "none" ? "none" : "XPRESS")])
+        let info = try run(["wimlib-imagex", "info", wim]).output
+        let referenceInfo = try run(["wimlib-imagex", "info", reference]).output
+        #expect(Self.infoValue(info, "Name") == name)
+        #expect(Self.infoValue(info, "Description") == "Captured by Imprint's tests")
+        #expect(Self.infoValue(info, "Compression") == (compression == "none" ? "None" : "XPRESS"))
+        for key in ["Directory Count", "File Count", "Total Bytes", "Hard Link Bytes"] {
+            #expect(Self.infoValue(info, key) != nil && Self.infoValue(info, key) == Self.infoValue(referenceInfo, key), "\(key)")
+        }
+        // Our own reader agrees too.
+        #expect(try run([imprintBinary, "wim", "verify", wim, "--progress", "none"]).output.contains("OK"))
+
+        // Applied by wimlib and by us, it is the tree it came from.
+        try run(["wimlib-imagex", "apply", wim, "1", scratch.sub("theirs")])
+        try run([imprintBinary, "wim", "apply", wim, "1", scratch.sub("ours"), "--progress", "none"])
+        #expect(Self.differences(Self.comparable(try TreeSnapshot(scratch.sub("theirs"))), source) == [])
+        #expect(Self.differences(Self.comparable(try TreeSnapshot(scratch.sub("ours"))), source) == [])
+
+        // No larger than wimlib's WIM of the same tree (same layout; XPRESS at its ratio).
+        let ours = Self.size(wim), theirs = Self.size(reference)
+        print("capture \(compression): imprint \(ours) bytes, wimlib-imagex \(theirs) bytes")
+        #expect(ours > 0 && Double(ours) <= Double(theirs) * 1.03 + 4096)
+    }
+
+    /// XPRESS is smaller than none on compressible data, and duplicates are stored once.
+    @Test func xpressIsSmallerAndDuplicatesAreStoredOnce() throws {
+        let scratch = ScratchDirectory()
+        let tree = scratch.sub("tree")
+        let text = testBytes(300_000, seed: 5, compressible: true)
+        try write(text, to: tree + "/a.txt")
+        try write(text, to: tree + "/sub/b.txt")
+        try write(text, to: tree + "/sub/deeper/c.txt")
+        try run([imprintBinary, "wim", "capture", tree, scratch.sub("none.wim"), "n", "--compress", "none", "--progress", "none"])
+        try run([imprintBinary, "wim", "capture", tree, scratch.sub("xpress.wim"), "x", "--threads", "2", "--progress", "none"])
+        let none = Self.size(scratch.sub("none.wim")), xpress = Self.size(scratch.sub("xpress.wim"))
+        #expect(none > 300_000 && none < 310_000, "three copies stored once: \(none)")
+        #expect(xpress < none / 2, "xpress \(xpress) vs none \(none)")
+        try run(["wimlib-imagex", "verify", scratch.sub("xpress.wim")])
+        let archive = try WIMArchive(path: scratch.sub("xpress.wim"))
+        let hash = SHA1Hasher.digest(text)
+        #expect(archive.blobs[hash]?.referenceCount == 3)
+    }
+
+    @Test func anExistingWIMIsNotOverwritten() throws {
+        let scratch = ScratchDirectory()
+        try write(Array("hello".utf8), to: scratch.sub("tree/file.txt"))
+        try write(Array("precious".utf8), to: scratch.sub("existing.wim"))
+        let result = try run([imprintBinary, "wim", "capture", scratch.sub("tree"), scratch.sub("existing.wim"), "x", "--progress", "none"],
+                             allowFailure: true)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains(scratch.sub("existing.wim")) && result.stderr.contains("exists already"))
+        #expect(try String(contentsOfFile: scratch.sub("existing.wim"), encoding: .utf8) == "precious")
+        #expect(try Self.leftovers(scratch.path) == [])
+    }
+
+    @Test func missingFoldersAreNamed() throws {
+        let scratch = ScratchDirectory()
+        try write(Array("hello".utf8), to: scratch.sub("tree/file.txt"))
+        let noFolder = try run([imprintBinary, "wim", "capture", scratch.sub("tree"), scratch.sub("nowhere/x.wim"), "x"], allowFailure: true)
+        #expect(noFolder.status == 4 && noFolder.stderr.contains(scratch.sub("nowhere")))
+        let noSource = try run([imprintBinary, "wim", "capture", scratch.sub("missing"), scratch.sub("x.wim"), "x"], allowFailure: true)
+        #expect(noSource.status == 4 && noSource.stderr.contains(scratch.sub("missing")))
+        let notAFolder = try run([imprintBinary, "wim", "capture", scratch.sub("tree/file.txt"), scratch.sub("x.wim"), "x"], allowFailure: true)
+        #expect(notAFolder.status == 4 && notAFolder.stderr.contains(scratch.sub("tree/file.txt") + ": cannot capture it: not a folder"))
+        #expect(!FileManager.default.fileExists(atPath: scratch.sub("x.wim")))
+        #expect(try Self.leftovers(scratch.path) == [])
+    }
+
+    /// A source that fails half-way (a file shorter than it said): the error names the file,
+    /// and neither the WIM nor its temporary file is left.
+    final class ShrinkingSource: CaptureSource {
+        var summary = CaptureSummary()
+        func scan(progress: (Int) -> Void) throws -> [CaptureItem] {
+            var root = CaptureItem(path: "", name: "", attributes: .directory)
+            root.children = [1]
+            var file = CaptureItem(path: "shrinks.bin", name: "shrinks.bin", attributes: .normal)
+            file.dataSize = 100_000
+            return [root, file]
+        }
+        func readData(of item: CaptureItem, into consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+            try testBytes(60_000, seed: 1).withUnsafeBytes { try consume($0) }
+        }
+    }
+
+    @Test func aFailedCaptureLeavesNothing() throws {
+        let scratch = ScratchDirectory()
+        let wim = scratch.sub("failed.wim")
+        let writer = try WIMWriter(destination: wim, compression: .xpress, threads: 2)
+        #expect(FileManager.default.fileExists(atPath: writer.temporaryPath))
+        #expect {
+            try Capturer().capture(ShrinkingSource(), to: writer, info: .init(name: "x"))
+        } throws: { error in
+            "\(error)".contains("shrinks.bin") && "\(error)".contains("changed while it was captured")
+        }
+        #expect(!FileManager.default.fileExists(atPath: wim))
+        #expect(try Self.leftovers(scratch.path) == [])
+    }
+
+    /// A WIM written into the folder being captured leaves itself out; an empty folder is an
+    /// image with only its root.
+    @Test func theWIMInsideTheTreeIsLeftOut() throws {
+        let scratch = ScratchDirectory()
+        try write(testBytes(200_000, seed: 4, compressible: true), to: scratch.sub("tree/a.txt"))
+        let result = try run([imprintBinary, "wim", "capture", scratch.sub("tree"), scratch.sub("tree/self.wim"), "self", "--progress", "none"])
+        #expect(result.status == 0)
+        let meta = try WIMArchive(path: scratch.sub("tree/self.wim")).metadata(image: 1)
+        #expect(meta.entries.map(\.name) == ["", "a.txt"])
+        #expect(try Self.leftovers(scratch.sub("tree")) == [])
+        try FileManager.default.createDirectory(atPath: scratch.sub("empty"), withIntermediateDirectories: true)
+        try run([imprintBinary, "wim", "capture", scratch.sub("empty"), scratch.sub("empty.wim"), "empty", "--progress", "none"])
+        try run(["wimlib-imagex", "verify", scratch.sub("empty.wim")])
+        #expect(try WIMArchive(path: scratch.sub("empty.wim")).metadata(image: 1).entries.count == 1)
+    }
+
+    /// A stop request (a signal) half-way through a file's data: nothing is left.
+    @Test func aStoppedCaptureLeavesNothing() throws {
+        let scratch = ScratchDirectory()
+        try write(testBytes(3 << 20, seed: 3), to: scratch.sub("tree/big.bin"))
+        let wim = scratch.sub("stopped.wim")
+        let writer = try WIMWriter(destination: wim, compression: .xpress, threads: 2)
+        var capturer = Capturer()
+        var asked = 0
+        capturer.stopRequested = {
+            asked += 1
+            return asked > 2 ? SIGTERM : 0
+        }
+        #expect(throws: CaptureInterrupted.self) {
+            try capturer.capture(DirectorySource(root: scratch.sub("tree")), to: writer, info: .init(name: "x"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: wim))
+        #expect(try Self.leftovers(scratch.path) == [])
+    }
+
+    /// Windows metadata an apply kept in user.wim.* xattrs goes back into the image.
+    @Test func windowsMetadataInXattrsIsCaptured() throws {
+        let scratch = ScratchDirectory()
+        let tree = scratch.sub("tree")
+        try write(Array("hidden".utf8), to: tree + "/Hidden File.txt")
+        let path = tree + "/Hidden File.txt"
+        func set(_ name: String, _ value: [UInt8]) -> Int32 { value.withUnsafeBytes { lsetxattr(path, name, $0.baseAddress, $0.count, 0) } }
+        guard set("user.wim.dos_name", Array("HIDDEN~1.TXT".utf8)) == 0 else { return }  // no user xattrs here
+        #expect(set("user.wim.attributes", Array("22".utf8)) == 0)
+        let descriptor: [UInt8] = [1, 0, 4, 0x80] + [UInt8](repeating: 0, count: 16)
+        #expect(set("user.wim.security_descriptor", descriptor) == 0)
+        #expect(set("user.wim.stream.Zone.Identifier", Array("[ZoneTransfer]".utf8)) == 0)
+        let wim = scratch.sub("meta.wim")
+        try run([imprintBinary, "wim", "capture", tree, wim, "meta", "--progress", "none"])
+        let archive = try WIMArchive(path: wim)
+        let meta = try archive.metadata(image: 1)
+        let index = try #require(meta.lookup("/Hidden File.txt"))
+        let entry = meta.entries[index]
+        #expect(entry.shortName == "HIDDEN~1.TXT")
+        #expect(entry.attributes == [.hidden, .archive])
+        #expect(entry.securityID >= 0 && meta.securityDescriptors[Int(entry.securityID)] == descriptor)
+        #expect(entry.namedStreams.map(\.name) == ["Zone.Identifier"])
+        try run(["wimlib-imagex", "verify", wim])
+        // And back out through our apply, the xattrs are what they were.
+        try run([imprintBinary, "wim", "apply", wim, "1", scratch.sub("out"), "--progress", "none"])
+        let out = scratch.sub("out/Hidden File.txt")
+        #expect(xattr(out, "user.wim.dos_name") == Array("HIDDEN~1.TXT".utf8))
+        #expect(xattr(out, "user.wim.attributes") == Array("22".utf8))
+        #expect(xattr(out, "user.wim.security_descriptor") == descriptor)
+        #expect(xattr(out, "user.wim.stream.Zone.Identifier") == Array("[ZoneTransfer]".utf8))
+    }
+}
