@@ -326,10 +326,31 @@ struct WimExtract: ParsableCommand {
     }
 }
 
-/// The compression `imprint wim capture` writes.
-enum CaptureCompression: String, ExpressibleByArgument, CaseIterable {
-    case none, xpress
-    var format: CompressionFormat { self == .none ? .none : .xpress }
+/// The compression a WIM command writes: `FORMAT[:LEVEL]` as wimlib-imagex takes it, the level
+/// on wimlib's 1...100 scale (50 when left out).
+struct CompressionChoice: ExpressibleByArgument, CustomStringConvertible {
+    var format: CompressionFormat
+    var level: CompressionLevel
+
+    init(_ format: CompressionFormat, level: CompressionLevel = .default) {
+        self.format = format
+        self.level = level
+    }
+
+    init?(argument: String) {
+        let parts = argument.lowercased().split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let format = CompressionFormat(rawValue: String(parts[0])) else { return nil }
+        self.format = format
+        if parts.count == 2 {
+            guard format != .none, let number = Int(parts[1]), let level = CompressionLevel(number) else { return nil }
+            self.level = level
+        } else {
+            level = .default
+        }
+    }
+
+    var description: String { format == .none ? "none" : "\(format.rawValue):\(level)" }
+    static var defaultValueDescription: String { "xpress" }
 }
 
 /// `imprint wim capture`
@@ -342,7 +363,9 @@ struct WimCapture: ParsableCommand {
     @Argument(help: "The WIM file to write; it must not exist yet.") var wim: String
     @Argument(help: "The image's name.") var name: String
     @Option(name: .customLong("description"), help: "The image's description.") var imageDescription: String?
-    @Option(help: "Compression: none or xpress (default).") var compress: CaptureCompression = .xpress
+    @Option(help: "Compression: none, xpress, lzx or lzms, with an optional level 1-100 after a colon (lzx:70; default 50).")
+    var compress = CompressionChoice(.xpress)
+    @Option(help: "Chunk size in bytes, a power of two from 32768 (default: 32768, 131072 for LZMS).") var chunkSize: Int?
     @Option(help: "Compression threads (default: every CPU).") var threads: Int?
     @Option(help: "Progress display: auto (a bar on a terminal), bar, json (one object per line on stdout), none.")
     var progress: ProgressMode = .auto
@@ -352,7 +375,7 @@ struct WimCapture: ParsableCommand {
             let reporter = ProgressReporter(progress)
             let threadCount = max(1, threads ?? availableProcessorCount())
             let directory = try DirectorySource(root: source)
-            let writer = try WIMWriter(destination: wim, compression: compress.format, threads: threadCount)
+            let writer = try WIMWriter(destination: wim, compression: compress.format, level: compress.level, chunkSize: chunkSize, threads: threadCount)
             // A WIM written inside the folder it captures does not capture itself.
             directory.exclude(writer.temporaryPath)
             var capturer = Capturer()
@@ -388,7 +411,7 @@ struct WimCapture: ParsableCommand {
                             "duplicateBytes": summary.duplicateBytes, "blobs": summary.blobs, "wimSize": summary.wimSize,
                             "seconds": (seconds * 1000).rounded() / 1000, "notKept": notKept])
             if reporter.mode != .json {
-                print("Captured \(source) into \(wim) (\(compress.rawValue)): \(summary.directories) directories, \(summary.files) files, \(summary.hardLinks) hard links, \(summary.symlinks) symlinks, \(formatBytes(summary.bytesRead)) read (\(formatBytes(summary.duplicateBytes)) duplicate), \(summary.blobs) blobs, WIM \(formatBytes(summary.wimSize)) in \(String(format: "%.1f", seconds)) s")
+                print("Captured \(source) into \(wim) (\(compress)): \(summary.directories) directories, \(summary.files) files, \(summary.hardLinks) hard links, \(summary.symlinks) symlinks, \(formatBytes(summary.bytesRead)) read (\(formatBytes(summary.duplicateBytes)) duplicate), \(summary.blobs) blobs, WIM \(formatBytes(summary.wimSize)) in \(String(format: "%.1f", seconds)) s")
                 for (reason, paths) in summary.notKept.sorted(by: { $0.key < $1.key }) {
                     print("Not captured (\(paths.count)): \(reason)")
                     for p in paths.prefix(5) { print("    \(p)") }

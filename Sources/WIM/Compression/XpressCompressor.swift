@@ -40,7 +40,7 @@ public struct XpressCompressor {
 
     @inline(__always) static var symbolCount: Int { 512 }
     @inline(__always) static var maxCodeLength: Int { 15 }
-    @inline(__always) static var maxChunkSize: Int { 65536 }
+    public static var maxChunkSize: Int { 65536 }
     @inline(__always) static var minMatch: Int { 3 }
     @inline(__always) static var maxHashBits: Int { 15 }
     @inline(__always) static var endOfData: Int { 256 }

@@ -18,6 +18,10 @@ public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
     case sourceNotAFolder(path: String, errno: Int32)
     /// A file's size changed while it was captured.
     case changedWhileReading(path: String, expected: UInt64, got: UInt64)
+    /// No encoder for this compression format yet.
+    case unsupportedCompression(CompressionFormat)
+    /// A chunk size that is not a power of two from 32 KiB, or over the format's limit.
+    case badChunkSize(Int)
     /// The writer was used out of order (a programming error).
     case misuse(String)
 
@@ -33,6 +37,10 @@ public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
             return "\(path): cannot capture it: \(code == ENOTDIR ? "not a folder" : String(cString: strerror(code)))"
         case let .changedWhileReading(path, expected, got):
             return "\(path): the file changed while it was captured (\(expected) bytes expected, \(got) read)"
+        case let .unsupportedCompression(format):
+            return "writing \(format)-compressed WIMs is not supported"
+        case let .badChunkSize(size):
+            return "chunk size \(size): it must be a power of two from 32768 up to the format's limit"
         case let .misuse(what):
             return "WIM writer misuse: \(what)"
         }
@@ -44,7 +52,7 @@ extension WIMWriteError: ClassifiedError {
         switch self {
         case .io, .changedWhileReading: return .disk
         case .destinationExists: return .refused
-        case .destinationFolderMissing, .sourceNotAFolder: return .badInput
+        case .destinationFolderMissing, .sourceNotAFolder, .unsupportedCompression, .badChunkSize: return .badInput
         case .misuse: return .internal
         }
     }
@@ -145,7 +153,7 @@ final class ResourceWriter {
     let file: WIMOutputFile
     let compression: CompressionFormat
     let chunkSize: Int
-    private var compressors: [XpressCompressor]
+    private var compressors: [any ChunkCompressor]
     private let batchChunks: Int
 
     // The resource being written.
@@ -162,13 +170,20 @@ final class ResourceWriter {
     private var pending: [UInt8] = []
     private let hasher = SHA1Hasher()
 
-    init(file: WIMOutputFile, compression: CompressionFormat, chunkSize: Int = 32768, threads: Int) {
-        precondition(compression == .none || compression == .xpress, "the writer compresses with XPRESS only")
+    /// `compression` other than `.none` must have an encoder (`makeChunkCompressor`).
+    init(file: WIMOutputFile, compression: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int = 32768, threads: Int) throws {
         self.file = file
         self.compression = compression
         self.chunkSize = chunkSize
         let workers = compression == .none ? 0 : max(1, threads)
-        compressors = (0..<workers).map { _ in XpressCompressor(level: .normal) }
+        compressors = []
+        for _ in 0..<workers {
+            guard let coder = makeChunkCompressor(compression, level: level) else {
+                throw WIMWriteError.misuse("no \(compression) encoder")
+            }
+            guard chunkSize <= type(of: coder).maxChunkSize else { throw WIMWriteError.badChunkSize(chunkSize) }
+            compressors.append(coder)
+        }
         batchChunks = max(1, workers)
     }
 

@@ -15,7 +15,7 @@ import Primitives
 public final class WIMWriter {
     public let destination: String
     public let compression: CompressionFormat
-    public let chunkSize = 32768
+    public let chunkSize: Int
     public private(set) var temporaryPath: String
 
     private let file: WIMOutputFile
@@ -54,10 +54,17 @@ public final class WIMWriter {
     }
 
     /// Creates the temporary file beside `destination`. Refuses when the destination exists or
-    /// its folder does not. `compression` is `.none` or `.xpress`; `threads` compress chunks.
-    public init(destination: String, compression: CompressionFormat, threads: Int = availableProcessorCount()) throws {
-        guard compression == .none || compression == .xpress else {
-            throw WIMWriteError.misuse("only uncompressed and XPRESS WIMs can be written")
+    /// its folder does not. `compression` must have an encoder (`makeChunkCompressor`) unless
+    /// it is `.none`; `threads` compress chunks.
+    /// `chunkSize` (a power of two from 32 KiB) defaults to the format's usual one.
+    public init(destination: String, compression: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int? = nil, threads: Int = availableProcessorCount()) throws {
+        let chunkSize = chunkSize ?? Self.defaultChunkSize(compression)
+        guard chunkSize >= 32768, chunkSize & (chunkSize - 1) == 0 else {
+            throw WIMWriteError.badChunkSize(chunkSize)
+        }
+        self.chunkSize = chunkSize
+        guard compression == .none || makeChunkCompressor(compression, level: level) != nil else {
+            throw WIMWriteError.unsupportedCompression(compression)
         }
         self.destination = destination
         self.compression = compression
@@ -76,7 +83,13 @@ public final class WIMWriter {
         temporaryPath = String(cString: template)
         fchmod(fd, 0o644)
         file = WIMOutputFile(path: temporaryPath, fd: fd)
-        resources = ResourceWriter(file: file, compression: compression, chunkSize: chunkSize, threads: threads)
+        do {
+            resources = try ResourceWriter(file: file, compression: compression, level: level, chunkSize: chunkSize, threads: threads)
+        } catch {
+            file.close()
+            unlink(temporaryPath)
+            throw error
+        }
         do {
             try file.appendZeros(WIMHeader.diskSize)
         } catch {
@@ -86,6 +99,11 @@ public final class WIMWriter {
     }
 
     deinit { if !finished { abort() } }
+
+    /// The chunk size wimlib-imagex uses for each format (LZMS: its non-solid default).
+    public static func defaultChunkSize(_ format: CompressionFormat) -> Int {
+        format == .lzms ? 131072 : 32768
+    }
 
     /// Removes the temporary file; the destination is never touched.
     public func abort() {
@@ -212,7 +230,12 @@ public final class WIMWriter {
         header.put(UInt32(WIMHeader.diskSize), at: 8)
         header.put(WIMHeader.versionDefault, at: 12)
         var flags: WIMHeader.Flags = [.reparsePointFix]
-        if compression == .xpress { flags.formUnion([.compression, .compressXPRESS]) }
+        switch compression {
+        case .none: break
+        case .xpress: flags.formUnion([.compression, .compressXPRESS])
+        case .lzx: flags.formUnion([.compression, .compressLZX])
+        case .lzms: flags.formUnion([.compression, .compressLZMS])
+        }
         header.put(flags.rawValue, at: 16)
         // Uncompressed WIMs name no chunk size (wimlib refuses one).
         header.put(UInt32(compression == .none ? 0 : chunkSize), at: 20)
