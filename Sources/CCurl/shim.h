@@ -27,6 +27,10 @@ static inline CURLcode imprint_curl_set_write(CURL *curl, imprint_curl_data_call
     CURLcode rc = curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, callback);
     return rc != CURLE_OK ? rc : curl_easy_setopt(curl, CURLOPT_WRITEDATA, context);
 }
+static inline CURLcode imprint_curl_set_read(CURL *curl, imprint_curl_data_callback callback, void *context) {
+    CURLcode rc = curl_easy_setopt(curl, CURLOPT_READFUNCTION, callback);
+    return rc != CURLE_OK ? rc : curl_easy_setopt(curl, CURLOPT_READDATA, context);
+}
 static inline CURLcode imprint_curl_set_header_callback(CURL *curl, imprint_curl_data_callback callback, void *context) {
     CURLcode rc = curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, callback);
     return rc != CURLE_OK ? rc : curl_easy_setopt(curl, CURLOPT_HEADERDATA, context);

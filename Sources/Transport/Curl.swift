@@ -7,8 +7,16 @@ enum CurlGlobal {
 }
 
 struct CurlRequest {
-    /// PUT sends its body as a POST does, under the PUT verb.
-    enum Method { case get, head, post(Data), put(Data) }
+    /// PUT sends its body as a POST does, under the PUT verb; `putFile` streams a region of
+    /// an open file as the body (an upload), read as curl asks for it.
+    enum Method { case get, head, post(Data), put(Data), putFile(FileRegion) }
+
+    /// Bytes `offset..<offset+length` of the open file `fd`.
+    struct FileRegion {
+        var fd: Int32
+        var offset: UInt64
+        var length: UInt64
+    }
     var url: String
     var method: Method = .get
     /// CURLOPT_RANGE syntax: "N-" or "A-B".
@@ -33,6 +41,8 @@ struct CurlResponse {
     var stalled = false
     /// A 3xx with a Location: `performCurl` follows it itself, so its body goes nowhere.
     var redirected = false
+    /// An upload's file could not be read (errno).
+    var uploadError: Int32 = 0
 
     var errorMessage: String {
         let text = String(decoding: errorBody.prefix(300), as: UTF8.self)
@@ -79,6 +89,10 @@ final class CurlTransfer {
     let stallNanoseconds: UInt64
     var response = CurlResponse()
     var began = false
+    /// The file region an upload sends, and how much of it curl has taken.
+    var upload: CurlRequest.FileRegion?
+    var uploaded: UInt64 = 0
+    var uploadError: Int32 = 0
     private var lastBytes: curl_off_t = -1
     private var lastMovement = DispatchTime.now().uptimeNanoseconds
 
@@ -149,6 +163,23 @@ final class CurlTransfer {
         return true
     }
 
+    /// Fills curl's buffer with the next bytes of the upload; 0 at the end, abort on a read error.
+    func readUpload(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let region = upload else { return 0 }
+        let want = Int(min(UInt64(buffer.count), region.length - uploaded))
+        guard want > 0 else { return 0 }
+        while true {
+            let n = pread(region.fd, buffer.baseAddress, want, off_t(region.offset + uploaded))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                uploadError = n < 0 ? errno : EIO
+                return Int(CURL_READFUNC_ABORT)
+            }
+            uploaded += UInt64(n)
+            return n
+        }
+    }
+
     /// Ready for the next hop of a redirect: a new response, and the stall clock restarted.
     func resetForNextHop() {
         response = CurlResponse()
@@ -179,6 +210,13 @@ private func curlWrite(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ coun
     return transfer.receive(UnsafeRawBufferPointer(start: data, count: length)) ? length : 0
 }
 
+private func curlRead(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int,
+                      _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let context, let data else { return Int(CURL_READFUNC_ABORT) }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
+    return transfer.readUpload(into: UnsafeMutableRawBufferPointer(start: data, count: size * count))
+}
+
 private func curlHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int,
                         _ context: UnsafeMutableRawPointer?) -> Int {
     guard let context, let data else { return 0 }
@@ -201,7 +239,8 @@ let redirectStatuses: Set<Int> = [301, 302, 303, 307, 308]
 /// Runs one HTTP request on a fresh easy handle. `begin` sees the status and headers before
 /// any body byte and may stop (false) or fail; `body` receives the body in order.
 func performCurl(_ request: CurlRequest, options: TransferOptions,
-                 begin: @escaping CurlTransfer.Begin, body: @escaping CurlTransfer.Body) -> CurlResponse {
+                 begin: @escaping CurlTransfer.Begin, body: @escaping CurlTransfer.Body,
+                 uploaded: ((UInt64) -> Void)? = nil) -> CurlResponse {
     guard CurlGlobal.ready, let handle = curl_easy_init() else {
         var response = CurlResponse()
         response.code = CURLE_FAILED_INIT
@@ -260,10 +299,20 @@ func performCurl(_ request: CurlRequest, options: TransferOptions,
                 let pointer = UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(errorBuffer))
                 _ = imprint_curl_set_pointer(handle, CURLOPT_COPYPOSTFIELDS, pointer)
             }
+        case let .putFile(region):
+            transfer.upload = region
+            transfer.uploaded = 0
+            _ = imprint_curl_set_long(handle, CURLOPT_UPLOAD, 1)
+            _ = imprint_curl_set_off(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(region.length))
+            _ = imprint_curl_set_read(handle, curlRead, context)
         }
 
         let code = withExtendedLifetime(transfer) { curl_easy_perform(handle) }
         transfer.response.code = code
+        if transfer.upload != nil {
+            uploaded?(transfer.uploaded)
+            transfer.response.uploadError = transfer.uploadError
+        }
         if code == CURLE_OK && !transfer.began { _ = transfer.start() }
         guard code == CURLE_OK, transfer.response.redirected else { break }
         var next: UnsafeMutablePointer<CChar>?
@@ -287,6 +336,12 @@ func performCurl(_ request: CurlRequest, options: TransferOptions,
         }
         // As browsers and curl do: 303 always, and 301/302 after a POST, continue with a GET.
         let status = transfer.response.status
+        if case .putFile = method {
+            // An upload's body cannot be sent twice from here: the caller asks the server again.
+            transfer.response.code = CURLE_UNSUPPORTED_PROTOCOL
+            transfer.response.errorText = "the server redirected an upload to \(location); uploads are not redirected"
+            return transfer.response
+        }
         if case .post = method, status == 301 || status == 302 || status == 303 { method = .get }
         if case .put = method, status == 303 { method = .get }
         url = location

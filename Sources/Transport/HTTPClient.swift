@@ -168,6 +168,46 @@ public final class HTTPClient: Sendable {
         }
     }
 
+    // MARK: Uploads
+
+    /// What one upload attempt got back: the status, the (small) body and the headers; the
+    /// bytes of the file curl had taken when it ended, whatever the outcome.
+    public struct UploadAnswer: Sendable {
+        public var status: Int
+        public var body: Data
+        public var headers: [String: String]
+        public var sent: UInt64
+    }
+
+    /// PUTs bytes `offset..<offset+length` of the open file `fd` to `url` with `headers`, in one
+    /// attempt: a resumable upload protocol decides what follows a failure, so nothing is
+    /// retried here. Any HTTP status is returned; a network failure, a stall or a read error of
+    /// the file throws.
+    public func putFile(_ url: String, fd: Int32, offset: UInt64, length: UInt64, headers: [String],
+                        limit: Int = 1 << 20) throws(TransportError) -> UploadAnswer {
+        try validateURL(url)
+        var data = Data()
+        var request = CurlRequest(url: url, method: .putFile(.init(fd: fd, offset: offset, length: length)))
+        request.headers = headers + ["Content-Type: application/octet-stream", "Accept: application/json"]
+        request.captureErrors = false
+        var sent: UInt64 = 0
+        let response = performCurl(request, options: options, begin: { _, _ in true }, body: { chunk throws(TransportError) in
+            guard data.count + chunk.count <= limit else { throw .tooLarge(url: url, limit: limit) }
+            data.append(contentsOf: chunk)
+        }, uploaded: { sent = $0 })
+        if let failure = response.failure { throw failure }
+        if response.cancelled || options.isCancelled() { throw .cancelled(url: url) }
+        if response.uploadError != 0 {
+            throw .network(url: url, reason: "reading the file to send at byte \(offset + sent): \(String(cString: strerror(response.uploadError)))",
+                           attempts: 1)
+        }
+        guard response.code == CURLE_OK || response.status >= 400 else {
+            let reason = response.stalled ? "nothing moved for \(options.stallTimeout) s" : response.errorText
+            throw .network(url: url, reason: reason + " after \(sent) bytes of the upload", attempts: 1)
+        }
+        return UploadAnswer(status: response.status, body: data, headers: response.headers, sent: sent)
+    }
+
     // MARK: Downloads
 
     /// Downloads to `path` through `path.partial`, resuming after drops and across runs, and
