@@ -284,12 +284,24 @@ static inline int imprint_ntfs_security_descriptor(ntfs_volume *vol, ntfs_inode 
     return ntfs_get_ntfs_acl(&context, ni, buffer, size);
 }
 
-/* The value of the file's reparse point (kind 0) or object ID (kind 1) attribute, malloc'd
- * (the caller frees it), or NULL when it has none. */
+/* The value of the file's reparse point attribute (kind 0), malloc'd (the caller frees it),
+ * or NULL when it has none. Kind 1: its object ID as Windows reports it (and wimlib stores
+ * it), 64 bytes: the ID, then the birth volume, birth object and domain IDs, zero where the
+ * attribute holds only the ID. */
 static inline void *imprint_ntfs_read_small_attribute(ntfs_inode *ni, int kind, int64_t *size) {
-    ATTR_TYPES type = kind == 0 ? AT_REPARSE_POINT : AT_OBJECT_ID;
+    *size = 0;
+    if (kind == 1) {
+        /* ntfs_get_ntfs_object_id gives 16 bytes where the attribute holds only the ID. */
+        int length = ntfs_get_ntfs_object_id(ni, NULL, 0);
+        if (length <= 0 || length > 64) return NULL;
+        char *value = calloc(1, 64);
+        if (!value) return NULL;
+        if (ntfs_get_ntfs_object_id(ni, value, (size_t)length) != length) { free(value); return NULL; }
+        *size = 64;
+        return value;
+    }
     s64 length = 0;
-    void *value = ntfs_attr_readall(ni, type, AT_UNNAMED, 0, &length);
+    void *value = ntfs_attr_readall(ni, AT_REPARSE_POINT, AT_UNNAMED, 0, &length);
     *size = value ? (int64_t)length : 0;
     return value;
 }

@@ -206,7 +206,8 @@ struct NTFSCaptureTests {
             if case .include = config.decide(path.split(separator: "/").map(String.init), isDirectory: folder, in: .init()) { return true }
             return false
         }
-        #expect(!decide("windows/csc", folder: true))
+        let plain = try CaptureConfig(text: "[ExclusionList]\n\\Windows\\CSC\n", file: "p.ini")
+        #expect(plain.decide(["windows", "csc"], isDirectory: true, in: .init()) == .exclude)
         #expect(decide("Windows/CSC2", folder: true))
         #expect(!decide("a/b/file.tmp"))
         #expect(decide("a/b/file.tmpx"))
