@@ -56,8 +56,9 @@ let package = Package(
         .target(name: "Digests", dependencies: ["CLibCrypto"]),
         // The WIM format: header, blob table, XML, metadata, decompressors, readers.
         .target(name: "WIM", dependencies: ["Primitives", "Digests", "Failures"]),
-        // Capture sources: where the entries of a new image are read from (a directory).
-        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem"]),
+        // Capture sources: where the entries of a new image are read from (a directory, an NTFS
+        // volume through libntfs-3g); the registry hives say which Windows an image holds.
+        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem", "CNTFS3G", "Registry"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
         .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "Processes", "CImprintSystem", "CNTFS3G"]),
         // What a disk is and what may be done to it, in pure Swift: the disk model, selection
@@ -125,7 +126,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Processes"], path: "Tests/TestSupport", exclude: ["http_test_server.py", "browser.py"]),
         .testTarget(
             name: "WIMTests",
-            dependencies: ["WIM", "Apply", "Capture", "DiskModel", "Primitives", "Digests", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
+            dependencies: ["WIM", "Apply", "Capture", "DiskModel", "Primitives", "Digests", "Registry", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]
         ),
         .testTarget(
             name: "DisksTests",

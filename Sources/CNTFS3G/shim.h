@@ -253,6 +253,117 @@ static inline ntfs_volume *imprint_ntfs_mount_region(const char *name, int fd, i
     return vol;
 }
 
+
+/* ---- Capture: reading a volume's files as wimlib's NTFS capture keeps them. ---- */
+
+/* The file attributes Windows shows: $STANDARD_INFORMATION's flags, with DIRECTORY set from
+ * the MFT record (NTFS keeps it there, not in the flags) and the index-presence bits ntfs-3g
+ * adds (0x10000000 $I30, 0x20000000 view index) taken out. */
+static inline uint32_t imprint_ntfs_windows_attributes(ntfs_inode *ni) {
+    uint32_t attributes = (uint32_t)le32_to_cpu(ni->flags) & ~(uint32_t)0x30000000;
+    if (ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) attributes |= 0x10;
+    return attributes;
+}
+
+/* The three FILETIMEs of $STANDARD_INFORMATION (NTFS keeps them in FILETIME units). */
+static inline void imprint_ntfs_times(ntfs_inode *ni, uint64_t *creation, uint64_t *last_write, uint64_t *last_access) {
+    *creation = (uint64_t)sle64_to_cpu(ni->creation_time);
+    *last_write = (uint64_t)sle64_to_cpu(ni->last_data_change_time);
+    *last_access = (uint64_t)sle64_to_cpu(ni->last_access_time);
+}
+
+static inline uint64_t imprint_ntfs_mft_number(ntfs_inode *ni) { return (uint64_t)ni->mft_no; }
+static inline uint64_t imprint_ntfs_mref_number(uint64_t mref) { return (uint64_t)MREF(mref); }
+
+/* The self-relative security descriptor of a file (from $Secure or a legacy attribute):
+ * copied when `size` suffices; returns the size it needs, or <= 0 when it has none. */
+static inline int imprint_ntfs_security_descriptor(ntfs_volume *vol, ntfs_inode *ni, char *buffer, size_t size) {
+    struct SECURITY_CONTEXT context;
+    memset(&context, 0, sizeof context);
+    context.vol = vol;
+    return ntfs_get_ntfs_acl(&context, ni, buffer, size);
+}
+
+/* The value of the file's reparse point attribute (kind 0), malloc'd (the caller frees it),
+ * or NULL when it has none. Kind 1: its object ID as Windows reports it (and wimlib stores
+ * it), 64 bytes: the ID, then the birth volume, birth object and domain IDs, zero where the
+ * attribute holds only the ID. */
+static inline void *imprint_ntfs_read_small_attribute(ntfs_inode *ni, int kind, int64_t *size) {
+    *size = 0;
+    if (kind == 1) {
+        /* ntfs_get_ntfs_object_id gives 16 bytes where the attribute holds only the ID. */
+        int length = ntfs_get_ntfs_object_id(ni, NULL, 0);
+        if (length <= 0 || length > 64) return NULL;
+        char *value = calloc(1, 64);
+        if (!value) return NULL;
+        if (ntfs_get_ntfs_object_id(ni, value, (size_t)length) != length) { free(value); return NULL; }
+        *size = 64;
+        return value;
+    }
+    s64 length = 0;
+    void *value = ntfs_attr_readall(ni, AT_REPARSE_POINT, AT_UNNAMED, 0, &length);
+    *size = value ? (int64_t)length : 0;
+    return value;
+}
+
+/* The file's DOS (8.3) name in directory `dir_ni`, as UTF-8 into `value` (not terminated):
+ * its length, or <= 0 when it has none. */
+static inline int imprint_ntfs_dos_name(ntfs_inode *ni, ntfs_inode *dir_ni, char *value, size_t size) {
+    return ntfs_get_ntfs_dos_name(ni, dir_ni, value, size);
+}
+
+/* One $DATA attribute (stream) of a file: its name (UTF-16LE units, none for the unnamed
+ * stream), size, and the first cluster on disk it occupies (-1 when resident or all sparse),
+ * by which a capture orders its reads so that a disk is read from start to end. */
+struct imprint_ntfs_stream {
+    ntfschar name[255];
+    int name_length;
+    int64_t size;
+    int64_t first_lcn;
+    uint16_t flags;
+};
+
+/* Fills up to `max` streams of the file; returns how many it has (more than `max` means the
+ * caller asks again with room for all), or -1 with errno. */
+static inline int imprint_ntfs_list_streams(ntfs_inode *ni, struct imprint_ntfs_stream *out, int max) {
+    ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(ni, NULL);
+    if (!ctx) return -1;
+    int count = 0;
+    /* AT_UNUSED walks every attribute of the file in turn. */
+    while (ntfs_attr_lookup(AT_UNUSED, NULL, 0, CASE_SENSITIVE, 0, NULL, 0, ctx) == 0) {
+        ATTR_RECORD *a = ctx->attr;
+        if (a->type != AT_DATA) continue;
+        /* An attribute spread over several records appears once per record: the first counts. */
+        if (a->non_resident && sle64_to_cpu(a->lowest_vcn) != 0) continue;
+        if (count < max) {
+            struct imprint_ntfs_stream *s = &out[count];
+            s->name_length = a->name_length;
+            memcpy(s->name, (const char *)a + le16_to_cpu(a->name_offset), (size_t)a->name_length * sizeof(ntfschar));
+            s->flags = le16_to_cpu(a->flags);
+            s->first_lcn = -1;
+            if (a->non_resident) {
+                s->size = sle64_to_cpu(a->data_size);
+                runlist_element *runs = ntfs_mapping_pairs_decompress(ni->vol, a, NULL);
+                if (runs) {
+                    for (runlist_element *r = runs; r->length != 0; r++) {
+                        if (r->lcn >= 0) { s->first_lcn = r->lcn; break; }
+                    }
+                    free(runs);
+                }
+            } else {
+                s->size = le32_to_cpu(a->value_length);
+            }
+        }
+        count++;
+    }
+    int saved = errno;
+    ntfs_attr_put_search_ctx(ctx);
+    if (saved != ENOENT) { errno = saved; return -1; }
+    return count;
+}
+
+static inline int imprint_ntfs_first_user_record(void) { return FILE_first_user; }
+
 static inline const char *imprint_ntfs_volume_name(ntfs_volume *vol) { return vol->vol_name; }
 
 #endif

@@ -7,20 +7,37 @@ import WIM
 
 /// Where an image is read from for a capture. A capture runs in passes, as an apply does: the
 /// source lists the whole tree with each entry's metadata (no file data yet), then the driver
-/// has it stream each file's data once, in tree order, into the writer. One implementation per
-/// kind of source (a directory now; an NTFS volume later).
+/// has it stream each stream's data once into the writer, in the order of `dataOrder` (a
+/// volume's cluster numbers, so a disk is read from start to end; tree order where all are 0).
+/// One implementation per kind of source (a directory, an NTFS volume).
 public protocol CaptureSource: AnyObject {
     /// Pass 1: every entry, the root first, each directory's children listed by index.
     func scan(progress: (Int) -> Void) throws -> [CaptureItem]
-    /// Pass 2: the unnamed data stream of a regular file, in pieces, in order.
-    func readData(of item: CaptureItem, into consume: (UnsafeRawBufferPointer) throws -> Void) throws
+    /// Pass 2: one data stream of a file, in pieces, in order: the unnamed one (`stream` nil)
+    /// or the named stream of that name.
+    func readData(of item: CaptureItem, stream: String?, into consume: (UnsafeRawBufferPointer) throws -> Void) throws
     /// What could not be captured, and why.
     var summary: CaptureSummary { get }
 }
 
+/// A named data stream as the scan lists it; its data is read in pass 2.
+public struct CaptureStream: Sendable {
+    public var name: String
+    public var size: UInt64
+    /// Where its data starts on the source's disk (a cluster number), for the read order.
+    public var dataOrder: UInt64 = 0
+
+    public init(name: String, size: UInt64, dataOrder: UInt64 = 0) {
+        self.name = name
+        self.size = size
+        self.dataOrder = dataOrder
+    }
+}
+
 /// One entry as a capture source describes it.
 public struct CaptureItem: Sendable {
-    /// Path in the source relative to its root ("" for the root), for reading and messages.
+    /// Path in the source relative to its root ("" for the root; "/" between components), for
+    /// reading and messages.
     public var path: String
     public var name: String
     public var shortName: String = ""
@@ -30,14 +47,21 @@ public struct CaptureItem: Sendable {
     public var lastWriteTime: UInt64 = 0
     public var securityDescriptor: [UInt8]?
     public var objectID: [UInt8]?
-    /// Size of the unnamed data stream, read in pass 2; nil for directories and reparse points.
+    /// Size of the unnamed data stream, read in pass 2; nil for directories and reparse points
+    /// without data.
     public var dataSize: UInt64?
+    /// Where the unnamed stream's data starts on the source's disk, for the read order.
+    public var dataOrder: UInt64 = 0
     /// For reparse points: the tag, the reparse data (without its 8-byte header) and its flags.
     public var reparse: (tag: UInt32, data: [UInt8], flags: UInt16)?
-    /// Named data streams, small enough to be held here.
-    public var namedStreams: [(name: String, data: [UInt8])] = []
+    /// Named data streams, read in pass 2 like the unnamed one.
+    public var namedStreams: [CaptureStream] = []
     /// Names of one file share a non-zero key; only the first has its data read.
     public var linkKey: UInt64 = 0
+    /// What the source needs to find the file again in pass 2 (an MFT record number).
+    public var sourceKey: UInt64 = 0
+    /// False: its data is stored uncompressed ([CompressionExclusionList]).
+    public var compress = true
     public var children: [Int] = []
 
     public init(path: String, name: String, attributes: FileAttributes) {
@@ -110,12 +134,6 @@ public struct Capturer {
                      _ progress: ((CaptureProgress) -> Void)?) throws -> CaptureSummary {
         let items = try source.scan { progress?(.scan(entries: $0)) }
         guard let root = items.first, root.isDirectory else { throw WIMWriteError.misuse("a capture source must list its root directory first") }
-        var linkData: [UInt64: SHA1Digest] = [:]
-        var seenLinks = Set<UInt64>()
-        let total = items.reduce(UInt64(0)) { total, item in
-            item.linkKey != 0 && !seenLinks.insert(item.linkKey).inserted ? total : total + (item.dataSize ?? 0)
-        }
-        var done: UInt64 = 0
         var extra = CaptureSummary()
         var tree = ImageTree(entries: [])
         tree.entries.reserveCapacity(items.count)
@@ -124,6 +142,7 @@ public struct Capturer {
         func checkStop() throws {
             if let signal = stopRequested?(), signal != 0 { throw CaptureInterrupted(signal: signal) }
         }
+        // The metadata of every entry, and reparse data (small, held by the scan).
         for item in items {
             try checkStop()
             var entry = ImageTree.Entry(name: item.name, attributes: item.attributes)
@@ -144,33 +163,68 @@ public struct Capturer {
                     entry.securityID = id
                 }
             }
-            let label = item.path.isEmpty ? "/" : item.path
-            if let size = item.dataSize, size > 0 {
-                if item.linkKey != 0, let hash = linkData[item.linkKey] {
-                    entry.dataHash = hash
-                    writer.addReference(hash)
-                } else {
-                    try writer.beginBlob(size: size, source: label)
-                    try source.readData(of: item) { piece in
-                        try checkStop()
-                        try writer.blobData(piece)
-                        done += UInt64(piece.count)
-                        progress?(.data(bytesDone: done, bytesTotal: total))
-                    }
-                    entry.dataHash = try writer.endBlob()
-                    extra.bytesRead += size
-                    if item.linkKey != 0 { linkData[item.linkKey] = entry.dataHash }
-                }
-            }
             if let reparse = item.reparse {
                 entry.reparseTag = reparse.tag
                 entry.reparseFlags = reparse.flags
-                entry.reparseHash = try writer.addBlob(reparse.data, source: label)
+                entry.reparseHash = try writer.addBlob(reparse.data, source: Self.label(item))
             }
-            for stream in item.namedStreams {
-                entry.namedStreams.append(NamedStream(name: stream.name, hash: try writer.addBlob(stream.data, source: label + ":" + stream.name)))
-            }
+            entry.namedStreams = item.namedStreams.map { NamedStream(name: $0.name, hash: .zero) }
             tree.entries.append(entry)
+        }
+
+        // Pass 2: each stream with data once (the first name of a hard-linked file reads it),
+        // in the source's disk order; the tree order among equals.
+        struct Work { var item: Int; var stream: Int?; var size: UInt64; var order: UInt64 }
+        var work: [Work] = []
+        var seenLinks = Set<UInt64>()
+        for (index, item) in items.enumerated() {
+            if item.linkKey != 0, !seenLinks.insert(item.linkKey).inserted { continue }
+            if let size = item.dataSize, size > 0 { work.append(Work(item: index, stream: nil, size: size, order: item.dataOrder)) }
+            for (s, stream) in item.namedStreams.enumerated() where stream.size > 0 {
+                work.append(Work(item: index, stream: s, size: stream.size, order: stream.dataOrder))
+            }
+        }
+        work = work.enumerated().sorted { ($0.element.order, $0.offset) < ($1.element.order, $1.offset) }.map(\.element)
+        let total = work.reduce(UInt64(0)) { $0 + $1.size }
+        var done: UInt64 = 0
+        for job in work {
+            try checkStop()
+            let item = items[job.item]
+            let streamName = job.stream.map { item.namedStreams[$0].name }
+            try writer.beginBlob(size: job.size, source: Self.label(item) + (streamName.map { ":" + $0 } ?? ""), compress: item.compress)
+            try source.readData(of: item, stream: streamName) { piece in
+                try checkStop()
+                try writer.blobData(piece)
+                done += UInt64(piece.count)
+                progress?(.data(bytesDone: done, bytesTotal: total))
+            }
+            let hash = try writer.endBlob()
+            extra.bytesRead += job.size
+            if let s = job.stream { tree.entries[job.item].namedStreams[s].hash = hash } else { tree.entries[job.item].dataHash = hash }
+        }
+
+        // The other names of hard-linked files share the first name's streams.
+        var firstOfGroup: [UInt64: Int] = [:]
+        for (index, item) in items.enumerated() where item.linkKey != 0 {
+            guard let first = firstOfGroup[item.linkKey] else {
+                firstOfGroup[item.linkKey] = index
+                continue
+            }
+            let shared = tree.entries[first]
+            tree.entries[index].dataHash = shared.dataHash
+            writer.addReference(shared.dataHash)
+            tree.entries[index].namedStreams = shared.namedStreams
+            for stream in shared.namedStreams { writer.addReference(stream.hash) }
+        }
+
+        var info = info
+        // A Windows image is described as wimlib describes it (WindowsImageDetails); what the
+        // caller gave (--flags, a display name) wins.
+        if info.windows == nil, let windows = WindowsImageDetails.read(items: items, source: source) {
+            info.windows = windows
+            info.flags = info.flags ?? windows.editionID
+            info.displayName = info.displayName ?? windows.productName
+            info.displayDescription = info.displayDescription ?? windows.productName
         }
         progress?(.metadata)
         try writer.addImage(tree, info: info)
@@ -183,4 +237,6 @@ public struct Capturer {
         if stat(writer.destination, &st) == 0 { summary.wimSize = UInt64(st.st_size) }
         return summary
     }
+
+    private static func label(_ item: CaptureItem) -> String { item.path.isEmpty ? "/" : item.path }
 }

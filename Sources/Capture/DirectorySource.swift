@@ -24,6 +24,8 @@ public final class DirectorySource: CaptureSource {
     private var xattrsUnsupported = false
     /// Files never captured (the WIM being written, when it lies inside the tree), by inode.
     private var excluded = Set<InodeKey>()
+    /// What to leave out or store uncompressed (`--config`); nothing by default.
+    public var config = CaptureConfig()
 
     public init(root: String) throws {
         var info = stat()
@@ -58,8 +60,11 @@ public final class DirectorySource: CaptureSource {
         summary.directories += 1
         // Depth-first with an explicit stack; children are appended together after their parent.
         var pending = [0]
+        var scopes: [Int: CaptureConfig.Scope] = [0: CaptureConfig.Scope()]
         while let index = pending.popLast() {
             let relative = items[index].path
+            let scope = scopes.removeValue(forKey: index) ?? CaptureConfig.Scope()
+            let parentComponents = relative.isEmpty ? [] : relative.split(separator: "/").map(String.init)
             let names = try listDirectory(relative)
             var children: [Int] = []
             for name in names {
@@ -69,7 +74,13 @@ public final class DirectorySource: CaptureSource {
                     throw WIMWriteError.io(path: full(childPath), operation: "stat", errno: errno)
                 }
                 if excluded.contains(InodeKey(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))) { continue }
+                let components = parentComponents + [name]
+                guard case let .include(childScope) = config.decide(components, isDirectory: (info.st_mode & S_IFMT) == S_IFDIR, in: scope) else {
+                    summary.note("excluded by the capture configuration", full(childPath))
+                    continue
+                }
                 var item = CaptureItem(path: childPath, name: name, attributes: [])
+                item.compress = !config.storesUncompressed(components)
                 apply(info, to: &item)
                 switch info.st_mode & S_IFMT {
                 case S_IFDIR:
@@ -102,6 +113,7 @@ public final class DirectorySource: CaptureSource {
                     summary.note("not a file, folder or symlink (device, FIFO or socket), not captured", full(childPath))
                     continue
                 }
+                if item.isDirectory { scopes[items.count] = childScope }
                 children.append(items.count)
                 items.append(item)
                 progress(items.count)
@@ -117,8 +129,20 @@ public final class DirectorySource: CaptureSource {
         var inode: UInt64
     }
 
-    public func readData(of item: CaptureItem, into consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+    public func readData(of item: CaptureItem, stream: String?, into consume: (UnsafeRawBufferPointer) throws -> Void) throws {
         let path = full(item.path)
+        if let stream {
+            // Named streams live in user.wim.stream.NAME extended attributes.
+            let name = "user.wim.stream." + stream
+            guard let value = getXattr(path, name) else {
+                throw WIMWriteError.io(path: path + ":" + stream, operation: "read extended attribute \(name)", errno: errno)
+            }
+            guard UInt64(value.count) == item.namedStreams.first(where: { $0.name == stream })?.size else {
+                throw WIMWriteError.changedWhileReading(path: path + ":" + stream, expected: item.namedStreams.first(where: { $0.name == stream })?.size ?? 0, got: UInt64(value.count))
+            }
+            try value.withUnsafeBytes { try consume($0) }
+            return
+        }
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw WIMWriteError.io(path: path, operation: "open for reading", errno: errno) }
         defer { close(fd) }
@@ -244,7 +268,13 @@ public final class DirectorySource: CaptureSource {
         }
         let prefix = "user.wim.stream."
         for name in names where name.hasPrefix(prefix) && name.count > prefix.count {
-            if let v = getXattr(path, name) { item.namedStreams.append((String(name.dropFirst(prefix.count)), v)) }
+            // Only the size now: the data is read in pass 2 like a file's.
+            let size = lgetxattr(path, name, nil, 0)
+            if size >= 0 {
+                item.namedStreams.append(CaptureStream(name: String(name.dropFirst(prefix.count)), size: UInt64(size)))
+            } else {
+                summary.note("could not read extended attribute \(name) (\(String(cString: strerror(errno))))", path)
+            }
         }
     }
 

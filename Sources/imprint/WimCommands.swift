@@ -357,9 +357,21 @@ struct CompressionChoice: ExpressibleByArgument, CustomStringConvertible {
 struct WimCapture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "capture",
-        abstract: "Capture a directory into a new WIM file (one image; the Windows metadata an apply kept in user.wim.* extended attributes is read back).")
+        abstract: "Capture a directory or an NTFS volume into a new WIM file (one image).",
+        discussion: """
+            SOURCE is a directory (the Windows metadata an apply kept in user.wim.* extended \
+            attributes is read back) or an unmounted NTFS volume: a block device, or a file \
+            starting with an NTFS boot sector, or with --offset/--size a partition inside a disk \
+            image. An NTFS volume is read through libntfs-3g, keeping what wimlib's NTFS capture \
+            keeps (named streams, security descriptors, short names, reparse points, object IDs, \
+            hard links); EFS-encrypted files are listed as not captured. --config FILE takes a \
+            DISM WimScript.ini ([ExclusionList], [ExclusionException], [CompressionExclusionList]); \
+            without it an NTFS volume leaves out wimlib's default list (\\pagefile.sys, \
+            \\hiberfil.sys, \\swapfile.sys, \\$ntfs.log, \\System Volume Information, \\RECYCLER, \
+            \\$Recycle.Bin, \\Windows\\CSC).
+            """)
 
-    @Argument(help: "The directory to capture.") var source: String
+    @Argument(help: "The directory or NTFS volume (device or image file) to capture.") var source: String
     @Argument(help: "The WIM file to write; it must not exist yet.") var wim: String
     @Argument(help: "The image's name.") var name: String
     @Option(name: .customLong("description"), help: "The image's description.") var imageDescription: String?
@@ -369,15 +381,46 @@ struct WimCapture: ParsableCommand {
     @Option(help: "Compression threads (default: every CPU).") var threads: Int?
     @Option(help: "Progress display: auto (a bar on a terminal), bar, json (one object per line on stdout), none.")
     var progress: ProgressMode = .auto
+    @Option(help: "A capture configuration (DISM's WimScript.ini format): what to exclude or store uncompressed.") var config: String?
+    @Option(help: "The image's FLAGS (its edition, e.g. Professional); by default the EditionID of a Windows image.") var flags: String?
+    @Option(help: "The image's DISPLAYNAME; by default the ProductName of a Windows image.") var displayName: String?
+    @Option(help: "The image's DISPLAYDESCRIPTION; by default the ProductName of a Windows image.") var displayDescription: String?
+    @Option(help: "For an NTFS volume inside a disk image: the byte offset of its partition.") var offset: UInt64?
+    @Option(help: "For an NTFS volume inside a disk image: the partition's size in bytes (default: to the end).") var size: UInt64?
+
+    /// A block device, or a regular file with an NTFS boot sector (at --offset).
+    private func isNTFSVolume() -> Bool {
+        var info = stat()
+        guard stat(source, &info) == 0 else { return false }
+        let type = info.st_mode & S_IFMT
+        return type == S_IFBLK || (type == S_IFREG && NTFSSource.looksLikeNTFS(source, offset: offset ?? 0))
+    }
 
     func run() throws {
         do {
             let reporter = ProgressReporter(progress)
             let threadCount = max(1, threads ?? availableProcessorCount())
-            let directory = try DirectorySource(root: source)
+            let configuration = try config.map { try CaptureConfig(contentsOf: $0) }
+            let captureSource: CaptureSource
+            var directory: DirectorySource?
+            if isNTFSVolume() {
+                let volume = try NTFSSource(device: source, offset: offset ?? 0, size: size)
+                if let configuration { volume.config = configuration }
+                captureSource = volume
+            } else {
+                guard offset == nil, size == nil else {
+                    throw NTFSCaptureError.notNTFS(device: source, offset: offset ?? 0)
+                }
+                let folder = try DirectorySource(root: source)
+                if let configuration { folder.config = configuration }
+                directory = folder
+                captureSource = folder
+            }
             let writer = try WIMWriter(destination: wim, compression: compress.format, level: compress.level, chunkSize: chunkSize, threads: threadCount)
             // A WIM written inside the folder it captures does not capture itself.
-            directory.exclude(writer.temporaryPath)
+            directory?.exclude(writer.temporaryPath)
+            var info = WIMWriter.ImageInfo(name: name, description: imageDescription)
+            (info.flags, info.displayName, info.displayDescription) = (flags, displayName, displayDescription)
             var capturer = Capturer()
             capturer.threads = threadCount
             // SIGTERM/SIGINT stop the capture between pieces of data, so the temporary file goes.
@@ -386,7 +429,7 @@ struct WimCapture: ParsableCommand {
             let started = Date()
             let summary: CaptureSummary
             do {
-                summary = try capturer.capture(directory, to: writer, info: WIMWriter.ImageInfo(name: name, description: imageDescription)) { p in
+                summary = try capturer.capture(captureSource, to: writer, info: info) { p in
                     switch p {
                     case let .scan(entries): reporter.report("scanning", done: UInt64(entries), total: 0, unit: "entries")
                     case let .data(done, total): reporter.report("data", done: done, total: total)

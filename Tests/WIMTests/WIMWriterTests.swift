@@ -136,7 +136,7 @@ struct WIMWriterTests {
             file.dataSize = 100_000
             return [root, file]
         }
-        func readData(of item: CaptureItem, into consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+        func readData(of item: CaptureItem, stream: String?, into consume: (UnsafeRawBufferPointer) throws -> Void) throws {
             try testBytes(60_000, seed: 1).withUnsafeBytes { try consume($0) }
         }
     }

@@ -41,6 +41,12 @@ public final class WIMWriter {
         public var name: String
         public var description: String?
         public var creationTime: UInt64
+        /// FLAGS (the edition, as `--flags` gives it), DISPLAYNAME and DISPLAYDESCRIPTION.
+        public var flags: String?
+        public var displayName: String?
+        public var displayDescription: String?
+        /// The WINDOWS element, for an image holding a Windows installation.
+        public var windows: Windows?
         var directoryCount: UInt64 = 0
         var fileCount: UInt64 = 0
         var totalBytes: UInt64 = 0
@@ -50,6 +56,30 @@ public final class WIMWriter {
             self.name = name
             self.description = description
             self.creationTime = creationTime
+        }
+
+        /// What the WINDOWS element of an image's XML says about the Windows it holds, as
+        /// Windows' own tools and wimlib write it: the processor architecture (the Windows API
+        /// code: 0 x86, 5 ARM, 6 IA-64, 9 x64, 12 ARM64), names from the registry, the UI
+        /// languages and the default one, the version and the system root folder's name.
+        public struct Windows: Sendable, Equatable {
+            public var architecture: Int?
+            public var productName: String?
+            public var editionID: String?
+            public var installationType: String?
+            public var hal: String?
+            public var productType: String?
+            public var productSuite: String?
+            public var languages: [String] = []
+            public var defaultLanguage: String?
+            public var majorVersion: UInt64?
+            public var minorVersion: UInt64?
+            public var build: String?
+            public var servicePackBuild: UInt64?
+            public var servicePackLevel: UInt64?
+            public var systemRoot: String?
+
+            public init() {}
         }
     }
 
@@ -115,10 +145,11 @@ public final class WIMWriter {
 
     // MARK: Blobs
 
-    /// Starts a blob of `size` bytes (more than 0); `source` names it in errors.
-    public func beginBlob(size: UInt64, source: String) throws {
+    /// Starts a blob of `size` bytes (more than 0); `source` names it in errors. `compress`
+    /// false stores it uncompressed (a capture configuration's [CompressionExclusionList]).
+    public func beginBlob(size: UInt64, source: String, compress: Bool = true) throws {
         blobSource = source
-        try resources.begin(size: size)
+        try resources.begin(size: size, compress: compress)
     }
 
     public func blobData(_ data: UnsafeRawBufferPointer) throws { try resources.data(data) }
@@ -301,14 +332,38 @@ public final class WIMWriter {
         func time(_ tag: String, _ t: UInt64) -> String {
             "<\(tag)><HIGHPART>\(hex(t >> 32))</HIGHPART><LOWPART>\(hex(t & 0xFFFF_FFFF))</LOWPART></\(tag)>"
         }
+        func element(_ tag: String, _ value: String?) -> String {
+            value.map { "<\(tag)>\(escape($0))</\(tag)>" } ?? ""
+        }
+        func windowsElement(_ w: ImageInfo.Windows) -> String {
+            var out = "<WINDOWS>"
+            out += element("ARCH", w.architecture.map(String.init))
+            out += element("PRODUCTNAME", w.productName) + element("EDITIONID", w.editionID)
+            out += element("INSTALLATIONTYPE", w.installationType) + element("HAL", w.hal)
+            out += element("PRODUCTTYPE", w.productType) + element("PRODUCTSUITE", w.productSuite)
+            if !w.languages.isEmpty || w.defaultLanguage != nil {
+                out += "<LANGUAGES>" + w.languages.map { element("LANGUAGE", $0) }.joined() + element("DEFAULT", w.defaultLanguage) + "</LANGUAGES>"
+            }
+            if let major = w.majorVersion {
+                out += "<VERSION>" + element("MAJOR", String(major)) + element("MINOR", w.minorVersion.map(String.init))
+                out += element("BUILD", w.build) + element("SPBUILD", w.servicePackBuild.map(String.init))
+                out += element("SPLEVEL", w.servicePackLevel.map(String.init)) + "</VERSION>"
+            }
+            out += element("SYSTEMROOT", w.systemRoot)
+            return out + "</WINDOWS>"
+        }
         var text = "<WIM><TOTALBYTES>\(totalBytes)</TOTALBYTES>"
         for (i, image) in images.enumerated() {
             text += "<IMAGE INDEX=\"\(i + 1)\">"
             text += "<DIRCOUNT>\(image.directoryCount)</DIRCOUNT><FILECOUNT>\(image.fileCount)</FILECOUNT>"
             text += "<TOTALBYTES>\(image.totalBytes)</TOTALBYTES><HARDLINKBYTES>\(image.hardLinkBytes)</HARDLINKBYTES>"
             text += time("CREATIONTIME", image.creationTime) + time("LASTMODIFICATIONTIME", image.creationTime)
+            if let w = image.windows { text += windowsElement(w) }
             text += "<NAME>\(escape(image.name))</NAME>"
             if let d = image.description { text += "<DESCRIPTION>\(escape(d))</DESCRIPTION>" }
+            if let f = image.flags { text += "<FLAGS>\(escape(f))</FLAGS>" }
+            if let d = image.displayName { text += "<DISPLAYNAME>\(escape(d))</DISPLAYNAME>" }
+            if let d = image.displayDescription { text += "<DISPLAYDESCRIPTION>\(escape(d))</DISPLAYDESCRIPTION>" }
             text += "</IMAGE>"
         }
         text += "</WIM>"
