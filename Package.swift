@@ -85,7 +85,7 @@ let package = Package(
         // event spool and reporter.
         .target(
             name: "SequenceRunner",
-            dependencies: ["SequenceModel", "DiskModel", "Primitives", "Failures", "WIM", "Apply", "Disks", "Transport", "Drivers", "Boot", "Registry", "Processes", "Digests"]
+            dependencies: ["SequenceModel", "DiskModel", "Primitives", "Failures", "WIM", "Apply", "Capture", "Disks", "Transport", "Drivers", "Boot", "Registry", "Processes", "Digests"]
         ),
         // The command-line tool.
         .executableTarget(

@@ -5,6 +5,13 @@ Captures a corpus (default /usr/share) with wimlib in XPRESS, LZX, LZMS and soli
 each WIM times `verify` and `apply` to a directory with both tools, alternating runs, and prints
 the medians and the ratio imprint/wimlib (below 1.0: imprint is faster).
 
+`capture` (only when asked for with --only) races the writers instead: both tools capture the
+corpus into a new WIM in each format (imprint `wim capture --compress F`, wimlib-imagex
+`capture --compress=F`, both on every CPU; solid is LZMS solid), alternating runs, and the
+table gains the WIM sizes and their ratio. `ntfs-capture` does the same from an NTFS image file
+holding the corpus (made once by wimlib-imagex applying the corpus's XPRESS WIM; each tool
+reads it through libntfs-3g, wimlib-imagex in its NTFS mode).
+
 `ntfs` (only when asked for with --only) applies to an NTFS image file instead: before every run
 a fresh sparse image is formatted (`mkfs.ntfs -F -Q`, not timed) on tmpfs, then both tools write
 it through libntfs-3g (wimlib-imagex in its NTFS mode). `--fuse` adds a third column for
@@ -13,6 +20,7 @@ includes the unmount, which flushes).
 
     Benchmarks/wim.py [--corpus DIR] [--runs N] [--formats xpress,lzx,lzms,solid] [--only verify,apply,ntfs]
     Benchmarks/wim.py --formats lzx --only ntfs [--fuse]     # the NTFS apply benchmark
+    Benchmarks/wim.py --corpus /usr/share/doc --only capture,ntfs-capture   # the writer
 """
 import argparse
 import os
@@ -30,6 +38,14 @@ FORMATS = {
     "lzms": ["--compress=LZMS"],
     "solid": ["--solid"],
 }
+# The same choices for `imprint wim capture`.
+IMPRINT_FORMATS = {
+    "xpress": ["--compress", "xpress"],
+    "lzx": ["--compress", "lzx"],
+    "lzms": ["--compress", "lzms"],
+    "solid": ["--compress", "lzms", "--solid"],
+}
+OPERATIONS = {"verify", "apply", "ntfs", "capture", "ntfs-capture"}
 
 
 def sh(cmd, **kw):
@@ -89,9 +105,9 @@ def main():
     args = ap.parse_args()
 
     only = set(args.only.split(","))
-    if only - {"verify", "apply", "ntfs"}:
-        sys.exit(f"unknown operation in --only: {', '.join(sorted(only - {'verify', 'apply', 'ntfs'}))}")
-    if "ntfs" in only:
+    if only - OPERATIONS:
+        sys.exit(f"unknown operation in --only: {', '.join(sorted(only - OPERATIONS))}")
+    if only & {"ntfs", "ntfs-capture"}:
         for tool in ("mkfs.ntfs",) + (("ntfs-3g",) if args.fuse else ()):
             if not shutil.which(tool):
                 sys.exit(f"{tool} not found: apt-get install ntfs-3g")
@@ -101,6 +117,13 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     corpus_tag = args.corpus.strip("/").replace("/", "_") or "root"
     results = []
+    sizes = {}
+    if only & {"capture", "ntfs-capture"}:
+        capture_races(args, only, corpus_tag, results, sizes)
+        only -= {"capture", "ntfs-capture"}
+        if not only:
+            report(args, results, sizes, only)
+            return
     for fmt in args.formats.split(","):
         wim = os.path.join(args.work, f"{corpus_tag}-{fmt}.wim")
         if not os.path.exists(wim):
@@ -155,16 +178,81 @@ def main():
             print("  runs: " + "; ".join(f"{who} " + " ".join(f"{t:.2f}" for t in ts) for who, ts in times.items()),
                   flush=True)
 
+    report(args, results, sizes, only)
+
+
+def report(args, results, sizes, only):
     print()
     print(f"corpus: {args.corpus}, {args.runs} runs each, medians, {os.cpu_count()} CPUs, apply target {args.target}"
           + (f", NTFS image {args.ntfs_image} ({args.ntfs_size >> 20} MiB)" if "ntfs" in only else ""))
-    print("| format | operation | imprint (s) | wimlib-imagex (s) | ratio imprint/wimlib | peak RSS imprint / wimlib (MiB) |")
-    print("|---|---|---|---|---|---|")
+    print("| format | operation | imprint (s) | wimlib-imagex (s) | ratio imprint/wimlib | peak RSS imprint / wimlib (MiB) | WIM size imprint / wimlib (MB) | size ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for fmt, name, a, b, r, peaks, _ in results:
-        print(f"| {fmt} | {name} | {a:.2f} | {b:.2f} | {r:.2f} | {peaks['imprint']:.0f} / {peaks['wimlib']:.0f} |")
+        size = sizes.get((fmt, name))
+        sized = f"{size[0] / 1e6:.2f} / {size[1] / 1e6:.2f} | {size[0] / size[1]:.4f}" if size else "| "
+        print(f"| {fmt} | {name} | {a:.2f} | {b:.2f} | {r:.2f} | {peaks['imprint']:.0f} / {peaks['wimlib']:.0f} | {sized} |")
     for fmt, name, a, b, r, peaks, fuse in results:
         if fuse is not None:
             print(f"{fmt} {name}: imprint through an ntfs-3g FUSE mount {fuse:.2f} s, peak RSS {peaks['fuse']:.0f} MiB")
+
+
+def ntfs_corpus(args, corpus_tag):
+    """An NTFS image file holding the corpus, made once (wimlib-imagex applies the corpus's XPRESS WIM)."""
+    image = os.path.join(args.work, f"{corpus_tag}.ntfs")
+    if os.path.exists(image):
+        return image
+    wim = os.path.join(args.work, f"{corpus_tag}-xpress.wim")
+    if not os.path.exists(wim):
+        sh(["wimlib-imagex", "capture", args.corpus, wim + ".tmp", "bench", "--threads=2", "--compress=XPRESS"])
+        os.rename(wim + ".tmp", wim)
+    size = max(args.ntfs_size, sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.corpus) for f in fs
+                                   if os.path.isfile(os.path.join(d, f))) * 2 + (256 << 20))
+    print(f"making an NTFS image of {args.corpus} (once; kept as {image})...", file=sys.stderr)
+    fresh_ntfs(image + ".tmp", size)
+    sh(["wimlib-imagex", "apply", wim, "1", image + ".tmp"])
+    os.rename(image + ".tmp", image)
+    return image
+
+
+def capture_races(args, only, corpus_tag, results, sizes):
+    """imprint wim capture against wimlib-imagex capture, from the corpus folder and/or an NTFS image."""
+    threads = str(os.cpu_count() or 1)
+    sources = []
+    if "capture" in only:
+        sources.append(("capture", args.corpus))
+    if "ntfs-capture" in only:
+        sources.append(("ntfs-capture", ntfs_corpus(args, corpus_tag)))
+    for name, source in sources:
+        # Warm the page cache: both tools read the source from memory.
+        subprocess.run(["tar", "cf", "/dev/null", source], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if os.path.isfile(source):
+            subprocess.run(["cat", source], stdout=subprocess.DEVNULL)
+        for fmt in args.formats.split(","):
+            outputs = {"imprint": os.path.join(args.work, f"race-imprint-{fmt}.wim"), "wimlib": os.path.join(args.work, f"race-wimlib-{fmt}.wim")}
+            contenders = [
+                ("imprint", [args.imprint, "wim", "capture", source, outputs["imprint"], "bench", "--threads", threads, "--progress", "none"]
+                 + IMPRINT_FORMATS[fmt]),
+                ("wimlib", ["wimlib-imagex", "capture", source, outputs["wimlib"], "bench", "--threads=" + threads] + FORMATS[fmt]),
+            ]
+            times = {who: [] for who, _ in contenders}
+            peaks = {who: 0.0 for who, _ in contenders}
+            for run in range(args.runs):
+                order = contenders[run % 2:] + contenders[:run % 2]
+                for who, cmd in order:
+                    if os.path.exists(outputs[who]):
+                        os.unlink(outputs[who])
+                    elapsed, peak = timed(cmd)
+                    times[who].append(elapsed)
+                    peaks[who] = max(peaks[who], peak)
+            size = (os.path.getsize(outputs["imprint"]), os.path.getsize(outputs["wimlib"]))
+            sizes[(fmt, name)] = size
+            for path in outputs.values():
+                os.unlink(path)
+            a, b = statistics.median(times["imprint"]), statistics.median(times["wimlib"])
+            results.append((fmt, name, a, b, a / b, peaks, None))
+            print(f"{fmt:7} {name:12} imprint {a:7.2f} s   wimlib {b:7.2f} s   ratio {a / b:5.2f}   "
+                  f"peak memory {peaks['imprint']:.0f} / {peaks['wimlib']:.0f} MiB   "
+                  f"size {size[0] / 1e6:.2f} / {size[1] / 1e6:.2f} MB ({size[0] / size[1]:.4f})", flush=True)
 
 
 if __name__ == "__main__":

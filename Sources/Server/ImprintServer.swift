@@ -24,6 +24,8 @@ public final class ImprintServer: Sendable {
     let sealing: SecretSealing
     /// Each active deployment's secret values, to redact the events its agent sends.
     let redactors = DeploymentRedactors()
+    /// Uploads of captured images under way (one request at a time each).
+    let captureUploads = CaptureUploads()
 
     public init(configuration: ServerConfiguration, storage: any ServerStorage, secrets: SecretBox,
                 logger: Logger = Logger(label: "imprint-server")) {
@@ -145,6 +147,8 @@ public final class ImprintServer: Sendable {
         case .deploymentSequence: return try await deploymentSequence(request, context)
         case .deploymentEvents: return try await deploymentEvents(request, context)
         case .deploymentState: return try await deploymentState(request, context)
+        case .captureAnnounce: return try await captureAnnounce(request, context)
+        case .captureData: return try await captureData(request, context)
         case .content:
             let path = request.uri.path
             let prefix = "/content/"
@@ -172,7 +176,8 @@ public final class ImprintServer: Sendable {
     func checkAgentSubnet(_ handler: RouteSpec.Handler, client: String) throws {
         guard !configuration.agentSubnets.isEmpty else { return }
         switch handler {
-        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content:
+        case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content,
+             .captureAnnounce, .captureData:
             guard configuration.agentSubnets.contains(where: { $0.contains(client) }) else {
                 throw APIError(.forbidden, "\(client) is not in the networks agents may connect from (--agent-subnets "
                                + configuration.agentSubnets.map(\.description).joined(separator: ",") + ")")

@@ -8,6 +8,7 @@ public struct RouteSpec: Sendable, Hashable {
         case bootScript(BootLoader), bootScriptForMAC(BootLoader)
         case bootFile
         case checkIn, deploymentSequence, deploymentEvents, deploymentState
+        case captureAnnounce, captureData
         case content
         case adminGetSequence, adminPutSequence, adminListSequences, adminGetRules, adminPutRules, adminMachines, adminApproveMachine
         case adminRedeployMachine, adminRegisterMachine, adminResetDeploymentToken
@@ -48,6 +49,8 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.get, "/api/v1/deployments/{id}/sequence", .deploymentSequence),
         RouteSpec(.post, "/api/v1/deployments/{id}/events", .deploymentEvents),
         RouteSpec(.put, "/api/v1/deployments/{id}/state", .deploymentState),
+        RouteSpec(.post, "/api/v1/deployments/{id}/captures/{name}", .captureAnnounce),
+        RouteSpec(.put, "/api/v1/deployments/{id}/captures/{name}", .captureData),
         RouteSpec(.get, "/content/{path}", router: "/content/**", .content),
         RouteSpec(.head, "/content/{path}", router: "/content/**", .content),
         RouteSpec(.get, "/api/v1/admin/sequences", .adminListSequences),

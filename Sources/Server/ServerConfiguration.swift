@@ -14,6 +14,9 @@ public struct ServerConfiguration: Sendable {
     public var dataDirectory: String
     public var contentDirectory: String
     public var bootDirectory: String
+    /// Where images uploaded by `captureImage` steps go, one folder per sequence (by default
+    /// `captures` in the content folder, so a later sequence can deploy them from /content).
+    public var captureDirectory: String
     public var adminToken: String
     public var unknownMachines: UnknownMachines
     /// What iPXE scripts and sequences call the server (`ServerURL`), without a trailing slash.
@@ -61,6 +64,7 @@ public struct ServerConfiguration: Sendable {
         self.dataDirectory = dataDirectory
         self.contentDirectory = contentDirectory
         self.bootDirectory = bootDirectory
+        captureDirectory = contentDirectory + "/captures"
         self.adminToken = adminToken
         self.unknownMachines = unknownMachines
         self.publicURL = publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL

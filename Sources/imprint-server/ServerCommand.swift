@@ -15,6 +15,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Folder for the database (imprint.db) and the server's files.") var data = "/var/lib/imprint-server"
     @Option(help: "Folder served under /content (images, drivers, unattend files).") var content = "/srv/imprint/content"
     @Option(help: "Folder holding the boot environment's kernel (vmlinuz) and initrd.") var boot = "/srv/imprint/boot"
+    @Option(help: "Folder receiving images that captureImage steps upload, one folder per sequence (default: captures in --content).")
+    var captures: String?
+    @Option(help: "Largest image a captureImage step may upload, in GiB.") var maxCaptureSize: UInt64 = 1024
     @Option(help: "Bearer token of the admin API (or IMPRINT_ADMIN_TOKEN).") var adminToken: String?
     @Option(help: "Machines no rule matches: 'default' gives them the rule named default, 'pending' waits for approval.")
     var unknownMachines = "pending"
@@ -87,6 +90,8 @@ struct ServerCommand: AsyncParsableCommand {
         var configuration = ServerConfiguration(host: host, port: port, dataDirectory: data, contentDirectory: content, bootDirectory: boot,
                                                 adminToken: token, unknownMachines: policy, publicURL: publicURL)
         configuration.agentSubnets = subnets
+        if let captures { configuration.captureDirectory = captures }
+        configuration.limits.captureBytes = maxCaptureSize << 30
         configuration.requireRegistration = requireRegistration
         configuration.tokenReissueAfter = tokenReissueAfter
         configuration.newMachinesPerMinute = newMachinesPerMinute == 0 ? nil : newMachinesPerMinute

@@ -326,31 +326,9 @@ struct WimExtract: ParsableCommand {
     }
 }
 
-/// The compression a WIM command writes: `FORMAT[:LEVEL]` as wimlib-imagex takes it, the level
-/// on wimlib's 1...100 scale (50 when left out).
-struct CompressionChoice: ExpressibleByArgument, CustomStringConvertible {
-    var format: CompressionFormat
-    var level: CompressionLevel
-
-    init(_ format: CompressionFormat, level: CompressionLevel = .default) {
-        self.format = format
-        self.level = level
-    }
-
-    init?(argument: String) {
-        let parts = argument.lowercased().split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let format = CompressionFormat(rawValue: String(parts[0])) else { return nil }
-        self.format = format
-        if parts.count == 2 {
-            guard format != .none, let number = Int(parts[1]), let level = CompressionLevel(number) else { return nil }
-            self.level = level
-        } else {
-            level = .default
-        }
-    }
-
-    var description: String { format == .none ? "none" : "\(format.rawValue):\(level)" }
-    static var defaultValueDescription: String { "xpress" }
+extension CompressionChoice: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
+    public static var defaultValueDescription: String { "xpress" }
 }
 
 /// `imprint wim capture`

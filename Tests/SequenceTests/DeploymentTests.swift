@@ -280,8 +280,14 @@ struct DeploymentTests {
         #expect(refused.events.isEmpty)
         #expect(try run(["blkid", "-p", disk.device], allowFailure: true).status == 2, "the disk was written without --yes")
 
-        for example in ["uefi-bare-metal", "bios-bare-metal", "refresh-keep-user-data", "raw-disk-image", "usb-offline"] {
-            let path = packageRoot.appendingPathComponent("TaskSequences/\(example).json").path
+        // Every example sequence (schema.json aside), and the lab's.
+        let folders = ["TaskSequences", "Initramfs/lab/sequences"].map { packageRoot.appendingPathComponent($0).path }
+        let examples = try folders.flatMap { folder in
+            try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".json") && $0 != "schema.json" }.map { folder + "/" + $0 }
+        }
+        #expect(examples.count >= 10, "\(examples)")
+        for example in examples {
+            let path = example
             let result = try run([imprintBinary, "sequence", "validate", path], allowFailure: true)
             #expect(result.status == 0, "\(example): \(result.output)")
             #expect(!result.output.contains("error:"), "\(example): \(result.output)")

@@ -109,6 +109,27 @@ final class Checker {
                             requireVerifiedContent: requireVerifiedContent, origin: origin)
     }
 
+    /// A file name the server accepts for an upload, `${Variable}`s aside.
+    static func isCaptureFileName(_ text: String) -> Bool {
+        var literal = ""
+        var rest = Substring(text)
+        while let open = rest.range(of: "${"), let close = rest[open.upperBound...].firstIndex(of: "}") {
+            literal += rest[..<open.lowerBound] + "x"
+            rest = rest[rest.index(after: close)...]
+        }
+        literal += rest
+        return literal.count <= 128 && literal.lowercased().hasSuffix(".wim") && literal.count > 4 && !literal.contains("..")
+            && literal.first.map { $0.isASCII && ($0.isLetter || $0.isNumber) } == true
+            && literal.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+    }
+
+    /// `FORMAT[:LEVEL]` as `imprint wim capture --compress` takes it.
+    static func isCompressionChoice(_ text: String) -> Bool {
+        let parts = text.lowercased().split(separator: ":", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), ["none", "xpress", "lzx", "lzms"].contains(parts[0]) else { return false }
+        return parts.count == 1 || (parts[0] != "none" && Int(parts[1]).map { (1...100).contains($0) } == true)
+    }
+
     static func isVariableName(_ text: String) -> Bool {
         !text.isEmpty && text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } && !(text.first?.isNumber ?? true)
     }
@@ -121,12 +142,14 @@ final class Checker {
         }
     }
 
-    private static let commonKeys: Set<String> = ["type", "name", "condition", "continueOnError", "retry", "timeout", "description"]
-    private static let parameterKeys: [String: Set<String>] = [
+    static let commonKeys: Set<String> = ["type", "name", "condition", "continueOnError", "retry", "timeout", "description"]
+    static let parameterKeys: [String: Set<String>] = [
         "group": ["steps"], "selectDisk": ["rules"], "partition": ["layout"], "format": ["volume", "format"],
         "findWindows": ["rules", "as"], "cleanVolume": ["volume", "mode", "folders"],
         "applyImage": ["source", "image", "sha256", "target", "mode", "cacheDirectory"],
         "writeImage": ["source", "sha256", "target"], "injectDrivers": ["source", "target", "architecture"],
+        "captureImage": ["volume", "imageName", "imageDescription", "flags", "upload", "path", "compress", "workDirectory",
+                         "allowNotGeneralized", "config"],
         "makeBootable": ["windows", "esp", "firmware", "locale", "menuTimeout", "label"],
         "unattend": ["template", "content", "target"], "runCommand": ["command", "environment", "mountVolume", "successCodes", "runAgainAfterInterruption"],
         "setVariable": ["variable", "value"], "reboot": [], "poweroff": [],
@@ -222,6 +245,33 @@ final class Checker {
             let sha = checksum(object, path)
             if let source { checkVerified(source, sha, path) }
             action = source.map { .writeImage(WriteImageStep(source: $0, sha256: sha, target: target)) }
+        case "captureImage":
+            let volume = volumeReference(object, "volume", path)
+            let imageName = string(object, "imageName", path, required: true)
+            let upload = string(object, "upload", path, required: false)
+            let destination = string(object, "path", path, required: false)
+            if (upload == nil) == (destination == nil) {
+                error(path, "give exactly one of \"upload\" (a file name the server keeps) and \"path\" (a file on this machine)")
+            }
+            if let upload, !Self.isCaptureFileName(upload) {
+                error(path + ".upload", "\"\(upload)\" is not a capture file name",
+                      hint: "letters, digits, '-', '_', '.' and ${Variable}, ending in .wim (the server picks the folder)")
+            }
+            if let destination, !destination.lowercased().hasSuffix(".wim") {
+                error(path + ".path", "\"\(destination)\" does not end in .wim")
+            }
+            let compress = string(object, "compress", path, required: false) ?? "lzx"
+            if !Self.isCompressionChoice(compress) {
+                error(path + ".compress", "unknown compression \"\(compress)\"", hint: "none, xpress, lzx or lzms, optionally :LEVEL (1-100), e.g. lzx:70")
+            }
+            let work = string(object, "workDirectory", path, required: false) ?? "/var/cache/imprint/capture"
+            let allow = bool(object, "allowNotGeneralized", path) ?? false
+            action = volume.flatMap { v in imageName.map {
+                .captureImage(CaptureImageStep(volume: v, imageName: $0, imageDescription: string(object, "imageDescription", path, required: false),
+                                               flags: string(object, "flags", path, required: false), upload: upload, path: destination,
+                                               compress: compress, workDirectory: work, allowNotGeneralized: allow,
+                                               config: string(object, "config", path, required: false)))
+            } }
         case "injectDrivers":
             let source = string(object, "source", path, required: true)
             let target = volumeReference(object, "target", path)

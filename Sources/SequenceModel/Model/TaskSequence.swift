@@ -63,6 +63,7 @@ public enum StepAction: Sendable {
     case cleanVolume(volume: String, mode: CleanupMode, folders: [String])
     case applyImage(ApplyImageStep)
     case writeImage(WriteImageStep)
+    case captureImage(CaptureImageStep)
     case injectDrivers(InjectDriversStep)
     case makeBootable(MakeBootableStep)
     case unattend(UnattendStep)
@@ -81,6 +82,7 @@ public enum StepAction: Sendable {
         case .cleanVolume: return "cleanVolume"
         case .applyImage: return "applyImage"
         case .writeImage: return "writeImage"
+        case .captureImage: return "captureImage"
         case .injectDrivers: return "injectDrivers"
         case .makeBootable: return "makeBootable"
         case .unattend: return "unattend"
@@ -100,7 +102,7 @@ public enum StepAction: Sendable {
     }
 
     public static let typeNames = ["group", "selectDisk", "partition", "format", "findWindows", "cleanVolume", "applyImage",
-                                   "writeImage", "injectDrivers", "makeBootable", "unattend", "runCommand", "setVariable", "reboot", "poweroff"]
+                                   "writeImage", "captureImage", "injectDrivers", "makeBootable", "unattend", "runCommand", "setVariable", "reboot", "poweroff"]
 }
 
 /// An image source nothing can vouch for: plain `http://` (not https, not a local file) and no
@@ -143,6 +145,30 @@ public struct WriteImageStep: Sendable {
     public var sha256: String?
     /// `disk` (the selected disk) or a volume name.
     public var target: String
+}
+
+/// Captures a Windows volume into a WIM (ImageX/DISM's capture of a reference machine), then
+/// uploads it to the server or leaves it at a path (a USB stick).
+public struct CaptureImageStep: Sendable {
+    /// The volume (findWindows's name or a partition id of a layout).
+    public var volume: String
+    /// The image's name and description in the WIM.
+    public var imageName: String
+    public var imageDescription: String?
+    /// The FLAGS element (the edition, e.g. Professional).
+    public var flags: String?
+    /// A file name the server keeps under its captures folder for this sequence...
+    public var upload: String?
+    /// ...or a path on this machine (a USB stick, a mounted share); exactly one of the two.
+    public var path: String?
+    /// `none`, `xpress`, `lzx` or `lzms`, optionally `:LEVEL` (1-100).
+    public var compress: String
+    /// Where the WIM is written before it is uploaded (it needs room for the whole image).
+    public var workDirectory: String
+    /// Capture a Windows that sysprep has not generalized (a backup, not a deployable image).
+    public var allowNotGeneralized: Bool
+    /// A WimScript.ini-style exclusion file (path or URL); nil: DISM's default exclusions.
+    public var config: String?
 }
 
 public struct InjectDriversStep: Sendable {

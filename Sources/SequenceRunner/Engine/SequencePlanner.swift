@@ -92,6 +92,14 @@ public enum SequencePlanner {
                 let target = parameters.target == "disk" ? (chosen?.disk.path ?? "the selected disk") : "volume \"\(parameters.target)\""
                 details.append("would write \(variables.substitute(parameters.source)) onto \(target), replacing everything on it")
                 verify(parameters.source, parameters.sha256, &details, &verdict)
+            case let .captureImage(parameters):
+                let destination = parameters.upload.map { "upload it to the server as \(variables.substitute($0))" }
+                    ?? "write it to \(variables.substitute(parameters.path ?? ""))"
+                details.append("would capture volume \"\(parameters.volume)\" into image \"\(variables.substitute(parameters.imageName))\" "
+                               + "(\(parameters.compress)) and \(destination); the volume is only read")
+                if !parameters.allowNotGeneralized {
+                    details.append("refuses a Windows that sysprep has not generalized (allowNotGeneralized: false)")
+                }
             case let .injectDrivers(parameters):
                 details.append("would copy matching drivers from \(variables.substitute(parameters.source)) to volume \"\(parameters.target)\"")
             case let .makeBootable(parameters):

@@ -14,6 +14,7 @@ enum StepRunner {
         case let .cleanVolume(volume, mode, folders): try RefreshSteps.cleanVolume(volume, mode, folders, step, context)
         case let .applyImage(parameters): try ImageSteps.applyImage(parameters, step, context)
         case let .writeImage(parameters): try RawImageSteps.writeImage(parameters, step, context)
+        case let .captureImage(parameters): try CaptureSteps.captureImage(parameters, step, context)
         case let .injectDrivers(parameters): try DriverSteps.injectDrivers(parameters, step, context)
         case let .makeBootable(parameters): try BootSteps.makeBootable(parameters, step, context)
         case let .unattend(parameters): try UnattendWriter.run(parameters, step, context)

@@ -98,6 +98,7 @@ extension ImprintServer {
             // Answered above, before the login check.
             throw APIError.notFound("route")
         case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content, .metrics,
+             .captureAnnounce, .captureData,
              .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
              .adminRegisterMachine, .adminResetDeploymentToken:

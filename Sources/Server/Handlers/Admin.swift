@@ -236,6 +236,7 @@ extension ImprintServer {
             return JSON.response(List(events: events, last: events.last?.event.sequence ?? after))
 
         case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content, .metrics,
+             .captureAnnounce, .captureData,
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new

@@ -23,6 +23,33 @@ public struct CompressionLevel: Sendable, Equatable, CustomStringConvertible {
     public var description: String { String(value) }
 }
 
+/// What to compress with, as wimlib-imagex's `--compress` takes it: `FORMAT[:LEVEL]`
+/// (`lzx`, `lzms:80`, `none`), the level 50 when left out.
+public struct CompressionChoice: Sendable, Equatable, CustomStringConvertible {
+    public var format: CompressionFormat
+    public var level: CompressionLevel
+
+    public init(_ format: CompressionFormat, level: CompressionLevel = .default) {
+        self.format = format
+        self.level = level
+    }
+
+    /// Nil for anything else (an unknown format, a level outside 1...100, a level for `none`).
+    public init?(parsing text: String) {
+        let parts = text.lowercased().split(separator: ":", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), let format = CompressionFormat(rawValue: String(parts[0])) else { return nil }
+        self.format = format
+        if parts.count == 2 {
+            guard format != .none, let number = Int(parts[1]), let level = CompressionLevel(number) else { return nil }
+            self.level = level
+        } else {
+            level = .default
+        }
+    }
+
+    public var description: String { format == .none ? "none" : "\(format.rawValue):\(level)" }
+}
+
 extension XpressCompressor: ChunkCompressor {
     public var format: CompressionFormat { .xpress }
 
