@@ -27,6 +27,7 @@ private let targets: [String: FuzzTarget] = [
     "XpressFuzz": FuzzTarget(testOneInput: fuzzXpress),
     "XpressRoundTripFuzz": FuzzTarget(testOneInput: fuzzXpressRoundTrip),
     "LZXFuzz": FuzzTarget(testOneInput: fuzzLZX),
+    "LZXRoundTripFuzz": FuzzTarget(testOneInput: fuzzLZXRoundTrip),
     "LZMSFuzz": FuzzTarget(testOneInput: fuzzLZMS),
     "DiskJSONFuzz": FuzzTarget(testOneInput: fuzzDiskJSON),
     "SequenceFuzz": FuzzTarget(testOneInput: fuzzSequence),

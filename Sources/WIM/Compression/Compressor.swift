@@ -59,11 +59,13 @@ extension XpressCompressor: ChunkCompressor {
     }
 }
 
-/// Makes an encoder for `format` at `level`; nil for `.none` and for formats without an
-/// encoder yet (callers say which format is missing).
-public func makeChunkCompressor(_ format: CompressionFormat, level: CompressionLevel = .default) -> (any ChunkCompressor)? {
+/// Makes an encoder for `format` at `level`, for a resource of `chunkSize`-byte chunks (LZX's
+/// window depends on it); nil for `.none` and for formats without an encoder yet (callers say
+/// which format is missing).
+public func makeChunkCompressor(_ format: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int = 32768) -> (any ChunkCompressor)? {
     switch format {
     case .xpress: return XpressCompressor(level: level)
-    case .none, .lzx, .lzms: return nil
+    case .lzx: return LZXCompressor(level: level, chunkSize: min(max(chunkSize, 1), LZXCompressor.maxChunkSize))
+    case .none, .lzms: return nil
     }
 }

@@ -178,7 +178,7 @@ final class ResourceWriter {
         let workers = compression == .none ? 0 : max(1, threads)
         compressors = []
         for _ in 0..<workers {
-            guard let coder = makeChunkCompressor(compression, level: level) else {
+            guard let coder = makeChunkCompressor(compression, level: level, chunkSize: chunkSize) else {
                 throw WIMWriteError.misuse("no \(compression) encoder")
             }
             guard chunkSize <= type(of: coder).maxChunkSize else { throw WIMWriteError.badChunkSize(chunkSize) }
