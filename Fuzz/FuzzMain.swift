@@ -28,6 +28,7 @@ private let targets: [String: FuzzTarget] = [
     "XpressRoundTripFuzz": FuzzTarget(testOneInput: fuzzXpressRoundTrip),
     "LZXFuzz": FuzzTarget(testOneInput: fuzzLZX),
     "LZMSFuzz": FuzzTarget(testOneInput: fuzzLZMS),
+    "LZMSRoundTripFuzz": FuzzTarget(testOneInput: fuzzLZMSRoundTrip),
     "DiskJSONFuzz": FuzzTarget(testOneInput: fuzzDiskJSON),
     "SequenceFuzz": FuzzTarget(testOneInput: fuzzSequence),
     "CheckInFuzz": FuzzTarget(testOneInput: fuzzCheckIn),

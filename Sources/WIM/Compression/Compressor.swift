@@ -37,6 +37,7 @@ extension XpressCompressor: ChunkCompressor {
 public func makeChunkCompressor(_ format: CompressionFormat, level: CompressionLevel = .default) -> (any ChunkCompressor)? {
     switch format {
     case .xpress: return XpressCompressor(level: level)
-    case .none, .lzx, .lzms: return nil
+    case .lzms: return LZMSCompressor(level: level)
+    case .none, .lzx: return nil
     }
 }
