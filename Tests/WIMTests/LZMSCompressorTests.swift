@@ -66,11 +66,11 @@ import Testing
         }
     }
 
-    @Test("multi-MiB chunks: text, x86 code, long runs (lengths in the 30-bit slot), mixed", arguments: levels)
+    @Test("MiB chunks: text, x86 code, long runs (lengths in the 30-bit slot), mixed", arguments: levels)
     func roundTripsLargeChunks(level: LZMSCompressor.Level) throws {
         var compressor = LZMSCompressor(level: level)
         var decoder = LZMSDecompressor()
-        let size = 3 << 20
+        let size = 1 << 20
         var mixed = Content.text.bytes(size / 3) + Content.x86.bytes(size / 3) + Content.random.bytes(size / 6)
         mixed += Content.zeros.bytes(size - mixed.count)
         for (name, data) in [("mixed", mixed), ("zeros", Content.zeros.bytes(size + 5)), ("x86", Content.x86.bytes(size))] {

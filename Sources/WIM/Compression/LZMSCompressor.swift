@@ -136,10 +136,16 @@ enum LZMSSlotTables {
 /// the match finder's arrays (grown to the largest chunk seen) and the output buffer.
 final class LZMSCompressorWorkspace {
     let settings: LZMSSearchSettings
-    private var models = [LZMSBitModel](repeating: .initial, count: LZMSDecision.modelCount)
-    private var frequencies = [UInt32](repeating: 0, count: 3 * LZMSFormat.maxOffsetSymbolCount)
-    private var codeLengths = [UInt8](repeating: 0, count: 3 * LZMSFormat.maxOffsetSymbolCount)
-    private var codewords = [UInt32](repeating: 0, count: 3 * LZMSFormat.maxOffsetSymbolCount)
+    // Fixed-size tables, allocated once (plain pointers keep the encode path's closures few:
+    // deeply nested closures overflowed a test thread's stack in debug builds).
+    private let models: UnsafeMutablePointer<LZMSBitModel>
+    private let frequencies: UnsafeMutablePointer<UInt32>
+    private let codeLengths: UnsafeMutablePointer<UInt8>
+    private let codewords: UnsafeMutablePointer<UInt32>
+    private let offsetSlots: UnsafeMutablePointer<UInt32>
+    private let lengthSlots: UnsafeMutablePointer<UInt32>
+    private let offsetSlotOfSmall: UnsafeMutablePointer<UInt16>
+    private let lengthSlotOfSmall: UnsafeMutablePointer<UInt8>
     private var builder = LZMSCodeLengthBuilder()
     private var x86 = LZMSX86Encoder()
     /// The filtered chunk, plus 8 bytes so word loads near the end stay inside.
@@ -150,6 +156,36 @@ final class LZMSCompressorWorkspace {
 
     init(level: LZMSCompressor.Level) {
         settings = LZMSSearchSettings(level)
+        let n = 3 * LZMSFormat.maxOffsetSymbolCount
+        models = .allocate(capacity: LZMSDecision.modelCount)
+        models.initialize(repeating: .initial, count: LZMSDecision.modelCount)
+        frequencies = .allocate(capacity: n)
+        frequencies.initialize(repeating: 0, count: n)
+        codeLengths = .allocate(capacity: n)
+        codeLengths.initialize(repeating: 0, count: n)
+        codewords = .allocate(capacity: n)
+        codewords.initialize(repeating: 0, count: n)
+        func copy<T>(_ array: [T]) -> UnsafeMutablePointer<T> {
+            let pointer = UnsafeMutablePointer<T>.allocate(capacity: array.count)
+            pointer.initialize(from: array, count: array.count)
+            return pointer
+        }
+        offsetSlots = copy(LZMSSlotTables.offsetSlots)
+        lengthSlots = copy(LZMSSlotTables.lengthSlots)
+        offsetSlotOfSmall = copy(LZMSSlotTables.offsetSlotOfSmall)
+        lengthSlotOfSmall = copy(LZMSSlotTables.lengthSlotOfSmall)
+    }
+
+    deinit {
+        // All trivial types: deallocating without deinitializing is fine.
+        models.deallocate()
+        frequencies.deallocate()
+        codeLengths.deallocate()
+        codewords.deallocate()
+        offsetSlots.deallocate()
+        lengthSlots.deallocate()
+        offsetSlotOfSmall.deallocate()
+        lengthSlotOfSmall.deallocate()
     }
 
     func encode(_ input: UnsafeRawBufferPointer, sizeLimit: Int?) -> [UInt8]? {
@@ -175,36 +211,29 @@ final class LZMSCompressorWorkspace {
             head.withUnsafeMutableBufferPointer { head in
             previous.withUnsafeMutableBufferPointer { previous in
             output.withUnsafeMutableBufferPointer { output in
-            models.withUnsafeMutableBufferPointer { models in
-            frequencies.withUnsafeMutableBufferPointer { frequencies in
-            codeLengths.withUnsafeMutableBufferPointer { codeLengths in
-            codewords.withUnsafeMutableBufferPointer { codewords in
-            LZMSSlotTables.offsetSlots.withUnsafeBufferPointer { offsetSlots in
-            LZMSSlotTables.lengthSlots.withUnsafeBufferPointer { lengthSlots in
-            LZMSSlotTables.offsetSlotOfSmall.withUnsafeBufferPointer { offsetSlotOfSmall in
-            LZMSSlotTables.lengthSlotOfSmall.withUnsafeBufferPointer { lengthSlotOfSmall in
                 head.update(repeating: -1)
-                LZMSDecision.reset(models.baseAddress!)
+                LZMSDecision.reset(models)
                 let n = LZMSFormat.maxOffsetSymbolCount
+                let (frequencies, codeLengths, codewords) = (self.frequencies, self.codeLengths, self.codewords)
                 func code(_ index: Int, _ interval: Int) -> LZMSAdaptiveEncoderCode {
-                    LZMSAdaptiveEncoderCode(rebuildInterval: interval, frequencies: frequencies.baseAddress! + index * n,
-                                            lengths: codeLengths.baseAddress! + index * n, codewords: codewords.baseAddress! + index * n)
+                    LZMSAdaptiveEncoderCode(rebuildInterval: interval, frequencies: frequencies + index * n,
+                                            lengths: codeLengths + index * n, codewords: codewords + index * n)
                 }
                 var parser = LZMSParser(
                     data: data.baseAddress!, count: count, head: head.baseAddress!, hashBits: hashBits,
                     previous: previous.baseAddress!, settings: settings,
                     items: LZMSItemEncoder(
-                        output: output.baseAddress!, bufferSize: bufferSize, models: models.baseAddress!,
+                        output: output.baseAddress!, bufferSize: bufferSize, models: models,
                         literals: code(0, LZMSFormat.literalRebuildInterval),
                         lengths: code(1, LZMSFormat.lengthRebuildInterval),
                         offsets: code(2, LZMSFormat.lzOffsetRebuildInterval),
-                        offsetSlots: offsetSlots.baseAddress!, lengthSlots: lengthSlots.baseAddress!,
-                        offsetSlotOfSmall: offsetSlotOfSmall.baseAddress!, lengthSlotOfSmall: lengthSlotOfSmall.baseAddress!,
+                        offsetSlots: offsetSlots, lengthSlots: lengthSlots,
+                        offsetSlotOfSmall: offsetSlotOfSmall, lengthSlotOfSmall: lengthSlotOfSmall,
                         outputSize: count, builder: builder))
                 let size = settings.optimal ? parser.runOptimal(sizeLimit: sizeLimit) : parser.run(sizeLimit: sizeLimit)
                 builder = parser.items.builder
                 return size
-            }}}}}}}}}}}}
+            }}}}
         guard let size else { return nil }
         return Array(output[0..<size])
     }
@@ -431,8 +460,9 @@ struct LZMSParser {
     }
 
     /// How many bytes at `position` equal those at `source` (< position), up to `limit`.
+    /// Static, so calling it does not make the optimizer copy the parser.
     @inline(__always)
-    func matchLength(_ position: Int, _ source: Int, limit: Int) -> Int {
+    static func matchLength(_ data: UnsafePointer<UInt8>, _ position: Int, _ source: Int, limit: Int) -> Int {
         var length = 0
         while length &+ 8 <= limit {
             let a = UnsafeRawPointer(data + (position &+ length)).loadUnaligned(as: UInt64.self)
@@ -463,7 +493,7 @@ struct LZMSParser {
         for index in 0..<3 {
             let offset = index == 0 ? repeats.0 : index == 1 ? repeats.1 : repeats.2
             if offset > position { continue }
-            let length = matchLength(position, position &- offset, limit: limit)
+            let length = LZMSParser.matchLength(data, position, position &- offset, limit: limit)
             if length < 2 { continue }
             let benefit = length &* literalCost &- LZMSItemEncoder.repeatCost(index) &- items.lengthCost(length)
             if benefit > best.benefit {
@@ -489,7 +519,7 @@ struct LZMSParser {
         while candidate >= 0 && depth > 0 {
             // A candidate can only be longer if it agrees at the byte that would extend.
             if data[candidate &+ longest] == data[position &+ longest] {
-                let length = matchLength(position, candidate, limit: limit)
+                let length = LZMSParser.matchLength(data, position, candidate, limit: limit)
                 if length > longest {
                     longest = length
                     let offset = position &- candidate

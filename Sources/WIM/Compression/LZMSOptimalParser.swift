@@ -45,6 +45,13 @@ extension LZMSParser {
             path.deallocate()
         }
 
+        // Hoisted out of the item encoder so the search loop reads them directly (calling its
+        // methods from here made the optimizer copy the whole encoder each time).
+        let offsetCodeLengths = items.offsets.lengths
+        let offsetSlots = items.offsetSlots
+        let offsetSlotOfSmall = items.offsetSlotOfSmall
+        let offsetSlotCount = items.offsetSlotCount
+
         var position = 0
         while position < count {
             guard items.bytesSoFar < limit else { return nil }
@@ -109,7 +116,7 @@ extension LZMSParser {
                 for index in 0..<3 {
                     let offset = index == 0 ? queue.slot0 : index == 1 ? queue.slot1 : queue.slot2
                     if offset > here { continue }
-                    let length = matchLength(here, here &- offset, limit: available)
+                    let length = LZMSParser.matchLength(data, here, here &- offset, limit: available)
                     if length < 2 { continue }
                     if length >= nice {
                         long = LZMSMatchChoice(length: length, offset: offset, repeatIndex: index, benefit: 0)
@@ -138,7 +145,10 @@ extension LZMSParser {
                         long = LZMSMatchChoice(length: length, offset: offset, repeatIndex: -1, benefit: 0)
                         break
                     }
-                    let matchBase = base &+ explicitCost &+ items.offsetCost(offset) &- 40
+                    let slot = offset < LZMSSlotTables.directOffsets ? Int(offsetSlotOfSmall[offset])
+                        : LZMSSlotTables.slot(offset, offsetSlots, count: offsetSlotCount)
+                    let offsetBits = Int(offsetCodeLengths[slot]) &+ Int(offsetSlots[slot] &>> LZMSFormat.slotExtraBitsShift)
+                    let matchBase = base &+ explicitCost &+ offsetBits &<< 4
                     for l in (previousLength &+ 1)...length {
                         relax(i &+ l, matchBase &+ lengthCosts[l], from: i, repeatIndex: -1, offset: offset)
                     }
@@ -202,7 +212,7 @@ extension LZMSParser {
         let nice = min(settings.niceLength, limit)
         while candidate >= 0 && depth > 0 {
             if data[candidate &+ longest] == data[position &+ longest] {
-                let length = matchLength(position, candidate, limit: limit)
+                let length = LZMSParser.matchLength(data, position, candidate, limit: limit)
                 if length > longest {
                     longest = length
                     matches[found] = (length, position &- candidate)
