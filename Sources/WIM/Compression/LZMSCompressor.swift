@@ -136,8 +136,7 @@ enum LZMSSlotTables {
 /// the match finder's arrays (grown to the largest chunk seen) and the output buffer.
 final class LZMSCompressorWorkspace {
     let settings: LZMSSearchSettings
-    // Fixed-size tables, allocated once (plain pointers keep the encode path's closures few:
-    // deeply nested closures overflowed a test thread's stack in debug builds).
+    // Fixed-size tables, allocated once; plain pointers keep the encode path's closures few.
     private let models: UnsafeMutablePointer<LZMSBitModel>
     private let frequencies: UnsafeMutablePointer<UInt32>
     private let codeLengths: UnsafeMutablePointer<UInt8>
