@@ -29,6 +29,7 @@ private let targets: [String: FuzzTarget] = [
     "LZXFuzz": FuzzTarget(testOneInput: fuzzLZX),
     "LZXRoundTripFuzz": FuzzTarget(testOneInput: fuzzLZXRoundTrip),
     "LZMSFuzz": FuzzTarget(testOneInput: fuzzLZMS),
+    "LZMSRoundTripFuzz": FuzzTarget(testOneInput: fuzzLZMSRoundTrip),
     "DiskJSONFuzz": FuzzTarget(testOneInput: fuzzDiskJSON),
     "SequenceFuzz": FuzzTarget(testOneInput: fuzzSequence),
     "CheckInFuzz": FuzzTarget(testOneInput: fuzzCheckIn),

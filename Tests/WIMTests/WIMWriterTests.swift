@@ -39,7 +39,7 @@ struct WIMWriterTests {
 
     static func size(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1 }
 
-    @Test(arguments: ["none", "xpress", "lzx"])
+    @Test(arguments: ["none", "xpress", "lzx", "lzms"])
     func captureRoundTrips(_ compression: String) throws {
         let scratch = ScratchDirectory("writer-\(compression)")
         let tree = scratch.sub("tree")
@@ -57,12 +57,13 @@ struct WIMWriterTests {
         let verify = try run(["wimlib-imagex", "verify", wim])
         #expect(verify.status == 0)
         let reference = scratch.sub("wimlib.wim")
-        try run(["wimlib-imagex", "capture", tree, reference, "ref", "--compress=" + (compression == "none" ? "none" : compression.uppercased())])
+        let wimlibName = ["none": "None", "xpress": "XPRESS", "lzx": "LZX", "lzms": "LZMS"][compression] ?? compression
+        try run(["wimlib-imagex", "capture", tree, reference, "ref", "--compress=" + (compression == "none" ? "none" : wimlibName)])
         let info = try run(["wimlib-imagex", "info", wim]).output
         let referenceInfo = try run(["wimlib-imagex", "info", reference]).output
         #expect(Self.infoValue(info, "Name") == name)
         #expect(Self.infoValue(info, "Description") == "Captured by Imprint's tests")
-        #expect(Self.infoValue(info, "Compression") == (compression == "none" ? "None" : compression.uppercased()))
+        #expect(Self.infoValue(info, "Compression") == wimlibName)
         for key in ["Directory Count", "File Count", "Total Bytes", "Hard Link Bytes"] {
             #expect(Self.infoValue(info, key) != nil && Self.infoValue(info, key) == Self.infoValue(referenceInfo, key), "\(key)")
         }
@@ -75,10 +76,12 @@ struct WIMWriterTests {
         #expect(Self.differences(Self.comparable(try TreeSnapshot(scratch.sub("theirs"))), source) == [])
         #expect(Self.differences(Self.comparable(try TreeSnapshot(scratch.sub("ours"))), source) == [])
 
-        // No larger than wimlib's WIM of the same tree (same layout; XPRESS at its ratio).
+        // No larger than wimlib's WIM of the same tree (same layout; XPRESS at its ratio; LZMS
+        // without wimlib's near-optimal parsing and delta matches, a few percent behind).
         let ours = Self.size(wim), theirs = Self.size(reference)
-        print("capture \(compression): imprint \(ours) bytes, wimlib-imagex \(theirs) bytes, ratio \(Double(ours) / Double(theirs))")
-        #expect(ours > 0 && Double(ours) <= Double(theirs) * 1.03 + 4096)
+        print("capture \(compression): imprint \(ours) bytes, wimlib-imagex \(theirs) bytes, ratio \(String(format: "%.4f", Double(ours) / Double(theirs)))")
+        let tolerance = compression == "lzms" ? 1.10 : 1.03
+        #expect(ours > 0 && Double(ours) <= Double(theirs) * tolerance + 4096)
     }
 
     /// XPRESS is smaller than none on compressible data, and duplicates are stored once.

@@ -66,6 +66,7 @@ public func makeChunkCompressor(_ format: CompressionFormat, level: CompressionL
     switch format {
     case .xpress: return XpressCompressor(level: level)
     case .lzx: return LZXCompressor(level: level, chunkSize: min(max(chunkSize, 1), LZXCompressor.maxChunkSize))
-    case .none, .lzms: return nil
+    case .lzms: return LZMSCompressor(level: level)
+    case .none: return nil
     }
 }
