@@ -369,13 +369,15 @@ struct WimCapture: ParsableCommand {
     @Option(help: "Compression threads (default: every CPU).") var threads: Int?
     @Option(help: "Progress display: auto (a bar on a terminal), bar, json (one object per line on stdout), none.")
     var progress: ProgressMode = .auto
+    @OptionGroup var layout: LayoutOptions
 
     func run() throws {
         do {
             let reporter = ProgressReporter(progress)
             let threadCount = max(1, threads ?? availableProcessorCount())
             let directory = try DirectorySource(root: source)
-            let writer = try WIMWriter(destination: wim, compression: compress.format, level: compress.level, chunkSize: chunkSize, threads: threadCount)
+            let writer = try WIMWriter(destination: wim, compression: compress.format, level: compress.level, chunkSize: chunkSize, threads: threadCount,
+                                       layout: try layout.options())
             // A WIM written inside the folder it captures does not capture itself.
             directory.exclude(writer.temporaryPath)
             var capturer = Capturer()
