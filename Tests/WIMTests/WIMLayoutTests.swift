@@ -54,7 +54,7 @@ struct WIMLayoutTests {
         let ours = try run([imprintBinary, "wim", "verify", wim, "--check", "--progress", "none"])
         #expect(ours.output.contains("Integrity table: 1 chunks OK"), "\(ours.output)")
         let info = try run(["wimlib-imagex", "info", wim]).output
-        #expect(info.contains("Integrity Info") || W.infoValue(info, "Integrity") != nil || info.contains("integrity"), "\(info)")
+        #expect(W.infoValue(info, "Attributes")?.contains("Integrity info") == true, "\(info)")
         let theirs = try run(["wimlib-imagex", "verify", wim])
         #expect(!theirs.output.contains("No integrity"), "\(theirs.output)")
 
@@ -147,7 +147,7 @@ struct WIMLayoutTests {
         #expect(try run([imprintBinary, "wim", "verify", wim, "--check", "--progress", "none"]).output.contains("chunks OK"))
         if makeChunkCompressor(.lzms) == nil {
             let refused = try run([imprintBinary, "wim", "capture", tree, scratch.sub("lzms.wim"), "s", "--solid", "--progress", "none"], allowFailure: true)
-            #expect(refused.status != 0 && refused.stderr.contains("lzms"), "\(refused.stderr)")
+            #expect(refused.status != 0 && refused.stderr.lowercased().contains("lzms"), "\(refused.stderr)")
             #expect(!FileManager.default.fileExists(atPath: scratch.sub("lzms.wim")))
         }
     }
@@ -224,7 +224,13 @@ struct WIMLayoutTests {
             let two = scratch.sub("\(label)-two")
             try run(["wimlib-imagex", "apply", first, "2", two] + refs)
             #expect(W.differences(W.comparable(try TreeSnapshot(two)), secondSource) == [], "\(label): image 2 from our parts")
-            // Our join of wimlib's split parts.
+            // Our join of wimlib's split parts (wimlib splits no solid WIM: ours joined instead).
+            guard label != "solid" else {
+                let joined = scratch.sub("solid-joined.wim")
+                try run([imprintBinary, "wim", "join", joined] + names)
+                try Self.expectRoundTrip(joined, scratch, source: source, label: "solid-joined")
+                continue
+            }
             let theirFirst = scratch.sub("\(label)-theirs.swm")
             try run(["wimlib-imagex", "split", wim, theirFirst, "0.5"])
             let theirNames = SplitWriter.partNames(theirFirst, count: Int(try Self.header(theirFirst).totalParts))

@@ -28,11 +28,13 @@ import Primitives
 /// the end):
 ///
 /// - The chunk table precedes the chunks, but how many chunks a resource gets is known only at
-///   its end. So each resource reserves room for a fixed number of chunks (`capacityChunks`,
-///   4 GiB or 16384 chunks at most, enlarged for one blob bigger than that) and is closed when
-///   the next blob would not fit; at closing, its 16-byte header and table are written just in
-///   front of the chunks, and the unused head of the reserved room stays as a gap of zeros
-///   (at most 64 KiB, which no reader looks at).
+///   its end. So each resource reserves room for a number of chunks (`capacityChunks`: 64 for
+///   the first, doubling for each next one up to 4 GiB of data or 16384 chunks, enlarged for one
+///   blob bigger than that) and is closed when the next blob would not fit; at closing, its
+///   16-byte header and table are written just in front of the chunks, and the unused head of
+///   the reserved room stays as a gap of zeros that no reader looks at. Doubling keeps that gap
+///   below the size of the tables actually used (4 bytes a chunk), while a large capture still
+///   gets few, large resources (one up to 4 GiB with LZMS's 64 MiB chunks).
 /// - Duplicates are found only once a blob's SHA-1 is known, after its data was streamed.
 ///   Reading every file twice (hash, then store) would double the capture's reading, and
 ///   buffering whole files is unbounded, so a duplicate is rolled back instead: if its start is
@@ -46,7 +48,8 @@ final class SolidResourceWriter {
     let chunkSize: Int
     private var compressors: [any ChunkCompressor]
     private let batchChunks: Int
-    private let defaultCapacity: Int
+    private let maximumCapacity: Int
+    private var nextCapacity: Int
 
     /// A closed solid resource.
     struct Closed {
@@ -101,7 +104,8 @@ final class SolidResourceWriter {
             }
         }
         batchChunks = workers
-        defaultCapacity = max(1, min(16384, Int((UInt64(4) << 30) / UInt64(chunkSize))))
+        maximumCapacity = max(1, min(16384, Int((UInt64(4) << 30) / UInt64(chunkSize))))
+        nextCapacity = min(64, maximumCapacity)
     }
 
     /// The default solid chunk size: 64 MiB for LZMS (as wimlib and DISM), else the format's
@@ -173,7 +177,8 @@ final class SolidResourceWriter {
     // MARK: Resources
 
     private func openResource(forBlobOf size: UInt64) throws {
-        capacityChunks = max(defaultCapacity, chunks(for: size))
+        capacityChunks = max(nextCapacity, chunks(for: size))
+        nextCapacity = min(2 * nextCapacity, maximumCapacity)
         reservedStart = file.position
         dataStart = reservedStart + 16 + 4 * UInt64(capacityChunks)
         try file.appendZeros(16 + 4 * capacityChunks)
