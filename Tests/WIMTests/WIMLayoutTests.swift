@@ -257,4 +257,89 @@ struct WIMLayoutTests {
         #expect(!FileManager.default.fileExists(atPath: scratch.sub("p.swm")))
         #expect(try W.leftovers(scratch.path) == [])
     }
+
+    /// Several images through the writer's API: image 2 shares a blob with image 1 and is
+    /// written after image 1's metadata (so a solid WIM gets a second solid resource).
+    static func writeTwoImages(_ wim: String, layout: WIMLayoutOptions) throws -> [[String: [UInt8]]] {
+        let writer = try WIMWriter(destination: wim, compression: .xpress, threads: 2, layout: layout)
+        let contents: [[String: [UInt8]]] = [
+            ["a.bin": testBytes(200_000, seed: 11), "b.txt": testBytes(150_000, seed: 12, compressible: true)],
+            ["c.txt": testBytes(90_000, seed: 13, compressible: true), "a-again.bin": testBytes(200_000, seed: 11)],
+        ]
+        for (index, files) in contents.enumerated() {
+            var root = ImageTree.Entry(name: "", attributes: .directory)
+            var entries: [ImageTree.Entry] = [root]
+            for (name, bytes) in files.sorted(by: { $0.key < $1.key }) {
+                var entry = ImageTree.Entry(name: name, attributes: .archive)
+                entry.dataHash = try writer.addBlob(bytes, source: name)
+                entry.lastWriteTime = WIMWriter.filetime(seconds: 1_700_000_000, nanoseconds: 0)
+                root.children.append(entries.count)
+                entries.append(entry)
+            }
+            entries[0] = root
+            try writer.addImage(ImageTree(entries: entries), info: WIMWriter.ImageInfo(name: "image \(index + 1)"))
+        }
+        try writer.finish()
+        return contents
+    }
+
+    static func expectFiles(_ folder: String, _ files: [String: [UInt8]], _ label: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        for (name, bytes) in files {
+            let got = FileManager.default.contents(atPath: folder + "/" + name).map { [UInt8]($0) }
+            #expect(got == bytes, "\(label): \(name)", sourceLocation: sourceLocation)
+        }
+        #expect(Set((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []) == Set(files.keys), "\(label)", sourceLocation: sourceLocation)
+    }
+
+    @Test(arguments: ["check", "solid", "pipable"])
+    func severalImages(_ layoutName: String) throws {
+        let scratch = ScratchDirectory("images-\(layoutName)")
+        let wim = scratch.sub("two.wim")
+        let layout = WIMLayoutOptions(integrity: layoutName == "check", solid: layoutName == "solid" ? .init(compression: .xpress) : nil,
+                                      pipable: layoutName == "pipable")
+        let contents = try Self.writeTwoImages(wim, layout: layout)
+        try run(["wimlib-imagex", "verify", wim])
+        #expect(try run([imprintBinary, "wim", "verify", wim, "--check", "--progress", "none"]).output.contains("2 image metadata resources"))
+        if layoutName == "solid" {
+            #expect(try WIMArchive(path: wim).resources.filter(\.isSolid).count == 2)
+        }
+        for image in 1...2 {
+            let theirs = scratch.sub("theirs\(image)"), ours = scratch.sub("ours\(image)")
+            try run(["wimlib-imagex", "apply", wim, "\(image)", theirs])
+            try run([imprintBinary, "wim", "apply", wim, "\(image)", ours, "--progress", "none"])
+            Self.expectFiles(theirs, contents[image - 1], "wimlib, image \(image)")
+            Self.expectFiles(ours, contents[image - 1], "ours, image \(image)")
+            if layoutName == "pipable" {
+                let piped = scratch.sub("piped\(image)")
+                try run(["sh", "-c", "cat \"$0\" | wimlib-imagex apply - \"$1\" \"$2\"", wim, "\(image)", piped])
+                Self.expectFiles(piped, contents[image - 1], "wimlib from a pipe, image \(image)")
+                let ourPiped = scratch.sub("our-piped\(image)")
+                try run([imprintBinary, "wim", "apply", "-", "\(image)", ourPiped, "--progress", "none"], stdinFile: wim)
+                Self.expectFiles(ourPiped, contents[image - 1], "ours from a pipe, image \(image)")
+            }
+        }
+        // Split (not pipable: refused, named) and applied by wimlib from the parts.
+        let first = scratch.sub("two.swm")
+        let split = try run([imprintBinary, "wim", "split", wim, first, "--part-size", "0.2"], allowFailure: layoutName == "pipable")
+        if layoutName == "pipable" {
+            #expect(split.status != 0 && split.stderr.contains("pipable"), "\(split.stderr)")
+            return
+        }
+        let names = SplitWriter.partNames(first, count: Int(try Self.header(first).totalParts))
+        #expect(names.count >= 2)
+        let refs = names.dropFirst().map { "--ref=" + $0 }
+        try run(["wimlib-imagex", "verify", first] + refs)
+        let fromParts = scratch.sub("from-parts")
+        try run(["wimlib-imagex", "apply", first, "2", fromParts] + refs)
+        Self.expectFiles(fromParts, contents[1], "wimlib from our parts, image 2")
+    }
+
+    @Test func pipableAndSolidAreRefusedTogether() throws {
+        let scratch = ScratchDirectory()
+        try FileManager.default.createDirectory(atPath: scratch.sub("tree"), withIntermediateDirectories: true)
+        let refused = try run([imprintBinary, "wim", "capture", scratch.sub("tree"), scratch.sub("x.wim"), "x", "--pipable", "--solid",
+                               "--solid-compress", "xpress"], allowFailure: true)
+        #expect(refused.status != 0 && refused.stderr.contains("--pipable"), "\(refused.stderr)")
+        #expect(try WIMWriterTests.leftovers(scratch.path) == [])
+    }
 }

@@ -24,6 +24,9 @@ public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
     case badChunkSize(Int)
     /// The writer was used out of order (a programming error).
     case misuse(String)
+    /// A layout that cannot be written from this input or with these options (`path` names
+    /// the WIM concerned, or is empty).
+    case unsupportedLayout(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -43,6 +46,8 @@ public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
             return "chunk size \(size): it must be a power of two from 32768 up to the format's limit"
         case let .misuse(what):
             return "WIM writer misuse: \(what)"
+        case let .unsupportedLayout(path, reason):
+            return path.isEmpty ? reason : "\(path): \(reason)"
         }
     }
 }
@@ -52,7 +57,7 @@ extension WIMWriteError: ClassifiedError {
         switch self {
         case .io, .changedWhileReading: return .disk
         case .destinationExists: return .refused
-        case .destinationFolderMissing, .sourceNotAFolder, .unsupportedCompression, .badChunkSize: return .badInput
+        case .destinationFolderMissing, .sourceNotAFolder, .unsupportedCompression, .badChunkSize, .unsupportedLayout: return .badInput
         case .misuse: return .internal
         }
     }

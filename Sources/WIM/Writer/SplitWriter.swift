@@ -59,7 +59,7 @@ public enum SplitWriter {
             used += unit.cost
         }
         guard parts.count <= Int(UInt16.max) else {
-            throw WIMWriteError.misuse("splitting into \(parts.count) parts: more than a WIM can number; choose a larger part size")
+            throw WIMWriteError.unsupportedLayout(path: archive.path, reason: "splitting into \(parts.count) parts is more than a WIM can number; choose a larger part size")
         }
         let names = partNames(destination, count: parts.count)
         for name in names {
@@ -98,7 +98,7 @@ public enum SplitWriter {
     /// The metadata resources and every resource holding blobs, in stored order.
     static func collectUnits(_ archive: WIMArchive) throws -> [Unit] {
         if archive.header.isPipable {
-            throw WIMWriteError.misuse("\(archive.path) is a pipable WIM; split and join take regular WIMs (its resources are framed for a stream)")
+            throw WIMWriteError.unsupportedLayout(path: archive.path, reason: "a pipable WIM cannot be split or joined here (its resources are framed for a stream); split a regular WIM")
         }
         var byResource: [Int: [BlobDescriptor]] = [:]
         for blob in archive.blobs.values { byResource[blob.resource, default: []].append(blob) }

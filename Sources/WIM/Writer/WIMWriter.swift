@@ -67,7 +67,7 @@ public final class WIMWriter {
     /// `chunkSize` (a power of two from 32 KiB) defaults to the format's usual one.
     public init(destination: String, compression: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int? = nil, threads: Int = availableProcessorCount(),
                 layout: WIMLayoutOptions = WIMLayoutOptions()) throws {
-        if layout.pipable && layout.solid != nil { throw WIMWriteError.misuse("a pipable WIM cannot hold solid resources") }
+        if layout.pipable && layout.solid != nil { throw WIMWriteError.unsupportedLayout(path: destination, reason: "a pipable WIM cannot hold solid resources") }
         self.layout = layout
         self.level = level
         self.threads = threads
