@@ -373,6 +373,7 @@ struct WimCapture: ParsableCommand {
         let type = info.st_mode & S_IFMT
         return type == S_IFBLK || (type == S_IFREG && NTFSSource.looksLikeNTFS(source, offset: offset ?? 0))
     }
+    @OptionGroup var layout: LayoutOptions
 
     func run() throws {
         do {
@@ -394,7 +395,8 @@ struct WimCapture: ParsableCommand {
                 directory = folder
                 captureSource = folder
             }
-            let writer = try WIMWriter(destination: wim, compression: compress.format, level: compress.level, chunkSize: chunkSize, threads: threadCount)
+            let writer = try WIMWriter(destination: wim, compression: compress.format, level: compress.level, chunkSize: chunkSize, threads: threadCount,
+                                       layout: try layout.options())
             // A WIM written inside the folder it captures does not capture itself.
             directory?.exclude(writer.temporaryPath)
             var info = WIMWriter.ImageInfo(name: name, description: imageDescription)

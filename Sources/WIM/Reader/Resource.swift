@@ -19,7 +19,8 @@ public struct Resource: Sendable {
     public var end: UInt64 { offset &+ sizeInWIM }
 
     public var chunkCount: Int {
-        guard isCompressed, uncompressedSize > 0 else { return uncompressedSize > 0 ? 1 : 0 }
+        // Solid resources are chunked even when stored uncompressed (format code 0).
+        guard isCompressed || isSolid, uncompressedSize > 0 else { return uncompressedSize > 0 ? 1 : 0 }
         return Int((uncompressedSize + UInt64(chunkSize) - 1) / UInt64(chunkSize))
     }
 

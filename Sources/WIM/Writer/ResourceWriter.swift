@@ -24,6 +24,9 @@ public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
     case badChunkSize(Int)
     /// The writer was used out of order (a programming error).
     case misuse(String)
+    /// A layout that cannot be written from this input or with these options (`path` names
+    /// the WIM concerned, or is empty).
+    case unsupportedLayout(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -43,6 +46,8 @@ public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
             return "chunk size \(size): it must be a power of two from 32768 up to the format's limit"
         case let .misuse(what):
             return "WIM writer misuse: \(what)"
+        case let .unsupportedLayout(path, reason):
+            return path.isEmpty ? reason : "\(path): \(reason)"
         }
     }
 }
@@ -52,7 +57,7 @@ extension WIMWriteError: ClassifiedError {
         switch self {
         case .io, .changedWhileReading: return .disk
         case .destinationExists: return .refused
-        case .destinationFolderMissing, .sourceNotAFolder, .unsupportedCompression, .badChunkSize: return .badInput
+        case .destinationFolderMissing, .sourceNotAFolder, .unsupportedCompression, .badChunkSize, .unsupportedLayout: return .badInput
         case .misuse: return .internal
         }
     }
@@ -149,10 +154,19 @@ final class WIMOutputFile {
 ///
 /// Chunks are compressed a batch at a time, one chunk per thread, and written in order: memory
 /// stays at threads × chunk size.
+///
+/// Pipable mode (`PipableLayout`) writes wimlib's pipable resource instead: a 40-byte resource
+/// header in front (patched at the end, when the SHA-1 is known), each chunk preceded by its
+/// 4-byte stored size, and the chunk table behind the chunks. In a compressed WIM every
+/// resource is then chunked and flagged compressed, even one that did not shrink, as wimlib
+/// writes it. The resource header returned points past the 40-byte header.
 final class ResourceWriter {
     let file: WIMOutputFile
     let compression: CompressionFormat
     let chunkSize: Int
+    let pipable: Bool
+    /// Bytes in front of each resource's offset that belong to it (pipable resource header).
+    var prefixBytes: Int { pipable ? PipableLayout.resourceHeaderSize : 0 }
     private var compressors: [any ChunkCompressor]
     private let batchChunks: Int
 
@@ -171,8 +185,9 @@ final class ResourceWriter {
     private let hasher = SHA1Hasher()
 
     /// `compression` other than `.none` must have an encoder (`makeChunkCompressor`).
-    init(file: WIMOutputFile, compression: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int = 32768, threads: Int) throws {
+    init(file: WIMOutputFile, compression: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int = 32768, threads: Int, pipable: Bool = false) throws {
         self.file = file
+        self.pipable = pipable
         self.compression = compression
         self.chunkSize = chunkSize
         let workers = compression == .none ? 0 : max(1, threads)
@@ -191,6 +206,7 @@ final class ResourceWriter {
     func begin(size: UInt64, compress: Bool = true) throws {
         guard !active else { throw WIMWriteError.misuse("resource begun twice") }
         active = true
+        if pipable { try file.appendZeros(PipableLayout.resourceHeaderSize) }
         start = file.position
         expectedSize = size
         received = 0
@@ -204,7 +220,7 @@ final class ResourceWriter {
             let chunks = Int((size + UInt64(chunkSize) - 1) / UInt64(chunkSize))
             wideTable = size > UInt64(UInt32.max)
             tableSize = (wideTable ? 8 : 4) * (chunks - 1)
-            try file.appendZeros(tableSize)
+            if !pipable { try file.appendZeros(tableSize) }
         }
     }
 
@@ -230,7 +246,8 @@ final class ResourceWriter {
 
     /// Ends the resource: its header (offset, stored and data size, compressed flag) and SHA-1.
     /// A size other than announced is an error naming `source`.
-    func end(source: String) throws -> (ResourceHeader, SHA1Digest) {
+    /// `extraFlags` (metadata) go into the header, and into the pipable resource header too.
+    func end(source: String, extraFlags: ResourceHeader.Flags = []) throws -> (ResourceHeader, SHA1Digest) {
         guard active else { throw WIMWriteError.misuse("end outside a resource") }
         active = false
         guard received == expectedSize else {
@@ -244,13 +261,23 @@ final class ResourceWriter {
                 if wideTable { table += s.littleEndianBytes } else { table += UInt32(s).littleEndianBytes }
             }
             precondition(table.count == tableSize)
-            if !table.isEmpty { try file.patch(table, at: start) }
+            if pipable {
+                try file.append(table)
+            } else if !table.isEmpty {
+                try file.patch(table, at: start)
+            }
         }
         let stored = file.position - start
-        // One chunk that did not shrink is simply an uncompressed resource (as wimlib writes it).
-        let flags: ResourceHeader.Flags = compressed && stored != expectedSize ? .compressed : []
+        // One chunk that did not shrink is simply an uncompressed resource (as wimlib writes it),
+        // except in a pipable resource, whose chunks carry their own sizes.
+        var flags: ResourceHeader.Flags = compressed && (pipable || stored != expectedSize) ? .compressed : []
+        flags.formUnion(extraFlags)
         let header = ResourceHeader(sizeInWIM: stored, flags: flags, offset: start, uncompressedSize: expectedSize)
-        return (header, hasher.finish())
+        let hash = hasher.finish()
+        if pipable {
+            try file.patch(PipableLayout.resourceHeader(size: expectedSize, hash: hash, flags: flags), at: start - UInt64(prefixBytes))
+        }
+        return (header, hash)
     }
 
     /// Compresses the pending chunks (one per thread) and appends them in order.
@@ -279,6 +306,7 @@ final class ResourceWriter {
                 if storedSoFar > 0 || !chunkStarts.isEmpty || i > 0 { chunkStarts.append(storedSoFar) }
                 let lo = i * size
                 let hi = min(lo + size, raw.count)
+                if pipable { try file.append(UInt32(results[i]?.count ?? (hi - lo)).littleEndianBytes) }
                 if let packed = results[i] {
                     try file.append(packed)
                     storedSoFar += UInt64(packed.count)

@@ -17,9 +17,17 @@ public final class WIMWriter {
     public let compression: CompressionFormat
     public let chunkSize: Int
     public private(set) var temporaryPath: String
+    /// Integrity table, solid resources, pipable format (`PipableLayout.swift`).
+    public let layout: WIMLayoutOptions
 
     private let file: WIMOutputFile
     private let resources: ResourceWriter
+    // MARK: Layouts (wim-layouts): blobs go into solid resources; a pipable WIM keeps each
+    // image's metadata until the end, when it is written in front of the spooled blobs.
+    private var solid: SolidResourceWriter?
+    private var pipableMetadata: [[UInt8]] = []
+    private let level: CompressionLevel
+    private let threads: Int
     private var finished = false
 
     struct StoredBlob {
@@ -87,7 +95,12 @@ public final class WIMWriter {
     /// its folder does not. `compression` must have an encoder (`makeChunkCompressor`) unless
     /// it is `.none`; `threads` compress chunks.
     /// `chunkSize` (a power of two from 32 KiB) defaults to the format's usual one.
-    public init(destination: String, compression: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int? = nil, threads: Int = availableProcessorCount()) throws {
+    public init(destination: String, compression: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int? = nil, threads: Int = availableProcessorCount(),
+                layout: WIMLayoutOptions = WIMLayoutOptions()) throws {
+        if layout.pipable && layout.solid != nil { throw WIMWriteError.unsupportedLayout(path: destination, reason: "a pipable WIM cannot hold solid resources") }
+        self.layout = layout
+        self.level = level
+        self.threads = threads
         let chunkSize = chunkSize ?? Self.defaultChunkSize(compression)
         guard chunkSize >= 32768, chunkSize & (chunkSize - 1) == 0 else {
             throw WIMWriteError.badChunkSize(chunkSize)
@@ -114,7 +127,12 @@ public final class WIMWriter {
         fchmod(fd, 0o644)
         file = WIMOutputFile(path: temporaryPath, fd: fd)
         do {
-            resources = try ResourceWriter(file: file, compression: compression, level: level, chunkSize: chunkSize, threads: threads)
+            resources = try ResourceWriter(file: file, compression: compression, level: level, chunkSize: chunkSize, threads: threads,
+                                           pipable: layout.pipable)
+            if let options = layout.solid {
+                solid = try SolidResourceWriter(file: file, compression: options.compression, level: options.level,
+                                                chunkSize: options.chunkSize ?? SolidResourceWriter.defaultChunkSize(options.compression), threads: threads)
+            }
         } catch {
             file.close()
             unlink(temporaryPath)
@@ -149,17 +167,34 @@ public final class WIMWriter {
     /// false stores it uncompressed (a capture configuration's [CompressionExclusionList]).
     public func beginBlob(size: UInt64, source: String, compress: Bool = true) throws {
         blobSource = source
+        if let solid { return try solid.begin(size: size) }
         try resources.begin(size: size, compress: compress)
     }
 
-    public func blobData(_ data: UnsafeRawBufferPointer) throws { try resources.data(data) }
+    public func blobData(_ data: UnsafeRawBufferPointer) throws {
+        if let solid { return try solid.data(data) }
+        try resources.data(data)
+    }
 
     /// Ends the blob and returns its SHA-1; a duplicate of a stored blob is cut off again. Each
     /// call counts one reference.
     public func endBlob() throws -> SHA1Digest {
+        if let solid {
+            // A solid blob's place is kept by the solid writer; the header here only counts its size.
+            let (hash, size, duplicate) = try solid.end(source: blobSource) { blobs[$0] != nil }
+            if duplicate {
+                blobs[hash]!.referenceCount += 1
+                duplicateBytes += size
+            } else {
+                blobs[hash] = StoredBlob(header: ResourceHeader(sizeInWIM: size, flags: .solid, offset: 0, uncompressedSize: size), referenceCount: 1)
+                blobOrder.append(hash)
+                uniqueBytes += size
+            }
+            return hash
+        }
         let (header, hash) = try resources.end(source: blobSource)
         if blobs[hash] != nil {
-            try file.truncate(to: header.offset)
+            try file.truncate(to: header.offset - UInt64(resources.prefixBytes))
             blobs[hash]!.referenceCount += 1
             duplicateBytes += header.uncompressedSize
         } else {
@@ -202,10 +237,18 @@ public final class WIMWriter {
             }
         }
         let metadata = MetadataWriter.serialize(tree)
-        try resources.begin(size: UInt64(metadata.count))
-        try metadata.withUnsafeBytes { try resources.data($0) }
-        var (header, hash) = try resources.end(source: "metadata of image \(images.count + 1)")
-        header.flags.insert(.metadata)
+        var header: ResourceHeader, hash: SHA1Digest
+        if layout.pipable {
+            // Written at the end, in front of the blobs (PipableLayout).
+            pipableMetadata.append(metadata)
+            (header, hash) = (ResourceHeader(sizeInWIM: 0, flags: .metadata, offset: 0, uncompressedSize: UInt64(metadata.count)), SHA1Hasher.digest(metadata))
+        } else {
+            // Blobs of later images go into a new solid resource behind this metadata.
+            try solid?.closeResource()
+            try resources.begin(size: UInt64(metadata.count))
+            try metadata.withUnsafeBytes { try resources.data($0) }
+            (header, hash) = try resources.end(source: "metadata of image \(images.count + 1)", extraFlags: .metadata)
+        }
         var info = info
         // Counted as wimlib counts (its info shows these): the root is a directory, reparse
         // points are files; every name of a file adds all its streams (contents, reparse data,
@@ -237,7 +280,20 @@ public final class WIMWriter {
     }
 
     private func writeTail() throws {
-        // Blob table: the blobs in the order written, then the images' metadata in image order.
+        // MARK: Layouts (wim-layouts): the pipable WIM is written anew behind its metadata.
+        try solid?.closeResource()
+        var out = file
+        var shift: Int64 = 0
+        if layout.pipable {
+            (out, shift) = try writePipableLead()
+            // The spool is no longer needed; from here on a failure removes the new file.
+            file.close()
+            unlink(temporaryPath)
+            temporaryPath = out.path
+        }
+        let pipable = layout.pipable
+        // Blob table: the blobs in the order written, then the images' metadata in image order,
+        // then the solid resources with their blobs.
         var table: [UInt8] = []
         table.reserveCapacity((blobOrder.count + images.count) * 50)
         func entry(_ h: ResourceHeader, _ refs: UInt32, _ hash: SHA1Digest) {
@@ -246,41 +302,40 @@ public final class WIMWriter {
             table += refs.littleEndianBytes
             table += hash.bytes
         }
-        for hash in blobOrder { entry(blobs[hash]!.header, blobs[hash]!.referenceCount, hash) }
-        for image in images { entry(image.header, 1, image.hash) }
-        let tableHeader = ResourceHeader(sizeInWIM: UInt64(table.count), flags: [], offset: file.position, uncompressedSize: UInt64(table.count))
-        try file.append(table)
-
-        let xmlOffset = file.position
-        let xml = Self.xml(images: images.map(\.info), totalBytes: xmlOffset)
-        let xmlHeader = ResourceHeader(sizeInWIM: UInt64(xml.count), flags: [], offset: xmlOffset, uncompressedSize: UInt64(xml.count))
-        try file.append(xml)
-
-        var header = [UInt8](repeating: 0, count: WIMHeader.diskSize)
-        header.put(Array("MSWIM".utf8) + [0, 0, 0], at: 0)
-        header.put(UInt32(WIMHeader.diskSize), at: 8)
-        header.put(WIMHeader.versionDefault, at: 12)
-        var flags: WIMHeader.Flags = [.reparsePointFix]
-        switch compression {
-        case .none: break
-        case .xpress: flags.formUnion([.compression, .compressXPRESS])
-        case .lzx: flags.formUnion([.compression, .compressLZX])
-        case .lzms: flags.formUnion([.compression, .compressLZMS])
+        for hash in blobOrder where !blobs[hash]!.header.flags.contains(.solid) {
+            var header = blobs[hash]!.header
+            header.offset = UInt64(Int64(header.offset) + shift)
+            entry(header, blobs[hash]!.referenceCount, hash)
         }
-        header.put(flags.rawValue, at: 16)
-        // Uncompressed WIMs name no chunk size (wimlib refuses one).
-        header.put(UInt32(compression == .none ? 0 : chunkSize), at: 20)
-        var generator = SystemRandomNumberGenerator()
-        header.put((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: 24)
-        header.put(UInt16(1), at: 40)
-        header.put(UInt16(1), at: 42)
-        header.put(UInt32(images.count), at: 44)
-        header.put(Self.encode(tableHeader), at: 48)
-        header.put(Self.encode(xmlHeader), at: 72)
-        // 96: boot metadata and 120: boot index stay zero (no bootable image); 124: no integrity table.
-        try file.patch(header, at: 0)
-        try file.sync()
-        file.close()
+        for image in images { entry(image.header, 1, image.hash) }
+        if let solid { table += solid.tableEntries { self.blobs[$0]?.referenceCount ?? 1 } }
+        let tableHeader = try PipableLayout.appendPlain(table, to: out, pipable: pipable, flags: pipable ? .metadata : [])
+
+        let xml = Self.xml(images: images.map(\.info), totalBytes: out.position)
+        let xmlHeader = try PipableLayout.appendPlain(xml, to: out, pipable: pipable, flags: pipable ? .metadata : [])
+
+        var integrityHeader: ResourceHeader?
+        if layout.integrity {
+            try out.flush()
+            let bytes = try IntegrityTable.build(descriptor: out.fd, path: out.path, end: tableHeader.offset + tableHeader.sizeInWIM)
+            integrityHeader = try PipableLayout.appendPlain(bytes, to: out, pipable: false, flags: [])
+        }
+        let guid = Self.randomGUID()
+        func header(complete: Bool) -> [UInt8] {
+            Self.headerBytes(compression: compression, chunkSize: chunkSize, solid: solid != nil, pipable: pipable, guid: guid,
+                             imageCount: images.count, blobTable: complete ? tableHeader : .init(sizeInWIM: 0, flags: [], offset: 0, uncompressedSize: 0),
+                             xml: complete ? xmlHeader : .init(sizeInWIM: 0, flags: [], offset: 0, uncompressedSize: 0),
+                             integrity: complete ? integrityHeader : nil)
+        }
+        if pipable {
+            // As wimlib: the first header as a pipe reader sees it, the complete one at the end.
+            try out.append(header(complete: true))
+            try out.patch(header(complete: false), at: 0)
+        } else {
+            try out.patch(header(complete: true), at: 0)
+        }
+        try out.sync()
+        out.close()
 
         // Into place without ever replacing a file: link() fails on an existing name.
         if link(temporaryPath, destination) != 0 {
@@ -302,6 +357,33 @@ public final class WIMWriter {
         if dirFD >= 0 {
             fsync(dirFD)
             close(dirFD)
+        }
+    }
+
+    // MARK: Layouts (wim-layouts) helpers
+
+    /// Pipable: a new temporary file with the header room, the XML and the images' metadata,
+    /// then the blobs spooled so far; returns it and how far every blob moved.
+    private func writePipableLead() throws -> (WIMOutputFile, Int64) {
+        let out = try PipableLayout.temporaryFile(beside: destination)
+        do {
+            try out.appendZeros(WIMHeader.diskSize)
+            let xml = Self.xml(images: images.map(\.info), totalBytes: 0)
+            _ = try PipableLayout.appendPlain(xml, to: out, pipable: true, flags: .metadata)
+            let writer = try ResourceWriter(file: out, compression: compression, level: level, chunkSize: chunkSize, threads: threads, pipable: true)
+            for (i, metadata) in pipableMetadata.enumerated() {
+                try writer.begin(size: UInt64(metadata.count))
+                try metadata.withUnsafeBytes { try writer.data($0) }
+                (images[i].header, images[i].hash) = try writer.end(source: "metadata of image \(i + 1)", extraFlags: .metadata)
+            }
+            let spoolEnd = file.position
+            let shift = Int64(out.position) - Int64(WIMHeader.diskSize)
+            try PipableLayout.copy(UInt64(WIMHeader.diskSize)..<spoolEnd, of: file, to: out)
+            return (out, shift)
+        } catch {
+            out.close()
+            unlink(out.path)
+            throw error
         }
     }
 
