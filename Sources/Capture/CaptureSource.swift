@@ -87,6 +87,7 @@ public enum CaptureProgress: Sendable {
 /// Drives a capture: has the source list the tree, streams every file's data once into the
 /// writer (duplicates are dropped by SHA-1 there), stores reparse data and named streams, then
 /// writes the image's metadata and finishes the WIM. Any failure removes the unfinished file.
+/// `captureImage` does all but the finishing (append, update), `storeTree` only the data.
 public struct Capturer {
     public var threads: Int = availableProcessorCount()
     /// Asked between files and between pieces of data: a non-zero answer (a signal number)
@@ -95,19 +96,40 @@ public struct Capturer {
 
     public init() {}
 
+    /// Captures one image into a new WIM and finishes it.
     @discardableResult
     public func capture(_ source: CaptureSource, to writer: WIMWriter, info: WIMWriter.ImageInfo,
                         progress: ((CaptureProgress) -> Void)? = nil) throws -> CaptureSummary {
         do {
-            return try run(source, writer, info, progress)
+            var summary = try captureImage(source, into: writer, info: info, progress: progress)
+            try writer.finish()
+            var st = stat()
+            if stat(writer.destination, &st) == 0 { summary.wimSize = UInt64(st.st_size) }
+            return summary
         } catch {
             writer.abort()
             throw error
         }
     }
 
-    private func run(_ source: CaptureSource, _ writer: WIMWriter, _ info: WIMWriter.ImageInfo,
-                     _ progress: ((CaptureProgress) -> Void)?) throws -> CaptureSummary {
+    /// Captures one image as the writer's next image without finishing the WIM (the caller
+    /// finishes or aborts it).
+    public func captureImage(_ source: CaptureSource, into writer: WIMWriter, info: WIMWriter.ImageInfo,
+                             progress: ((CaptureProgress) -> Void)? = nil) throws -> CaptureSummary {
+        let (tree, bytesRead) = try storeTree(source, into: writer, progress: progress)
+        progress?(.metadata)
+        try writer.addImage(tree, info: info)
+        var summary = source.summary
+        summary.bytesRead = bytesRead
+        summary.duplicateBytes = writer.duplicateBytes
+        summary.blobs = writer.blobCount
+        return summary
+    }
+
+    /// Lists the source and stores all its data in the writer; returns the tree (entry 0 the
+    /// source's root) for the caller to make an image of or graft into one.
+    public func storeTree(_ source: CaptureSource, into writer: WIMWriter,
+                          progress: ((CaptureProgress) -> Void)? = nil) throws -> (tree: ImageTree, bytesRead: UInt64) {
         let items = try source.scan { progress?(.scan(entries: $0)) }
         guard let root = items.first, root.isDirectory else { throw WIMWriteError.misuse("a capture source must list its root directory first") }
         var linkData: [UInt64: SHA1Digest] = [:]
@@ -116,7 +138,7 @@ public struct Capturer {
             item.linkKey != 0 && !seenLinks.insert(item.linkKey).inserted ? total : total + (item.dataSize ?? 0)
         }
         var done: UInt64 = 0
-        var extra = CaptureSummary()
+        var bytesRead: UInt64 = 0
         var tree = ImageTree(entries: [])
         tree.entries.reserveCapacity(items.count)
         var descriptorIDs: [[UInt8]: Int32] = [:]
@@ -148,7 +170,6 @@ public struct Capturer {
             if let size = item.dataSize, size > 0 {
                 if item.linkKey != 0, let hash = linkData[item.linkKey] {
                     entry.dataHash = hash
-                    writer.addReference(hash)
                 } else {
                     try writer.beginBlob(size: size, source: label)
                     try source.readData(of: item) { piece in
@@ -158,7 +179,7 @@ public struct Capturer {
                         progress?(.data(bytesDone: done, bytesTotal: total))
                     }
                     entry.dataHash = try writer.endBlob()
-                    extra.bytesRead += size
+                    bytesRead += size
                     if item.linkKey != 0 { linkData[item.linkKey] = entry.dataHash }
                 }
             }
@@ -172,15 +193,6 @@ public struct Capturer {
             }
             tree.entries.append(entry)
         }
-        progress?(.metadata)
-        try writer.addImage(tree, info: info)
-        try writer.finish()
-        var summary = source.summary
-        summary.bytesRead = extra.bytesRead
-        summary.duplicateBytes = writer.duplicateBytes
-        summary.blobs = writer.blobCount
-        var st = stat()
-        if stat(writer.destination, &st) == 0 { summary.wimSize = UInt64(st.st_size) }
-        return summary
+        return (tree, bytesRead)
     }
 }
