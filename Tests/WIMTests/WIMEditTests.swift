@@ -148,6 +148,15 @@ struct WIMEditTests {
         // The boot metadata in the header is image 1's metadata resource.
         let archive = try WIMArchive(path: wim)
         #expect(archive.header.bootMetadata.offset == archive.resources[archive.imageMetadata[0].resource].offset)
+        // A WIM with an integrity table: the table no longer covers the file, so it is dropped
+        // (consistently: the header names none) and the command says so.
+        let checked = scratch.sub("checked.wim")
+        try capture(scratch.sub("tree"), checked, name: "Checked", ["--compress=XPRESS", "--check"])
+        #expect(try !WIMArchive(path: checked).header.integrityTable.isEmpty)
+        let edit = try run([imprintBinary, "wim", "info", checked, "1", "--description", "with a check"])
+        #expect(edit.output.contains("integrity table"))
+        #expect(try WIMArchive(path: checked).header.integrityTable.isEmpty)
+        try Self.verify(checked)
         // A name another image has is refused.
         let clash = try run([imprintBinary, "wim", "info", wim, "1", "--name", "Other"], allowFailure: true)
         #expect(clash.status != 0)
@@ -247,6 +256,15 @@ struct WIMEditTests {
         #expect(try Self.names(scratch.sub("xpress.wim")) == ["Two", "One"])
         try Self.expectImage(scratch.sub("xpress.wim"), "2", equals: scratch.sub("tree1"), scratch: scratch)
         try Self.expectImage(scratch.sub("xpress.wim"), "1", equals: scratch.sub("tree2"), scratch: scratch)
+        // From a solid LZMS WIM: decoded and compressed anew in the format asked for.
+        let solid = scratch.sub("solid.wim")
+        try capture(scratch.sub("tree1"), solid, name: "Solid", ["--solid"])
+        try run([imprintBinary, "wim", "export", solid, "1", scratch.sub("from-solid.wim"), "--compress", "xpress"])
+        try Self.verify(scratch.sub("from-solid.wim"))
+        try Self.expectImage(scratch.sub("from-solid.wim"), "1", equals: scratch.sub("tree1"), scratch: scratch)
+        // A solid WIM is not changed in place.
+        let refused = try run([imprintBinary, "wim", "info", solid, "1", "--name", "x"], allowFailure: true)
+        #expect(refused.status != 0 && refused.stderr.contains("solid"))
         // all
         try run([imprintBinary, "wim", "export", source, "all", scratch.sub("all.wim")])
         #expect(try Self.names(scratch.sub("all.wim")) == ["One", "Two"])
