@@ -397,6 +397,7 @@ struct WimOptimize: ParsableCommand {
             let writer = try WIMWriter(destination: wim, compression: format, level: compress?.level ?? .default,
                                        chunkSize: chunkSize ?? (sameFormat ? Int(archive.header.chunkSize) : nil),
                                        threads: max(1, threads ?? availableProcessorCount()), replacingDestination: true, requireEncoder: recompress)
+            writer.guid = archive.header.guid
             let before = fileSize(wim)
             try finishOrAbort(writer) {
                 for number in 1...max(1, archive.imageCount) where number <= archive.imageCount {

@@ -107,10 +107,12 @@ struct WIMEditTests {
         try Self.expectImage(wim, "2", equals: scratch.sub("tree3"), scratch: scratch)
 
         let before = Self.size(wim)
+        let guidBefore = try WIMArchive(path: wim).header.guid
         try run([imprintBinary, "wim", "optimize", wim])
         let after = Self.size(wim)
         print("optimize after delete: \(before) → \(after) bytes")
         #expect(after < before - 50_000)
+        #expect(try WIMArchive(path: wim).header.guid == guidBefore)
         try Self.verify(wim)
         #expect(try Self.names(wim) == ["One", "Three"])
         #expect(Self.infoValue(try run(["wimlib-imagex", "info", wim]).output, "Boot Index") == "2")
@@ -209,6 +211,10 @@ struct WIMEditTests {
         try "delete /Windows\n".write(toFile: scratch.sub("bad.txt"), atomically: true, encoding: .utf8)
         let bad = try run([imprintBinary, "wim", "update", wim, "1", "--command-file", scratch.sub("bad.txt")], allowFailure: true)
         #expect(bad.status != 0 && bad.stderr.contains("--recursive"))
+        // A file never replaces a folder (nor a folder a file), as in wimlib.
+        try "add \(setup) /Windows\n".write(toFile: scratch.sub("bad.txt"), atomically: true, encoding: .utf8)
+        let clash = try run([imprintBinary, "wim", "update", wim, "1", "--command-file", scratch.sub("bad.txt")], allowFailure: true)
+        #expect(clash.status != 0 && clash.stderr.contains("is a folder"), "\(clash.stderr)")
         #expect(try Array(Data(contentsOf: URL(fileURLWithPath: wim)).prefix(208)) == header)
     }
 

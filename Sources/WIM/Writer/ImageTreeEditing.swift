@@ -1,5 +1,6 @@
 /// Edits of an image's directory tree for `imprint wim update`: add (graft a captured tree or
-/// file at a path, merging folders into folders and replacing anything else), delete and
+/// file at a path, merging folders into folders and replacing files by files; a folder and a
+/// file never replace one another, as in wimlib-imagex update), delete and
 /// rename, with wimlib-imagex update's rules. Paths use "/" or "\" and match names exactly
 /// first, then ignoring case, as Windows would. Removed entries are only unlinked from their
 /// parent; `compacted()` drops them before the tree is written.
@@ -101,12 +102,17 @@ extension ImageTree {
             }
         }
         let groupBase = (entries.map(\.hardLinkGroup).max() ?? 0) + 1
-        func place(_ sourceIndex: Int, into parent: Int, name: String) {
+        func place(_ sourceIndex: Int, into parent: Int, name: String) throws {
             let incoming = tree.entries[sourceIndex]
             if let existing = child(of: parent, named: name) {
                 if entries[existing].isDirectory && incoming.isDirectory {
-                    for c in incoming.children { place(c, into: existing, name: tree.entries[c].name) }
+                    for c in incoming.children { try place(c, into: existing, name: tree.entries[c].name) }
                     return
+                }
+                // As wimlib-imagex update: a folder and a file never replace one another.
+                guard entries[existing].isDirectory == incoming.isDirectory else {
+                    let what = entries[existing].isDirectory ? "a folder, which a file cannot replace" : "a file, which a folder cannot replace"
+                    throw WIMEditError.badCommand("add: \(pathOf(parent))/\(entries[existing].name) in the image is \(what)")
                 }
                 entries[parent].children.removeAll { $0 == existing }
             }
@@ -118,15 +124,27 @@ extension ImageTree {
             entries.append(entry)
             let index = entries.count - 1
             entries[parent].children.append(index)
-            for c in incoming.children { place(c, into: index, name: tree.entries[c].name) }
+            for c in incoming.children { try place(c, into: index, name: tree.entries[c].name) }
         }
         if Self.components(path).isEmpty {
             guard tree.entries[0].isDirectory else { throw WIMEditError.badCommand("add: only a folder can be added at the image's root") }
-            for c in tree.entries[0].children { place(c, into: 0, name: tree.entries[c].name) }
+            for c in tree.entries[0].children { try place(c, into: 0, name: tree.entries[c].name) }
             return
         }
         let (parent, name) = try parentAndName(path, createParents: true)
-        place(0, into: parent, name: name)
+        try place(0, into: parent, name: name)
+    }
+
+    /// The path of a folder entry, for messages ("" for the root).
+    func pathOf(_ index: Int) -> String {
+        var parts: [String] = []
+        var current = index
+        while current != 0, parts.count < entries.count {
+            parts.append(entries[current].name)
+            guard let up = entries.indices.first(where: { entries[$0].children.contains(current) }) else { break }
+            current = up
+        }
+        return parts.isEmpty ? "" : "/" + parts.reversed().joined(separator: "/")
     }
 
     /// The tree without entries no folder lists any more, breadth first from the root.

@@ -61,6 +61,10 @@ public final class WIMWriter {
     private var blobOrder: [SHA1Digest] = []
     private var images: [StoredImage] = []
     private var blobSource = ""
+    /// Trees of the existing images already read (an update reads its image once).
+    private var baseTrees: [Int: ImageTree] = [:]
+    /// The GUID a new file gets (16 bytes; `optimize` keeps the WIM's); random when nil.
+    public var guid: [UInt8]?
     /// 1-based index of the bootable image, 0 for none.
     public private(set) var bootIndex = 0
 
@@ -394,7 +398,10 @@ public final class WIMWriter {
         guard let base, let number = images[index - 1].baseImage else {
             throw WIMWriteError.misuse("image \(index) was added by this writer; its tree is the caller's")
         }
-        return ImageTree(try base.metadata(image: number))
+        if let known = baseTrees[number] { return known }
+        let tree = ImageTree(try base.metadata(image: number))
+        baseTrees[number] = tree
+        return tree
     }
 
     /// Replaces image `index`'s tree (an update): writes its new metadata, moves the blob
@@ -619,7 +626,11 @@ public final class WIMWriter {
             // Uncompressed WIMs name no chunk size (wimlib refuses one).
             header.put(UInt32(compression == .none ? 0 : chunkSize), at: 20)
             var generator = SystemRandomNumberGenerator()
-            header.put((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: 24)
+            if let guid, guid.count == 16 {
+                header.put(guid, at: 24)
+            } else {
+                header.put((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: 24)
+            }
             header.put(UInt16(1), at: 40)
             header.put(UInt16(1), at: 42)
         }
