@@ -321,6 +321,36 @@ struct WIMEditTests {
         }
     }
 
+    /// SIGKILL at moments taken by the clock during an append of 24 MiB: the WIM is the
+    /// original, or (when the append won the race) the original plus the new image.
+    @Test func anAppendKilledByTheClockLeavesTheWIMWhole() throws {
+        let scratch = ScratchDirectory()
+        try Self.smallTree(scratch.sub("tree"), seed: 70)
+        for n in 0..<3 { try write(testBytes(8 << 20, seed: UInt64(80 + n)), to: scratch.sub("big/part\(n).bin")) }
+        let original = scratch.sub("original.wim")
+        try capture(scratch.sub("tree"), original, name: "One", ["--compress=XPRESS"])
+        let expected = try Self.state(original)
+        for delay in [0.05, 0.2, 0.5, 1.0] {
+            let wim = scratch.sub("killed-\(delay).wim")
+            try FileManager.default.copyItem(atPath: original, toPath: wim)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: imprintBinary)
+            process.arguments = ["wim", "append", scratch.sub("big"), wim, "Big", "--threads", "1"]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            Thread.sleep(forTimeInterval: delay)
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            try Self.verify(wim)
+            if process.terminationReason == .uncaughtSignal {
+                #expect(try Self.state(wim) == expected, "killed after \(delay) s")
+            } else {
+                print("append finished within \(delay) s: the new image is there")
+                #expect(try Self.names(wim) == ["One", "Big"])
+            }
+        }
+    }
+
     /// A full disk during an append: a plain error, the WIM as it was.
     @Test func aFullDiskLeavesTheWIMAsItWas() throws {
         let scratch = ScratchDirectory()
