@@ -29,6 +29,15 @@ func integrityNote(_ writer: WIMWriter) {
     }
 }
 
+/// Refuses, before anything is written, a change that needs new data in a format this
+/// version cannot compress yet.
+func requireCompressor(_ writer: WIMWriter, _ what: String) throws {
+    guard writer.canCompress else {
+        writer.abort()
+        throw WIMEditError.unsupported(path: writer.destination, reason: "\(what) stores new data in the WIM's own format, \(writer.compression), which this version cannot compress yet (export the images to an XPRESS WIM first: imprint wim export WIM all NEW.wim --compress xpress)")
+    }
+}
+
 /// Finishes an in-place change or, on any failure, aborts it (the WIM stays as it was).
 func finishOrAbort(_ writer: WIMWriter, _ body: () throws -> Void) throws {
     do {
@@ -62,6 +71,7 @@ struct WimAppend: ParsableCommand {
         do {
             let directory = try DirectorySource(root: source)
             let writer = try WIMWriter(appendingTo: wim, threads: max(1, threads ?? availableProcessorCount()))
+            try requireCompressor(writer, "append")
             if writer.imageNames.contains(where: { $0 == name }) { throw WIMEditError.nameInUse(path: wim, name: name) }
             directory.exclude(wim)
             var capturer = Capturer()
@@ -274,6 +284,7 @@ struct WimUpdate: ParsableCommand {
             let commands = try UpdateCommand.parse(text)
             let threadCount = max(1, threads ?? availableProcessorCount())
             let writer = try WIMWriter(appendingTo: wim, threads: threadCount)
+            try requireCompressor(writer, "update")
             let index = try imageIndex(image, names: writer.imageNames, path: wim)
             var capturer = Capturer()
             capturer.threads = threadCount

@@ -275,6 +275,15 @@ struct WIMEditTests {
         try run([imprintBinary, "wim", "export", source, "all", scratch.sub("all.wim")])
         #expect(try Self.names(scratch.sub("all.wim")) == ["One", "Two"])
         try Self.verify(scratch.sub("all.wim"))
+        // Appending to an LZX WIM needs an LZX compressor: without one, a plain refusal and no
+        // change; with one (another branch adds it), a valid WIM.
+        let header = try Array(Data(contentsOf: URL(fileURLWithPath: source)).prefix(208))
+        let append = try run([imprintBinary, "wim", "append", scratch.sub("tree1"), source, "Three"], allowFailure: true)
+        if append.status != 0 {
+            #expect(append.stderr.contains("cannot compress"), "\(append.stderr)")
+            #expect(try Array(Data(contentsOf: URL(fileURLWithPath: source)).prefix(208)) == header)
+        }
+        try Self.verify(source)
     }
 
     // MARK: interruptions

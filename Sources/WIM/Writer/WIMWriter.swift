@@ -161,6 +161,7 @@ public final class WIMWriter {
         let header = archive.header
         if header.totalParts > 1 { throw WIMEditError.unsupported(path: path, reason: "it is part of a split WIM") }
         if header.isPipable { throw WIMEditError.unsupported(path: path, reason: "it is a pipable WIM (export it to a regular WIM first)") }
+        if header.flags.contains(.readOnly) { throw WIMEditError.unsupported(path: path, reason: "its header marks it read-only") }
         if archive.resources.contains(where: \.isSolid) {
             throw WIMEditError.unsupported(path: path, reason: "it holds solid resources (export it to a non-solid WIM first)")
         }
@@ -207,6 +208,10 @@ public final class WIMWriter {
         if metadata { flags.insert(.metadata) }
         return ResourceHeader(sizeInWIM: resource.sizeInWIM, flags: flags, offset: resource.offset, uncompressedSize: resource.uncompressedSize)
     }
+
+    /// Whether new data can be compressed in this WIM's format (needed to add files or to
+    /// rewrite an image's metadata; not to copy, delete or rename images).
+    public var canCompress: Bool { compression == .none || makeChunkCompressor(compression, level: level) != nil }
 
     /// The resource writer, made on first need: a writer that only copies resources as they
     /// are needs no encoder.
