@@ -111,6 +111,7 @@ public enum CaptureProgress: Sendable {
 /// Drives a capture: has the source list the tree, streams every file's data once into the
 /// writer (duplicates are dropped by SHA-1 there), stores reparse data and named streams, then
 /// writes the image's metadata and finishes the WIM. Any failure removes the unfinished file.
+/// `captureImage` does all but the finishing (append, update), `storeTree` only the data.
 public struct Capturer {
     public var threads: Int = availableProcessorCount()
     /// Asked between files and between pieces of data: a non-zero answer (a signal number)
@@ -119,22 +120,52 @@ public struct Capturer {
 
     public init() {}
 
+    /// Captures one image into a new WIM and finishes it.
     @discardableResult
     public func capture(_ source: CaptureSource, to writer: WIMWriter, info: WIMWriter.ImageInfo,
                         progress: ((CaptureProgress) -> Void)? = nil) throws -> CaptureSummary {
         do {
-            return try run(source, writer, info, progress)
+            var summary = try captureImage(source, into: writer, info: info, progress: progress)
+            try writer.finish()
+            var st = stat()
+            if stat(writer.destination, &st) == 0 { summary.wimSize = UInt64(st.st_size) }
+            return summary
         } catch {
             writer.abort()
             throw error
         }
     }
 
-    private func run(_ source: CaptureSource, _ writer: WIMWriter, _ info: WIMWriter.ImageInfo,
-                     _ progress: ((CaptureProgress) -> Void)?) throws -> CaptureSummary {
+    /// Captures one image as the writer's next image without finishing the WIM (the caller
+    /// finishes or aborts it).
+    public func captureImage(_ source: CaptureSource, into writer: WIMWriter, info: WIMWriter.ImageInfo,
+                             progress: ((CaptureProgress) -> Void)? = nil) throws -> CaptureSummary {
+        let (tree, bytesRead, items) = try storeTree(source, into: writer, progress: progress)
+        var info = info
+        // A Windows image is described as wimlib describes it (WindowsImageDetails); what the
+        // caller gave (--flags, a display name) wins.
+        if info.windows == nil, let windows = WindowsImageDetails.read(items: items, source: source) {
+            info.windows = windows
+            info.flags = info.flags ?? windows.editionID
+            info.displayName = info.displayName ?? windows.productName
+            info.displayDescription = info.displayDescription ?? windows.productName
+        }
+        progress?(.metadata)
+        try writer.addImage(tree, info: info)
+        var summary = source.summary
+        summary.bytesRead = bytesRead
+        summary.duplicateBytes = writer.duplicateBytes
+        summary.blobs = writer.blobCount
+        return summary
+    }
+
+    /// Lists the source and stores all its data in the writer; returns the tree (entry 0 the
+    /// source's root) for the caller to make an image of or graft into one, and the listing.
+    public func storeTree(_ source: CaptureSource, into writer: WIMWriter,
+                          progress: ((CaptureProgress) -> Void)? = nil) throws -> (tree: ImageTree, bytesRead: UInt64, items: [CaptureItem]) {
         let items = try source.scan { progress?(.scan(entries: $0)) }
         guard let root = items.first, root.isDirectory else { throw WIMWriteError.misuse("a capture source must list its root directory first") }
-        var extra = CaptureSummary()
+        var bytesRead: UInt64 = 0
         var tree = ImageTree(entries: [])
         tree.entries.reserveCapacity(items.count)
         var descriptorIDs: [[UInt8]: Int32] = [:]
@@ -199,7 +230,7 @@ public struct Capturer {
                 progress?(.data(bytesDone: done, bytesTotal: total))
             }
             let hash = try writer.endBlob()
-            extra.bytesRead += job.size
+            bytesRead += job.size
             if let s = job.stream { tree.entries[job.item].namedStreams[s].hash = hash } else { tree.entries[job.item].dataHash = hash }
         }
 
@@ -212,30 +243,10 @@ public struct Capturer {
             }
             let shared = tree.entries[first]
             tree.entries[index].dataHash = shared.dataHash
-            writer.addReference(shared.dataHash)
             tree.entries[index].namedStreams = shared.namedStreams
-            for stream in shared.namedStreams { writer.addReference(stream.hash) }
         }
 
-        var info = info
-        // A Windows image is described as wimlib describes it (WindowsImageDetails); what the
-        // caller gave (--flags, a display name) wins.
-        if info.windows == nil, let windows = WindowsImageDetails.read(items: items, source: source) {
-            info.windows = windows
-            info.flags = info.flags ?? windows.editionID
-            info.displayName = info.displayName ?? windows.productName
-            info.displayDescription = info.displayDescription ?? windows.productName
-        }
-        progress?(.metadata)
-        try writer.addImage(tree, info: info)
-        try writer.finish()
-        var summary = source.summary
-        summary.bytesRead = extra.bytesRead
-        summary.duplicateBytes = writer.duplicateBytes
-        summary.blobs = writer.blobCount
-        var st = stat()
-        if stat(writer.destination, &st) == 0 { summary.wimSize = UInt64(st.st_size) }
-        return summary
+        return (tree, bytesRead, items)
     }
 
     private static func label(_ item: CaptureItem) -> String { item.path.isEmpty ? "/" : item.path }

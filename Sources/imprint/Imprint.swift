@@ -14,6 +14,7 @@ struct WimCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wim",
         abstract: "Read, verify, extract and apply WIM files.",
-        subcommands: [WimInfo.self, WimDir.self, WimVerify.self, WimExtract.self, WimApply.self, WimCapture.self, WimSplit.self, WimJoin.self]
+        subcommands: [WimInfo.self, WimDir.self, WimVerify.self, WimExtract.self, WimApply.self, WimCapture.self,
+                      WimAppend.self, WimDelete.self, WimUpdate.self, WimExport.self, WimOptimize.self, WimSplit.self, WimJoin.self]
     )
 }

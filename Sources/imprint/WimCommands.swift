@@ -48,9 +48,15 @@ struct WimInfo: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "info", abstract: "Show the header and the images of a WIM file.")
 
     @OptionGroup var source: SourceOptions
+    @Argument(help: "With --name, --description, --flags or --boot: the image to change (index or name).") var image: String?
     @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var edit: ImageInfoEditOptions
 
     func run() throws {
+        if edit.isEditing {
+            do { try edit.run(wim: source.file, image: image) } catch { throw fail(error) }
+            return
+        }
         let wim: WIMArchive
         do { wim = try source.open() } catch { throw fail(error) }
         let h = wim.header

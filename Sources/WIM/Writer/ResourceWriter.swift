@@ -73,9 +73,12 @@ final class WIMOutputFile {
     private var buffer: [UInt8] = []
     private static let bufferLimit = 1 << 20
 
-    init(path: String, fd: Int32) {
+    /// `position` is where appending starts: 0 for a new file, the end of an existing WIM
+    /// that gets new resources after everything its header points at.
+    init(path: String, fd: Int32, position: UInt64 = 0) {
         self.path = path
         self.fd = fd
+        flushed = position
         buffer.reserveCapacity(WIMOutputFile.bufferLimit + 65536)
     }
 
