@@ -117,6 +117,10 @@ public struct Capturer {
     /// Asked between files and between pieces of data: a non-zero answer (a signal number)
     /// stops the capture, which removes the unfinished WIM and throws `CaptureInterrupted`.
     public var stopRequested: (() -> Int32)?
+    /// A file whose data cannot be read (gone since the scan, an I/O error) is left out of the
+    /// image and listed in the summary instead of failing the capture (wimlib's
+    /// --continue-on-error). Errors writing the WIM still fail it.
+    public var continueOnError = false
 
     public init() {}
 
@@ -140,29 +144,42 @@ public struct Capturer {
     /// finishes or aborts it).
     public func captureImage(_ source: CaptureSource, into writer: WIMWriter, info: WIMWriter.ImageInfo,
                              progress: ((CaptureProgress) -> Void)? = nil) throws -> CaptureSummary {
-        let (tree, bytesRead, items) = try storeTree(source, into: writer, progress: progress)
+        let stored = try storeTree(source, into: writer, progress: progress)
         var info = info
         // A Windows image is described as wimlib describes it (WindowsImageDetails); what the
         // caller gave (--flags, a display name) wins.
-        if info.windows == nil, let windows = WindowsImageDetails.read(items: items, source: source) {
+        if info.windows == nil, let windows = WindowsImageDetails.read(items: stored.items, source: source) {
             info.windows = windows
             info.flags = info.flags ?? windows.editionID
             info.displayName = info.displayName ?? windows.productName
             info.displayDescription = info.displayDescription ?? windows.productName
         }
         progress?(.metadata)
-        try writer.addImage(tree, info: info)
+        try writer.addImage(stored.tree, info: info)
         var summary = source.summary
-        summary.bytesRead = bytesRead
+        for (path, reason) in stored.unreadable { summary.note("could not be read, left out (--continue-on-error)", "\(path): \(reason)") }
+        summary.files -= stored.unreadable.count
+        summary.bytesRead = stored.bytesRead
         summary.duplicateBytes = writer.duplicateBytes
         summary.blobs = writer.blobCount
         return summary
     }
 
-    /// Lists the source and stores all its data in the writer; returns the tree (entry 0 the
-    /// source's root) for the caller to make an image of or graft into one, and the listing.
+    /// What `storeTree` stored.
+    public struct StoredTree {
+        /// Entry 0 is the source's root.
+        public var tree: ImageTree
+        public var bytesRead: UInt64
+        /// The source's listing, as its scan gave it.
+        public var items: [CaptureItem]
+        /// Files left out with `continueOnError`: path and reason.
+        public var unreadable: [(path: String, reason: String)]
+    }
+
+    /// Lists the source and stores all its data in the writer; returns the tree for the caller
+    /// to make an image of or graft into one.
     public func storeTree(_ source: CaptureSource, into writer: WIMWriter,
-                          progress: ((CaptureProgress) -> Void)? = nil) throws -> (tree: ImageTree, bytesRead: UInt64, items: [CaptureItem]) {
+                          progress: ((CaptureProgress) -> Void)? = nil) throws -> StoredTree {
         let items = try source.scan { progress?(.scan(entries: $0)) }
         guard let root = items.first, root.isDirectory else { throw WIMWriteError.misuse("a capture source must list its root directory first") }
         var bytesRead: UInt64 = 0
@@ -218,16 +235,34 @@ public struct Capturer {
         work = work.enumerated().sorted { ($0.element.order, $0.offset) < ($1.element.order, $1.offset) }.map(\.element)
         let total = work.reduce(UInt64(0)) { $0 + $1.size }
         var done: UInt64 = 0
+        var unreadableLinks = Set<UInt64>()
+        var unreadable: [Int: String] = [:]
         for job in work {
             try checkStop()
             let item = items[job.item]
+            if unreadable[job.item] != nil { continue }
             let streamName = job.stream.map { item.namedStreams[$0].name }
-            try writer.beginBlob(size: job.size, source: Self.label(item) + (streamName.map { ":" + $0 } ?? ""), compress: item.compress)
-            try source.readData(of: item, stream: streamName) { piece in
-                try checkStop()
-                try writer.blobData(piece)
-                done += UInt64(piece.count)
-                progress?(.data(bytesDone: done, bytesTotal: total))
+            let label = Self.label(item) + (streamName.map { ":" + $0 } ?? "")
+            let before = done
+            // Errors from the writer (a full disk) are never skipped, only the source's.
+            var writerFailed = false
+            do {
+                try writer.beginBlob(size: job.size, source: label, compress: item.compress)
+                try source.readData(of: item, stream: streamName) { piece in
+                    try checkStop()
+                    do { try writer.blobData(piece) } catch {
+                        writerFailed = true
+                        throw error
+                    }
+                    done += UInt64(piece.count)
+                    progress?(.data(bytesDone: done, bytesTotal: total))
+                }
+            } catch let error where continueOnError && !writerFailed && !(error is CaptureInterrupted) {
+                try writer.discardBlob()
+                unreadable[job.item] = "\(error)"
+                if item.linkKey != 0 { unreadableLinks.insert(item.linkKey) }
+                done = before + job.size
+                continue
             }
             let hash = try writer.endBlob()
             bytesRead += job.size
@@ -246,7 +281,18 @@ public struct Capturer {
             tree.entries[index].namedStreams = shared.namedStreams
         }
 
-        return (tree, bytesRead, items)
+        // Files that could not be read leave the image, with every other name they have.
+        var leftOut: [(path: String, reason: String)] = []
+        if !unreadable.isEmpty {
+            var gone = Set(unreadable.keys)
+            for (index, item) in items.enumerated() where item.linkKey != 0 && unreadableLinks.contains(item.linkKey) { gone.insert(index) }
+            for index in gone.sorted() {
+                leftOut.append((Self.label(items[index]), unreadable[index] ?? "another name of an unreadable file"))
+            }
+            for i in tree.entries.indices { tree.entries[i].children.removeAll { gone.contains($0) } }
+            tree = tree.compacted()
+        }
+        return StoredTree(tree: tree, bytesRead: bytesRead, items: items, unreadable: leftOut)
     }
 
     private static func label(_ item: CaptureItem) -> String { item.path.isEmpty ? "/" : item.path }

@@ -239,11 +239,16 @@ func runApply(_ applier: Applier, plan: ApplyPlan, destination: String, read: Re
             print("Kept \(summary.filesKeptWhole) files already whole on the volume (data equal to the image's; \(formatBytes(summary.bytesKeptWhole)) not written again)")
         }
         if summary.xattrsWritten > 0 { print("Windows metadata kept in \(summary.xattrsWritten) user.wim.* extended attributes") }
-        for (reason, paths) in summary.notKept.sorted(by: { $0.key < $1.key }) {
-            print("Not kept (\(paths.count)): \(reason)")
-            for p in paths.prefix(5) { print("    \(p)") }
-            if paths.count > 5 { print("    ... and \(paths.count - 5) more") }
-        }
+        printNotKept(summary.notKept, heading: "Not kept")
+    }
+}
+
+/// What an apply or a capture left out, by reason, with the first five paths of each.
+func printNotKept(_ notKept: [String: [String]], heading: String) {
+    for (reason, paths) in notKept.sorted(by: { $0.key < $1.key }) {
+        print("\(heading) (\(paths.count)): \(reason)")
+        for p in paths.prefix(5) { print("    \(p)") }
+        if paths.count > 5 { print("    ... and \(paths.count - 5) more") }
     }
 }
 
@@ -380,6 +385,8 @@ struct WimCapture: ParsableCommand {
         return type == S_IFBLK || (type == S_IFREG && NTFSSource.looksLikeNTFS(source, offset: offset ?? 0))
     }
     @OptionGroup var layout: LayoutOptions
+    @Flag(help: "Leave out files that cannot be read (gone since the listing, I/O errors) and list them, instead of stopping.")
+    var continueOnError = false
 
     func run() throws {
         do {
@@ -409,6 +416,7 @@ struct WimCapture: ParsableCommand {
             (info.flags, info.displayName, info.displayDescription) = (flags, displayName, displayDescription)
             var capturer = Capturer()
             capturer.threads = threadCount
+            capturer.continueOnError = continueOnError
             // SIGTERM/SIGINT stop the capture between pieces of data, so the temporary file goes.
             Interruption.install()
             capturer.stopRequested = { applyStopSignal.load(ordering: .relaxed) }
@@ -441,11 +449,7 @@ struct WimCapture: ParsableCommand {
                             "seconds": (seconds * 1000).rounded() / 1000, "notKept": notKept])
             if reporter.mode != .json {
                 print("Captured \(source) into \(wim) (\(compress)): \(summary.directories) directories, \(summary.files) files, \(summary.hardLinks) hard links, \(summary.symlinks) symlinks, \(formatBytes(summary.bytesRead)) read (\(formatBytes(summary.duplicateBytes)) duplicate), \(summary.blobs) blobs, WIM \(formatBytes(summary.wimSize)) in \(String(format: "%.1f", seconds)) s")
-                for (reason, paths) in summary.notKept.sorted(by: { $0.key < $1.key }) {
-                    print("Not captured (\(paths.count)): \(reason)")
-                    for p in paths.prefix(5) { print("    \(p)") }
-                    if paths.count > 5 { print("    ... and \(paths.count - 5) more") }
-                }
+                printNotKept(summary.notKept, heading: "Not captured")
             }
         } catch let exit as ExitCode {
             throw exit // interrupted: already reported

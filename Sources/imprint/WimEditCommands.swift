@@ -51,6 +51,7 @@ struct WimAppend: ParsableCommand {
     @Option(help: "Compression threads (default: every CPU).") var threads: Int?
     @Flag(help: "Make the new image the bootable one.") var boot = false
     @Flag(help: "Add an integrity table (one the WIM has is always recomputed).") var check = false
+    @Flag(help: "Leave out files that cannot be read and list them, instead of stopping.") var continueOnError = false
 
     func run() throws {
         do {
@@ -60,6 +61,7 @@ struct WimAppend: ParsableCommand {
             directory.exclude(wim)
             var capturer = Capturer()
             capturer.threads = max(1, threads ?? availableProcessorCount())
+            capturer.continueOnError = continueOnError
             Interruption.install()
             capturer.stopRequested = { applyStopSignal.load(ordering: .relaxed) }
             let before = fileSize(wim)
@@ -69,6 +71,7 @@ struct WimAppend: ParsableCommand {
                 if boot { try writer.setBootImage(writer.imageCount) }
             }
             print("Appended \(source) to \(wim) as image \(writer.imageCount) \"\(name)\": \(summary.directories) directories, \(summary.files) files, \(formatBytes(summary.bytesRead)) read, \(formatBytes(writer.uniqueBytes)) new data stored (\(formatBytes(writer.duplicateBytes)) already in the WIM or duplicate); the WIM grew by \(formatBytes(fileSize(wim) - min(before, fileSize(wim))))")
+            printNotKept(summary.notKept, heading: "Not captured")
         } catch let stop as CaptureInterrupted {
             FileHandle.standardError.write(Data("imprint: append interrupted by \(Interruption.name(stop.signal)); \(wim) was left as it was\n".utf8))
             throw ExitCode(128 + stop.signal)
@@ -285,7 +288,7 @@ struct WimUpdate: ParsableCommand {
                         } else {
                             captureSource = SingleFileSource(path: source)
                         }
-                        var (added, _, _) = try capturer.storeTree(captureSource, into: writer)
+                        var added = try capturer.storeTree(captureSource, into: writer).tree
                         if captureSource is SingleFileSource {
                             // The file itself, not a folder holding it.
                             added = ImageTree(entries: [added.entries[1]], securityDescriptors: added.securityDescriptors)

@@ -158,6 +158,52 @@ struct WIMWriterTests {
         #expect(try Self.leftovers(scratch.path) == [])
     }
 
+    /// A directory whose file `b.bin` fails with EIO part-way through its data.
+    final class UnreadableFileSource: CaptureSource {
+        let inner: DirectorySource
+        init(_ root: String) throws { inner = try DirectorySource(root: root) }
+        var summary: CaptureSummary { inner.summary }
+        func scan(progress: (Int) -> Void) throws -> [CaptureItem] { try inner.scan(progress: progress) }
+        func readData(of item: CaptureItem, stream: String?, into consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+            guard item.name == "b.bin" || item.name == "b-link.bin" else { return try inner.readData(of: item, stream: stream, into: consume) }
+            try testBytes(70_000, seed: 8).withUnsafeBytes { try consume($0) }
+            throw WIMWriteError.io(path: item.path, operation: "read", errno: EIO)
+        }
+    }
+
+    /// An unreadable file stops the capture with its name; with continueOnError it is left
+    /// out (with its other names), listed, and what was written of it is gone: wimlib verifies
+    /// the WIM and its image is the tree without it.
+    @Test(arguments: ["xpress", "solid"])
+    func anUnreadableFileIsNamedOrLeftOut(_ layout: String) throws {
+        let scratch = ScratchDirectory()
+        let tree = scratch.sub("tree")
+        try write(testBytes(100_000, seed: 5, compressible: true), to: tree + "/a.txt")
+        try write(testBytes(300_000, seed: 6), to: tree + "/b.bin")
+        try FileManager.default.linkItem(atPath: tree + "/b.bin", toPath: tree + "/b-link.bin")
+        try write(testBytes(90_000, seed: 7, compressible: true), to: tree + "/sub/c.txt")
+        let options = layout == "solid" ? WIMLayoutOptions(solid: .init(compression: .xpress)) : WIMLayoutOptions()
+        let failing = scratch.sub("failing.wim")
+        #expect {
+            try Capturer().capture(UnreadableFileSource(tree), to: WIMWriter(destination: failing, compression: .xpress, threads: 2, layout: options), info: .init(name: "x"))
+        } throws: { "\($0)".contains("b") && "\($0)".contains("read") }
+        #expect(!FileManager.default.fileExists(atPath: failing))
+        #expect(try Self.leftovers(scratch.path) == [])
+
+        let wim = scratch.sub("skipped.wim")
+        var capturer = Capturer()
+        capturer.continueOnError = true
+        let summary = try capturer.capture(UnreadableFileSource(tree), to: WIMWriter(destination: wim, compression: .xpress, threads: 2, layout: options), info: .init(name: "x"))
+        let listed = summary.notKept.values.flatMap { $0 }
+        #expect(listed.count == 2 && listed.allSatisfy { $0.contains("b.bin") || $0.contains("b-link.bin") }, "\(summary.notKept)")
+        try run(["wimlib-imagex", "verify", wim])
+        try FileManager.default.removeItem(atPath: tree + "/b.bin")
+        try FileManager.default.removeItem(atPath: tree + "/b-link.bin")
+        let applied = scratch.sub("applied")
+        try run(["wimlib-imagex", "apply", wim, "1", applied])
+        #expect(try Self.differences(Self.comparable(TreeSnapshot(applied)), Self.comparable(TreeSnapshot(tree))) == [])
+    }
+
     /// A WIM written into the folder being captured leaves itself out; an empty folder is an
     /// image with only its root.
     @Test func theWIMInsideTheTreeIsLeftOut() throws {

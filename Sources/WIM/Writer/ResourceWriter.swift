@@ -283,6 +283,15 @@ final class ResourceWriter {
         return (header, hash)
     }
 
+    /// Drops the resource being written (its source could not be read to the end): the file
+    /// is cut back to where it began.
+    func discard() throws {
+        guard active else { return }
+        active = false
+        pending.removeAll(keepingCapacity: true)
+        try file.truncate(to: start - UInt64(prefixBytes))
+    }
+
     /// Compresses the pending chunks (one per thread) and appends them in order.
     private func writeBatch() throws {
         let count = (pending.count + chunkSize - 1) / chunkSize

@@ -157,6 +157,9 @@ final class SolidResourceWriter {
         return (hash, blobSize, false)
     }
 
+    /// Drops the blob being streamed (its source could not be read to the end).
+    func discard() throws { try rollBack() }
+
     /// Cuts the blob just streamed out of the stream.
     private func rollBack() throws {
         if blobStart >= flushedBytes {

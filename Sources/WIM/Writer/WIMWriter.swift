@@ -330,6 +330,12 @@ public final class WIMWriter {
         return hash
     }
 
+    /// Drops the blob begun with `beginBlob` (its source failed part-way); nothing of it stays.
+    public func discardBlob() throws {
+        if let solid { return try solid.discard() }
+        try resources().discard()
+    }
+
     /// Stores a small blob held in memory (reparse data, a named stream); zero for no bytes.
     public func addBlob(_ bytes: [UInt8], source: String) throws -> SHA1Digest {
         guard !bytes.isEmpty else { return .zero }
