@@ -124,12 +124,13 @@ public struct Capturer {
 
     public init() {}
 
-    /// Captures one image into a new WIM and finishes it.
+    /// Captures one image into a new WIM and finishes it; `boot` marks it the bootable image.
     @discardableResult
-    public func capture(_ source: CaptureSource, to writer: WIMWriter, info: WIMWriter.ImageInfo,
+    public func capture(_ source: CaptureSource, to writer: WIMWriter, info: WIMWriter.ImageInfo, boot: Bool = false,
                         progress: ((CaptureProgress) -> Void)? = nil) throws -> CaptureSummary {
         do {
             var summary = try captureImage(source, into: writer, info: info, progress: progress)
+            if boot { try writer.setBootImage(writer.imageCount) }
             try writer.finish()
             var st = stat()
             if stat(writer.destination, &st) == 0 { summary.wimSize = UInt64(st.st_size) }

@@ -387,6 +387,7 @@ struct WimCapture: ParsableCommand {
     @OptionGroup var layout: LayoutOptions
     @Flag(help: "Leave out files that cannot be read (gone since the listing, I/O errors) and list them, instead of stopping.")
     var continueOnError = false
+    @Flag(help: "Mark the image bootable (the header's boot index: a WinPE boot.wim).") var boot = false
 
     func run() throws {
         do {
@@ -423,7 +424,7 @@ struct WimCapture: ParsableCommand {
             let started = Date()
             let summary: CaptureSummary
             do {
-                summary = try capturer.capture(captureSource, to: writer, info: info) { p in
+                summary = try capturer.capture(captureSource, to: writer, info: info, boot: boot) { p in
                     switch p {
                     case let .scan(entries): reporter.report("scanning", done: UInt64(entries), total: 0, unit: "entries")
                     case let .data(done, total): reporter.report("data", done: done, total: total)

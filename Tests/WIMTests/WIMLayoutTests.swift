@@ -48,13 +48,14 @@ struct WIMLayoutTests {
         let scratch = ScratchDirectory("check-\(compression)")
         let (tree, source) = try Self.makeTree(scratch)
         let wim = scratch.sub("checked.wim")
-        try run([imprintBinary, "wim", "capture", tree, wim, "checked", "--compress", compression, "--check", "--progress", "none"])
+        try run([imprintBinary, "wim", "capture", tree, wim, "checked", "--compress", compression, "--check", "--boot", "--progress", "none"])
         #expect(try !Self.header(wim).integrityTable.isEmpty)
         try Self.expectRoundTrip(wim, scratch, source: source, label: "check")
         let ours = try run([imprintBinary, "wim", "verify", wim, "--check", "--progress", "none"])
         #expect(ours.output.contains("Integrity table: 1 chunks OK"), "\(ours.output)")
         let info = try run(["wimlib-imagex", "info", wim]).output
         #expect(W.infoValue(info, "Attributes")?.contains("Integrity info") == true, "\(info)")
+        #expect(W.infoValue(info, "Boot Index") == "1", "\(info)")
         let theirs = try run(["wimlib-imagex", "verify", wim])
         #expect(!theirs.output.contains("No integrity"), "\(theirs.output)")
 
