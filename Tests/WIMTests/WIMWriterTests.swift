@@ -239,6 +239,35 @@ struct WIMWriterTests {
         #expect(try Self.leftovers(scratch.path) == [])
     }
 
+    /// A capture killed (SIGKILL, as a power cut) at any moment never leaves a file under the
+    /// WIM's name: only the temporary file beside it, whose zero header no reader takes for a WIM.
+    @Test func aKilledCaptureLeavesNoWIM() throws {
+        let scratch = ScratchDirectory()
+        for n in 0..<3 { try write(testBytes(8 << 20, seed: UInt64(90 + n)), to: scratch.sub("tree/part\(n).bin")) }
+        for delay in [0.05, 0.2, 0.5] {
+            let wim = scratch.sub("killed-\(delay).wim")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: imprintBinary)
+            process.arguments = ["wim", "capture", scratch.sub("tree"), wim, "Killed", "--compress", "lzx", "--threads", "1", "--progress", "none"]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            Thread.sleep(forTimeInterval: delay)
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            if process.terminationReason == .uncaughtSignal {
+                #expect(!FileManager.default.fileExists(atPath: wim), "killed after \(delay) s")
+                for leftover in try Self.leftovers(scratch.path) {
+                    let info = try run([imprintBinary, "wim", "info", scratch.sub(leftover)], allowFailure: true)
+                    #expect(info.status != 0, "\(leftover) read as a WIM")
+                    try FileManager.default.removeItem(atPath: scratch.sub(leftover))
+                }
+            } else {
+                print("capture finished within \(delay) s")
+                try run(["wimlib-imagex", "verify", wim])
+            }
+        }
+    }
+
     /// Windows metadata an apply kept in user.wim.* xattrs goes back into the image.
     @Test func windowsMetadataInXattrsIsCaptured() throws {
         let scratch = ScratchDirectory()
