@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "SequenceModel", targets: ["SequenceModel"]),
         .library(name: "SequenceRunner", targets: ["SequenceRunner"]),
         .library(name: "Registry", targets: ["Registry"]),
+        .library(name: "InstalledWindows", targets: ["InstalledWindows"]),
         .library(name: "Boot", targets: ["Boot"]),
         .library(name: "Server", targets: ["Server"]),
         .executable(name: "imprint-server", targets: ["imprint-server"]),
@@ -58,29 +59,34 @@ let package = Package(
         .target(name: "WIM", dependencies: ["Primitives", "Digests", "Failures"]),
         // Capture sources: where the entries of a new image are read from (a directory, an NTFS
         // volume through libntfs-3g); the registry hives say which Windows an image holds.
-        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem", "CNTFS3G", "Registry"]),
+        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem", "CNTFS3G", "Registry", "InstalledWindows"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
         .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "Processes", "CImprintSystem", "CNTFS3G"]),
         // What a disk is and what may be done to it, in pure Swift: the disk model, selection
         // rules, partition layouts and the table writer, format specs, a refresh's clean-up
         // policy. What a task sequence's JSON reaches; no C library, so the server can link it.
-        .target(name: "DiskModel", dependencies: ["Primitives", "Failures"]),
+        .target(name: "DiskModel", dependencies: ["Primitives", "Failures", "InstalledWindows"]),
         // Running a program: output streamed and collected, its whole process group stopped on a
         // timeout, errors that show the end of its output. Glibc only; the server needs none of it.
         .target(name: "Processes"),
         // Disks: discover, choose, partition and format, never the wrong one.
-        .target(name: "Disks", dependencies: ["DiskModel", "Primitives", "Processes", "CBlkid", "CNTFS3G", "CImprintSystem"]),
+        .target(name: "Disks", dependencies: ["DiskModel", "InstalledWindows", "Primitives", "Processes", "CBlkid", "CNTFS3G", "CImprintSystem"]),
         // Transport: HTTP(S) through libcurl (resume, retries, Range reads, streams), xz streams.
         .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "Digests", "Failures"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
         .target(name: "Drivers", dependencies: ["Transport", "Failures"]),
         // Registry hives (regf): read, write a new one, edit one in place. No C library.
         .target(name: "Registry", dependencies: ["Primitives", "Failures"]),
+        // What an installed Windows is (edition, version, build, architecture, computer name,
+        // image state, last shutdown), read from the hive and kernel32.dll bytes it is given:
+        // one reader for a captured image's XML, `imprint disk list` and the `windows.*` facts.
+        // Pure Swift, so the disk model (and the server through it) can carry the result.
+        .target(name: "InstalledWindows", dependencies: ["Registry", "Primitives"]),
         // Making a disk bootable: the BCD store, boot files on the ESP, the firmware's boot entry.
         .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "DiskModel", "Primitives", "Processes", "Failures", "CNTFS3G", "CBlkid"]),
         // Task sequences as data: the format, parser and checker, variables, conditions, facts and
         // events. What the server reads and writes; no C library.
-        .target(name: "SequenceModel", dependencies: ["DiskModel", "Primitives", "Failures"]),
+        .target(name: "SequenceModel", dependencies: ["DiskModel", "InstalledWindows", "Primitives", "Failures"]),
         // Running task sequences on a machine: the engine, every step, gathering facts, the
         // event spool and reporter.
         .target(

@@ -3,6 +3,7 @@ import Capture
 import Digests
 import DiskModel
 import Foundation
+import InstalledWindows
 import Registry
 import SequenceModel
 import Transport
@@ -12,16 +13,12 @@ import WIM
 /// mounting it, into a new WIM, then uploaded to the deployment server (resumable, its SHA-256
 /// verified there) or left at a path (a USB stick). The volume is only read.
 enum CaptureSteps {
-    /// `ImageState` values (SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State) after
-    /// `sysprep /generalize`: the image is ready to deploy to other machines.
-    static let generalizedStates: Set<String> = ["IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", "IMAGE_STATE_GENERALIZE_RESEAL_TO_AUDIT"]
-    static let stateKey = "Microsoft\\Windows\\CurrentVersion\\Setup\\State"
-
     static func captureImage(_ parameters: CaptureImageStep, _ step: Step, _ context: RunContext) throws {
         let volume = try context.volume(parameters.volume)
-        let state = try imageState(of: volume)
-        if !generalizedStates.contains(state ?? "") {
-            let described = state.map { "its image state is \($0)" } ?? "it has no image state (\(stateKey) ImageState)"
+        let windows = try windowsDetails(of: volume)
+        let state = windows.imageState
+        if windows.generalized != true {
+            let described = state.map { "its image state is \($0)" } ?? "it has no image state (\(WindowsDetails.setupStateKey) ImageState)"
             if parameters.allowNotGeneralized {
                 context.bus.log("Windows on \(volume.device) is not generalized (\(described)): captured as it is, as the step allows; "
                                 + "deployed to other machines it would clash with this one (same SID, same name)", step: step, level: "warning")
@@ -114,16 +111,18 @@ enum CaptureSteps {
                         + (outcome.resumes > 0 ? " (went on \(outcome.resumes) times after a drop)" : ""), step: step)
     }
 
-    /// The Windows image state from the volume's SOFTWARE hive; nil when there is none.
-    static func imageState(of volume: Volume) throws -> String? {
+    /// What the volume's SOFTWARE hive says (its image state), read as `findWindows` and
+    /// `imprint disk list` read it; a volume without the hive holds no Windows to capture.
+    static func windowsDetails(of volume: Volume) throws -> WindowsDetails {
         let files = try openVolumeFiles(volume.device)
         defer { try? files.close() }
         let path = "Windows/System32/config/SOFTWARE"
         guard let bytes = try files.read(path) else {
             throw StepFailure("\(volume.device) holds no Windows (no \(path))", kind: .refused)
         }
-        let hive = try Hive(bytes: bytes, file: volume.device + ":" + path)
-        return try hive.key(at: stateKey)?.value("ImageState")?.stringValue
+        var details = WindowsDetails()
+        try details.readSoftware(Hive(bytes: bytes, file: volume.device + ": " + path))
+        return details
     }
 
     /// The step's exclusion file (a path or URL); nil: DISM's defaults.
