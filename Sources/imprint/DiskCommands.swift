@@ -181,7 +181,10 @@ enum DiskText {
         }
         for w in disk.windows {
             lines.append("  Windows on " + (w.partition.map { "partition \($0)" } ?? "the whole disk")
-                         + (w.label.map { " (label \($0))" } ?? "") + (w.hasUsers ? ", with Users" : ""))
+                         + (w.label.map { " (label \($0))" } ?? "") + (w.hasUsers ? ", with Users" : "")
+                         + (w.refreshInProgress.map { ", a refresh under way (the old system in \($0))" } ?? ""))
+            if let details = w.details { lines.append("    " + details.summary) }
+            for problem in w.problems { lines.append("    not read: " + problem) }
         }
         for fs in disk.filesystems where fs.isBitLocker {
             lines.append("  BitLocker-encrypted volume" + (fs.uuid.map { " \($0)" } ?? "") + ": suspend or decrypt it before a refresh")

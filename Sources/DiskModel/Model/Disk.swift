@@ -1,3 +1,5 @@
+import InstalledWindows
+
 /// A whole disk as discovery found it: what sysfs says about the hardware, what libblkid
 /// finds on it, and what the safety rules need to know (boot medium, in use).
 public struct Disk: Sendable, Codable, Equatable {
@@ -167,14 +169,43 @@ public struct WindowsInstallation: Sendable, Codable, Equatable {
     /// system (`Windows.old`), its record (`RefreshRecord`) on the volume. The refresh goes on
     /// on this volume; nil for an installation nobody is refreshing.
     public var refreshInProgress: String?
+    /// What its hives and kernel32.dll say it is (edition, version, build, computer name...);
+    /// nil when none of them could be read. For a refresh under way, the old system's.
+    public var details: WindowsDetails?
+    /// Why some of the details are missing: a hive absent, unreadable or damaged, each naming
+    /// the volume and the file.
+    public var problems: [String]
 
-    public init(partition: Int?, label: String?, systemRoot: String, hasUsers: Bool, refreshInProgress: String? = nil) {
+    public init(partition: Int?, label: String?, systemRoot: String, hasUsers: Bool, refreshInProgress: String? = nil,
+                details: WindowsDetails? = nil, problems: [String] = []) {
         self.partition = partition
         self.label = label
         self.systemRoot = systemRoot
         self.hasUsers = hasUsers
         self.refreshInProgress = refreshInProgress
+        self.details = details
+        self.problems = problems
     }
+
+    enum CodingKeys: String, CodingKey { case partition, label, systemRoot, hasUsers, refreshInProgress, details, problems }
+
+    // A listing saved before the details existed (`sequence plan --disks`) still reads.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        partition = try c.decodeIfPresent(Int.self, forKey: .partition)
+        label = try c.decodeIfPresent(String.self, forKey: .label)
+        systemRoot = try c.decode(String.self, forKey: .systemRoot)
+        hasUsers = try c.decode(Bool.self, forKey: .hasUsers)
+        refreshInProgress = try c.decodeIfPresent(String.self, forKey: .refreshInProgress)
+        details = try c.decodeIfPresent(WindowsDetails.self, forKey: .details)
+        problems = try c.decodeIfPresent([String].self, forKey: .problems) ?? []
+    }
+}
+
+extension Disk {
+    /// The installation a refresh takes on this disk: the first one with users' files, else
+    /// the first one (`findWindows` and `sequence plan` choose alike).
+    public var windowsToRefresh: WindowsInstallation? { windows.first(where: \.hasUsers) ?? windows.first }
 }
 
 /// Something that keeps a disk busy, so it must not be written.

@@ -1,9 +1,11 @@
 import DiskModel
 import CNTFS3G
 import Foundation
+import InstalledWindows
 
 /// Looks inside an NTFS volume, read-only and without mounting it, for a Windows installation:
-/// `Windows\System32\config\SYSTEM` (the registry hive every installed Windows has).
+/// `Windows\System32\config\SYSTEM` (the registry hive every installed Windows has), and reads
+/// what it is from its hives and kernel32.dll (`WindowsDetails`).
 enum WindowsDetector {
     static let systemHive = "Windows/System32/config/SYSTEM"
 
@@ -19,26 +21,64 @@ enum WindowsDetector {
         let users = exists(volume, "Users")
         // A refresh cut off after its clean-up: the old Windows is in its record's folder and
         // the new one may be half there. Still this volume's Windows, to be refreshed.
+        let place = partition.map { "\(name) partition \($0)" } ?? name
         if let record = refreshRecord(volume), let old = record.destination, exists(volume, old + "/" + systemHive) {
-            return WindowsInstallation(partition: partition, label: label, systemRoot: "Windows", hasUsers: users, refreshInProgress: old)
+            let (details, problems) = readDetails(volume, place: place, systemRoot: old + "/Windows")
+            return WindowsInstallation(partition: partition, label: label, systemRoot: "Windows", hasUsers: users, refreshInProgress: old,
+                                       details: details, problems: problems)
         }
         guard exists(volume, systemHive) else { return nil }
-        return WindowsInstallation(partition: partition, label: label, systemRoot: "Windows", hasUsers: users)
+        let (details, problems) = readDetails(volume, place: place, systemRoot: "Windows")
+        return WindowsInstallation(partition: partition, label: label, systemRoot: "Windows", hasUsers: users,
+                                   details: details, problems: problems)
+    }
+
+    /// The installation's details; nil when no file gave any (all missing or damaged).
+    private static func readDetails(_ volume: UnsafeMutablePointer<ntfs_volume>, place: String,
+                                    systemRoot: String) -> (WindowsDetails?, [String]) {
+        let (details, problems) = WindowsDetails.read(place: place, systemRoot: systemRoot) { file in
+            // The PE header is in kernel32.dll's first page or two; the hives are read whole.
+            try contents(volume, systemRoot + "/" + file.rawValue, limit: file.sizeLimit, prefix: file == .kernel32 ? 64 << 10 : nil)
+        }
+        return (details == WindowsDetails() ? nil : details, problems)
     }
 
     /// The record of a refresh begun on this volume, when there is a readable one.
     private static func refreshRecord(_ volume: UnsafeMutablePointer<ntfs_volume>) -> RefreshRecord? {
-        guard let inode = ntfs_pathname_to_inode(volume, nil, RefreshRecord.path) else { return nil }
+        // A record is a few hundred bytes; anything large is not one.
+        guard let bytes = try? contents(volume, RefreshRecord.path, limit: 64 << 10, prefix: nil), !bytes.isEmpty else { return nil }
+        return try? JSONDecoder().decode(RefreshRecord.self, from: Data(bytes))
+    }
+
+    /// A file's unnamed data stream (its first `prefix` bytes only, when given); nil when
+    /// there is no such file. Throws when it is larger than `limit` or cannot be read.
+    private static func contents(_ volume: UnsafeMutablePointer<ntfs_volume>, _ path: String, limit: UInt64,
+                                 prefix: Int64?) throws(WindowsFileError) -> [UInt8]? {
+        guard let inode = ntfs_pathname_to_inode(volume, nil, path) else { return nil }
         defer { ntfs_inode_close(inode) }
-        guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else { return nil }
+        guard imprint_ntfs_is_directory(inode) == 0 else { return nil }
+        guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else {
+            throw WindowsFileError(reason: "no data stream (\(String(cString: strerror(errno))))")
+        }
         defer { ntfs_attr_close(attribute) }
         let size = attribute.pointee.data_size
-        // A record is a few hundred bytes; anything large is not one.
-        guard size > 0, size <= 64 << 10 else { return nil }
-        var bytes = [UInt8](repeating: 0, count: Int(size))
-        let read = bytes.withUnsafeMutableBytes { ntfs_attr_pread(attribute, 0, size, $0.baseAddress) }
-        guard read == size else { return nil }
-        return try? JSONDecoder().decode(RefreshRecord.self, from: Data(bytes))
+        guard size >= 0, UInt64(size) <= limit || prefix != nil else {
+            throw WindowsFileError(reason: "\(size) bytes is more than the \(limit) such a file can be")
+        }
+        let wanted = min(size, prefix ?? size)
+        var bytes = [UInt8](repeating: 0, count: Int(wanted))
+        var done: Int64 = 0
+        while done < wanted {
+            let count = bytes.withUnsafeMutableBytes { buffer -> Int64 in
+                guard let base = buffer.baseAddress else { return 0 }
+                return ntfs_attr_pread(attribute, done, wanted - done, base + Int(done))
+            }
+            guard count > 0 else {
+                throw WindowsFileError(reason: count < 0 ? String(cString: strerror(errno)) : "it ends early, at byte \(done) of \(wanted)")
+            }
+            done += count
+        }
+        return bytes
     }
 
     private static func exists(_ volume: UnsafeMutablePointer<ntfs_volume>, _ path: String) -> Bool {
@@ -47,4 +87,10 @@ enum WindowsDetector {
         ntfs_inode_close(inode)
         return true
     }
+}
+
+/// Why a file of an installation could not be read, for the listing's problems.
+struct WindowsFileError: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { reason }
 }
