@@ -26,6 +26,21 @@ struct SchemaAgreementTests {
         }
     }
 
+    /// Conditions: the schema's one-key comparisons and its fact conditions (fact names and
+    /// operators) are those the parser takes.
+    @Test func theSchemaAndTheParserKnowTheSameConditionsAndFacts() throws {
+        let data = try Data(contentsOf: packageRoot.appendingPathComponent("TaskSequences/schema.json"))
+        let schema = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let defs = try #require(schema["$defs"] as? [String: Any])
+        let comparison = try #require((defs["comparison"] as? [String: Any])?["properties"] as? [String: Any])
+        #expect(Set(comparison.keys) == Set(["all", "any", "not", "defined"] + Condition.Comparison.allCases.map(\.rawValue)))
+        let fact = try #require((defs["factCondition"] as? [String: Any])?["properties"] as? [String: Any])
+        let names = try #require((fact["fact"] as? [String: Any])?["enum"] as? [String])
+        #expect(names == FactNames.conditionFacts)
+        #expect(Set(fact.keys).subtracting(["fact"])
+                == Set(Condition.Comparison.symbols.keys).union(Condition.Comparison.allCases.map(\.rawValue)))
+    }
+
     /// The parser cannot link the WIM module (the server uses it), so it checks on its own.
     @Test func captureCompressionChoicesAreThoseTheWIMWriterTakes() {
         for good in ["none", "xpress", "lzx", "lzms", "LZX:1", "lzms:100", "xpress:50"] {

@@ -46,6 +46,8 @@ final class Checker {
 
     // What earlier steps (in document order) make available to later ones.
     private var diskSelected = false
+    /// A findWindows step comes earlier: the `windows.*` facts can be known.
+    private var windowsFound = false
     private var volumes: Set<String> = []
     private var definedVariables: Set<String> = []
     private var referencedVariables: [(name: String, path: String)] = []
@@ -203,6 +205,7 @@ final class Checker {
             volumes.insert(name)
             definedVariables.insert(KnownVariables.volume(name))
             diskSelected = true
+            windowsFound = true
             action = rules.map { .findWindows(rules: $0, volume: name) }
         case "cleanVolume":
             let volume = volumeReference(object, "volume", path)
@@ -367,6 +370,7 @@ final class Checker {
 
     private func condition(_ value: JSONValue, _ path: String) -> Condition? {
         guard let object = object(value, path) else { return nil }
+        if let fact = object["fact"] { return factCondition(fact, object, path) }
         guard object.count == 1, let (key, operand) = object.first else {
             error(path, "a condition has exactly one key", hint: "wrap several in {\"all\": [...]} or {\"any\": [...]}")
             return nil
@@ -402,6 +406,45 @@ final class Checker {
             note(right, path + "." + key + "[1]")
             return .compare(comparison, left, right)
         }
+    }
+
+    /// `{"fact": "windows.build", ">=": 19045}`: a fact, one operator (`==`, `!=`, `>`, `>=`,
+    /// `<`, `<=`, or a comparison's name such as `matches`) and the value it is compared with.
+    private func factCondition(_ fact: JSONValue, _ object: [String: JSONValue], _ path: String) -> Condition? {
+        let operators = Condition.Comparison.symbols.keys.sorted() + Condition.Comparison.allCases.map(\.rawValue)
+        guard let name = fact.stringValue, FactNames.variable(forFact: name) != nil else {
+            let known = FactNames.conditionFacts
+            error(path + ".fact", fact.stringValue.map { "unknown fact \"\($0)\"" } ?? "expected a fact's name, found \(fact.kind)",
+                  hint: "one of " + known.joined(separator: ", ") + suggestion(fact.stringValue ?? "", among: Set(known)))
+            return nil
+        }
+        let others = object.keys.filter { $0 != "fact" }.sorted()
+        guard others.count == 1, let key = others.first else {
+            error(path, others.isEmpty ? "a fact condition needs a comparison" : "a fact condition has one comparison, found \(others.joined(separator: ", "))",
+                  hint: "{\"fact\": \"\(name)\", \">=\": 19045}: one of " + operators.joined(separator: " "))
+            return nil
+        }
+        guard let comparison = Condition.Comparison.symbols[key] ?? Condition.Comparison(rawValue: key) else {
+            error(path + "." + key, "unknown comparison \"\(key)\"", hint: "one of " + operators.joined(separator: " "))
+            return nil
+        }
+        guard let operand = object[key], let expected = operand.scalarText else {
+            error(path + "." + key, "expected a string, number or true/false to compare \(name) with")
+            return nil
+        }
+        if comparison.isNumeric, !expected.contains("${"), Condition.number(expected) == nil {
+            error(path + "." + key, "\(key) compares numbers, and \(operand.scalarText.map { "\"\($0)\"" } ?? "this") is not one",
+                  hint: "{\"fact\": \"\(name)\", \"\(key)\": 19045}")
+        }
+        if comparison == .regex, (try? NSRegularExpression(pattern: expected)) == nil, !expected.contains("${") {
+            error(path + ".regex", "\"\(expected)\" is not a valid regular expression")
+        }
+        note(expected, path + "." + key)
+        if name.hasPrefix("windows."), !windowsFound {
+            warning(path + ".fact", "\(name) is known only after a findWindows step; here the condition never holds",
+                    hint: "put a findWindows step before this one")
+        }
+        return .fact(name, comparison, expected)
     }
 
     private func retry(_ value: JSONValue, _ path: String) -> Retry {

@@ -11,7 +11,9 @@ public struct Variables: Sendable {
 
     public init(facts: [String: String], sequence: [String: String], server: [String: String], secrets: Set<String>) {
         self.facts = facts
-        values = sequence.merging(server) { _, new in new }
+        // The installed Windows' facts are absent until findWindows reads them: a value of the
+        // server's (or a restored one) under their names must not pass for one.
+        values = sequence.merging(server) { _, new in new }.filter { !WindowsFacts.variableNames.contains($0.key) }
         secretNames = secrets.union(values.keys.filter(SecretNames.looksSecret))
     }
 
@@ -20,6 +22,13 @@ public struct Variables: Sendable {
     public mutating func set(_ name: String, _ value: String) {
         values[name] = value
         if SecretNames.looksSecret(name) { secretNames.insert(name) }
+    }
+
+    /// The facts of the installed Windows `findWindows` chose (`WindowsFacts.variables`),
+    /// replacing those of any earlier one: none are left when it found nothing readable.
+    public mutating func setWindowsFacts(_ windows: [String: String]) {
+        for name in WindowsFacts.variableNames { facts[name] = nil }
+        facts.merge(windows.filter { WindowsFacts.variableNames.contains($0.key) }) { _, new in new }
     }
 
     public var all: [String: String] { values.merging(facts) { _, fact in fact } }

@@ -59,9 +59,13 @@ public enum SequencePlanner {
                 rules.wipe = true
                 if rules.hasWindows == nil { rules.hasWindows = true }
                 let selection = DiskSelector.evaluate(rules, disks: disks)
-                if let disk = selection.chosen, let windows = disk.windows.first {
+                if let disk = selection.chosen, let windows = disk.windowsToRefresh {
                     details.append("Windows on \(disk.path) partition \(windows.partition.map(String.init) ?? "-")"
                                    + (windows.hasUsers ? " with Users" : "") + ": volume \"\(volume)\"")
+                    // Later steps' conditions see the facts the run would have.
+                    variables.setWindowsFacts(WindowsFacts.variables(windows.details))
+                    if let known = windows.details { details.append("it is " + known.summary) }
+                    details += windows.problems
                     if disk.filesystems.contains(where: \.isBitLocker) {
                         verdict = "fails"
                         details.append("a BitLocker-encrypted volume is on the disk: suspend or decrypt it first")

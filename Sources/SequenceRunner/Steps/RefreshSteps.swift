@@ -3,6 +3,7 @@ import DiskModel
 import Disks
 import Failures
 import Foundation
+import InstalledWindows
 import SequenceModel
 
 /// findWindows and cleanVolume: a refresh finds the installed Windows, never formats it, and
@@ -29,7 +30,9 @@ enum RefreshSteps {
             throw StepFailure("\(disk.path) partition \(locked.number) is BitLocker-encrypted: suspend BitLocker "
                               + "(manage-bde -protectors -disable C:) or decrypt it in Windows first. Nothing was changed.", kind: .refused)
         }
-        let installation = disk.windows.first(where: \.hasUsers) ?? disk.windows[0]
+        guard let installation = disk.windowsToRefresh else {
+            throw StepFailure("\(disk.path) holds no Windows installation (the rules chose it with \"hasWindows\": false)", kind: .refused)
+        }
         guard let number = installation.partition,
               let partition = disk.partitionTable?.partitions.first(where: { $0.number == number }) else {
             throw StepFailure("\(disk.path): Windows is on the whole disk (no partition table); a refresh needs a partitioned disk", kind: .refused)
@@ -49,6 +52,23 @@ enum RefreshSteps {
         }
         context.bus.log("Windows on \(disk.path) partition \(number)" + (installation.label.map { " (\($0))" } ?? "")
                         + (installation.hasUsers ? ", with Users" : "") + ": volume \"\(name)\" is \(device.path)", step: step)
+        noteWindowsFacts(installation, step, context)
+    }
+
+    /// The chosen installation's details become the `windows.*` facts (those of an earlier
+    /// findWindows go); what could not be read is a warning naming the volume and the file.
+    static func noteWindowsFacts(_ installation: WindowsInstallation, _ step: Step, _ context: RunContext) {
+        let facts = WindowsFacts.variables(installation.details)
+        context.variables.setWindowsFacts(facts)
+        if let details = installation.details {
+            context.bus.log("it is " + details.summary, step: step)
+        }
+        for problem in installation.problems {
+            context.bus.log(problem, step: step, level: "warning")
+        }
+        if facts.isEmpty {
+            context.bus.log("nothing could be read of this Windows: the windows.* facts are not set", step: step, level: "warning")
+        }
     }
 
     static func cleanVolume(_ name: String, _ mode: CleanupMode, _ folders: [String], _ step: Step, _ context: RunContext) throws {
