@@ -146,7 +146,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "Failures", "Primitives", "TestSupport", "imprint"]),
         .testTarget(
             name: "SequenceTests",
-            dependencies: ["SequenceModel", "SequenceRunner", "Disks", "DiskModel", "Failures", "Transport", "TestSupport", "imprint"]
+            dependencies: ["SequenceModel", "SequenceRunner", "Disks", "DiskModel", "InstalledWindows", "Failures", "Transport", "TestSupport", "imprint"]
         ),
         .testTarget(
             name: "ServerTests",

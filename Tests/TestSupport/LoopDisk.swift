@@ -56,7 +56,10 @@ public final class LoopDisk {
 
 /// Puts an NTFS filesystem holding a Windows-like tree (the SYSTEM hive, a user's file) into
 /// bytes [offset, offset + size) of `disk`, through ntfs-3g as Windows' own layout would be.
-public func makeFakeWindows(on disk: LoopDisk, offset: UInt64, size: UInt64, scratch: ScratchDirectory, label: String = "Windows") throws {
+/// `files` (paths relative to the volume's root) replace the stand-in SYSTEM hive: real hives,
+/// kernel32.dll; `[:]` leaves an NTFS volume with no Windows (a Users folder only).
+public func makeFakeWindows(on disk: LoopDisk, offset: UInt64, size: UInt64, scratch: ScratchDirectory, label: String = "Windows",
+                            files: [String: Data]? = nil) throws {
     let partition = try disk.view(offset: offset, size: size)
     try run(["mkfs.ntfs", "-Q", "-q", "-F", "-L", label, "-p", String(offset / 512), "-H", "255", "-S", "63", partition])
     let mountPoint = scratch.sub("mnt-\(disk.name)")
@@ -64,8 +67,11 @@ public func makeFakeWindows(on disk: LoopDisk, offset: UInt64, size: UInt64, scr
     try run(["ntfs-3g", partition, mountPoint])
     var mounted = true
     defer { if mounted { _ = try? run(["umount", mountPoint], allowFailure: true) } }
-    try FileManager.default.createDirectory(atPath: mountPoint + "/Windows/System32/config", withIntermediateDirectories: true)
-    try Data("regf".utf8).write(to: URL(fileURLWithPath: mountPoint + "/Windows/System32/config/SYSTEM"))
+    for (path, data) in files ?? ["Windows/System32/config/SYSTEM": Data("regf".utf8)] {
+        let full = mountPoint + "/" + path
+        try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try data.write(to: URL(fileURLWithPath: full))
+    }
     try FileManager.default.createDirectory(atPath: mountPoint + "/Users/Alice/Documents", withIntermediateDirectories: true)
     try Data("thesis".utf8).write(to: URL(fileURLWithPath: mountPoint + "/Users/Alice/Documents/thesis.txt"))
     try run(["umount", mountPoint])
