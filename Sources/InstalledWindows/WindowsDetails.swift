@@ -115,12 +115,12 @@ public struct WindowsDetails: Sendable, Equatable {
             .prefix { $0 != nil }.compactMap { $0 }.joined(separator: ".")
     }
 
-    /// In a line for a technician: `Windows 10 Pro (Professional), version 10.0.19045.3803
+    /// In a line for a technician: `Windows 10 Pro (Professional, Client), version 10.0.19045.3803
     /// (22H2), x64, computer PC-0042, not generalized (IMAGE_STATE_COMPLETE), last shut down
     /// 2024-01-15T10:30:00Z`; what is unknown is left out.
     public var summary: String {
         var parts: [String] = []
-        let edition = [installationType, editionID].compactMap { $0 }.joined(separator: " ")
+        let edition = [editionID, installationType].compactMap { $0 }.joined(separator: ", ")
         if let name = productName ?? editionID {
             parts.append(name + (productName != nil && !edition.isEmpty ? " (\(edition))" : ""))
         }
