@@ -12,7 +12,9 @@ import WIM
 ///   it (0 x86, 5 ARM, 6 IA-64, 9 x64, 12 ARM64), PRODUCTNAME (also DISPLAYNAME and
 ///   DISPLAYDESCRIPTION), EDITIONID (also FLAGS), INSTALLATIONTYPE, the version and build, and
 ///   from SYSTEM's control set SPBUILD, SPLEVEL, PRODUCTTYPE, PRODUCTSUITE, HAL, LANGUAGES and
-///   the DEFAULT one.
+///   the DEFAULT one. That control set is the current one (`Select\Current`) where wimlib
+///   always reads ControlSet001: the two differ only for a Windows whose last boot used
+///   another set, and then the current one is what that Windows runs with.
 /// Whatever is missing or unreadable is left out; a capture never fails for it.
 public enum WindowsImageDetails {
     /// The details, or nil when the tree holds no Windows installation.

@@ -181,8 +181,6 @@ public struct WindowsDetails: Sendable, Equatable {
         }
         if let current = string("CurrentBuild") {
             build = current.contains(".") ? string("CurrentBuildNumber") : current
-        } else {
-            build = string("CurrentBuildNumber")
         }
     }
 
