@@ -7,10 +7,11 @@
 // A target named as the first argument is taken out of the arguments before libFuzzer reads them
 // and put in IMPRINT_FUZZ_TARGET, so processes libFuzzer starts itself (-minimize_crash=1,
 // -fork=N) run the same target. IMPRINT_FUZZ_WRITE_SEEDS=DIR asks a target that makes its own
-// seeds (HiveFuzz) to write them into DIR and exit.
+// seeds (HiveFuzz, WindowsDetailsFuzz) to write them into DIR and exit.
 import Drivers
 import DiskModel
 import Foundation
+import InstalledWindows
 import Registry
 import SequenceModel
 import WIM
@@ -35,6 +36,7 @@ private let targets: [String: FuzzTarget] = [
     "CheckInFuzz": FuzzTarget(testOneInput: fuzzCheckIn),
     "HiveFuzz": FuzzTarget(testOneInput: fuzzHive, writeSeeds: writeHiveFuzzSeeds),
     "INFFuzz": FuzzTarget(testOneInput: fuzzINF),
+    "WindowsDetailsFuzz": FuzzTarget(testOneInput: fuzzWindowsDetails, writeSeeds: writeWindowsDetailsFuzzSeeds),
 ]
 
 /// Set once by LLVMFuzzerInitialize, before libFuzzer calls the target from its one thread.
