@@ -103,6 +103,49 @@ struct WIMWriterTests {
         #expect(archive.blobs[hash]?.referenceCount == 3)
     }
 
+    /// Many small files: the writer queues them and compresses a batch of them at a time.
+    /// 3,000 files of 1 byte to 40 KiB, text and random, every ninth a copy of an earlier file
+    /// (in the same batch or one written already), and a few files too large for the queue
+    /// (streamed between batches, except with LZMS's larger chunks). wimlib must verify and
+    /// apply the WIM, we must apply it, and every content must be stored exactly once.
+    @Test(arguments: ["xpress", "lzx", "lzms", "pipable"])
+    func manySmallFilesAreBatchedAcrossBlobs(_ variant: String) throws {
+        let scratch = ScratchDirectory("batches-\(variant)")
+        let tree = scratch.sub("tree")
+        var state: UInt64 = 0x5EED
+        func random(_ bound: Int) -> Int {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Int(state % UInt64(bound))
+        }
+        var contents: [[UInt8]] = []
+        for i in 0..<3000 {
+            let bytes: [UInt8]
+            if i > 0 && i % 9 == 0 {
+                bytes = contents[random(contents.count)]
+            } else if i % 1500 == 700 {
+                bytes = testBytes(540_000 + random(20_000), seed: UInt64(i), compressible: true)
+            } else {
+                let size = 1 + (i % 40 == 0 ? random(40 * 1024) : random(1000))
+                bytes = testBytes(size, seed: UInt64(i), compressible: i % 3 != 0)
+            }
+            contents.append(bytes)
+            try write(bytes, to: tree + "/d\(i % 37)/f\(i)")
+        }
+        let source = Self.comparable(try TreeSnapshot(tree))
+        let wim = scratch.sub("ours.wim")
+        let options = variant == "pipable" ? ["--compress", "xpress", "--pipable"] : ["--compress", variant]
+        try run([imprintBinary, "wim", "capture", tree, wim, "batches", "--threads", "2", "--progress", "none"] + options)
+
+        #expect(try run(["wimlib-imagex", "verify", wim]).status == 0)
+        try run(["wimlib-imagex", "apply", wim, "1", scratch.sub("theirs")])
+        try run([imprintBinary, "wim", "apply", wim, "1", scratch.sub("ours"), "--progress", "none"])
+        #expect(Self.differences(Self.comparable(try TreeSnapshot(scratch.sub("theirs"))), source) == [])
+        #expect(Self.differences(Self.comparable(try TreeSnapshot(scratch.sub("ours"))), source) == [])
+        let archive = try WIMArchive(path: wim)
+        #expect(archive.blobs.count == Set(contents).count)
+        #expect(archive.blobs.values.allSatisfy { $0.referenceCount >= 1 })
+    }
+
     @Test func anExistingWIMIsNotOverwritten() throws {
         let scratch = ScratchDirectory()
         try write(Array("hello".utf8), to: scratch.sub("tree/file.txt"))

@@ -5,6 +5,7 @@ import Digests
 import Dispatch
 import Failures
 import Primitives
+import Synchronization
 
 /// Failures of writing a WIM, phrased with the path they concern.
 public enum WIMWriteError: Error, CustomStringConvertible, Sendable {
@@ -110,6 +111,12 @@ final class WIMOutputFile {
 
     /// Overwrites bytes written earlier.
     func patch(_ bytes: [UInt8], at offset: UInt64) throws {
+        // Still buffered (a small resource's chunk table or pipable header): no write needed yet.
+        if offset >= flushed, offset + UInt64(bytes.count) <= position {
+            let at = Int(offset - flushed)
+            buffer.replaceSubrange(at..<at + bytes.count, with: bytes)
+            return
+        }
         try flush()
         try bytes.withUnsafeBytes { try writeAll($0, at: offset) }
     }
@@ -148,15 +155,27 @@ final class WIMOutputFile {
     }
 }
 
-/// Writes one resource at the end of the file, hashing its data on the way: stored raw, or in
-/// independent XPRESS chunks behind a chunk table (the classic layout `Resource` reads: one
-/// entry per chunk after the first, each the start of that chunk counted from the end of the
-/// table, 4 bytes wide unless the data is over 4 GiB). The table's size follows from the data
-/// size, so it is reserved first and filled in at the end. A chunk that does not shrink is
-/// stored raw, which readers recognise by its stored size equalling its data size.
+/// Writes resources at the end of the file, hashing their data on the way: stored raw, or in
+/// independent chunks behind a chunk table (the classic layout `Resource` reads: one entry per
+/// chunk after the first, each the start of that chunk counted from the end of the table, 4
+/// bytes wide unless the data is over 4 GiB). A chunk that does not shrink is stored raw, which
+/// readers recognise by its stored size equalling its data size; a resource of one chunk that
+/// does not shrink is simply an uncompressed resource (as wimlib writes it).
 ///
-/// Chunks are compressed a batch at a time, one chunk per thread, and written in order: memory
-/// stays at threads × chunk size.
+/// Two ways in, one on-disk form (`openChunked`, `appendChunk`, `closeChunked`):
+///
+/// - Streamed (metadata, large blobs, anything not queueable): the table's size follows from
+///   the data size, so it is reserved first and patched at the end. Chunks are compressed a
+///   batch at a time, one chunk per thread, and written in order: memory stays at threads ×
+///   chunk size.
+/// - Queued (`begin(mayQueue: true)`, small compressed blobs): a capture of many small files
+///   would otherwise compress one chunk at a time on the caller's thread. Such a blob's bytes
+///   are kept in a queue instead (its SHA-1 is still computed by `end`), and the caller decides
+///   at once whether it is a duplicate (`dropLastQueued`). When the queue would pass
+///   `queueLimit` (threads × chunk size × 8), or before anything else is written to the file,
+///   all chunks of all queued blobs are compressed in parallel on every thread and the blobs
+///   written in queue order; `queuedResourceWritten` then learns where each went. Memory stays
+///   at the queue limit plus its compressed form.
 ///
 /// Pipable mode (`PipableLayout`) writes wimlib's pipable resource instead: a 40-byte resource
 /// header in front (patched at the end, when the SHA-1 is known), each chunk preceded by its
@@ -170,22 +189,32 @@ final class ResourceWriter {
     let pipable: Bool
     /// Bytes in front of each resource's offset that belong to it (pipable resource header).
     var prefixBytes: Int { pipable ? PipableLayout.resourceHeaderSize : 0 }
+    /// The most data the queue holds; blobs up to this size may be queued.
+    let queueLimit: Int
+    /// Told, on the caller's thread, where each queued blob went once it is written.
+    var queuedResourceWritten: ((SHA1Digest, ResourceHeader) -> Void)?
     private var compressors: [any ChunkCompressor]
     private let batchChunks: Int
 
     // The resource being written.
     private var active = false
-    private var start: UInt64 = 0
+    private var queuing = false
     private var expectedSize: UInt64 = 0
     private var received: UInt64 = 0
     private var compressed = false
-    private var tableSize = 0
-    private var wideTable = false
-    /// Starts of chunks 1...n-1 relative to the end of the table.
-    private var chunkStarts: [UInt64] = []
-    private var storedSoFar: UInt64 = 0
+    /// Where a raw resource starts, or the chunked one being streamed.
+    private var start: UInt64 = 0
+    private var streamed: ChunkedResource?
     private var pending: [UInt8] = []
     private let hasher = SHA1Hasher()
+
+    // The queue: blobs' data back to back, and where each is.
+    private struct QueuedBlob {
+        var range: Range<Int>
+        var hash: SHA1Digest
+    }
+    private var queueData: [UInt8] = []
+    private var queuedBlobs: [QueuedBlob] = []
 
     /// `compression` other than `.none` must have an encoder (`makeChunkCompressor`).
     init(file: WIMOutputFile, compression: CompressionFormat, level: CompressionLevel = .default, chunkSize: Int = 32768, threads: Int, pipable: Bool = false) throws {
@@ -203,27 +232,34 @@ final class ResourceWriter {
             compressors.append(coder)
         }
         batchChunks = max(1, workers)
+        queueLimit = workers == 0 ? 0 : workers * chunkSize * 8
     }
 
-    /// Starts a resource of `size` bytes; `compress` false stores it raw whatever the WIM's format.
-    func begin(size: UInt64, compress: Bool = true) throws {
+    /// Starts a resource of `size` bytes; `compress` false stores it raw whatever the WIM's
+    /// format. `mayQueue`: a small compressed resource may be held back in the queue (end it
+    /// with `endQueueable`). Anything else flushes the queue first.
+    func begin(size: UInt64, compress: Bool = true, mayQueue: Bool = false) throws {
         guard !active else { throw WIMWriteError.misuse("resource begun twice") }
-        active = true
-        if pipable { try file.appendZeros(PipableLayout.resourceHeaderSize) }
-        start = file.position
+        compressed = compress && compression != .none && size > 0
         expectedSize = size
         received = 0
         hasher.reset()
-        compressed = compress && compression != .none && size > 0
-        chunkStarts = []
-        storedSoFar = 0
+        if mayQueue && compressed && size <= UInt64(queueLimit) {
+            if queueData.count + Int(size) > queueLimit { try flushQueue() }
+            active = true
+            queuing = true
+            start = UInt64(queueData.count)
+            return
+        }
+        try flushQueue()
+        active = true
+        queuing = false
         pending.removeAll(keepingCapacity: true)
-        tableSize = 0
         if compressed {
-            let chunks = Int((size + UInt64(chunkSize) - 1) / UInt64(chunkSize))
-            wideTable = size > UInt64(UInt32.max)
-            tableSize = (wideTable ? 8 : 4) * (chunks - 1)
-            if !pipable { try file.appendZeros(tableSize) }
+            streamed = try openChunked(size: size)
+        } else {
+            if pipable { try file.appendZeros(PipableLayout.resourceHeaderSize) }
+            start = file.position
         }
     }
 
@@ -233,6 +269,10 @@ final class ResourceWriter {
         received += UInt64(bytes.count)
         guard received <= expectedSize else { return }
         hasher.update(bytes)
+        if queuing {
+            queueData.append(contentsOf: bytes)
+            return
+        }
         guard compressed else {
             try file.append(bytes)
             return
@@ -243,7 +283,7 @@ final class ResourceWriter {
             let take = min(rest.count, batchBytes - pending.count)
             pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[0..<take]))
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-            if pending.count == batchBytes { try writeBatch() }
+            if pending.count == batchBytes { try writePending() }
         }
     }
 
@@ -251,83 +291,200 @@ final class ResourceWriter {
     /// A size other than announced is an error naming `source`.
     /// `extraFlags` (metadata) go into the header, and into the pipable resource header too.
     func end(source: String, extraFlags: ResourceHeader.Flags = []) throws -> (ResourceHeader, SHA1Digest) {
+        guard !queuing else { throw WIMWriteError.misuse("a queueable resource ended with end()") }
+        let (header, hash) = try endQueueable(source: source, extraFlags: extraFlags)
+        guard let header else { throw WIMWriteError.misuse("resource queued unexpectedly") }
+        return (header, hash)
+    }
+
+    /// `end` for a resource begun with `mayQueue`: no header (nil) when it was queued; the
+    /// caller either keeps it (`queuedResourceWritten` gives its header later) or drops it
+    /// at once with `dropLastQueued`.
+    func endQueueable(source: String, extraFlags: ResourceHeader.Flags = []) throws -> (ResourceHeader?, SHA1Digest) {
         guard active else { throw WIMWriteError.misuse("end outside a resource") }
         active = false
         guard received == expectedSize else {
+            if queuing { queueData.removeSubrange(Int(start)...) }
             throw WIMWriteError.changedWhileReading(path: source, expected: expectedSize, got: received)
         }
-        if compressed {
-            if !pending.isEmpty { try writeBatch() }
-            var table = [UInt8]()
-            table.reserveCapacity(tableSize)
-            for s in chunkStarts {
-                if wideTable { table += s.littleEndianBytes } else { table += UInt32(s).littleEndianBytes }
-            }
-            precondition(table.count == tableSize)
-            if pipable {
-                try file.append(table)
-            } else if !table.isEmpty {
-                try file.patch(table, at: start)
-            }
-        }
-        let stored = file.position - start
-        // One chunk that did not shrink is simply an uncompressed resource (as wimlib writes it),
-        // except in a pipable resource, whose chunks carry their own sizes.
-        var flags: ResourceHeader.Flags = compressed && (pipable || stored != expectedSize) ? .compressed : []
-        flags.formUnion(extraFlags)
-        let header = ResourceHeader(sizeInWIM: stored, flags: flags, offset: start, uncompressedSize: expectedSize)
         let hash = hasher.finish()
+        if queuing {
+            queuedBlobs.append(QueuedBlob(range: Int(start)..<queueData.count, hash: hash))
+            return (nil, hash)
+        }
+        if var resource = streamed {
+            streamed = nil
+            if !pending.isEmpty { try writePending(into: &resource) }
+            return (try closeChunked(resource, hash: hash, extraFlags: extraFlags), hash)
+        }
+        let header = ResourceHeader(sizeInWIM: file.position - start, flags: extraFlags, offset: start, uncompressedSize: expectedSize)
         if pipable {
-            try file.patch(PipableLayout.resourceHeader(size: expectedSize, hash: hash, flags: flags), at: start - UInt64(prefixBytes))
+            try file.patch(PipableLayout.resourceHeader(size: expectedSize, hash: hash, flags: extraFlags), at: start - UInt64(prefixBytes))
         }
         return (header, hash)
     }
 
-    /// Drops the resource being written (its source could not be read to the end): the file
-    /// is cut back to where it began.
+    /// Drops the resource being written (its source could not be read to the end): a queued
+    /// one leaves the queue, a streamed one is cut off the file again.
     func discard() throws {
         guard active else { return }
         active = false
+        if queuing {
+            queueData.removeSubrange(Int(start)...)
+            return
+        }
         pending.removeAll(keepingCapacity: true)
-        try file.truncate(to: start - UInt64(prefixBytes))
+        let begin = streamed?.start ?? start
+        streamed = nil
+        try file.truncate(to: begin - UInt64(prefixBytes))
     }
 
-    /// Compresses the pending chunks (one per thread) and appends them in order.
-    private func writeBatch() throws {
-        let count = (pending.count + chunkSize - 1) / chunkSize
-        var results = [[UInt8]?](repeating: nil, count: count)
-        let size = chunkSize
-        pending.withUnsafeBytes { raw in
-            results.withUnsafeMutableBufferPointer { out in
-                compressors.withUnsafeMutableBufferPointer { workers in
-                    nonisolated(unsafe) let input = raw
-                    nonisolated(unsafe) let output = out
-                    nonisolated(unsafe) let coders = workers
-                    let work: @Sendable (Int) -> Void = { i in
-                        let lo = i * size
-                        let hi = min(lo + size, input.count)
-                        output[i] = coders[i].compress(UnsafeRawBufferPointer(rebasing: input[lo..<hi]))
-                    }
-                    if count == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: count, execute: work) }
+    /// Forgets the blob just queued (a duplicate of one stored already).
+    func dropLastQueued() {
+        guard let last = queuedBlobs.popLast() else { return }
+        queueData.removeSubrange(last.range)
+    }
+
+    /// Forgets every queued blob (the write is abandoned).
+    func discardQueue() {
+        queuedBlobs.removeAll()
+        queueData.removeAll()
+    }
+
+    /// Compresses every chunk of every queued blob at once, on all threads, and writes the
+    /// blobs in the order they came.
+    func flushQueue() throws {
+        guard !queuedBlobs.isEmpty else { return }
+        var ranges: [Range<Int>] = []
+        for blob in queuedBlobs {
+            ranges.append(contentsOf: stride(from: blob.range.lowerBound, to: blob.range.upperBound, by: chunkSize).map { $0..<min($0 + chunkSize, blob.range.upperBound) })
+        }
+        let packed = queueData.withUnsafeBytes { compressChunks(of: $0, ranges: ranges) }
+        var next = 0
+        try queueData.withUnsafeBytes { raw in
+            for blob in queuedBlobs {
+                var resource = try openChunked(size: UInt64(blob.range.count))
+                while next < ranges.count, ranges[next].lowerBound < blob.range.upperBound {
+                    try appendChunk(UnsafeRawBufferPointer(rebasing: raw[ranges[next]]), packed: packed[next], to: &resource)
+                    next += 1
                 }
+                queuedResourceWritten?(blob.hash, try closeChunked(resource, hash: blob.hash, extraFlags: []))
             }
         }
+        discardQueue()
+        queueData.reserveCapacity(queueLimit)
+    }
+
+    // MARK: The on-disk form of a chunked resource
+
+    /// A chunked resource being appended.
+    private struct ChunkedResource {
+        /// Offset of the chunk table (past the pipable resource header).
+        var start: UInt64
+        var size: UInt64
+        var wideTable: Bool
+        var tableSize: Int
+        /// Starts of chunks 1...n-1 relative to the end of the table.
+        var chunkStarts: [UInt64] = []
+        var chunksWritten = 0
+        var stored: UInt64 = 0
+    }
+
+    /// Reserves the pipable resource header, or the chunk table in front of the chunks.
+    private func openChunked(size: UInt64) throws -> ChunkedResource {
+        if pipable { try file.appendZeros(PipableLayout.resourceHeaderSize) }
+        let chunks = Int((size + UInt64(chunkSize) - 1) / UInt64(chunkSize))
+        let wide = size > UInt64(UInt32.max)
+        let resource = ChunkedResource(start: file.position, size: size, wideTable: wide, tableSize: (wide ? 8 : 4) * (chunks - 1))
+        if !pipable { try file.appendZeros(resource.tableSize) }
+        return resource
+    }
+
+    /// Appends the next chunk: compressed, or raw when it did not shrink (`packed` nil).
+    private func appendChunk(_ raw: UnsafeRawBufferPointer, packed: [UInt8]?, to resource: inout ChunkedResource) throws {
+        // Every chunk but the first gets a table entry.
+        if resource.chunksWritten > 0 { resource.chunkStarts.append(resource.stored) }
+        resource.chunksWritten += 1
+        if pipable { try file.append(UInt32(packed?.count ?? raw.count).littleEndianBytes) }
+        if let packed {
+            try file.append(packed)
+            resource.stored += UInt64(packed.count)
+        } else {
+            try file.append(raw)
+            resource.stored += UInt64(raw.count)
+        }
+    }
+
+    /// Writes the chunk table (and the pipable resource header) and returns the blob table's
+    /// header for the resource.
+    private func closeChunked(_ resource: ChunkedResource, hash: SHA1Digest, extraFlags: ResourceHeader.Flags) throws -> ResourceHeader {
+        var table = [UInt8]()
+        table.reserveCapacity(resource.tableSize)
+        for s in resource.chunkStarts {
+            if resource.wideTable { table += s.littleEndianBytes } else { table += UInt32(s).littleEndianBytes }
+        }
+        precondition(table.count == resource.tableSize)
+        if pipable {
+            try file.append(table)
+        } else if !table.isEmpty {
+            try file.patch(table, at: resource.start)
+        }
+        let stored = file.position - resource.start
+        // One chunk that did not shrink is simply an uncompressed resource (as wimlib writes it),
+        // except in a pipable resource, whose chunks carry their own sizes.
+        var flags: ResourceHeader.Flags = pipable || stored != resource.size ? .compressed : []
+        flags.formUnion(extraFlags)
+        if pipable {
+            try file.patch(PipableLayout.resourceHeader(size: resource.size, hash: hash, flags: flags), at: resource.start - UInt64(prefixBytes))
+        }
+        return ResourceHeader(sizeInWIM: stored, flags: flags, offset: resource.start, uncompressedSize: resource.size)
+    }
+
+    // MARK: Compression
+
+    private func writePending() throws {
+        guard var resource = streamed else { throw WIMWriteError.misuse("chunk outside a resource") }
+        try writePending(into: &resource)
+        streamed = resource
+    }
+
+    /// Compresses the pending chunks of the streamed resource (one per thread) and appends them.
+    private func writePending(into resource: inout ChunkedResource) throws {
+        let size = chunkSize
+        let ranges = stride(from: 0, to: pending.count, by: size).map { $0..<min($0 + size, pending.count) }
+        let packed = pending.withUnsafeBytes { compressChunks(of: $0, ranges: ranges) }
         try pending.withUnsafeBytes { raw in
-            for i in 0..<count {
-                // Every chunk but the very first of the resource gets a table entry.
-                if storedSoFar > 0 || !chunkStarts.isEmpty || i > 0 { chunkStarts.append(storedSoFar) }
-                let lo = i * size
-                let hi = min(lo + size, raw.count)
-                if pipable { try file.append(UInt32(results[i]?.count ?? (hi - lo)).littleEndianBytes) }
-                if let packed = results[i] {
-                    try file.append(packed)
-                    storedSoFar += UInt64(packed.count)
-                } else {
-                    try file.append(UnsafeRawBufferPointer(rebasing: raw[lo..<hi]))
-                    storedSoFar += UInt64(hi - lo)
-                }
+            for (range, result) in zip(ranges, packed) {
+                try appendChunk(UnsafeRawBufferPointer(rebasing: raw[range]), packed: result, to: &resource)
             }
         }
         pending.removeAll(keepingCapacity: true)
+    }
+
+    /// Each range of `data` compressed (nil: it did not shrink), every thread taking the next
+    /// chunk not yet taken, so that chunks of very different sizes keep all threads busy.
+    private func compressChunks(of data: UnsafeRawBufferPointer, ranges: [Range<Int>]) -> [[UInt8]?] {
+        var results = [[UInt8]?](repeating: nil, count: ranges.count)
+        if ranges.count == 1 {
+            results[0] = compressors[0].compress(UnsafeRawBufferPointer(rebasing: data[ranges[0]]))
+            return results
+        }
+        let threads = min(compressors.count, ranges.count)
+        let nextChunk = Atomic<Int>(0)
+        results.withUnsafeMutableBufferPointer { out in
+            compressors.withUnsafeMutableBufferPointer { workers in
+                nonisolated(unsafe) let input = data
+                nonisolated(unsafe) let output = out
+                nonisolated(unsafe) let coders = workers
+                DispatchQueue.concurrentPerform(iterations: threads) { worker in
+                    while true {
+                        let i = nextChunk.wrappingAdd(1, ordering: .relaxed).oldValue
+                        guard i < ranges.count else { return }
+                        output[i] = coders[worker].compress(UnsafeRawBufferPointer(rebasing: input[ranges[i]]))
+                    }
+                }
+            }
+        }
+        return results
     }
 }

@@ -25,7 +25,10 @@ import Primitives
 /// the number of directory entries (names) using the blob, over all images.
 ///
 /// Blob data arrives push-style (`beginBlob`, `blobData`, `endBlob`) and is written as it comes;
-/// when its SHA-1 turns out to be one already stored, what was written is cut off again.
+/// when its SHA-1 turns out to be one already stored, what was written is cut off again. Small
+/// blobs wait in `ResourceWriter`'s queue to be compressed together (a duplicate one is simply
+/// dropped from it); their headers are filled in when the queue is written, which happens
+/// before anything else goes into the file.
 /// References are counted from the image trees (`addImage`, `replaceImage`, `deleteImage`), so a
 /// blob no image uses is left out of the table.
 public final class WIMWriter {
@@ -66,6 +69,7 @@ public final class WIMWriter {
     private var blobOrder: [SHA1Digest] = []
     private var images: [StoredImage] = []
     private var blobSource = ""
+    private var blobSize: UInt64 = 0
     /// Trees of the existing images already read (an update reads its image once).
     private var baseTrees: [Int: ImageTree] = [:]
     /// The GUID a new file gets (16 bytes; `optimize` keeps the WIM's); random when nil.
@@ -260,6 +264,7 @@ public final class WIMWriter {
         }
         let made = try ResourceWriter(file: file, compression: compression, level: level, chunkSize: chunkSize, threads: threads,
                                       pipable: layout.pipable)
+        made.queuedResourceWritten = { [unowned self] hash, header in self.blobs[hash]?.header = header }
         resourceWriter = made
         return made
     }
@@ -277,6 +282,7 @@ public final class WIMWriter {
     public func abort() {
         guard !finished else { return }
         finished = true
+        resourceWriter?.discardQueue()
         if isInPlace {
             // Only what this writer added lies past the old end; the header was not touched.
             if let base { _ = ftruncate(file.fd, off_t(base.parts[0].size)) }
@@ -293,8 +299,9 @@ public final class WIMWriter {
     /// false stores it uncompressed (a capture configuration's [CompressionExclusionList]).
     public func beginBlob(size: UInt64, source: String, compress: Bool = true) throws {
         blobSource = source
+        blobSize = size
         if let solid { return try solid.begin(size: size) }
-        try resources().begin(size: size, compress: compress)
+        try resources().begin(size: size, compress: compress, mayQueue: true)
     }
 
     public func blobData(_ data: UnsafeRawBufferPointer) throws {
@@ -318,9 +325,15 @@ public final class WIMWriter {
             return hash
         }
         let writer = try resources()
-        let (header, hash) = try writer.end(source: blobSource)
+        let (written, hash) = try writer.endQueueable(source: blobSource)
+        // A queued blob gets its place when the queue is written (`queuedResourceWritten`).
+        let header = written ?? ResourceHeader(sizeInWIM: 0, flags: [], offset: 0, uncompressedSize: blobSize)
         if blobs[hash] != nil {
-            try file.truncate(to: header.offset - UInt64(writer.prefixBytes))
+            if written == nil {
+                writer.dropLastQueued()
+            } else {
+                try file.truncate(to: header.offset - UInt64(writer.prefixBytes))
+            }
             duplicateBytes += header.uncompressedSize
         } else {
             blobs[hash] = StoredBlob(header: header, referenceCount: 0)
@@ -374,6 +387,7 @@ public final class WIMWriter {
 
     private func copyResourceAsStored(_ resource: Resource, from archive: WIMArchive, metadata: Bool) throws -> ResourceHeader? {
         guard canCopyAsStored(resource) else { return nil }
+        try resourceWriter?.flushQueue()
         let start = file.position
         let part = archive.parts[resource.part]
         var done: UInt64 = 0
@@ -635,6 +649,8 @@ public final class WIMWriter {
     }
 
     private func writeTail() throws {
+        // Queued blobs get their places before anything that points at them is written.
+        try resourceWriter?.flushQueue()
         if isInPlace { try file.flush() }
         Self.testKillPoint("after-blobs")
         try solid?.closeResource()
