@@ -10,7 +10,7 @@ struct SharedDatabaseTests {
     /// `/dashboard/live` read with curl until its output holds `until` (or `seconds` pass): the
     /// server-sent events it wrote. Ending on the awaited update, not after a fixed time, keeps
     /// the test quick when all is well and patient on a loaded machine.
-    static func readLiveFeed(_ harness: ServerHarness, until: String, seconds: Int = 45, since: Int? = nil) -> Task<String, Error> {
+    static func readLiveFeed(_ harness: ServerHarness, until: String, seconds: Int = 120, since: Int? = nil) -> Task<String, Error> {
         let url = harness.base + "/dashboard/live" + (since.map { "?since=\($0)" } ?? ""), token = harness.adminToken
         let output = harness.scratch.sub("live-\(UUID().uuidString)")
         return Task {
