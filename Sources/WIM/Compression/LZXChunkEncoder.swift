@@ -297,12 +297,60 @@ struct LZXChunkEncoder {
 
         var itemCount = 0
         let startQueue = (r0, r1, r2)
+        if settings.greedyStart && blockStart == 0 {
+            // The chunk's first block has no codes to price with: take them from a quick
+            // greedy parse of its own matches rather than from fixed guesses.
+            itemCount = greedyPass(from: blockStart, length: blockLength)
+            setCostsFromStatistics(itemCount: itemCount)
+        }
         for pass in 0..<settings.passes {
             if pass > 0 { setCostsFromStatistics(itemCount: itemCount) }
             (r0, r1, r2) = startQueue
             itemCount = minimumCostPass(from: blockStart, length: blockLength)
         }
         return itemCount
+    }
+
+    /// A greedy parse over the match cache (at each position the longest of the cached matches
+    /// and a repeat of the most recent offset, else a literal), only for its statistics. Leaves
+    /// the items in `state.items` (returns their count); r0, r1, r2 are not changed.
+    private mutating func greedyPass(from blockStart: Int, length blockLength: Int) -> Int {
+        let items = state.items
+        let cacheStart = state.cacheStart
+        let cacheLength = state.cacheLength
+        let cacheOffset = state.cacheOffset
+        let data = UnsafePointer(self.data)
+        var (q0, q1, q2) = (r0, r1, r2)
+        var count = 0
+        var i = 0
+        while i < blockLength {
+            let position = blockStart &+ i
+            let here = data + position
+            let maxLength = min(LZX.maxMatchLength, blockLength &- i)
+            var repeatLength = 0
+            if maxLength >= 2, q0 <= position {
+                let there = here - q0
+                if there[0] == here[0] && there[1] == here[1] {
+                    repeatLength = Self.matchLength(here, there, from: 2, limit: maxLength)
+                }
+            }
+            let last = Int(cacheStart[i &+ 1]) &- 1
+            let cachedLength = last >= Int(cacheStart[i]) ? Int(cacheLength[last]) : 0
+            if repeatLength >= 2 && repeatLength &+ 1 >= cachedLength {
+                items[count] = LZXItem.match(length: repeatLength, code: 0)
+                i &+= repeatLength
+            } else if cachedLength >= 3 {
+                let offset = Int(cacheOffset[last])
+                items[count] = LZXItem.match(length: cachedLength, code: offset &+ LZX.offsetAdjustment)
+                (q0, q1, q2) = (offset, q0, q1)
+                i &+= cachedLength
+            } else {
+                items[count] = UInt32(here[0])
+                i &+= 1
+            }
+            count &+= 1
+        }
+        return count
     }
 
     /// One forward minimum-cost pass over the block with the current costs. Leaves the parse in
