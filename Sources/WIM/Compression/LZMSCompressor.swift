@@ -477,8 +477,9 @@ struct LZMSParser {
     }
 
     /// The best-scoring match at `position` (benefit 0 and length 0 when none pays), with the
-    /// repeat queue as it would be after literals up to here. Inserts `position`.
-    private mutating func bestMatch(at position: Int) -> LZMSMatchChoice {
+    /// repeat queue as it would be after literals up to here. Inserts `position`. `matches`
+    /// holds `settings.maxDepth + 1` entries.
+    private mutating func bestMatch(at position: Int, _ matches: UnsafeMutablePointer<(length: Int, offset: Int)>) -> LZMSMatchChoice {
         var best = LZMSMatchChoice()
         let limit = count &- position
         if position == 0 || limit < 2 {
@@ -504,33 +505,14 @@ struct LZMSParser {
             return best
         }
 
-        // Explicit matches. The chain runs from near to far, so a candidate only counts when it
-        // is longer than every nearer one.
-        insert(upTo: position)
-        let h = hash(position)
-        var candidate = Int(head[h])
-        previous[position] = head[h]
-        head[h] = Int32(truncatingIfNeeded: position)
-        inserted = position &+ 1
-        var longest = 2
-        var depth = settings.maxDepth
-        let nice = min(settings.niceLength, limit)
-        while candidate >= 0 && depth > 0 {
-            // A candidate can only be longer if it agrees at the byte that would extend.
-            if data[candidate &+ longest] == data[position &+ longest] {
-                let length = LZMSParser.matchLength(data, position, candidate, limit: limit)
-                if length > longest {
-                    longest = length
-                    let offset = position &- candidate
-                    let benefit = length &* literalCost &- items.offsetCost(offset) &- items.lengthCost(length)
-                    if benefit > best.benefit {
-                        best = LZMSMatchChoice(length: length, offset: offset, repeatIndex: -1, benefit: benefit)
-                    }
-                    if length >= nice { break }
-                }
+        // Explicit matches (the optimal parser's finder): each longer than every nearer one.
+        let found = findMatches(at: position, limit: limit, into: matches)
+        for m in 0..<found {
+            let (length, offset) = matches[m]
+            let benefit = length &* literalCost &- items.offsetCost(offset) &- items.lengthCost(length)
+            if benefit > best.benefit {
+                best = LZMSMatchChoice(length: length, offset: offset, repeatIndex: -1, benefit: benefit)
             }
-            candidate = Int(previous[candidate])
-            depth &-= 1
         }
         return best
     }
@@ -538,13 +520,15 @@ struct LZMSParser {
     /// Parses and codes the whole chunk; returns the stream's size, or nil when it does not
     /// come in under `sizeLimit` (or its buffer).
     mutating func run(sizeLimit: Int?) -> Int? {
+        let matches = UnsafeMutablePointer<(length: Int, offset: Int)>.allocate(capacity: settings.maxDepth + 1)
+        defer { matches.deallocate() }
         let limit = sizeLimit ?? Int.max
         var position = 0
         var pending = LZMSMatchChoice()
         var havePending = false
         while position < count {
             guard items.hasRoom, items.bytesSoFar < limit else { return nil }
-            var choice = havePending ? pending : bestMatch(at: position)
+            var choice = havePending ? pending : bestMatch(at: position, matches)
             havePending = false
             if choice.benefit <= 0 {
                 items.literal(data[position])
@@ -553,7 +537,7 @@ struct LZMSParser {
             }
             // Lazy matching: a better match at the next byte wins over this one.
             if choice.length < settings.niceLength && position &+ 1 < count {
-                let next = bestMatch(at: position &+ 1)
+                let next = bestMatch(at: position &+ 1, matches)
                 if next.benefit > choice.benefit {
                     items.literal(data[position])
                     position &+= 1

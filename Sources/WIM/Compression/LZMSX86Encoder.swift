@@ -37,32 +37,16 @@ struct LZMSX86Encoder {
                 i = LZMSX86Filter.nextCandidate(data, from: i, limit: limit, count: count)
                 if i >= limit { break }
 
-                let opcode = data[i]
-                var operandOffset = 0
-                var maxDistance = LZMSFormat.x86MaxTranslationDistance
-                switch opcode {
-                case 0xE8:
-                    operandOffset = 1
-                    maxDistance >>= 1
-                case 0xE9:
-                    i += 5
-                    continue
-                case 0xFF:
-                    if data[i + 1] == 0x15 { operandOffset = 2 }
-                case 0xF0:
-                    if data[i + 1] == 0x83 && data[i + 2] == 0x05 { operandOffset = 3 }
-                default:
-                    let modrm = data[i + 2]
-                    if modrm & 0x07 == 0x05 {
-                        let op = data[i + 1]
-                        if op == 0x8D || (op == 0x8B && opcode & 0x04 == 0 && modrm & 0xF0 == 0) {
-                            operandOffset = 3
-                        }
-                    }
-                }
-                if operandOffset == 0 {
+                let operandOffset: Int, maxDistance: Int
+                switch LZMSX86Filter.instruction(data, at: i) {
+                case .none:
                     i += 1
                     continue
+                case .skip(let bytes):
+                    i += bytes
+                    continue
+                case let .translate(offset, distance):
+                    (operandOffset, maxDistance) = (offset, distance)
                 }
 
                 let operand = i + operandOffset

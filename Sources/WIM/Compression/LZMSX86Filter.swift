@@ -49,39 +49,16 @@ struct LZMSX86Filter {
             i = LZMSX86Filter.nextCandidate(data, from: i, limit: limit, count: count)
             if i >= limit { break }
 
-            let opcode = data[i]
-            var operandOffset = 0   // bytes of opcode before the 32-bit operand, 0 = none
-            var maxDistance = LZMSFormat.x86MaxTranslationDistance
-            switch opcode {
-            case 0xE8:
-                // Call: so common in non-code data that it needs a closer mark.
-                operandOffset = 1
-                maxDistance >>= 1
-            case 0xE9:
-                // Jump: never translated (too many false positives), but its operand is skipped.
-                i += 5
-                continue
-            case 0xFF:
-                // Indirect call through a RIP-relative pointer: FF 15 disp32.
-                if data[i + 1] == 0x15 { operandOffset = 2 }
-            case 0xF0:
-                // lock add dword [rip+disp32], imm8: F0 83 05 disp32.
-                if data[i + 1] == 0x83 && data[i + 2] == 0x05 { operandOffset = 3 }
-            default:
-                // 0x48/0x4C: REX.W prefix of lea/mov reg, [rip+disp32]. The format tests only
-                // the r/m bits of ModR/M (a quirk that must be kept), plus two more conditions
-                // for mov.
-                let modrm = data[i + 2]
-                if modrm & 0x07 == 0x05 {
-                    let op = data[i + 1]
-                    if op == 0x8D || (op == 0x8B && opcode & 0x04 == 0 && modrm & 0xF0 == 0) {
-                        operandOffset = 3
-                    }
-                }
-            }
-            if operandOffset == 0 {
+            let operandOffset: Int, maxDistance: Int
+            switch Self.instruction(data, at: i) {
+            case .none:
                 i += 1
                 continue
+            case .skip(let bytes):
+                i += bytes
+                continue
+            case let .translate(offset, distance):
+                (operandOffset, maxDistance) = (offset, distance)
             }
 
             let operand = i + operandOffset
@@ -100,6 +77,49 @@ struct LZMSX86Filter {
             }
             lastTargetUse[target] = Int32(truncatingIfNeeded: stamped)
             i = operand + 4
+        }
+    }
+
+    /// What the format does with the bytes at a candidate position.
+    enum Instruction {
+        /// Not an instruction the format translates: move on by one byte.
+        case none
+        /// A jump (E9): never translated, its bytes skipped.
+        case skip(Int)
+        /// A 32-bit operand `operandOffset` bytes in, translated when the last translated
+        /// instruction ended at most `maxDistance` bytes before.
+        case translate(operandOffset: Int, maxDistance: Int)
+    }
+
+    /// Classifies the candidate at `i` (the encoder and the decoder must agree byte for byte).
+    /// Reads up to 3 bytes past `i`, which stay inside the chunk below `limit`.
+    @inline(__always)
+    static func instruction(_ data: UnsafeMutablePointer<UInt8>, at i: Int) -> Instruction {
+        let opcode = data[i]
+        switch opcode {
+        case 0xE8:
+            // Call: so common in non-code data that it needs a closer mark.
+            return .translate(operandOffset: 1, maxDistance: LZMSFormat.x86MaxTranslationDistance >> 1)
+        case 0xE9:
+            // Jump: never translated (too many false positives), but its operand is skipped.
+            return .skip(5)
+        case 0xFF:
+            // Indirect call through a RIP-relative pointer: FF 15 disp32.
+            return data[i + 1] == 0x15 ? .translate(operandOffset: 2, maxDistance: LZMSFormat.x86MaxTranslationDistance) : .none
+        case 0xF0:
+            // lock add dword [rip+disp32], imm8: F0 83 05 disp32.
+            return data[i + 1] == 0x83 && data[i + 2] == 0x05 ? .translate(operandOffset: 3, maxDistance: LZMSFormat.x86MaxTranslationDistance) : .none
+        default:
+            // 0x48/0x4C: REX.W prefix of lea/mov reg, [rip+disp32]. The format tests only
+            // the r/m bits of ModR/M (a quirk that must be kept), plus two more conditions
+            // for mov.
+            let modrm = data[i + 2]
+            guard modrm & 0x07 == 0x05 else { return .none }
+            let op = data[i + 1]
+            if op == 0x8D || (op == 0x8B && opcode & 0x04 == 0 && modrm & 0xF0 == 0) {
+                return .translate(operandOffset: 3, maxDistance: LZMSFormat.x86MaxTranslationDistance)
+            }
+            return .none
         }
     }
 
