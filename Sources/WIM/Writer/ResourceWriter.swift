@@ -359,7 +359,7 @@ final class ResourceWriter {
         for blob in queuedBlobs {
             ranges.append(contentsOf: stride(from: blob.range.lowerBound, to: blob.range.upperBound, by: chunkSize).map { $0..<min($0 + chunkSize, blob.range.upperBound) })
         }
-        let packed = queueData.withUnsafeBytes { compressChunks(of: $0, ranges: ranges) }
+        let packed = queueData.withUnsafeBytes { compressChunks(&compressors, of: $0, ranges: ranges) }
         var next = 0
         try queueData.withUnsafeBytes { raw in
             for blob in queuedBlobs {
@@ -452,7 +452,7 @@ final class ResourceWriter {
     private func writePending(into resource: inout ChunkedResource) throws {
         let size = chunkSize
         let ranges = stride(from: 0, to: pending.count, by: size).map { $0..<min($0 + size, pending.count) }
-        let packed = pending.withUnsafeBytes { compressChunks(of: $0, ranges: ranges) }
+        let packed = pending.withUnsafeBytes { compressChunks(&compressors, of: $0, ranges: ranges) }
         try pending.withUnsafeBytes { raw in
             for (range, result) in zip(ranges, packed) {
                 try appendChunk(UnsafeRawBufferPointer(rebasing: raw[range]), packed: result, to: &resource)
@@ -460,31 +460,33 @@ final class ResourceWriter {
         }
         pending.removeAll(keepingCapacity: true)
     }
+}
 
-    /// Each range of `data` compressed (nil: it did not shrink), every thread taking the next
-    /// chunk not yet taken, so that chunks of very different sizes keep all threads busy.
-    private func compressChunks(of data: UnsafeRawBufferPointer, ranges: [Range<Int>]) -> [[UInt8]?] {
-        var results = [[UInt8]?](repeating: nil, count: ranges.count)
-        if ranges.count == 1 {
-            results[0] = compressors[0].compress(UnsafeRawBufferPointer(rebasing: data[ranges[0]]))
-            return results
-        }
-        let threads = min(compressors.count, ranges.count)
-        let nextChunk = Atomic<Int>(0)
-        results.withUnsafeMutableBufferPointer { out in
-            compressors.withUnsafeMutableBufferPointer { workers in
-                nonisolated(unsafe) let input = data
-                nonisolated(unsafe) let output = out
-                nonisolated(unsafe) let coders = workers
-                DispatchQueue.concurrentPerform(iterations: threads) { worker in
-                    while true {
-                        let i = nextChunk.wrappingAdd(1, ordering: .relaxed).oldValue
-                        guard i < ranges.count else { return }
-                        output[i] = coders[worker].compress(UnsafeRawBufferPointer(rebasing: input[ranges[i]]))
-                    }
+/// Each range of `data` compressed (nil: it did not shrink), one thread per compressor, every
+/// thread taking the next chunk not yet taken, so that chunks of very different sizes keep all
+/// threads busy. Resource and solid resource writers both compress through it.
+func compressChunks(_ compressors: inout [any ChunkCompressor], of data: UnsafeRawBufferPointer, ranges: [Range<Int>]) -> [[UInt8]?] {
+    var results = [[UInt8]?](repeating: nil, count: ranges.count)
+    if ranges.count == 1 {
+        results[0] = compressors[0].compress(UnsafeRawBufferPointer(rebasing: data[ranges[0]]))
+        return results
+    }
+    let threads = min(compressors.count, ranges.count)
+    let nextChunk = Atomic<Int>(0)
+    results.withUnsafeMutableBufferPointer { out in
+        compressors.withUnsafeMutableBufferPointer { workers in
+            nonisolated(unsafe) let input = data
+            nonisolated(unsafe) let output = out
+            nonisolated(unsafe) let coders = workers
+            DispatchQueue.concurrentPerform(iterations: threads) { worker in
+                while true {
+                    let i = nextChunk.wrappingAdd(1, ordering: .relaxed).oldValue
+                    guard i < ranges.count else { return }
+                    output[i] = coders[worker].compress(UnsafeRawBufferPointer(rebasing: input[ranges[i]]))
                 }
             }
         }
-        return results
     }
+    return results
 }
+

@@ -242,31 +242,11 @@ final class SolidResourceWriter {
             let from = Int(UInt64(chunk) * UInt64(chunkSize) - flushedBytes)
             savedPrefix = Array(pending[from..<Int(blobStart - flushedBytes)])
         }
-        var results = [[UInt8]?](repeating: nil, count: count)
         let size = chunkSize
+        var results = [[UInt8]?](repeating: nil, count: count)
         if !compressors.isEmpty {
-            pending.withUnsafeBytes { raw in
-                results.withUnsafeMutableBufferPointer { out in
-                    compressors.withUnsafeMutableBufferPointer { workers in
-                        nonisolated(unsafe) let input = raw
-                        nonisolated(unsafe) let output = out
-                        nonisolated(unsafe) let coders = workers
-                        let workerCount = coders.count
-                        // Chunk i goes to coder i % workers; each coder's chunks in turn.
-                        let work: @Sendable (Int) -> Void = { w in
-                            var i = w
-                            while i < count {
-                                let lo = i * size
-                                let hi = min(lo + size, input.count)
-                                output[i] = coders[w].compress(UnsafeRawBufferPointer(rebasing: input[lo..<hi]))
-                                i += workerCount
-                            }
-                        }
-                        let used = min(workerCount, count)
-                        if used == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: used, execute: work) }
-                    }
-                }
-            }
+            let ranges = (0..<count).map { i in i * size ..< min(i * size + size, pending.count) }
+            results = pending.withUnsafeBytes { compressChunks(&compressors, of: $0, ranges: ranges) }
         }
         var consumed = 0
         try pending.withUnsafeBytes { raw in
