@@ -22,6 +22,14 @@ public protocol VolumeFiles: AnyObject {
     func read(_ relativePath: String) throws -> [UInt8]?
     /// Removes a file, or a folder and the files in it; nothing when it does not exist.
     func remove(_ relativePath: String) throws
+    /// Hands a file's bytes to `piece` a piece at a time (at most 1 MiB each), so a large file
+    /// (Winre.wim) is never held whole; false when it does not exist.
+    func read(_ relativePath: String, pieces piece: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool
+    /// Writes a file from the pieces `produce` hands to its argument, replacing a file.
+    func write(_ relativePath: String, pieces produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws
+    /// Gives a file another name in the same folder, replacing a file of that name: with a
+    /// write under a temporary name first, a reader finds the whole file or none.
+    func rename(_ relativePath: String, to newName: String) throws
     /// What was written is on the disk, not only in caches (before a step a power cut must not undo).
     func sync() throws
     func close() throws
@@ -41,6 +49,31 @@ public enum VolumeFilesError: Error, CustomStringConvertible {
         case let .operation(volume, path, operation, code):
             return "\(volume): \(path): \(operation) failed: \(String(cString: strerror(code)))"
         }
+    }
+}
+
+extension VolumeFiles {
+    /// Copies a file of `source` (this volume or another) to `relativePath` here: written under
+    /// a temporary name beside it, flushed, then renamed, so the file is whole or absent.
+    /// False when the source file does not exist.
+    public func copyWhole(from source: VolumeFiles, _ sourcePath: String, to relativePath: String) throws -> Bool {
+        let parts = try volumeComponents(relativePath)
+        let temporary = (parts.dropLast() + [".\(parts[parts.count - 1]).imprint-partial"]).joined(separator: "/")
+        var found = false
+        try write(temporary) { put in found = try source.read(sourcePath, pieces: put) }
+        guard found else { try remove(temporary); return false }
+        try sync()
+        try rename(temporary, to: parts[parts.count - 1])
+        return true
+    }
+
+    /// Writes `data` whole or not at all, as `copyWhole` does.
+    public func writeWhole(_ data: Data, to relativePath: String) throws {
+        let parts = try volumeComponents(relativePath)
+        let temporary = (parts.dropLast() + [".\(parts[parts.count - 1]).imprint-partial"]).joined(separator: "/")
+        try write(data, to: temporary)
+        try sync()
+        try rename(temporary, to: parts[parts.count - 1])
     }
 }
 
@@ -190,6 +223,72 @@ public final class NTFSVolumeFiles: VolumeFiles {
         return bytes
     }
 
+    public func read(_ relativePath: String, pieces piece: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        guard let inode = open(relativePath) else { return false }
+        defer { _ = ntfs_inode_close(inode) }
+        guard imprint_ntfs_is_directory(inode) == 0 else { return false }
+        guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open the data stream", errno: errno)
+        }
+        defer { ntfs_attr_close(attribute) }
+        let size = attribute.pointee.data_size
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var done: Int64 = 0
+        while done < size {
+            let wanted = min(Int64(buffer.count), size - done)
+            let count = buffer.withUnsafeMutableBytes { ntfs_attr_pread(attribute, done, wanted, $0.baseAddress) }
+            guard count > 0 else {
+                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read", errno: count < 0 ? errno : EIO)
+            }
+            try buffer.withUnsafeBytes { try piece(UnsafeRawBufferPointer(rebasing: $0[0..<Int(count)])) }
+            done += count
+        }
+        return true
+    }
+
+    public func write(_ relativePath: String, pieces produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+        try write(relativePath) { attribute in
+            var offset: Int64 = 0
+            try produce { bytes in
+                try self.put(attribute, bytes, at: offset, relativePath)
+                offset += Int64(bytes.count)
+            }
+            return offset
+        }
+    }
+
+    /// libntfs-3g has no rename: as ntfs-3g's own driver does, the file gets the new name as a
+    /// hard link, then loses the old one. A crash between the two leaves both names on one
+    /// whole file; one before the link leaves the old file under the new name removed (absent).
+    public func rename(_ relativePath: String, to newName: String) throws {
+        guard let volume else { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "rename", errno: EBADF) }
+        let parts = try volumeComponents(relativePath)
+        guard !newName.contains("/"), !newName.contains("\\") else { throw VolumeFilesError.badPath(newName) }
+        let parentPath = parts.dropLast().joined(separator: "/")
+        let destination = parentPath.isEmpty ? newName : parentPath + "/" + newName
+        _ = try volumeComponents(destination)
+        try remove(destination)
+        guard let parent = open(parentPath) else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open the folder to rename in", errno: ENOENT)
+        }
+        guard let inode = open(relativePath) else {
+            _ = ntfs_inode_close(parent)
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "rename", errno: ENOENT)
+        }
+        var newUnits = UTF16LE.storedUnits(newName)
+        let linked = newUnits.withUnsafeMutableBufferPointer { ntfs_link(inode, parent, $0.baseAddress, UInt8($0.count)) }
+        guard linked == 0 else {
+            let code = errno
+            _ = ntfs_inode_close(inode)
+            _ = ntfs_inode_close(parent)
+            throw VolumeFilesError.operation(volume: device, path: destination, operation: "link to \(relativePath)", errno: code)
+        }
+        // ntfs_delete closes both inodes, whatever the outcome.
+        var oldUnits = UTF16LE.storedUnits(parts[parts.count - 1])
+        let status = oldUnits.withUnsafeMutableBufferPointer { ntfs_delete(volume, relativePath, inode, parent, $0.baseAddress, UInt8($0.count)) }
+        if status != 0 { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "remove the old name", errno: errno) }
+    }
+
     /// libntfs-3g finds each component ignoring case, as Windows does.
     private func open(_ relativePath: String) -> UnsafeMutablePointer<ntfs_inode>? {
         guard let volume else { return nil }
@@ -306,6 +405,42 @@ public final class DirectoryVolumeFiles: VolumeFiles {
         _ = try volumeComponents(relativePath)
         guard let path = resolve(relativePath) else { return }
         try FileManager.default.removeItem(atPath: path)
+    }
+
+    public func read(_ relativePath: String, pieces piece: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        guard let file = resolve(relativePath) else { return false }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), !isDirectory.boolValue else { return false }
+        guard let input = FileHandle(forReadingAtPath: file) else {
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "open", errno: errno)
+        }
+        defer { try? input.close() }
+        while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+            try chunk.withUnsafeBytes { try piece($0) }
+        }
+        return true
+    }
+
+    public func write(_ relativePath: String, pieces produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+        let destination = try prepare(relativePath)
+        try? FileManager.default.removeItem(atPath: destination)
+        guard FileManager.default.createFile(atPath: destination, contents: nil), let output = FileHandle(forWritingAtPath: destination) else {
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "create", errno: errno)
+        }
+        defer { try? output.close() }
+        try produce { try output.write(contentsOf: Data($0)) }
+    }
+
+    public func rename(_ relativePath: String, to newName: String) throws {
+        guard !newName.contains("/"), !newName.contains("\\") else { throw VolumeFilesError.badPath(newName) }
+        let parts = try volumeComponents(relativePath)
+        guard let source = resolve(relativePath) else {
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "rename", errno: ENOENT)
+        }
+        let destination = try prepare((parts.dropLast() + [newName]).joined(separator: "/"))
+        guard Glibc.rename(source, destination) == 0 else {
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "rename to \(newName)", errno: errno)
+        }
     }
 
     /// A folder is no device of its own: everything the system has cached goes to its disks.

@@ -20,9 +20,12 @@ public struct BootConfiguration: Sendable {
     /// The OS loader and resume objects get new random GUIDs per store, as bcdboot does.
     public var loaderID: GUID
     public var resumeID: GUID
+    /// Windows RE on the recovery partition, as Setup registers it; nil: none.
+    public var recovery: RecoveryEnvironment?
 
     public init(firmware: Firmware, systemPartition: BCDDevice, windowsPartition: BCDDevice, locale: String = "en-US",
-                timeout: UInt64 = 30, osDescription: String = "Windows", loaderID: GUID = .random(), resumeID: GUID = .random()) {
+                timeout: UInt64 = 30, osDescription: String = "Windows", loaderID: GUID = .random(), resumeID: GUID = .random(),
+                recovery: RecoveryEnvironment? = nil) {
         self.firmware = firmware
         self.systemPartition = systemPartition
         self.windowsPartition = windowsPartition
@@ -31,12 +34,43 @@ public struct BootConfiguration: Sendable {
         self.osDescription = osDescription
         self.loaderID = loaderID
         self.resumeID = resumeID
+        self.recovery = recovery
     }
+}
+
+/// Windows RE as Windows Setup leaves it: `Winre.wim` and `boot.sdi` in `\Recovery\WindowsRE`
+/// of the recovery partition, booted as a ramdisk by a loader of its own.
+public struct RecoveryEnvironment: Sendable, Equatable {
+    public static let folder = "\\Recovery\\WindowsRE"
+    public static let imagePath = folder + "\\Winre.wim"
+    public static let sdiPath = folder + "\\boot.sdi"
+
+    /// The recovery partition, as BCD names it.
+    public var partition: BCDDevice
+    /// Its first byte on the disk (ReAgent.xml's WinreLocation offset).
+    public var partitionOffset: UInt64
+    /// The WinRE loader (ReAgent.xml's WinreBCD) and its ramdisk options object; random per
+    /// store, as Setup makes them.
+    public var loaderID: GUID
+    public var optionsID: GUID
+
+    public init(partition: BCDDevice, partitionOffset: UInt64, loaderID: GUID = .random(), optionsID: GUID = .random()) {
+        self.partition = partition
+        self.partitionOffset = partitionOffset
+        self.loaderID = loaderID
+        self.optionsID = optionsID
+    }
+
+    /// The WIM as a ramdisk, for the WinRE loader's device and osdevice.
+    public var ramdisk: BCDDevice { .ramdisk(image: partition, path: Self.imagePath, options: optionsID) }
 }
 
 /// The objects `bcdboot C:\Windows` creates in a new store: boot manager, one Windows Boot
 /// Loader, its resume application, the memory diagnostic and the inheritable settings
-/// objects they name.
+/// objects they name. With Windows RE, also what Setup (reagentc) adds: the WinRE loader, its
+/// ramdisk options object, and `recoverysequence`/`recoveryenabled` on the Windows loader and
+/// its resume application (the elements and values of a store Windows 10 Setup wrote, kept as
+/// Tests/BootTests/Fixtures/win10-uefi-winre.bcd.gz).
 public enum BCDBuilder {
     /// nx OptIn (BcdOSLoaderInteger_NxPolicy: OptIn 0, OptOut 1, AlwaysOff 2, AlwaysOn 3).
     static let nxOptIn: UInt64 = 0
@@ -44,6 +78,8 @@ public enum BCDBuilder {
     static let bootMenuStandard: UInt64 = 1
     /// allowedinmemorysettings 0x15000075, the value bcdboot writes.
     static let allowedInMemory: UInt64 = 0x1500_0075
+    /// displaymessage(override) Recovery (Default 0, Resume 1, HyperV 2, Recovery 3, ...).
+    static let displayRecovery: UInt64 = 3
 
     public static func store(_ c: BootConfiguration) -> BCDStore {
         let uefi = c.firmware == .uefi
@@ -63,7 +99,7 @@ public enum BCDBuilder {
             (E.displayOrder, .objectList([c.loaderID])), (E.toolsDisplayOrder, .objectList([BCDObjectID.memoryDiagnostic])),
             (E.timeout, .integer(c.timeout)),
         ]
-        let loader: [(BCDElementType, BCDElementValue)] = [
+        var loader: [(BCDElementType, BCDElementValue)] = [
             (E.applicationDevice, windows), (E.applicationPath, .string("\\Windows\\system32\\winload.\(ext)")),
             (E.description, .string(c.osDescription)), (E.preferredLocale, locale),
             (E.inheritedObjects, .objectList([BCDObjectID.bootLoaderSettings])),
@@ -71,7 +107,7 @@ public enum BCDBuilder {
             (E.osDevice, windows), (E.systemRoot, .string("\\Windows")), (E.associatedResumeObject, .object(c.resumeID)),
             (E.nxPolicy, .integer(nxOptIn)), (E.bootMenuPolicy, .integer(bootMenuStandard)),
         ]
-        let resume: [(BCDElementType, BCDElementValue)] = [
+        var resume: [(BCDElementType, BCDElementValue)] = [
             (E.applicationDevice, windows), (E.applicationPath, .string("\\Windows\\system32\\winresume.\(ext)")),
             (E.description, .string("Windows Resume Application")), (E.preferredLocale, locale),
             (E.inheritedObjects, .objectList([BCDObjectID.resumeLoaderSettings])),
@@ -86,6 +122,30 @@ public enum BCDBuilder {
             (E.inheritedObjects, .objectList([BCDObjectID.globalSettings])),
             (E.allowBadMemoryAccess, .boolean(true)), (E.isolatedExecutionContext, .boolean(true)),
         ]
+        var recoveryObjects: [BCDObject] = []
+        if let re = c.recovery {
+            let recovery: [(BCDElementType, BCDElementValue)] = [
+                (E.recoverySequence, .objectList([re.loaderID])), (E.recoveryEnabled, .boolean(true)),
+            ]
+            loader += recovery + [(E.displayMessageOverride, .integer(displayRecovery))]
+            resume += recovery
+            let ramdisk = BCDElementValue.device(re.ramdisk)
+            recoveryObjects = [
+                BCDObject(id: re.loaderID, type: BCDObjectType.osLoader, elements: [
+                    (E.applicationDevice, ramdisk), (E.applicationPath, .string("\\windows\\system32\\winload.\(ext)")),
+                    (E.description, .string("Windows Recovery Environment")), (E.preferredLocale, locale),
+                    (E.inheritedObjects, .objectList([BCDObjectID.bootLoaderSettings])),
+                    (E.displayMessage, .integer(displayRecovery)),
+                    (E.osDevice, ramdisk), (E.systemRoot, .string("\\windows")),
+                    (E.nxPolicy, .integer(nxOptIn)), (E.bootMenuPolicy, .integer(bootMenuStandard)),
+                    (E.winPE, .boolean(true)), (E.winREMarker, .boolean(true)),
+                ]),
+                BCDObject(id: re.optionsID, type: BCDObjectType.deviceOptions, elements: [
+                    (E.description, .string("Windows Recovery")),
+                    (E.ramdiskSdiDevice, .device(re.partition)), (E.ramdiskSdiPath, .string(RecoveryEnvironment.sdiPath)),
+                ]),
+            ]
+        }
         return BCDStore(objects: [
             BCDObject(id: BCDObjectID.bootManager, type: BCDObjectType.bootManager, elements: bootManager),
             BCDObject(id: c.loaderID, type: BCDObjectType.osLoader, elements: loader),
@@ -110,6 +170,6 @@ public enum BCDBuilder {
             BCDObject(id: BCDObjectID.resumeLoaderSettings, type: BCDObjectType.inheritResume, elements: [
                 (E.inheritedObjects, .objectList([BCDObjectID.globalSettings])),
             ]),
-        ])
+        ] + recoveryObjects)
     }
 }

@@ -31,6 +31,7 @@ public enum BCDObjectType {
     public static let inheritAny: UInt32 = 0x2010_0000       // settings any application inherits
     public static let inheritOSLoader: UInt32 = 0x2020_0003  // settings for OS loaders
     public static let inheritResume: UInt32 = 0x2020_0004    // settings for resume applications
+    public static let deviceOptions: UInt32 = 0x3000_0000    // device options (a ramdisk's SDI file)
 }
 
 public struct BCDObject: Equatable, Sendable {
@@ -84,10 +85,14 @@ public struct BCDStore: Equatable, Sendable {
         try HiveWriter.write(hive, fileName: "BCD", time: time)
     }
 
-    /// Reads a store back from a hive's tree, checking every element against its format.
+    /// Reads a store back from a hive's tree. The store's own structure (Description, Objects,
+    /// object keys named by GUIDs with a Type) must be there; an element whose data does not
+    /// fit its format, or whose format is unknown, is kept raw (`boot show` prints it in hex):
+    /// stores Windows wrote hold elements no document names.
     public init(hive root: RegistryKey) throws {
-        guard root.key(at: "Description")?.value("KeyName")?.stringValue == "BCD00000000" else {
-            throw BootError.badStore("the hive has no Description\\KeyName = BCD00000000: not a BCD store")
+        // BCD00000000 for the system's store, BCD00000001 in the stores on Windows' media.
+        guard let keyName = root.key(at: "Description")?.value("KeyName")?.stringValue, keyName.hasPrefix("BCD") else {
+            throw BootError.badStore("the hive has no Description\\KeyName = BCD0000000x: not a BCD store")
         }
         guard let objectsKey = root.subkey("Objects") else { throw BootError.badStore("no Objects key") }
         objects = try objectsKey.subkeys.map { key in
@@ -99,11 +104,10 @@ public struct BCDStore: Equatable, Sendable {
                 guard elementKey.name.count == 8, let raw = UInt32(elementKey.name, radix: 16) else {
                     throw BootError.badElement(object: key.name, element: elementKey.name, reason: "not 8 hex digits")
                 }
-                guard let value = elementKey.value("Element") else {
-                    throw BootError.badElement(object: key.name, element: elementKey.name, reason: "no Element value")
-                }
                 let type = BCDElementType(raw)
-                return (type, try BCDElementValue.decode(value, as: type, object: key.name))
+                guard let value = elementKey.value("Element") else { return (type, .raw(registryType: 0, data: [])) }
+                let decoded = try? BCDElementValue.decode(value, as: type, object: key.name)
+                return (type, decoded ?? .raw(registryType: value.type, data: value.data))
             }
             return BCDObject(id: id, type: type, elements: elements)
         }

@@ -16,9 +16,18 @@ public enum BootMaker {
         public var espDisk: String?
         public var espNumber: Int?
         public var efivars: String
+        /// The recovery partition's volume (NTFS device or folder), used when the
+        /// configuration has Windows RE.
+        public var recoveryVolume: String?
+        /// Whether an image without Winre.wim is an error (WinRE asked for by name) or leaves the
+        /// store without WinRE (the default when the layout merely has a recovery partition).
+        public var recoveryRequired: Bool
 
         public init(windowsVolume: String, systemPartition: String, configuration: BootConfiguration,
-                    espDisk: String? = nil, espNumber: Int? = nil, efivars: String = "/sys/firmware/efi/efivars") {
+                    espDisk: String? = nil, espNumber: Int? = nil, efivars: String = "/sys/firmware/efi/efivars",
+                    recoveryVolume: String? = nil, recoveryRequired: Bool = false) {
+            self.recoveryVolume = recoveryVolume
+            self.recoveryRequired = recoveryRequired
             self.windowsVolume = windowsVolume
             self.systemPartition = systemPartition
             self.configuration = configuration
@@ -32,7 +41,16 @@ public enum BootMaker {
         public var filesCopied: Int
         public var store: BCDStore
         public var firmwareEntry: String
+        /// Windows RE as registered, or nil when the store has none.
+        public var recovery: RecoveryEnvironment?
     }
+
+    /// Where the image keeps Windows RE and the SDI file its ramdisk needs (Setup takes the
+    /// DVD's boot.sdi: the EFI one, or PCAT's, which is the same file).
+    static let winreImage = "Windows/System32/Recovery/Winre.wim"
+    static let sdiSources = ["Windows/Boot/DVD/EFI/boot.sdi", "Windows/Boot/DVD/PCAT/boot.sdi"]
+    static let recoveryFolder = "Recovery/WindowsRE"
+
 
     /// Where the image keeps the UEFI boot files, and where on the ESP they go (bcdboot's layout).
     static let uefiSources: [(from: String, to: String, required: Bool)] = [
@@ -49,6 +67,7 @@ public enum BootMaker {
         try FileManager.default.createDirectory(atPath: stage, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: stage) }
 
+        var configuration = request.configuration
         let volume = try openVolumeFiles(request.windowsVolume)
         var copied = 0
         do {
@@ -67,19 +86,39 @@ public enum BootMaker {
             try FileManager.default.createDirectory(atPath: stage + "/EFI/Boot", withIntermediateDirectories: true)
             try Data(manager).write(to: URL(fileURLWithPath: stage + "/EFI/Boot/bootx64.efi"))
             copied += 1
+            if configuration.recovery != nil {
+                if try !installRecovery(request, from: volume, log: log) { configuration.recovery = nil }
+            }
             try volume.close()
         } catch {
             try? volume.close()
             throw error
         }
 
-        let store = BCDBuilder.store(request.configuration)
+        let store = BCDBuilder.store(configuration)
         let hive = try store.hiveBytes()
         try Data(hive).write(to: URL(fileURLWithPath: stage + "/EFI/Microsoft/Boot/BCD"))
-        log("BCD store: \(store.objects.count) objects, \(hive.count) bytes; Windows Boot Loader \(request.configuration.loaderID.braced)")
+        log("BCD store: \(store.objects.count) objects, \(hive.count) bytes; Windows Boot Loader \(configuration.loaderID.braced)"
+            + (configuration.recovery.map { "; Windows RE loader \($0.loaderID.braced)" } ?? ""))
 
         try openSystemPartition(request.systemPartition).copyTree(stage)
         log("\(copied + 1) files written to the ESP \(request.systemPartition)")
+
+        // ReAgent.xml last: it names the WinRE loader, which now exists in the store.
+        if let recovery = configuration.recovery {
+            guard let reagent = ReAgentXML(recovery) else {
+                throw BootError.unsupported("Windows RE: the recovery partition must be a GPT or MBR partition")
+            }
+            let windows = try openVolumeFiles(request.windowsVolume)
+            do {
+                try windows.writeWhole(Data(reagent.bytes), to: ReAgentXML.path)
+                try windows.close()
+            } catch {
+                try? windows.close()
+                throw error
+            }
+            log("\(ReAgentXML.path.replacingOccurrences(of: "/", with: "\\")): WinRE at \(RecoveryEnvironment.folder) of the partition at byte \(recovery.partitionOffset)")
+        }
 
         // The ESP's fallback path already boots Windows: a firmware entry that cannot be added
         // (no efibootmgr, firmware refusing the write) is reported, not fatal.
@@ -90,7 +129,45 @@ public enum BootMaker {
             entry = "warning: firmware boot entry not added (\(error)); UEFI firmware finds Windows through \\EFI\\Boot\\bootx64.efi"
         }
         log(entry)
-        return Report(filesCopied: copied, store: store, firmwareEntry: entry)
+        return Report(filesCopied: copied, store: store, firmwareEntry: entry, recovery: configuration.recovery)
+    }
+
+    /// Copies Winre.wim and boot.sdi from the image to `\Recovery\WindowsRE` of the recovery
+    /// volume, each whole or not at all. False when the image has no Winre.wim and WinRE was
+    /// not asked for by name: the store is then written without it.
+    private static func installRecovery(_ request: Request, from windows: VolumeFiles, log: (String) -> Void) throws -> Bool {
+        let windowsName = request.windowsVolume
+        guard let recoveryVolume = request.recoveryVolume else {
+            throw BootError.unsupported("Windows RE: no recovery partition was given to hold Winre.wim")
+        }
+        guard try windows.list(winreImage.components(separatedBy: "/").dropLast().joined(separator: "/"))?
+            .contains(where: { $0.name.caseInsensitiveCompare("Winre.wim") == .orderedSame && !$0.isDirectory }) == true else {
+            if request.recoveryRequired {
+                throw BootError.missingBootFiles(volume: windowsName, path: winreImage.replacingOccurrences(of: "/", with: "\\"))
+            }
+            log("no \(winreImage.replacingOccurrences(of: "/", with: "\\")) in the image: the store gets no Windows RE")
+            return false
+        }
+        let recovery = try openVolumeFiles(recoveryVolume)
+        do {
+            var sdiFound = false
+            for source in sdiSources where try recovery.copyWhole(from: windows, source, to: recoveryFolder + "/boot.sdi") {
+                sdiFound = true
+                break
+            }
+            guard sdiFound else {
+                throw BootError.missingBootFiles(volume: windowsName, path: sdiSources[0].replacingOccurrences(of: "/", with: "\\"))
+            }
+            guard try recovery.copyWhole(from: windows, winreImage, to: recoveryFolder + "/Winre.wim") else {
+                throw BootError.missingBootFiles(volume: windowsName, path: winreImage.replacingOccurrences(of: "/", with: "\\"))
+            }
+            try recovery.close()
+        } catch {
+            try? recovery.close()
+            throw error
+        }
+        log("Winre.wim and boot.sdi → \(RecoveryEnvironment.folder) on \(recoveryVolume)")
+        return true
     }
 
     /// Copies a folder of the volume, recursively, into a local folder; returns the file count.

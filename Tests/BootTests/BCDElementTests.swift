@@ -87,15 +87,66 @@ struct BCDElementTests {
         #expect(BCDDevice(encoded: bytes) == .gptPartition(partition: partition, disk: disk))
     }
 
+    /// Windows' media stores hold integers shorter than 8 bytes (timeout 30 as `1e`, baud
+    /// rate 115200 as `00 c2 01`): the bytes there are the low ones.
+    @Test func shortIntegersAsWindowsMediaStoresHoldThem() throws {
+        #expect(try BCDElementValue.decode(.binary("Element", [0x1E]), as: .timeout, object: "{x}") == .integer(30))
+        #expect(try BCDElementValue.decode(.binary("Element", [0x00, 0xC2, 0x01]), as: .serialDebuggerBaudRate, object: "{x}") == .integer(115_200))
+    }
+
+    /// The WinRE ramdisk of a store Windows 10 Setup wrote (Fixtures/win10-uefi-winre.bcd.gz,
+    /// object {347518e2-...} element 11000001): `ramdisk=[partition]\Recovery\WindowsRE\Winre.wim,{options}`.
+    @Test func ramdiskDeviceMatchesWhatSetupWrote() throws {
+        let options = try #require(GUID("347518e3-f3cc-11ea-911e-c7eaa7d84b6c"))
+        let partition = try #require(GUID("fb3fd5c6-af83-4c23-9d60-772453d0623d"))
+        let disk = try #require(GUID("d148fb7c-be81-4d12-8dcf-62260299abde"))
+        let device = BCDDevice.ramdisk(image: .gptPartition(partition: partition, disk: disk), path: "\\Recovery\\WindowsRE\\Winre.wim", options: options)
+        let published = hexBytes(
+            "e3187534ccf3ea11911ec7eaa7d84b6c0000000001000000b800000000000000030000000000000000000000000000000000"
+            + "00000000000001000000900000000500000006000000000000004800000000000000c6d53ffb83af234c9d60772453d0623d"
+            + "00000000000000007cfb48d181be124d8dcf62260299abde000000000000000000000000000000005c005200650063006f00"
+            + "76006500720079005c00570069006e0064006f0077007300520045005c00570069006e00720065002e00770069006d000000")
+        let bytes = device.encoded
+        #expect(bytes == published)
+        #expect(bytes.count == 0xC8)
+        #expect(Array(bytes[0..<16]) == options.onDiskBytes)
+        #expect(bytes.le32(0x10) == 0 && bytes.le32(0x14) == 1 && bytes.le32(0x18) == 0xB8 && bytes.le32(0x20) == 3)
+        #expect(bytes.le32(0x38) == 1 && bytes.le32(0x3C) == 0x90 && bytes.le32(0x40) == 5)
+        #expect(bytes.le32(0x44) == 6 && bytes.le32(0x4C) == 0x48)
+        #expect(Array(bytes[0x54..<0x64]) == partition.onDiskBytes && Array(bytes[0x6C..<0x7C]) == disk.onDiskBytes)
+        #expect(UTF16LE.decode(Array(bytes[0x8C...])) == "\\Recovery\\WindowsRE\\Winre.wim\0")
+        #expect(BCDDevice(encoded: bytes) == device)
+        #expect(device.description == "ramdisk=[partition {fb3fd5c6-af83-4c23-9d60-772453d0623d} on GPT disk {d148fb7c-be81-4d12-8dcf-62260299abde}]\\Recovery\\WindowsRE\\Winre.wim,{347518e3-f3cc-11ea-911e-c7eaa7d84b6c}")
+    }
+
+    @Test func unknownDevicesStayAsStored() {
+        var locate = [UInt8](repeating: 0, count: 0x58)
+        locate[0x10] = 8
+        locate[0x18] = 0x48
+        #expect(BCDDevice(encoded: locate) == .other(locate))
+        #expect(BCDDevice(encoded: locate)?.encoded == locate)
+    }
+
     @Test func decodingChecksFormats() {
         #expect(throws: BootError.self) {
-            try BCDElementValue.decode(.binary("Element", [1, 2]), as: .timeout, object: "{x}")
+            try BCDElementValue.decode(.binary("Element", [UInt8](repeating: 1, count: 9)), as: .timeout, object: "{x}")
         }
         #expect(throws: BootError.self) {
             try BCDElementValue.decode(.dword("Element", 1), as: .applicationPath, object: "{x}")
         }
         #expect(throws: BootError.self) {
-            try BCDElementValue.decode(.binary("Element", [0, 1]), as: .isolatedExecutionContext, object: "{x}")
+            try BCDElementValue.decode(.binary("Element", []), as: .isolatedExecutionContext, object: "{x}")
         }
     }
+}
+
+/// "0a1b..." as bytes (test data copied from hive dumps).
+func hexBytes(_ text: String) -> [UInt8] {
+    var bytes: [UInt8] = []
+    var index = text.startIndex
+    while index < text.endIndex, let next = text.index(index, offsetBy: 2, limitedBy: text.endIndex) {
+        bytes.append(UInt8(text[index..<next], radix: 16) ?? 0)
+        index = next
+    }
+    return bytes
 }
