@@ -143,7 +143,8 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Digests", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Primitives", "TestSupport"]),
-        .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "Failures", "Primitives", "TestSupport", "imprint"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "Failures", "Primitives", "TestSupport", "imprint"],
+                    exclude: ["Fixtures"]),
         .testTarget(
             name: "SequenceTests",
             dependencies: ["SequenceModel", "SequenceRunner", "Disks", "DiskModel", "InstalledWindows", "Failures", "Transport", "TestSupport", "imprint"]
