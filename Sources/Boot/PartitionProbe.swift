@@ -11,11 +11,14 @@ public struct PartitionIdentity: Equatable, Sendable {
     /// The whole disk (`/dev/sda`) and the partition number, for efibootmgr.
     public var disk: String?
     public var number: Int?
+    /// The partition's first byte on the disk (ReAgent.xml names the recovery partition so).
+    public var offset: UInt64?
 
-    public init(device: BCDDevice, disk: String? = nil, number: Int? = nil) {
+    public init(device: BCDDevice, disk: String? = nil, number: Int? = nil, offset: UInt64? = nil) {
         self.device = device
         self.disk = disk
         self.number = number
+        self.offset = offset
     }
 
     public static func probe(_ partition: String) throws -> PartitionIdentity {
@@ -38,6 +41,8 @@ public struct PartitionIdentity: Equatable, Sendable {
                                   + "give the GUIDs (--disk-guid, --windows-partition-guid, --esp-partition-guid)")
         }
         let number = value(probe, "PART_ENTRY_NUMBER").flatMap { Int($0) }
+        // libblkid gives the offset in 512-byte sectors.
+        let offset = value(probe, "PART_ENTRY_OFFSET").flatMap { UInt64($0) }.map { $0 * 512 }
         let wholeDevno = blkid_probe_get_wholedisk_devno(probe)
         let disk = blkid_devno_to_devname(wholeDevno).map { pointer -> String in
             defer { free(pointer) }
@@ -56,13 +61,13 @@ public struct PartitionIdentity: Equatable, Sendable {
                   let tableID, let diskGUID = GUID(tableID) else {
                 throw BootError.probe(device: partition, reason: "no partition GUID or disk GUID in its GPT entry")
             }
-            return PartitionIdentity(device: .gptPartition(partition: partitionGUID, disk: diskGUID), disk: disk, number: number)
+            return PartitionIdentity(device: .gptPartition(partition: partitionGUID, disk: diskGUID), disk: disk, number: number, offset: offset)
         }
         guard let offsetText = value(probe, "PART_ENTRY_OFFSET"), let sectors = UInt64(offsetText),
               let tableID, let signature = UInt32(tableID, radix: 16) else {
             throw BootError.probe(device: partition, reason: "no offset or disk signature in its MBR entry")
         }
         // libblkid gives the offset in 512-byte sectors.
-        return PartitionIdentity(device: .mbrPartition(offset: sectors * 512, signature: signature), disk: disk, number: number)
+        return PartitionIdentity(device: .mbrPartition(offset: sectors * 512, signature: signature), disk: disk, number: number, offset: offset)
     }
 }

@@ -28,6 +28,10 @@ struct BootMake: ParsableCommand {
     @Option(help: "The Windows partition's unique GPT GUID, when libblkid cannot find it.") var windowsPartitionGuid: String?
     @Option(help: "The ESP's unique GPT GUID, when libblkid cannot find it.") var espPartitionGuid: String?
     @Option(help: ArgumentHelp("Where the EFI variables are.", visibility: .hidden)) var efivars = "/sys/firmware/efi/efivars"
+    @Option(help: "The recovery partition (NTFS, or a folder): Winre.wim and boot.sdi go to its \\Recovery\\WindowsRE, the store gets the WinRE loader and ReAgent.xml names it.")
+    var recovery: String?
+    @Option(help: "The recovery partition's unique GPT GUID, when libblkid cannot find it (with --disk-guid).") var recoveryPartitionGuid: String?
+    @Option(help: "The recovery partition's first byte on the disk, when libblkid cannot find it (for ReAgent.xml).") var recoveryOffset: UInt64?
 
     func run() throws {
         do {
@@ -46,11 +50,28 @@ struct BootMake: ParsableCommand {
                 windowsIdentity = try PartitionIdentity.probe(windows)
                 espIdentity = try PartitionIdentity.probe(esp)
             }
+            var recoveryEnvironment: RecoveryEnvironment?
+            if let recovery {
+                if let diskGuid, let recoveryPartitionGuid {
+                    guard let disk = GUID(diskGuid), let partition = GUID(recoveryPartitionGuid), let recoveryOffset else {
+                        throw BootError.unsupported("--recovery-partition-guid must be a GUID, and --recovery-offset give the partition's first byte")
+                    }
+                    recoveryEnvironment = RecoveryEnvironment(partition: .gptPartition(partition: partition, disk: disk), partitionOffset: recoveryOffset)
+                } else {
+                    let identity = try PartitionIdentity.probe(recovery)
+                    guard let offset = recoveryOffset ?? identity.offset else {
+                        throw BootError.probe(device: recovery, reason: "libblkid finds no offset for it: give --recovery-offset")
+                    }
+                    recoveryEnvironment = RecoveryEnvironment(partition: identity.device, partitionOffset: offset)
+                }
+            }
             let configuration = BootConfiguration(firmware: firmware, systemPartition: espIdentity.device,
                                                   windowsPartition: windowsIdentity.device, locale: locale,
-                                                  timeout: timeout, osDescription: description)
+                                                  timeout: timeout, osDescription: description, recovery: recoveryEnvironment)
+            // Named on the command line, WinRE is asked for: an image without Winre.wim is an error.
             let request = BootMaker.Request(windowsVolume: windows, systemPartition: esp, configuration: configuration,
-                                            espDisk: espIdentity.disk, espNumber: espIdentity.number, efivars: efivars)
+                                            espDisk: espIdentity.disk, espNumber: espIdentity.number, efivars: efivars,
+                                            recoveryVolume: recovery, recoveryRequired: true)
             _ = try BootMaker.make(request) { print($0) }
         } catch { throw fail(error) }
     }

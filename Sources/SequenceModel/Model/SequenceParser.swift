@@ -152,7 +152,7 @@ final class Checker {
         "writeImage": ["source", "sha256", "target"], "injectDrivers": ["source", "target", "architecture"],
         "captureImage": ["volume", "imageName", "imageDescription", "flags", "upload", "path", "compress", "workDirectory",
                          "allowNotGeneralized", "config"],
-        "makeBootable": ["windows", "esp", "firmware", "locale", "menuTimeout", "label"],
+        "makeBootable": ["windows", "esp", "firmware", "locale", "menuTimeout", "label", "recovery"],
         "unattend": ["template", "content", "target"], "runCommand": ["command", "environment", "mountVolume", "successCodes", "runAgainAfterInterruption"],
         "setVariable": ["variable", "value"], "reboot": [], "poweroff": [],
     ]
@@ -298,8 +298,17 @@ final class Checker {
                 }
             }
             let label = string(object, "label", path, required: false) ?? "Windows"
+            var recovery = RecoveryChoice.automatic
+            switch object["recovery"] {
+            case nil: break
+            case .bool(false)?: recovery = .off
+            case let .string(name)? where !name.isEmpty: recovery = .volume(name)
+            default: error(path + ".recovery", "expected a volume name, or false for no Windows RE",
+                           hint: "leave it out to use the disk's recovery partition when the image holds Winre.wim")
+            }
             action = windows.flatMap { w in esp.map {
-                .makeBootable(MakeBootableStep(windows: w, esp: $0, firmware: firmware, locale: locale, menuTimeout: menuTimeout, label: label))
+                .makeBootable(MakeBootableStep(windows: w, esp: $0, firmware: firmware, locale: locale, menuTimeout: menuTimeout,
+                                               label: label, recovery: recovery))
             } }
         case "unattend":
             let template = string(object, "template", path, required: false)

@@ -189,6 +189,19 @@ public struct MakeBootableStep: Sendable {
     public var menuTimeout: UInt64
     /// The boot menu's name for this Windows.
     public var label: String
+    /// Windows RE on a recovery partition.
+    public var recovery: RecoveryChoice = .automatic
+}
+
+/// makeBootable's `recovery`: where Winre.wim goes, as Windows Setup puts it.
+public enum RecoveryChoice: Sendable, Equatable {
+    /// The Windows disk's recovery partition, when the layout has one (a volume of the run)
+    /// and the image holds Winre.wim; otherwise none.
+    case automatic
+    /// This volume; an image without Winre.wim is then an error.
+    case volume(String)
+    /// No Windows RE (`"recovery": false`).
+    case off
 }
 
 public struct UnattendStep: Sendable {

@@ -18,14 +18,38 @@ enum BootSteps {
         let esp = try context.volume(parameters.esp)
         let windowsIdentity = try identity(of: windows, parameters.windows, context)
         let espIdentity = try identity(of: esp, parameters.esp, context)
+        // Windows RE: the volume named, or the recovery partition of the Windows disk.
+        var recoveryVolume: Volume?
+        switch parameters.recovery {
+        case .off: break
+        case let .volume(name): recoveryVolume = try context.volume(name)
+        case .automatic: recoveryVolume = try recoveryPartitionVolume(of: windows, context)
+        }
+        let recovery = try recoveryVolume.map { volume -> RecoveryEnvironment in
+            let identity = try identity(of: volume, "recovery", context)
+            return RecoveryEnvironment(partition: identity.device, partitionOffset: volume.offset)
+        }
         let configuration = BootConfiguration(firmware: firmware, systemPartition: espIdentity.device,
                                               windowsPartition: windowsIdentity.device,
                                               locale: context.substitute(parameters.locale), timeout: parameters.menuTimeout,
-                                              osDescription: context.substitute(parameters.label))
+                                              osDescription: context.substitute(parameters.label), recovery: recovery)
         let efivars = context.options.environment.sysRoot + "/firmware/efi/efivars"
         let request = BootMaker.Request(windowsVolume: windows.device, systemPartition: esp.device, configuration: configuration,
-                                        espDisk: espIdentity.disk, espNumber: espIdentity.number, efivars: efivars)
+                                        espDisk: espIdentity.disk, espNumber: espIdentity.number, efivars: efivars,
+                                        recoveryVolume: recoveryVolume?.device,
+                                        recoveryRequired: { if case .volume = parameters.recovery { return true } else { return false } }())
         _ = try BootMaker.make(request) { context.bus.log($0, step: step) }
+    }
+
+    /// The run's volume on the Windows disk whose partition has the Windows recovery type
+    /// (GPT DE94BBA4-..., MBR 0x27), as the partition step's `recovery` role writes it.
+    static func recoveryPartitionVolume(of windows: Volume, _ context: RunContext) throws -> Volume? {
+        let disk = try DiskInventory.disk(windows.diskPath, context.options.environment)
+        let recoveryOffsets = Set((disk.partitionTable?.partitions ?? []).filter { partition in
+            GUID(partition.type) == PartitionRole.recovery.gptType || partition.type.lowercased() == "0x27"
+        }.map(\.offset))
+        return context.volumes.values.sorted { $0.offset < $1.offset }
+            .first { $0.diskPath == windows.diskPath && recoveryOffsets.contains($0.offset) }
     }
 
     /// The volume's partition as BCD names it: its GPT unique GUID and the disk GUID, read
