@@ -58,7 +58,7 @@ extension VolumeFiles {
     /// False when the source file does not exist.
     public func copyWhole(from source: VolumeFiles, _ sourcePath: String, to relativePath: String) throws -> Bool {
         let parts = try volumeComponents(relativePath)
-        let temporary = (parts.dropLast() + [".\(parts[parts.count - 1]).imprint-partial"]).joined(separator: "/")
+        let temporary = (parts.dropLast() + ["\(parts[parts.count - 1]).imprint-partial"]).joined(separator: "/")
         var found = false
         try write(temporary) { put in found = try source.read(sourcePath, pieces: put) }
         guard found else { try remove(temporary); return false }
@@ -70,7 +70,7 @@ extension VolumeFiles {
     /// Writes `data` whole or not at all, as `copyWhole` does.
     public func writeWhole(_ data: Data, to relativePath: String) throws {
         let parts = try volumeComponents(relativePath)
-        let temporary = (parts.dropLast() + [".\(parts[parts.count - 1]).imprint-partial"]).joined(separator: "/")
+        let temporary = (parts.dropLast() + ["\(parts[parts.count - 1]).imprint-partial"]).joined(separator: "/")
         try write(data, to: temporary)
         try sync()
         try rename(temporary, to: parts[parts.count - 1])
@@ -277,15 +277,26 @@ public final class NTFSVolumeFiles: VolumeFiles {
         }
         var newUnits = UTF16LE.storedUnits(newName)
         let linked = newUnits.withUnsafeMutableBufferPointer { ntfs_link(inode, parent, $0.baseAddress, UInt8($0.count)) }
-        guard linked == 0 else {
+        let linkError = errno
+        // As RefreshCleanup's move: the folder is closed after the link (its index written
+        // back) and opened again for the unlink, which otherwise fails with EIO.
+        let parentClosed = ntfs_inode_close(parent)
+        let inodeClosed = ntfs_inode_close(inode)
+        guard linked == 0, parentClosed == 0, inodeClosed == 0 else {
+            throw VolumeFilesError.operation(volume: device, path: destination, operation: "link to \(relativePath)", errno: linked != 0 ? linkError : EIO)
+        }
+        // Both opened again, as ntfs-3g's own rename does between its link and unlink.
+        guard let parent = open(parentPath) else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open the folder again to remove the old name", errno: errno)
+        }
+        guard let inode = open(relativePath) else {
             let code = errno
-            _ = ntfs_inode_close(inode)
             _ = ntfs_inode_close(parent)
-            throw VolumeFilesError.operation(volume: device, path: destination, operation: "link to \(relativePath)", errno: code)
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open again to remove the old name", errno: code)
         }
         // ntfs_delete closes both inodes, whatever the outcome.
         var oldUnits = UTF16LE.storedUnits(parts[parts.count - 1])
-        let status = oldUnits.withUnsafeMutableBufferPointer { ntfs_delete(volume, relativePath, inode, parent, $0.baseAddress, UInt8($0.count)) }
+        let status = oldUnits.withUnsafeMutableBufferPointer { ntfs_delete(volume, "/" + parts.joined(separator: "/"), inode, parent, $0.baseAddress, UInt8($0.count)) }
         if status != 0 { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "remove the old name", errno: errno) }
     }
 

@@ -126,4 +126,73 @@ struct MakeBootableTests {
         #expect(again.output.contains("→ %SystemRoot%\\inf;%SystemDrive%\\Drivers"))
         #expect(try run(["ntfscat", windows.device, "Windows/System32/config/SOFTWARE"]).stdout == software)
     }
+
+    /// Windows RE from Linux: Winre.wim (3 MiB, so it is copied in several pieces) and boot.sdi
+    /// from the image go to \Recovery\WindowsRE of an NTFS recovery volume, ReAgent.xml on the
+    /// Windows volume names the WinRE loader of the new store, nothing temporary stays.
+    @Test func bootMakeInstallsWindowsRE() throws {
+        let scratch = ScratchDirectory()
+        let windows = try Self.windowsVolume(scratch)
+        var winre = [UInt8](repeating: 0, count: 3 << 20)
+        for index in winre.indices { winre[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
+        let mountPoint = scratch.sub("mnt-re")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        try run(["ntfs-3g", windows.device, mountPoint])
+        for folder in ["Windows/System32/Recovery", "Windows/Boot/DVD/EFI"] {
+            try FileManager.default.createDirectory(atPath: mountPoint + "/" + folder, withIntermediateDirectories: true)
+        }
+        try Data(winre).write(to: URL(fileURLWithPath: mountPoint + "/Windows/System32/Recovery/Winre.wim"))
+        try Data("fake sdi".utf8).write(to: URL(fileURLWithPath: mountPoint + "/Windows/Boot/DVD/EFI/boot.sdi"))
+        try run(["umount", mountPoint])
+        let recovery = try LoopDisk(scratch, "recovery", size: 32 << 20)
+        try run(["mkfs.ntfs", "-Q", "-q", "-F", "-L", "Recovery", recovery.device])
+        let esp = try Self.espVolume(scratch)
+        let recoveryGUID = BCDRecoveryStoreTests.recoveryPartition
+
+        let result = try run([imprintBinary, "boot", "make", "--windows", windows.device, "--esp", esp.device,
+                              "--disk-guid", BCDStoreTests.disk.description, "--windows-partition-guid", BCDStoreTests.windows.description,
+                              "--esp-partition-guid", BCDStoreTests.esp.description, "--recovery", recovery.device,
+                              "--recovery-partition-guid", recoveryGUID.description, "--recovery-offset", "1048576",
+                              "--efivars", scratch.sub("no-efivars")])
+        #expect(result.output.contains("Winre.wim and boot.sdi"), "\(result.output)")
+
+        #expect(try run(["ntfscat", recovery.device, "Recovery/WindowsRE/Winre.wim"]).stdout == Data(winre))
+        #expect(try run(["ntfscat", recovery.device, "Recovery/WindowsRE/boot.sdi"]).stdout == Data("fake sdi".utf8))
+        let listing = try run(["ntfsls", "-a", "-p", "/Recovery/WindowsRE", recovery.device]).output
+        #expect(listing.split(separator: "\n").sorted() == ["Winre.wim", "boot.sdi"], "\(listing)")
+        // The image keeps its copy, as Setup's copy does.
+        #expect(try run(["ntfscat", windows.device, "Windows/System32/Recovery/Winre.wim"]).stdout.count == winre.count)
+
+        let bcd = scratch.sub("BCD")
+        try Self.fatFile(esp, "EFI/Microsoft/Boot/BCD", scratch).write(to: URL(fileURLWithPath: bcd))
+        let store = try BCDStore(hiveBytes: [UInt8](try Data(contentsOf: URL(fileURLWithPath: bcd))), file: bcd)
+        let winreLoader = try #require(store.objects.first { $0[.winPE] == .boolean(true) })
+        let loader = try #require(store.objects.first { $0.type == BCDObjectType.osLoader && $0.id != winreLoader.id })
+        #expect(loader[.recoverySequence] == .objectList([winreLoader.id]))
+        #expect(loader[.recoveryEnabled] == .boolean(true))
+        let partition = BCDDevice.gptPartition(partition: recoveryGUID, disk: BCDStoreTests.disk)
+        guard case let .device(.ramdisk(image, path, options))? = winreLoader[.osDevice] else {
+            Issue.record("the WinRE loader's osdevice is no ramdisk"); return
+        }
+        #expect(image == partition && path == "\\Recovery\\WindowsRE\\Winre.wim")
+        #expect(store[options]?[.ramdiskSdiDevice] == .device(partition))
+        #expect(store[options]?[.ramdiskSdiPath] == .string("\\Recovery\\WindowsRE\\boot.sdi"))
+        try BCDStoreTests.checkWithHivex(bcd, store)
+
+        let reagent = try run(["ntfscat", windows.device, "Windows/System32/Recovery/ReAgent.xml"]).stdout
+        let expected = ReAgentXML(winreLoader: winreLoader.id, partitionOffset: 1 << 20, disk: .gpt(BCDStoreTests.disk))
+        #expect([UInt8](reagent) == expected.bytes)
+        let recoveryFolder = try run(["ntfsls", "-a", "-p", "/Windows/System32/Recovery", windows.device]).output
+        #expect(!recoveryFolder.contains("imprint-partial"), "\(recoveryFolder)")
+
+        // An image without Winre.wim, WinRE asked for by name: the error names the file.
+        let empty = try Self.windowsVolume(ScratchDirectory())
+        let refused = try run([imprintBinary, "boot", "make", "--windows", empty.device, "--esp", esp.device,
+                               "--disk-guid", BCDStoreTests.disk.description, "--windows-partition-guid", BCDStoreTests.windows.description,
+                               "--esp-partition-guid", BCDStoreTests.esp.description, "--recovery", recovery.device,
+                               "--recovery-partition-guid", recoveryGUID.description, "--recovery-offset", "1048576",
+                               "--efivars", scratch.sub("no-efivars")], allowFailure: true)
+        #expect(refused.status == FailureKind.badInput.exitStatus)
+        #expect(refused.stderr.contains("no Windows\\System32\\Recovery\\Winre.wim"), "\(refused.stderr)")
+    }
 }
