@@ -27,9 +27,9 @@ public protocol VolumeFiles: AnyObject {
     func read(_ relativePath: String, pieces piece: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool
     /// Writes a file from the pieces `produce` hands to its argument, replacing a file.
     func write(_ relativePath: String, pieces produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws
-    /// Gives a file another name in the same folder, replacing a file of that name: with a
-    /// write under a temporary name first, a reader finds the whole file or none.
-    func rename(_ relativePath: String, to newName: String) throws
+    /// Moves a file to `destination` (a path, in another folder), replacing a file of that
+    /// name: with a write under a temporary name first, a reader finds the whole file or none.
+    func move(_ relativePath: String, to destination: String) throws
     /// What was written is on the disk, not only in caches (before a step a power cut must not undo).
     func sync() throws
     func close() throws
@@ -57,23 +57,31 @@ extension VolumeFiles {
     /// a temporary name beside it, flushed, then renamed, so the file is whole or absent.
     /// False when the source file does not exist.
     public func copyWhole(from source: VolumeFiles, _ sourcePath: String, to relativePath: String) throws -> Bool {
-        let parts = try volumeComponents(relativePath)
-        let temporary = (parts.dropLast() + ["\(parts[parts.count - 1]).imprint-partial"]).joined(separator: "/")
+        let temporary = try temporaryPath(for: relativePath)
         var found = false
         try write(temporary) { put in found = try source.read(sourcePath, pieces: put) }
         guard found else { try remove(temporary); return false }
         try sync()
-        try rename(temporary, to: parts[parts.count - 1])
+        try move(temporary, to: relativePath)
         return true
+    }
+
+    /// Where a file is written before it is moved to `relativePath`: beside its folder (in the
+    /// folder above), because libntfs-3g's unlink of the old name fails with EIO when the new
+    /// name was linked into the same folder. A file at the root has no folder above; its
+    /// temporary file goes into a folder of its own at the root.
+    func temporaryPath(for relativePath: String) throws -> String {
+        let parts = try volumeComponents(relativePath)
+        let name = parts[parts.count - 1] + ".imprint-partial"
+        return parts.count >= 2 ? (parts.dropLast(2) + [name]).joined(separator: "/") : name + ".d/" + name
     }
 
     /// Writes `data` whole or not at all, as `copyWhole` does.
     public func writeWhole(_ data: Data, to relativePath: String) throws {
-        let parts = try volumeComponents(relativePath)
-        let temporary = (parts.dropLast() + ["\(parts[parts.count - 1]).imprint-partial"]).joined(separator: "/")
+        let temporary = try temporaryPath(for: relativePath)
         try write(data, to: temporary)
         try sync()
-        try rename(temporary, to: parts[parts.count - 1])
+        try move(temporary, to: relativePath)
     }
 }
 
@@ -258,45 +266,50 @@ public final class NTFSVolumeFiles: VolumeFiles {
     }
 
     /// libntfs-3g has no rename: as ntfs-3g's own driver does, the file gets the new name as a
-    /// hard link, then loses the old one. A crash between the two leaves both names on one
-    /// whole file; one before the link leaves the old file under the new name removed (absent).
-    public func rename(_ relativePath: String, to newName: String) throws {
-        guard let volume else { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "rename", errno: EBADF) }
+    /// hard link in the destination folder, then loses the old one (as RefreshCleanup moves a
+    /// folder: the file's inode stays open, each folder is opened for its own step). A crash
+    /// between the two leaves both names on one whole file; one before the link leaves the old
+    /// file under the new name removed (absent).
+    public func move(_ relativePath: String, to destination: String) throws {
+        guard let volume else { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "move", errno: EBADF) }
         let parts = try volumeComponents(relativePath)
-        guard !newName.contains("/"), !newName.contains("\\") else { throw VolumeFilesError.badPath(newName) }
-        let parentPath = parts.dropLast().joined(separator: "/")
-        let destination = parentPath.isEmpty ? newName : parentPath + "/" + newName
-        _ = try volumeComponents(destination)
+        let destinationParts = try volumeComponents(destination)
         try remove(destination)
-        guard let parent = open(parentPath) else {
-            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open the folder to rename in", errno: ENOENT)
+        let target = try openFolder(destinationParts.dropLast(), for: destination)
+        // Found by name in its folder as `write` found it, not through libntfs-3g's path
+        // lookup, whose cache can miss a file created since.
+        let inode: UnsafeMutablePointer<ntfs_inode>
+        do {
+            let folder = try openFolder(parts.dropLast(), for: relativePath)
+            defer { _ = ntfs_inode_close(folder) }
+            var units = UTF16LE.storedUnits(parts[parts.count - 1])
+            let reference = units.withUnsafeMutableBufferPointer { ntfs_inode_lookup_by_name(folder, $0.baseAddress, Int32($0.count)) }
+            guard reference != UInt64.max, let opened = ntfs_inode_open(volume, reference & 0x0000_FFFF_FFFF_FFFF) else {
+                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "move", errno: ENOENT)
+            }
+            inode = opened
+        } catch {
+            _ = ntfs_inode_close(target)
+            throw error
         }
-        guard let inode = open(relativePath) else {
-            _ = ntfs_inode_close(parent)
-            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "rename", errno: ENOENT)
-        }
-        var newUnits = UTF16LE.storedUnits(newName)
-        let linked = newUnits.withUnsafeMutableBufferPointer { ntfs_link(inode, parent, $0.baseAddress, UInt8($0.count)) }
+        var newUnits = UTF16LE.storedUnits(destinationParts[destinationParts.count - 1])
+        let linked = newUnits.withUnsafeMutableBufferPointer { ntfs_link(inode, target, $0.baseAddress, UInt8($0.count)) }
         let linkError = errno
-        // As RefreshCleanup's move: the folder is closed after the link (its index written
-        // back) and opened again for the unlink, which otherwise fails with EIO.
-        let parentClosed = ntfs_inode_close(parent)
-        let inodeClosed = ntfs_inode_close(inode)
-        guard linked == 0, parentClosed == 0, inodeClosed == 0 else {
+        let targetClosed = ntfs_inode_close(target)
+        guard linked == 0, targetClosed == 0 else {
+            _ = ntfs_inode_close(inode)
             throw VolumeFilesError.operation(volume: device, path: destination, operation: "link to \(relativePath)", errno: linked != 0 ? linkError : EIO)
         }
-        // Both opened again, as ntfs-3g's own rename does between its link and unlink.
-        guard let parent = open(parentPath) else {
-            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open the folder again to remove the old name", errno: errno)
-        }
-        guard let inode = open(relativePath) else {
-            let code = errno
-            _ = ntfs_inode_close(parent)
-            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open again to remove the old name", errno: code)
+        let folder: UnsafeMutablePointer<ntfs_inode>
+        do {
+            folder = try openFolder(parts.dropLast(), for: relativePath)
+        } catch {
+            _ = ntfs_inode_close(inode)
+            throw error
         }
         // ntfs_delete closes both inodes, whatever the outcome.
         var oldUnits = UTF16LE.storedUnits(parts[parts.count - 1])
-        let status = oldUnits.withUnsafeMutableBufferPointer { ntfs_delete(volume, "/" + parts.joined(separator: "/"), inode, parent, $0.baseAddress, UInt8($0.count)) }
+        let status = oldUnits.withUnsafeMutableBufferPointer { ntfs_delete(volume, relativePath, inode, folder, $0.baseAddress, UInt8($0.count)) }
         if status != 0 { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "remove the old name", errno: errno) }
     }
 
@@ -318,53 +331,62 @@ public final class NTFSVolumeFiles: VolumeFiles {
 
     /// Opens (creating folders and the file as needed) the unnamed data stream of a file,
     /// empties it, and lets `body` fill it.
-    private func write(_ relativePath: String, _ body: (UnsafeMutablePointer<ntfs_attr>) throws -> Int64) throws {
+    /// Opens the folder `folders` (components from the root), creating each one that is
+    /// missing; the caller closes it.
+    private func openFolder(_ folders: ArraySlice<String>, for relativePath: String) throws -> UnsafeMutablePointer<ntfs_inode> {
         guard let volume else { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "write", errno: EBADF) }
-        let parts = try volumeComponents(relativePath)
         guard var directory = ntfs_pathname_to_inode(volume, nil, "/") else {
             throw VolumeFilesError.operation(volume: device, path: "/", operation: "open the root folder", errno: errno)
         }
-        defer { _ = ntfs_inode_close(directory) }
-        for (index, name) in parts.enumerated() {
-            let isLast = index == parts.count - 1
-            var units = UTF16LE.storedUnits(name)
-            let found = units.withUnsafeMutableBufferPointer { buffer -> UnsafeMutablePointer<ntfs_inode>? in
-                let reference = ntfs_inode_lookup_by_name(directory, buffer.baseAddress, Int32(buffer.count))
-                guard reference != UInt64.max else { return nil }
-                return ntfs_inode_open(volume, reference & 0x0000_FFFF_FFFF_FFFF)
-            }
+        for name in folders {
             let inode: UnsafeMutablePointer<ntfs_inode>
-            if let found {
-                inode = found
-            } else {
-                let mode: mode_t = isLast ? S_IFREG : S_IFDIR
-                guard let created = units.withUnsafeMutableBufferPointer({ ntfs_create(directory, 0, $0.baseAddress, UInt8($0.count), mode) }) else {
-                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "create \(name)", errno: errno)
-                }
-                inode = created
-            }
-            if isLast {
-                defer { _ = ntfs_inode_close(inode) }
-                guard imprint_ntfs_is_directory(inode) == 0 else {
-                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "replace a folder with a file", errno: EISDIR)
-                }
-                guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else {
-                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open data", errno: errno)
-                }
-                defer { ntfs_attr_close(attribute) }
-                if attribute.pointee.data_size != 0, ntfs_attr_truncate(attribute, 0) != 0 {
-                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "truncate", errno: errno)
-                }
-                _ = try body(attribute)
-            } else {
-                guard imprint_ntfs_is_directory(inode) != 0 else {
-                    _ = ntfs_inode_close(inode)
-                    throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "use \(name) as a folder", errno: ENOTDIR)
-                }
+            do {
+                inode = try openOrCreate(name, in: directory, mode: S_IFDIR, for: relativePath)
+            } catch {
                 _ = ntfs_inode_close(directory)
-                directory = inode
+                throw error
             }
+            _ = ntfs_inode_close(directory)
+            guard imprint_ntfs_is_directory(inode) != 0 else {
+                _ = ntfs_inode_close(inode)
+                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "use \(name) as a folder", errno: ENOTDIR)
+            }
+            directory = inode
         }
+        return directory
+    }
+
+    private func openOrCreate(_ name: String, in directory: UnsafeMutablePointer<ntfs_inode>, mode: mode_t, for relativePath: String) throws -> UnsafeMutablePointer<ntfs_inode> {
+        var units = UTF16LE.storedUnits(name)
+        let found = units.withUnsafeMutableBufferPointer { buffer -> UnsafeMutablePointer<ntfs_inode>? in
+            let reference = ntfs_inode_lookup_by_name(directory, buffer.baseAddress, Int32(buffer.count))
+            guard reference != UInt64.max, let volume else { return nil }
+            return ntfs_inode_open(volume, reference & 0x0000_FFFF_FFFF_FFFF)
+        }
+        if let found { return found }
+        guard let created = units.withUnsafeMutableBufferPointer({ ntfs_create(directory, 0, $0.baseAddress, UInt8($0.count), mode) }) else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "create \(name)", errno: errno)
+        }
+        return created
+    }
+
+    private func write(_ relativePath: String, _ body: (UnsafeMutablePointer<ntfs_attr>) throws -> Int64) throws {
+        let parts = try volumeComponents(relativePath)
+        let directory = try openFolder(parts.dropLast(), for: relativePath)
+        defer { _ = ntfs_inode_close(directory) }
+        let inode = try openOrCreate(parts[parts.count - 1], in: directory, mode: S_IFREG, for: relativePath)
+        defer { _ = ntfs_inode_close(inode) }
+        guard imprint_ntfs_is_directory(inode) == 0 else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "replace a folder with a file", errno: EISDIR)
+        }
+        guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open data", errno: errno)
+        }
+        defer { ntfs_attr_close(attribute) }
+        if attribute.pointee.data_size != 0, ntfs_attr_truncate(attribute, 0) != 0 {
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "truncate", errno: errno)
+        }
+        _ = try body(attribute)
     }
 }
 
@@ -442,15 +464,13 @@ public final class DirectoryVolumeFiles: VolumeFiles {
         try produce { try output.write(contentsOf: Data($0)) }
     }
 
-    public func rename(_ relativePath: String, to newName: String) throws {
-        guard !newName.contains("/"), !newName.contains("\\") else { throw VolumeFilesError.badPath(newName) }
-        let parts = try volumeComponents(relativePath)
+    public func move(_ relativePath: String, to destination: String) throws {
         guard let source = resolve(relativePath) else {
-            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "rename", errno: ENOENT)
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "move", errno: ENOENT)
         }
-        let destination = try prepare((parts.dropLast() + [newName]).joined(separator: "/"))
-        guard Glibc.rename(source, destination) == 0 else {
-            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "rename to \(newName)", errno: errno)
+        let target = try prepare(destination)
+        guard Glibc.rename(source, target) == 0 else {
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "move to \(destination)", errno: errno)
         }
     }
 
