@@ -27,9 +27,9 @@ public protocol VolumeFiles: AnyObject {
     func read(_ relativePath: String, pieces piece: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool
     /// Writes a file from the pieces `produce` hands to its argument, replacing a file.
     func write(_ relativePath: String, pieces produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws
-    /// Moves a file to `destination` (a path, in another folder), replacing a file of that
-    /// name: with a write under a temporary name first, a reader finds the whole file or none.
-    func move(_ relativePath: String, to destination: String) throws
+    /// Gives a file another name in its folder, replacing a file of that name: with a write
+    /// under a temporary name first, a reader finds the whole file or none.
+    func rename(_ relativePath: String, to name: String) throws
     /// What was written is on the disk, not only in caches (before a step a power cut must not undo).
     func sync() throws
     func close() throws
@@ -57,31 +57,29 @@ extension VolumeFiles {
     /// a temporary name beside it, flushed, then renamed, so the file is whole or absent.
     /// False when the source file does not exist.
     public func copyWhole(from source: VolumeFiles, _ sourcePath: String, to relativePath: String) throws -> Bool {
-        let temporary = try temporaryPath(for: relativePath)
+        let (temporary, name) = try temporaryPath(for: relativePath)
         var found = false
         try write(temporary) { put in found = try source.read(sourcePath, pieces: put) }
         guard found else { try remove(temporary); return false }
         try sync()
-        try move(temporary, to: relativePath)
+        try rename(temporary, to: name)
         return true
     }
 
-    /// Where a file is written before it is moved to `relativePath`: beside its folder (in the
-    /// folder above), because libntfs-3g's unlink of the old name fails with EIO when the new
-    /// name was linked into the same folder. A file at the root has no folder above; its
-    /// temporary file goes into a folder of its own at the root.
-    func temporaryPath(for relativePath: String) throws -> String {
+    /// Where a file is written before it is renamed to `relativePath`: beside it, under the
+    /// same name with `.imprint-partial` added; and the name to rename it to.
+    func temporaryPath(for relativePath: String) throws -> (path: String, finalName: String) {
         let parts = try volumeComponents(relativePath)
-        let name = parts[parts.count - 1] + ".imprint-partial"
-        return parts.count >= 2 ? (parts.dropLast(2) + [name]).joined(separator: "/") : name + ".d/" + name
+        let name = parts[parts.count - 1]
+        return ((parts.dropLast() + [name + ".imprint-partial"]).joined(separator: "/"), name)
     }
 
     /// Writes `data` whole or not at all, as `copyWhole` does.
     public func writeWhole(_ data: Data, to relativePath: String) throws {
-        let temporary = try temporaryPath(for: relativePath)
+        let (temporary, name) = try temporaryPath(for: relativePath)
         try write(data, to: temporary)
         try sync()
-        try move(temporary, to: relativePath)
+        try rename(temporary, to: name)
     }
 }
 
@@ -266,49 +264,33 @@ public final class NTFSVolumeFiles: VolumeFiles {
     }
 
     /// libntfs-3g has no rename: as ntfs-3g's own driver does, the file gets the new name as a
-    /// hard link in the destination folder, then loses the old one (as RefreshCleanup moves a
-    /// folder: the file's inode stays open, each folder is opened for its own step). A crash
-    /// between the two leaves both names on one whole file; one before the link leaves the old
-    /// file under the new name removed (absent).
-    public func move(_ relativePath: String, to destination: String) throws {
-        guard let volume else { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "move", errno: EBADF) }
+    /// hard link, then loses the old one. The folder is opened once for both steps: a second
+    /// open copy of it (or a file closed without its open folder, see `write`) writes back a
+    /// stale index over the first one's changes. A crash between the two steps leaves both
+    /// names on one whole file; one before the link leaves the temporary file alone.
+    public func rename(_ relativePath: String, to name: String) throws {
+        guard let volume else { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "rename", errno: EBADF) }
         let parts = try volumeComponents(relativePath)
-        let destinationParts = try volumeComponents(destination)
+        let destination = (parts.dropLast() + [name]).joined(separator: "/")
+        guard try volumeComponents(name).count == 1 else { throw VolumeFilesError.badPath(name) }
         try remove(destination)
-        let target = try openFolder(destinationParts.dropLast(), for: destination)
+        let folder = try openFolder(parts.dropLast(), for: relativePath)
         // Found by name in its folder as `write` found it, not through libntfs-3g's path
         // lookup, whose cache can miss a file created since.
-        let inode: UnsafeMutablePointer<ntfs_inode>
-        do {
-            let folder = try openFolder(parts.dropLast(), for: relativePath)
-            defer { _ = ntfs_inode_close(folder) }
-            var units = UTF16LE.storedUnits(parts[parts.count - 1])
-            let reference = units.withUnsafeMutableBufferPointer { ntfs_inode_lookup_by_name(folder, $0.baseAddress, Int32($0.count)) }
-            guard reference != UInt64.max, let opened = ntfs_inode_open(volume, reference & 0x0000_FFFF_FFFF_FFFF) else {
-                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "move", errno: ENOENT)
-            }
-            inode = opened
-        } catch {
-            _ = ntfs_inode_close(target)
-            throw error
+        var oldUnits = UTF16LE.storedUnits(parts[parts.count - 1])
+        let reference = oldUnits.withUnsafeMutableBufferPointer { ntfs_inode_lookup_by_name(folder, $0.baseAddress, Int32($0.count)) }
+        guard reference != UInt64.max, let inode = ntfs_inode_open(volume, reference & 0x0000_FFFF_FFFF_FFFF) else {
+            _ = ntfs_inode_close(folder)
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "rename", errno: ENOENT)
         }
-        var newUnits = UTF16LE.storedUnits(destinationParts[destinationParts.count - 1])
-        let linked = newUnits.withUnsafeMutableBufferPointer { ntfs_link(inode, target, $0.baseAddress, UInt8($0.count)) }
-        let linkError = errno
-        let targetClosed = ntfs_inode_close(target)
-        guard linked == 0, targetClosed == 0 else {
-            _ = ntfs_inode_close(inode)
-            throw VolumeFilesError.operation(volume: device, path: destination, operation: "link to \(relativePath)", errno: linked != 0 ? linkError : EIO)
-        }
-        let folder: UnsafeMutablePointer<ntfs_inode>
-        do {
-            folder = try openFolder(parts.dropLast(), for: relativePath)
-        } catch {
-            _ = ntfs_inode_close(inode)
-            throw error
+        var newUnits = UTF16LE.storedUnits(name)
+        guard newUnits.withUnsafeMutableBufferPointer({ ntfs_link(inode, folder, $0.baseAddress, UInt8($0.count)) }) == 0 else {
+            let linkError = errno
+            _ = ntfs_inode_close_in_dir(inode, folder)
+            _ = ntfs_inode_close(folder)
+            throw VolumeFilesError.operation(volume: device, path: destination, operation: "link to \(relativePath)", errno: linkError)
         }
         // ntfs_delete closes both inodes, whatever the outcome.
-        var oldUnits = UTF16LE.storedUnits(parts[parts.count - 1])
         let status = oldUnits.withUnsafeMutableBufferPointer { ntfs_delete(volume, relativePath, inode, folder, $0.baseAddress, UInt8($0.count)) }
         if status != 0 { throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "remove the old name", errno: errno) }
     }
@@ -329,8 +311,6 @@ public final class NTFSVolumeFiles: VolumeFiles {
         }
     }
 
-    /// Opens (creating folders and the file as needed) the unnamed data stream of a file,
-    /// empties it, and lets `body` fill it.
     /// Opens the folder `folders` (components from the root), creating each one that is
     /// missing; the caller closes it.
     private func openFolder(_ folders: ArraySlice<String>, for relativePath: String) throws -> UnsafeMutablePointer<ntfs_inode> {
@@ -370,12 +350,17 @@ public final class NTFSVolumeFiles: VolumeFiles {
         return created
     }
 
+    /// Opens (creating folders and the file as needed) the unnamed data stream of a file,
+    /// empties it, and lets `body` fill it.
     private func write(_ relativePath: String, _ body: (UnsafeMutablePointer<ntfs_attr>) throws -> Int64) throws {
         let parts = try volumeComponents(relativePath)
         let directory = try openFolder(parts.dropLast(), for: relativePath)
         defer { _ = ntfs_inode_close(directory) }
         let inode = try openOrCreate(parts[parts.count - 1], in: directory, mode: S_IFREG, for: relativePath)
-        defer { _ = ntfs_inode_close(inode) }
+        // Closed with its folder still open, so its new size reaches the folder's index through
+        // that open copy: a plain close would open the folder a second time and one of the two
+        // copies would overwrite the other's index (the file then cannot be found by name).
+        defer { _ = ntfs_inode_close_in_dir(inode, directory) }
         guard imprint_ntfs_is_directory(inode) == 0 else {
             throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "replace a folder with a file", errno: EISDIR)
         }
@@ -464,13 +449,14 @@ public final class DirectoryVolumeFiles: VolumeFiles {
         try produce { try output.write(contentsOf: Data($0)) }
     }
 
-    public func move(_ relativePath: String, to destination: String) throws {
+    public func rename(_ relativePath: String, to name: String) throws {
         guard let source = resolve(relativePath) else {
-            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "move", errno: ENOENT)
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "rename", errno: ENOENT)
         }
-        let target = try prepare(destination)
+        guard try volumeComponents(name).count == 1 else { throw VolumeFilesError.badPath(name) }
+        let target = (source as NSString).deletingLastPathComponent + "/" + name
         guard Glibc.rename(source, target) == 0 else {
-            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "move to \(destination)", errno: errno)
+            throw VolumeFilesError.operation(volume: root, path: relativePath, operation: "rename to \(name)", errno: errno)
         }
     }
 
