@@ -12,6 +12,8 @@ public enum BootError: Error, CustomStringConvertible, Sendable {
     case probe(device: String, reason: String)
     case tool(command: String, status: Int32, output: String)
     case unsupported(String)
+    case badBootCode(file: String, reason: String)
+    case io(device: String, operation: String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -23,6 +25,8 @@ public enum BootError: Error, CustomStringConvertible, Sendable {
         case let .tool(command, status, output):
             return "\(command) exited with status \(status)" + (output.isEmpty ? "" : ": " + output.trimmingCharacters(in: .whitespacesAndNewlines))
         case let .unsupported(reason): return reason
+        case let .badBootCode(file, reason): return "BIOS boot code \(file): \(reason)"
+        case let .io(device, operation, code): return "\(device): \(operation) failed: \(String(cString: strerror(code)))"
         }
     }
 }
@@ -43,8 +47,8 @@ enum BootTool {
 extension BootError: ClassifiedError {
     public var failureKind: FailureKind {
         switch self {
-        case .missingBootFiles, .badElement, .badStore, .unsupported: return .badInput
-        case .probe, .tool: return .disk
+        case .missingBootFiles, .badElement, .badStore, .unsupported, .badBootCode: return .badInput
+        case .probe, .tool, .io: return .disk
         }
     }
 }

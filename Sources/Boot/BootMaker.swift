@@ -3,16 +3,18 @@ import Apply
 import Foundation
 import Registry
 
-/// What `bcdboot C:\Windows /f UEFI` does, from Linux: copies the boot manager and its
-/// resources from the applied image to the ESP, writes a new BCD store there, and adds the
-/// firmware's boot entry.
+/// What `bcdboot C:\Windows /f UEFI` (or `/f BIOS` and `bootsect /nt60`) does, from Linux:
+/// copies the boot manager and its resources from the applied image to the system partition,
+/// writes a new BCD store there, and adds the firmware's boot entry (UEFI) or the boot code
+/// that starts bootmgr (BIOS).
 public enum BootMaker {
     public struct Request: Sendable {
         /// The Windows volume (an NTFS device, or a folder) and the ESP (a FAT device, or a folder).
         public var windowsVolume: String
         public var systemPartition: String
         public var configuration: BootConfiguration
-        /// For efibootmgr: the ESP's disk and partition number.
+        /// The system partition's disk and partition number: for efibootmgr (UEFI), for the
+        /// boot code and GRUB's root partition (BIOS).
         public var espDisk: String?
         public var espNumber: Int?
         public var efivars: String
@@ -22,10 +24,14 @@ public enum BootMaker {
         /// Whether an image without Winre.wim is an error (WinRE asked for by name) or leaves the
         /// store without WinRE (the default when the layout merely has a recovery partition).
         public var recoveryRequired: Bool
+        /// BIOS: where boot.img and the core images are (nil: the boot environment's, or built
+        /// with grub-mkimage).
+        public var biosBootCode: String?
 
         public init(windowsVolume: String, systemPartition: String, configuration: BootConfiguration,
                     espDisk: String? = nil, espNumber: Int? = nil, efivars: String = "/sys/firmware/efi/efivars",
-                    recoveryVolume: String? = nil, recoveryRequired: Bool = false) {
+                    recoveryVolume: String? = nil, recoveryRequired: Bool = false, biosBootCode: String? = nil) {
+            self.biosBootCode = biosBootCode
             self.recoveryVolume = recoveryVolume
             self.recoveryRequired = recoveryRequired
             self.windowsVolume = windowsVolume
@@ -52,29 +58,52 @@ public enum BootMaker {
     static let recoveryFolder = "Recovery/WindowsRE"
 
 
-    /// Where the image keeps the UEFI boot files, and where on the ESP they go (bcdboot's layout).
-    static let uefiSources: [(from: String, to: String, required: Bool)] = [
-        ("Windows/Boot/EFI", "EFI/Microsoft/Boot", true),
-        ("Windows/Boot/Fonts", "EFI/Microsoft/Boot/Fonts", false),
-        ("Windows/Boot/Resources", "EFI/Microsoft/Boot/Resources", false),
-    ]
+    /// Where the image keeps the boot files, and where on the system partition they go
+    /// (bcdboot's layout): UEFI onto the ESP under EFI\Microsoft\Boot; BIOS onto the active
+    /// partition under \Boot, with bootmgr at its root where the boot sector's loader looks.
+    struct Layout {
+        var sources: [(from: String, to: String, required: Bool)]
+        /// The boot manager in the image, and where it goes besides its folder's copy.
+        var manager: String
+        var managerCopies: [String]
+        /// Staged copies that do not belong on the partition.
+        var leftOut: [String] = []
+        var store: String
+
+        static let uefi = Layout(sources: [
+            ("Windows/Boot/EFI", "EFI/Microsoft/Boot", true),
+            ("Windows/Boot/Fonts", "EFI/Microsoft/Boot/Fonts", false),
+            ("Windows/Boot/Resources", "EFI/Microsoft/Boot/Resources", false),
+        ], manager: "Windows/Boot/EFI/bootmgfw.efi",
+        // The removable-media path firmware boots when it has no entry for this disk.
+        managerCopies: ["EFI/Boot/bootx64.efi"], store: "EFI/Microsoft/Boot/BCD")
+
+        static let bios = Layout(sources: [
+            ("Windows/Boot/PCAT", "Boot", true),
+            ("Windows/Boot/Fonts", "Boot/Fonts", false),
+            ("Windows/Boot/Resources", "Boot/Resources", false),
+        ], manager: "Windows/Boot/PCAT/bootmgr", managerCopies: ["bootmgr"], leftOut: ["Boot/bootmgr"], store: "Boot/BCD")
+
+        static func of(_ firmware: Firmware) -> Layout { firmware == .uefi ? uefi : bios }
+    }
 
     public static func make(_ request: Request, log: (String) -> Void = { _ in }) throws -> Report {
-        guard request.configuration.firmware == .uefi else {
-            throw BootError.unsupported("BIOS boot files are not written yet: only UEFI (GPT with an ESP) is supported")
-        }
-        let stage = NSTemporaryDirectory() + "imprint-esp-\(UUID().uuidString.prefix(8))"
+        let firmware = request.configuration.firmware
+        let layout = Layout.of(firmware)
+        let stage = NSTemporaryDirectory() + "imprint-system-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: stage, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: stage) }
 
         var configuration = request.configuration
+        // BIOS: the disk is checked for the boot code before anything is written.
+        let bootCode = firmware == .bios ? try checkedBootCode(request, configuration) : nil
         let volume = try openVolumeFiles(request.windowsVolume)
         var copied = 0
         do {
-            guard let manager = try volume.read("Windows/Boot/EFI/bootmgfw.efi") else {
-                throw BootError.missingBootFiles(volume: request.windowsVolume, path: "Windows\\Boot\\EFI\\bootmgfw.efi")
+            guard let manager = try volume.read(layout.manager) else {
+                throw BootError.missingBootFiles(volume: request.windowsVolume, path: layout.manager.replacingOccurrences(of: "/", with: "\\"))
             }
-            for source in uefiSources {
+            for source in layout.sources {
                 let count = try stageTree(volume, source.from, into: stage + "/" + source.to)
                 if count == 0 && source.required {
                     throw BootError.missingBootFiles(volume: request.windowsVolume, path: source.from.replacingOccurrences(of: "/", with: "\\"))
@@ -82,10 +111,16 @@ public enum BootMaker {
                 if count > 0 { log("\(count) files from \(source.from.replacingOccurrences(of: "/", with: "\\")) → \(source.to.replacingOccurrences(of: "/", with: "\\"))") }
                 copied += count
             }
-            // The removable-media path firmware boots when it has no entry for this disk.
-            try FileManager.default.createDirectory(atPath: stage + "/EFI/Boot", withIntermediateDirectories: true)
-            try Data(manager).write(to: URL(fileURLWithPath: stage + "/EFI/Boot/bootx64.efi"))
-            copied += 1
+            for path in layout.leftOut where FileManager.default.fileExists(atPath: stage + "/" + path) {
+                try FileManager.default.removeItem(atPath: stage + "/" + path)
+                copied -= 1
+            }
+            for copy in layout.managerCopies {
+                let folder = (copy as NSString).deletingLastPathComponent
+                try FileManager.default.createDirectory(atPath: stage + "/" + folder, withIntermediateDirectories: true)
+                try Data(manager).write(to: URL(fileURLWithPath: stage + "/" + copy))
+                copied += 1
+            }
             if configuration.recovery != nil {
                 if try !installRecovery(request, from: volume, log: log) { configuration.recovery = nil }
             }
@@ -97,12 +132,12 @@ public enum BootMaker {
 
         let store = BCDBuilder.store(configuration)
         let hive = try store.hiveBytes()
-        try Data(hive).write(to: URL(fileURLWithPath: stage + "/EFI/Microsoft/Boot/BCD"))
+        try Data(hive).write(to: URL(fileURLWithPath: stage + "/" + layout.store))
         log("BCD store: \(store.objects.count) objects, \(hive.count) bytes; Windows Boot Loader \(configuration.loaderID.braced)"
             + (configuration.recovery.map { "; Windows RE loader \($0.loaderID.braced)" } ?? ""))
 
         try openSystemPartition(request.systemPartition).copyTree(stage)
-        log("\(copied + 1) files written to the ESP \(request.systemPartition)")
+        log("\(copied + 1) files written to the \(firmware == .uefi ? "ESP" : "system partition") \(request.systemPartition)")
 
         // ReAgent.xml last: it names the WinRE loader, which now exists in the store.
         if let recovery = configuration.recovery {
@@ -120,16 +155,39 @@ public enum BootMaker {
             log("\(ReAgentXML.path.replacingOccurrences(of: "/", with: "\\")): WinRE at \(RecoveryEnvironment.folder) of the partition at byte \(recovery.partitionOffset)")
         }
 
-        // The ESP's fallback path already boots Windows: a firmware entry that cannot be added
-        // (no efibootmgr, firmware refusing the write) is reported, not fatal.
         let entry: String
-        do {
-            entry = try FirmwareBootEntry.add(disk: request.espDisk, partition: request.espNumber, efivars: request.efivars)
-        } catch {
-            entry = "warning: firmware boot entry not added (\(error)); UEFI firmware finds Windows through \\EFI\\Boot\\bootx64.efi"
+        switch firmware {
+        case .uefi:
+            // The ESP's fallback path already boots Windows: a firmware entry that cannot be
+            // added (no efibootmgr, firmware refusing the write) is reported, not fatal.
+            do {
+                entry = try FirmwareBootEntry.add(disk: request.espDisk, partition: request.espNumber, efivars: request.efivars)
+            } catch {
+                entry = "warning: firmware boot entry not added (\(error)); UEFI firmware finds Windows through \\EFI\\Boot\\bootx64.efi"
+            }
+        case .bios:
+            guard let bootCode else { throw BootError.unsupported("BIOS boot code was not prepared") }
+            let writes = try bootCode.code.install(disk: bootCode.disk, partitionOffset: bootCode.offset, signature: bootCode.signature)
+            entry = "BIOS boot code (GRUB i386-pc, ntldr /bootmgr): MBR and the boot sector of partition \(bootCode.code.partitionNumber) of \(bootCode.disk), "
+                + "core image in sectors \(writes.coreSector)–\(writes.coreSector + UInt64(writes.core.count / 512) - 1)"
         }
         log(entry)
         return Report(filesCopied: copied, store: store, firmwareEntry: entry, recovery: configuration.recovery)
+    }
+
+    /// BIOS: GRUB's boot code for the MBR and the system partition's boot sector, its core
+    /// image for the sectors before the first partition; it starts \bootmgr (see BIOSBootCode).
+    private static func checkedBootCode(_ request: Request, _ configuration: BootConfiguration) throws
+        -> (code: BIOSBootCode, disk: String, offset: UInt64, signature: UInt32) {
+        guard case let .mbrPartition(offset, signature) = configuration.systemPartition else {
+            throw BootError.unsupported("BIOS boot: the system partition must be an MBR partition (a GPT disk boots by UEFI)")
+        }
+        guard let disk = request.espDisk, let number = request.espNumber else {
+            throw BootError.unsupported("BIOS boot: the system partition's disk and partition number are not known (give --disk and --esp-number)")
+        }
+        let code = try BIOSBootCode.load(partition: number, directory: request.biosBootCode)
+        _ = try code.plan(disk: disk, partitionOffset: offset, signature: signature)
+        return (code, disk, offset, signature)
     }
 
     /// Copies Winre.wim and boot.sdi from the image to `\Recovery\WindowsRE` of the recovery

@@ -1,10 +1,12 @@
 import DiskModel
 import Disks
+import Apply
 import Foundation
 
 /// Puts files onto the system partition. A FAT ESP is written with mtools (`mmd`, `mcopy -i
-/// DEVICE`), which need no kernel vfat driver and exist in the boot environment; a folder
-/// (a mounted ESP, a test's tree) is written directly.
+/// DEVICE`), which need no kernel vfat driver and exist in the boot environment; an NTFS
+/// system partition (BIOS's System Reserved) through libntfs-3g; a folder (a mounted ESP, a
+/// test's tree) directly.
 public protocol SystemPartitionWriter {
     /// Copies the tree under local folder `source` onto the partition's root, merging with
     /// folders already there and replacing files.
@@ -18,7 +20,44 @@ public func openSystemPartition(_ target: String) -> SystemPartitionWriter {
     if FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory), isDirectory.boolValue {
         return DirectorySystemPartition(root: target)
     }
-    return FATSystemPartition(device: target)
+    return NTFSTarget.hasNTFSBootSector(target) ? NTFSSystemPartition(device: target) : FATSystemPartition(device: target)
+}
+
+/// Each file is written whole or not at all (beside its name, then renamed): a cut during the
+/// copy leaves the previous boot files and store in place.
+public struct NTFSSystemPartition: SystemPartitionWriter {
+    public let device: String
+
+    public func copyTree(_ source: String) throws {
+        let volume = try NTFSVolumeFiles(device: device)
+        do {
+            try copy(source, to: "", volume)
+            try volume.sync()
+            try volume.close()
+        } catch {
+            try? volume.close()
+            throw error
+        }
+    }
+
+    private func copy(_ local: String, to remote: String, _ volume: VolumeFiles) throws {
+        for name in try FileManager.default.contentsOfDirectory(atPath: local).sorted() {
+            var isDirectory: ObjCBool = false
+            _ = FileManager.default.fileExists(atPath: local + "/" + name, isDirectory: &isDirectory)
+            let target = remote.isEmpty ? name : remote + "/" + name
+            if isDirectory.boolValue {
+                try copy(local + "/" + name, to: target, volume)
+            } else {
+                try volume.writeWhole(try Data(contentsOf: URL(fileURLWithPath: local + "/" + name)), to: target)
+            }
+        }
+    }
+
+    public func list(_ path: String) throws -> [String] {
+        let volume = try NTFSVolumeFiles(device: device, readOnly: true)
+        defer { try? volume.close() }
+        return try (volume.list(path) ?? []).map(\.name).sorted()
+    }
 }
 
 public struct FATSystemPartition: SystemPartitionWriter {

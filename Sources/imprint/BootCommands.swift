@@ -8,7 +8,7 @@ struct BootCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "boot",
         abstract: "Make an applied Windows bootable: boot files, BCD store, firmware entry.",
-        subcommands: [BootMake.self, BootShow.self, BootDriverPath.self]
+        subcommands: [BootMake.self, BootShow.self, BootDriverPath.self, BootBIOSCode.self]
     )
 }
 
@@ -16,11 +16,12 @@ struct BootCommand: ParsableCommand {
 struct BootMake: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "make",
-        abstract: "Copy the boot manager from the Windows volume to the ESP, write EFI\\Microsoft\\Boot\\BCD and add the UEFI boot entry.")
+        abstract: "Copy the boot manager from the Windows volume to the system partition and write its BCD store; UEFI: add the firmware's boot entry; BIOS: write the boot code that starts bootmgr.")
 
     @Option(help: "The Windows volume: an NTFS partition (or a folder holding the applied image).") var windows: String
-    @Option(help: "The EFI system partition: a FAT partition (written with mtools), or a folder.") var esp: String
-    @Option(help: "uefi (bios is not written yet).") var firmware = "uefi"
+    @Option(help: "The system partition: the EFI system partition (FAT, written with mtools), the active System Reserved partition of a BIOS disk (NTFS), or a folder.")
+    var esp: String
+    @Option(help: "uefi, bios, or auto: bios when the system partition is on an MBR disk.") var firmware = "auto"
     @Option(help: "The boot menu's language.") var locale = "en-US"
     @Option(help: "Seconds the boot menu waits.") var timeout: UInt64 = 30
     @Option(help: "The boot menu's name for this Windows.") var description = "Windows"
@@ -32,23 +33,45 @@ struct BootMake: ParsableCommand {
     var recovery: String?
     @Option(help: "The recovery partition's unique GPT GUID, when libblkid cannot find it (with --disk-guid).") var recoveryPartitionGuid: String?
     @Option(help: "The recovery partition's first byte on the disk, when libblkid cannot find it (for ReAgent.xml).") var recoveryOffset: UInt64?
+    @Option(help: "MBR disks: the disk signature (0x1a2b3c4d), when libblkid cannot find it (partitions exposed as their own devices); with --windows-offset and --esp-offset.")
+    var diskSignature: String?
+    @Option(help: "MBR disks: the Windows partition's first byte on the disk.") var windowsOffset: UInt64?
+    @Option(help: "MBR disks: the system partition's first byte on the disk.") var espOffset: UInt64?
+    @Option(help: "The whole disk holding the system partition (BIOS: where the boot code goes), when libblkid cannot find it.") var disk: String?
+    @Option(help: "The system partition's number on its disk (BIOS: GRUB's root partition), when libblkid cannot find it.") var espNumber: Int?
+    @Option(help: "BIOS: a folder with GRUB's boot.img and core-msdosN.img (built by `imprint boot bios-code`); default: the boot environment's, or built now with grub-mkimage.")
+    var biosBootCode: String?
 
     func run() throws {
         do {
-            guard let firmware = Firmware(rawValue: firmware) else {
-                throw BootError.unsupported("unknown firmware \"\(firmware)\": uefi or bios")
-            }
-            let windowsIdentity: PartitionIdentity
-            let espIdentity: PartitionIdentity
+            var windowsIdentity: PartitionIdentity
+            var espIdentity: PartitionIdentity
             if let diskGuid, let windowsPartitionGuid, let espPartitionGuid {
                 guard let disk = GUID(diskGuid), let windowsGUID = GUID(windowsPartitionGuid), let espGUID = GUID(espPartitionGuid) else {
                     throw BootError.unsupported("--disk-guid, --windows-partition-guid and --esp-partition-guid must be GUIDs")
                 }
                 windowsIdentity = PartitionIdentity(device: .gptPartition(partition: windowsGUID, disk: disk))
                 espIdentity = PartitionIdentity(device: .gptPartition(partition: espGUID, disk: disk))
+            } else if let diskSignature {
+                guard let signature = UInt32(diskSignature.lowercased().replacingOccurrences(of: "0x", with: ""), radix: 16),
+                      let windowsOffset, let espOffset else {
+                    throw BootError.unsupported("--disk-signature must be hexadecimal (0x1a2b3c4d), with --windows-offset and --esp-offset")
+                }
+                windowsIdentity = PartitionIdentity(device: .mbrPartition(offset: windowsOffset, signature: signature), offset: windowsOffset)
+                espIdentity = PartitionIdentity(device: .mbrPartition(offset: espOffset, signature: signature), offset: espOffset)
             } else {
                 windowsIdentity = try PartitionIdentity.probe(windows)
                 espIdentity = try PartitionIdentity.probe(esp)
+            }
+            if let disk { espIdentity.disk = disk }
+            if let espNumber { espIdentity.number = espNumber }
+            let firmware: Firmware
+            switch self.firmware {
+            case "auto":
+                if case .mbrPartition = espIdentity.device { firmware = .bios } else { firmware = .uefi }
+            case let name:
+                guard let named = Firmware(rawValue: name) else { throw BootError.unsupported("unknown firmware \"\(name)\": uefi, bios or auto") }
+                firmware = named
             }
             var recoveryEnvironment: RecoveryEnvironment?
             if let recovery {
@@ -57,6 +80,9 @@ struct BootMake: ParsableCommand {
                         throw BootError.unsupported("--recovery-partition-guid must be a GUID, and --recovery-offset give the partition's first byte")
                     }
                     recoveryEnvironment = RecoveryEnvironment(partition: .gptPartition(partition: partition, disk: disk), partitionOffset: recoveryOffset)
+                } else if case let .mbrPartition(_, signature) = windowsIdentity.device, diskSignature != nil {
+                    guard let recoveryOffset else { throw BootError.unsupported("--recovery-offset gives the recovery partition's first byte (with --disk-signature)") }
+                    recoveryEnvironment = RecoveryEnvironment(partition: .mbrPartition(offset: recoveryOffset, signature: signature), partitionOffset: recoveryOffset)
                 } else {
                     let identity = try PartitionIdentity.probe(recovery)
                     guard let offset = recoveryOffset ?? identity.offset else {
@@ -71,7 +97,7 @@ struct BootMake: ParsableCommand {
             // Named on the command line, WinRE is asked for: an image without Winre.wim is an error.
             let request = BootMaker.Request(windowsVolume: windows, systemPartition: esp, configuration: configuration,
                                             espDisk: espIdentity.disk, espNumber: espIdentity.number, efivars: efivars,
-                                            recoveryVolume: recovery, recoveryRequired: true)
+                                            recoveryVolume: recovery, recoveryRequired: true, biosBootCode: biosBootCode)
             _ = try BootMaker.make(request) { print($0) }
         } catch { throw fail(error) }
     }
@@ -108,6 +134,24 @@ struct BootDriverPath: ParsableCommand {
         do {
             let change = try DriverSearchPath.add(folder, volume: windows)
             print("DevicePath: \(change.old ?? "(not set)") → \(change.new)")
+        } catch { throw fail(error) }
+    }
+}
+
+/// `imprint boot bios-code DIR`: GRUB's boot.img and the core images `boot make` installs on a
+/// BIOS disk (the boot environment's build ships them; see BIOSBootCode).
+struct BootBIOSCode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bios-code",
+        abstract: "Build the BIOS boot code (GRUB i386-pc: boot.img, and one core image per MBR partition number that starts bootmgr) into a folder.")
+
+    @Argument(help: "The folder to write boot.img and core-msdos1..4.img into.") var directory: String
+    @Option(help: "GRUB's i386-pc module folder.") var grub = BIOSBootCode.grubDirectory
+
+    func run() throws {
+        do {
+            try BIOSBootCode.build(into: directory, grub: grub)
+            print("boot.img and \((1...4).map { BIOSBootCode.coreName(partition: $0) }.joined(separator: ", ")) in \(directory)")
         } catch { throw fail(error) }
     }
 }

@@ -1,5 +1,6 @@
 import Failures
 import Foundation
+import Primitives
 @testable import Boot
 import Registry
 import TestSupport
@@ -130,6 +131,132 @@ struct MakeBootableTests {
     /// Windows RE from Linux: Winre.wim (3 MiB, so it is copied in several pieces) and boot.sdi
     /// from the image go to \Recovery\WindowsRE of an NTFS recovery volume, ReAgent.xml on the
     /// Windows volume names the WinRE loader of the new store, nothing temporary stays.
+    static let pcatFiles: [String: String] = [
+        "Windows/Boot/PCAT/bootmgr": "fake BIOS boot manager",
+        "Windows/Boot/PCAT/memtest.exe": "fake BIOS memtest",
+        "Windows/Boot/PCAT/en-US/bootmgr.exe.mui": "fake english BIOS resources",
+        "Windows/Boot/Fonts/wgl4_boot.ttf": "fake font",
+    ]
+
+    /// An MBR disk as the BIOS layout writes it: an active System Reserved partition at 1 MiB,
+    /// Windows after it, each NTFS, each also a loop device of its own (the host has no
+    /// partition-table support: libblkid cannot name them, the test gives signature and offsets).
+    struct BIOSDisk {
+        static let signature: UInt32 = 0x1A2B_3C4D
+        static let systemOffset: UInt64 = 1 << 20
+        static let systemSize: UInt64 = 32 << 20
+        static let windowsOffset = systemOffset + systemSize
+        static let windowsSize: UInt64 = 64 << 20
+        let disk: LoopDisk
+        let system: String
+        let windows: String
+
+        init(_ scratch: ScratchDirectory, files: [String: String]) throws {
+            disk = try LoopDisk(scratch, "bios-disk", size: Self.windowsOffset + Self.windowsSize) { image in
+                let table = scratch.sub("table.sfdisk")
+                try Data("""
+                    label: dos
+                    label-id: 0x1a2b3c4d
+                    start=\(Self.systemOffset / 512), size=\(Self.systemSize / 512), type=7, bootable
+                    start=\(Self.windowsOffset / 512), type=7
+
+                    """.utf8).write(to: URL(fileURLWithPath: table))
+                try run(["sfdisk", "-q", image], stdinFile: table)
+            }
+            system = try disk.view(offset: Self.systemOffset, size: Self.systemSize)
+            windows = try disk.view(offset: Self.windowsOffset, size: Self.windowsSize)
+            try run(["mkfs.ntfs", "-Q", "-q", "-F", "-L", "System Reserved", system])
+            try run(["mkfs.ntfs", "-Q", "-q", "-F", "-L", "Windows", windows])
+            let mountPoint = scratch.sub("mnt-bios")
+            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+            try run(["ntfs-3g", windows, mountPoint])
+            defer { _ = try? run(["umount", mountPoint], allowFailure: true) }
+            for (path, content) in files {
+                let full = mountPoint + "/" + path
+                try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try Data(content.utf8).write(to: URL(fileURLWithPath: full))
+            }
+            try run(["umount", mountPoint])
+        }
+
+        func sectors(_ offset: UInt64, _ count: Int) throws -> [UInt8] {
+            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: disk.image))
+            defer { try? handle.close() }
+            try handle.seek(toOffset: offset)
+            return [UInt8](try handle.read(upToCount: count * 512) ?? Data())
+        }
+
+        var bootMake: [String] {
+            [imprintBinary, "boot", "make", "--firmware", "bios", "--windows", windows, "--esp", system,
+             "--disk-signature", "0x1a2b3c4d", "--windows-offset", String(Self.windowsOffset), "--esp-offset", String(Self.systemOffset),
+             "--disk", disk.device, "--esp-number", "1"]
+        }
+    }
+
+    /// bcdboot /f BIOS and bootsect /nt60, from Linux: bootmgr at the root of the active
+    /// partition, the PCAT files and the store under \Boot, a BIOS store naming partitions by
+    /// signature and offset, and GRUB's boot code (with the NTFS BPB and the partition table
+    /// kept) that chains bootmgr.
+    @Test func bootMakeWritesABIOSDisk() throws {
+        let scratch = ScratchDirectory()
+        let bios = try BIOSDisk(scratch, files: Self.pcatFiles)
+        let before = try bios.sectors(0, 1)
+        let systemBefore = try bios.sectors(BIOSDisk.systemOffset, 1)
+
+        let result = try run(bios.bootMake)
+        #expect(result.output.contains("BIOS boot code"), "\(result.output)")
+
+        #expect(try run(["ntfscat", bios.system, "bootmgr"]).stdout == Data("fake BIOS boot manager".utf8))
+        #expect(try run(["ntfscat", bios.system, "Boot/memtest.exe"]).stdout == Data("fake BIOS memtest".utf8))
+        #expect(try run(["ntfscat", bios.system, "Boot/en-US/bootmgr.exe.mui"]).stdout == Data("fake english BIOS resources".utf8))
+        #expect(try run(["ntfscat", bios.system, "Boot/Fonts/wgl4_boot.ttf"]).stdout == Data("fake font".utf8))
+        let boot = try run(["ntfsls", "-p", "/Boot", bios.system]).output.split(separator: "\n").map(String.init).filter { $0 != "." }.sorted()
+        #expect(boot == ["BCD", "Fonts", "en-US", "memtest.exe"], "\(boot)")
+
+        let bcd = scratch.sub("BCD")
+        try run(["ntfscat", bios.system, "Boot/BCD"]).stdout.write(to: URL(fileURLWithPath: bcd))
+        let store = try BCDStore(hiveBytes: [UInt8](try Data(contentsOf: URL(fileURLWithPath: bcd))), file: bcd)
+        let system = BCDDevice.mbrPartition(offset: BIOSDisk.systemOffset, signature: BIOSDisk.signature)
+        let windows = BCDDevice.mbrPartition(offset: BIOSDisk.windowsOffset, signature: BIOSDisk.signature)
+        let manager = try #require(store[BCDObjectID.bootManager])
+        #expect(manager[.applicationDevice] == .device(system))
+        #expect(manager[.applicationPath] == nil)
+        let loader = try #require(store.objects.first { $0.type == BCDObjectType.osLoader })
+        #expect(loader[.applicationPath] == .string("\\Windows\\system32\\winload.exe"))
+        #expect(loader[.osDevice] == .device(windows) && loader[.applicationDevice] == .device(windows))
+        #expect(store[BCDObjectID.memoryDiagnostic]?[.applicationPath] == .string("\\boot\\memtest.exe"))
+        try BCDStoreTests.checkWithHivex(bcd, store)
+
+        // The boot code: GRUB's boot.img before the partition table, which stays as it was.
+        let grubBoot = [UInt8](try Data(contentsOf: URL(fileURLWithPath: BIOSBootCode.grubDirectory + "/boot.img")))
+        let mbr = try bios.sectors(0, 1)
+        #expect(Array(mbr[0x5A..<0x1B8]) == Array(grubBoot[0x5A..<0x1B8]))
+        #expect(Array(mbr[0x1B8..<512]) == Array(before[0x1B8..<512]), "the disk signature and partition table must stay")
+        #expect(mbr.le64(0x5C) == 1, "boot.img loads core.img from sector 1")
+        // core.img in the gap: GRUB's diskboot.img first, its block list naming the sectors after it.
+        let gap = try bios.sectors(512, 2047)
+        let diskboot = [UInt8](try Data(contentsOf: URL(fileURLWithPath: BIOSBootCode.grubDirectory + "/diskboot.img")))
+        #expect(Array(gap[0..<0x1F4]) == Array(diskboot[0..<0x1F4]))
+        let coreSectors = Int(gap.le16(0x1F4 + 8)) + 1
+        #expect(gap.le64(0x1F4) == 2 && coreSectors > 20 && coreSectors < 200, "block list: \(gap.le64(0x1F4)), \(coreSectors) sectors")
+        #expect(gap[(coreSectors * 512)...].allSatisfy { $0 == 0 }, "nothing is written past core.img")
+        // The system partition's boot sector: the same code, its NTFS parameter block kept
+        // (ntfs-3g still reads the volume, and bootmgr's files through it above).
+        let pbr = try bios.sectors(BIOSDisk.systemOffset, 1)
+        #expect(Array(pbr[0x03..<0x5A]) == Array(systemBefore[0x03..<0x5A]))
+        #expect(Array(pbr[0x5A..<0x1B8]) == Array(grubBoot[0x5A..<0x1B8]))
+        #expect(pbr[510] == 0x55 && pbr[511] == 0xAA)
+
+        // Again on the same disk: the same result, nothing added to \Boot.
+        try run(bios.bootMake)
+        #expect(try run(["ntfsls", "-p", "/Boot", bios.system]).output.split(separator: "\n").map(String.init).filter { $0 != "." }.sorted() == boot)
+        #expect(try bios.sectors(0, 1)[0x1B8..<512] == before[0x1B8..<512])
+
+        // Not the disk the store names: refused (checked before any file is written).
+        let other = try run(bios.bootMake.map { $0 == "0x1a2b3c4d" ? "0x11112222" : $0 }, allowFailure: true)
+        #expect(other.status != 0 && other.stderr.contains("not 0x11112222"), "\(other.stderr)")
+    }
+
     @Test func bootMakeInstallsWindowsRE() throws {
         let scratch = ScratchDirectory()
         let windows = try Self.windowsVolume(scratch)

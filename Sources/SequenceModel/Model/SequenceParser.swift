@@ -286,9 +286,9 @@ final class Checker {
         case "makeBootable":
             let windows = volumeReference(object, "windows", path)
             let esp = volumeReference(object, "esp", path)
-            let firmware = string(object, "firmware", path, required: false) ?? "uefi"
-            if firmware != "uefi" {
-                error(path + ".firmware", "unsupported firmware \"\(firmware)\"", hint: "uefi (BIOS boot files are not written yet)")
+            let firmware = string(object, "firmware", path, required: false) ?? "auto"
+            if !["uefi", "bios", "auto"].contains(firmware), !firmware.contains("${") {
+                error(path + ".firmware", "unknown firmware \"\(firmware)\"", hint: "uefi, bios, or auto (from the system partition's table: MBR boots by BIOS)")
             }
             let locale = string(object, "locale", path, required: false) ?? "en-US"
             var menuTimeout: UInt64 = 30

@@ -182,7 +182,7 @@ public struct MakeBootableStep: Sendable {
     /// The volume holding the applied Windows, and the ESP (volume names, like other steps).
     public var windows: String
     public var esp: String
-    /// `uefi` (BIOS is not written yet).
+    /// `uefi`, `bios`, or `auto` (bios when the system partition is on an MBR disk); may hold a variable.
     public var firmware: String
     public var locale: String
     /// Seconds the boot menu waits.

@@ -7,17 +7,28 @@ import Primitives
 import SequenceModel
 
 /// makeBootable: what MDT runs bcdboot for. The boot manager and its resources go from the
-/// applied image to the ESP, a new BCD store names the Windows partition by its GPT GUIDs,
-/// and on UEFI firmware a "Windows Boot Manager" entry is added.
+/// applied image to the system partition, a new BCD store names the Windows partition (by its
+/// GPT GUIDs, or MBR signature and offset); UEFI gets a "Windows Boot Manager" entry, BIOS the
+/// boot code that starts bootmgr.
 enum BootSteps {
     static func makeBootable(_ parameters: MakeBootableStep, _ step: Step, _ context: RunContext) throws {
-        guard let firmware = Firmware(rawValue: context.substitute(parameters.firmware)), firmware == .uefi else {
-            throw StepFailure("makeBootable: only UEFI is written yet (firmware \"\(parameters.firmware)\")", kind: .badInput)
-        }
         let windows = try context.volume(parameters.windows)
         let esp = try context.volume(parameters.esp)
         let windowsIdentity = try identity(of: windows, parameters.windows, context)
         let espIdentity = try identity(of: esp, parameters.esp, context)
+        let firmware: Firmware
+        switch context.substitute(parameters.firmware) {
+        case "auto":
+            if case .mbrPartition = espIdentity.device { firmware = .bios } else { firmware = .uefi }
+        case let name:
+            guard let named = Firmware(rawValue: name) else {
+                throw StepFailure("makeBootable: unknown firmware \"\(name)\" (uefi, bios or auto)", kind: .badInput)
+            }
+            firmware = named
+        }
+        if firmware == .bios, case .gptPartition = espIdentity.device {
+            throw StepFailure("makeBootable: BIOS boot needs an MBR disk; \"\(parameters.esp)\" is on a GPT disk (boot it by UEFI)", kind: .badInput)
+        }
         // Windows RE: the volume named, or the recovery partition of the Windows disk.
         var recoveryVolume: Volume?
         switch parameters.recovery {
