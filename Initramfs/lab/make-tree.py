@@ -87,6 +87,9 @@ if flavour == "new":
     write("Windows\\Logs\\CBS\\CBS.log", "".join(f"2026-11-30 00:{i % 60:02d}:00, Info CBS {' '.join(rng.choice(words) for _ in range(12))}\n"
                                                  for i in range(20_000)))
     write("Windows\\System32\\empty.dat", b"")
+    # Windows RE, as an installed Windows keeps it: Setup copies both to the recovery partition.
+    write("Windows\\System32\\Recovery\\Winre.wim", binary(2_500_000, b"MSWIM\0\0\0"))
+    write("Windows\\Boot\\DVD\\EFI\\boot.sdi", binary(300_000, b"$SDI0001"))
 else:
     write("Program Files\\Old App\\oldapp.exe", pe(200_000))
     write("Program Files (x86)\\Old App x86\\old32.exe", pe(100_000))
