@@ -107,8 +107,17 @@ public enum SequencePlanner {
             case let .injectDrivers(parameters):
                 details.append("would copy matching drivers from \(variables.substitute(parameters.source)) to volume \"\(parameters.target)\"")
             case let .makeBootable(parameters):
-                details.append("would copy the boot manager from volume \"\(parameters.windows)\" to the ESP \"\(parameters.esp)\", "
-                               + "write EFI\\Microsoft\\Boot\\BCD and add the \"Windows Boot Manager\" firmware entry")
+                let firmware = variables.substitute(parameters.firmware)
+                let uefi = "copy the boot manager from volume \"\(parameters.windows)\" to the ESP \"\(parameters.esp)\", "
+                    + "write EFI\\Microsoft\\Boot\\BCD and add the \"Windows Boot Manager\" firmware entry"
+                let bios = "copy bootmgr from volume \"\(parameters.windows)\" to the system partition \"\(parameters.esp)\", write \\Boot\\BCD, "
+                    + "and overwrite the disk's boot code: the MBR's first 440 bytes (the partition table stays), the system partition's "
+                    + "boot sector (its NTFS parameters stay) and the unused sectors between the MBR and the first partition (GRUB's core image)"
+                switch firmware {
+                case "uefi": details.append("would " + uefi)
+                case "bios": details.append("would " + bios)
+                default: details.append("on a GPT disk would \(uefi); on an MBR disk (BIOS) would \(bios)")
+                }
             case let .unattend(parameters):
                 details.append("would write Windows/Panther/unattend.xml on volume \"\(parameters.target)\"")
             case let .runCommand(parameters):
