@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Generates a small fake Windows installation tree for the lab:
-  make-tree.py DIR new|old
+  make-tree.py DIR new|old [STANDINS]
 `new` is the image the lab deploys (a few MB: registry hives made with hivexsh, boot files
 under Windows\\Boot\\EFI, PCAT and Fonts, Program Files, text and binary files); `old` is the
 installation a refresh replaces (an older build, other programs). Contents are seeded, so two
-runs make the same tree."""
+runs make the same tree. STANDINS (needed for `new`) is the folder standins/build filled: its
+bootmgfw.efi and bootmgr, stand-in boot managers that print a marker on the serial console,
+become Windows\\Boot\\EFI\\bootmgfw.efi and Windows\\Boot\\PCAT\\bootmgr, so the lab can see the
+firmware start what Imprint wrote."""
 import os
 import random
 import subprocess
 import sys
 
 root, flavour = sys.argv[1], sys.argv[2]
+standins = sys.argv[3] if len(sys.argv) > 3 else None
+if flavour == "new" and not standins:
+    sys.exit("make-tree.py: `new` needs STANDINS, the folder holding bootmgfw.efi and bootmgr (standins/build)")
 here = os.path.dirname(os.path.abspath(__file__))
 rng = random.Random("imprint-lab-" + flavour)
 build = "22631" if flavour == "new" else "19045"
@@ -32,6 +38,14 @@ def pe(size):
     # An MZ header pointing at a PE signature, then noise: enough for `file` to call it a PE.
     head = bytearray(b"MZ" + bytes(0x3A) + (0x80).to_bytes(4, "little") + bytes(0x40) + b"PE\0\0")
     return bytes(head) + rng.randbytes(size - len(head))
+
+
+def standin(name, filler):
+    # The stand-in's bytes; the filler is drawn all the same, so the seeded contents of the
+    # files written after it stay what they were before the stand-ins.
+    del filler
+    with open(os.path.join(standins, name), "rb") as f:
+        return f.read()
 
 
 def hive(rel, name, script):
@@ -63,13 +77,13 @@ write("Windows\\System32\\imprint-lab-build.txt", f"{product}\nbuild {build}\n")
 write("Windows\\win.ini", "; for 16-bit app support\n[fonts]\n[extensions]\n[mci extensions]\n[files]\n[Mail]\nMAPI=1\n")
 write("Windows\\explorer.exe", pe(400_000))
 if flavour == "new":
-    write("Windows\\Boot\\EFI\\bootmgfw.efi", pe(1_400_000))
+    write("Windows\\Boot\\EFI\\bootmgfw.efi", standin("bootmgfw.efi", pe(1_400_000)))
     write("Windows\\Boot\\EFI\\bootmgr.efi", pe(1_300_000))
     write("Windows\\Boot\\EFI\\memtest.efi", pe(800_000))
     write("Windows\\Boot\\EFI\\boot.stl", binary(12_000))
     write("Windows\\Boot\\EFI\\en-US\\bootmgfw.efi.mui", pe(80_000))
     write("Windows\\Boot\\EFI\\en-US\\bootmgr.efi.mui", pe(80_000))
-    write("Windows\\Boot\\PCAT\\bootmgr", binary(400_000))
+    write("Windows\\Boot\\PCAT\\bootmgr", standin("bootmgr", binary(400_000)))
     write("Windows\\Boot\\PCAT\\memtest.exe", pe(480_000))
     write("Windows\\Boot\\PCAT\\en-US\\bootmgr.exe.mui", pe(70_000))
     write("Windows\\Boot\\Fonts\\segmono_boot.ttf", binary(40_000, b"\0\1\0\0"))

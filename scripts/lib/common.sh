@@ -23,6 +23,7 @@ IMPRINT_PACKAGES=(
     linux-image-amd64        # the boot environment's kernel and modules
     busybox-static cpio      # the boot environment's userland and its initrd archive
     grub-pc-bin              # GRUB i386-pc: the USB stick's legacy BIOS boot (Initramfs/usb; no boot loader is installed)
+    nasm                     # the lab image's stand-in boot managers (Initramfs/lab/standins)
     qemu-system-x86 ovmf ipxe-qemu  # the lab's virtual machines: BIOS, UEFI (OVMF) and iPXE ROMs
     dnsmasq-base iproute2    # the lab's DHCP + TFTP, its network namespace and tap device
     sbsigntool               # sbverify: the signatures of the Secure Boot chain (shim, GRUB, kernel)
