@@ -248,7 +248,8 @@ def check_mbr():
         boot = f.read()
     with open("/usr/lib/grub/i386-pc/diskboot.img", "rb") as f:
         diskboot = f.read()
-    grub = head[0x5A:0x1B8] == boot[0x5A:0x1B8] and head[512:512 + 0x1F4] == diskboot[:0x1F4]
+    # 0x66: the drive check's jump, two NOPs on a hard disk (as grub-setup writes it).
+    grub = head[0x68:0x1B8] == boot[0x68:0x1B8] and head[512:512 + 0x1F4] == diskboot[:0x1F4]
     print(f"  boot code: {'GRUB boot.img in the MBR, core.img from sector 1' if grub else 'NOT GRUB'}")
     if not grub:
         problem("the MBR does not hold GRUB's boot.img followed by core.img in sector 1")

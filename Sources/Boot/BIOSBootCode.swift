@@ -12,8 +12,8 @@ import Primitives
 ///   signature and the partition table after it; the same code goes into the boot sector of
 ///   the active system partition (keeping the NTFS BIOS parameter block, bytes 3–89), so a
 ///   disk whose MBR another tool rewrites with Windows' own MBR still reaches GRUB.
-/// - `core.img` (GRUB's kernel, its modules and a two-line configuration `ntldr /bootmgr`,
-///   `boot`, built by `grub-mkimage`) goes into the gap between the MBR and the first
+/// - `core.img` (GRUB's kernel, the modules `biosdisk part_msdos ntfs ntldr boot` and a
+///   two-line configuration `ntldr /bootmgr`, `boot`, built by `grub-mkimage`) goes into the gap between the MBR and the first
 ///   partition, from sector 1: partitions start at 1 MiB, the gap holds 2047 sectors and
 ///   core.img needs about 85.
 ///
@@ -21,6 +21,8 @@ import Primitives
 /// read for their layout only):
 /// - boot.img: 0x03..<0x5A the BPB area, kept from the sector it replaces; 0x5C the 64-bit LBA
 ///   of core.img's first sector; 0x64 the boot drive (0xFF: the drive the BIOS passed in DL);
+///   0x66 a two-byte jump over the check that replaces a DL no hard disk has (a floppy's, or
+///   a buggy BIOS's) by 0x80: grub-setup makes it two NOPs on hard disks, and so do we;
 ///   0x1B8 onwards belongs to the partition table.
 /// - core.img's first sector (diskboot.img) ends with a block list read backwards from
 ///   0x1F4: each entry a 64-bit LBA, a 16-bit sector count and a 16-bit load segment
@@ -30,7 +32,8 @@ import Primitives
 ///   drive it was started from, whatever the BIOS numbers that drive: the system partition's
 ///   number is part of core.img, so one is built per partition number (1–4).
 public struct BIOSBootCode: Sendable {
-    public static let modules = ["biosdisk", "part_msdos", "ntfs", "ntldr"]
+    /// `boot` is a module of its own: without it core.img loads bootmgr and never starts it.
+    public static let modules = ["biosdisk", "part_msdos", "ntfs", "ntldr", "boot"]
     public static let configuration = "ntldr /bootmgr\nboot\n"
     /// Where the boot environment keeps the files `imprint boot bios-code` builds.
     public static let installedDirectory = "/usr/lib/imprint/bios-boot"
@@ -40,6 +43,7 @@ public struct BIOSBootCode: Sendable {
     static let bpbRange = 0x03..<0x5A
     static let kernelSectorOffset = 0x5C
     static let bootDriveOffset = 0x64
+    static let driveCheckOffset = 0x66
     static let partitionTableStart = 0x1B8
     static let blockListOffset = 0x1F4
     static let coreLoadSegment: UInt16 = 0x0820
@@ -162,6 +166,7 @@ public struct BIOSBootCode: Sendable {
         var code = bootImage
         code.put(coreSector, at: Self.kernelSectorOffset)
         code[Self.bootDriveOffset] = 0xFF
+        code.put([0x90, 0x90], at: Self.driveCheckOffset)
         var masterBootRecord = mbr
         masterBootRecord.replaceSubrange(0..<Self.partitionTableStart, with: code[0..<Self.partitionTableStart])
         masterBootRecord.replaceSubrange(Self.bpbRange, with: mbr[Self.bpbRange])

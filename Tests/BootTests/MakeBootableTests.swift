@@ -151,7 +151,7 @@ struct MakeBootableTests {
         let system: String
         let windows: String
 
-        init(_ scratch: ScratchDirectory, files: [String: String]) throws {
+        init(_ scratch: ScratchDirectory, files: [String: Data]) throws {
             disk = try LoopDisk(scratch, "bios-disk", size: Self.windowsOffset + Self.windowsSize) { image in
                 let table = scratch.sub("table.sfdisk")
                 try Data("""
@@ -174,7 +174,7 @@ struct MakeBootableTests {
             for (path, content) in files {
                 let full = mountPoint + "/" + path
                 try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                try Data(content.utf8).write(to: URL(fileURLWithPath: full))
+                try content.write(to: URL(fileURLWithPath: full))
             }
             try run(["umount", mountPoint])
         }
@@ -196,17 +196,22 @@ struct MakeBootableTests {
     /// bcdboot /f BIOS and bootsect /nt60, from Linux: bootmgr at the root of the active
     /// partition, the PCAT files and the store under \Boot, a BIOS store naming partitions by
     /// signature and offset, and GRUB's boot code (with the NTFS BPB and the partition table
-    /// kept) that chains bootmgr.
+    /// kept) that chains bootmgr: SeaBIOS boots the disk and the lab's stand-in bootmgr (a
+    /// real-mode program, Initramfs/lab/standins) prints its marker on the serial console.
     @Test func bootMakeWritesABIOSDisk() throws {
         let scratch = ScratchDirectory()
-        let bios = try BIOSDisk(scratch, files: Self.pcatFiles)
+        try run([packageRoot.appendingPathComponent("Initramfs/lab/standins/build").path, scratch.sub("standins")])
+        let standin = try Data(contentsOf: URL(fileURLWithPath: scratch.sub("standins/bootmgr")))
+        var files = Self.pcatFiles.mapValues { Data($0.utf8) }
+        files["Windows/Boot/PCAT/bootmgr"] = standin
+        let bios = try BIOSDisk(scratch, files: files)
         let before = try bios.sectors(0, 1)
         let systemBefore = try bios.sectors(BIOSDisk.systemOffset, 1)
 
         let result = try run(bios.bootMake)
         #expect(result.output.contains("BIOS boot code"), "\(result.output)")
 
-        #expect(try run(["ntfscat", bios.system, "bootmgr"]).stdout == Data("fake BIOS boot manager".utf8))
+        #expect(try run(["ntfscat", bios.system, "bootmgr"]).stdout == standin)
         #expect(try run(["ntfscat", bios.system, "Boot/memtest.exe"]).stdout == Data("fake BIOS memtest".utf8))
         #expect(try run(["ntfscat", bios.system, "Boot/en-US/bootmgr.exe.mui"]).stdout == Data("fake english BIOS resources".utf8))
         #expect(try run(["ntfscat", bios.system, "Boot/Fonts/wgl4_boot.ttf"]).stdout == Data("fake font".utf8))
@@ -230,7 +235,7 @@ struct MakeBootableTests {
         // The boot code: GRUB's boot.img before the partition table, which stays as it was.
         let grubBoot = [UInt8](try Data(contentsOf: URL(fileURLWithPath: BIOSBootCode.grubDirectory + "/boot.img")))
         let mbr = try bios.sectors(0, 1)
-        #expect(Array(mbr[0x5A..<0x1B8]) == Array(grubBoot[0x5A..<0x1B8]))
+        #expect(Array(mbr[0x68..<0x1B8]) == Array(grubBoot[0x68..<0x1B8]) && mbr[0x66] == 0x90 && mbr[0x67] == 0x90)
         #expect(Array(mbr[0x1B8..<512]) == Array(before[0x1B8..<512]), "the disk signature and partition table must stay")
         #expect(mbr.le64(0x5C) == 1, "boot.img loads core.img from sector 1")
         // core.img in the gap: GRUB's diskboot.img first, its block list naming the sectors after it.
@@ -244,8 +249,18 @@ struct MakeBootableTests {
         // (ntfs-3g still reads the volume, and bootmgr's files through it above).
         let pbr = try bios.sectors(BIOSDisk.systemOffset, 1)
         #expect(Array(pbr[0x03..<0x5A]) == Array(systemBefore[0x03..<0x5A]))
-        #expect(Array(pbr[0x5A..<0x1B8]) == Array(grubBoot[0x5A..<0x1B8]))
+        #expect(Array(pbr[0x68..<0x1B8]) == Array(grubBoot[0x68..<0x1B8]))
         #expect(pbr[510] == 0x55 && pbr[511] == 0xAA)
+
+        // The firmware starts it: SeaBIOS → GRUB's boot.img → core.img → ntldr /bootmgr.
+        // QEMU runs until the marker shows (the stand-in then halts) or 60 s pass; the script
+        // prints the console.
+        let console = scratch.sub("console.log")
+        let qemu = "qemu-system-x86_64 -accel tcg -machine pc -m 128 -display none -no-reboot -monitor none "
+            + "-drive file=\(bios.disk.image),format=raw,if=ide,snapshot=on -serial file:\(console)"
+        let started = try run(["sh", "-c", "\(qemu) & machine=$!; for i in $(seq 240); do grep -qa 'IMPRINT-STANDIN bootmgr started' \(console) && break; "
+                            + "sleep 0.25; done; kill $machine; wait $machine; cat \(console)"], allowFailure: true)
+        #expect(started.output.contains("IMPRINT-STANDIN bootmgr started"), "SeaBIOS did not reach the stand-in bootmgr within 60 s; console:\n\(started.output.suffix(2000))")
 
         // Again on the same disk: the same result, nothing added to \Boot.
         try run(bios.bootMake)
