@@ -115,4 +115,62 @@ struct MakeBootableStepTests {
         try run(["mcopy", "-i", disk.device + "p1", "::/EFI/Boot/bootx64.efi", bootx64])
         #expect(FileManager.default.contents(atPath: bootx64) == Data("fake boot manager".utf8))
     }
+
+    /// The BIOS layout in a sequence: MBR with an active System Reserved partition, the image
+    /// applied, makeBootable with firmware left to `auto`: the MBR table makes it BIOS, the
+    /// partitions are named by the signature and offsets the partition step wrote, and SeaBIOS
+    /// starts the image's bootmgr (the lab's stand-in) from the disk.
+    @Test func biosSequenceMakesTheDiskBootable() throws {
+        let scratch = ScratchDirectory()
+        let disk = try LoopDisk(scratch, "bios-target", size: 512 << 20)
+        try run([packageRoot.appendingPathComponent("Initramfs/lab/standins/build").path, scratch.sub("standins")])
+        let tree = scratch.sub("tree")
+        var files = MakeBootableTests.pcatFiles.mapValues { Data($0.utf8) }
+        files["Windows/Boot/PCAT/bootmgr"] = try Data(contentsOf: URL(fileURLWithPath: scratch.sub("standins/bootmgr")))
+        files["Windows/System32/config/SYSTEM"] = Data("regf".utf8)
+        for (path, content) in files {
+            let full = tree + "/" + path
+            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try content.write(to: URL(fileURLWithPath: full))
+        }
+        try run(["wimlib-imagex", "capture", tree, scratch.sub("win.wim"), "Windows Test", "--compress=XPRESS"])
+        func sequence(firmware: String) throws -> String {
+            let path = scratch.sub("bios-\(firmware.filter(\.isLetter)).json")
+            try writeJSON("""
+                {"name": "BIOS bootable", "version": "1", "steps": [
+                  {"type": "selectDisk", "name": "Choose", "rules": {"name": "\(disk.device)", "wipe": true}},
+                  {"type": "partition", "name": "Layout", "layout": {"table": "mbr", "partitions": [
+                    {"id": "system", "role": "basic", "size": "64MiB", "active": true, "format": {"filesystem": "ntfs", "label": "System Reserved"}},
+                    {"id": "windows", "role": "basic", "size": "rest", "format": {"filesystem": "ntfs", "label": "Windows"}}]}},
+                  {"type": "applyImage", "name": "Apply", "source": "\(scratch.sub("win.wim"))", "image": "1", "target": "windows"},
+                  {"type": "makeBootable", "name": "Boot", "windows": "windows", "esp": "system", "firmware": "\(firmware)"}]}
+                """, path)
+            return path
+        }
+        let wrong = try run([imprintBinary, "sequence", "validate", try sequence(firmware: "efi")], allowFailure: true)
+        #expect(wrong.status != 0 && (wrong.output + wrong.stderr).contains("$.steps[3].firmware"), "\(wrong.output)\(wrong.stderr)")
+        let path = try sequence(firmware: "auto")
+        let plan = try run([imprintBinary, "sequence", "plan", path], allowFailure: true)
+        #expect(plan.output.contains("on an MBR disk (BIOS) would copy bootmgr"), "\(plan.output)")
+
+        let result = try run([imprintBinary, "run", path, "--yes", "--spool", scratch.sub("spool"), "--cache", scratch.sub("cache")], allowFailure: true)
+        #expect(result.status == 0, "\(result.output)\n\(result.stderr)")
+        let log = (try? String(contentsOfFile: path + ".log", encoding: .utf8)) ?? ""
+        #expect(log.contains("BIOS boot code (GRUB i386-pc, ntldr /bootmgr): MBR and the boot sector of partition 1"), "\(log)")
+
+        let bcd = scratch.sub("BCD")
+        try run(["ntfscat", disk.device + "p1", "Boot/BCD"]).stdout.write(to: URL(fileURLWithPath: bcd))
+        let store = try BCDStore(hiveBytes: [UInt8](try Data(contentsOf: URL(fileURLWithPath: bcd))), file: bcd)
+        let signature = try #require(UInt32(try run(["blkid", "-p", "-o", "value", "-s", "PTUUID", disk.device]).output
+            .trimmingCharacters(in: .whitespacesAndNewlines), radix: 16))
+        let loader = try #require(store.objects.first { $0.type == BCDObjectType.osLoader })
+        guard case let .device(.mbrPartition(offset, loaderSignature))? = loader[.osDevice] else {
+            Issue.record("the loader's osdevice is no MBR partition: \(String(describing: loader[.osDevice]))"); return
+        }
+        #expect(loaderSignature == signature && offset == (1 << 20) + (64 << 20))
+        #expect(store[BCDObjectID.bootManager]?[.applicationDevice] == .device(.mbrPartition(offset: 1 << 20, signature: signature)))
+
+        let console = try MakeBootableTests.bootUnderSeaBIOS(disk.image, scratch)
+        #expect(console.contains(MakeBootableTests.standinMarker), "SeaBIOS did not reach the stand-in bootmgr; console:\n\(console.suffix(2000))")
+    }
 }
