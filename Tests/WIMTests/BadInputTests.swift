@@ -105,11 +105,24 @@ struct BadInputTests {
         var flips = 0
         for blob in wim.blobs.values {
             let r = wim.resources[blob.resource]
-            // Stay clear of the last bytes of compressed data: their padding bits mean nothing.
-            let span = Int(r.sizeInWIM) - (r.isCompressed ? 8 : 0)
-            guard span > 0 else { continue }
+            // Stay clear of the last bytes of every compressed chunk: each chunk is coded on its
+            // own, and its end-of-data symbol and padding bits, which decoders need not read
+            // once the chunk's bytes are out, mean nothing.
+            let stored = Int(r.offset)..<Int(r.offset + r.sizeInWIM)
+            var candidates = Array(stored)
+            if r.isCompressed {
+                let table = try good.withUnsafeBytes { raw throws(WIMError) -> ChunkTable in
+                    try r.parseChunkTable(resourceBytes: UnsafeRawBufferPointer(rebasing: raw[stored]), path: "small.wim")
+                }
+                let tails: [Range<Int>] = table.chunks.map { chunk in
+                    let end = Int(chunk.fileOffset) + chunk.storedSize
+                    return max(end - 8, Int(chunk.fileOffset))..<end
+                }
+                candidates.removeAll { position in tails.contains { $0.contains(position) } }
+            }
+            guard !candidates.isEmpty else { continue }
             for _ in 0..<6 {
-                let position = Int(r.offset) + Int.random(in: 0..<span, using: &generator)
+                guard let position = candidates.randomElement(using: &generator) else { break }
                 var bytes = good
                 bytes[position] ^= 0xA5
                 let error = openError(bytes, scratch)
