@@ -66,7 +66,7 @@ def attach(start, sectors):
 
 def ntfs_file(loop, path):
     """A file's bytes on an NTFS volume, or None."""
-    result = subprocess.run(["ntfscat", loop, path], capture_output=True)
+    result = subprocess.run(["ntfscat", "--force", loop, path], capture_output=True)
     return result.stdout if result.returncode == 0 else None
 
 
