@@ -151,7 +151,7 @@ struct AttackTests {
             ]), token: token)
             #expect(done.json["state"] as? String == "succeeded", "\(done.text)")
             let diskBoot = try await harness.request("GET", "/boot/\(Self.victimMAC).ipxe")
-            #expect(diskBoot.text.hasSuffix("exit\n"), "\(diskBoot.text)")
+            #expect(diskBoot.text.hasSuffix("exit 1\n"), "\(diskBoot.text)")
             // Nothing but the script: not the sequence, not when.
             #expect(!diskBoot.text.contains("base") && !diskBoot.text.contains("20"), "\(diskBoot.text)")
 
@@ -160,7 +160,7 @@ struct AttackTests {
             let record = try #require(try await Self.machine(harness, victimID))
             #expect(record["macs"] as? [String] == [Self.victimMAC] && record["uuid"] as? String == Self.victimUUID)
             let still = try await harness.request("GET", "/boot/\(Self.victimMAC.replacingOccurrences(of: ":", with: "%3A")).ipxe")
-            #expect(still.text.hasSuffix("exit\n") && !still.text.contains("kernel "), "the real machine would be re-imaged: \(still.text)")
+            #expect(still.text.hasSuffix("exit 1\n") && !still.text.contains("kernel "), "the real machine would be re-imaged: \(still.text)")
             // The impostor's own MAC boots the agent, which will wait for approval.
             #expect(try await harness.request("GET", "/boot/52:54:00:ee:00:02.ipxe").text.contains("kernel "))
             // The real machine checking in (a USB boot) is told it is deployed; nothing changes.

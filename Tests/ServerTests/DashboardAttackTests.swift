@@ -209,7 +209,7 @@ struct DashboardAttackTests {
             #expect(try await state(pendingID) == "pending")
             let before = try await harness.request("GET", "/dashboard", headers: ["Cookie: \(session.cookie)"])
             #expect(!before.text.contains("deploys again at its next network boot"))
-            #expect(try await harness.request("GET", "/boot/52:54:00:c5:00:01.ipxe").text.hasSuffix("exit\n"), "redeployed without a token")
+            #expect(try await harness.request("GET", "/boot/52:54:00:c5:00:01.ipxe").text.hasSuffix("exit 1\n"), "redeployed without a token")
 
             // The page's forms carry the token; with it, both work.
             #expect(before.text.contains("<input type=\"hidden\" name=\"csrf\" value=\"\(session.csrf)\">"))

@@ -165,7 +165,7 @@ struct DisclosureTests {
                                                  body: ServerHarness.batch([ServerHarness.event(1, "result", status: "success")]), token: token)
             #expect(done.json["state"] as? String == "succeeded", "\(done.text)")
             let deployed = try await harness.request("GET", "/boot/\(mac.replacingOccurrences(of: ":", with: "%3A")).ipxe")
-            #expect(deployed.text.hasSuffix("exit\n") && !deployed.text.contains("kernel "), "\(deployed.text)")
+            #expect(deployed.text.hasSuffix("exit 1\n") && !deployed.text.contains("kernel "), "\(deployed.text)")
             expectNothingRevealed(deployed.text)
             #expect(deployed.text.split(separator: "\n").dropFirst().allSatisfy { ["echo ", "sleep ", "exit"].contains(where: $0.hasPrefix) },
                     "\(deployed.text)")

@@ -221,11 +221,14 @@ struct ServerTests {
             // As iPXE asks for it (colons percent-encoded), and in another spelling.
             for spelling in [mac.replacingOccurrences(of: ":", with: "%3A"), mac.uppercased().replacingOccurrences(of: ":", with: "-")] {
                 let diskBoot = try await harness.request("GET", "/boot/\(spelling).ipxe")
-                #expect(diskBoot.text.hasSuffix("exit\n") && !diskBoot.text.contains("kernel "), "\(spelling): \(diskBoot.text)")
+                #expect(diskBoot.text.hasSuffix("exit 1\n") && !diskBoot.text.contains("kernel "), "\(spelling): \(diskBoot.text)")
             }
-            // GRUB as well: it exits, and the firmware boots the next entry, the disk.
+            // GRUB as well: it starts the disk's Windows Boot Manager (its `exit` would return
+            // success, where UEFI's boot manager stops), and exits when there is none.
             let diskBootGRUB = try await harness.request("GET", "/boot/\(mac).grub")
             #expect(diskBootGRUB.text.hasSuffix("exit\n") && !diskBootGRUB.text.contains("linux "), "\(diskBootGRUB.text)")
+            #expect(diskBootGRUB.text.contains("chainloader ($imprint_disk)/EFI/Microsoft/Boot/bootmgfw.efi"), "\(diskBootGRUB.text)")
+            #expect(try grubScriptCheck(diskBootGRUB.text), "GRUB's own parser refuses: \(diskBootGRUB.text)")
 
             // Redeploy: unknown machine → 404; the machine → its next boot and check-in deploy again.
             #expect(try await harness.admin("POST", "/machines/no-such-machine/redeploy").status == 404)
@@ -421,4 +424,12 @@ struct ServerTests {
             }
         }
     }
+}
+
+/// Whether GRUB's own script parser (grub-script-check, from grub-common) accepts `script`.
+private func grubScriptCheck(_ script: String) throws -> Bool {
+    let scratch = ScratchDirectory()
+    let file = scratch.sub("script.grub")
+    try Data(script.utf8).write(to: URL(fileURLWithPath: file))
+    return try run(["grub-script-check", file], allowFailure: true).status == 0
 }

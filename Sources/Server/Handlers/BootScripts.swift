@@ -65,14 +65,35 @@ public enum BootLoader: String, Sendable, Hashable, CaseIterable {
         [self == .ipxe ? "#!ipxe" : "# Imprint (GRUB)"] + agentLines(boot, base: base)
     }
 
-    /// A deployed machine's script: back to the firmware, which boots the next entry, its disk.
-    /// (`exit` leaves both iPXE and GRUB, and shim with GRUB, returning to the boot manager.)
+    /// A deployed machine's script: its disk. iPXE's `exit 1` makes iPXE return an error to the
+    /// firmware, whose boot manager then goes on to the next entry, the disk (a plain `exit`
+    /// returns success when iPXE runs as an EFI application, fetched by UEFI HTTP Boot or PXE,
+    /// and the boot manager stops there). GRUB's `exit` (Debian 12's
+    /// 2.06) returns success, and UEFI's boot manager stops at an entry that returns success
+    /// (UEFI 2.10 §3.1.1: it may show its menu instead, and EDK2's does): so GRUB starts the
+    /// disk's Windows Boot Manager itself, as FOG and WDS chain to the disk, and exits only
+    /// when no disk holds one (or firmware refuses it: under Secure Boot, an unsigned one).
     func diskScript() -> [String] {
-        [self == .ipxe ? "#!ipxe" : "# Imprint (GRUB)",
-         "echo Imprint: this machine is deployed: starting it from its disk.",
-         "echo Imprint: to image it again, choose Deploy again on the dashboard.",
-         "sleep 3",
-         "exit"]
+        let header = [self == .ipxe ? "#!ipxe" : "# Imprint (GRUB)",
+                      "echo Imprint: this machine is deployed: starting it from its disk.",
+                      "echo Imprint: to image it again, choose Deploy again on the dashboard.",
+                      "sleep 3"]
+        switch self {
+        case .ipxe:
+            return header + ["exit 1"]
+        case .grub:
+            let manager = "/EFI/Microsoft/Boot/bootmgfw.efi"
+            return header + [
+                "if [ \"$grub_platform\" = efi ]; then",
+                "  if search --no-floppy --file --set=imprint_disk \(manager); then",
+                "    echo Imprint: Windows Boot Manager on ($imprint_disk)",
+                "    chainloader ($imprint_disk)\(manager)",
+                "    boot",
+                "  fi",
+                "  echo Imprint: no Windows Boot Manager started from a disk: back to the firmware",
+                "fi",
+                "exit"]
+        }
     }
 
     private func agentLines(_ boot: AgentBoot, base: String) -> [String] {
