@@ -144,7 +144,7 @@ let package = Package(
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Digests", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Primitives", "TestSupport", "CHivexReference"],
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "InstalledWindows", "Primitives", "Failures", "Digests", "TestSupport", "CHivexReference"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "Failures", "Primitives", "TestSupport", "imprint"],
                     exclude: ["Fixtures"]),
