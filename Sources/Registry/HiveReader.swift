@@ -46,7 +46,11 @@ public struct Hive: Sendable {
     /// cleanly are ignored, as Windows ignores them.
     public init(bytes: [UInt8], file: String, logs: [HiveLog]) throws {
         self.file = file
-        func corrupt(_ offset: Int, _ reason: String) -> RegistryError { .corrupt(file: file, offset: offset, reason: reason) }
+        // Damage found in a hive left dirty, its logs not replayed, may be the unfinished write.
+        var staleNote = ""
+        func corrupt(_ offset: Int, _ reason: String) -> RegistryError {
+            .corrupt(file: file, offset: offset, reason: reason + staleNote)
+        }
         guard bytes.count >= HiveFormat.baseBlockSize + HiveFormat.binHeaderSize else {
             throw corrupt(0, "\(bytes.count) bytes is too short for a registry hive (a base block and one bin)")
         }
@@ -81,6 +85,7 @@ public struct Hive: Sendable {
         self.bytes = bytes
         self.dirtyReason = dirty
         self.replayed = replayed
+        if dirty != nil { staleNote = Self.staleNote }
 
         let fileType = bytes.le32(28)
         guard fileType == 0 else {
@@ -163,10 +168,12 @@ public struct Hive: Sendable {
         }
     }
 
+    /// Said after damage found in a hive read without the logs it needed.
+    static let staleNote = " (the hive was not cleanly written and its logs were not replayed, which may be why)"
+
     func corrupt(_ cell: UInt32, _ reason: String) -> RegistryError {
         // Damage in a hive read without its logs may be a write Windows had not finished.
-        let note = needsLogReplay ? " (the hive was not cleanly written and its logs were not replayed, which may be why)" : ""
-        return .corrupt(file: file, offset: Int(cell) + HiveFormat.baseBlockSize, reason: reason + note)
+        .corrupt(file: file, offset: Int(cell) + HiveFormat.baseBlockSize, reason: reason + (needsLogReplay ? Self.staleNote : ""))
     }
 
     /// The payload of the allocated cell at `offset` (relative to the first bin), as file

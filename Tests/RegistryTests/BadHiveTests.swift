@@ -45,6 +45,16 @@ struct BadHiveTests {
         #expect(throws: RegistryError.needsLogReplay(file: "h", reason: hive.dirtyReason ?? "")) { try hive.requireClean() }
         #expect(throws: RegistryError.needsLogReplay(file: "h", reason: hive.dirtyReason ?? "")) { try HiveEditor(bytes: dirty, file: "h") }
         #expect(!(try Hive(bytes: Self.good, file: "h").needsLogReplay))
+        // Damage in such a hive is named as damage, with the unfinished write as a likely cause.
+        var cut = Array(dirty.prefix(8192))
+        cut.put(HiveFormat.checksum(cut), at: 508)
+        do {
+            _ = try Hive(bytes: cut, file: "h")
+            Issue.record("read a hive cut short")
+        } catch let RegistryError.corrupt(_, offset, reason) {
+            #expect(offset == 40)
+            #expect(reason.hasSuffix("(the hive was not cleanly written and its logs were not replayed, which may be why)"))
+        }
     }
 
     /// A log given where the hive was expected is named for what it is.
