@@ -36,6 +36,8 @@ let package = Package(
         .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto"),
         // wimlib itself: for the tests only, as the reference our code is compared against.
         .systemLibrary(name: "CWimlibReference", path: "Sources/CWimlibReference"),
+        // libhivex: for the registry tests only, the reader real Windows hives are compared with.
+        .systemLibrary(name: "CHivexReference", path: "Sources/CHivexReference"),
         // Linux system calls Swift cannot reach directly (openat2, used to stay inside a target).
         // Not "CSystem": swift-system (under swift-nio, under the server) has a target of that name.
         .systemLibrary(name: "CImprintSystem", path: "Sources/CImprintSystem"),
@@ -142,7 +144,8 @@ let package = Package(
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Digests", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Primitives", "TestSupport"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "InstalledWindows", "Primitives", "Failures", "Digests", "TestSupport", "CHivexReference"],
+                    exclude: ["Fixtures"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "Registry", "Apply", "DiskModel", "Failures", "Primitives", "TestSupport", "imprint"],
                     exclude: ["Fixtures"]),
         .testTarget(

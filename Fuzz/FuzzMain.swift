@@ -7,7 +7,7 @@
 // A target named as the first argument is taken out of the arguments before libFuzzer reads them
 // and put in IMPRINT_FUZZ_TARGET, so processes libFuzzer starts itself (-minimize_crash=1,
 // -fork=N) run the same target. IMPRINT_FUZZ_WRITE_SEEDS=DIR asks a target that makes its own
-// seeds (HiveFuzz, WindowsDetailsFuzz) to write them into DIR and exit.
+// seeds (HiveFuzz, HiveLogFuzz, WindowsDetailsFuzz) to write them into DIR and exit.
 import Drivers
 import DiskModel
 import Foundation
@@ -35,6 +35,7 @@ private let targets: [String: FuzzTarget] = [
     "SequenceFuzz": FuzzTarget(testOneInput: fuzzSequence),
     "CheckInFuzz": FuzzTarget(testOneInput: fuzzCheckIn),
     "HiveFuzz": FuzzTarget(testOneInput: fuzzHive, writeSeeds: writeHiveFuzzSeeds),
+    "HiveLogFuzz": FuzzTarget(testOneInput: fuzzHiveLog, writeSeeds: writeHiveLogFuzzSeeds),
     "INFFuzz": FuzzTarget(testOneInput: fuzzINF),
     "WindowsDetailsFuzz": FuzzTarget(testOneInput: fuzzWindowsDetails, writeSeeds: writeWindowsDetailsFuzzSeeds),
 ]

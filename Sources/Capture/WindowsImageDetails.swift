@@ -42,9 +42,14 @@ public enum WindowsImageDetails {
         let files: [WindowsDetails.SourceFile: Int] = [.kernel32: found.kernel32, .software: found.software, .system: found.system]
             .compactMapValues { $0 }
         // What cannot be read is left out, as wimlib leaves it out: a capture never fails for it.
-        let (details, _) = WindowsDetails.read(place: "the captured tree", systemRoot: items[found.root].name) { file in
+        let (details, _) = WindowsDetails.read(place: "the captured tree", systemRoot: items[found.root].name, contents: { file in
             files[file].flatMap { contents(items[$0], source, limit: file.sizeLimit) }
-        }
+        }, logContents: { path in
+            // A dirty hive's logs, found by name (any case) below the system root.
+            var item: Int? = found.root
+            for part in path.split(separator: "/") { item = item.flatMap { child($0, String(part)) } }
+            return item.flatMap { contents(items[$0], source, limit: WindowsDetails.SourceFile.system.sizeLimit) }
+        })
         var windows = WIMWriter.ImageInfo.Windows()
         windows.systemRoot = items[found.root].name.uppercased()
         windows.architecture = details.architectureCode

@@ -64,8 +64,16 @@ public struct WindowsDetails: Sendable, Equatable {
     /// holds. A file missing, unreadable or damaged leaves its values out and adds a sentence
     /// to `problems` naming `place` (the volume), the file and what was wrong; nothing throws,
     /// because a damaged Windows must not stop a listing or a capture.
+    ///
+    /// A hive Windows had not finished writing (it was running or hibernated, or was cut off)
+    /// has its transaction logs replayed first, as Windows would at its next start: `logContents`
+    /// reads a file beside it by its path relative to the system root
+    /// (`System32/config/SOFTWARE.LOG1`; nil when there is none), and is called only for such a
+    /// hive. Without usable logs the hive is read as the file is and a problem says its latest
+    /// changes may be missing.
     public static func read(place: String, systemRoot: String = "Windows",
-                            contents: (SourceFile) throws -> [UInt8]?) -> (details: WindowsDetails, problems: [String]) {
+                            contents: (SourceFile) throws -> [UInt8]?,
+                            logContents: (String) throws -> [UInt8]? = { _ in nil }) -> (details: WindowsDetails, problems: [String]) {
         var details = WindowsDetails()
         var problems: [String] = []
         for file in SourceFile.allCases {
@@ -87,7 +95,10 @@ public struct WindowsDetails: Sendable, Equatable {
                 continue
             }
             do {
-                let hive = try Hive(bytes: bytes, file: place + ": " + path)
+                let hive = try Hive(bytes: bytes, file: place + ": " + path, path: file.rawValue, readingLogsWith: logContents)
+                if let stale = hive.logReplayError {
+                    problems.append("\(stale) (what is shown is read from the file as it is, without those changes)")
+                }
                 try file == .software ? details.readSoftware(hive) : details.readSystem(hive)
             } catch {
                 problems.append("\(error)")

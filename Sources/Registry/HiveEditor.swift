@@ -5,6 +5,11 @@ import Primitives
 /// are, new cells go into one bin appended at the end, replaced cells are marked free, and the
 /// base block gets a new sequence number, time and checksum. Keys, values, security and
 /// everything else not touched stay byte for byte.
+///
+/// A hive Windows had not finished writing is refused (`RegistryError.needsLogReplay`): its
+/// latest changes are in its .LOG1/.LOG2, and the file itself may be half written. Saving it
+/// with our change would mark it clean, so Windows would ignore the logs at its next start:
+/// its pending changes lost, a half-written hive kept as if whole.
 public struct HiveEditor {
     public let file: String
     private let baseBlock: [UInt8]
@@ -15,6 +20,7 @@ public struct HiveEditor {
 
     public init(bytes: [UInt8], file: String, time: Date = Date()) throws {
         let hive = try Hive(bytes: bytes, file: file)
+        try hive.requireClean()
         self.file = file
         baseBlock = Array(bytes[0..<HiveFormat.baseBlockSize])
         rootOffset = hive.rootOffset
@@ -107,8 +113,7 @@ public struct HiveEditor {
     private mutating func freeData(_ value: Hive.ValueNode, _ view: Hive) throws {
         guard !value.isInline, value.length > 0 else { return }
         let range = try view.cell(value.dataOffset, "data of \(value.name)")
-        if value.length > HiveFormat.bigDataSegment, range.count >= 8,
-           view.bytes[range.lowerBound..<range.lowerBound + 2].elementsEqual("db".utf8) {
+        if view.isBigData(length: value.length, cell: range) {
             let count = Int(view.bytes.le16(range.lowerBound + 2))
             let listOffset = view.bytes.le32(range.lowerBound + 4)
             let list = try view.cell(listOffset, "big data list of \(value.name)")

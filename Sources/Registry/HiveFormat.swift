@@ -10,7 +10,8 @@ enum HiveFormat {
     static let binAlignment = 4096
     /// Cells are 8-byte aligned; their 4-byte size field is negative while allocated.
     static let cellAlignment = 8
-    /// Values larger than this are split into "db" (big data) segments (format 1.4 and later).
+    /// Values larger than this are split into "db" (big data) segments (format 1.4 and later;
+    /// 1.3 hives keep them in one cell).
     static let bigDataSegment = 16344
     /// Offsets mean "none" with all bits set.
     static let none: UInt32 = 0xFFFF_FFFF

@@ -4,31 +4,99 @@ import Primitives
 /// A hive's bytes with checked access to its cells. Every offset read from the file is checked
 /// against the file before use: a damaged hive ends in `RegistryError.corrupt` naming the file
 /// offset, never in a crash.
+///
+/// A hive Windows had not finished writing (its base block's sequence numbers differ, or its
+/// checksum is wrong) needs its transaction logs replayed first, as Windows does when it next
+/// loads it. Given its logs, the reader replays them (`LogReplay`) and reads the hive as Windows
+/// would; without usable logs, a hive whose base block is whole is read as it is on disk, with
+/// `needsLogReplay` set and `dirtyReason` saying why, and one whose base block is damaged cannot
+/// be read at all (`RegistryError.needsLogReplay`).
 public struct Hive: Sendable {
     public let file: String
     public private(set) var bytes: [UInt8]
     public let rootOffset: UInt32
     public let minorVersion: UInt32
     let binsSize: Int
+    /// Why this hive still needs its logs replayed (nil: written cleanly, or its logs were
+    /// replayed here). What is read from such a hive is what the file holds, which may lack
+    /// Windows' latest changes or be caught half way through them.
+    public private(set) var dirtyReason: String?
+    /// The logs replayed to read this hive (nil when none were).
+    public let replayed: LogReplay?
 
+    public var needsLogReplay: Bool { dirtyReason != nil }
+
+    /// The error for a caller that must not use a hive Windows had not finished writing.
+    public var logReplayError: RegistryError? {
+        dirtyReason.map { RegistryError.needsLogReplay(file: file, reason: $0) }
+    }
+
+    /// Throws `RegistryError.needsLogReplay` when the hive still needs its logs replayed.
+    public func requireClean() throws {
+        if let error = logReplayError { throw error }
+    }
+
+    /// The hive as its bytes are, its logs not looked for.
     public init(bytes: [UInt8], file: String) throws {
+        try self.init(bytes: bytes, file: file, logs: [])
+    }
+
+    /// The hive with its transaction logs (`SYSTEM.LOG1`, `SYSTEM.LOG2`, `SYSTEM.LOG`) replayed
+    /// when its base block says Windows had not finished writing it; logs of a hive written
+    /// cleanly are ignored, as Windows ignores them.
+    public init(bytes: [UInt8], file: String, logs: [HiveLog]) throws {
         self.file = file
-        self.bytes = bytes
-        func corrupt(_ offset: Int, _ reason: String) -> RegistryError { .corrupt(file: file, offset: offset, reason: reason) }
+        // Damage found in a hive left dirty, its logs not replayed, may be the unfinished write.
+        var staleNote = ""
+        func corrupt(_ offset: Int, _ reason: String) -> RegistryError {
+            .corrupt(file: file, offset: offset, reason: reason + staleNote)
+        }
         guard bytes.count >= HiveFormat.baseBlockSize + HiveFormat.binHeaderSize else {
             throw corrupt(0, "\(bytes.count) bytes is too short for a registry hive (a base block and one bin)")
         }
         guard bytes[0..<4].elementsEqual("regf".utf8) else { throw corrupt(0, "no \"regf\" signature: not a registry hive") }
-        let major = bytes.le32(20)
-        minorVersion = bytes.le32(24)
-        guard major == 1, (2...6).contains(minorVersion) else { throw corrupt(20, "unknown hive format version \(major).\(minorVersion)") }
+
+        // Windows' test for a hive that needs recovery: a damaged base block (wrong checksum),
+        // or sequence numbers left apart by a write that did not finish.
         let stored = bytes.le32(508)
         let computed = HiveFormat.checksum(bytes)
-        guard stored == computed else {
-            throw corrupt(508, String(format: "base block checksum is 0x%08X, the header's bytes give 0x%08X", stored, computed))
-        }
         let primary = bytes.le32(4), secondary = bytes.le32(8)
-        guard primary == secondary else { throw RegistryError.dirty(file: file, primary: primary, secondary: secondary) }
+        let baseBlockValid = stored == computed
+        var dirty: String?
+        if !baseBlockValid {
+            dirty = String(format: "its base block is damaged (offset 508: checksum 0x%08X, its bytes give 0x%08X)", stored, computed)
+        } else if primary != secondary {
+            dirty = "its base block's sequence numbers differ (offset 4: \(primary), offset 8: \(secondary))"
+        }
+        var bytes = bytes
+        var replayed: LogReplay?
+        if let reason = dirty {
+            switch LogReplayer.replay(bytes, file: file, logs: logs, baseBlockValid: baseBlockValid) {
+            case let .replayed(recovered, replay):
+                bytes = recovered
+                replayed = replay
+                dirty = nil
+            case let .unusable(problem):
+                dirty = reason + "; " + problem
+                // Without the base block nothing says where the root key or the bins end.
+                if !baseBlockValid { throw RegistryError.needsLogReplay(file: file, reason: dirty ?? reason) }
+            }
+        }
+        self.bytes = bytes
+        self.dirtyReason = dirty
+        self.replayed = replayed
+        if dirty != nil { staleNote = Self.staleNote }
+
+        let fileType = bytes.le32(28)
+        guard fileType == 0 else {
+            throw corrupt(28, fileType == 1 || fileType == 2 || fileType == 6
+                ? "a transaction log (file type \(fileType)), not a hive: open the hive it belongs to, with it beside"
+                : "file type \(fileType) is not a hive's (0)")
+        }
+        let major = bytes.le32(20)
+        minorVersion = bytes.le32(24)
+        // 1.2 (Windows NT 3.5) to 1.6 (Windows Vista and later); 1.1 and 1.0 have another cell layout.
+        guard major == 1, (2...6).contains(minorVersion) else { throw corrupt(20, "unknown hive format version \(major).\(minorVersion)") }
         let size = Int(bytes.le32(40))
         guard size % HiveFormat.binAlignment == 0, size > 0, HiveFormat.baseBlockSize + size <= bytes.count else {
             throw corrupt(40, "hive bins size \(size) does not fit the \(bytes.count)-byte file in 4 KiB bins")
@@ -40,6 +108,38 @@ public struct Hive: Sendable {
         }
     }
 
+    /// The hive in `bytes`, read from `path` (shown as `file`), with the logs beside it replayed
+    /// when its base block says it needs them: `readFile` reads `path.LOG1`, `path.LOG2` and
+    /// `path.LOG` (nil: no such file), only for such a hive, so reading a clean one costs nothing
+    /// more. A log that cannot be read counts as missing; if the hive stays dirty its
+    /// `dirtyReason` says what could not be read.
+    public init(bytes: [UInt8], file: String, path: String, readingLogsWith readFile: (String) throws -> [UInt8]?) throws {
+        var logs: [HiveLog] = []
+        var unreadable: [String] = []
+        if Self.baseBlockNeedsLogReplay(bytes) {
+            for suffix in HiveLog.extensions {
+                do {
+                    if let log = try readFile(path + suffix) { logs.append(HiveLog(bytes: log, file: file + suffix)) }
+                } catch {
+                    unreadable.append("\(fileName(path + suffix)) could not be read: \(error)")
+                }
+            }
+        }
+        do {
+            try self.init(bytes: bytes, file: file, logs: logs)
+        } catch let RegistryError.needsLogReplay(file, reason) where !unreadable.isEmpty {
+            throw RegistryError.needsLogReplay(file: file, reason: ([reason] + unreadable).joined(separator: "; "))
+        }
+        if let reason = dirtyReason, !unreadable.isEmpty { dirtyReason = ([reason] + unreadable).joined(separator: "; ") }
+    }
+
+    /// Whether a hive's base block says Windows had not finished writing it (wrong checksum, or
+    /// sequence numbers apart): what decides whether its logs are worth reading.
+    public static func baseBlockNeedsLogReplay(_ bytes: [UInt8]) -> Bool {
+        guard bytes.count >= HiveFormat.baseBlockSize, bytes[0..<4].elementsEqual("regf".utf8) else { return false }
+        return bytes.le32(508) != HiveFormat.checksum(bytes) || bytes.le32(4) != bytes.le32(8)
+    }
+
     /// A view of bins being edited (already validated once), for the editor's lookups.
     init(unchecked bytes: [UInt8], file: String, rootOffset: UInt32, minorVersion: UInt32, binsSize: Int) {
         self.file = file
@@ -47,17 +147,33 @@ public struct Hive: Sendable {
         self.rootOffset = rootOffset
         self.minorVersion = minorVersion
         self.binsSize = binsSize
+        self.dirtyReason = nil
+        self.replayed = nil
     }
 
-    public init(contentsOf path: String) throws {
+    /// The hive in a file, with the logs beside it (`PATH.LOG1`, `PATH.LOG2`, `PATH.LOG`)
+    /// replayed when it needs them and `replayingLogs` is true.
+    public init(contentsOf path: String, replayingLogs: Bool = true) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw RegistryError.corrupt(file: path, offset: 0, reason: "cannot read the file")
         }
-        try self.init(bytes: [UInt8](data), file: path)
+        guard replayingLogs else {
+            try self.init(bytes: [UInt8](data), file: path)
+            return
+        }
+        try self.init(bytes: [UInt8](data), file: path, path: path) { log in
+            guard FileManager.default.fileExists(atPath: log) else { return nil }
+            guard let bytes = FileManager.default.contents(atPath: log) else { throw RegistryError.corrupt(file: log, offset: 0, reason: "cannot read the file") }
+            return [UInt8](bytes)
+        }
     }
 
+    /// Said after damage found in a hive read without the logs it needed.
+    static let staleNote = " (the hive was not cleanly written and its logs were not replayed, which may be why)"
+
     func corrupt(_ cell: UInt32, _ reason: String) -> RegistryError {
-        .corrupt(file: file, offset: Int(cell) + HiveFormat.baseBlockSize, reason: reason)
+        // Damage in a hive read without its logs may be a write Windows had not finished.
+        .corrupt(file: file, offset: Int(cell) + HiveFormat.baseBlockSize, reason: reason + (needsLogReplay ? Self.staleNote : ""))
     }
 
     /// The payload of the allocated cell at `offset` (relative to the first bin), as file
@@ -193,8 +309,7 @@ public struct Hive: Sendable {
         }
         if length == 0 { return [] }
         let range = try cell(value.dataOffset, what + " data")
-        if length > HiveFormat.bigDataSegment, range.count >= 8,
-           bytes[range.lowerBound..<range.lowerBound + 2].elementsEqual("db".utf8) {
+        if isBigData(length: length, cell: range) {
             let count = Int(bytes.le16(range.lowerBound + 2))
             let list = try cell(bytes.le32(range.lowerBound + 4), what + " big data segment list")
             guard count * 4 <= list.count else { throw corrupt(value.dataOffset, "\(what): \(count) big data segments run past their list") }
@@ -214,6 +329,15 @@ public struct Hive: Sendable {
             throw corrupt(value.dataOffset, "\(what): \(length) bytes of data do not fit the \(range.count)-byte cell")
         }
         return Array(bytes[range.lowerBound..<range.lowerBound + length])
+    }
+
+    /// Whether value data of `length` bytes in `cell` is a big data ("db") list of segments:
+    /// only from format 1.4 (Windows XP) on; a 1.3 hive (Windows 2000, and hives Windows keeps
+    /// at 1.3, such as many NTUSER.DAT) holds large data in one cell, which may begin "db" too.
+    /// A cell that holds the whole data is the data whatever it begins with.
+    func isBigData(length: Int, cell range: Range<Int>) -> Bool {
+        minorVersion >= 4 && length > HiveFormat.bigDataSegment && range.count >= 8 && range.count < length
+            && bytes[range.lowerBound..<range.lowerBound + 2].elementsEqual("db".utf8)
     }
 
     /// The whole tree under the root key.

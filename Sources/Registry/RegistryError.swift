@@ -5,8 +5,10 @@ import Failures
 public enum RegistryError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The bytes are not a usable hive (`offset` is from the start of the file).
     case corrupt(file: String, offset: Int, reason: String)
-    /// Windows did not finish writing the hive: its .LOG files hold changes we cannot replay.
-    case dirty(file: String, primary: UInt32, secondary: UInt32)
+    /// Windows had not finished writing the hive (its base block says so) and its transaction
+    /// logs could not be replayed: `reason` says what the base block shows and why the logs
+    /// (none, damaged, or not this hive's) did not help.
+    case needsLogReplay(file: String, reason: String)
     case keyNotFound(file: String, path: String)
     case notAKeyPath(String)
     case tooLarge(file: String, what: String)
@@ -17,9 +19,12 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable, Sendable {
         switch self {
         case let .corrupt(file, offset, reason):
             return "\(file): offset \(offset) (0x\(String(offset, radix: 16))): \(reason)"
-        case let .dirty(file, primary, secondary):
-            return "\(file): the hive was not saved cleanly (sequence numbers \(primary) and \(secondary) differ), "
-                + "so its .LOG files hold changes Imprint cannot replay; start Windows once or use a clean image"
+        case let .needsLogReplay(file, reason):
+            let name = fileName(file)
+            return "\(file): this hive needs its transaction logs replayed: \(reason). Windows had not finished writing it "
+                + "(it was running or hibernated when the disk was read, or was stopped by a crash or power cut); its latest "
+                + "changes are in \(name).LOG1 and \(name).LOG2 beside it, which Windows replays when it next starts. "
+                + "Keep those files with the hive for Imprint to replay, or start that Windows once and shut it down fully"
         case let .keyNotFound(file, path): return "\(file): no key \(path)"
         case let .notAKeyPath(path): return "\"\(path)\" is not a registry key path"
         case let .tooLarge(file, what): return "\(file): \(what) is too large for a registry hive"
@@ -30,5 +35,10 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable, Sendable {
 }
 
 extension RegistryError: ClassifiedError {
-    public var failureKind: FailureKind { .badInput }
+    /// A hive Windows had not finished writing is not wrong input: using it is refused for
+    /// safety (editing it would lose or mix up Windows' pending changes). The rest is damage.
+    public var failureKind: FailureKind {
+        if case .needsLogReplay = self { return .refused }
+        return .badInput
+    }
 }

@@ -111,7 +111,14 @@ struct BootShow: ParsableCommand {
 
     func run() throws {
         do {
+            // BCD.LOG1/BCD.LOG2 beside the store are replayed when Windows left it dirty.
             let hive = try Hive(contentsOf: store)
+            if let replay = hive.replayed {
+                FileHandle.standardError.write(Data("imprint: \(store) was not cleanly written; replayed its logs \(replay.summary)\n".utf8))
+            }
+            if let stale = hive.logReplayError {
+                FileHandle.standardError.write(Data("imprint: warning: \(stale); listed as the file is\n".utf8))
+            }
             let bcd = try BCDStore(hive: try hive.readTree())
             for object in bcd.objects {
                 print(object.id.braced + "  type 0x" + String(object.type, radix: 16, uppercase: true))

@@ -1,3 +1,4 @@
+import Failures
 import Foundation
 import Primitives
 @testable import Registry
@@ -18,19 +19,53 @@ struct BadHiveTests {
         }
     }
 
-    @Test func checksumAndDirtyHive() {
+    /// A damaged base block cannot be read without a log to take it from; a hive whose sequence
+    /// numbers differ is read as it is, marked as needing its logs, and not edited.
+    @Test func checksumAndDirtyHive() throws {
         var bad = Self.good
         bad[100] ^= 0xFF
         do {
             _ = try Hive(bytes: bad, file: "h")
             Issue.record("accepted a bad checksum")
         } catch let error as RegistryError {
-            #expect(error.description.hasPrefix("h: offset 508 (0x1fc): base block checksum"))
-        } catch { Issue.record("\(error)") }
+            guard case let .needsLogReplay(file, reason) = error else { throw error }
+            #expect(file == "h")
+            #expect(reason.hasPrefix("its base block is damaged (offset 508: checksum 0x"))
+            #expect(reason.hasSuffix("; no .LOG1 or .LOG2 was read with it"))
+            #expect(error.description.contains("h.LOG1 and h.LOG2 beside it, which Windows replays when it next starts"))
+            #expect(error.failureKind == .refused)
+        }
         var dirty = Self.good
         dirty.put(UInt32(7), at: 4)
         dirty.put(HiveFormat.checksum(dirty), at: 508)
-        #expect(throws: RegistryError.dirty(file: "h", primary: 7, secondary: 1)) { try Hive(bytes: dirty, file: "h") }
+        let hive = try Hive(bytes: dirty, file: "h")
+        #expect(hive.needsLogReplay)
+        #expect(hive.dirtyReason == "its base block's sequence numbers differ (offset 4: 7, offset 8: 1); no .LOG1 or .LOG2 was read with it")
+        #expect(try hive.readTree() == (try Hive(bytes: Self.good, file: "h").readTree()))
+        #expect(throws: RegistryError.needsLogReplay(file: "h", reason: hive.dirtyReason ?? "")) { try hive.requireClean() }
+        #expect(throws: RegistryError.needsLogReplay(file: "h", reason: hive.dirtyReason ?? "")) { try HiveEditor(bytes: dirty, file: "h") }
+        #expect(!(try Hive(bytes: Self.good, file: "h").needsLogReplay))
+        // Damage in such a hive is named as damage, with the unfinished write as a likely cause.
+        var cut = Array(dirty.prefix(8192))
+        cut.put(HiveFormat.checksum(cut), at: 508)
+        do {
+            _ = try Hive(bytes: cut, file: "h")
+            Issue.record("read a hive cut short")
+        } catch let RegistryError.corrupt(_, offset, reason) {
+            #expect(offset == 40)
+            #expect(reason.hasSuffix("(the hive was not cleanly written and its logs were not replayed, which may be why)"))
+        }
+    }
+
+    /// A log given where the hive was expected is named for what it is.
+    @Test func logInPlaceOfTheHive() throws {
+        var log = Self.good
+        log.put(UInt32(6), at: 28)
+        log.put(HiveFormat.checksum(log), at: 508)
+        #expect(throws: RegistryError.corrupt(file: "h.LOG1", offset: 28,
+                                             reason: "a transaction log (file type 6), not a hive: open the hive it belongs to, with it beside")) {
+            try Hive(bytes: log, file: "h.LOG1")
+        }
     }
 
     @Test func truncatedBinsAndBadRoot() throws {

@@ -18,6 +18,7 @@ IMPRINT_PACKAGES=(
     time                     # /usr/bin/time: peak memory in the benchmarks
     postgresql               # PostgreSQL 15: the server's tests run against it as well as SQLite
     libhivex-bin             # hivexsh/hivexregedit: an independent reader of the registry hives we write
+    libhivex-dev             # libhivex: the registry tests compare every key and value of real hives with it
     mtools                   # mcopy/mmd: files onto FAT (the ESP, the USB stick) without a vfat kernel
     efibootmgr               # the firmware's "Windows Boot Manager" entry, carried in the boot environment
     linux-image-amd64        # the boot environment's kernel and modules

@@ -36,10 +36,13 @@ enum WindowsDetector {
     /// The installation's details; nil when no file gave any (all missing or damaged).
     private static func readDetails(_ volume: UnsafeMutablePointer<ntfs_volume>, place: String,
                                     systemRoot: String) -> (WindowsDetails?, [String]) {
-        let (details, problems) = WindowsDetails.read(place: place, systemRoot: systemRoot) { file in
+        let (details, problems) = WindowsDetails.read(place: place, systemRoot: systemRoot, contents: { file in
             // The PE header is in kernel32.dll's first page or two; the hives are read whole.
             try contents(volume, systemRoot + "/" + file.rawValue, limit: file.sizeLimit, prefix: file == .kernel32 ? 64 << 10 : nil)
-        }
+        }, logContents: { path in
+            // A hive's .LOG1/.LOG2, read only when the hive needs them; no larger than a hive.
+            try contents(volume, systemRoot + "/" + path, limit: WindowsDetails.SourceFile.system.sizeLimit, prefix: nil)
+        })
         return (details == WindowsDetails() ? nil : details, problems)
     }
 

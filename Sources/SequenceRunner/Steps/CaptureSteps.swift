@@ -15,7 +15,9 @@ import WIM
 enum CaptureSteps {
     static func captureImage(_ parameters: CaptureImageStep, _ step: Step, _ context: RunContext) throws {
         let volume = try context.volume(parameters.volume)
-        let windows = try windowsDetails(of: volume)
+        let (windows, hiveWarning, replayed) = try windowsDetails(of: volume)
+        if let replayed { context.bus.log(replayed, step: step) }
+        if let hiveWarning { context.bus.log(hiveWarning, step: step, level: "warning") }
         let state = windows.imageState
         if windows.generalized != true {
             let described = state.map { "its image state is \($0)" } ?? "it has no image state (\(WindowsDetails.setupStateKey) ImageState)"
@@ -113,16 +115,21 @@ enum CaptureSteps {
 
     /// What the volume's SOFTWARE hive says (its image state), read as `findWindows` and
     /// `imprint disk list` read it; a volume without the hive holds no Windows to capture.
-    static func windowsDetails(of volume: Volume) throws -> WindowsDetails {
+    /// A hive Windows had not finished writing has its .LOG1/.LOG2 replayed first (sysprep's
+    /// last change may be there); `warning` says when they could not be, and `replayed` which
+    /// logs were.
+    static func windowsDetails(of volume: Volume) throws -> (details: WindowsDetails, warning: String?, replayed: String?) {
         let files = try openVolumeFiles(volume.device)
         defer { try? files.close() }
         let path = "Windows/System32/config/SOFTWARE"
         guard let bytes = try files.read(path) else {
             throw StepFailure("\(volume.device) holds no Windows (no \(path))", kind: .refused)
         }
+        let hive = try Hive(bytes: bytes, file: volume.device + ": " + path, path: path, readingLogsWith: { try files.read($0) })
         var details = WindowsDetails()
-        try details.readSoftware(Hive(bytes: bytes, file: volume.device + ": " + path))
-        return details
+        try details.readSoftware(hive)
+        return (details, hive.logReplayError.map { "\($0) (its image state is read from the file as it is)" },
+                hive.replayed.map { "\(volume.device): \(path) was not cleanly written; replayed its logs \($0.summary)" })
     }
 
     /// The step's exclusion file (a path or URL); nil: DISM's defaults.
