@@ -85,14 +85,27 @@ public final class ImprintServer: Sendable {
         if let postgres = storage as? PostgresStorage { await postgres.close() }
     }
 
+    /// A kept-alive connection left idle this long is closed (one that is reading a request or
+    /// writing a response is not: downloads and the dashboard's feed run as long as they need).
+    /// GRUB (Debian 13's 2.12, which UEFI HTTP Boot under Secure Boot loads) never closes the
+    /// scripts it runs (they end in `boot`), and numbers its TCP ports from 21550 with small
+    /// sequence numbers at every start: kept open, its last boot's connections met the
+    /// machine's next GRUB on the same ports, whose connections then failed, and GRUB stopped at
+    /// its prompt instead of starting the disk. Closed after 30 s, the machine's next system
+    /// (the agent's kernel) answers with a reset and the server forgets them.
+    public static let idleConnectionTimeoutSeconds = 30.0
+    private static var http1: HTTP1Channel.Configuration {
+        .init(idleTimeout: .nanoseconds(Int64(idleConnectionTimeoutSeconds * 1_000_000_000)))
+    }
+
     /// HTTP, or HTTPS when the configuration names a certificate and key (which must load).
     public func makeApplication(onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let server: HTTPServerBuilder
         if let certificate = configuration.tlsCertificate {
             guard let key = configuration.tlsKey else { throw TLSSetupError("a TLS certificate needs its private key") }
-            server = try .tls(.http1(), tlsConfiguration: Self.tlsConfiguration(certificate: certificate, key: key))
+            server = try .tls(.http1(configuration: Self.http1), tlsConfiguration: Self.tlsConfiguration(certificate: certificate, key: key))
         } else {
-            server = .http1()
+            server = .http1(configuration: Self.http1)
         }
         let router = Router(context: ClientRequestContext.self)
         for route in RouteSpec.all {

@@ -70,6 +70,59 @@ struct ServerTests {
         }
     }
 
+    /// GRUB leaves its connections open when it boots the kernel and numbers its TCP ports from
+    /// 21550 at every start: a connection kept open forever would meet the machine's next GRUB
+    /// on the same port (the lab's secureboot machine stopped at GRUB's prompt). An idle
+    /// kept-alive connection is closed by the server, after a while, not after each answer.
+    @Test func idleConnectionsAreClosedAfterAWhile() async throws {
+        try await ServerHarness.with { harness in
+            let port = harness.port
+            let outcome = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(answered: Bool, closedAfter: Double?), any Error>) in
+                Thread.detachNewThread {
+                    continuation.resume(with: Result { try Self.keepAliveThenWaitForClose(port: port, limit: 60) })
+                }
+            }
+            #expect(outcome.answered)
+            let closedAfter = try #require(outcome.closedAfter, "the server never closed the idle connection")
+            #expect(closedAfter >= 5 && closedAfter <= ImprintServer.idleConnectionTimeoutSeconds + 10, "closed after \(closedAfter) s")
+        }
+    }
+
+    /// Sends GRUB's request for /boot.grub on a plain socket, reads the answer, then waits (up
+    /// to `limit` seconds) for the server to close the connection; nil when it did not.
+    private static func keepAliveThenWaitForClose(port: Int, limit: Int) throws -> (answered: Bool, closedAfter: Double?) {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+        let request = Array("GET /boot.grub HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: GRUB 2.12-9+deb13u4\r\n\r\n".utf8)
+        guard send(descriptor, request, request.count, 0) == request.count else { throw POSIXError(.EPIPE) }
+        var timeout = timeval(tv_sec: limit, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var answeredAt: Date?
+        while true {
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            if count > 0 {
+                received += buffer[0..<count]
+                if answeredAt == nil, String(decoding: received, as: UTF8.self).hasSuffix("boot\n") { answeredAt = Date() }
+                continue
+            }
+            // 0: the server closed it; -1: the receive timeout (still open) or an error.
+            let answered = String(decoding: received, as: UTF8.self).hasPrefix("HTTP/1.1 200")
+            guard count == 0, let answeredAt else { return (answered, nil) }
+            return (answered, Date().timeIntervalSince(answeredAt))
+        }
+    }
+
     @Test(arguments: StorageKind.allCases) func pendingMachineIsApprovedThenAssigned(storage: StorageKind) async throws {
         try await ServerHarness.with(storage: storage, unknownMachines: .pending) { harness in
             try await harness.putSequence("base")
