@@ -68,11 +68,11 @@ public enum BootLoader: String, Sendable, Hashable, CaseIterable {
     /// A deployed machine's script: its disk. iPXE's `exit 1` makes iPXE return an error to the
     /// firmware, whose boot manager then goes on to the next entry, the disk (a plain `exit`
     /// returns success when iPXE runs as an EFI application, fetched by UEFI HTTP Boot or PXE,
-    /// and the boot manager stops there). GRUB's `exit` (Debian 12's
-    /// 2.06) returns success, and UEFI's boot manager stops at an entry that returns success
-    /// (UEFI 2.10 §3.1.1: it may show its menu instead, and EDK2's does): so GRUB starts the
-    /// disk's Windows Boot Manager itself, as FOG and WDS chain to the disk, and exits only
-    /// when no disk holds one (or firmware refuses it: under Secure Boot, an unsigned one).
+    /// and the boot manager stops there). GRUB's `exit` (Debian 12's 2.06) returns success, and
+    /// UEFI's boot manager stops at an entry that returns success (UEFI 2.10 §3.1.1: it may show
+    /// its menu instead, and EDK2's does): so GRUB starts the disk's Windows Boot Manager itself,
+    /// as FOG and WDS chain to the disk, and exits only when no disk holds one (or firmware
+    /// refuses it: under Secure Boot, an unsigned one).
     func diskScript() -> [String] {
         let header = [self == .ipxe ? "#!ipxe" : "# Imprint (GRUB)",
                       "echo Imprint: this machine is deployed: starting it from its disk.",
