@@ -127,15 +127,21 @@ final class ServerHarness: @unchecked Sendable {
     /// server on the same database, and see what it sealed.
     static let secretsKey = Data((0..<32).map { UInt8($0) }).base64EncodedString()
 
-    /// A TCP port nothing listens on right now (the kernel's choice for port 0).
-    static func freePort() throws -> Int {
+    /// A TCP socket and 127.0.0.1:`port` as a socket address; the caller closes the socket.
+    static func loopbackSocket(port: Int) throws -> (descriptor: Int32, address: sockaddr_in) {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
-        defer { close(descriptor) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
+        address.sin_port = UInt16(port).bigEndian
+        return (descriptor, address)
+    }
+
+    /// A TCP port nothing listens on right now (the kernel's choice for port 0).
+    static func freePort() throws -> Int {
+        var (descriptor, address) = try loopbackSocket(port: 0)
+        defer { close(descriptor) }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in

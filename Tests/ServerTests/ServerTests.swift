@@ -91,13 +91,8 @@ struct ServerTests {
     /// Sends GRUB's request for /boot.grub on a plain socket, reads the answer, then waits (up
     /// to `limit` seconds) for the server to close the connection; nil when it did not.
     private static func keepAliveThenWaitForClose(port: Int, limit: Int) throws -> (answered: Bool, closedAfter: Double?) {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
+        var (descriptor, address) = try ServerHarness.loopbackSocket(port: port)
         defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
