@@ -50,19 +50,25 @@ public enum BootLoader: String, Sendable, Hashable, CaseIterable {
              "chain --replace --autofree \(base)/boot/${netX/mac}.ipxe || echo Imprint: no per-machine script, booting the agent"]
             + agentLines(boot, base: base)
         case .grub:
-            // GRUB goes on after a command that fails: when the machine's script cannot be
-            // fetched, or its boot failed (a refused signature), the lines after it run.
+            // The machine's script names its menu entries; when it cannot be fetched, the
+            // agent's entry comes from here.
             ["# Imprint (GRUB)",
+             "set timeout=0",
              "source /boot/${net_default_mac}.grub",
-             "echo Imprint: the per-machine script could not be fetched or did not boot: booting the agent"]
-            + agentLines(boot, base: base)
+             "if [ -z \"$imprint_entries\" ]; then",
+             "  echo Imprint: the per-machine script could not be fetched: booting the agent"]
+            + agentLines(boot, base: base).map { "  " + $0 }
+            + ["fi"]
         }
     }
 
     /// A machine's script when it is to be deployed: the agent. The same bytes for every MAC,
     /// known or not, so the answer tells nobody which machines the server knows.
     func agentScript(_ boot: AgentBoot, base: String) -> [String] {
-        [self == .ipxe ? "#!ipxe" : "# Imprint (GRUB)"] + agentLines(boot, base: base)
+        switch self {
+        case .ipxe: ["#!ipxe"] + agentLines(boot, base: base)
+        case .grub: ["# Imprint (GRUB)", "set imprint_entries=agent", "set timeout=0"] + agentLines(boot, base: base)
+        }
     }
 
     /// A deployed machine's script: its disk. iPXE's `exit 1` makes iPXE return an error to the
@@ -71,28 +77,34 @@ public enum BootLoader: String, Sendable, Hashable, CaseIterable {
     /// and the boot manager stops there). GRUB's `exit` (Debian 12's 2.06) returns success, and
     /// UEFI's boot manager stops at an entry that returns success (UEFI 2.10 §3.1.1: it may show
     /// its menu instead, and EDK2's does): so GRUB starts the disk's Windows Boot Manager itself,
-    /// as FOG and WDS chain to the disk, and exits only when no disk holds one (or firmware
-    /// refuses it: under Secure Boot, an unsigned one).
+    /// as FOG and WDS chain to the disk, and falls back to an entry that exits when no disk
+    /// holds one (or firmware refuses it: under Secure Boot, an unsigned one).
     func diskScript() -> [String] {
-        let header = [self == .ipxe ? "#!ipxe" : "# Imprint (GRUB)",
-                      "echo Imprint: this machine is deployed: starting it from its disk.",
+        let notice = ["echo Imprint: this machine is deployed: starting it from its disk.",
                       "echo Imprint: to image it again, choose Deploy again on the dashboard.",
                       "sleep 3"]
         switch self {
         case .ipxe:
-            return header + ["exit 1"]
+            return ["#!ipxe"] + notice + ["exit 1"]
         case .grub:
+            // The first entry starts the disk's boot manager; when it cannot (none, not UEFI, or
+            // refused), GRUB falls back to the second, which leaves for the firmware.
             let manager = "/EFI/Microsoft/Boot/bootmgfw.efi"
-            return header + [
-                "if [ \"$grub_platform\" = efi ]; then",
-                "  if search --no-floppy --file --set=imprint_disk \(manager); then",
-                "    echo Imprint: Windows Boot Manager on ($imprint_disk)",
-                "    chainloader ($imprint_disk)\(manager)",
-                "    boot",
+            return ["# Imprint (GRUB)", "set imprint_entries=disk", "set timeout=0"] + notice + [
+                "set default=0",
+                "set fallback=1",
+                "menuentry \"Windows Boot Manager\" {",
+                "  if [ \"$grub_platform\" = efi ]; then",
+                "    if search --no-floppy --file --set=imprint_disk \(manager); then",
+                "      echo Imprint: Windows Boot Manager on ($imprint_disk)",
+                "      chainloader ($imprint_disk)\(manager)",
+                "    fi",
                 "  fi",
+                "}",
+                "menuentry \"Back to the firmware\" {",
                 "  echo Imprint: no Windows Boot Manager started from a disk: back to the firmware",
-                "fi",
-                "exit"]
+                "  exit",
+                "}"]
         }
     }
 
@@ -104,9 +116,12 @@ public enum BootLoader: String, Sendable, Hashable, CaseIterable {
              "initrd \(base)\(AgentBoot.initrdPath)",
              "boot"]
         case .grub:
-            ["linux \(AgentBoot.kernelPath) \(boot.words.map(Self.grubWord).joined(separator: " "))",
-             "initrd \(AgentBoot.initrdPath)",
-             "boot"]
+            // A menu entry, not commands ending in `boot`: GRUB runs it once every script is
+            // read, so it has closed them (and their HTTP connections) before the kernel starts.
+            ["menuentry \"Imprint agent\" {",
+             "  linux \(AgentBoot.kernelPath) \(boot.words.map(Self.grubWord).joined(separator: " "))",
+             "  initrd \(AgentBoot.initrdPath)",
+             "}"]
         }
     }
 
