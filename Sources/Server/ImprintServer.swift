@@ -87,12 +87,12 @@ public final class ImprintServer: Sendable {
 
     /// A kept-alive connection left idle this long is closed (one that is reading a request or
     /// writing a response is not: downloads and the dashboard's feed run as long as they need).
-    /// GRUB (Debian 13's 2.12, which UEFI HTTP Boot under Secure Boot loads) never closes the
-    /// scripts it runs (they end in `boot`), and numbers its TCP ports from 21550 with small
-    /// sequence numbers at every start: kept open, its last boot's connections met the
-    /// machine's next GRUB on the same ports, whose connections then failed, and GRUB stopped at
-    /// its prompt instead of starting the disk. Closed after 30 s, the machine's next system
-    /// (the agent's kernel) answers with a reset and the server forgets them.
+    /// A client that boots or powers off leaves its connections open: GRUB 2.12 did, when our
+    /// scripts ended in `boot` (they are menu entries now, see `BootLoader`), and as it numbers
+    /// its TCP ports from 21550 with small sequence numbers at every start, those connections,
+    /// kept, met the machine's next GRUB on the same ports, whose connections then failed.
+    /// Closed after 30 s, the machine's next system (the agent's kernel) answers with a reset
+    /// and the server forgets them.
     public static let idleConnectionTimeoutSeconds = 30.0
     private static var http1: HTTP1Channel.Configuration {
         .init(idleTimeout: .nanoseconds(Int64(idleConnectionTimeoutSeconds * 1_000_000_000)))

@@ -74,7 +74,7 @@ struct ServerTests {
         }
     }
 
-    /// GRUB leaves its connections open when it boots the kernel and numbers its TCP ports from
+    /// A client that boots leaves its connections open, and GRUB numbers its TCP ports from
     /// 21550 at every start: a connection kept open forever would meet the machine's next GRUB
     /// on the same port (the lab's secureboot machine stopped at GRUB's prompt). An idle
     /// kept-alive connection is closed by the server, after a while, not after each answer.
