@@ -78,7 +78,8 @@ public struct LZXCompressor {
     /// (the WIM writer then stores the chunk raw). A chunk larger than `chunkSize` is a caller's
     /// error and traps.
     public mutating func compress(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
-        guard input.count > 0 else { return nil }
+        guard input.count > 0, let base = input.baseAddress else { return nil }
+        if IncompressibleData.isLikely(base.assumingMemoryBound(to: UInt8.self), count: input.count) { return nil }
         let result = encode(input)
         return result.count < input.count ? result : nil
     }
@@ -154,8 +155,14 @@ final class LZXEncoderState {
     /// The chunk after E8 translation, with 8 spare bytes for word loads.
     let data: UnsafeMutablePointer<UInt8>
     let hashBits: Int
+    /// Hash chains over 4-byte prefixes: the latest position per hash and, per position, the
+    /// one before it with the same hash.
     let head: UnsafeMutablePointer<Int32>
     let previous: UnsafeMutablePointer<Int32>
+    /// The latest position per hash of its 3-byte prefix (no chain): the nearest 3-byte match.
+    let head3: UnsafeMutablePointer<Int32>
+    /// Small enough for the first-level cache: it is read and written at every position.
+    static let hash3Bits = 12
 
     /// Match cache of one block: for block position i, matches `cacheStart[i]..<cacheStart[i+1]`
     /// in increasing length.
@@ -213,6 +220,8 @@ final class LZXEncoderState {
         head.initialize(repeating: -1, count: 1 << bits)
         previous = .allocate(capacity: chunkCapacity)
         previous.initialize(repeating: -1, count: chunkCapacity)
+        head3 = .allocate(capacity: 1 << Self.hash3Bits)
+        head3.initialize(repeating: -1, count: 1 << Self.hash3Bits)
 
         cacheCapacity = settings.optimal ? blockCapacity * 6 + Self.maxMatchesPerPosition : 0
         cacheStart = .allocate(capacity: blockCapacity + 1)
@@ -258,6 +267,7 @@ final class LZXEncoderState {
         data.deallocate()
         head.deallocate()
         previous.deallocate()
+        head3.deallocate()
         cacheStart.deallocate()
         cacheLength.deallocate()
         cacheOffset.deallocate()

@@ -94,7 +94,8 @@ public struct XpressCompressor {
     /// A chunk over 65536 bytes is a caller's error (XPRESS chunks are at most 64 KiB) and traps.
     public mutating func compress(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
         // Table (256) + two words (4) is the least any stream takes.
-        guard input.count > 260 else { return nil }
+        guard input.count > 260, let base = input.baseAddress else { return nil }
+        if IncompressibleData.isLikely(base.assumingMemoryBound(to: UInt8.self), count: input.count) { return nil }
         return encode(input, sizeLimit: input.count)
     }
 
