@@ -119,6 +119,8 @@ enum LZX {
     static let offsetAdjustment = 2
     static let defaultBlockSize = 32768
     static let maxMatchLength = 257
+    /// Match lengths there are (2...257).
+    static let lengthCount = maxMatchLength - minMatchLength + 1
     /// See `LZXChunkDecoder.decodeFast`: the longest match plus what a copy may write past it
     /// (word stores, at most 15 bytes), and two 8-byte refills plus one spare.
     static let fastOutputMargin = maxMatchLength + 24
