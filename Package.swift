@@ -61,9 +61,12 @@ let package = Package(
         .target(name: "WIM", dependencies: ["Primitives", "Digests", "Failures"]),
         // Capture sources: where the entries of a new image are read from (a directory, an NTFS
         // volume through libntfs-3g); the registry hives say which Windows an image holds.
-        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem", "CNTFS3G", "Registry", "InstalledWindows"]),
+        // Reading an NTFS volume through libntfs-3g where several modules do the same: folder
+        // listings, a file's data stream read whole.
+        .target(name: "NTFSAccess", dependencies: ["CNTFS3G", "Primitives"]),
+        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem", "CNTFS3G", "NTFSAccess", "Registry", "InstalledWindows"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
-        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "Processes", "CImprintSystem", "CNTFS3G"]),
+        .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "Processes", "CImprintSystem", "CNTFS3G", "NTFSAccess"]),
         // What a disk is and what may be done to it, in pure Swift: the disk model, selection
         // rules, partition layouts and the table writer, format specs, a refresh's clean-up
         // policy. What a task sequence's JSON reaches; no C library, so the server can link it.
@@ -72,7 +75,7 @@ let package = Package(
         // timeout, errors that show the end of its output. Glibc only; the server needs none of it.
         .target(name: "Processes"),
         // Disks: discover, choose, partition and format, never the wrong one.
-        .target(name: "Disks", dependencies: ["DiskModel", "InstalledWindows", "Primitives", "Processes", "CBlkid", "CNTFS3G", "CImprintSystem"]),
+        .target(name: "Disks", dependencies: ["DiskModel", "InstalledWindows", "Primitives", "Processes", "CBlkid", "CNTFS3G", "NTFSAccess", "CImprintSystem"]),
         // Transport: HTTP(S) through libcurl (resume, retries, Range reads, streams), xz streams.
         .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "Digests", "Failures"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.

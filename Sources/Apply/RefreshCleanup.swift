@@ -1,5 +1,6 @@
 import Failures
 import CNTFS3G
+import NTFSAccess
 import Primitives
 import DiskModel
 import Foundation
@@ -243,28 +244,15 @@ extension NTFSTarget {
     /// Every name in a directory except `.`, `..` and DOS short names (removing a long name
     /// removes its short name with it).
     private func listDirectory(_ record: UInt64, _ path: String) throws -> [IndexName] {
-        final class Collector { var names: [IndexName] = [] }
-        let collector = Collector()
         guard let dir = ntfs_inode_open(try vol, record) else {
             throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "open directory", errno: errno)
         }
-        var position: Int64 = 0
-        let rc = withExtendedLifetime(collector) {
-            ntfs_readdir(dir, &position, Unmanaged.passUnretained(collector).toOpaque()) { context, name, length, type, _, mref, _ in
-                guard let context, let name else { return 0 }
-                let units = Array(UnsafeBufferPointer(start: name, count: Int(length)))
-                let dot = ntfschar(UInt16(0x2E).littleEndian)
-                // Name type 2 is FILE_NAME_DOS.
-                if units == [dot] || units == [dot, dot] || type == 2 { return 0 }
-                let collector = Unmanaged<Collector>.fromOpaque(context).takeUnretainedValue()
-                collector.names.append(IndexName(units: units, record: mref & 0x0000_FFFF_FFFF_FFFF))
-                return 0
-            }
+        defer { _ = ntfs_inode_close(dir) }
+        switch NTFSFolder.entries(of: dir) {
+        case .success(let entries): return entries.map { IndexName(units: $0.storedUnits, record: $0.record) }
+        case .failure(let failure):
+            throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "list directory", errno: failure.code)
         }
-        let code = errno
-        _ = ntfs_inode_close(dir)
-        if rc != 0 { throw RefreshCleanupError.operation(path: cleanupDisplay(path), operation: "list directory", errno: code) }
-        return collector.names
     }
 
     private func isDirectory(_ record: UInt64, _ path: String) throws -> Bool {

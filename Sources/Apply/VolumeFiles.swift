@@ -1,5 +1,6 @@
 import Failures
 import CNTFS3G
+import NTFSAccess
 import Primitives
 import Foundation
 #if canImport(Glibc)
@@ -183,50 +184,29 @@ public final class NTFSVolumeFiles: VolumeFiles {
         guard let inode = open(relativePath) else { return nil }
         defer { _ = ntfs_inode_close(inode) }
         guard imprint_ntfs_is_directory(inode) != 0 else { return nil }
-        final class Collector { var entries: [(name: String, isDirectory: Bool)] = [] }
-        let collector = Collector()
-        var position: s64 = 0
-        let context = Unmanaged.passUnretained(collector).toOpaque()
-        let status = ntfs_readdir(inode, &position, context) { context, name, length, nameType, _, _, type in
-            // DOS 8.3 aliases (namespace 2) repeat a long name: skip them.
-            guard let context, let name, nameType != 2 else { return 0 }
-            let text = UTF16LE.decode(storedUnits: UnsafeBufferPointer(start: name, count: Int(length)))
-            guard text != ".", text != ".." else { return 0 }
-            let collector = Unmanaged<Collector>.fromOpaque(context).takeUnretainedValue()
-            collector.entries.append((text, type == 4))
-            return 0
+        switch NTFSFolder.entries(of: inode) {
+        case .success(let entries): return entries.map { ($0.name, $0.isDirectory) }
+        case .failure(let failure):
+            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read the folder", errno: failure.code)
         }
-        guard status == 0 else {
-            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read the folder", errno: errno)
-        }
-        return collector.entries
     }
 
     public func read(_ relativePath: String) throws -> [UInt8]? {
         guard let inode = open(relativePath) else { return nil }
         defer { _ = ntfs_inode_close(inode) }
         guard imprint_ntfs_is_directory(inode) == 0 else { return nil }
-        guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else {
-            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open the data stream", errno: errno)
-        }
-        defer { ntfs_attr_close(attribute) }
-        let size = attribute.pointee.data_size
-        guard size <= maximumReadSize else {
-            throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read (too large)", errno: EFBIG)
-        }
-        var bytes = [UInt8](repeating: 0, count: Int(size))
-        var done: Int64 = 0
-        while done < size {
-            let count = bytes.withUnsafeMutableBytes { buffer -> s64 in
-                guard let base = buffer.baseAddress else { return 0 }
-                return ntfs_attr_pread(attribute, done, size - done, base + Int(done))
+        do {
+            return try NTFSDataStream.read(inode, limit: maximumReadSize)
+        } catch {
+            switch error {
+            case .noDataStream(let code):
+                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "open the data stream", errno: code)
+            case .tooLarge:
+                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read (too large)", errno: EFBIG)
+            case .read(let code, _, _):
+                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read", errno: code == 0 ? EIO : code)
             }
-            guard count > 0 else {
-                throw VolumeFilesError.operation(volume: device, path: relativePath, operation: "read", errno: count < 0 ? errno : EIO)
-            }
-            done += count
         }
-        return bytes
     }
 
     public func read(_ relativePath: String, pieces piece: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CNTFS3G
+import NTFSAccess
 import Failures
 import Primitives
 import WIM
@@ -83,13 +84,6 @@ public final class NTFSSource: CaptureSource {
 
     // MARK: Pass 1
 
-    /// One index entry of a folder, as ntfs_readdir hands it over.
-    private struct DirectoryEntry {
-        var name: String
-        var nameType: UInt32
-        var record: UInt64
-    }
-
     public func scan(progress: (Int) -> Void) throws -> [CaptureItem] {
         guard let volume else { throw WIMWriteError.misuse("NTFS source used after closing") }
         let rootRecord: UInt64 = 5 // FILE_root: the root folder's MFT record
@@ -119,20 +113,21 @@ public final class NTFSSource: CaptureSource {
             defer { ntfs_inode_close(folderInode) }
             var children: [Int] = []
             for entry in try list(folderInode, path: folder.path) {
+                let entryName = entry.name
                 // The metafiles live in the root with the first 16 records ($Extend among them).
                 if folder.sourceKey == rootRecord && entry.record < UInt64(imprint_ntfs_first_user_record()) { continue }
-                let childPath = folder.path.isEmpty ? entry.name : folder.path + "/" + entry.name
+                let childPath = folder.path.isEmpty ? entryName : folder.path + "/" + entryName
                 guard let inode = ntfs_inode_open(volume, entry.record) else {
                     throw NTFSCaptureError.read(location: location(childPath), operation: "open MFT record \(entry.record)", errno: errno)
                 }
                 defer { ntfs_inode_close(inode) }
-                let components = parentComponents + [entry.name]
+                let components = parentComponents + [entryName]
                 let isFolder = imprint_ntfs_is_directory(inode) != 0
                 guard case let .include(childScope) = config.decide(components, isDirectory: isFolder, in: scope) else {
                     summary.note("excluded by the capture configuration", location(childPath))
                     continue
                 }
-                var item = CaptureItem(path: childPath, name: entry.name, attributes: [])
+                var item = CaptureItem(path: childPath, name: entryName, attributes: [])
                 item.sourceKey = entry.record
                 try describe(inode, into: &item, nameType: entry.nameType, folder: folderInode)
                 if item.attributes.contains(.encrypted) && !isFolder {
@@ -167,21 +162,12 @@ public final class NTFSSource: CaptureSource {
 
     /// A folder's index entries but "." and "..", and DOS-only names (the 8.3 alias of a long
     /// name, which becomes that name's short name).
-    private func list(_ folder: UnsafeMutablePointer<ntfs_inode>, path: String) throws -> [DirectoryEntry] {
-        final class Collector { var entries: [DirectoryEntry] = [] }
-        let collector = Collector()
-        var position: s64 = 0
-        let context = Unmanaged.passUnretained(collector).toOpaque()
-        let status = ntfs_readdir(folder, &position, context) { context, name, length, nameType, _, mref, _ in
-            guard let context, let name, nameType != 2 else { return 0 }
-            let text = UTF16LE.decode(storedUnits: UnsafeBufferPointer(start: name, count: Int(length)))
-            guard text != ".", text != ".." else { return 0 }
-            Unmanaged<Collector>.fromOpaque(context).takeUnretainedValue().entries.append(
-                DirectoryEntry(name: text, nameType: UInt32(nameType), record: imprint_ntfs_mref_number(UInt64(mref))))
-            return 0
+    private func list(_ folder: UnsafeMutablePointer<ntfs_inode>, path: String) throws -> [NTFSFolderEntry] {
+        switch NTFSFolder.entries(of: folder) {
+        case .success(let entries): return entries
+        case .failure(let failure):
+            throw NTFSCaptureError.read(location: location(path), operation: "read the folder's index", errno: failure.code)
         }
-        guard status == 0 else { throw NTFSCaptureError.read(location: location(path), operation: "read the folder's index", errno: errno) }
-        return collector.entries
     }
 
     /// Everything about one file but its stream data.

@@ -1,5 +1,6 @@
 import DiskModel
 import CNTFS3G
+import NTFSAccess
 import Foundation
 import InstalledWindows
 
@@ -60,28 +61,18 @@ enum WindowsDetector {
         guard let inode = ntfs_pathname_to_inode(volume, nil, path) else { return nil }
         defer { ntfs_inode_close(inode) }
         guard imprint_ntfs_is_directory(inode) == 0 else { return nil }
-        guard let attribute = ntfs_attr_open(inode, imprint_ntfs_at_data(), imprint_ntfs_unnamed(), 0) else {
-            throw WindowsFileError(reason: "no data stream (\(String(cString: strerror(errno))))")
-        }
-        defer { ntfs_attr_close(attribute) }
-        let size = attribute.pointee.data_size
-        guard size >= 0, UInt64(size) <= limit || prefix != nil else {
-            throw WindowsFileError(reason: "\(size) bytes is more than the \(limit) such a file can be")
-        }
-        let wanted = min(size, prefix ?? size)
-        var bytes = [UInt8](repeating: 0, count: Int(wanted))
-        var done: Int64 = 0
-        while done < wanted {
-            let count = bytes.withUnsafeMutableBytes { buffer -> Int64 in
-                guard let base = buffer.baseAddress else { return 0 }
-                return ntfs_attr_pread(attribute, done, wanted - done, base + Int(done))
+        do {
+            return try NTFSDataStream.read(inode, limit: Int64(clamping: limit), prefix: prefix)
+        } catch {
+            switch error {
+            case .noDataStream(let code):
+                throw WindowsFileError(reason: "no data stream (\(String(cString: strerror(code))))")
+            case .tooLarge(let size, _):
+                throw WindowsFileError(reason: "\(size) bytes is more than the \(limit) such a file can be")
+            case .read(let code, let done, let wanted):
+                throw WindowsFileError(reason: code != 0 ? String(cString: strerror(code)) : "it ends early, at byte \(done) of \(wanted)")
             }
-            guard count > 0 else {
-                throw WindowsFileError(reason: count < 0 ? String(cString: strerror(errno)) : "it ends early, at byte \(done) of \(wanted)")
-            }
-            done += count
         }
-        return bytes
     }
 
     private static func exists(_ volume: UnsafeMutablePointer<ntfs_volume>, _ path: String) -> Bool {
