@@ -176,12 +176,14 @@ final class WIMOutputFile {
 ///   written in queue order; `queuedResourceWritten` then learns where each went.
 ///
 /// Either way a batch is compressed in the background while the caller goes on reading and
-/// hashing the next one (`submit`); the batch before it is written first, so the file still
-/// grows in order and at most two batches are held: memory stays at twice the queue limit
-/// (or twice the streamed batch) plus their compressed form. Compressing batch by batch on
-/// the caller's thread left the workers idle while files were read, listed and hashed: a
-/// quarter of an LZX capture's time on two CPUs. Every call that writes anything else to the
-/// file, and `flushQueue`, first waits for the batch in flight and writes it (`drain`).
+/// hashing the next ones (`submit`); two batches are in flight at most, each with its own set of
+/// encoders, and they are written in the order they came, so the file still grows in order:
+/// memory stays at three times the queue limit (or the streamed batch) plus the compressed
+/// form of two. Compressing batch by batch on the caller's thread left the workers idle while
+/// files were read, listed and hashed (a quarter of an LZX capture's time on two CPUs); with
+/// one batch in flight they still waited whenever they finished before the caller had filled
+/// the next. Every call that writes anything else to the file, and `flushQueue`, first waits
+/// for the batches in flight and writes them (`drain`).
 ///
 /// Pipable mode (`PipableLayout`) writes wimlib's pipable resource instead: a 40-byte resource
 /// header in front (patched at the end, when the SHA-1 is known), each chunk preceded by its
@@ -199,13 +201,16 @@ final class ResourceWriter {
     let queueLimit: Int
     /// Told, on the caller's thread, where each queued blob went once it is written.
     var queuedResourceWritten: ((SHA1Digest, ResourceHeader) -> Void)?
-    /// The encoders, one per worker thread; lent to the batch in flight while it runs.
-    private var compressors: [any ChunkCompressor]
+    /// Sets of encoders, one encoder per worker thread, not in use; a batch in flight borrows
+    /// a set while it runs.
+    private var idleCompressors: [[any ChunkCompressor]]
     private let batchChunks: Int
-    /// The batch being compressed in the background, and how to write it once done.
-    private var inFlight: (batch: CompressionBatch, write: (CompressionBatch) throws -> Void)?
-    /// The buffer of the last batch written, kept for the next one.
-    private var spareBuffer: [UInt8] = []
+    /// Batches being compressed in the background, oldest first, and how to write each once
+    /// done: two, so that the workers go on with the next while the caller fills a third.
+    private var inFlight: [(batch: CompressionBatch, write: (CompressionBatch) throws -> Void)] = []
+    private static let batchesInFlight = 2
+    /// Buffers of batches written, kept for the next ones.
+    private var spareBuffers: [[UInt8]] = []
 
     // The resource being written.
     private var active = false
@@ -234,13 +239,17 @@ final class ResourceWriter {
         self.compression = compression
         self.chunkSize = chunkSize
         let workers = compression == .none ? 0 : max(1, threads)
-        compressors = []
-        for _ in 0..<workers {
-            guard let coder = makeChunkCompressor(compression, level: level, chunkSize: chunkSize) else {
-                throw WIMWriteError.misuse("no \(compression) encoder")
+        idleCompressors = []
+        for _ in 0..<(workers == 0 ? 0 : Self.batchesInFlight) {
+            var set: [any ChunkCompressor] = []
+            for _ in 0..<workers {
+                guard let coder = makeChunkCompressor(compression, level: level, chunkSize: chunkSize) else {
+                    throw WIMWriteError.misuse("no \(compression) encoder")
+                }
+                guard chunkSize <= type(of: coder).maxChunkSize else { throw WIMWriteError.badChunkSize(chunkSize) }
+                set.append(coder)
             }
-            guard chunkSize <= type(of: coder).maxChunkSize else { throw WIMWriteError.badChunkSize(chunkSize) }
-            compressors.append(coder)
+            idleCompressors.append(set)
         }
         batchChunks = max(1, workers) * 4
         queueLimit = workers == 0 ? 0 : workers * chunkSize * 8
@@ -399,40 +408,47 @@ final class ResourceWriter {
                 }
             }
         }
-        // The buffer of the batch written just now, if any, takes the queue's place.
-        swap(&queueData, &spareBuffer)
+        // The buffer of a batch written already, if any, takes the queue's place.
+        queueData = spareBuffers.popLast() ?? []
         queueData.reserveCapacity(queueLimit)
     }
 
-    // MARK: The batch in flight
+    // MARK: Batches in flight
 
-    /// Writes the batch in flight, if any, then starts compressing `data`'s `ranges` on the
-    /// workers; `write` is called (on this thread) once they are done and it is its turn.
+    /// Starts compressing `data`'s `ranges` on the workers, once fewer than two batches are in
+    /// flight (writing the oldest first if need be); `write` is called (on this thread) once
+    /// they are done and it is the batch's turn.
     private func submit(_ data: [UInt8], ranges: [Range<Int>], write: @escaping (CompressionBatch) throws -> Void) throws {
-        try drain()
+        if inFlight.count >= Self.batchesInFlight { try drainOldest() }
+        guard let compressors = idleCompressors.popLast() else { throw WIMWriteError.misuse("no idle encoders") }
         let batch = CompressionBatch(data: data, ranges: ranges, compressors: compressors)
-        compressors = []
-        inFlight = (batch, write)
+        inFlight.append((batch, write))
         DispatchQueue.global(qos: .userInitiated).async { batch.run() }
     }
 
-    /// Waits for the batch in flight and writes it.
-    private func drain() throws {
-        guard let (batch, write) = inFlight else { return }
-        inFlight = nil
+    /// Waits for the oldest batch in flight and writes it.
+    private func drainOldest() throws {
+        let (batch, write) = inFlight.removeFirst()
         batch.finished.wait()
-        compressors = batch.takeCompressors()
+        idleCompressors.append(batch.takeCompressors())
         try write(batch)
-        spareBuffer = batch.takeData()
-        spareBuffer.removeAll(keepingCapacity: true)
+        var buffer = batch.takeData()
+        buffer.removeAll(keepingCapacity: true)
+        spareBuffers.append(buffer)
     }
 
-    /// Waits for the batch in flight and drops it unwritten.
+    /// Waits for every batch in flight and writes them, in order.
+    private func drain() throws {
+        while !inFlight.isEmpty { try drainOldest() }
+    }
+
+    /// Waits for every batch in flight and drops them unwritten.
     private func abandonInFlight() {
-        guard let (batch, _) = inFlight else { return }
-        inFlight = nil
-        batch.finished.wait()
-        compressors = batch.takeCompressors()
+        for (batch, _) in inFlight {
+            batch.finished.wait()
+            idleCompressors.append(batch.takeCompressors())
+        }
+        inFlight.removeAll()
     }
 
     // MARK: The on-disk form of a chunked resource
@@ -519,7 +535,7 @@ final class ResourceWriter {
             }
             self.streamed = resource
         }
-        swap(&pending, &spareBuffer)
+        pending = spareBuffers.popLast() ?? []
     }
 
     /// Compresses the pending chunks of the streamed resource at once (its last, short batch;
@@ -527,7 +543,8 @@ final class ResourceWriter {
     private func writePendingNow(into resource: inout ChunkedResource) throws {
         let size = chunkSize
         let ranges = stride(from: 0, to: pending.count, by: size).map { $0..<min($0 + size, pending.count) }
-        let packed = pending.withUnsafeBytes { compressChunks(&compressors, of: $0, ranges: ranges) }
+        guard !idleCompressors.isEmpty else { throw WIMWriteError.misuse("no idle encoders") }
+        let packed = pending.withUnsafeBytes { compressChunks(&idleCompressors[0], of: $0, ranges: ranges) }
         try pending.withUnsafeBytes { raw in
             for (range, result) in zip(ranges, packed) {
                 try appendChunk(UnsafeRawBufferPointer(rebasing: raw[range]), packed: result, to: &resource)
