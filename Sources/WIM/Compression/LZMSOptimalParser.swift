@@ -201,17 +201,28 @@ extension LZMSParser {
     @inline(__always)
     mutating func findMatches(at position: Int, limit: Int, into matches: UnsafeMutablePointer<(length: Int, offset: Int)>) -> Int {
         insert(upTo: position)
-        let h = hash(position)
-        var candidate = Int(head[h])
-        previous[position] = head[h]
-        head[h] = Int32(truncatingIfNeeded: position)
+        if settings.optimal {
+            inserted = position &+ 1
+            return treeWalk(position, limit: limit, record: true, into: matches)
+        }
+        let (near3, chainHead) = link(position)
+        var candidate = chainHead
         inserted = position &+ 1
         var longest = 2
         var found = 0
         var depth = settings.maxDepth
         let nice = min(settings.niceLength, limit)
+        if near3 >= 0 && data[near3] == data[position] && data[near3 &+ 1] == data[position &+ 1] && data[near3 &+ 2] == data[position &+ 2] {
+            longest = LZMSParser.matchLength(data, position, near3, limit: limit)
+            matches[found] = (longest, position &- near3)
+            found &+= 1
+            if longest >= nice { return found }
+        }
+        // The chain holds 4-byte matches only.
+        guard limit >= 4 else { return found }
+        let word = prefix(position)
         while candidate >= 0 && depth > 0 {
-            if data[candidate &+ longest] == data[position &+ longest] {
+            if data[candidate &+ longest] == data[position &+ longest] && prefix(candidate) == word {
                 let length = LZMSParser.matchLength(data, position, candidate, limit: limit)
                 if length > longest {
                     longest = length
