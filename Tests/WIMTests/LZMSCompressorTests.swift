@@ -86,6 +86,26 @@ import Testing
         }
     }
 
+    /// A solid-sized chunk with stretches of random bytes (which are coded as literals and
+    /// copies of earlier random stretches, not searched) between text: the copies must be found
+    /// and every stretch must decode, including copies that run past a block's end and into text.
+    @Test func largeChunksWithCompressedLookingStretches() throws {
+        var compressor = LZMSCompressor(level: .normal)
+        var decoder = LZMSDecompressor()
+        let random = Content.random.bytes(300_000, seed: 11)
+        var data = Content.text.bytes(220_000, seed: 12) + random + Content.text.bytes(100_000, seed: 13)
+        // Copies of the random stretch: whole, from an odd offset, a short one (under the
+        // 32 bytes a copy must have) and one that ends inside text.
+        data += random[..<150_000] + Content.text.bytes(50_001, seed: 14)
+        data += random[77_777..<177_777] + Array(random[1_000..<1_020]) + Content.random.bytes(40_000, seed: 15)
+        data += random[200_000..<260_003] + Content.text.bytes(30_000, seed: 16)
+        #expect(data.count >= LZMSParser.noiseSearchMinimum)
+        let size = try Self.check(data, &compressor, &decoder, "text and random stretches")
+        // 400 KB of text, 340 KB of random bytes and 310 KB of copies: about 470 KB when the
+        // copies are found, about 780 KB when they are not.
+        #expect((size ?? .max) < 600_000, "\(size ?? 0) bytes")
+    }
+
     @Test func incompressibleChunksAreRefused() throws {
         var compressor = LZMSCompressor()
         let random = Content.random.bytes(131_072, seed: 3)

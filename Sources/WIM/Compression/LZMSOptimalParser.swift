@@ -23,6 +23,10 @@ struct LZMSParseNode {
 
 extension LZMSParser {
     static var blockLength: Int { 4096 }
+    /// Chunks this large (solid ones) have their already-compressed stretches left unsearched.
+    static var noiseSearchMinimum: Int { 1 << 20 }
+    /// The shortest copy taken inside already-compressed data.
+    static var noiseMatchMinimum: Int { 32 }
 
     /// Parses and codes the whole chunk with the cost-based parse; returns the stream's size, or
     /// nil when it does not come in under `sizeLimit` (or its buffer).
@@ -36,7 +40,16 @@ extension LZMSParser {
         let lengthCosts = UnsafeMutablePointer<Int>.allocate(capacity: nice + 1)
         let literalCosts = UnsafeMutablePointer<Int>.allocate(capacity: 256)
         let path = UnsafeMutablePointer<Int32>.allocate(capacity: nodeCount)
+        // Stretches that look already compressed, in a large (solid) chunk: see below.
+        var anchorBits = 0
+        if count >= Self.noiseSearchMinimum {
+            anchorBits = 12
+            while anchorBits < 20 && (1 << anchorBits) < count / 8 { anchorBits += 1 }
+        }
+        let anchors = UnsafeMutablePointer<Int32>.allocate(capacity: 1 << anchorBits)
+        anchors.initialize(repeating: -1, count: 1 << anchorBits)
         defer {
+            anchors.deallocate()
             nodes.deinitialize(count: nodeCount)
             nodes.deallocate()
             matches.deallocate()
@@ -55,6 +68,39 @@ extension LZMSParser {
         var position = 0
         while position < count {
             guard items.bytesSoFar < limit else { return nil }
+            // A block of a large chunk that looks already compressed (a .gz, .cab or .png in a
+            // solid chunk: `IncompressibleData`) gets no cost-based parse and stays out of the
+            // trees, whose walks over it cost a cache miss per node and found nothing. It goes
+            // as literals, but for copies of earlier such data (compressed files of one source
+            // share long stretches: leaving those out cost 4% on /usr/share/doc): every 8th
+            // position's next 8 bytes are kept in a table of anchors, and at every position a
+            // copy of at least `noiseMatchMinimum` bytes reaches an anchor within its first 8.
+            if anchorBits > 0 && count &- position >= Self.blockLength
+                && IncompressibleData.isLikely(data + position, count: Self.blockLength) {
+                insert(upTo: position)
+                let stop = position &+ Self.blockLength
+                while position < stop {
+                    guard items.hasRoom else { return nil }
+                    if count &- position >= 8 {
+                        let key = UnsafeRawPointer(data + position).loadUnaligned(as: UInt64.self)
+                        let slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) &>> UInt64(64 &- anchorBits))
+                        let earlier = Int(anchors[slot])
+                        if position & 7 == 0 { anchors[slot] = Int32(truncatingIfNeeded: position) }
+                        if earlier >= 0 && UnsafeRawPointer(data + earlier).loadUnaligned(as: UInt64.self) == key {
+                            let length = LZMSParser.matchLength(data, position, earlier, limit: count &- position)
+                            if length >= Self.noiseMatchMinimum {
+                                items.match(at: position, length: length, offset: position &- earlier, repeatIndex: -1)
+                                position &+= length
+                                continue
+                            }
+                        }
+                    }
+                    items.literal(data[position])
+                    position &+= 1
+                }
+                inserted = position
+                continue
+            }
             // Prices for this block, from the codes and models as they stand.
             let decisions = items.decisionCosts()
             for byte in 0..<256 {
