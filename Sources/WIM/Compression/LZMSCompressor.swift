@@ -486,18 +486,26 @@ struct LZMSParser {
         Int(truncatingIfNeeded: ((word & 0xFF_FFFF) &* 0x2F0F_4B2B) &>> UInt32(32 &- hash3Bits))
     }
 
-    /// Links `position` (with 3 bytes ahead) into both tables; returns the previous position
-    /// with its 3-byte hash and the previous head of its chain (or -1).
+    /// Makes `position` the latest in both head tables; returns what they held: the previous
+    /// position with its 3-byte hash and the previous one with its 4-byte hash (or -1).
     @inline(__always)
-    func link(_ position: Int) -> (near3: Int, chain: Int) {
+    func takeHeads(_ position: Int) -> (near3: Int, latest: Int) {
         let word = prefix(position)
         let slot3 = Self.hash3(word)
         let near3 = Int(head3[slot3])
         head3[slot3] = Int32(truncatingIfNeeded: position)
         let h = hash(word)
-        let chain = Int(head[h])
-        previous[position] = head[h]
+        let latest = Int(head[h])
         head[h] = Int32(truncatingIfNeeded: position)
+        return (near3, latest)
+    }
+
+    /// Links `position` (with 3 bytes ahead) into both tables; returns the previous position
+    /// with its 3-byte hash and the previous head of its chain (or -1).
+    @inline(__always)
+    func link(_ position: Int) -> (near3: Int, chain: Int) {
+        let (near3, chain) = takeHeads(position)
+        previous[position] = Int32(truncatingIfNeeded: chain)
         return (near3, chain)
     }
 
@@ -537,14 +545,8 @@ struct LZMSParser {
     @inline(__always)
     func treeWalk(_ position: Int, limit: Int, record: Bool,
                   into matches: UnsafeMutablePointer<(length: Int, offset: Int)>?) -> Int {
-        let word = prefix(position)
-        let slot3 = Self.hash3(word)
-        let near3 = Int(head3[slot3])
-        head3[slot3] = Int32(truncatingIfNeeded: position)
-        let h = hash(word)
-        var node = Int(head[h])
-        head[h] = Int32(truncatingIfNeeded: position)
-
+        let (near3, root) = takeHeads(position)
+        var node = root
         let here = data + position
         var found = 0
         var best = 2
