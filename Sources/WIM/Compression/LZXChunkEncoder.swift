@@ -347,7 +347,8 @@ struct LZXChunkEncoder {
         let cacheLength = state.cacheLength
         let cacheOffset = state.cacheOffset
         let data = UnsafePointer(self.data)
-        var (q0, q1, q2) = (r0, r1, r2)
+        // Only the most recent offset is tried as a repeat here.
+        var q0 = r0
         var count = 0
         var i = 0
         while i < blockLength {
@@ -369,7 +370,7 @@ struct LZXChunkEncoder {
             } else if cachedLength >= 3 {
                 let offset = Int(cacheOffset[last])
                 items[count] = LZXItem.match(length: cachedLength, code: offset &+ LZX.offsetAdjustment)
-                (q0, q1, q2) = (offset, q0, q1)
+                q0 = offset
                 i &+= cachedLength
             } else {
                 items[count] = UInt32(here[0])
