@@ -48,7 +48,7 @@ enum IncompressibleData {
             var repeats = 0
             for position in 0..<(count &- 3) {
                 let key = raw.loadUnaligned(fromByteOffset: position, as: UInt32.self)
-                let slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B1) &>> UInt32(32 &- tableBits))
+                let slot = MatchFinding.slot4(key, shift: UInt32(32 &- tableBits))
                 let distance = (position &- Int(table[slot])) & 0xFFFF
                 table[slot] = UInt16(truncatingIfNeeded: position)
                 let earlier = position &- distance

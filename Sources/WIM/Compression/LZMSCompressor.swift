@@ -151,7 +151,7 @@ final class LZMSCompressorWorkspace {
     /// The filtered chunk, plus 8 bytes so word loads near the end stay inside.
     private var data: [UInt8] = []
     private var head: [Int32] = []
-    private var head3 = [Int32](repeating: -1, count: 1 << LZMSParser.hash3Bits)
+    private var head3 = [Int32](repeating: -1, count: 1 << MatchFinding.nearTableBits)
     /// Hash chains (lazy parsing) or binary trees (near-optimal parsing): see `LZMSParser`.
     private var previous: [Int32] = []
     private var smaller: [Int32] = []
@@ -443,7 +443,6 @@ struct LZMSParser {
     let head: UnsafeMutablePointer<Int32>
     /// The latest position per hash of its 3-byte prefix (no chain).
     let head3: UnsafeMutablePointer<Int32>
-    static let hash3Bits = 12
     let hashShift: UInt32
     let previous: UnsafeMutablePointer<Int32>
     /// Near-optimal parsing: binary trees instead of chains, rooted in `head`. Per position, its
@@ -476,25 +475,15 @@ struct LZMSParser {
         UInt32(littleEndian: UnsafeRawPointer(data + position).loadUnaligned(as: UInt32.self))
     }
 
-    @inline(__always)
-    func hash(_ word: UInt32) -> Int {
-        Int(truncatingIfNeeded: (word &* 0x9E37_79B1) &>> hashShift)
-    }
-
-    @inline(__always)
-    static func hash3(_ word: UInt32) -> Int {
-        Int(truncatingIfNeeded: ((word & 0xFF_FFFF) &* 0x2F0F_4B2B) &>> UInt32(32 &- hash3Bits))
-    }
-
     /// Makes `position` the latest in both head tables; returns what they held: the previous
     /// position with its 3-byte hash and the previous one with its 4-byte hash (or -1).
     @inline(__always)
     func takeHeads(_ position: Int) -> (near3: Int, latest: Int) {
         let word = prefix(position)
-        let slot3 = Self.hash3(word)
+        let slot3 = MatchFinding.slot3(word)
         let near3 = Int(head3[slot3])
         head3[slot3] = Int32(truncatingIfNeeded: position)
-        let h = hash(word)
+        let h = MatchFinding.slot4(word, shift: hashShift)
         let latest = Int(head[h])
         head[h] = Int32(truncatingIfNeeded: position)
         return (near3, latest)
@@ -573,11 +562,11 @@ struct LZMSParser {
                 // Compared up to the nice length only: in repetitive data (runs of zeros, copies
                 // of a file) a match can be megabytes long, and extending it at every node
                 // visited made the walk quadratic.
-                length = Self.extend(here, there, from: length &+ 1, limit: nice)
+                length = MatchFinding.commonLength(here, there, from: length &+ 1, limit: nice)
                 // The prefix taken as shared is checked before a match is reported: after a
                 // nice-length cut the tree's order holds for the first `nice` bytes only.
                 if record, let matches, length > best, LZMSParser.matchLength(data, position, node, limit: length) == length {
-                    best = length >= nice ? Self.extend(here, there, from: length, limit: limit) : length
+                    best = length >= nice ? MatchFinding.commonLength(here, there, from: length, limit: limit) : length
                     matches[found] = (best, position &- node)
                     found &+= 1
                 }
@@ -606,35 +595,11 @@ struct LZMSParser {
         return found
     }
 
-    /// How many bytes at `a` equal those at `b`, at most `limit`, counting from `start`.
-    @inline(__always)
-    static func extend(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, from start: Int, limit: Int) -> Int {
-        var length = start
-        while length &+ 8 <= limit {
-            let difference = UnsafeRawPointer(a + length).loadUnaligned(as: UInt64.self) ^ UnsafeRawPointer(b + length).loadUnaligned(as: UInt64.self)
-            if difference != 0 { return length &+ (difference.littleEndian.trailingZeroBitCount &>> 3) }
-            length &+= 8
-        }
-        while length < limit && a[length] == b[length] { length &+= 1 }
-        return length
-    }
-
     /// How many bytes at `position` equal those at `source` (< position), up to `limit`.
     /// Static, so calling it does not make the optimizer copy the parser.
     @inline(__always)
     static func matchLength(_ data: UnsafePointer<UInt8>, _ position: Int, _ source: Int, limit: Int) -> Int {
-        var length = 0
-        while length &+ 8 <= limit {
-            let a = UnsafeRawPointer(data + (position &+ length)).loadUnaligned(as: UInt64.self)
-            let b = UnsafeRawPointer(data + (source &+ length)).loadUnaligned(as: UInt64.self)
-            let difference = a ^ b
-            if difference != 0 {
-                return length &+ (difference.littleEndian.trailingZeroBitCount &>> 3)
-            }
-            length &+= 8
-        }
-        while length < limit && data[position &+ length] == data[source &+ length] { length &+= 1 }
-        return length
+        MatchFinding.commonLength(data + position, data + source, from: 0, limit: limit)
     }
 
     /// The best-scoring match at `position` (benefit 0 and length 0 when none pays), with the

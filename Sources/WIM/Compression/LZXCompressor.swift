@@ -168,8 +168,6 @@ final class LZXEncoderState {
     let previous: UnsafeMutablePointer<Int32>
     /// The latest position per hash of its 3-byte prefix (no chain): the nearest 3-byte match.
     let head3: UnsafeMutablePointer<Int32>
-    /// Small enough for the first-level cache: it is read and written at every position.
-    static let hash3Bits = 12
 
     /// Match cache of one block: for block position i, matches `cacheStart[i]..<cacheStart[i+1]`
     /// in increasing length.
@@ -229,8 +227,8 @@ final class LZXEncoderState {
         head.initialize(repeating: -1, count: 1 << bits)
         previous = .allocate(capacity: chunkCapacity)
         previous.initialize(repeating: -1, count: chunkCapacity)
-        head3 = .allocate(capacity: 1 << Self.hash3Bits)
-        head3.initialize(repeating: -1, count: 1 << Self.hash3Bits)
+        head3 = .allocate(capacity: 1 << MatchFinding.nearTableBits)
+        head3.initialize(repeating: -1, count: 1 << MatchFinding.nearTableBits)
 
         cacheCapacity = settings.optimal ? blockCapacity * 6 + Self.maxMatchesPerPosition : 0
         cacheStart = .allocate(capacity: blockCapacity + 1)

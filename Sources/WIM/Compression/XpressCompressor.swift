@@ -26,8 +26,8 @@
 ///   written anyway as the specification asks, and it guarantees two used symbols.
 ///
 /// Parsing: hash chains over 4-byte prefixes plus the latest position of each 3-byte prefix
-/// (every position is inserted), with a bounded number of candidates per position; `.fast` takes the longest match greedily,
-/// `.normal` also looks one byte ahead (lazy matching) and searches deeper. On 300 KB of
+/// (every position is inserted), with a bounded number of candidates per position; `.fast`
+/// takes the longest match greedily, `.normal` also looks one byte ahead (lazy matching) and searches deeper. On 300 KB of
 /// license text in 32 KiB chunks `.normal` comes out near wimlib's default ratio (3.08:1 against
 /// 3.12:1; on /usr/share/doc within 0.1% of wimlib's WIM size) and `.fast` near its greedy
 /// level's (2.96:1 against 3.05:1). `.normal` searches 16 candidates deep: 48 gained 0.1% of
@@ -47,8 +47,6 @@ public struct XpressCompressor {
     public static var maxChunkSize: Int { 65536 }
     @inline(__always) static var minMatch: Int { 3 }
     @inline(__always) static var maxHashBits: Int { 15 }
-    /// Small enough for the first-level cache: it is read and written at every position.
-    @inline(__always) static var hash3Bits: Int { 12 }
     @inline(__always) static var endOfData: Int { 256 }
     /// The farthest offset a match of the minimum length is taken at.
     @inline(__always) static var farthestShortMatch: Int { 1024 }
@@ -88,7 +86,7 @@ public struct XpressCompressor {
             lazy = true
         }
         head = [Int32](repeating: -1, count: 1 << Self.maxHashBits)
-        head3 = [Int32](repeating: -1, count: 1 << Self.hash3Bits)
+        head3 = [Int32](repeating: -1, count: 1 << MatchFinding.nearTableBits)
         previous = [UInt16](repeating: 0, count: Self.maxChunkSize)
         items = [UInt32](repeating: 0, count: Self.maxChunkSize)
         frequencies = [UInt32](repeating: 0, count: Self.symbolCount)
@@ -178,7 +176,7 @@ public struct XpressCompressor {
                             head: head.baseAddress!, head3: head3.baseAddress!, previous: previous.baseAddress!,
                             maxDepth: maxDepth, niceLength: niceLength)
                         finder.head.update(repeating: -1, count: 1 << hashBits)
-                        finder.head3.update(repeating: -1, count: 1 << Self.hash3Bits)
+                        finder.head3.update(repeating: -1, count: 1 << MatchFinding.nearTableBits)
                         return Self.parse(
                             finder: &finder, lazy: lazy, niceLength: niceLength, goodLength: goodLength,
                             items: items.baseAddress!, frequencies: frequencies.baseAddress!)
@@ -288,10 +286,10 @@ public struct XpressCompressor {
         @inline(__always)
         mutating func insert(_ position: Int) -> (near3: Int, chain: Int) {
             let key = prefix(position)
-            let slot3 = Int(truncatingIfNeeded: ((key & 0xFF_FFFF) &* 0x2F0F_4B2B) &>> UInt32(32 &- XpressCompressor.hash3Bits))
+            let slot3 = MatchFinding.slot3(key)
             let near3 = Int(head3[slot3])
             head3[slot3] = Int32(truncatingIfNeeded: position)
-            let slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B1) &>> UInt32(truncatingIfNeeded: hashShift))
+            let slot = MatchFinding.slot4(key, shift: UInt32(truncatingIfNeeded: hashShift))
             let candidate = Int(head[slot])
             head[slot] = Int32(truncatingIfNeeded: position)
             // A chunk is at most 64 KiB, so the distance fits; 0 marks the end of the chain.
@@ -314,7 +312,8 @@ public struct XpressCompressor {
         /// longest earlier match, nearest first among equals: (length, offset), length 0 if none.
         @inline(__always)
         mutating func insertAndFind(_ position: Int, depth maxDepth: Int) -> (Int, Int) {
-            var (near3, candidate) = insert(position)
+            let (near3, chainHead) = insert(position)
+            var candidate = chainHead
             let maxLength = count &- position
             let here = bytes + position
             var bestLength = Self.minMatch &- 1
@@ -322,7 +321,7 @@ public struct XpressCompressor {
             if near3 >= 0 {
                 let there = bytes + near3
                 if there[0] == here[0] && there[1] == here[1] && there[2] == here[2] {
-                    bestLength = Self.matchLength(here, there, limit: maxLength)
+                    bestLength = MatchFinding.commonLength(here, there, from: Self.minMatch, limit: maxLength)
                     bestOffset = position &- near3
                     if bestLength >= niceLength || bestLength == maxLength { return (bestLength, bestOffset) }
                 }
@@ -335,7 +334,7 @@ public struct XpressCompressor {
                 let there = bytes + candidate
                 // The byte that would make this candidate better, then the first four.
                 if there[bestLength] == here[bestLength] && UnsafeRawPointer(there).loadUnaligned(as: UInt32.self) == word {
-                    let length = Self.matchLength(here, there, limit: maxLength)
+                    let length = MatchFinding.commonLength(here, there, from: Self.minMatch, limit: maxLength)
                     if length > bestLength {
                         bestLength = length
                         bestOffset = position &- candidate
@@ -351,23 +350,6 @@ public struct XpressCompressor {
         }
 
         @inline(__always) static var minMatch: Int { 3 }
-
-        /// How many bytes at `a` equal those at `b` (which lies before `a`), at most `limit`.
-        @inline(__always)
-        static func matchLength(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, limit: Int) -> Int {
-            var length = 3
-            while length &+ 8 <= limit {
-                let x = UnsafeRawPointer(a + length).loadUnaligned(as: UInt64.self)
-                let y = UnsafeRawPointer(b + length).loadUnaligned(as: UInt64.self)
-                let difference = UInt64(littleEndian: x ^ y)
-                if difference != 0 {
-                    return length &+ difference.trailingZeroBitCount &>> 3
-                }
-                length &+= 8
-            }
-            while length < limit && a[length] == b[length] { length &+= 1 }
-            return length
-        }
     }
 
     // MARK: - Writing
