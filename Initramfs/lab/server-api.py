@@ -146,6 +146,13 @@ def until(base, token, mac, seconds, step_regex, occurrence, min_percent, pid=No
                     now = [e["event"] for e in events(base, token, d["id"])]
                     started = [e.get("name") for e in now if e["kind"] == "stepStarted"]
                     print(f"  {then:g} s later, the last step the server heard of: \"{started[-1] if started else '?'}\"")
+                    # A cut meant for the write-out must not land after the step: the scenario
+                    # would test something else (or nothing, were the deployment over).
+                    ended = [e for e in now[len(evs) - len(since):] if e["kind"] == "stepEnded" and e.get("step") == since[0].get("step")]
+                    if ended:
+                        print(f"server-api: the step ended ({ended[0].get('status')}) within the {then:g} s meant to be"
+                              " inside its write-out: the disk took the data faster than the scenario allows for", file=sys.stderr)
+                        return 1
                 return 0
         time.sleep(0.3)
     print(f"server-api: start {occurrence} of {step_regex} at {min_percent}% not reached within {seconds} s", file=sys.stderr)
