@@ -64,7 +64,10 @@ let package = Package(
         // Reading an NTFS volume through libntfs-3g where several modules do the same: folder
         // listings, a file's data stream read whole.
         .target(name: "NTFSAccess", dependencies: ["CNTFS3G", "Primitives"]),
-        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem", "CNTFS3G", "NTFSAccess", "Registry", "InstalledWindows"]),
+        // Capture itself is pure Swift and glibc, so the server can service images (add files to
+        // one); NTFSCapture reads an NTFS volume through libntfs-3g, for the agent and the tool.
+        .target(name: "Capture", dependencies: ["WIM", "Primitives", "Digests", "Failures", "CImprintSystem", "Registry", "InstalledWindows"]),
+        .target(name: "NTFSCapture", dependencies: ["Capture", "WIM", "Primitives", "Failures", "CNTFS3G", "NTFSAccess"]),
         // Apply targets: where the entries of an image are written (a directory, an NTFS volume).
         .target(name: "Apply", dependencies: ["WIM", "DiskModel", "Primitives", "Digests", "Failures", "Processes", "CImprintSystem", "CNTFS3G", "NTFSAccess"]),
         // What a disk is and what may be done to it, in pure Swift: the disk model, selection
@@ -88,7 +91,7 @@ let package = Package(
         // Pure Swift, so the disk model (and the server through it) can carry the result.
         .target(name: "InstalledWindows", dependencies: ["Registry", "Primitives"]),
         // Making a disk bootable: the BCD store, boot files on the ESP, the firmware's boot entry.
-        .target(name: "Boot", dependencies: ["Registry", "Apply", "Disks", "DiskModel", "Primitives", "Processes", "Failures", "CNTFS3G", "CBlkid"]),
+        .target(name: "Boot", dependencies: ["Registry", "InstalledWindows", "Apply", "Disks", "DiskModel", "Primitives", "Processes", "Failures", "CNTFS3G", "CBlkid"]),
         // Task sequences as data: the format, parser and checker, variables, conditions, facts and
         // events. What the server reads and writes; no C library.
         .target(name: "SequenceModel", dependencies: ["DiskModel", "InstalledWindows", "Primitives", "Failures"]),
@@ -96,13 +99,13 @@ let package = Package(
         // event spool and reporter.
         .target(
             name: "SequenceRunner",
-            dependencies: ["SequenceModel", "DiskModel", "Primitives", "Failures", "WIM", "Apply", "Capture", "Disks", "Transport", "Drivers", "Boot", "Registry", "Processes", "Digests"]
+            dependencies: ["SequenceModel", "DiskModel", "Primitives", "Failures", "WIM", "Apply", "Capture", "NTFSCapture", "Disks", "Transport", "Drivers", "Boot", "Registry", "Processes", "Digests"]
         ),
         // The command-line tool.
         .executableTarget(
             name: "imprint",
             dependencies: [
-                "WIM", "Apply", "Capture", "Disks", "DiskModel", "Failures", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
+                "WIM", "Apply", "Capture", "NTFSCapture", "Disks", "DiskModel", "Failures", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
                 "Boot", "Registry", "Primitives", "Digests",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -112,6 +115,8 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "SequenceModel", "Primitives", "Failures",
+                // The image library: reading, exporting and servicing WIMs (no libntfs-3g).
+                "WIM", "Capture", "Registry", "InstalledWindows", "Digests",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
@@ -158,7 +163,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "SequenceModel", "SequenceRunner", "Transport", "TestSupport", "imprint", "imprint-server",
+                "Server", "SequenceModel", "SequenceRunner", "Transport", "Registry", "TestSupport", "imprint", "imprint-server",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]

@@ -15,6 +15,12 @@
       machine's page cache until its disk takes it: the cut falls while it does) and prints the
       step the run had reached by then;
       1 when the deployment ended, the machine stopped or SECONDS passed first
+  server-api.py library BASE TOKEN FILE INDEX NAME
+      imports FILE (under the server's content folder) into the image library and extracts image
+      INDEX of it as the library image NAME (its next version); waits for both jobs
+  server-api.py library-use BASE TOKEN NAME OUT.json
+      checks that the library image NAME lists the deployment of OUT.json (from wait) among the
+      deployments that applied it, and prints the version
   server-api.py check OUT.json succeeded|failed [STEP_NAME REASON_REGEX]
       checks the final state and the events: in order, one result event, every step ended;
       for failed, the named step ended failed with a message matching REASON_REGEX
@@ -25,6 +31,7 @@ import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 
@@ -159,6 +166,37 @@ def until(base, token, mac, seconds, step_regex, occurrence, min_percent, pid=No
     return 1
 
 
+def job(base, token, answer, seconds=300):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        record = call(base, token, "GET", f"/api/v1/admin/library/jobs/{answer['id']}")
+        if record["state"] in ("succeeded", "failed"):
+            if record["state"] == "failed":
+                sys.exit(f"server-api: library job {record['kind']} failed: {record.get('message')}")
+            return record
+        time.sleep(0.5)
+    sys.exit(f"server-api: library job {answer['id']} did not end within {seconds} s")
+
+
+def library(base, token, file, index, name):
+    wim = job(base, token, call(base, token, "POST", "/api/v1/admin/library/wims", json.dumps({"file": file}).encode()))["result"]
+    made = job(base, token, call(base, token, "POST", "/api/v1/admin/library/images",
+                                 json.dumps({"wim": wim, "index": index, "image": name}).encode()))["result"]
+    print(f"  library: {file} imported (WIM {wim}), image {index} extracted as {made}")
+
+
+def library_use(base, token, name, path):
+    deployment = json.load(open(path))["deployment"]
+    detail = call(base, token, "GET", "/api/v1/admin/library/images/" + urllib.parse.quote(name))
+    uses = [u for u in detail["deployments"] if u["deploymentID"] == deployment["id"]]
+    if not uses:
+        sys.exit(f"  PROBLEM: the library image {name!r} does not list deployment {deployment['id']}")
+    version = next(v for v in detail["image"]["versions"] if v["version"] == uses[0]["version"])
+    print(f"  deployment {deployment['id']} applied library image {name!r} version {uses[0]['version']} "
+          f"({version['file']}, SHA-256 {version['sha256'][:16]}...)")
+    return 0
+
+
 def check(path, expected, step_name=None, reason=None):
     record = json.load(open(path))
     d, evs = record["deployment"], [e["event"] for e in record["events"]]
@@ -201,6 +239,10 @@ def check(path, expected, step_name=None, reason=None):
 command = sys.argv[1]
 if command == "load":
     load(*sys.argv[2:6])
+elif command == "library":
+    library(*sys.argv[2:7])
+elif command == "library-use":
+    sys.exit(library_use(*sys.argv[2:6]))
 elif command == "wait":
     pid = sys.argv[sys.argv.index("--while-pid") + 1] if "--while-pid" in sys.argv else None
     console = sys.argv[sys.argv.index("--console") + 1] if "--console" in sys.argv else None

@@ -24,6 +24,16 @@ struct imprint_open_how {
 #define IMPRINT_RESOLVE_NO_SYMLINKS 0x04
 #define IMPRINT_RESOLVE_BENEATH 0x08
 
+#ifndef SYS_copy_file_range
+#define SYS_copy_file_range 326
+#endif
+
+/* copy_file_range(2) through its system call (glibc declares it only with _GNU_SOURCE): the
+ * kernel copies, with no round trip through user space. */
+static inline long imprint_copy_file_range(int in, int out, size_t length) {
+    return syscall(SYS_copy_file_range, in, (void *)0, out, (void *)0, length, 0u);
+}
+
 /* Opens `path` relative to `dirfd` so that no component may leave `dirfd` or be a symbolic
  * link: the kernel enforces what a path check in user space can only hope for. Returns the
  * new descriptor, or -1 with errno set (ENOSYS on kernels older than 5.6). */

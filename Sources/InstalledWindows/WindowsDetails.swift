@@ -151,7 +151,7 @@ public struct WindowsDetails: Sendable, Equatable {
     /// stores it: 0 x86, 5 ARM, 6 IA-64, 9 x64, 12 ARM64.
     public var architectureCode: Int? { architecture.flatMap { Self.architectureCodes[$0] } }
 
-    static let architectureCodes: [String: Int] = ["x86": 0, "arm": 5, "ia64": 6, "x64": 9, "arm64": 12]
+    public static let architectureCodes: [String: Int] = ["x86": 0, "arm": 5, "ia64": 6, "x64": 9, "arm64": 12]
 
     /// The architecture a PE file (kernel32.dll) was built for, from its header's machine field
     /// (at the offset in 0x3C, after "PE\0\0"); nil when it is no PE file or of another machine.

@@ -6,6 +6,7 @@ import NTFSAccess
 import Failures
 import Primitives
 import WIM
+import Capture
 
 /// Captures an NTFS volume (a block device, a partition, an image file, or a byte range of a
 /// disk image) read-only through libntfs-3g, with no kernel or FUSE mount: what wimlib-imagex's

@@ -24,8 +24,10 @@ public final class ImprintServer: Sendable {
     let sealing: SecretSealing
     /// Each active deployment's secret values, to redact the events its agent sends.
     let redactors = DeploymentRedactors()
-    /// Uploads of captured images under way (one request at a time each).
-    let captureUploads = CaptureUploads()
+    /// Resumable uploads under way, captures and library WIMs (one request at a time each).
+    let uploads = ResumableUploads()
+    /// The image library's background jobs (import, extract, service).
+    let libraryJobs = LibraryJobs()
 
     public init(configuration: ServerConfiguration, storage: any ServerStorage, secrets: SecretBox,
                 logger: Logger = Logger(label: "imprint-server")) {
@@ -76,7 +78,10 @@ public final class ImprintServer: Sendable {
             throw error
         }
         logger.info("secrets: sealed in the database with \(secrets.source) (key id \(secrets.keyID))")
-        return ImprintServer(configuration: configuration, storage: storage, secrets: secrets, logger: logger)
+        let server = ImprintServer(configuration: configuration, storage: storage, secrets: secrets, logger: logger)
+        try FileManager.default.createDirectory(atPath: server.libraryWorkDirectory, withIntermediateDirectories: true)
+        await server.libraryJobs.start(server)
+        return server
     }
 
     /// Closes the database (the pool of PostgreSQL connections, or the SQLite file).
@@ -171,7 +176,8 @@ public final class ImprintServer: Sendable {
                                                 logger: logger, count: { [metrics] in metrics.addContentBytes($0) })
         case .metrics: return try await metricsText()
         case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
-             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
+             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle,
+             .dashboardImages, .dashboardImage, .dashboardLibrary:
             return try await dashboard(handler, request, context, client: client)
         // Every admin route by name: a new handler must be placed here (or above) on purpose,
         // never fall behind admin authentication (or out of it) by default.
@@ -180,6 +186,9 @@ public final class ImprintServer: Sendable {
              .adminRegisterMachine, .adminResetDeploymentToken:
             try authorizeAdmin(request)
             return try await admin(handler, request, context)
+        case let .library(route):
+            try authorizeAdmin(request)
+            return try await library(route, request, context)
         }
     }
 
@@ -200,7 +209,8 @@ public final class ImprintServer: Sendable {
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
              .adminRegisterMachine, .adminResetDeploymentToken, .metrics,
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
-             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
+             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
+             .dashboardImages, .dashboardImage, .dashboardLibrary:
             return
         }
     }

@@ -16,6 +16,13 @@ public struct RouteSpec: Sendable, Hashable {
         case metrics
         case dashboard, dashboardDeployment, dashboardLive, dashboardApprove, dashboardRedeploy, dashboardResetToken
         case dashboardLogin, dashboardLogout, dashboardScript, dashboardStyle
+        /// The dashboard's Images page and a library image's page (HTML), and the library's admin
+        /// API again under /dashboard/library for their script: the session cookie and a CSRF
+        /// header instead of the admin token, the same handlers behind them.
+        case dashboardImages, dashboardImage
+        case dashboardLibrary(LibraryRoute)
+        /// The image library's admin API.
+        case library(LibraryRoute)
     }
 
     public var method: HTTPRequest.Method
@@ -66,6 +73,19 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.get, "/api/v1/admin/deployments/{id}", .adminDeployment),
         RouteSpec(.get, "/api/v1/admin/deployments/{id}/events", .adminDeploymentEvents),
         RouteSpec(.post, "/api/v1/admin/deployments/{id}/reset-token", .adminResetDeploymentToken),
+        RouteSpec(.get, "/api/v1/admin/library", .library(.overview)),
+        RouteSpec(.post, "/api/v1/admin/library/uploads/{name}", .library(.uploadAnnounce)),
+        RouteSpec(.put, "/api/v1/admin/library/uploads/{name}", .library(.uploadData)),
+        RouteSpec(.post, "/api/v1/admin/library/wims", .library(.importWIM)),
+        RouteSpec(.get, "/api/v1/admin/library/wims/{id}", .library(.wim)),
+        RouteSpec(.delete, "/api/v1/admin/library/wims/{id}", .library(.deleteWIM)),
+        RouteSpec(.post, "/api/v1/admin/library/images", .library(.extract)),
+        RouteSpec(.get, "/api/v1/admin/library/images/{name}", .library(.image)),
+        RouteSpec(.post, "/api/v1/admin/library/images/{name}/versions/{version}/service", .library(.service)),
+        RouteSpec(.post, "/api/v1/admin/library/images/{name}/versions/{version}/retire", .library(.retire)),
+        RouteSpec(.delete, "/api/v1/admin/library/images/{name}/versions/{version}", .library(.deleteVersion)),
+        RouteSpec(.get, "/api/v1/admin/library/jobs", .library(.jobs)),
+        RouteSpec(.get, "/api/v1/admin/library/jobs/{id}", .library(.job)),
         RouteSpec(.get, "/metrics", .metrics),
         RouteSpec(.get, "/dashboard", .dashboard),
         RouteSpec(.get, "/dashboard/deployments/{id}", .dashboardDeployment),
@@ -77,5 +97,20 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.post, "/dashboard/logout", .dashboardLogout),
         RouteSpec(.get, "/dashboard/app.js", .dashboardScript),
         RouteSpec(.get, "/dashboard/app.css", .dashboardStyle),
+        RouteSpec(.get, "/dashboard/images", .dashboardImages),
+        RouteSpec(.get, "/dashboard/images/{name}", .dashboardImage),
+        RouteSpec(.get, "/dashboard/library", .dashboardLibrary(.overview)),
+        RouteSpec(.post, "/dashboard/library/uploads/{name}", .dashboardLibrary(.uploadAnnounce)),
+        RouteSpec(.put, "/dashboard/library/uploads/{name}", .dashboardLibrary(.uploadData)),
+        RouteSpec(.post, "/dashboard/library/wims", .dashboardLibrary(.importWIM)),
+        RouteSpec(.get, "/dashboard/library/wims/{id}", .dashboardLibrary(.wim)),
+        RouteSpec(.delete, "/dashboard/library/wims/{id}", .dashboardLibrary(.deleteWIM)),
+        RouteSpec(.post, "/dashboard/library/images", .dashboardLibrary(.extract)),
+        RouteSpec(.get, "/dashboard/library/images/{name}", .dashboardLibrary(.image)),
+        RouteSpec(.post, "/dashboard/library/images/{name}/versions/{version}/service", .dashboardLibrary(.service)),
+        RouteSpec(.post, "/dashboard/library/images/{name}/versions/{version}/retire", .dashboardLibrary(.retire)),
+        RouteSpec(.delete, "/dashboard/library/images/{name}/versions/{version}", .dashboardLibrary(.deleteVersion)),
+        RouteSpec(.get, "/dashboard/library/jobs", .dashboardLibrary(.jobs)),
+        RouteSpec(.get, "/dashboard/library/jobs/{id}", .dashboardLibrary(.job)),
     ]
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Boot
 import Foundation
+import InstalledWindows
 import Primitives
 import Registry
 

@@ -4,6 +4,7 @@ import Foundation
 import WIM
 import Apply
 import Capture
+import NTFSCapture
 import DiskModel
 
 struct SourceOptions: ParsableArguments {

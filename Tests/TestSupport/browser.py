@@ -4,7 +4,13 @@ packages): opens URL, waits until a JavaScript condition holds (live updates inc
 prints the value of an expression as JSON and optionally saves a screenshot.
 
   browser.py URL --until 'document.querySelector(...) !== null' --eval 'JSON.stringify(...)'
-             [--screenshot out.png] [--timeout 20]
+             [--screenshot out.png] [--timeout 20] [--steps STEPS.json]
+
+--steps names a JSON file with a list of steps run in order after the page loads and before
+--until: {"run": JS} evaluates JS (promises awaited), {"wait": JS, "timeout": S} waits until JS
+is true, {"file": CSS selector, "path": P} puts a file in a file input (as a user choosing it),
+{"navigate": URL}, {"screenshot": P}. Each may have a "label". The first wait that times out
+(or step that throws) stops the steps; the output says which ("failed") and what each gave.
 """
 import argparse
 import base64
@@ -75,6 +81,54 @@ class Browser:
         subprocess.run(["rm", "-rf", self.profile])
 
 
+def run_steps(browser, session, steps):
+    """Runs the --steps; returns (what each gave, the label of the step that failed or None)."""
+    results = []
+    for number, step in enumerate(steps):
+        label = step.get("label", f"step {number + 1}")
+        try:
+            if "run" in step:
+                value = browser.send("Runtime.evaluate", {"expression": step["run"], "awaitPromise": True, "returnByValue": True}, session)
+                if "exceptionDetails" in value:
+                    raise RuntimeError(json.dumps(value["exceptionDetails"].get("exception", {}).get("description")
+                                                  or value["exceptionDetails"].get("text")))
+                results.append({"label": label, "value": value.get("result", {}).get("value")})
+            elif "wait" in step:
+                deadline = time.time() + float(step.get("timeout", 30))
+                held = False
+                while time.time() < deadline:
+                    try:
+                        result = browser.send("Runtime.evaluate", {"expression": f"Boolean({step['wait']})", "returnByValue": True}, session)
+                    except RuntimeError:
+                        result = {}  # a page being replaced (navigation) has no context for a moment
+                    if result.get("result", {}).get("value") is True:
+                        held = True
+                        break
+                    time.sleep(0.2)
+                results.append({"label": label, "held": held})
+                if not held:
+                    return results, label
+            elif "file" in step:
+                element = browser.send("Runtime.evaluate", {"expression": f"document.querySelector({json.dumps(step['file'])})"}, session)
+                object_id = element.get("result", {}).get("objectId")
+                if not object_id:
+                    raise RuntimeError(f"no element matches {step['file']}")
+                browser.send("DOM.setFileInputFiles", {"files": [step["path"]], "objectId": object_id}, session)
+                results.append({"label": label})
+            elif "navigate" in step:
+                browser.send("Page.navigate", {"url": step["navigate"]}, session)
+                results.append({"label": label})
+            elif "screenshot" in step:
+                shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+                with open(step["screenshot"], "wb") as out:
+                    out.write(base64.b64decode(shot["data"]))
+                results.append({"label": label})
+        except Exception as error:  # the test reads what went wrong from the output
+            results.append({"label": label, "error": str(error)})
+            return results, label
+    return results, None
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
@@ -83,6 +137,7 @@ def main():
     parser.add_argument("--screenshot")
     parser.add_argument("--timeout", type=float, default=20)
     parser.add_argument("--cookie", action="append", default=[], help="name=value for the URL's host")
+    parser.add_argument("--steps", help="a JSON file: steps to run before --until (see above)")
     options = parser.parse_args()
     browser = Browser()
     try:
@@ -92,9 +147,13 @@ def main():
             name, value = cookie.split("=", 1)
             browser.send("Network.setCookie", {"name": name, "value": value, "url": options.url}, session)
         browser.send("Page.navigate", {"url": options.url}, session)
+        steps, failed = [], None
+        if options.steps:
+            with open(options.steps) as source:
+                steps, failed = run_steps(browser, session, json.load(source))
         deadline = time.time() + options.timeout
         holds = False
-        while time.time() < deadline:
+        while failed is None and time.time() < deadline:
             result = browser.send("Runtime.evaluate", {"expression": f"Boolean({options.until})", "returnByValue": True}, session)
             if result.get("result", {}).get("value") is True:
                 holds = True
@@ -105,7 +164,11 @@ def main():
             shot = browser.send("Page.captureScreenshot", {"format": "png"}, session)
             with open(options.screenshot, "wb") as out:
                 out.write(base64.b64decode(shot["data"]))
-        print(json.dumps({"held": holds, "value": value.get("result", {}).get("value")}))
+        answer = {"held": holds, "value": value.get("result", {}).get("value")}
+        if options.steps:
+            answer["steps"] = steps
+            answer["failed"] = failed
+        print(json.dumps(answer))
     finally:
         browser.close()
 

@@ -225,6 +225,33 @@ final class Checker {
             }
             action = volume.flatMap { v in mode.map { .cleanVolume(volume: v, mode: $0, folders: folders) } }
         case "applyImage":
+            if let reference = object["image"]?.objectValue {
+                // {"library": NAME, "version": "latest"|N}: imprint-server puts the version's
+                // URL, SHA-256 and index in its place when it hands the sequence out.
+                let name = reference["library"]?.stringValue ?? ""
+                if name.isEmpty { error(path + ".image.library", "the library image's name is missing", hint: "\"image\": {\"library\": \"Windows 11 Pro\"}") }
+                let version = reference["version"]?.scalarText ?? "latest"
+                if version != "latest" && !(Int(version).map { $0 > 0 } ?? false) {
+                    error(path + ".image.version", "a library version is \"latest\" or a number, not \"\(version)\"")
+                }
+                for key in reference.keys where key != "library" && key != "version" {
+                    error(path + ".image.\(key)", "unknown key", hint: "a library image is {\"library\": NAME, \"version\": \"latest\" or N}")
+                }
+                if object["source"] != nil || object["sha256"] != nil {
+                    error(path + ".source", "a step names a library image or a source, not both", hint: "the server gives the library version's source and SHA-256")
+                }
+                warning(path + ".image", "names the library image \"\(name)\": imprint-server resolves it when it hands the sequence out; run from anywhere else, this step fails")
+                let target = volumeReference(object, "target", path)
+                let modeText = string(object, "mode", path, required: false) ?? "download"
+                let mode = ApplyImageStep.Mode(rawValue: modeText)
+                if mode == nil { error(path + ".mode", "unknown mode \"\(modeText)\"", hint: "download or stream") }
+                let cache = string(object, "cacheDirectory", path, required: false) ?? "/var/cache/imprint"
+                action = target.flatMap { t in mode.map {
+                    .applyImage(ApplyImageStep(source: "", image: "1", sha256: nil, target: t, mode: $0, cacheDirectory: cache,
+                                               library: LibraryImageReference(name: name, version: version)))
+                } }
+                break
+            }
             let source = string(object, "source", path, required: true)
             let image = object["image"]?.scalarText ?? "1"
             let target = volumeReference(object, "target", path)

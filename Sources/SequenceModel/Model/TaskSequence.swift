@@ -136,6 +136,18 @@ public struct ApplyImageStep: Sendable {
     public var mode: Mode
     /// Where `download` keeps the WIM.
     public var cacheDirectory: String
+    /// `"image": {"library": NAME, "version": ...}`: a library image of imprint-server, which
+    /// puts the version's URL, SHA-256 and index in its place when it hands the sequence out.
+    /// Still set here, the sequence did not come from the server: the step fails saying so.
+    public var library: LibraryImageReference? = nil
+}
+
+/// A library image as a sequence names it; `version` is "latest" or a number.
+public struct LibraryImageReference: Sendable, Equatable {
+    public var name: String
+    public var version: String
+
+    public var description: String { "library image \"\(name)\" (version \(version))" }
 }
 
 public struct WriteImageStep: Sendable {

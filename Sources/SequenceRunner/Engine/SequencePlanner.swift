@@ -88,6 +88,8 @@ public enum SequencePlanner {
             case let .cleanVolume(volume, mode, folders):
                 details.append(mode == .move ? "would move \(folders.joined(separator: ", ")) of volume \"\(volume)\" into Windows.old (Users stays)"
                                              : "would delete \(folders.joined(separator: ", ")) on volume \"\(volume)\" (Users stays)")
+            case let .applyImage(parameters) where parameters.library != nil:
+                details.append("would apply the \(parameters.library?.description ?? ""), as imprint-server resolves it, to volume \"\(parameters.target)\"")
             case let .applyImage(parameters):
                 details.append("would apply image \(variables.substitute(parameters.image)) of \(variables.substitute(parameters.source)) "
                                + "to volume \"\(parameters.target)\" (\(parameters.mode.rawValue))")

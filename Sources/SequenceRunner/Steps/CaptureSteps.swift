@@ -1,5 +1,6 @@
 import Apply
 import Capture
+import NTFSCapture
 import Digests
 import DiskModel
 import Foundation

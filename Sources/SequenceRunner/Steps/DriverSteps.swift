@@ -4,6 +4,7 @@ import DiskModel
 import Drivers
 import Failures
 import Foundation
+import InstalledWindows
 import SequenceModel
 import Transport
 

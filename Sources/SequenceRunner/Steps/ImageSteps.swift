@@ -13,6 +13,10 @@ import WIM
 /// an NTFS volume through libntfs-3g.
 enum ImageSteps {
     static func applyImage(_ parameters: ApplyImageStep, _ step: Step, _ context: RunContext) throws {
+        if let library = parameters.library {
+            throw StepFailure("the step names the \(library.description), which only imprint-server resolves (it hands the sequence "
+                              + "out with the version's URL and SHA-256); this sequence did not come from a server", kind: .badInput)
+        }
         let source = context.substitute(parameters.source)
         let selector = context.substitute(parameters.image)
         let expected = parameters.sha256.map(context.substitute)?.lowercased().nonEmpty

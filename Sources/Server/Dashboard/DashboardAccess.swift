@@ -147,12 +147,27 @@ extension ImprintServer {
     /// A state-changing form: with a session, its `csrf` field must be the session's token
     /// (another site can make the browser post, with the cookie, but cannot read the token).
     func requireCSRF(_ form: FormFields, _ access: DashboardAccess) throws {
+        try requireCSRF(sent: form["csrf"], access, carrier: "the form", field: "csrf")
+    }
+
+    /// The header the dashboard's script sends its session's CSRF token in, with every request
+    /// that changes something (JSON and upload bodies carry no form field).
+    static let csrfHeader = HTTPFields.Element.Name("X-CSRF-Token")!
+
+    /// A state-changing request of the dashboard's script: with a session, its `X-CSRF-Token`
+    /// header must be the session's token. (Another site cannot even send that header without
+    /// this server's consent to a CORS preflight, which it never gives.)
+    func requireCSRFHeader(_ request: Request, _ access: DashboardAccess) throws {
+        try requireCSRF(sent: request.headers[Self.csrfHeader], access, carrier: "the request", field: "X-CSRF-Token")
+    }
+
+    private func requireCSRF(sent: String?, _ access: DashboardAccess, carrier: String, field: String) throws {
         guard case let .session(session) = access else { return }
-        guard let sent = form["csrf"], !sent.isEmpty else {
-            throw APIError(.forbidden, "the form has no CSRF token (csrf): reload the dashboard and try again", field: "csrf")
+        guard let sent, !sent.isEmpty else {
+            throw APIError(.forbidden, "\(carrier) has no CSRF token (\(field)): reload the dashboard and try again", field: field)
         }
         guard Tokens.equal(Tokens.hash(sent), Tokens.hash(session.csrfToken)) else {
-            throw APIError(.forbidden, "the form's CSRF token (csrf) is not this session's: reload the dashboard and try again", field: "csrf")
+            throw APIError(.forbidden, "\(carrier)'s CSRF token (\(field)) is not this session's: reload the dashboard and try again", field: field)
         }
     }
 

@@ -268,25 +268,29 @@ public enum DashboardPage {
 
     /// The script and style are files of their own (`/dashboard/app.js`, `/dashboard/app.css`):
     /// the Content-Security-Policy allows nothing inline. `csrf` non-nil: a logged-in page,
-    /// with the log-out form.
-    static func page(title: String, body: String, live: Bool = true, change: Int = 0, csrf: String? = nil) -> String {
+    /// with the log-out form and the links to the dashboard's pages. `feed`: whether the page
+    /// follows the deployments' live feed (the Images pages poll their jobs instead).
+    static func page(title: String, body: String, live: Bool = true, change: Int = 0, csrf: String? = nil, feed: Bool = true) -> String {
         let logout = csrf.map {
             "<form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\(csrfField($0))<button type=\"submit\">Log out</button></form>"
+                + "<nav class=\"top\"><a href=\"/dashboard\">Machines</a><a href=\"/dashboard/images\">Images</a></nav>"
         } ?? ""
         return """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <link rel="stylesheet" href="/dashboard/app.css">\(live ? "<script src=\"/dashboard/app.js\" defer></script>" : "")</head>
-        <body data-change="\(change)">\(logout)\(body)</body></html>
+        <body data-change="\(change)"\(feed ? "" : " data-feed=\"off\"")>\(logout)\(body)</body></html>
         """
     }
 
     /// Text and attribute values.
     public static func escape(_ text: String) -> String { XMLText.escape(text) }
 
-    /// Served as `/dashboard/app.css`.
-    public static let style = """
+    /// Served as `/dashboard/app.css`: the machines' and deployments' pages, then the Images pages'.
+    public static let style = baseStyle + "\n" + DashboardImagesPage.style
+
+    private static let baseStyle = """
         body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
         table { border-collapse: collapse; width: 100%; margin-bottom: 2em; }
         th, td { text-align: left; padding: 0.4em 0.6em; border-bottom: 1px solid #ddd; vertical-align: top; }
@@ -306,9 +310,14 @@ public enum DashboardPage {
     /// on a deployment page, its new log lines and step ends). Served as `/dashboard/app.js`.
     /// Text from an agent only ever becomes `textContent`; elements are found by comparing
     /// their data attributes in script, never by building a selector from that text.
-    public static let script = """
+    /// The Images pages' script follows (`DashboardImagesPage.script`).
+    public static let script = liveScript + "\n" + DashboardImagesPage.script
+
+    private static let liveScript = """
         (function () {
           'use strict';
+          // Pages that do not follow the deployments (the Images pages) open no live stream.
+          if (document.body.dataset.feed === 'off') return;
           function setWidth(bar) {
             const fill = bar.querySelector('.bar');
             if (fill) fill.style.width = bar.dataset.percent + '%';

@@ -26,6 +26,10 @@ extension ImprintServer {
         if handler == .dashboardStyle { return asset(DashboardPage.style, contentType: "text/css; charset=utf-8") }
         if handler == .dashboardLogin { return try await dashboardLogin(request, client: client) }
         guard let access = try await dashboardAccess(request) else {
+            // The pages' script gets an error it can show, not a login page in place of JSON.
+            if case .dashboardLibrary = handler {
+                throw APIError(.unauthorized, "this dashboard session has ended (logged out or expired): reload the page and log in again")
+            }
             // A token in the URL is not taken: it would stay in the browser's history, in proxy
             // and server logs and in Referer headers. The page says so instead of failing silently.
             let inURL = request.uri.queryParameters.get("token") != nil
@@ -94,6 +98,12 @@ extension ImprintServer {
             var response = Response(status: .seeOther, headers: [.location: "/dashboard"])
             response.headers[.setCookie] = sessionCookie(value: "", maxAge: 0, request: request)
             return response
+        case .dashboardImages:
+            return try await dashboardImagesPage(access: access)
+        case .dashboardImage:
+            return try await dashboardImagePage(request, context, access: access)
+        case let .dashboardLibrary(route):
+            return try await dashboardLibraryAPI(route, request, context, access: access)
         case .dashboardLogin, .dashboardScript, .dashboardStyle:
             // Answered above, before the login check.
             throw APIError.notFound("route")
@@ -101,7 +111,7 @@ extension ImprintServer {
              .captureAnnounce, .captureData,
              .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
-             .adminRegisterMachine, .adminResetDeploymentToken:
+             .adminRegisterMachine, .adminResetDeploymentToken, .library:
             // Not a dashboard route: `handle` never sends these here (listed so a new handler is placed on purpose).
             throw APIError.notFound("route")
         }

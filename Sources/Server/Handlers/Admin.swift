@@ -98,7 +98,14 @@ extension ImprintServer {
                 throw APIError(.unprocessableContent, "a sequence name is letters, digits, '-', '_' and '.'", field: "name")
             }
             let data = try await request.bodyData(limit: 4 << 20)
-            let (_, issues) = SequenceParser.parse(data, origin: "sequence \(name)")
+            // Library images resolved as a check-in would (a name the library lacks is refused
+            // here); what is stored names them still, so "latest" moves with the library.
+            let resolved: String
+            do { resolved = try LibraryReferences.resolve(String(decoding: data, as: UTF8.self), images: try await libraryImagesByName()).body } catch let
+                unresolvable as LibraryReferences.Unresolvable {
+                throw APIError(.unprocessableContent, "\(unresolvable.path): \(unresolvable.description)", field: unresolvable.path)
+            }
+            let (_, issues) = SequenceParser.parse(Data(resolved.utf8), origin: "sequence \(name)")
             let bodies = issues.map { APIError.IssueBody(severity: $0.severity.rawValue, path: $0.path, message: $0.message, hint: $0.hint) }
             let errors = issues.filter { $0.severity == .error }
             if let first = errors.first {
@@ -238,7 +245,8 @@ extension ImprintServer {
         case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content, .metrics,
              .captureAnnounce, .captureData,
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
-             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle:
+             .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
+             .dashboardImages, .dashboardImage, .dashboardLibrary:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new
             // handler makes the compiler ask where it belongs.
             throw APIError.notFound("route")

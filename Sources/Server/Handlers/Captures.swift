@@ -22,12 +22,12 @@ import Synchronization
 /// `${Variable}` in the step's name matches one file-name word), into
 /// `<captures>/<sequence>/<name>`: a deployment token cannot write anywhere else.
 extension ImprintServer {
-    struct CaptureAnnouncement: Decodable {
+    struct UploadAnnouncement: Decodable {
         var size: UInt64
         var sha256: String
     }
 
-    struct CaptureStatus: Encodable {
+    struct UploadStatus: Encodable {
         /// Bytes the server holds.
         var offset: UInt64
         var size: UInt64
@@ -38,7 +38,7 @@ extension ImprintServer {
     }
 
     /// Where one upload's pieces and record live, and where it goes when whole.
-    struct CaptureFiles {
+    struct UploadFiles {
         var folder: String
         var final: String
         var partial: String
@@ -49,46 +49,52 @@ extension ImprintServer {
     func captureAnnounce(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let deployment = try await authorizedDeployment(request, context)
         let files = try captureFiles(request, context, deployment)
+        return try await announceUpload(files, request, limit: configuration.limits.captureBytes, limitOption: "--max-capture-size",
+                                        what: "deployment \(deployment.id): capture")
+    }
+
+    /// Step 1 of a resumable upload (a capture, a WIM for the library): the size and SHA-256
+    /// announced; answers how much the server holds already.
+    func announceUpload(_ files: UploadFiles, _ request: Request, limit: UInt64, limitOption: String, what: String) async throws -> Response {
         var request = request
         let data = try await request.bodyData(limit: 4096)
-        let announcement = try decodeBody(CaptureAnnouncement.self, from: data)
+        let announcement = try decodeBody(UploadAnnouncement.self, from: data)
         let sha256 = announcement.sha256.lowercased()
         guard sha256.count == 64, sha256.allSatisfy(\.isHexDigit) else {
             throw APIError(.unprocessableContent, "sha256 must be 64 hexadecimal digits", field: "sha256")
         }
-        let limit = configuration.limits.captureBytes
         guard announcement.size > 0, announcement.size <= limit else {
-            throw APIError(.contentTooLarge, "a capture is 1 byte to \(limit) bytes (--max-capture-size); this one is \(announcement.size)",
+            throw APIError(.contentTooLarge, "an upload is 1 byte to \(limit) bytes (\(limitOption)); this one is \(announcement.size)",
                            field: "size")
         }
-        return try await captureUploads.exclusive(files.partial) {
+        return try await uploads.exclusive(files.partial) {
             try FileManager.default.createDirectory(atPath: files.folder, withIntermediateDirectories: true)
             let status = { (offset: UInt64, complete: Bool) in
-                CaptureStatus(offset: offset, size: announcement.size, complete: complete, path: files.relative, sha256: sha256)
+                UploadStatus(offset: offset, size: announcement.size, complete: complete, path: files.relative, sha256: sha256)
             }
             // Announced again after the last answer was lost: the file is in place already.
-            if let record = CaptureRecord.read(files.record), record.completed, record.matches(announcement.size, sha256),
+            if let record = UploadRecord.read(files.record), record.completed, record.matches(announcement.size, sha256),
                Self.fileSize(files.final) == announcement.size {
                 return JSON.response(status(announcement.size, true))
             }
             var offset: UInt64 = 0
-            if let record = CaptureRecord.read(files.record), !record.completed, record.matches(announcement.size, sha256),
+            if let record = UploadRecord.read(files.record), !record.completed, record.matches(announcement.size, sha256),
                let held = Self.fileSize(files.partial), held <= announcement.size {
                 offset = held
             } else {
                 unlink(files.partial)
                 guard let fd = Self.openPartial(files.partial) else {
-                    throw APIError(.internalServerError, "the server cannot create the capture's file")
+                    throw APIError(.internalServerError, "the server cannot create the upload's file")
                 }
                 Glibc.close(fd)
-                try CaptureRecord(size: announcement.size, sha256: sha256, completed: false).write(files.record)
+                try UploadRecord(size: announcement.size, sha256: sha256, completed: false).write(files.record)
             }
             let free = Self.freeBytes(files.folder)
             if let free, free < announcement.size - offset + (64 << 20) {
-                throw APIError(.init(code: 507, reasonPhrase: "Insufficient Storage"), "the server has \(free) bytes free for captures; \(announcement.size - offset) more are needed",
+                throw APIError(.init(code: 507, reasonPhrase: "Insufficient Storage"), "the server has \(free) bytes free; \(announcement.size - offset) more are needed",
                                field: "size")
             }
-            logger.info("deployment \(deployment.id): capture \(files.relative) announced (\(announcement.size) bytes, \(offset) held)")
+            logger.info("\(what) \(files.relative) announced (\(announcement.size) bytes, \(offset) held)")
             return JSON.response(status(offset, false))
         }
     }
@@ -96,11 +102,17 @@ extension ImprintServer {
     func captureData(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let deployment = try await authorizedDeployment(request, context)
         let files = try captureFiles(request, context, deployment)
+        return try await receiveUpload(files, request, what: "deployment \(deployment.id): capture")
+    }
+
+    /// Step 2 of a resumable upload: bytes from `Upload-Offset`, kept as they arrive; the file
+    /// moves into place only whole and with the SHA-256 announced.
+    func receiveUpload(_ files: UploadFiles, _ request: Request, what: String) async throws -> Response {
         guard let offsetText = request.headers[.uploadOffset], let offset = UInt64(offsetText) else {
             throw APIError(.badRequest, "Upload-Offset: the byte of the file this body starts at is required", field: "Upload-Offset")
         }
-        return try await captureUploads.exclusive(files.partial) {
-            guard let record = CaptureRecord.read(files.record), !record.completed, let held = Self.fileSize(files.partial) else {
+        return try await uploads.exclusive(files.partial) {
+            guard let record = UploadRecord.read(files.record), !record.completed, let held = Self.fileSize(files.partial) else {
                 throw APIError(.conflict, "no upload of \(files.relative) is under way: announce it first (POST)", field: "name")
             }
             guard offset == held else {
@@ -110,7 +122,7 @@ extension ImprintServer {
                 throw error
             }
             let fd = Glibc.open(files.partial, O_WRONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw APIError(.internalServerError, "the server cannot open the capture's file") }
+            guard fd >= 0 else { throw APIError(.internalServerError, "the server cannot open the upload's file") }
             defer { Glibc.close(fd) }
             var position = held
             var tooLong = false
@@ -127,7 +139,7 @@ extension ImprintServer {
                             if n < 0 {
                                 if errno == EINTR { continue }
                                 throw APIError(errno == ENOSPC ? .init(code: 507, reasonPhrase: "Insufficient Storage") : .internalServerError,
-                                               "the server could not store the capture: \(String(cString: strerror(errno)))")
+                                               "the server could not store the upload: \(String(cString: strerror(errno)))")
                             }
                             done += n
                         }
@@ -138,7 +150,7 @@ extension ImprintServer {
                 // What arrived is kept (a dropped connection resumes after it); the file ends
                 // at the last whole write.
                 _ = ftruncate(fd, off_t(position))
-                logger.info("deployment \(deployment.id): capture \(files.relative) interrupted at \(position) of \(record.size) bytes")
+                logger.info("\(what) \(files.relative) interrupted at \(position) of \(record.size) bytes")
                 throw error
             }
             if tooLong {
@@ -146,32 +158,32 @@ extension ImprintServer {
                 throw APIError(.contentTooLarge, "the body goes past the announced size of \(record.size) bytes", field: "Upload-Offset")
             }
             guard position == record.size else {
-                return JSON.response(CaptureStatus(offset: position, size: record.size, complete: false, path: files.relative, sha256: record.sha256))
+                return JSON.response(UploadStatus(offset: position, size: record.size, complete: false, path: files.relative, sha256: record.sha256))
             }
-            guard fsync(fd) == 0 else { throw APIError(.internalServerError, "the server could not store the capture (fsync)") }
+            guard fsync(fd) == 0 else { throw APIError(.internalServerError, "the server could not store the upload (fsync)") }
             let path = files.partial
             let digest = try await NIOThreadPool.singleton.runIfActive { try Self.sha256(ofFile: path) }
             guard digest == record.sha256 else {
                 unlink(files.partial)
                 unlink(files.record)
-                logger.warning("deployment \(deployment.id): capture \(files.relative) refused: SHA-256 \(digest), announced \(record.sha256)")
+                logger.warning("\(what) \(files.relative) refused: SHA-256 \(digest), announced \(record.sha256)")
                 throw APIError(.unprocessableContent, "the file received has SHA-256 \(digest), not the \(record.sha256) announced: "
                                + "it was not kept; announce it again and send it whole", field: "sha256")
             }
             guard rename(files.partial, files.final) == 0 else {
-                throw APIError(.internalServerError, "the server could not move the capture into place")
+                throw APIError(.internalServerError, "the server could not move the upload into place")
             }
-            try CaptureRecord(size: record.size, sha256: record.sha256, completed: true).write(files.record)
+            try UploadRecord(size: record.size, sha256: record.sha256, completed: true).write(files.record)
             Self.syncFolder(files.folder)
-            logger.info("deployment \(deployment.id): capture \(files.relative) received whole (\(record.size) bytes, SHA-256 verified)")
-            return JSON.response(CaptureStatus(offset: record.size, size: record.size, complete: true, path: files.relative, sha256: record.sha256),
+            logger.info("\(what) \(files.relative) received whole (\(record.size) bytes, SHA-256 verified)")
+            return JSON.response(UploadStatus(offset: record.size, size: record.size, complete: true, path: files.relative, sha256: record.sha256),
                                  status: .created)
         }
     }
 
     /// The files of the upload the request names, once the name is checked against the
     /// deployment's sequence.
-    func captureFiles(_ request: Request, _ context: BasicRequestContext, _ deployment: Deployment) throws -> CaptureFiles {
+    func captureFiles(_ request: Request, _ context: BasicRequestContext, _ deployment: Deployment) throws -> UploadFiles {
         let name = try request.requiredParameter("name", context)
         guard CaptureNames.isSafeFileName(name) else {
             throw APIError(.unprocessableContent, "\(name.prefix(100).debugDescription) is not a capture file name: letters, digits, "
@@ -187,7 +199,7 @@ extension ImprintServer {
         }
         let folder = configuration.captureDirectory + "/" + deployment.sequenceName
         let key = deployment.id.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-        return CaptureFiles(folder: folder, final: folder + "/" + name, partial: folder + "/.\(name).\(key).partial",
+        return UploadFiles(folder: folder, final: folder + "/" + name, partial: folder + "/.\(name).\(key).partial",
                             record: folder + "/.\(name).\(key).json", relative: deployment.sequenceName + "/" + name)
     }
 
@@ -218,7 +230,7 @@ extension ImprintServer {
 
     static func sha256(ofFile path: String) throws -> String {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw APIError(.internalServerError, "the server cannot read the capture back") }
+        guard fd >= 0 else { throw APIError(.internalServerError, "the server cannot read the upload back") }
         defer { Glibc.close(fd) }
         var hasher = SHA256()
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -226,7 +238,7 @@ extension ImprintServer {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw APIError(.internalServerError, "the server cannot read the capture back")
+                throw APIError(.internalServerError, "the server cannot read the upload back")
             }
             if n == 0 { break }
             buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
@@ -237,16 +249,16 @@ extension ImprintServer {
 
 /// What the server knows of one upload, beside its data: the size and SHA-256 announced, and
 /// whether it was received whole.
-struct CaptureRecord: Codable {
+struct UploadRecord: Codable {
     var size: UInt64
     var sha256: String
     var completed: Bool
 
     func matches(_ size: UInt64, _ sha256: String) -> Bool { self.size == size && self.sha256 == sha256 }
 
-    static func read(_ path: String) -> CaptureRecord? {
+    static func read(_ path: String) -> UploadRecord? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        return try? JSONDecoder().decode(CaptureRecord.self, from: data)
+        return try? JSONDecoder().decode(UploadRecord.self, from: data)
     }
 
     /// Beside, then renamed: a record is whole or the earlier one.
@@ -255,7 +267,7 @@ struct CaptureRecord: Codable {
         let temporary = path + ".tmp"
         guard FileManager.default.createFile(atPath: temporary, contents: data), rename(temporary, path) == 0 else {
             unlink(temporary)
-            throw APIError(.internalServerError, "the server cannot record the capture")
+            throw APIError(.internalServerError, "the server cannot record the upload")
         }
     }
 }
@@ -315,7 +327,7 @@ enum CaptureNames {
 
 /// One request at a time per upload: a second PUT of the same file while one is under way
 /// answers 409 rather than interleave.
-final class CaptureUploads: Sendable {
+final class ResumableUploads: Sendable {
     private let busy = Mutex<Set<String>>([])
 
     func exclusive<T>(_ key: String, _ body: () async throws -> T) async throws -> T {

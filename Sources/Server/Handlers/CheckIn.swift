@@ -121,13 +121,23 @@ extension ImprintServer {
             if let refusal = try secretsRefusal(sequenceName: sequence.name, sequenceBody: sequence.body, variables: variables, machine: machine) {
                 return refusal
             }
+            // The library images it names become the versions' files: the deployment keeps
+            // what it was handed, and records which versions those were.
+            let resolved: (body: String, used: [(image: String, version: Int)])
+            do { resolved = try LibraryReferences.resolve(sequence.body, images: try await libraryImagesByName()) } catch {
+                return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter,
+                                     message: "the sequence \"\(sequence.name)\" names a library image the server cannot resolve: \(error)",
+                                     machineId: machine.id)
+            }
             let token = Tokens.make()
             let now = StoredTime.now()
-            let deployment = Deployment(id: id, machineID: machine.id, sequenceName: sequence.name, sequenceBody: sequence.body,
+            let deployment = Deployment(id: id, machineID: machine.id, sequenceName: sequence.name, sequenceBody: resolved.body,
                                         variables: variables, tokenHash: Tokens.hash(token), state: .assigned, acknowledged: 0,
                                         created: now, tokenIssued: now)
             try await storage.createDeployment(deployment)
-            logger.info("machine \(machine.id): deployment \(id) of \"\(sequence.name)\"")
+            try await storage.recordDeploymentImages(deploymentID: id, resolved.used)
+            let versions = resolved.used.map { ", library image \"\($0.image)\" version \($0.version)" }.joined()
+            logger.info("machine \(machine.id): deployment \(id) of \"\(sequence.name)\"\(versions)")
             return try assigned(deployment, token: token, eventsAfter: 0)
         } }
         return JSON.response(answer)

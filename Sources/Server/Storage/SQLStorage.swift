@@ -23,7 +23,7 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
 
     /// Appended to a SELECT whose rows the transaction goes on to change: another instance doing
     /// the same waits for this one's COMMIT, and then sees what it wrote.
-    private var lockingSelectedRows: String { executor.sharedByInstances ? " FOR UPDATE" : "" }
+    var lockingSelectedRows: String { executor.sharedByInstances ? " FOR UPDATE" : "" }
 
     // MARK: - Migrations
 

@@ -8,7 +8,7 @@ import SequenceModel
 ///
 /// Secret values are sealed on every write that holds them, with the key the storage was opened
 /// with; what it returns of them is sealed, and only the handlers serving an agent open it.
-public protocol ServerStorage: Sendable {
+public protocol ServerStorage: LibraryStorage, Sendable {
     /// Creates or upgrades the schema; safe on every start. Throws `SecretsKeyError` when the
     /// secrets key is not the one the database's secrets were sealed with.
     func migrate() async throws
@@ -376,6 +376,57 @@ public enum Migrations {
                 updated TEXT NOT NULL
             )
             """,
+        ]),
+        // The image library: imported WIMs, named images in versions (each its own file under
+        // the content folder), the jobs that make them, and which deployment applied which
+        // version (one query answers "which machines run version 3?").
+        (8, [
+            """
+            CREATE TABLE library_wims (
+                id TEXT PRIMARY KEY,
+                file TEXT NOT NULL UNIQUE,
+                body TEXT NOT NULL,
+                imported TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE library_images (
+                name TEXT PRIMARY KEY,
+                description TEXT,
+                created TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE library_versions (
+                image_name TEXT NOT NULL REFERENCES library_images (name),
+                version BIGINT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('ready', 'retired')),
+                file TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created TEXT NOT NULL,
+                PRIMARY KEY (image_name, version)
+            )
+            """,
+            "CREATE INDEX library_versions_file ON library_versions (file)",
+            """
+            CREATE TABLE library_jobs (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL CHECK (kind IN ('import', 'extract', 'service')),
+                state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+                body TEXT NOT NULL,
+                created TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX library_jobs_state ON library_jobs (state, created)",
+            """
+            CREATE TABLE deployment_images (
+                deployment_id TEXT NOT NULL REFERENCES deployments (id),
+                image_name TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                PRIMARY KEY (deployment_id, image_name, version)
+            )
+            """,
+            "CREATE INDEX deployment_images_version ON deployment_images (image_name, version)",
         ]),
     ]
 

@@ -20,7 +20,7 @@ public struct ServerLimits: Sendable, Equatable {
     /// it waits (429): guessing the admin token stays out of reach.
     public var failedLogins = 10
     public var failedLoginWindow = 60
-    /// The largest image a `captureImage` step may upload (bytes).
+    /// The largest image a `captureImage` step, or an administrator into the library, may upload (bytes).
     public var captureBytes: UInt64 = 1 << 40
 
     public init() {}

@@ -57,6 +57,8 @@ public final class WIMWriter {
     private let replacesDestination: Bool
     /// The existing WIM: its archive (to read metadata and blobs) and its header's bytes.
     private let base: WIMArchive?
+    /// The WIM being changed in place (its blobs can be read back), nil for a new one.
+    public var baseArchive: WIMArchive? { base }
     private let baseHeaderBytes: [UInt8]?
     /// XML elements of the root other than TOTALBYTES and IMAGE, kept as they were.
     private var xmlRootExtras: [XMLElement] = []

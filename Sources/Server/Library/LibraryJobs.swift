@@ -1,0 +1,288 @@
+import Foundation
+import Logging
+import Synchronization
+import WIM
+
+/// What a job was asked to do, as the admin API accepts it (and the job's record keeps it).
+public struct LibraryImportRequest: Codable, Sendable {
+    /// Under the content folder: an uploaded WIM (`library/wims/NAME`) or any WIM already there.
+    public var file: String
+    /// The other parts of a split set (`.swm`), under the content folder.
+    public var parts: [String]?
+}
+
+public struct LibraryExtractRequest: Codable, Sendable {
+    /// The imported WIM's id and the image in it (index or name).
+    public var wim: String
+    public var index: String
+    /// The library image the extracted file becomes a version of (made when new).
+    public var image: String
+    public var description: String?
+    /// none, xpress, lzx, lzms[:LEVEL]; nil copies the data as it is compressed.
+    public var compress: String?
+    public var solid: Bool?
+    public var pipable: Bool?
+}
+
+public struct LibraryServiceRequest: Codable, Sendable {
+    public var image: String
+    public var version: Int
+    public var drivers: [String]?
+    public var files: [LibraryWork.Servicing.FileAddition]?
+    public var delete: [String]?
+}
+
+/// Runs the library's jobs in the background, one at a time in the order they were made (each
+/// uses every core already, and one at a time keeps the server's memory and disk use bounded).
+/// A job's record in the database says where it is; a server that stops midway finds it
+/// "running" at its next start and marks it failed, removing what it had half made (its
+/// output is written under `library/.work` and moved into place only when whole): never left
+/// "running", never half-imported. Queued jobs simply run then.
+final class LibraryJobs: Sendable {
+    private let wake = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    private let pending = Atomic<Int>(0)
+
+    /// Marks the jobs a stopped server left running failed, clears their files, and starts the
+    /// worker (which runs the queued ones).
+    func start(_ server: ImprintServer) async {
+        do {
+            for var job in try await server.storage.libraryJobs(state: .running) {
+                job.state = .failed
+                job.ended = StoredTime.now()
+                job.message = "interrupted: the server stopped while the job ran (at \(Int(job.percent ?? 0))%); nothing it had begun was kept — start it again"
+                job.log.append(StoredTime.now() + " " + job.message!)
+                try await server.storage.updateLibraryJob(job)
+                server.logger.warning("library job \(job.id) (\(job.kind.rawValue)): \(job.message!)")
+            }
+        } catch {
+            server.logger.error("library jobs: cannot read their records at start: \(error)")
+        }
+        let work = server.libraryWorkDirectory
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? [] {
+            try? FileManager.default.removeItem(atPath: work + "/" + name)
+        }
+        Task.detached { [self] in await self.loop(server) }
+    }
+
+    /// Says a job was queued: the worker takes it after those before it.
+    func queued() {
+        pending.add(1, ordering: .relaxed)
+        wake.withLock { continuation in
+            continuation?.resume()
+            continuation = nil
+        }
+    }
+
+    private func loop(_ server: ImprintServer) async {
+        while true {
+            do {
+                while let job = try await server.storage.libraryJobs(state: .queued).first {
+                    await run(job, server)
+                }
+            } catch {
+                server.logger.error("library jobs: \(error)")
+                try? await Task.sleep(for: .seconds(5))
+            }
+            if pending.exchange(0, ordering: .relaxed) > 0 { continue }
+            await withCheckedContinuation { continuation in
+                wake.withLock { $0 = continuation }
+                // A job queued between the check and here must not wait for the next one.
+                if pending.load(ordering: .relaxed) > 0 {
+                    wake.withLock { $0?.resume(); $0 = nil }
+                }
+            }
+        }
+    }
+
+    /// Progress the job's thread reports; the loop stores it once a second.
+    private final class Report: Sendable {
+        let state = Mutex<(line: String, percent: Double)?>(nil)
+    }
+
+    private func run(_ queuedJob: LibraryJob, _ server: ImprintServer) async {
+        var job = queuedJob
+        job.state = .running
+        job.started = StoredTime.now()
+        job.log.append(StoredTime.now() + " started")
+        do { try await server.storage.updateLibraryJob(job) } catch {
+            server.logger.error("library job \(job.id): cannot record its start: \(error)")
+            return
+        }
+        server.logger.info("library job \(job.id) (\(job.kind.rawValue)) started")
+        let report = Report()
+        let log = Mutex<[String]>([])
+        let progress: LibraryWork.Progress = { what, done, total in
+            report.state.withLock { $0 = (what, total > 0 ? min(100, Double(done) * 100 / Double(total)) : 0) }
+        }
+        let say: @Sendable (String) -> Void = { line in log.withLock { $0.append(StoredTime.now() + " " + line) } }
+        let finished = Mutex<Result<Outcome, Error>?>(nil)
+        let thread = Thread { [job] in
+            let result = Result { try LibraryJobs.perform(job, server: server, progress: progress, say: say) }
+            finished.withLock { $0 = result }
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+        var lastLine = ""
+        while true {
+            try? await Task.sleep(for: .milliseconds(250))
+            let done = finished.withLock { $0 }
+            let lines = log.withLock { lines in defer { lines.removeAll() }; return lines }
+            job.log += lines
+            if let (line, percent) = report.state.withLock({ $0 }) {
+                job.percent = percent
+                if line != lastLine {
+                    job.log.append(StoredTime.now() + " " + line)
+                    lastLine = line
+                }
+                job.message = String(format: "%@: %.0f%%", line, percent)
+            }
+            if let done {
+                job.ended = StoredTime.now()
+                do {
+                    // What it made is recorded before the job says it succeeded.
+                    let result = try await LibraryJobs.record(try done.get(), server: server)
+                    job.state = .succeeded
+                    job.result = result
+                    job.percent = 100
+                    job.message = "made \(result)"
+                } catch {
+                    job.state = .failed
+                    job.message = "\(error)"
+                }
+                job.log.append(StoredTime.now() + " " + (job.message ?? ""))
+                try? await server.storage.updateLibraryJob(job)
+                server.logger.info("library job \(job.id) (\(job.kind.rawValue)) \(job.state.rawValue): \(job.message ?? "")")
+                return
+            }
+            try? await server.storage.updateLibraryJob(job)
+        }
+    }
+
+    /// What a job made, recorded once its files are in place.
+    enum Outcome: Sendable {
+        case wim(LibraryWIM)
+        /// A version of `image`; its number is given when it is recorded.
+        case version(image: String, description: String?, LibraryVersion)
+    }
+
+    /// Records what a job made; returns how the job names it ("a1b2c3d4", "Windows 11 Pro/3").
+    private static func record(_ outcome: Outcome, server: ImprintServer) async throws -> String {
+        switch outcome {
+        case let .wim(wim):
+            do { try await server.storage.insertLibraryWIM(wim) } catch let conflict as LibraryConflict {
+                throw LibraryError.badRequest(field: "file", reason: conflict.description)
+            }
+            return wim.id
+        case let .version(image, description, template):
+            let version = try await server.storage.addLibraryVersion(image: image, description: description) { number in
+                var version = template
+                version.version = number
+                return version
+            }
+            return "\(image)/\(version.version)"
+        }
+    }
+
+    /// The job's work, on its own thread: returns what it made.
+    private static func perform(_ job: LibraryJob, server: ImprintServer, progress: @escaping LibraryWork.Progress,
+                                say: @escaping @Sendable (String) -> Void) throws -> Outcome {
+        let decoder = JSONDecoder()
+        switch job.kind {
+        case .import:
+            let request = try decoder.decode(LibraryImportRequest.self, from: Data(job.request.utf8))
+            let path = try server.contentPath(request.file, field: "file")
+            let parts = try (request.parts ?? []).enumerated().map { try server.contentPath($1, field: "parts[\($0)]") }
+            say("reading \(request.file)" + (parts.isEmpty ? "" : " and \(parts.count) more parts"))
+            let inspection = try LibraryWork.inspect(path, parts: parts, progress: progress)
+            say("\(inspection.images.count) images, \(inspection.compression)\(inspection.solid ? " (solid)" : ""), SHA-256 \(inspection.sha256)")
+            let wim = LibraryWIM(id: String(UUID().uuidString.prefix(8)).lowercased(), file: request.file, parts: request.parts ?? [],
+                                 sha256: inspection.sha256, size: inspection.size, compression: inspection.compression,
+                                 solid: inspection.solid, pipable: inspection.pipable, images: inspection.images, imported: StoredTime.now())
+            return .wim(wim)
+        case .extract:
+            let request = try decoder.decode(LibraryExtractRequest.self, from: Data(job.request.utf8))
+            guard let wim = try blocking({ try await server.storage.libraryWIM(id: request.wim) }) else {
+                throw LibraryError.badRequest(field: "wim", reason: "no imported WIM has the id \(request.wim)")
+            }
+            let source = try server.contentPath(wim.file, field: "wim")
+            let parts = try wim.parts.map { try server.contentPath($0, field: "wim") }
+            let archive = try WIMArchive(path: source, referenceParts: parts)
+            let index = try archive.image(request.index)
+            let layout = try LibraryJobs.layout(request.compress, solid: request.solid, pipable: request.pipable)
+            let temporary = server.libraryWorkDirectory + "/\(job.id).wim"
+            say("extracting image \(index) of \(wim.file)" + (layout.compress.map { " (recompressing: \($0))" } ?? " (its data copied as it is)"))
+            try LibraryWork.extract(from: source, parts: parts, index: index, to: temporary, layout: layout, progress: progress)
+            let origin = LibraryVersion.Origin(kind: .extract, wim: wim.id, index: index, fromVersion: nil, job: job.id,
+                                               changes: ["image \(index) of \(wim.file)"])
+            return try store(temporary, image: request.image, description: request.description, origin: origin, job: job, server: server,
+                             progress: progress, say: say)
+        case .service:
+            let request = try decoder.decode(LibraryServiceRequest.self, from: Data(job.request.utf8))
+            guard let image = try blocking({ try await server.storage.libraryImage(name: request.image) }),
+                  let version = image.versions.first(where: { $0.version == request.version }) else {
+                throw LibraryError.badRequest(field: "version", reason: "the library has no version \(request.version) of \"\(request.image)\"")
+            }
+            let servicing = LibraryWork.Servicing(drivers: request.drivers ?? [], files: request.files ?? [], delete: request.delete ?? [])
+            let temporary = server.libraryWorkDirectory + "/\(job.id).wim"
+            say("servicing version \(version.version) of \(image.name)")
+            let changes = try LibraryWork.service(try server.contentPath(version.file, field: "version"), with: servicing,
+                                                  resolve: { (try? server.contentPath($0, field: "source")) ?? "/nonexistent/\($0)" },
+                                                  to: temporary, progress: progress)
+            for change in changes { say(change) }
+            let origin = LibraryVersion.Origin(kind: .service, wim: nil, index: nil, fromVersion: version.version, job: job.id, changes: changes)
+            return try store(temporary, image: image.name, description: nil, origin: origin, job: job, server: server, progress: progress, say: say)
+        }
+    }
+
+    /// Moves a finished WIM to `library/files/<sha256>.wim` (an equal file already there is
+    /// kept: stored once); its version is recorded after.
+    private static func store(_ temporary: String, image: String, description: String?, origin: LibraryVersion.Origin, job: LibraryJob,
+                              server: ImprintServer, progress: @escaping LibraryWork.Progress, say: @Sendable (String) -> Void) throws -> Outcome {
+        let inspection = try LibraryWork.inspect(temporary, progress: progress)
+        let relative = "library/files/\(inspection.sha256).wim"
+        let final = server.configuration.contentDirectory + "/" + relative
+        try FileManager.default.createDirectory(atPath: (final as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        if FileManager.default.fileExists(atPath: final) {
+            say("an equal file is in the library already: stored once")
+            unlink(temporary)
+        } else {
+            guard rename(temporary, final) == 0 else { throw WIMWriteError.io(path: final, operation: "rename into place", errno: errno) }
+        }
+        ImprintServer.syncFolder((final as NSString).deletingLastPathComponent)
+        return .version(image: image, description: description,
+                        LibraryVersion(image: image, version: 0, state: .ready, file: relative, sha256: inspection.sha256, size: inspection.size,
+                                       compression: inspection.compression, solid: inspection.solid, pipable: inspection.pipable,
+                                       details: inspection.images[0], origin: origin, created: StoredTime.now()))
+    }
+
+    static func layout(_ compress: String?, solid: Bool?, pipable: Bool?) throws -> LibraryWork.Layout {
+        var layout = LibraryWork.Layout(solid: solid ?? false, pipable: pipable ?? false)
+        if let compress {
+            guard let choice = CompressionChoice(parsing: compress) else {
+                throw LibraryError.badRequest(field: "compress", reason: "compress is none, xpress, lzx or lzms, optionally :LEVEL (1-100); not \"\(compress)\"")
+            }
+            layout.compress = choice
+        }
+        if layout.solid && layout.pipable { throw LibraryError.badRequest(field: "solid", reason: "a WIM is solid or pipable, not both") }
+        return layout
+    }
+
+    /// Runs async storage work from the job's thread (which may block: it is not the pool's).
+    private static func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<T, Error>?>(nil)
+        Task.detached {
+            let value = await Result { try await body() }
+            result.withLock { $0 = value }
+            done.signal()
+        }
+        done.wait()
+        return try result.withLock { $0! }.get()
+    }
+}
+
+extension Result where Failure == Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
