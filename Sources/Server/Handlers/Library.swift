@@ -14,6 +14,9 @@ extension ImprintServer {
     /// Partial uploads and jobs' unfinished output: under the content folder (one filesystem,
     /// so moving a finished file into place is a rename) but hidden, never published.
     var libraryWorkDirectory: String { configuration.contentDirectory + "/library/.work" }
+    /// Uploads under way: kept across restarts (an upload goes on where it stopped), unlike
+    /// the jobs' work folder.
+    var libraryUploadDirectory: String { configuration.contentDirectory + "/library/.uploads" }
 
     /// A path an administrator gives under the content folder, checked: relative, no hidden or
     /// `..` component, and still inside the folder once its links are followed.
@@ -80,10 +83,10 @@ extension ImprintServer {
                                + "ending in .wim, .esd or .swm, at most 128 characters", field: "name")
             }
             let folder = configuration.contentDirectory + "/library/wims"
-            try FileManager.default.createDirectory(atPath: libraryWorkDirectory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: libraryUploadDirectory, withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            let files = UploadFiles(folder: folder, final: folder + "/" + name, partial: libraryWorkDirectory + "/\(name).upload",
-                                    record: libraryWorkDirectory + "/\(name).upload.json", relative: "library/wims/" + name)
+            let files = UploadFiles(folder: folder, final: folder + "/" + name, partial: libraryUploadDirectory + "/\(name).upload",
+                                    record: libraryUploadDirectory + "/\(name).upload.json", relative: "library/wims/" + name)
             if route == .uploadAnnounce {
                 return try await announceUpload(files, request, limit: configuration.limits.captureBytes, limitOption: "--max-capture-size",
                                                 what: "library upload")

@@ -61,6 +61,17 @@ final class LibraryJobs: Sendable {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? [] {
             try? FileManager.default.removeItem(atPath: work + "/" + name)
         }
+        // A file a job moved into place just before the server stopped, its version never
+        // recorded: no version names it, nothing will.
+        let files = server.configuration.contentDirectory + "/library/files"
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: files), !names.isEmpty,
+           let images = try? await server.storage.libraryImages() {
+            let named = Set(images.flatMap { $0.versions.map(\.file) })
+            for name in names where !named.contains("library/files/" + name) {
+                unlink(files + "/" + name)
+                server.logger.warning("library: \(name) removed at start: a job stopped before recording its version")
+            }
+        }
         Task.detached { [self] in await self.loop(server) }
     }
 
@@ -123,6 +134,7 @@ final class LibraryJobs: Sendable {
         thread.stackSize = 8 << 20
         thread.start()
         var lastLine = ""
+        var stored = job
         while true {
             try? await Task.sleep(for: .milliseconds(250))
             let done = finished.withLock { $0 }
@@ -154,7 +166,11 @@ final class LibraryJobs: Sendable {
                 server.logger.info("library job \(job.id) (\(job.kind.rawValue)) \(job.state.rawValue): \(job.message ?? "")")
                 return
             }
-            try? await server.storage.updateLibraryJob(job)
+            // Stored when something moved (the log, the percent), not at every tick.
+            if job.percent != stored.percent || job.log.count != stored.log.count {
+                try? await server.storage.updateLibraryJob(job)
+                stored = job
+            }
         }
     }
 
