@@ -197,6 +197,43 @@ struct LibraryTests {
         }
     }
 
+    /// A split set (its parts named) and a solid WIM (an ESD) import; their images extract into
+    /// regular single-image WIMs that apply as wimlib applies the originals.
+    @Test func splitAndSolidWIMsImportAndExtract() async throws {
+        try await ServerHarness.with { harness in
+            let content = harness.server.configuration.contentDirectory
+            try Self.installWIM(harness.scratch, into: content + "/images/install.wim")
+            // Enough data for several 1 MiB parts.
+            let data = harness.scratch.sub("tree-data")
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            try run(["sh", "-c", "head -c 3000000 /dev/urandom > \(data)/random.bin"])
+            try run(["wimlib-imagex", "append", data, content + "/images/install.wim", "Data"])
+            try run(["wimlib-imagex", "split", content + "/images/install.wim", content + "/images/install.swm", "1"])
+            let parts = try FileManager.default.contentsOfDirectory(atPath: content + "/images").filter { $0.hasPrefix("install") && $0.hasSuffix(".swm") && $0 != "install.swm" }.sorted()
+            #expect(!parts.isEmpty, "wimlib made one part only")
+            try run(["wimlib-imagex", "export", content + "/images/install.wim", "all", content + "/images/install.esd", "--solid"])
+            let original = try Self.applied(content + "/images/install.wim", "3", harness.scratch)
+            for (file, extra, compress) in [("images/install.swm", parts.map { "images/" + $0 }, "null"), ("images/install.esd", [], "\"lzx\"")] {
+                let body = try JSONSerialization.data(withJSONObject: ["file": file, "parts": extra])
+                let imported = try await Self.finished(harness, try await harness.admin("POST", "/library/wims", json: String(decoding: body, as: UTF8.self)).json)
+                #expect(imported["state"] as? String == "succeeded", "\(file): \(imported)")
+                let wim = try #require(imported["result"] as? String)
+                let record = try await harness.admin("GET", "/library/wims/\(wim)").json
+                #expect((record["images"] as? [Any])?.count == 4, "\(record)")
+                #expect(record["solid"] as? Bool == file.hasSuffix(".esd"), "\(record)")
+                let name = file.hasSuffix(".esd") ? "From ESD" : "From SWM"
+                let extracted = try await Self.finished(harness, try await harness.admin("POST", "/library/images", json: """
+                    {"wim": "\(wim)", "index": "Windows Education", "image": "\(name)", "compress": \(compress)}
+                    """).json)
+                #expect(extracted["state"] as? String == "succeeded", "\(extracted)")
+                let image = try await harness.admin("GET", "/library/images/" + name.replacingOccurrences(of: " ", with: "%20")).json["image"] as? [String: Any]
+                let version = try #require((image?["versions"] as? [[String: Any]])?.first)
+                #expect(version["solid"] as? Bool == false && version["compression"] as? String == "lzx", "\(version)")
+                #expect(try Self.applied(content + "/" + (version["file"] as? String ?? ""), "1", harness.scratch) == original)
+            }
+        }
+    }
+
     /// A corrupt WIM is refused with the reason and nothing is recorded.
     @Test func aCorruptWIMIsRefused() async throws {
         try await ServerHarness.with { harness in
