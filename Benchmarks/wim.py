@@ -12,6 +12,12 @@ table gains the WIM sizes and their ratio. `ntfs-capture` does the same from an 
 holding the corpus (made once by wimlib-imagex applying the corpus's XPRESS WIM; each tool
 reads it through libntfs-3g, wimlib-imagex in its NTFS mode).
 
+`stream` (only when asked for with --only) races imprint against itself: a pipable copy of each
+WIM (made once with `wimlib-imagex export --pipable`, data copied as stored) applied from a pipe
+(`imprint wim apply - 1 DIR < pipable.wim`, what an HTTP or multicast stream delivers) against
+the same file applied from disk; the "wimlib" column holds the local apply, the ratio is
+streamed/local (1.0: a stream loses nothing). Solid WIMs cannot be pipable and are skipped.
+
 `ntfs` (only when asked for with --only) applies to an NTFS image file instead: before every run
 a fresh sparse image is formatted (`mkfs.ntfs -F -Q`, not timed) on tmpfs, then both tools write
 it through libntfs-3g (wimlib-imagex in its NTFS mode). `--fuse` adds a third column for
@@ -45,7 +51,7 @@ IMPRINT_FORMATS = {
     "lzms": ["--compress", "lzms"],
     "solid": ["--compress", "lzms", "--solid"],
 }
-OPERATIONS = {"verify", "apply", "ntfs", "capture", "ntfs-capture"}
+OPERATIONS = {"verify", "apply", "ntfs", "capture", "ntfs-capture", "stream"}
 
 
 def sh(cmd, **kw):
@@ -93,7 +99,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--formats", default="xpress,lzx,lzms,solid")
     ap.add_argument("--only", default="verify,apply",
-                    help="operations, comma-separated: verify, apply (to a directory), ntfs (to an NTFS image file)")
+                    help="operations, comma-separated: verify, apply (to a directory), ntfs (to an NTFS image file), stream (imprint from a pipe vs from the file)")
     ap.add_argument("--work", default=os.path.join(HERE, "work"))
     ap.add_argument("--target", default="/dev/shm/imprint-bench" if os.path.isdir("/dev/shm") else None,
                     help="where apply writes (default: tmpfs, so the VM's disk does not drown both tools in noise)")
@@ -140,6 +146,15 @@ def main():
             target = args.target or os.path.join(args.work, "apply-target")
             ops.append(("apply", [args.imprint, "wim", "apply", wim, "1", target, "--progress", "none"],
                         ["wimlib-imagex", "apply", wim, "1", target]))
+        if "stream" in only and fmt != "solid":
+            pipable = os.path.join(args.work, f"{corpus_tag}-{fmt}-pipable.wim")
+            if not os.path.exists(pipable):
+                sh(["wimlib-imagex", "export", wim, "1", pipable + ".tmp", "--pipable"])
+                os.rename(pipable + ".tmp", pipable)
+            subprocess.run(["cat", pipable], stdout=subprocess.DEVNULL)
+            target = args.target or os.path.join(args.work, "apply-target")
+            ops.append(("stream", ["sh", "-c", f"exec {args.imprint} wim apply - 1 {target} --progress none < {pipable}"],
+                        [args.imprint, "wim", "apply", pipable, "1", target, "--progress", "none"]))
         if "ntfs" in only:
             image = args.ntfs_image
             ops.append(("ntfs", [args.imprint, "wim", "apply", wim, "1", image, "--progress", "none"],
@@ -154,7 +169,7 @@ def main():
                 # Alternate who goes first so neither always gets the warmer machine.
                 order = contenders[run % len(contenders):] + contenders[:run % len(contenders)]
                 for who, cmd in order:
-                    if name == "apply":
+                    if name in ("apply", "stream"):
                         shutil.rmtree(target, ignore_errors=True)
                         sh(["sync"])
                     if name == "ntfs":
@@ -165,14 +180,15 @@ def main():
                         elapsed, peak = timed(cmd)
                     times[who].append(elapsed)
                     peaks[who] = max(peaks[who], peak)
-            if name == "apply":
+            if name in ("apply", "stream"):
                 shutil.rmtree(target, ignore_errors=True)
             if name == "ntfs" and os.path.exists(image):
                 os.unlink(image)
             a, b = statistics.median(times["imprint"]), statistics.median(times["wimlib"])
             fuse = statistics.median(times["fuse"]) if "fuse" in times else None
             results.append((fmt, name, a, b, a / b, peaks, fuse))
-            print(f"{fmt:7} {name:7} imprint {a:7.2f} s   wimlib {b:7.2f} s   ratio {a / b:5.2f}   "
+            labels = ("streamed", "local") if name == "stream" else ("imprint", "wimlib")
+            print(f"{fmt:7} {name:7} {labels[0]} {a:7.2f} s   {labels[1]} {b:7.2f} s   ratio {a / b:5.2f}   "
                   f"peak memory {peaks['imprint']:.0f} / {peaks['wimlib']:.0f} MiB"
                   + (f"   (imprint over FUSE {fuse:.2f} s, {peaks['fuse']:.0f} MiB)" if fuse is not None else ""), flush=True)
             print("  runs: " + "; ".join(f"{who} " + " ".join(f"{t:.2f}" for t in ts) for who, ts in times.items()),

@@ -219,10 +219,21 @@ public final class PipableStream {
     }
 
     /// Reads blobs as they come, hands those in `needed` to `sink` and skips the rest; stops at
-    /// the blob table. Throws if a needed blob never came.
+    /// the blob table. Throws if a needed blob never came. Compressed data is decoded on
+    /// `threads` threads (`PipableStreamDecoding.swift`), delivered in stream order.
     public func readBlobs(_ needed: [SHA1Digest: UInt64], into sink: BlobSink, verify: Bool = true,
+                          threads: Int = availableProcessorCount(),
                           describeUsers: (SHA1Digest) -> [String] = { _ in [] },
                           progress: ((ReadProgress) -> Void)? = nil) throws {
+        if threads > 1 && header.compression != .none {
+            return try readBlobsInParallel(needed, into: sink, verify: verify, threads: threads, describeUsers: describeUsers, progress: progress)
+        }
+        try readBlobsInOrder(needed, into: sink, verify: verify, describeUsers: describeUsers, progress: progress)
+    }
+
+    /// `readBlobs` on the calling thread alone.
+    func readBlobsInOrder(_ needed: [SHA1Digest: UInt64], into sink: BlobSink, verify: Bool,
+                          describeUsers: (SHA1Digest) -> [String], progress: ((ReadProgress) -> Void)?) throws {
         var remaining = needed
         var decoders = DecoderSet()
         var scratch: [UInt8] = [], output: [UInt8] = []
