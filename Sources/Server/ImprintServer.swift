@@ -173,7 +173,8 @@ public final class ImprintServer: Sendable {
             guard path.hasPrefix(prefix) else { throw APIError.notFound("file") }
             let segments = path.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
             return try await ContentFiles.serve(root: configuration.contentDirectory, relative: segments, request: request,
-                                                logger: logger, count: { [metrics] in metrics.addContentBytes($0) })
+                                                logger: logger, accelRedirect: configuration.contentAccelRedirect,
+                                                count: { [metrics] in metrics.addContentBytes($0) })
         case .metrics: return try await metricsText()
         case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle,

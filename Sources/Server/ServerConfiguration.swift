@@ -54,6 +54,10 @@ public struct ServerConfiguration: Sendable {
     /// PEM certificate (chain) and private key: HTTPS instead of HTTP when both are set.
     public var tlsCertificate: String?
     public var tlsKey: String?
+    /// Behind nginx: `/content` files that pass every check are answered with
+    /// `X-Accel-Redirect: <prefix><path>` and no body, and nginx sends them (sendfile, ranges)
+    /// from an `internal` location with this prefix. Nil: the server sends them itself.
+    public var contentAccelRedirect: String?
     /// The scheme clients reach this server with.
     public var scheme: String { tlsCertificate != nil ? "https" : "http" }
 

@@ -12,6 +12,8 @@ struct DashboardImagesTests {
     /// Spaces and parentheses: the name travels percent-encoded in every path.
     static let imageName = "Lab Pro (x64)"
 
+    static let markupName = "Image \"Three\" <b>&amp;</b>"
+
     /// A WIM of three small images; the second says what WIMGAPI writes for a Windows edition
     /// (edition, architecture, languages, version), as an install.wim's images do.
     static func makeWIM(_ scratch: ScratchDirectory) throws -> String {
@@ -21,7 +23,8 @@ struct DashboardImagesTests {
                            // Large enough for several pieces of the upload the test asks for.
                            "data.bin": Data((0..<24_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 / 251) })]),
             ("Image Two", ["Windows/System32/drivers/etc/hosts": Data("127.0.0.1 localhost\n".utf8), "Users/Public/note.txt": Data("two\n".utf8)]),
-            ("Image Three", ["three.txt": Data("three\n".utf8)]),
+            // What a WIM's XML says reaches the page as text, never as markup.
+            (Self.markupName, ["three.txt": Data("three\n".utf8)]),
         ]
         for (number, tree) in trees.enumerated() {
             let folder = scratch.sub("tree\(number + 1)")
@@ -83,7 +86,8 @@ struct DashboardImagesTests {
     }
 
     @Test func uploadImportExtractServiceAndRefusalInChromium() async throws {
-        try await ServerHarness.with { harness in
+        // Unknown machines get the default rule's sequence at once: a deployment of the image without approvals.
+        try await ServerHarness.with(unknownMachines: .default) { harness in
             let wim = try Self.makeWIM(harness.scratch)
             let wimData = try Data(contentsOf: URL(fileURLWithPath: wim))
             let sha256 = String(try run(["sha256sum", wim]).output.prefix(64))
@@ -149,6 +153,7 @@ struct DashboardImagesTests {
                     JSON.stringify({images: document.getElementById('library-images').innerText, jobs: document.getElementById('library-jobs').innerText,
                                     extract: document.querySelector('#extract-form .form-message').innerText})
                     """],
+                ["label": "whole page", "screenshot": Self.screenshot(harness, "images-whole.png")],
             ], screenshot: Self.screenshot(harness, "images.png"))
 
             let imported = Self.value(first, "import seen")
@@ -157,7 +162,7 @@ struct DashboardImagesTests {
             #expect(log.contains("import job"), "\(log)")
             #expect((imported["bar"] as? String ?? "").contains("100%"))
             let wims = imported["wims"] as? String ?? ""
-            for expected in ["library/wims/lab.wim", sha256, "Image One", "Image Two", "Image Three", "Professional", "x64", "en-US", "10.0.22631.2861"] {
+            for expected in ["library/wims/lab.wim", sha256, "Image One", "Image Two", Self.markupName, "Professional", "x64", "en-US", "10.0.22631.2861"] {
                 #expect(wims.contains(expected), "the WIM's listing lacks \(expected): \(wims)")
             }
             #expect((imported["jobs"] as? String ?? "").contains("import library/wims/lab.wim"))
@@ -168,6 +173,8 @@ struct DashboardImagesTests {
             }
             #expect((library["jobs"] as? String ?? "").contains("made \(Self.imageName) version 1"), "\(library)")
             #expect((try? FileManager.default.attributesOfItem(atPath: Self.screenshot(harness, "images.png"))[.size] as? Int) ?? 0 > 1000, "no screenshot")
+            let html = try await harness.request("GET", "/dashboard/images", headers: ["Cookie: \(session.cookie)"]).text
+            #expect(html.contains("Image &quot;Three&quot; &lt;b&gt;&amp;amp;&lt;/b&gt;") && !html.contains("<b>&amp;</b>"), "the WIM's image name is not escaped")
             // The server got the file whole and verified: what the library recorded is its SHA-256.
             let recorded = try await harness.admin("GET", "/library").json["wims"] as? [[String: Any]] ?? []
             #expect(recorded.first?["sha256"] as? String == sha256 && recorded.first?["file"] as? String == "library/wims/lab.wim", "\(recorded)")
@@ -180,6 +187,10 @@ struct DashboardImagesTests {
                 ]}
                 """
             try await harness.putSequence("pinned", pinned)
+            // A machine that got version 1: the image's page lists which machine got which version.
+            try await harness.putRules(#"{"rules": [{"name": "default", "match": "any", "pattern": "*", "sequence": "pinned", "variables": {}}]}"#)
+            let checkIn = try await harness.checkIn(macs: ["52:54:00:1a:00:01"])
+            let deploymentID = try #require((checkIn.json["deployment"] as? [String: Any])?["id"] as? String, "\(checkIn.text)")
 
             // The image's page: service version 1 (a file from the content folder) into version 2, then
             // try to delete version 1 (two clicks: the first arms the button).
@@ -213,8 +224,10 @@ struct DashboardImagesTests {
                                     rows: Array.from(document.querySelectorAll('#image-versions tr.version')).map(row => row.dataset.version),
                                     history: document.getElementById('image-history').innerText,
                                     sequences: document.getElementById('image-sequences').innerText,
+                                    deployments: document.getElementById('image-deployments').innerText,
                                     serviceMessage: document.querySelector('#service-form .form-message').textContent})
                     """],
+                ["label": "whole page", "screenshot": Self.screenshot(harness, "image-whole.png")],
             ], screenshot: Self.screenshot(harness, "image.png"))
 
             let before = Self.value(second, "before")
@@ -232,6 +245,9 @@ struct DashboardImagesTests {
             #expect(versions.contains("extracted from image 2 of library/wims/lab.wim"), "\(versions)")
             #expect((seen["history"] as? String ?? "").contains("version 2 from version 1"), "\(seen)")
             #expect((seen["serviceMessage"] as? String ?? "").contains("Servicing job"), "\(seen)")
+            let deployments = seen["deployments"] as? String ?? ""
+            #expect(deployments.contains("version 1: 1 deployment on 1 machine") && deployments.contains(String(deploymentID.prefix(8)))
+                    && deployments.contains("52:54:00:1a:00:01"), "\(deployments)")
             #expect((try? FileManager.default.attributesOfItem(atPath: Self.screenshot(harness, "image.png"))[.size] as? Int) ?? 0 > 1000, "no screenshot")
 
             // What the page showed is what the library holds: version 1 kept, version 2 with the file.

@@ -119,7 +119,10 @@ def run_steps(browser, session, steps):
                 browser.send("Page.navigate", {"url": step["navigate"]}, session)
                 results.append({"label": label})
             elif "screenshot" in step:
-                shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+                # The whole page, not only what the window shows.
+                size = browser.send("Page.getLayoutMetrics", {}, session).get("cssContentSize", {})
+                clip = {"x": 0, "y": 0, "width": size.get("width", 1280), "height": min(size.get("height", 900), 10000), "scale": 1}
+                shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}, session)
                 with open(step["screenshot"], "wb") as out:
                     out.write(base64.b64decode(shot["data"]))
                 results.append({"label": label})

@@ -537,9 +537,10 @@ enum DashboardImagesPage {
     });
   }
 
-  // The lists as the server renders them now, swapped in place of the old ones; a select keeps
-  // its choice when the new one still offers it. Forms the administrator types in are not
-  // marked data-refresh and stay as they are.
+  // The lists as the server renders them now, swapped in place of the old ones; a select the
+  // administrator changed keeps that choice when the new one still offers it (one left alone
+  // takes the server's default, such as the newest version). Forms the administrator types in
+  // are not marked data-refresh and stay as they are.
   async function refreshSections() {
     const response = await fetch(location.pathname, {credentials: 'same-origin', cache: 'no-store'});
     if (!response.ok) {
@@ -552,12 +553,15 @@ enum DashboardImagesPage {
       const replacement = fresh.getElementById(old.id);
       if (replacement === null) return;
       const chosen = {};
-      old.querySelectorAll('select').forEach(function (select) { chosen[select.name] = select.value; });
+      old.querySelectorAll('select[data-touched]').forEach(function (select) { chosen[select.name] = select.value; });
       const adopted = document.adoptNode(replacement);
       old.replaceWith(adopted);
       adopted.querySelectorAll('select').forEach(function (select) {
         const previous = chosen[select.name];
-        if (previous !== undefined && Array.from(select.options).some(function (option) { return option.value === previous; })) select.value = previous;
+        if (previous !== undefined && Array.from(select.options).some(function (option) { return option.value === previous; })) {
+          select.value = previous;
+          select.dataset.touched = 'true';
+        }
       });
     });
     paintBars();
@@ -721,7 +725,6 @@ enum DashboardImagesPage {
 
   // Each form: its fields as the API's JSON, its answer (or refusal) under it.
   const forms = {
-    'upload-form': upload,
     'register-form': async function (form, message) {
       const body = {file: field(form, 'file').value.trim()};
       const parts = lines(field(form, 'parts').value);
@@ -752,7 +755,7 @@ enum DashboardImagesPage {
         if (at < 0) throw new Error('Files to add, line ' + (index + 1) + ': write SOURCE -> DESTINATION, such as scripts/SetupComplete.cmd -> /Windows/Setup/Scripts/SetupComplete.cmd');
         return {source: line.slice(0, at).trim(), destination: line.slice(at + arrow.length).trim()};
       });
-      const body = {image: imageName, version: version};
+      const body = {};
       const drivers = lines(field(form, 'drivers').value), remove = lines(field(form, 'delete').value);
       if (drivers.length > 0) body.drivers = drivers;
       if (files.length > 0) body.files = files;
@@ -762,12 +765,18 @@ enum DashboardImagesPage {
       await jobStarted();
     },
   };
+  const uploadForm = document.getElementById('upload-form');
+  if (uploadForm !== null) {
+    uploadForm.addEventListener('submit', function (event) {
+      event.preventDefault();
+      upload(uploadForm);
+    });
+  }
   Object.keys(forms).forEach(function (id) {
     const form = document.getElementById(id);
     if (form === null) return;
     form.addEventListener('submit', async function (event) {
       event.preventDefault();
-      if (id === 'upload-form') { await upload(form); return; }
       const message = form.querySelector('.form-message');
       const button = form.querySelector('button[type=submit]');
       button.disabled = true;
@@ -818,6 +827,10 @@ enum DashboardImagesPage {
     } finally {
       button.disabled = false;
     }
+  });
+
+  document.addEventListener('change', function (event) {
+    if (event.target instanceof HTMLSelectElement) event.target.dataset.touched = 'true';
   });
 
   paintBars();

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -21,7 +22,7 @@ enum ContentFiles {
     static let chunkSize = 1 << 20
 
     /// `relative` are the path's segments as sent (percent-encoded).
-    static func serve(root: String, relative: [String], request: Request, logger: Logger,
+    static func serve(root: String, relative: [String], request: Request, logger: Logger, accelRedirect: String? = nil,
                       count: (@Sendable (Int) -> Void)?) async throws -> Response {
         guard let file = resolve(root: root, segments: relative) else { throw APIError.notFound("file") }
         let reader: ContentFileReader
@@ -31,6 +32,14 @@ enum ContentFiles {
         case let .unpublished(why):
             logger.notice("\(request.uri.path): not served: \(file) \(why)")
             throw APIError.notFound("file")
+        }
+        if let accelRedirect {
+            // nginx sends the file (sendfile, its own ETag and ranges) from its internal
+            // location; this answer only says which one, once every check above has passed.
+            // The path goes as the client sent it (percent-encoded), which nginx decodes.
+            var headers = HTTPFields()
+            headers[.xAccelRedirect] = accelRedirect + relative.joined(separator: "/")
+            return Response(status: .ok, headers: headers)
         }
         let size = reader.size, modified = reader.modified
         // Size and modification time: changes whenever the file is replaced, costs no hashing of
@@ -233,4 +242,9 @@ final class ContentFileReader: Sendable {
         }
         return buffer
     }
+}
+
+extension HTTPField.Name {
+    /// nginx's internal redirect: it serves the named location instead of this answer's body.
+    static let xAccelRedirect = HTTPField.Name("X-Accel-Redirect")!
 }

@@ -82,6 +82,10 @@ extension ImprintServer {
                 throw APIError(.unprocessableContent, "\(name.prefix(100).debugDescription) is not a WIM file name: letters, digits, '-', '_' and '.', "
                                + "ending in .wim, .esd or .swm, at most 128 characters", field: "name")
             }
+            // An imported WIM's file is what its record describes: not replaced under it.
+            if try await storage.libraryWIMs().contains(where: { $0.file == "library/wims/" + name }) {
+                throw APIError(.conflict, "library/wims/\(name) is imported already: forget it first (DELETE its WIM) or upload under another name", field: "name")
+            }
             let folder = configuration.contentDirectory + "/library/wims"
             try FileManager.default.createDirectory(atPath: libraryUploadDirectory, withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
