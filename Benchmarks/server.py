@@ -66,9 +66,9 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, work):
+    def __init__(self, binary, work, content=None, extra=(), name="server"):
         self.work = work
-        self.content = os.path.join(work, "content")
+        self.content = content or os.path.join(work, "content")
         os.makedirs(self.content, exist_ok=True)
         # The server needs its public URL (it never takes one from a request), so the port is
         # chosen here. Every simulated agent checks in from 127.0.0.1: the per-address limit on
@@ -76,17 +76,17 @@ class Server:
         port = free_port()
         self.process = subprocess.Popen(
             [binary, "--bind", f"127.0.0.1:{port}", "--public-url", f"http://127.0.0.1:{port}",
-             "--data", os.path.join(work, "data"), "--content", self.content,
+             "--data", os.path.join(work, f"{name}-data"), "--content", self.content,
              "--boot", os.path.join(work, "boot"), "--admin-token", ADMIN, "--unknown-machines", "default",
-             "--new-machines-per-minute", "0"],
-            stdout=subprocess.PIPE, stderr=open(os.path.join(work, "server.log"), "wb"))
+             "--new-machines-per-minute", "0", *extra],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(work, f"{name}.log"), "wb"))
         line = self.process.stdout.readline().decode()
         match = re.search(r":(\d+)\s*$", line)
         if not match:
             raise SystemExit(f"imprint-server did not start: {line!r}")
         self.port = int(match.group(1))
         self.base = f"http://127.0.0.1:{self.port}"
-        self.database = os.path.join(work, "data", "imprint.db")
+        self.database = os.path.join(work, f"{name}-data", "imprint.db")
 
     def call(self, method, path, body=None, token=ADMIN):
         data = json.dumps(body).encode() if body is not None else None
@@ -307,6 +307,14 @@ http {{
         listen 127.0.0.1:{port};
         location /content/ {{ alias {content}/; }}
     }}
+    # The production setup: nginx in front of imprint-server, which checks each /content
+    # request and answers X-Accel-Redirect; nginx then sends the file from its internal location.
+    server {{
+        listen 127.0.0.1:{front_port};
+        location / {{ proxy_pass http://keepalive_imprint; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+        location /protected-content/ {{ internal; alias {content}/; }}
+    }}
+    upstream keepalive_imprint {{ server 127.0.0.1:{accel_port}; keepalive 32; }}
 }}
 """
 
@@ -364,6 +372,7 @@ def content_benchmark(binary, args):
     ensure_packages([("nginx", "nginx")])
     with tempfile.TemporaryDirectory(prefix="imprint-content-bench-", dir=args.tmp) as work:
         server = Server(binary, work)
+        accel = None
         nginx = None
         try:
             file = os.path.join(server.content, "image.wim")
@@ -377,10 +386,12 @@ def content_benchmark(binary, args):
             for path in (work, server.content):
                 os.chmod(path, 0o755)
             os.chmod(file, 0o644)
-            nginx_port = server.port + 1 if server.port < 65535 else server.port - 1
+            nginx_port, front_port = free_port(), free_port()
+            accel = Server(binary, work, content=server.content, extra=["--content-accel-redirect", "/protected-content/"], name="accel")
             conf = os.path.join(work, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(work=work, port=nginx_port, content=server.content, workers=args.nginx_workers))
+                f.write(NGINX_CONF.format(work=work, port=nginx_port, front_port=front_port, accel_port=accel.port,
+                                          content=server.content, workers=args.nginx_workers))
             nginx = subprocess.Popen(["nginx", "-c", conf, "-e", os.path.join(work, "nginx-error.log")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(100):
@@ -391,10 +402,10 @@ def content_benchmark(binary, args):
                     time.sleep(0.05)
             print(f"{args.size >> 20} MiB file, {args.readers} readers, ranges of {args.range_size >> 10} KiB, "
                   f"{args.seconds} s per run, {args.runs} runs each, nginx with {args.nginx_workers} worker(s)")
-            rates = {"imprint": [], "nginx": []}
+            rates = {"imprint": [], "nginx": [], "nginx+imprint": []}
             for run in range(args.runs):
-                for name, port in (("imprint", server.port), ("nginx", nginx_port)):
-                    process = server.process.pid if name == "imprint" else None
+                for name, port in (("imprint", server.port), ("nginx", nginx_port), ("nginx+imprint", front_port)):
+                    process = {"imprint": server.process.pid, "nginx+imprint": accel.process.pid}.get(name)
                     server_cpu = cpu_seconds(process) if process else 0
                     client_cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
                     total, elapsed = read_ranges(port, "/content/image.wim", args.size, args.readers,
@@ -404,12 +415,16 @@ def content_benchmark(binary, args):
                     extra = f", server {(cpu_seconds(process) - server_cpu) / elapsed:.2f} cores" if process else ""
                     print(f"  run {run + 1} {name}: {rates[name][-1]:.0f} MiB/s (client {client_cpu / elapsed:.2f} cores{extra})")
             imprint, nginx_rate = statistics.median(rates["imprint"]), statistics.median(rates["nginx"])
-            print(f"median: imprint {imprint:.0f} MiB/s, nginx {nginx_rate:.0f} MiB/s, ratio imprint/nginx {imprint / nginx_rate:.2f}")
-            return {"imprint": imprint, "nginx": nginx_rate}
+            front = statistics.median(rates["nginx+imprint"])
+            print(f"median: imprint {imprint:.0f} MiB/s, nginx {nginx_rate:.0f} MiB/s, ratio imprint/nginx {imprint / nginx_rate:.2f}; "
+                  f"nginx in front of imprint (X-Accel-Redirect) {front:.0f} MiB/s, ratio {front / nginx_rate:.2f}")
+            return {"imprint": imprint, "nginx": nginx_rate, "nginx+imprint": front}
         finally:
             if nginx is not None:
                 nginx.terminate()
                 nginx.wait()
+            if accel is not None:
+                accel.stop()
             server.stop()
 
 

@@ -42,6 +42,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "PEM certificate (followed by any intermediates): serve HTTPS instead of HTTP. Needs --tls-key.")
     var tlsCertificate: String?
     @Option(help: "PEM private key of --tls-certificate.") var tlsKey: String?
+    @Option(help: ArgumentHelp("Behind nginx: answer /content with X-Accel-Redirect to this internal location (e.g. /protected-content/), so nginx sends the file.",
+                               discussion: "The server still checks every request (published files only, agent subnets); nginx's location must be `internal` and alias --content. See README, \"Content at wire speed\"."))
+    var contentAccelRedirect: String?
     @Option(help: ArgumentHelp("Kernel arguments the iPXE script adds to the boot environment's command line.",
                                discussion: "The console named last gets the agent's output, e.g. 'console=tty0 console=ttyS0 imprint.onfailure=poweroff' for a lab on a serial console."))
     var kernelArguments = ServerConfiguration.defaultKernelArguments
@@ -99,6 +102,12 @@ struct ServerCommand: AsyncParsableCommand {
         configuration.tlsCertificate = tlsCertificate
         configuration.kernelArguments = kernelArguments
         configuration.tlsKey = tlsKey
+        if let prefix = contentAccelRedirect {
+            guard prefix.hasPrefix("/"), prefix.hasSuffix("/"), !prefix.contains(".."), prefix.allSatisfy({ !$0.isWhitespace }) else {
+                throw ValidationError("--content-accel-redirect: a location path starting and ending with '/', such as /protected-content/")
+            }
+            configuration.contentAccelRedirect = prefix
+        }
         configuration.secretsKeyFile = secretsKeyFile
         configuration.secretsKey = ProcessInfo.processInfo.environment["IMPRINT_SECRETS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let server = try await ImprintServer.open(configuration: configuration, database: databaseLocation, logger: logger)

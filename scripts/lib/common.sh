@@ -28,6 +28,7 @@ IMPRINT_PACKAGES=(
     qemu-system-x86 ovmf ipxe-qemu  # the lab's virtual machines: BIOS, UEFI (OVMF) and iPXE ROMs
     dnsmasq-base iproute2    # the lab's DHCP + TFTP, its network namespace and tap device
     sbsigntool               # sbverify: the signatures of the Secure Boot chain (shim, GRUB, kernel)
+    nginx                    # in front of imprint-server (X-Accel-Redirect): the content test and benchmark
     ca-certificates
 )
 
