@@ -178,6 +178,10 @@ struct LibraryTests {
             #expect(apply["image"] as? String == "1")
             let uses = try await harness.admin("GET", "/library/images/Lab%20Pro").json["deployments"] as? [[String: Any]] ?? []
             #expect(uses.map { $0["version"] as? Int } == [2] && uses.first?["deploymentID"] as? String == deployment.id, "\(uses)")
+            let summary = try await harness.admin("GET", "/deployments/\(deployment.id)").json
+            #expect((summary["libraryVersions"] as? [[String: Any]])?.first?["version"] as? Int == 2, "\(summary)")
+            let page = try await harness.request("GET", "/dashboard/deployments/\(deployment.id)", token: harness.adminToken).text
+            #expect(page.contains("Image library: <a href=\"/dashboard/images/Lab%20Pro\">Lab Pro</a> version 2"), "\(page)")
 
             // Version 2 is being applied (the deployment is active): neither retired nor deleted.
             let busy = try await harness.admin("DELETE", "/library/images/Lab%20Pro/versions/2")

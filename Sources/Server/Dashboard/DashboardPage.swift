@@ -24,6 +24,8 @@ public struct DashboardDeployment: Sendable, Codable, Equatable {
     public var machineConflicts: [String] = []
     /// How many times its machine's own run resumed it after an interruption (a power cut).
     public var resumes = 0
+    /// The image library's versions it was handed (the deployment's page only).
+    public var libraryVersions: [LibraryVersionUsed] = []
     /// Where the run state its agent last sent says the run is (the deployment's page only):
     /// `at step 3 "Apply the image" (begun, not ended)`.
     public var runStateStep: String?
@@ -216,6 +218,12 @@ public enum DashboardPage {
         if deployment.resumes > 0 || deployment.runStateStep != nil {
             body += "<section id=\"resume\">\(resumedNote(deployment))"
                 + (deployment.runStateStep.map { "<div class=\"run-state\">Run state: \(escape($0))</div>" } ?? "") + "</section>"
+        }
+        if !deployment.libraryVersions.isEmpty {
+            body += "<p id=\"library-versions\">Image library: " + deployment.libraryVersions.map { used in
+                "<a href=\"\(escape(DashboardImagesPage.imageLink(used.image)))\">"
+                    + "\(escape(used.image))</a> version \(used.version)"
+            }.joined(separator: ", ") + "</p>"
         }
         if deployment.isActive { body += "<div id=\"token\">\(resetTokenCell(deployment, csrf: csrf))</div>" }
         body += "<h2>Steps</h2><table id=\"timeline\"><tr><th>#</th><th>Step</th><th>Type</th><th>Status</th><th>Duration</th></tr>"

@@ -53,6 +53,7 @@ extension ImprintServer {
             let limits = configuration.limits
             let steps = try await storage.stepEvents(deploymentID: id, limit: 2 * limits.eventsPerPage)
             var shown = view(deployment, machine)
+            shown.libraryVersions = try await storage.libraryVersions(deploymentID: id)
             if let state = try await storage.runState(deploymentID: id) {
                 shown.runStateStep = Self.runStateStep(state, sequenceBody: deployment.sequenceBody)
                     .map { DashboardTimeline.clipped($0, to: limits.logLineCharacters) }

@@ -31,6 +31,8 @@ extension ImprintServer {
         var tokenIssued, tokenReset: String?
         /// How many times its machine's own run resumed it after an interruption (a power cut).
         var resumes: Int
+        /// The image library's versions it was handed (one deployment's answer only).
+        var libraryVersions: [LibraryVersionUsed]?
 
         init(_ d: Deployment) {
             id = d.id; machineId = d.machineID; sequence = d.sequenceName; state = d.state.rawValue
@@ -219,7 +221,9 @@ extension ImprintServer {
         case .adminDeployment:
             let id = try request.requiredParameter("id", context)
             guard let deployment = try await storage.deployment(id: id) else { throw APIError.notFound("deployment \(id)") }
-            return JSON.response(DeploymentSummary(deployment))
+            var summary = DeploymentSummary(deployment)
+            summary.libraryVersions = try await storage.libraryVersions(deploymentID: id)
+            return JSON.response(summary)
 
         case .adminDeploymentEvents:
             let id = try request.requiredParameter("id", context)

@@ -29,6 +29,14 @@ public protocol LibraryStorage: Sendable {
     func recordDeploymentImages(deploymentID: String, _ images: [(image: String, version: Int)]) async throws
     /// Deployments that applied `image` (one version, or any), newest first.
     func libraryUses(image: String, version: Int?) async throws -> [LibraryUse]
+    /// The library versions a deployment was handed.
+    func libraryVersions(deploymentID: String) async throws -> [LibraryVersionUsed]
+}
+
+/// A library image's version, as a deployment got it.
+public struct LibraryVersionUsed: Codable, Sendable, Equatable {
+    public var image: String
+    public var version: Int
 }
 
 /// A library record that would clash with one already there.
@@ -148,6 +156,14 @@ extension SQLStorage {
                 try await db.execute("INSERT INTO deployment_images (deployment_id, image_name, version) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                                      [.text(deploymentID), .text(image), .integer(version)])
             }
+        }
+    }
+
+    func libraryVersions(deploymentID: String) async throws -> [LibraryVersionUsed] {
+        try await executor.query("SELECT image_name, version FROM deployment_images WHERE deployment_id = ? ORDER BY image_name, version",
+                                 [.text(deploymentID)]).compactMap { row in
+            guard let image = row.string("image_name"), let version = row.integer("version") else { return nil }
+            return LibraryVersionUsed(image: image, version: version)
         }
     }
 
