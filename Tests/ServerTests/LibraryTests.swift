@@ -312,6 +312,27 @@ struct LibraryTests {
         let versions = ((try curl(base, "GET", "/library/images/Lab%20Pro")["image"] as? [String: Any])?["versions"] as? [[String: Any]]) ?? []
         #expect(versions.count == 1)
         try run(["wimlib-imagex", "verify", content + "/" + versionFile])
+
+        // An import killed while it checks a big WIM: failed at the next start, nothing recorded;
+        // imported again, it succeeds.
+        try run(["wimlib-imagex", "capture", content + "/payload", content + "/images/big.wim", "Big", "--compress=none"])
+        var importID = ""
+        do {
+            let second = try ServerProcess(arguments: arguments)
+            let secondBase = "http://127.0.0.1:\(second.port)"
+            importID = try #require(try curl(secondBase, "POST", "/library/wims", #"{"file": "images/big.wim"}"#)["id"] as? String)
+            #expect(try wait(secondBase, importID, until: ["running"])["state"] as? String == "running")
+            try second.kill()
+        }
+        let third = try ServerProcess(arguments: arguments)
+        let thirdBase = "http://127.0.0.1:\(third.port)"
+        let killed = try curl(thirdBase, "GET", "/library/jobs/\(importID)")
+        #expect(killed["state"] as? String == "failed" && (killed["message"] as? String ?? "").contains("interrupted"), "\(killed)")
+        let wims = try curl(thirdBase, "GET", "/library")["wims"] as? [[String: Any]] ?? []
+        #expect(!wims.contains { $0["file"] as? String == "images/big.wim" }, "\(wims)")
+        let again = try wait(thirdBase, try #require(try curl(thirdBase, "POST", "/library/wims", #"{"file": "images/big.wim"}"#)["id"] as? String),
+                             until: ["succeeded", "failed"])
+        #expect(again["state"] as? String == "succeeded", "\(again)")
     }
 }
 
