@@ -14,6 +14,24 @@ extension ImprintServer {
     /// Partial uploads and jobs' unfinished output: under the content folder (one filesystem,
     /// so moving a finished file into place is a rename) but hidden, never published.
     var libraryWorkDirectory: String { configuration.contentDirectory + "/library/.work" }
+
+    /// How the library's jobs name this server instance: the same across its restarts (an id
+    /// kept in its data folder), distinct between instances sharing a database (each has its
+    /// own data folder), with the host for people reading it.
+    var instanceName: String {
+        var name = [CChar](repeating: 0, count: 256)
+        let host = gethostname(&name, name.count) == 0 ? String(cString: name) : "localhost"
+        let file = configuration.dataDirectory + "/instance-id"
+        if let kept = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !kept.isEmpty {
+            return "\(host)/\(kept)"
+        }
+        let made = String(UUID().uuidString.prefix(8)).lowercased()
+        // Beside, then renamed: two first calls at once keep one of the two, whole.
+        let temporary = file + ".\(made)"
+        if FileManager.default.createFile(atPath: temporary, contents: Data(made.utf8)) { _ = rename(temporary, file) }
+        let kept = (try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        return "\(host)/\(kept ?? made)"
+    }
     /// Uploads under way: kept across restarts (an upload goes on where it stopped), unlike
     /// the jobs' work folder.
     var libraryUploadDirectory: String { configuration.contentDirectory + "/library/.uploads" }

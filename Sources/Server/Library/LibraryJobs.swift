@@ -42,37 +42,65 @@ final class LibraryJobs: Sendable {
     private let wake = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let pending = Atomic<Int>(0)
 
-    /// Marks the jobs a stopped server left running failed, clears their files, and starts the
-    /// worker (which runs the queued ones).
+    /// Seconds without a heartbeat after which a running job is taken for dead (its instance
+    /// stopped); a running job beats at least every `heartbeatSeconds`.
+    static let heartbeatSeconds = 5.0
+    static let staleSeconds = 60.0
+
+    /// Marks the jobs this instance (or a dead one) left running failed, removes their files,
+    /// and starts the worker (which runs the queued ones) and the watch for dead instances.
     func start(_ server: ImprintServer) async {
-        do {
-            for var job in try await server.storage.libraryJobs(state: .running) {
-                job.state = .failed
-                job.ended = StoredTime.now()
-                job.message = "interrupted: the server stopped while the job ran (at \(Int(job.percent ?? 0))%); nothing it had begun was kept — start it again"
-                job.log.append(StoredTime.now() + " " + job.message!)
-                try await server.storage.updateLibraryJob(job)
-                server.logger.warning("library job \(job.id) (\(job.kind.rawValue)): \(job.message!)")
-            }
-        } catch {
-            server.logger.error("library jobs: cannot read their records at start: \(error)")
-        }
-        let work = server.libraryWorkDirectory
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? [] {
-            try? FileManager.default.removeItem(atPath: work + "/" + name)
-        }
-        // A file a job moved into place just before the server stopped, its version never
-        // recorded: no version names it, nothing will.
+        await failInterrupted(server, includingOwn: true)
+        // A file a job moved into place just before its server stopped, its version never
+        // recorded: no version names it, nothing will. An hour old at least, so that a job of
+        // another instance sharing the folder has long recorded its own.
         let files = server.configuration.contentDirectory + "/library/files"
         if let names = try? FileManager.default.contentsOfDirectory(atPath: files), !names.isEmpty,
            let images = try? await server.storage.libraryImages() {
             let named = Set(images.flatMap { $0.versions.map(\.file) })
-            for name in names where !named.contains("library/files/" + name) {
+            for name in names where !named.contains("library/files/" + name) && Self.age(files + "/" + name) > 3600 {
                 unlink(files + "/" + name)
                 server.logger.warning("library: \(name) removed at start: a job stopped before recording its version")
             }
         }
+        Task.detached { [self] in
+            while true {
+                try? await Task.sleep(for: .seconds(Self.staleSeconds / 2))
+                await failInterrupted(server, includingOwn: false)
+            }
+        }
         Task.detached { [self] in await self.loop(server) }
+    }
+
+    /// Fails running jobs whose instance is gone: this one's, left by its previous run
+    /// (`includingOwn`, at start), and any whose heartbeat stopped; removes their work files.
+    private func failInterrupted(_ server: ImprintServer, includingOwn: Bool) async {
+        do {
+            for var job in try await server.storage.libraryJobs(state: .running) {
+                let own = job.instance == server.instanceName
+                let silent = job.heartbeat.flatMap(StoredTime.parse).map { Date().timeIntervalSince($0) > Self.staleSeconds } ?? true
+                guard (includingOwn && own) || silent else { continue }
+                job.state = .failed
+                job.ended = StoredTime.now()
+                job.message = "interrupted: the server \(own ? "" : "(\(job.instance ?? "another instance")) ")stopped while the job ran "
+                    + "(at \(Int(job.percent ?? 0))%); nothing it had begun was kept — start it again"
+                job.log.append(StoredTime.now() + " " + (job.message ?? ""))
+                try await server.storage.updateLibraryJob(job)
+                server.logger.warning("library job \(job.id) (\(job.kind.rawValue)): \(job.message ?? "")")
+                let work = server.libraryWorkDirectory
+                for name in (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? [] where name.hasPrefix(job.id) {
+                    try? FileManager.default.removeItem(atPath: work + "/" + name)
+                }
+            }
+        } catch {
+            server.logger.error("library jobs: cannot check the running ones: \(error)")
+        }
+    }
+
+    static func age(_ path: String) -> TimeInterval {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return 0 }
+        return Date().timeIntervalSince1970 - TimeInterval(info.st_mtim.tv_sec)
     }
 
     /// Says a job was queued: the worker takes it after those before it.
@@ -114,8 +142,13 @@ final class LibraryJobs: Sendable {
         var job = queuedJob
         job.state = .running
         job.started = StoredTime.now()
-        job.log.append(StoredTime.now() + " started")
-        do { try await server.storage.updateLibraryJob(job) } catch {
+        job.instance = server.instanceName
+        job.heartbeat = job.started
+        job.log.append(StoredTime.now() + " started on \(server.instanceName)")
+        do {
+            // Instances sharing the database each watch the queue: one takes the job.
+            guard try await server.storage.claimLibraryJob(job) else { return }
+        } catch {
             server.logger.error("library job \(job.id): cannot record its start: \(error)")
             return
         }
@@ -166,8 +199,10 @@ final class LibraryJobs: Sendable {
                 server.logger.info("library job \(job.id) (\(job.kind.rawValue)) \(job.state.rawValue): \(job.message ?? "")")
                 return
             }
-            // Stored when something moved (the log, the percent), not at every tick.
-            if job.percent != stored.percent || job.log.count != stored.log.count {
+            // Stored when something moved (the log, the percent), and as a heartbeat.
+            let beat = StoredTime.parse(stored.heartbeat ?? "").map { Date().timeIntervalSince($0) >= Self.heartbeatSeconds } ?? true
+            if job.percent != stored.percent || job.log.count != stored.log.count || beat {
+                job.heartbeat = StoredTime.now()
                 try? await server.storage.updateLibraryJob(job)
                 stored = job
             }

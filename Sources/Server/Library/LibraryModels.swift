@@ -109,6 +109,11 @@ public struct LibraryJob: Codable, Sendable {
     public var created: String
     public var started: String?
     public var ended: String?
+    /// The server instance running it (`host:port`, the same across its restarts), and when it
+    /// last said the job was alive: instances sharing a database tell a job another one runs
+    /// from one a stopped instance left behind.
+    public var instance: String?
+    public var heartbeat: String?
 }
 
 /// A deployment that applied a library image's version (which machines run version 3?).

@@ -149,4 +149,7 @@ enum StoredTime {
     static let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: TimeZone(identifier: "UTC")!)
 
     static func now() -> String { format.format(Date()) }
+
+    /// A time `now()` wrote, or nil.
+    static func parse(_ text: String) -> Date? { try? format.parse(text) }
 }

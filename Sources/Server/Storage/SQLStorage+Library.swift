@@ -21,6 +21,8 @@ public protocol LibraryStorage: Sendable {
 
     func createLibraryJob(_ job: LibraryJob) async throws
     func updateLibraryJob(_ job: LibraryJob) async throws
+    /// Takes a queued job for `running` (its new record): false when another instance took it first.
+    func claimLibraryJob(_ running: LibraryJob) async throws -> Bool
     func libraryJob(id: String) async throws -> LibraryJob?
     func libraryJobs(limit: Int) async throws -> [LibraryJob]
     func libraryJobs(state: LibraryJob.State) async throws -> [LibraryJob]
@@ -132,6 +134,11 @@ extension SQLStorage {
     func updateLibraryJob(_ job: LibraryJob) async throws {
         try await executor.execute("UPDATE library_jobs SET state = ?, body = ? WHERE id = ?",
                                    [.text(job.state.rawValue), .text(try StoredJSON.text(job)), .text(job.id)])
+    }
+
+    func claimLibraryJob(_ running: LibraryJob) async throws -> Bool {
+        !(try await executor.execute("UPDATE library_jobs SET state = ?, body = ? WHERE id = ? AND state = 'queued' RETURNING id",
+                                     [.text(running.state.rawValue), .text(try StoredJSON.text(running)), .text(running.id)]).isEmpty)
     }
 
     func libraryJob(id: String) async throws -> LibraryJob? {
