@@ -289,7 +289,10 @@ final class LibraryJobs: Sendable {
     /// kept: stored once); its version is recorded after.
     private static func store(_ temporary: String, image: String, description: String?, origin: LibraryVersion.Origin, job: LibraryJob,
                               server: ImprintServer, progress: @escaping LibraryWork.Progress, say: @Sendable (String) -> Void) throws -> Outcome {
-        let inspection = try LibraryWork.inspect(temporary, progress: progress)
+        // Its data came from a WIM the import checked whole (copied as stored, or decoded with
+        // every SHA-1 checked) or was written here from files: reading it back whole again
+        // would double the job's time on a large image.
+        let inspection = try LibraryWork.inspect(temporary, verifyBlobs: false, progress: progress)
         let relative = "library/files/\(inspection.sha256).wim"
         let final = server.configuration.contentDirectory + "/" + relative
         try FileManager.default.createDirectory(atPath: (final as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
