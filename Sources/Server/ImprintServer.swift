@@ -28,6 +28,8 @@ public final class ImprintServer: Sendable {
     let uploads = ResumableUploads()
     /// The image library's background jobs (import, extract, service).
     let libraryJobs = LibraryJobs()
+    /// Hashes of published files for the distribution points' manifest, each file read once at a time.
+    let contentHashing = ContentHashing()
 
     public init(configuration: ServerConfiguration, storage: any ServerStorage, secrets: SecretBox,
                 logger: Logger = Logger(label: "imprint-server")) {
@@ -178,7 +180,7 @@ public final class ImprintServer: Sendable {
         case .metrics: return try await metricsText()
         case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle,
-             .dashboardImages, .dashboardImage, .dashboardLibrary:
+             .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints:
             return try await dashboard(handler, request, context, client: client)
         // Every admin route by name: a new handler must be placed here (or above) on purpose,
         // never fall behind admin authentication (or out of it) by default.
@@ -190,6 +192,11 @@ public final class ImprintServer: Sendable {
         case let .library(route):
             try authorizeAdmin(request)
             return try await library(route, request, context)
+        case let .distributionPoints(route):
+            // The administrator's routes take the admin token; a point's own (manifest, status)
+            // its point's token, which `distributionPoints` checks.
+            if route.isAdmin { try authorizeAdmin(request) }
+            return try await distributionPoints(route, request, context)
         }
     }
 
@@ -211,7 +218,10 @@ public final class ImprintServer: Sendable {
              .adminRegisterMachine, .adminResetDeploymentToken, .metrics,
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
-             .dashboardImages, .dashboardImage, .dashboardLibrary:
+             .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints,
+             // Distribution points authenticate with their own tokens, from wherever they are (the
+             // content they fetch, /content/, stays within --agent-subnets).
+             .distributionPoints:
             return
         }
     }

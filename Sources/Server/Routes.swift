@@ -23,6 +23,10 @@ public struct RouteSpec: Sendable, Hashable {
         case dashboardLibrary(LibraryRoute)
         /// The image library's admin API.
         case library(LibraryRoute)
+        /// Distribution points: the administrator's list, create/update and delete, and each
+        /// point's manifest and status (with the point's own token); their dashboard page.
+        case distributionPoints(DistributionPointRoute)
+        case dashboardDistributionPoints
     }
 
     public var method: HTTPRequest.Method
@@ -86,6 +90,11 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.delete, "/api/v1/admin/library/images/{name}/versions/{version}", .library(.deleteVersion)),
         RouteSpec(.get, "/api/v1/admin/library/jobs", .library(.jobs)),
         RouteSpec(.get, "/api/v1/admin/library/jobs/{id}", .library(.job)),
+        RouteSpec(.get, "/api/v1/admin/distribution-points", .distributionPoints(.list)),
+        RouteSpec(.put, "/api/v1/admin/distribution-points/{name}", .distributionPoints(.put)),
+        RouteSpec(.delete, "/api/v1/admin/distribution-points/{name}", .distributionPoints(.delete)),
+        RouteSpec(.get, "/api/v1/distribution/manifest", .distributionPoints(.manifest)),
+        RouteSpec(.put, "/api/v1/distribution/status", .distributionPoints(.status)),
         RouteSpec(.get, "/metrics", .metrics),
         RouteSpec(.get, "/dashboard", .dashboard),
         RouteSpec(.get, "/dashboard/deployments/{id}", .dashboardDeployment),
@@ -99,6 +108,7 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.get, "/dashboard/app.css", .dashboardStyle),
         RouteSpec(.get, "/dashboard/images", .dashboardImages),
         RouteSpec(.get, "/dashboard/images/{name}", .dashboardImage),
+        RouteSpec(.get, "/dashboard/distribution-points", .dashboardDistributionPoints),
         RouteSpec(.get, "/dashboard/library", .dashboardLibrary(.overview)),
         RouteSpec(.post, "/dashboard/library/uploads/{name}", .dashboardLibrary(.uploadAnnounce)),
         RouteSpec(.put, "/dashboard/library/uploads/{name}", .dashboardLibrary(.uploadData)),

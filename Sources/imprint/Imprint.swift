@@ -6,7 +6,8 @@ struct Imprint: ParsableCommand {
         commandName: "imprint",
         abstract: "Put Windows images onto machines from Linux.",
         version: "0.1.0",
-        subcommands: [WimCommand.self, DiskCommand.self, SequenceCommand.self, RunCommand.self, AgentCommand.self, MediaCommand.self, BootCommand.self]
+        subcommands: [WimCommand.self, DiskCommand.self, SequenceCommand.self, RunCommand.self, AgentCommand.self, MediaCommand.self, BootCommand.self,
+                      DistributionPointCommand.self]
     )
 }
 

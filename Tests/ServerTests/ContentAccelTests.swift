@@ -16,12 +16,9 @@ struct ContentAccelTests {
         let image = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) })
         try image.write(to: URL(fileURLWithPath: content + "/images/x y.wim"))
         try Data("secret".utf8).write(to: URL(fileURLWithPath: content + "/images/.hidden"))
-        // nginx's workers run as www-data: the folders and the file must be theirs to read.
-        var path = content + "/images"
-        while path.count > 1 {
-            chmod(path, 0o755)
-            path = (path as NSString).deletingLastPathComponent
-        }
+        // nginx's workers run as www-data: the folders and the file must be theirs to read (the
+        // scratch folder's own, never its parents: /tmp must keep its sticky 1777).
+        for folder in [scratch.path, content, content + "/images"] { chmod(folder, 0o755) }
         chmod(content + "/images/x y.wim", 0o644)
         chmod(content + "/images/.hidden", 0o644)
 

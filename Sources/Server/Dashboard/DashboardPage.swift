@@ -281,7 +281,8 @@ public enum DashboardPage {
     static func page(title: String, body: String, live: Bool = true, change: Int = 0, csrf: String? = nil, feed: Bool = true) -> String {
         let logout = csrf.map {
             "<form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\(csrfField($0))<button type=\"submit\">Log out</button></form>"
-                + "<nav class=\"top\"><a href=\"/dashboard\">Machines</a><a href=\"/dashboard/images\">Images</a></nav>"
+                + "<nav class=\"top\"><a href=\"/dashboard\">Machines</a><a href=\"/dashboard/images\">Images</a>"
+                + "<a href=\"/dashboard/distribution-points\">Distribution points</a></nav>"
         } ?? ""
         return """
         <!doctype html>

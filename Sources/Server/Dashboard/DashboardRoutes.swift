@@ -105,6 +105,8 @@ extension ImprintServer {
             return try await dashboardImagePage(request, context, access: access)
         case let .dashboardLibrary(route):
             return try await dashboardLibraryAPI(route, request, context, access: access)
+        case .dashboardDistributionPoints:
+            return try await dashboardDistributionPointsPage(access: access)
         case .dashboardLogin, .dashboardScript, .dashboardStyle:
             // Answered above, before the login check.
             throw APIError.notFound("route")
@@ -112,7 +114,7 @@ extension ImprintServer {
              .captureAnnounce, .captureData,
              .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
-             .adminRegisterMachine, .adminResetDeploymentToken, .library:
+             .adminRegisterMachine, .adminResetDeploymentToken, .library, .distributionPoints:
             // Not a dashboard route: `handle` never sends these here (listed so a new handler is placed on purpose).
             throw APIError.notFound("route")
         }

@@ -250,7 +250,7 @@ extension ImprintServer {
              .captureAnnounce, .captureData,
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
-             .dashboardImages, .dashboardImage, .dashboardLibrary:
+             .dashboardImages, .dashboardImage, .dashboardLibrary, .distributionPoints, .dashboardDistributionPoints:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new
             // handler makes the compiler ask where it belongs.
             throw APIError.notFound("route")

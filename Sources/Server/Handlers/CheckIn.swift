@@ -21,6 +21,11 @@ extension ImprintServer {
             var resumed: Bool?
             /// With `resumed`: the run state the agent last sent (`PUT .../state`), absent when none.
             var runState: RunState?
+            /// Where to fetch content from before the server: the base URLs (each ending in "/",
+            /// mirroring /content/) of the distribution points whose rules match this machine and
+            /// that were in sync with the content at their last report, in priority order;
+            /// absent when none.
+            var contentSources: [String]?
         }
         var status: String
         var deployment: Assigned?
@@ -43,7 +48,7 @@ extension ImprintServer {
         let facts = checkIn.facts
         let claim: MachineIdentity
         do { claim = try MachineIdentity(checkIn: facts) } catch { throw APIError(.unprocessableContent, error.message, field: error.field) }
-        let answer: CheckInAnswer = try await checkInLock.withLock { try await storage.serializingCheckIns {
+        var answer: CheckInAnswer = try await checkInLock.withLock { try await storage.serializingCheckIns {
             let rules = try await storage.rules()
             let matched = rules.first { $0.name != Rule.defaultName && $0.matches(facts) }
             let fallback = rules.first { $0.name == Rule.defaultName }
@@ -140,6 +145,13 @@ extension ImprintServer {
             logger.info("machine \(machine.id): deployment \(id) of \"\(sequence.name)\"\(versions)")
             return try assigned(deployment, token: token, eventsAfter: 0)
         } }
+        // After the lock: choosing the points walks the content folder, which other check-ins
+        // need not wait for. A failure here costs the machine its nearby sources, not its deployment.
+        if answer.deployment != nil {
+            do { answer.deployment?.contentSources = try await contentSources(client: client, facts: facts) } catch {
+                logger.error("check-in from \(client): the distribution points could not be chosen, the machine fetches from this server: \(error)")
+            }
+        }
         return JSON.response(answer)
     }
 

@@ -8,7 +8,7 @@ import SequenceModel
 ///
 /// Secret values are sealed on every write that holds them, with the key the storage was opened
 /// with; what it returns of them is sealed, and only the handlers serving an agent open it.
-public protocol ServerStorage: LibraryStorage, Sendable {
+public protocol ServerStorage: LibraryStorage, DistributionPointStorage, Sendable {
     /// Creates or upgrades the schema; safe on every start. Throws `SecretsKeyError` when the
     /// secrets key is not the one the database's secrets were sealed with.
     func migrate() async throws
@@ -427,6 +427,37 @@ public enum Migrations {
             )
             """,
             "CREATE INDEX deployment_images_version ON deployment_images (image_name, version)",
+        ]),
+        // Distribution points: HTTP servers near the machines holding copies of the content,
+        // each with its rules (subnets, gateways, as JSON lists), its token's hash and the last
+        // status it reported (JSON: file → SHA-256), with the version of what it holds beside
+        // it (what check-ins compare, without reading the status); and the published files' SHA-256s, valid
+        // while a file keeps its size and modification time (nanoseconds), so a manifest of
+        // many gigabytes is hashed once, not at every request.
+        (9, [
+            """
+            CREATE TABLE distribution_points (
+                name TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                subnets TEXT NOT NULL,
+                gateways TEXT NOT NULL,
+                priority BIGINT NOT NULL,
+                token_hash TEXT NOT NULL UNIQUE,
+                status TEXT,
+                held_version TEXT,
+                created TEXT NOT NULL,
+                updated TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE content_hashes (
+                path TEXT PRIMARY KEY,
+                size BIGINT NOT NULL,
+                modified_ns BIGINT NOT NULL,
+                sha256 TEXT NOT NULL,
+                hashed TEXT NOT NULL
+            )
+            """,
         ]),
     ]
 
