@@ -35,34 +35,18 @@ public final class HTTPClient: Sendable {
     }
 
     func withRetries<T>(_ url: String, _ body: (_ attempt: Int) throws(TransportError) -> Attempt<T>) throws(TransportError) -> T {
-        var attempt = 0, failures = 0, restarts = 0
-        var delay = options.retryDelay
-        while true {
-            if options.isCancelled() { throw .cancelled(url: url) }
-            attempt += 1
+        // One source: every retry is a round of its own, paused and counted as it always was.
+        var sources = SourceList(url)
+        return try withSources(&sources) { _, attempt throws(TransportError) -> SourceAttempt<T> in
             switch try body(attempt) {
-            case let .done(value):
-                return value
-            case .restart:
-                restarts += 1
-                // A server that changes the file on every request would otherwise loop forever.
-                if restarts > options.retries + 1 {
-                    throw .remoteChanged(url: url, detail: "it changed on each of \(restarts) attempts")
-                }
-            case let .retry(error, progressed):
-                if progressed {
-                    failures = 0
-                    delay = options.retryDelay
-                }
-                failures += 1
-                if failures > options.retries { throw error }
-                try pause(delay, url: url)
-                delay = min(delay * 2, options.maxRetryDelay)
+            case let .done(value): return .done(value)
+            case let .retry(error, progressed): return .retry(error, progressed: progressed)
+            case .restart: return .restart
             }
         }
     }
 
-    private func pause(_ seconds: Double, url: String) throws(TransportError) {
+    func pause(_ seconds: Double, url: String) throws(TransportError) {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if options.isCancelled() { throw .cancelled(url: url) }
@@ -211,94 +195,176 @@ public final class HTTPClient: Sendable {
     // MARK: Downloads
 
     /// Downloads to `path` through `path.partial`, resuming after drops and across runs, and
-    /// renames into place only once the whole file is verified and on disk.
+    /// renames into place only once the whole file is verified and on disk. With mirrors of
+    /// the URL (`options.mirrors`) each copy is tried in order and a failure moves to the next
+    /// one, which continues at the same byte.
     public func download(_ url: String, to path: String, expectedSHA256: String?,
                          progress: (TransferProgress) -> Void) throws(TransportError) -> DownloadResult {
         try validateURL(url)
+        let expected = expectedSHA256?.lowercased()
         let partial = try PartialFile(path: path + ".partial")
         var done = false
         defer { if !done { partial.close() } }
         let hasher = SHA256Hasher()
+        var version = partial.savedVersion()
+        if let expected, let kept = version.sha256, kept != expected, partial.size > 0 {
+            // Bytes kept for another file (the sequence names new content at the same path).
+            try partial.reset(hasher)
+            version = PartialFile.Version()
+            partial.saveVersion(version)
+        }
         try partial.hashExisting(into: hasher)
-        var saved = partial.savedValidator()
-        var total: UInt64?
+        let kept = partial.size
+        var sources = options.sources(for: url)
         var resumes = 0
+        var refetched = false
         let folder = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        var digest = ""
 
         try withoutActuallyEscaping(progress) { progress throws(TransportError) in
             var meter = ProgressMeter(report: progress)
-            try withRetries(url) { attempt throws(TransportError) -> Attempt<Void> in
-                let start = partial.size
-                var restart = false
-                var request = CurlRequest(url: url)
-                if start > 0 { request.range = "\(start)-" }
-                let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
-                    let current = Validator(response)
-                    if status == 206 {
-                        let range = ContentRange(response.header("content-range"))
-                        guard let range, range.start == start, !current.differs(from: saved) else {
-                            // Another version, or bytes from elsewhere: only a fresh start is safe.
-                            try partial.reset(hasher)
-                            restart = true
+            // The whole file's size: announced by a source in this run, or recorded with the bytes kept.
+            var total: UInt64? = partial.size > 0 ? version.size : nil
+
+            /// Grows the partial file to the whole file, continuing at its size at every source.
+            func fill(_ sources: inout SourceList) throws(TransportError) {
+                try withSources(&sources) { sources, attempt throws(TransportError) -> SourceAttempt<Void> in
+                    let source = sources.url, isOrigin = sources.isOrigin
+                    let start = partial.size
+                    // Versions announced earlier: by the server that sent the bytes on disk (any
+                    // run; partials made before mirrors existed came from the URL itself), and by
+                    // this source in this run. ETags of different servers never compare.
+                    let keptServer = Origin(url: version.source ?? sources.origin)
+                    let keptVersion = keptServer == Origin(url: source) ? version.validator : nil
+                    let announced = sources.validator
+                    var restart = false, wasReset = false
+                    var passOver: TransportError?
+                    var accepted: Validator?
+                    var request = CurlRequest(url: source)
+                    if start > 0 { request.range = "\(start)-" }
+                    let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
+                        let current = Validator(response)
+                        // Bytes on disk that this source's file cannot continue: the URL itself
+                        // is the authority (they go, it starts over); a mirror is passed over.
+                        func mismatch(_ error: TransportError) throws(TransportError) -> Bool {
+                            if isOrigin {
+                                try partial.reset(hasher)
+                                wasReset = true
+                                restart = true
+                            } else {
+                                passOver = error
+                            }
                             return false
                         }
-                        resumes += 1
-                        total = range.total ?? response.contentLength.map { $0 + start }
-                    } else {
-                        if partial.size > 0 { try partial.reset(hasher) }
-                        total = response.contentLength
+                        var size: UInt64?
+                        if status == 206 {
+                            let range = ContentRange(response.header("content-range"))
+                            guard let range, range.start == start else {
+                                return try mismatch(.unexpectedResponse(url: source, detail: "asked for bytes from \(start), it sent Content-Range \(response.header("content-range") ?? "none")"))
+                            }
+                            if current.differs(from: keptVersion) || current.differs(from: announced) {
+                                let before = announced ?? keptVersion
+                                return try mismatch(.remoteChanged(url: source, detail: "\(before.map { "\($0)" } ?? "the version") became \(current)"))
+                            }
+                            size = range.total ?? response.contentLength.map { $0 + start }
+                        } else {
+                            if start > 0 {
+                                guard isOrigin else {
+                                    passOver = .unexpectedResponse(url: source, detail: "it ignored the request for bytes from \(start) (HTTP \(status)), so it cannot continue the file")
+                                    return false
+                                }
+                                // The URL itself sends the whole file again: that is what there is.
+                                try partial.reset(hasher)
+                                wasReset = true
+                            }
+                            size = response.contentLength
+                        }
+                        if partial.size > 0, let total, let size, size != total {
+                            return try mismatch(.remoteChanged(url: source, detail: "its copy has \(size) bytes, the file being continued has \(total): another version"))
+                        }
+                        if status == 206 { resumes += 1 }
+                        total = size ?? (partial.size > 0 ? total : nil)
+                        version = PartialFile.Version(validator: current, source: source, size: total, sha256: expected)
+                        partial.saveVersion(version)
+                        accepted = current
+                        if let total, total > partial.size, let available = self.freeSpace(folder), available < total - partial.size {
+                            throw .noSpace(path: folder, needed: total - partial.size, available: available)
+                        }
+                        return true
+                    }, body: { chunk throws(TransportError) in
+                        try partial.append(chunk)
+                        hasher.update(chunk)
+                        meter.update(partial.size, total: total)
+                    })
+                    if let accepted { sources.remember(accepted) }
+                    if wasReset { sources.forgetServed() }
+                    sources.record(partial.size - (wasReset ? 0 : start))
+                    if let passOver { return .passOver(passOver) }
+                    if restart { return .restart }
+                    // A partial that is already whole (the previous run died before renaming).
+                    if response.status == 416, start > 0 {
+                        let remoteTotal = ContentRange(response.header("content-range"))?.total
+                        if remoteTotal == start, isOrigin || total == nil || total == start {
+                            total = start
+                            return .done(())
+                        }
+                        guard isOrigin else {
+                            let have = total.map { "the file being continued has \($0)" } ?? "\(start) are already here"
+                            return .passOver(.remoteChanged(url: source, detail: "its copy has \(remoteTotal.map(String.init) ?? "an unknown number of") bytes, \(have): another version"))
+                        }
+                        try partial.reset(hasher)
+                        sources.forgetServed()
+                        return .restart
                     }
-                    saved = current
-                    partial.saveValidator(current)
-                    if let total, total > partial.size, let available = self.freeSpace(folder), available < total - partial.size {
-                        throw .noSpace(path: folder, needed: total - partial.size, available: available)
+                    let progressed = partial.size > start
+                    if response.code == CURLE_PARTIAL_FILE, let total, response.failure == nil, !response.cancelled {
+                        return .retry(.truncated(url: source, received: partial.size, expected: total), progressed: progressed)
                     }
-                    return true
-                }, body: { chunk throws(TransportError) in
-                    try partial.append(chunk)
-                    hasher.update(chunk)
-                    meter.update(partial.size, total: total)
-                })
-                if restart { return .restart }
-                // A partial that is already whole (the previous run died before renaming).
-                if response.status == 416, start > 0 {
-                    let range = ContentRange(response.header("content-range"))
-                    if range?.total == start { total = start; return .done(()) }
-                    try partial.reset(hasher)
-                    return .restart
+                    if let outcome: SourceAttempt<Void> = try judge(response, sources, attempt: attempt, offset: partial.size, progressed: progressed) {
+                        return outcome
+                    }
+                    if let total, partial.size != total {
+                        return .retry(.truncated(url: source, received: partial.size, expected: total), progressed: progressed)
+                    }
+                    return .done(())
                 }
-                let progressed = partial.size > start
-                if response.code == CURLE_PARTIAL_FILE, let total, response.failure == nil, !response.cancelled {
-                    return .retry(.truncated(url: url, received: partial.size, expected: total), progressed: progressed)
-                }
-                if let error = try failure(of: response, url: url, attempt: attempt, offset: partial.size) {
-                    return .retry(error, progressed: progressed)
-                }
-                if let total, partial.size != total {
-                    return .retry(.truncated(url: url, received: partial.size, expected: total), progressed: progressed)
-                }
-                return .done(())
+            }
+
+            try fill(&sources)
+            digest = hasher.finish()
+            if let expected, digest != expected, sources.hasCopies, kept > 0 || sources.served.contains(where: { $0.url != url }) {
+                // A mirror's copy (or bytes an earlier run kept) did not add up to the file the
+                // sequence names: the URL itself decides, once, from the first byte.
+                try partial.reset(hasher)
+                version = PartialFile.Version()
+                partial.saveVersion(version)
+                total = nil
+                refetched = true
+                sources.onlyOrigin()
+                try fill(&sources)
+                digest = hasher.finish()
             }
             meter.update(partial.size, total: total, force: true)
         }
 
-        let digest = hasher.finish()
-        if let expectedSHA256, digest != expectedSHA256.lowercased() {
+        if let expected, digest != expected {
             partial.close()
             done = true
             unlink(partial.path)
-            throw .checksumMismatch(url: url, expected: expectedSHA256.lowercased(), actual: digest)
+            throw .checksumMismatch(url: url, expected: expected, actual: digest)
         }
         try partial.finish(renamingTo: path)
         done = true
-        return DownloadResult(bytes: partial.size, sha256: digest, resumes: resumes)
+        return DownloadResult(bytes: partial.size, sha256: digest, resumes: resumes, sources: sources.served,
+                              failures: sources.failures, refetchedFromOrigin: refetched, mirrored: sources.hasCopies)
     }
 
     // MARK: Streams
 
     /// Delivers the body to `sink` in order, each byte once, resuming after drops from the
-    /// bytes already delivered. The hash is checked at the end: the caller must still treat
-    /// what it consumed as suspect when this throws `.checksumMismatch`.
+    /// bytes already delivered, at the next mirror's copy when there are mirrors. The hash is
+    /// checked at the end: the caller must still treat what it consumed as suspect when this
+    /// throws `.checksumMismatch`.
     public func stream(_ url: String, expectedSHA256: String?, progress: (TransferProgress) -> Void,
                        sink: (UnsafeRawBufferPointer) throws -> Void) throws(TransportError) -> StreamResult {
         try validateURL(url)
@@ -306,33 +372,55 @@ public final class HTTPClient: Sendable {
         var delivered: UInt64 = 0
         var total: UInt64?
         var resumes = 0
-        var saved: Validator?
+        var sources = options.sources(for: url)
 
         try withoutActuallyEscaping(sink) { sink throws(TransportError) in
             try withoutActuallyEscaping(progress) { progress throws(TransportError) in
                 var meter = ProgressMeter(report: progress)
-                try withRetries(url) { attempt throws(TransportError) -> Attempt<Void> in
+                try withSources(&sources) { sources, attempt throws(TransportError) -> SourceAttempt<Void> in
+                    let source = sources.url, isOrigin = sources.isOrigin
                     let start = delivered
+                    let announced = sources.validator
                     var skip: UInt64 = 0
-                    var request = CurlRequest(url: url)
+                    var passOver: TransportError?
+                    var accepted: Validator?
+                    var request = CurlRequest(url: source)
                     if start > 0 { request.range = "\(start)-" }
                     let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
                         let current = Validator(response)
-                        if let saved, current.differs(from: saved) {
-                            throw .remoteChanged(url: url, detail: "after \(start) bytes were already delivered, \(saved) became \(current)")
+                        // What was delivered cannot be taken back: a source whose file is not the
+                        // one being delivered ends the stream at the URL itself (as it always
+                        // did), and is passed over when it is a mirror.
+                        func mismatch(_ error: TransportError) throws(TransportError) -> Bool {
+                            guard !isOrigin else { throw error }
+                            passOver = error
+                            return false
                         }
-                        saved = current
+                        if let announced, current.differs(from: announced) {
+                            return try mismatch(.remoteChanged(url: source, detail: "after \(start) bytes were already delivered, \(announced) became \(current)"))
+                        }
+                        var size: UInt64?
                         if status == 206 {
                             guard let range = ContentRange(response.header("content-range")), range.start == start else {
-                                throw .unexpectedResponse(url: url, detail: "asked for bytes from \(start), the server sent Content-Range \(response.header("content-range") ?? "none")")
+                                return try mismatch(.unexpectedResponse(url: source, detail: "asked for bytes from \(start), the server sent Content-Range \(response.header("content-range") ?? "none")"))
                             }
-                            resumes += 1
-                            total = range.total ?? response.contentLength.map { $0 + start }
+                            size = range.total ?? response.contentLength.map { $0 + start }
                         } else {
-                            // The server ignored the range: the bytes already delivered come again.
+                            if start > 0, !isOrigin {
+                                // Another copy can continue at the byte reached; this one would
+                                // send everything delivered so far again.
+                                return try mismatch(.unexpectedResponse(url: source, detail: "it ignored the request for bytes from \(start) (HTTP \(status)), so it cannot continue the stream"))
+                            }
+                            // The URL itself ignored the range: the bytes already delivered come again.
                             skip = start
-                            total = response.contentLength
+                            size = response.contentLength
                         }
+                        if start > 0, let total, let size, size != total {
+                            return try mismatch(.remoteChanged(url: source, detail: "its copy has \(size) bytes, the \(start) bytes already delivered are of a file of \(total): another version"))
+                        }
+                        if status == 206 { resumes += 1 }
+                        total = size ?? (start > 0 ? total : nil)
+                        accepted = current
                         return true
                     }, body: { chunk throws(TransportError) in
                         var piece = chunk
@@ -343,21 +431,24 @@ public final class HTTPClient: Sendable {
                             if piece.isEmpty { return }
                         }
                         do { try sink(piece) } catch let error as TransportError { throw error } catch {
-                            throw .consumer(url: url, offset: delivered, message: "\(error)")
+                            throw .consumer(url: source, offset: delivered, message: "\(error)")
                         }
                         hasher.update(piece)
                         delivered += UInt64(piece.count)
                         meter.update(delivered, total: total)
                     })
+                    if let accepted { sources.remember(accepted) }
+                    sources.record(delivered - start)
+                    if let passOver { return .passOver(passOver) }
                     let progressed = delivered > start
                     if response.code == CURLE_PARTIAL_FILE, let total, response.failure == nil, !response.cancelled {
-                        return .retry(.truncated(url: url, received: delivered, expected: total), progressed: progressed)
+                        return .retry(.truncated(url: source, received: delivered, expected: total), progressed: progressed)
                     }
-                    if let error = try failure(of: response, url: url, attempt: attempt, offset: delivered) {
-                        return .retry(error, progressed: progressed)
+                    if let outcome: SourceAttempt<Void> = try judge(response, sources, attempt: attempt, offset: delivered, progressed: progressed) {
+                        return outcome
                     }
                     if let total, delivered != total {
-                        return .retry(.truncated(url: url, received: delivered, expected: total), progressed: progressed)
+                        return .retry(.truncated(url: source, received: delivered, expected: total), progressed: progressed)
                     }
                     return .done(())
                 }
@@ -366,43 +457,90 @@ public final class HTTPClient: Sendable {
         }
         let digest = hasher.finish()
         if let expectedSHA256, digest != expectedSHA256.lowercased() {
-            throw .checksumMismatch(url: url, expected: expectedSHA256.lowercased(), actual: digest)
+            // Which copies sent the wrong bytes is what the technician has to fix.
+            let senders = sources.hasCopies && !sources.served.isEmpty ? sources.served.map(\.url).joined(separator: " and ") : url
+            throw .checksumMismatch(url: senders, expected: expectedSHA256.lowercased(), actual: digest)
         }
-        return StreamResult(bytes: delivered, sha256: digest, resumes: resumes)
+        return StreamResult(bytes: delivered, sha256: digest, resumes: resumes, sources: sources.served,
+                            failures: sources.failures, mirrored: sources.hasCopies)
     }
 
     // MARK: Ranges
 
-    /// Exactly the bytes `start...end` of a file that must still be `expected`.
-    func fetchRange(_ url: String, start: UInt64, end: UInt64, expected: Validator,
+    /// The size of a file to be read by ranges, from the first source that can serve ranges of
+    /// it; that source's version is remembered in `sources`.
+    func rangeableSize(_ sources: inout SourceList) throws(TransportError) -> UInt64 {
+        try withSources(&sources) { sources, attempt throws(TransportError) -> SourceAttempt<UInt64> in
+            let source = sources.url
+            let response = performCurl(CurlRequest(url: source, method: .head), options: options,
+                                       begin: { _, _ in true }, body: { _ in })
+            if let outcome: SourceAttempt<UInt64> = try judge(response, sources, attempt: attempt, offset: nil, progressed: false) {
+                return outcome
+            }
+            let ranges = response.header("accept-ranges")?.lowercased().contains("bytes") ?? false
+            guard ranges, let size = response.contentLength else {
+                let error = TransportError.unexpectedResponse(url: source, detail: "the server cannot serve byte ranges (it must send a size and \"Accept-Ranges: bytes\"); download the file instead")
+                if sources.isOrigin { throw error }
+                return .passOver(error)
+            }
+            sources.remember(Validator(response))
+            return .done(size)
+        }
+    }
+
+    /// Exactly the bytes `start...end` of a file of `size` bytes, each source's copy still the
+    /// version it announced first; a failure continues at the next source from the byte reached.
+    func fetchRange(_ sources: inout SourceList, start: UInt64, end: UInt64, size: UInt64,
                     counted: () -> Void) throws(TransportError) -> [UInt8] {
         let length = Int(end - start + 1)
-        return try withRetries(url) { attempt throws(TransportError) -> Attempt<[UInt8]> in
-            var bytes = [UInt8]()
-            bytes.reserveCapacity(length)
-            var request = CurlRequest(url: url)
-            request.range = "\(start)-\(end)"
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(length)
+        return try withSources(&sources) { sources, attempt throws(TransportError) -> SourceAttempt<[UInt8]> in
+            let source = sources.url, isOrigin = sources.isOrigin
+            let before = bytes.count
+            let from = start + UInt64(before)
+            let announced = sources.validator
+            var passOver: TransportError?
+            var accepted: Validator?
+            var request = CurlRequest(url: source)
+            request.range = "\(from)-\(end)"
             counted()
             let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
                 let current = Validator(response)
-                if current.differs(from: expected) {
-                    throw .remoteChanged(url: url, detail: "\(expected) became \(current)")
+                // Bytes already read (a WIM's tables) belong to the version read so far: a
+                // source with another one ends the reads at the URL itself, and is passed over
+                // when it is a mirror.
+                func mismatch(_ error: TransportError) throws(TransportError) -> Bool {
+                    guard !isOrigin else { throw error }
+                    passOver = error
+                    return false
                 }
-                guard status == 206, let range = ContentRange(response.header("content-range")), range.start == start else {
-                    throw .unexpectedResponse(url: url, detail: "asked for bytes \(start)-\(end), the server answered HTTP \(status) with Content-Range \(response.header("content-range") ?? "none"); it cannot serve ranges")
+                if let announced, current.differs(from: announced) {
+                    return try mismatch(.remoteChanged(url: source, detail: "\(announced) became \(current)"))
                 }
+                guard status == 206, let range = ContentRange(response.header("content-range")), range.start == from else {
+                    return try mismatch(.unexpectedResponse(url: source, detail: "asked for bytes \(from)-\(end), the server answered HTTP \(status) with Content-Range \(response.header("content-range") ?? "none"); it cannot serve ranges"))
+                }
+                if let total = range.total, total != size {
+                    return try mismatch(.remoteChanged(url: source, detail: "its copy has \(total) bytes, the file being read has \(size): another version"))
+                }
+                accepted = current
                 return true
             }, body: { chunk throws(TransportError) in
                 guard bytes.count + chunk.count <= length else {
-                    throw .unexpectedResponse(url: url, detail: "asked for \(length) bytes at \(start), the server sent more")
+                    throw .unexpectedResponse(url: source, detail: "asked for \(length) bytes at \(start), the server sent more")
                 }
                 bytes.append(contentsOf: chunk)
             })
-            if let error = try failure(of: response, url: url, attempt: attempt, offset: start + UInt64(bytes.count)) {
-                return .retry(error, progressed: false)
+            if let accepted { sources.remember(accepted) }
+            sources.record(UInt64(bytes.count - before))
+            if let passOver { return .passOver(passOver) }
+            let progressed = bytes.count > before
+            if let outcome: SourceAttempt<[UInt8]> = try judge(response, sources, attempt: attempt, offset: start + UInt64(bytes.count), progressed: progressed) {
+                return outcome
             }
             guard bytes.count == length else {
-                return .retry(.truncated(url: url, received: start + UInt64(bytes.count), expected: end + 1), progressed: false)
+                return .retry(.truncated(url: source, received: start + UInt64(bytes.count), expected: end + 1), progressed: progressed)
             }
             return .done(bytes)
         }

@@ -3,36 +3,45 @@ import Synchronization
 
 /// Random access to a remote file (a WIM read in place) through Range requests, with a small
 /// LRU cache of aligned 4 MiB blocks: a WIM's many small table reads and its sequential chunk
-/// reads then cost a handful of requests. Thread-safe; one block is fetched at a time.
+/// reads then cost a handful of requests. Thread-safe; one block is fetched at a time. With
+/// mirrors of the URL, reads go to the first copy that answers and stay with it; a failure
+/// moves them to the next copy, which continues at the same byte.
 public final class HTTPRangeReader: Sendable {
     public let url: String
     public let size: UInt64
     /// Range requests sent so far (the HEAD of `init` not included).
     public var requestCount: Int { cache.withLock { $0.requests } }
+    /// Who sent the bytes read so far, in the order they were read.
+    public var sources: [ServedBytes] { cache.withLock { $0.sources.served } }
+    /// Sources that failed or were passed over, the last reason of each.
+    public var failures: [SourceFailure] { cache.withLock { $0.sources.failures } }
+    /// "served by A: 12.0 MiB; then B: 4.0 MiB (…)", or "" when the URL has no copies.
+    public var sourcesSummary: String {
+        cache.withLock { ServedBytes.summary(mirrored: $0.sources.hasCopies, $0.sources.served, $0.sources.failures, refetched: false) }
+    }
 
     static let blockSize: UInt64 = 4 << 20
     static let cacheBlocks = 16
 
     private let client: HTTPClient
-    private let validator: Validator
     private struct Cache {
         var blocks: [UInt64: [UInt8]] = [:]
         /// Block indexes, least recently used first.
         var recency: [UInt64] = []
         var requests = 0
+        /// Kept across reads: once a copy failed, the next reads start at the one that worked.
+        var sources: SourceList
     }
     /// Held for the whole of a read, fetch included: one block is fetched at a time.
-    private let cache = Mutex(Cache())
+    private let cache: Mutex<Cache>
 
     public init(url: String, client: HTTPClient) throws(TransportError) {
-        let remote = try client.head(url)
-        guard remote.acceptsRanges, let size = remote.size else {
-            throw .unexpectedResponse(url: url, detail: "the server cannot serve byte ranges (it must send a size and \"Accept-Ranges: bytes\"); download the file instead")
-        }
+        try validateURL(url)
+        var sources = client.options.sources(for: url)
+        self.size = try client.rangeableSize(&sources)
         self.url = url
-        self.size = size
         self.client = client
-        self.validator = Validator(etag: remote.etag, lastModified: remote.lastModified)
+        self.cache = Mutex(Cache(sources: sources))
     }
 
     /// Fills all of `buffer` with the bytes at `offset`; a read past the end is `.truncated`.
@@ -69,7 +78,9 @@ public final class HTTPRangeReader: Sendable {
         }
         let start = index * Self.blockSize
         let last = min(start + Self.blockSize, size) - 1
-        let bytes = try client.fetchRange(url, start: start, end: last, expected: validator, counted: { cache.requests += 1 })
+        var requests = 0
+        defer { cache.requests += requests }
+        let bytes = try client.fetchRange(&cache.sources, start: start, end: last, size: size, counted: { requests += 1 })
         if cache.blocks.count >= Self.cacheBlocks, let oldest = cache.recency.first {
             cache.recency.removeFirst()
             cache.blocks[oldest] = nil

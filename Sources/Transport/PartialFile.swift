@@ -2,8 +2,9 @@ import CCurl
 import Digests
 import Foundation
 
-/// The `.partial` file a download grows in. Its remote version (ETag/Last-Modified) rides in
-/// extended attributes so a later run knows whether the bytes on disk may be continued.
+/// The `.partial` file a download grows in. Its remote version (ETag/Last-Modified, the source
+/// that announced it, the size, the SHA-256 expected) rides in extended attributes so a later
+/// run knows whether the bytes on disk may be continued.
 final class PartialFile {
     let path: String
     private var descriptor: Int32
@@ -11,6 +12,9 @@ final class PartialFile {
 
     private static let etagAttribute = "user.imprint.etag"
     private static let modifiedAttribute = "user.imprint.last-modified"
+    private static let sourceAttribute = "user.imprint.source"
+    private static let sizeAttribute = "user.imprint.size"
+    private static let sha256Attribute = "user.imprint.sha256"
 
     init(path: String) throws(TransportError) {
         self.path = path
@@ -66,14 +70,31 @@ final class PartialFile {
         }
     }
 
-    func savedValidator() -> Validator? {
+    /// What an earlier attempt or run recorded about the bytes on disk.
+    struct Version {
+        /// The version the source that sent the last bytes announced.
+        var validator: Validator?
+        /// That source's URL (absent in partials of versions without mirrors: the URL itself).
+        var source: String?
+        /// The whole file's size as the sources announced it.
+        var size: UInt64?
+        /// The SHA-256 the caller expected of the whole file.
+        var sha256: String?
+    }
+
+    func savedVersion() -> Version {
         let etag = attribute(Self.etagAttribute), modified = attribute(Self.modifiedAttribute)
-        return etag == nil && modified == nil ? nil : Validator(etag: etag, lastModified: modified)
+        return Version(validator: etag == nil && modified == nil ? nil : Validator(etag: etag, lastModified: modified),
+                       source: attribute(Self.sourceAttribute), size: attribute(Self.sizeAttribute).flatMap { UInt64($0) },
+                       sha256: attribute(Self.sha256Attribute))
     }
 
     /// Best effort: a filesystem without user xattrs only loses the cross-run version check.
-    func saveValidator(_ validator: Validator) {
-        for (name, value) in [(Self.etagAttribute, validator.etag), (Self.modifiedAttribute, validator.lastModified)] {
+    func saveVersion(_ version: Version) {
+        let values = [(Self.etagAttribute, version.validator?.etag), (Self.modifiedAttribute, version.validator?.lastModified),
+                      (Self.sourceAttribute, version.source), (Self.sizeAttribute, version.size.map(String.init)),
+                      (Self.sha256Attribute, version.sha256)]
+        for (name, value) in values {
             if let value {
                 _ = value.withCString { imprint_fsetxattr(descriptor, name, $0, strlen($0)) }
             } else {
@@ -83,7 +104,7 @@ final class PartialFile {
     }
 
     private func attribute(_ name: String) -> String? {
-        var buffer = [UInt8](repeating: 0, count: 512)
+        var buffer = [UInt8](repeating: 0, count: 4096)
         let count = buffer.withUnsafeMutableBytes { imprint_fgetxattr(descriptor, name, $0.baseAddress, $0.count) }
         guard count > 0 else { return nil }
         return String(decoding: buffer[0..<count], as: UTF8.self)
@@ -92,8 +113,9 @@ final class PartialFile {
     /// Durable before visible: the data reaches the disk, then the name appears, then the
     /// folder entry itself is flushed, so a power cut never leaves a short file at `target`.
     func finish(renamingTo target: String) throws(TransportError) {
-        _ = imprint_fremovexattr(descriptor, Self.etagAttribute)
-        _ = imprint_fremovexattr(descriptor, Self.modifiedAttribute)
+        for name in [Self.etagAttribute, Self.modifiedAttribute, Self.sourceAttribute, Self.sizeAttribute, Self.sha256Attribute] {
+            _ = imprint_fremovexattr(descriptor, name)
+        }
         guard fsync(descriptor) == 0 else { throw .io(path: path, operation: "fsync", errno: errno) }
         close()
         guard rename(path, target) == 0 else { throw .io(path: target, operation: "rename from \(path)", errno: errno) }

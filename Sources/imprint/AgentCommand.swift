@@ -32,6 +32,10 @@ struct AgentCommand: ParsableCommand {
             var resumed: Bool?
             /// The last run state the server has of this deployment.
             var runState: RunState?
+            /// Distribution points for this machine, best first: base URLs mirroring the
+            /// server's `/content/` tree, each ending with "/". The server itself comes after
+            /// them and is not listed.
+            var contentSources: [String]?
         }
         var status: String
         var deployment: Deployment?
@@ -44,6 +48,32 @@ struct AgentCommand: ParsableCommand {
     struct Refusal: Decodable {
         var error: String
         var retryAfter: Double?
+    }
+
+    /// The server's content, wherever the sequence names it (the address the agent reached the
+    /// server at, or the `ServerURL` the server calls itself), copied on `sources`. A source that
+    /// is not an http(s) URL is left out with a warning: the server still serves everything.
+    static func contentMirrors(_ sources: [String], server: String, publicURL: String?) -> [ContentMirrors] {
+        var alternatives: [String] = []
+        for source in sources {
+            let trimmed = source.trimmingCharacters(in: .whitespaces)
+            let lower = trimmed.lowercased()
+            guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), URL(string: trimmed)?.host != nil,
+                  !trimmed.contains(where: { $0.isWhitespace }) else {
+                FileHandle.standardError.write(Data("imprint: warning: the content source \(source.debugDescription) is not an http or https URL; it is not used\n".utf8))
+                continue
+            }
+            // Joined to the rest of each path as a string: the folder needs its slash.
+            let folder = trimmed.hasSuffix("/") ? trimmed : trimmed + "/"
+            if !alternatives.contains(folder) { alternatives.append(folder) }
+        }
+        guard !alternatives.isEmpty else { return [] }
+        var prefixes = [server.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/content/"]
+        if let publicURL, !publicURL.isEmpty {
+            let own = publicURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/content/"
+            if !prefixes.contains(own) { prefixes.append(own) }
+        }
+        return prefixes.map { ContentMirrors(prefix: $0, alternatives: alternatives) }
     }
 
     func run() throws {
@@ -123,6 +153,11 @@ struct AgentCommand: ParsableCommand {
         options.allowPowerActions = AgentEnvironment.isBootEnvironment
         options.environment = environment.environment
         options.transfer = authorized
+        options.transfer.mirrors = Self.contentMirrors(deployment.contentSources ?? [], server: base,
+                                                       publicURL: deployment.variables?["ServerURL"])
+        if let mirrors = options.transfer.mirrors.first {
+            print("imprint: content from: " + mirrors.alternatives.joined(separator: ", ") + ", then the server (\(mirrors.prefix))")
+        }
         let result = try AgentEnvironment.execute(loaded, facts: facts, serverVariables: deployment.variables ?? [:], options: options,
                                                   spool: spool + "/" + deployment.id, log: log,
                                                   server: (base, deployment.id, deployment.token), eventsAfter: deployment.eventsAfter ?? 0)

@@ -15,11 +15,13 @@ public final class TestHTTPServer {
         }
     }
 
-    public init(root: String) throws {
+    /// `misbehave` is a query string (e.g. "drop=1000") applied to every file the server sends,
+    /// so that several servers can play mirrors of one file, each failing its own way.
+    public init(root: String, misbehave: String? = nil) throws {
         let script = packageRoot.appendingPathComponent("Tests/TestSupport/http_test_server.py").path
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, root]
+        process.arguments = ["python3", script, root] + (misbehave.map { ["--misbehave", $0] } ?? [])
         let output = Pipe()
         process.standardOutput = output
         process.standardInput = lifeline
@@ -43,9 +45,13 @@ public final class TestHTTPServer {
 
     deinit {
         try? lifeline.fileHandleForWriting.close()
-        process.terminate()
+        // A server told to die (?exit=N) is gone already: its pid is not ours to signal.
+        if process.isRunning { process.terminate() }
         process.waitUntilExit()
     }
+
+    /// Whether the server process still runs (one told to die by ?exit=N does not).
+    public var isRunning: Bool { process.isRunning }
 
     /// `path` starts with "/" and may carry a query string.
     public func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }

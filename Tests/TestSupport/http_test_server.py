@@ -9,9 +9,14 @@ request, per URL, through the query string:
   &times=K     misbehave only on the first K requests for that URL (path and query)
   ?noranges=1  ignore Range and do not advertise Accept-Ranges
   ?redirect=U  answer 302 with Location U (&code=C for another 3xx)
+  ?exit=N      send N body bytes, then end the whole server process (a mirror that dies)
   GET /_auth   [[path, Authorization header or null], ...] of every GET/HEAD so far
   POST /post/... records {"path", "headers", "body"} as a line of <dir>/posts.jsonl
   GET /_stats  {path: requests}; /_stats?ranges=1 {path: requests with a Range header}
+
+Usage: http_test_server.py ROOT [--misbehave QUERY]. With --misbehave (e.g. "drop=1000"),
+QUERY applies to every file this server sends, as if each URL carried it (the URL's own query
+wins): several servers then play mirrors of one file that fail each their own way.
 
 Prints the port on the first line of stdout.
 """
@@ -26,6 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 ROOT = os.path.abspath(sys.argv[1])
+DEFAULTS = {}      # --misbehave: query parameters every file request gets
+if len(sys.argv) >= 4 and sys.argv[2] == "--misbehave":
+    DEFAULTS = {k: v[-1] for k, v in parse_qs(sys.argv[3]).items()}
 LOCK = threading.Lock()
 REQUESTS = {}      # path -> count
 RANGES = {}        # path -> count of requests carrying Range
@@ -86,6 +94,7 @@ class Handler(BaseHTTPRequestHandler):
         self.count(path)
         with LOCK:
             AUTH.append([path, self.headers.get("Authorization")])
+        query = {**DEFAULTS, **query}
         if "redirect" in query:
             self.send_response(int(query.get("code", "302")))
             self.send_header("Location", query["redirect"])
@@ -146,6 +155,10 @@ class Handler(BaseHTTPRequestHandler):
             if 0 <= at < len(body):
                 body[at] ^= 0xFF
         try:
+            if misbehave and "exit" in query:
+                self.wfile.write(body[: int(query["exit"])])
+                self.wfile.flush()
+                os._exit(0)
             if misbehave and "drop" in query:
                 self.wfile.write(body[: int(query["drop"])])
                 self.wfile.flush()

@@ -91,8 +91,11 @@ enum DriverSteps {
 
     private static func bundle(_ url: String, sha256: String?, scratch: String, _ step: Step, _ context: RunContext) throws -> [DriverPackage] {
         let file = scratch + "/" + UUID().uuidString + ".tar.xz"
-        _ = try context.client.download(url, to: file, expectedSHA256: sha256) { progress in
+        let result = try context.client.download(url, to: file, expectedSHA256: sha256) { progress in
             StepRunner.progress(context, step, "downloading drivers", bytes: progress.bytes, total: progress.total)
+        }
+        if !result.sourcesSummary.isEmpty {
+            context.bus.log("driver bundle \(url): \(result.sourcesSummary)", step: step)
         }
         let packages = try DriverSource.bundle(file, scratch: scratch + "/" + UUID().uuidString, limits: context.options.extraction)
         try? FileManager.default.removeItem(atPath: file)

@@ -40,7 +40,8 @@ enum ImageSteps {
                                         rate: meter.rate(progress.bytes))
                 }
                 context.bus.log("downloaded \(result.bytes) bytes to \(file) (SHA-256 \(result.sha256)"
-                                + (result.resumes > 0 ? ", resumed \(result.resumes) times" : "") + ")", step: step)
+                                + (result.resumes > 0 ? ", resumed \(result.resumes) times" : "") + ")"
+                                + sourcesText(result.sourcesSummary), step: step)
             }
             try apply(try WIMArchive(path: file), selector, volume, step, context)
         case .stream:
@@ -55,9 +56,13 @@ enum ImageSteps {
             }
             let wim = try WIMArchive(name: source, source: RangeSource(reader: reader))
             try apply(wim, selector, volume, step, context)
-            context.bus.log("read \(reader.requestCount) ranges of \(source)", step: step)
+            context.bus.log("read \(reader.requestCount) ranges of \(source)" + sourcesText(reader.sourcesSummary), step: step)
         }
     }
+
+    /// Which distribution points (and the server) sent a transfer's bytes, for its log line:
+    /// "; served by …", or nothing when the URL had no mirrors.
+    static func sourcesText(_ summary: String) -> String { summary.isEmpty ? "" : "; " + summary }
 
     static func isURL(_ text: String) -> Bool { text.hasPrefix("http://") || text.hasPrefix("https://") }
 
@@ -152,7 +157,8 @@ enum ImageSteps {
         if let applyError { throw applyError }
         if let result = transfer.result {
             context.bus.log("streamed \(result.bytes) bytes (SHA-256 \(result.sha256)"
-                            + (result.resumes > 0 ? ", resumed \(result.resumes) times" : "") + ")", step: step)
+                            + (result.resumes > 0 ? ", resumed \(result.resumes) times" : "") + ")"
+                            + sourcesText(result.sourcesSummary), step: step)
         }
         return true
     }

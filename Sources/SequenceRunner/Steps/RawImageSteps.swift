@@ -28,7 +28,8 @@ enum RawImageSteps {
             if ImageSteps.isURL(source) {
                 let result = try context.client.stream(source, expectedSHA256: expected, progress: { report($0.bytes, $0.total) },
                                                        sink: deliver)
-                context.bus.log("received \(result.bytes) bytes (SHA-256 \(result.sha256))", step: step)
+                context.bus.log("received \(result.bytes) bytes (SHA-256 \(result.sha256))" + ImageSteps.sourcesText(result.sourcesSummary),
+                                step: step)
             } else {
                 try readLocal(source, expected: expected, deliver: deliver, progress: report)
             }
