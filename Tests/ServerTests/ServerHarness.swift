@@ -272,17 +272,18 @@ final class ServerHarness: @unchecked Sendable {
         #expect(answer.status == 200, "PUT rules: \(answer.text)")
     }
 
-    static func facts(macs: [String], uuid: String? = nil, serial: String? = nil, model: String? = nil) -> Data {
+    static func facts(macs: [String], uuid: String? = nil, serial: String? = nil, model: String? = nil, gateways: [String]? = nil) -> Data {
         var facts: [String: Any] = ["macAddresses": macs, "firmware": "uefi", "memoryMiB": 8192, "cpuCount": 4,
                                     "architecture": "amd64", "disks": [] as [Any]]
         if let uuid { facts["uuid"] = uuid }
         if let serial { facts["serialNumber"] = serial }
         if let model { facts["model"] = model }
+        if let gateways { facts["defaultGateways"] = gateways }
         return (try? JSONSerialization.data(withJSONObject: ["facts": facts])) ?? Data()
     }
 
-    func checkIn(macs: [String], uuid: String? = nil, serial: String? = nil, model: String? = nil) async throws -> Answer {
-        try await request("POST", "/api/v1/agents/checkin", body: Self.facts(macs: macs, uuid: uuid, serial: serial, model: model))
+    func checkIn(macs: [String], uuid: String? = nil, serial: String? = nil, model: String? = nil, gateways: [String]? = nil) async throws -> Answer {
+        try await request("POST", "/api/v1/agents/checkin", body: Self.facts(macs: macs, uuid: uuid, serial: serial, model: model, gateways: gateways))
     }
 
     /// A machine that gets a deployment at once: default rule, unknown machines get it.

@@ -17,6 +17,9 @@ public struct Facts: Sendable, Codable, Equatable {
     /// `amd64`, `arm64` or `x86`, as Windows names them.
     public var architecture: String
     public var disks: [DiskSummary]
+    /// The default routes' gateways (IPv4 first), as MDT's DefaultGateway: distribution points
+    /// are chosen by them. Optional: agents before it did not report them.
+    public var defaultGateways: [String]?
 
     public struct DiskSummary: Sendable, Codable, Equatable {
         public var path: String
@@ -67,6 +70,7 @@ public struct Facts: Sendable, Codable, Equatable {
         values["Manufacturer"] = manufacturer ?? ""
         values["Model"] = model ?? ""
         values["CPUModel"] = cpuModel ?? ""
+        values["DefaultGateway"] = defaultGateways?.first ?? ""
         return values
     }
 }

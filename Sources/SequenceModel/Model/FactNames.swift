@@ -2,7 +2,7 @@
 public enum FactNames {
     /// The machine's, read when the agent starts.
     public static let machine: Set<String> = ["MACAddress", "MACAddresses", "UUID", "SerialNumber", "Manufacturer", "Model",
-                                              "Firmware", "MemoryMiB", "CPUCount", "CPUModel", "Architecture", "DiskCount"]
+                                              "Firmware", "MemoryMiB", "CPUCount", "CPUModel", "Architecture", "DiskCount", "DefaultGateway"]
     /// The machine's and the installed Windows' (set by `findWindows`).
     public static let all: Set<String> = machine.union(WindowsFacts.variableNames)
 

@@ -38,7 +38,7 @@ extension Facts {
         let machineName = withUnsafeBytes(of: &machine.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let architecture = ["x86_64": "amd64", "aarch64": "arm64", "i686": "x86", "i386": "x86"][machineName] ?? machineName
         let found = disks ?? ((try? DiskInventory.scan(DiskEnvironment(sysRoot: sysRoot, procRoot: procRoot))) ?? [])
-        return Facts(
+        var facts = Facts(
             macAddresses: macs, uuid: read(dmi + "product_uuid")?.lowercased(), serialNumber: read(dmi + "product_serial"),
             manufacturer: read(dmi + "sys_vendor"), model: read(dmi + "product_name"),
             firmware: FileManager.default.fileExists(atPath: sysRoot + "/firmware/efi") ? "uefi" : "bios",
@@ -47,5 +47,31 @@ extension Facts {
                 DiskSummary(path: $0.path, size: $0.size, model: $0.model, serial: $0.serial, transport: $0.transport.rawValue,
                             removable: $0.removable, hasWindows: !$0.windows.isEmpty)
             })
+        facts.defaultGateways = defaultGateways(procRoot: procRoot)
+        return facts
+    }
+
+    /// The gateways of the default routes: /proc/net/route (IPv4: destination and mask 0, the
+    /// gateway a little-endian hex word) and /proc/net/ipv6_route (::/0 with a next hop).
+    static func defaultGateways(procRoot: String) -> [String] {
+        var gateways: [String] = []
+        let ipv4 = (try? String(contentsOfFile: procRoot + "/net/route", encoding: .utf8)) ?? ""
+        for line in ipv4.split(separator: "\n").dropFirst() {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count >= 8, fields[1] == "00000000", fields[7] == "00000000", let word = UInt32(fields[2], radix: 16), word != 0 else { continue }
+            let address = [word & 0xFF, word >> 8 & 0xFF, word >> 16 & 0xFF, word >> 24].map(String.init).joined(separator: ".")
+            if !gateways.contains(address) { gateways.append(address) }
+        }
+        let ipv6 = (try? String(contentsOfFile: procRoot + "/net/ipv6_route", encoding: .utf8)) ?? ""
+        for line in ipv6.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 5, fields[0] == String(repeating: "0", count: 32), fields[1] == "00",
+                  fields[4] != Substring(String(repeating: "0", count: 32)), fields[4].count == 32 else { continue }
+            let hex = Array(fields[4])
+            let groups = stride(from: 0, to: 32, by: 4).map { String(hex[$0..<($0 + 4)]).replacingOccurrences(of: "^0+(?=.)", with: "", options: .regularExpression) }
+            let address = groups.joined(separator: ":")
+            if !gateways.contains(address) { gateways.append(address) }
+        }
+        return gateways
     }
 }

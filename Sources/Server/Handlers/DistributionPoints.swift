@@ -39,7 +39,7 @@ extension ImprintServer {
                 var notes: [String]
             }
             return JSON.response(List(content: ContentSummary(manifest), points: points.map { PointView($0, current: manifest) },
-                                      notes: points.contains { !$0.settings.gateways.isEmpty } ? [Self.gatewayNote] : []))
+                                      notes: []))
 
         case .put:
             let name = try request.requiredParameter("name", context)
@@ -66,7 +66,7 @@ extension ImprintServer {
                 var warnings: [String]
             }
             return JSON.response(Saved(point: PointView(saved.point, current: manifest), token: issued ? token : nil,
-                                       warnings: settings.gateways.isEmpty ? [] : [Self.gatewayNote]),
+                                       warnings: []),
                                  status: saved.created ? .created : .ok)
 
         case .delete:
@@ -106,9 +106,6 @@ extension ImprintServer {
 
     /// A status lists every file a point holds: 100 000 files take about 10 MiB of JSON.
     static let statusBodyLimit = 64 << 20
-
-    static let gatewayNote = "gateways are kept but not matched yet: the agent does not report its default gateway, so machines are "
-        + "matched by the subnets their check-in comes from only"
 
     /// The point whose token the request carries: 401 without one, 403 when no point has it.
     func authorizePoint(_ request: Request) async throws -> DistributionPoint {
@@ -283,9 +280,9 @@ extension ImprintServer {
         return sources.isEmpty ? nil : sources
     }
 
-    /// The agent's facts carry no default gateway yet, so points are chosen by subnet alone;
-    /// once they do, the gateways it reports go here.
-    static func defaultGateways(_ facts: Facts) -> [String] { [] }
+    /// The default gateways the agent reports in its facts (`Facts.defaultGateways`; none from
+    /// agents older than it, chosen by subnet alone then).
+    static func defaultGateways(_ facts: Facts) -> [String] { facts.defaultGateways ?? [] }
 
     /// A subnet containing the address the check-in came from, or a gateway the machine reports.
     static func matches(_ point: DistributionPointSettings, client: String, gateways: [String]) -> Bool {
@@ -563,7 +560,7 @@ enum DistributionPointsPage {
             + "<th>State</th><th>Library versions</th></tr>"
         for point in points {
             let sync = DistributionSync(held: point.status?.files, current: current)
-            let rules = point.settings.subnets.map { "subnet " + $0 } + point.settings.gateways.map { "gateway " + $0 + " (not matched yet)" }
+            let rules = point.settings.subnets.map { "subnet " + $0 } + point.settings.gateways.map { "gateway " + $0 }
             body += "<tr class=\"distribution-point \(sync.inSync ? "in-sync" : "out-of-sync")\" data-point=\"\(escape(point.name))\">"
                 + "<td>\(escape(point.name))</td><td><code>\(escape(point.settings.url))</code></td>"
                 + "<td>\(rules.map(escape).joined(separator: "<br>"))</td><td>\(point.settings.priority)</td>"
