@@ -1,5 +1,8 @@
 import CLibCrypto
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An incremental hash through the system's libcrypto, which uses the CPU's SHA instructions:
 /// hashing every blob of a WIM and every byte of a download must not be what limits them. A
@@ -62,6 +65,32 @@ public final class SHA256Hasher: LibCryptoHasher {
         let hasher = SHA256Hasher()
         hasher.update(bytes)
         return hasher.finish()
+    }
+
+    /// Why an open file could not be read to its end: `errno`'s text.
+    public struct ReadError: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    /// The SHA-256 of what remains to read from `descriptor` (which stays the caller's),
+    /// in 4 MiB reads; `progress` gets the bytes read so far after each.
+    public static func hex(reading descriptor: Int32, progress: (UInt64) -> Void = { _ in }) throws(ReadError) -> String {
+        let hasher = SHA256Hasher()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var done: UInt64 = 0
+        while true {
+            let count = read(descriptor, buffer.baseAddress, buffer.count)
+            if count > 0 {
+                hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+                done += UInt64(count)
+                progress(done)
+            } else if count == 0 {
+                return hasher.finish()
+            } else if errno != EINTR {
+                throw ReadError(description: "read failed: \(String(cString: strerror(errno)))")
+            }
+        }
     }
 }
 

@@ -424,18 +424,6 @@ struct PointSync {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { throw ReadError(description: "cannot be opened: \(String(cString: strerror(errno)))") }
         defer { close(descriptor) }
-        let hasher = SHA256Hasher()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let count = read(descriptor, buffer.baseAddress, buffer.count)
-            if count > 0 {
-                hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            } else if count == 0 {
-                return hasher.finish()
-            } else if errno != EINTR {
-                throw ReadError(description: "read failed: \(String(cString: strerror(errno)))")
-            }
-        }
+        do { return try SHA256Hasher.hex(reading: descriptor) } catch { throw ReadError(description: error.description) }
     }
 }

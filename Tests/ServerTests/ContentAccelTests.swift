@@ -25,38 +25,11 @@ struct ContentAccelTests {
         let server = try ServerProcess(arguments: ["--data", scratch.sub("data"), "--content", content, "--boot", scratch.sub("boot"),
                                                    "--admin-token", "accel-admin", "--content-accel-redirect", "/protected-content/"])
         let port = try ServerHarness.freePort()
-        let configuration = scratch.sub("nginx.conf")
-        try """
-            worker_processes 1;
-            daemon off;
-            pid \(scratch.sub("nginx.pid"));
-            error_log \(scratch.sub("nginx-error.log"));
-            events { worker_connections 64; }
-            http {
-                access_log off;
-                sendfile on;
-                client_body_temp_path \(scratch.sub("body"));
-                proxy_temp_path \(scratch.sub("proxy"));
-                fastcgi_temp_path \(scratch.sub("fastcgi"));
-                uwsgi_temp_path \(scratch.sub("uwsgi"));
-                scgi_temp_path \(scratch.sub("scgi"));
-                server {
-                    listen 127.0.0.1:\(port);
-                    location / { proxy_pass http://127.0.0.1:\(server.port); proxy_http_version 1.1; }
-                    location /protected-content/ { internal; alias \(content)/; }
-                }
-            }
-            """.write(toFile: configuration, atomically: true, encoding: .utf8)
-        let nginx = Process()
-        nginx.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
-        nginx.arguments = ["-c", configuration, "-e", scratch.sub("nginx-error.log")]
-        nginx.standardOutput = FileHandle.nullDevice
-        nginx.standardError = FileHandle.nullDevice
-        try nginx.run()
-        defer {
-            nginx.terminate()
-            nginx.waitUntilExit()
-        }
+        let nginx = try Nginx(scratch, port: port, server: """
+            location / { proxy_pass http://127.0.0.1:\(server.port); proxy_http_version 1.1; }
+            location /protected-content/ { internal; alias \(content)/; }
+            """)
+        defer { withExtendedLifetime(nginx) {} }
         let front = "http://127.0.0.1:\(port)"
         func get(_ url: String, _ headers: [String] = []) throws -> (status: Int, body: Data) {
             let out = scratch.sub("out-\(UUID().uuidString.prefix(8))")
@@ -65,13 +38,6 @@ struct ContentAccelTests {
             let status = Int(try run(arguments + [url], allowFailure: true).output) ?? 0
             return (status, FileManager.default.contents(atPath: out) ?? Data())
         }
-        var ready = false
-        for _ in 0..<100 where !ready {
-            ready = (try? get(front + "/metrics").status) == 200
-            if !ready { usleep(50_000) }
-        }
-        #expect(ready, "nginx did not answer: \((try? String(contentsOfFile: scratch.sub("nginx-error.log"), encoding: .utf8)) ?? "")")
-
         // Through nginx: the whole file, and a range.
         let whole = try get(front + "/content/images/x%20y.wim")
         #expect(whole.status == 200 && whole.body == image, "\(whole.status), \(whole.body.count) bytes")

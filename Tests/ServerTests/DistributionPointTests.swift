@@ -69,44 +69,11 @@ struct DistributionPointTests {
         let token = try #require(created.json["token"] as? String)
         #expect(try point()["status"] == nil && !(try inSync()), "a point that never reported is not in sync")
 
-        let configuration = scratch.sub("nginx.conf")
-        try """
-            worker_processes 1;
-            daemon off;
-            pid \(scratch.sub("nginx.pid"));
-            error_log \(scratch.sub("nginx-error.log"));
-            events { worker_connections 64; }
-            http {
-                access_log off;
-                sendfile on;
-                client_body_temp_path \(scratch.sub("body"));
-                proxy_temp_path \(scratch.sub("proxy"));
-                fastcgi_temp_path \(scratch.sub("fastcgi"));
-                uwsgi_temp_path \(scratch.sub("uwsgi"));
-                scgi_temp_path \(scratch.sub("scgi"));
-                server {
-                    listen 127.0.0.1:\(nginxPort);
-                    root \(root);
-                    location ~ /\\. { deny all; }
-                }
-            }
-            """.write(toFile: configuration, atomically: true, encoding: .utf8)
-        let nginx = Process()
-        nginx.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
-        nginx.arguments = ["-c", configuration, "-e", scratch.sub("nginx-error.log")]
-        nginx.standardOutput = FileHandle.nullDevice
-        nginx.standardError = FileHandle.nullDevice
-        try nginx.run()
-        defer {
-            nginx.terminate()
-            nginx.waitUntilExit()
-        }
-        var ready = false
-        for _ in 0..<100 where !ready {
-            ready = (try? curl("GET", front + "nothing-here", token: nil).status) == 404
-            if !ready { usleep(50_000) }
-        }
-        #expect(ready, "nginx did not answer: \((try? String(contentsOfFile: scratch.sub("nginx-error.log"), encoding: .utf8)) ?? "")")
+        let nginx = try Nginx(scratch, port: nginxPort, server: """
+            root \(root);
+            location ~ /\\. { deny all; }
+            """)
+        defer { withExtendedLifetime(nginx) {} }
 
         func sync(_ extra: [String] = [], token: String? = nil) throws -> CommandResult {
             try run([imprintBinary, "dp", "sync", "--server", base, "--token", token ?? created.json["token"] as? String ?? "", "--root", root] + extra,

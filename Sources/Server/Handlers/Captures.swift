@@ -1,4 +1,4 @@
-import Crypto
+import Digests
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -232,18 +232,7 @@ extension ImprintServer {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw APIError(.internalServerError, "the server cannot read the upload back") }
         defer { Glibc.close(fd) }
-        var hasher = SHA256()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw APIError(.internalServerError, "the server cannot read the upload back")
-            }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        do { return try SHA256Hasher.hex(reading: fd) } catch { throw APIError(.internalServerError, "the server cannot read the upload back") }
     }
 }
 

@@ -488,23 +488,12 @@ enum ContentCatalog {
             defer { close(descriptor) }
             var before = stat()
             guard fstat(descriptor, &before) == 0 else { throw HashingError(description: "cannot be read: \(String(cString: strerror(errno)))") }
-            let hasher = SHA256Hasher()
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
-            defer { buffer.deallocate() }
-            while true {
-                let count = read(descriptor, buffer.baseAddress, buffer.count)
-                if count > 0 {
-                    hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-                } else if count == 0 {
-                    break
-                } else if errno != EINTR {
-                    throw HashingError(description: "read failed: \(String(cString: strerror(errno)))")
-                }
-            }
+            let sha256: String
+            do { sha256 = try SHA256Hasher.hex(reading: descriptor) } catch { throw HashingError(description: error.description) }
             var after = stat()
             guard fstat(descriptor, &after) == 0 else { throw HashingError(description: "cannot be read: \(String(cString: strerror(errno)))") }
             if before.st_size == after.st_size, nanoseconds(before.st_mtim) == nanoseconds(after.st_mtim) {
-                return Digest(sha256: hasher.finish(), size: Int(after.st_size), modifiedNanoseconds: nanoseconds(after.st_mtim))
+                return Digest(sha256: sha256, size: Int(after.st_size), modifiedNanoseconds: nanoseconds(after.st_mtim))
             }
         }
         throw HashingError(description: "changed each time it was read (a copy still being written?): ask again when it is done")

@@ -252,21 +252,9 @@ public enum LibraryWork {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw WIMWriteError.io(path: path, operation: "open for reading", errno: errno) }
         defer { close(fd) }
-        let hasher = SHA256Hasher()
-        var buffer = [UInt8](repeating: 0, count: 4 << 20)
-        var done: UInt64 = 0
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw WIMWriteError.io(path: path, operation: "read", errno: errno)
-            }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            done += UInt64(n)
-            progress(done)
+        do { return try SHA256Hasher.hex(reading: fd, progress: progress) } catch {
+            throw LibraryError.badWIM(path: path, reason: error.description)
         }
-        return hasher.finish()
     }
 
     /// Copies a file in the kernel (copy_file_range), falling back to read and write.
