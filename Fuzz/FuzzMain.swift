@@ -24,6 +24,7 @@ private struct FuzzTarget: Sendable {
 /// Every target, by the name of its file in Fuzz/ (scripts/fuzz runs each by that name).
 private let targets: [String: FuzzTarget] = [
     "WIMFileFuzz": FuzzTarget(testOneInput: fuzzWIMFile),
+    "PipableStreamFuzz": FuzzTarget(testOneInput: fuzzPipableStream),
     "MetadataFuzz": FuzzTarget(testOneInput: fuzzMetadata),
     "XpressFuzz": FuzzTarget(testOneInput: fuzzXpress),
     "XpressRoundTripFuzz": FuzzTarget(testOneInput: fuzzXpressRoundTrip),
