@@ -21,6 +21,18 @@
   server-api.py library-use BASE TOKEN NAME OUT.json
       checks that the library image NAME lists the deployment of OUT.json (from wait) among the
       deployments that applied it, and prints the version
+  server-api.py point BASE TOKEN NAME URL SUBNET PRIORITY TOKEN_FILE
+      creates (or updates) the distribution point NAME serving URL to SUBNET with PRIORITY and
+      writes the token the server answers once to TOKEN_FILE (mode 0600)
+  server-api.py points BASE TOKEN NAME...
+      checks that each named point reported its last sync complete and is in sync with the
+      content as it is now; prints each one's URL, priority and what it holds
+  server-api.py point-delete BASE TOKEN NAME...
+      removes the named points (their tokens stop working; check-ins no longer get them)
+  server-api.py served OUT.json STEP_NAME FIRST_URL SECOND_URL
+      the step's "served by" log line (the agent's sources of a transfer): FIRST_URL then
+      SECOND_URL each served part of it, in that order, and the server (any other source) none;
+      prints the line and each source's share
   server-api.py check OUT.json succeeded|failed [STEP_NAME REASON_REGEX]
       checks the final state and the events: in order, one result event, every step ended;
       for failed, the named step ended failed with a message matching REASON_REGEX
@@ -236,6 +248,88 @@ def check(path, expected, step_name=None, reason=None):
     return 1 if problems else 0
 
 
+def point(base, token, name, url, subnet, priority, token_file):
+    saved = call(base, token, "PUT", "/api/v1/admin/distribution-points/" + urllib.parse.quote(name),
+                 {"url": url, "subnets": [subnet], "priority": int(priority)})
+    if not saved.get("token"):
+        sys.exit(f"server-api: the server issued no token for the distribution point {name} (it existed already?)")
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(saved["token"] + "\n")
+    print(f"  distribution point {name}: {url}, subnet {subnet}, priority {priority} (token in {token_file})")
+
+
+def points(base, token, names):
+    listed = call(base, token, "GET", "/api/v1/admin/distribution-points")
+    by_name = {p["name"]: p for p in listed["points"]}
+    problems = []
+    for name in names:
+        p = by_name.get(name)
+        if not p:
+            problems.append(f"the server lists no distribution point {name}")
+            continue
+        status, sync = p.get("status") or {}, p["sync"]
+        if not status:
+            problems.append(f"{name} never reported")
+        elif not status.get("complete") or status.get("errors"):
+            problems.append(f"{name}: its last sync was incomplete: {status.get('errors')}")
+        if not sync.get("inSync"):
+            problems.append(f"{name} is not in sync: {sync}")
+        else:
+            print(f"  {name} ({p['url']}, priority {p['priority']}): in sync, {status.get('files')} files, "
+                  f"version {(sync.get('heldVersion') or '?')[:12]}: {status.get('summary') or ''}")
+    for text in problems:
+        print("  PROBLEM: " + text, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def point_delete(base, token, names):
+    for name in names:
+        call(base, token, "DELETE", "/api/v1/admin/distribution-points/" + urllib.parse.quote(name))
+    print(f"  distribution points removed: {', '.join(names)}")
+
+
+def mebibytes(number, unit):
+    return float(number) * {"bytes": 1 / 1048576, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+
+
+def served(path, step_name, first, second):
+    """The step's transfer came from FIRST, then SECOND (both with bytes), and from nothing else."""
+    evs = [e["event"] for e in json.load(open(path))["events"]]
+    steps = {e["step"] for e in evs if e["kind"] == "stepStarted" and e.get("name") == step_name}
+    lines = [e.get("message") or "" for e in evs if e["kind"] == "log" and e.get("step") in steps]
+    lines = [m for m in lines if "served by " in m]
+    if not lines:
+        sys.exit(f"  PROBLEM: no log line of the step \"{step_name}\" says which sources served it")
+    line = lines[-1]
+    print("  " + line)
+    # "served by A: 1.5 MiB; then B: 6.8 MiB (A failed: ...)": the part before the failures.
+    shares = line.split("served by ", 1)[1].split(" (", 1)[0].split("; then ")
+    parsed = []
+    for share in shares:
+        found = re.fullmatch(r"(\S+): ([0-9.]+) (bytes|KiB|MiB|GiB)", share.strip())
+        if not found:
+            sys.exit(f"  PROBLEM: cannot read the share {share!r}")
+        parsed.append((found.group(1), mebibytes(found.group(2), found.group(3))))
+    problems = []
+    sources = [url for url, _ in parsed]
+    for url in sources:
+        if not (url.startswith(first) or url.startswith(second)):
+            problems.append(f"{url} served part of it: only the two points should have")
+    ones = [next((url for url in sources if url.startswith(base)), None) for base in (first, second)]
+    if not ones[0]:
+        problems.append(f"the first point ({first}) served none of it: the cut came before its bytes flowed")
+    if not ones[1]:
+        problems.append(f"the second point ({second}) served none of it: the first one finished before it was stopped")
+    if ones[0] and ones[1] and sources.index(ones[0]) > sources.index(ones[1]):
+        problems.append("the second point served before the first")
+    for url, size in parsed:
+        print(f"  {url}: {size:.1f} MiB")
+    for text in problems:
+        print("  PROBLEM: " + text, file=sys.stderr)
+    return 1 if problems else 0
+
+
 command = sys.argv[1]
 if command == "load":
     load(*sys.argv[2:6])
@@ -251,6 +345,14 @@ elif command == "until":
     pid = sys.argv[sys.argv.index("--while-pid") + 1] if "--while-pid" in sys.argv else None
     then = float(sys.argv[sys.argv.index("--then") + 1]) if "--then" in sys.argv else 0.0
     sys.exit(until(*sys.argv[2:9], pid=pid, then=then))
+elif command == "point":
+    point(*sys.argv[2:9])
+elif command == "points":
+    sys.exit(points(sys.argv[2], sys.argv[3], sys.argv[4:]))
+elif command == "point-delete":
+    point_delete(sys.argv[2], sys.argv[3], sys.argv[4:])
+elif command == "served":
+    sys.exit(served(*sys.argv[2:6]))
 elif command == "check":
     sys.exit(check(*sys.argv[2:]))
 else:
