@@ -34,6 +34,16 @@ static inline long imprint_copy_file_range(int in, int out, size_t length) {
     return syscall(SYS_copy_file_range, in, (void *)0, out, (void *)0, length, 0u);
 }
 
+/* FICLONE (linux/fs.h): `out` becomes a copy of `in` that shares its blocks (a reflink), on
+ * filesystems that can (XFS, btrfs); EOPNOTSUPP or EXDEV elsewhere. */
+#include <sys/ioctl.h>
+#ifndef FICLONE
+#define FICLONE _IOW(0x94, 9, int)
+#endif
+static inline int imprint_clone_file(int in, int out) {
+    return ioctl(out, FICLONE, in);
+}
+
 /* Opens `path` relative to `dirfd` so that no component may leave `dirfd` or be a symbolic
  * link: the kernel enforces what a path check in user space can only hope for. Returns the
  * new descriptor, or -1 with errno set (ENOSYS on kernels older than 5.6). */

@@ -28,7 +28,8 @@ IMPRINT_PACKAGES=(
     qemu-system-x86 ovmf ipxe-qemu  # the lab's virtual machines: BIOS, UEFI (OVMF) and iPXE ROMs
     dnsmasq-base iproute2    # the lab's DHCP + TFTP, its network namespace and tap device
     sbsigntool               # sbverify: the signatures of the Secure Boot chain (shim, GRUB, kernel)
-    nginx                    # in front of imprint-server (X-Accel-Redirect): the content test and benchmark
+    nginx                    # in front of imprint-server (X-Accel-Redirect), distribution points: tests, lab, benchmark
+    xfsprogs                 # mkfs.xfs: the library's reflinked version copies are tested on XFS
     ca-certificates
 )
 
