@@ -41,17 +41,24 @@ extension PipableStream {
         let kind: Kind
         let input: [UInt8]
         let chunks: [Chunk]
+        /// The blob's data is this item alone: the decoding thread hashes it too, so the caller
+        /// (which delivers everything in order, one item at a time) does not.
+        let wholeBlob: Bool
         /// The decoded bytes (or why they could not be), set once by a decoding thread.
         let output = Mutex<Result<[UInt8], WIMError>?>(nil)
+        /// With `wholeBlob`: the SHA-1 of the decoded bytes.
+        let hash = Mutex<SHA1Digest?>(nil)
         let ready = DispatchSemaphore(value: 0)
 
-        init(_ kind: Kind, input: [UInt8] = [], chunks: [Chunk] = []) {
+        init(_ kind: Kind, input: [UInt8] = [], chunks: [Chunk] = [], wholeBlob: Bool = false) {
             self.kind = kind
             self.input = input
             self.chunks = chunks
+            self.wholeBlob = wholeBlob
         }
 
-        var needsDecoding: Bool { !chunks.isEmpty }
+        /// Work for a decoding thread: chunks to decode, or a whole blob to hash.
+        var needsWorker: Bool { !chunks.isEmpty || wholeBlob }
     }
 
     /// What the three kinds of threads share.
@@ -70,7 +77,7 @@ extension PipableStream {
 
         func push(_ item: Item) {
             room.wait()
-            if item.needsDecoding {
+            if item.needsWorker {
                 toDecode.withLock { $0.append(item) }
                 work.signal()
             } else {
@@ -107,8 +114,19 @@ extension PipableStream {
         let chunkSize = Int(header.chunkSize)
         let decoders = startThreads(threads) { _ in
             var decoders = DecoderSet()
+            let hasher = SHA1Hasher()
             while let item = pipeline.nextToDecode() {
-                item.output.withLock { $0 = PipableStream.decode(item, compression: compression, chunkSize: chunkSize, decoders: &decoders) }
+                let decoded = item.chunks.isEmpty ? nil : PipableStream.decode(item, compression: compression, chunkSize: chunkSize, decoders: &decoders)
+                if verify && item.wholeBlob {
+                    switch decoded {
+                    case let .success(bytes)?: hasher.update(bytes)
+                    case nil: hasher.update(item.input)
+                    case .failure?: break
+                    }
+                    let digest = hasher.finish()
+                    item.hash.withLock { $0 = digest }
+                }
+                item.output.withLock { $0 = decoded }
                 item.ready.signal()
             }
         }
@@ -136,6 +154,7 @@ extension PipableStream {
         var failure: Error?
         var remaining = needed
         let hasher = SHA1Hasher()
+        var precomputed: SHA1Digest?
         var report = ReadProgress(blobsDone: 0, blobsTotal: needed.count, bytesDone: 0, bytesTotal: needed.values.reduce(0, +))
         var lastReported: UInt64 = 0
         while true {
@@ -152,8 +171,9 @@ extension PipableStream {
                     try sink.beginBlob(blob)
                 case .data:
                     let bytes = try item.output.withLock { try ($0 ?? .success(item.input)).get() }
+                    precomputed = item.hash.withLock { $0 }
                     try bytes.withUnsafeBytes { piece in
-                        if verify { hasher.update(piece) }
+                        if verify && precomputed == nil { hasher.update(piece) }
                         try sink.blobData(piece)
                     }
                     report.bytesDone += UInt64(bytes.count)
@@ -163,7 +183,8 @@ extension PipableStream {
                     }
                 case let .end(blob, offset):
                     if verify {
-                        let actual = hasher.finish()
+                        let actual = precomputed ?? hasher.finish()
+                        precomputed = nil
                         guard actual == blob.hash else {
                             throw WIMError.hashMismatch(path: name, blob: blob.hash, resourceOffset: offset, actual: actual, usedBy: describeUsers(blob.hash))
                         }
@@ -216,11 +237,12 @@ extension PipableStream {
     private func readResourceBatches(_ r: ResourceHeader, _ push: (Item) -> Void) throws(WIMError) {
         let size = r.uncompressedSize
         guard size < 1 << 48 else { throw .pipable(offset: r.offset, reason: "resource claims an absurd size of \(size) bytes") }
+        let whole = size <= UInt64(Self.batchBytes)
         if !r.flags.contains(.compressed) {
             var left = size
             while left > 0 {
                 let take = Int(min(left, UInt64(Self.batchBytes)))
-                push(Item(.data(size: take), input: try readExact(take)))
+                push(Item(.data(size: take), input: try readExact(take), wholeBlob: whole))
                 left -= UInt64(take)
             }
             return
@@ -242,7 +264,7 @@ extension PipableStream {
             input += try readExact(stored)
             batchSize += usize
             if batchSize >= Self.batchBytes || i == count - 1 {
-                push(Item(.data(size: batchSize), input: input, chunks: chunks))
+                push(Item(.data(size: batchSize), input: input, chunks: chunks, wholeBlob: whole))
                 input = []
                 chunks = []
                 batchSize = 0
