@@ -63,13 +63,15 @@ final class LibraryJobs: Sendable {
                 server.logger.warning("library: \(name) removed at start: a job stopped before recording its version")
             }
         }
-        Task.detached { [self] in
+        // Not detached: they keep the executor the server was opened on (a test's own threads;
+        // Swift's small cooperative pool otherwise, as any request).
+        Task { [self] in
             while true {
                 try? await Task.sleep(for: .seconds(Self.staleSeconds / 2))
                 await failInterrupted(server, includingOwn: false)
             }
         }
-        Task.detached { [self] in await self.loop(server) }
+        Task { [self] in await self.loop(server) }
     }
 
     /// Fails running jobs whose instance is gone: this one's, left by its previous run
@@ -160,8 +162,10 @@ final class LibraryJobs: Sendable {
         }
         let say: @Sendable (String) -> Void = { line in log.withLock { $0.append(StoredTime.now() + " " + line) } }
         let finished = Mutex<Result<Outcome, Error>?>(nil)
+        // The records the work needs, read here (the job's thread does no database call).
+        let records: Result<Records, Error> = await Result { try await Records.read(for: job, server.storage) }
         let thread = Thread { [job] in
-            let result = Result { try LibraryJobs.perform(job, server: server, progress: progress, say: say) }
+            let result = Result { try LibraryJobs.perform(job, records: try records.get(), server: server, progress: progress, say: say) }
             finished.withLock { $0 = result }
         }
         thread.stackSize = 8 << 20
@@ -235,7 +239,27 @@ final class LibraryJobs: Sendable {
     }
 
     /// The job's work, on its own thread: returns what it made.
-    private static func perform(_ job: LibraryJob, server: ImprintServer, progress: @escaping LibraryWork.Progress,
+    /// What a job reads from the database before its work starts.
+    struct Records: Sendable {
+        var wim: LibraryWIM?
+        var image: LibraryImage?
+
+        static func read(for job: LibraryJob, _ storage: any ServerStorage) async throws -> Records {
+            let decoder = JSONDecoder()
+            switch job.kind {
+            case .import:
+                return Records()
+            case .extract:
+                let request = try decoder.decode(LibraryExtractRequest.self, from: Data(job.request.utf8))
+                return Records(wim: try await storage.libraryWIM(id: request.wim))
+            case .service:
+                let request = try decoder.decode(LibraryServiceRequest.self, from: Data(job.request.utf8))
+                return Records(image: try await storage.libraryImage(name: request.image))
+            }
+        }
+    }
+
+    private static func perform(_ job: LibraryJob, records: Records, server: ImprintServer, progress: @escaping LibraryWork.Progress,
                                 say: @escaping @Sendable (String) -> Void) throws -> Outcome {
         let decoder = JSONDecoder()
         switch job.kind {
@@ -252,7 +276,7 @@ final class LibraryJobs: Sendable {
             return .wim(wim)
         case .extract:
             let request = try decoder.decode(LibraryExtractRequest.self, from: Data(job.request.utf8))
-            guard let wim = try blocking({ try await server.storage.libraryWIM(id: request.wim) }) else {
+            guard let wim = records.wim else {
                 throw LibraryError.badRequest(field: "wim", reason: "no imported WIM has the id \(request.wim)")
             }
             let source = try server.contentPath(wim.file, field: "wim")
@@ -269,7 +293,7 @@ final class LibraryJobs: Sendable {
                              progress: progress, say: say)
         case .service:
             let request = try decoder.decode(LibraryServiceRequest.self, from: Data(job.request.utf8))
-            guard let image = try blocking({ try await server.storage.libraryImage(name: request.image) }),
+            guard let image = records.image,
                   let version = image.versions.first(where: { $0.version == request.version }) else {
                 throw LibraryError.badRequest(field: "version", reason: "the library has no version \(request.version) of \"\(request.image)\"")
             }
@@ -321,18 +345,6 @@ final class LibraryJobs: Sendable {
         return layout
     }
 
-    /// Runs async storage work from the job's thread (which may block: it is not the pool's).
-    private static func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<T, Error>?>(nil)
-        Task.detached {
-            let value = await Result { try await body() }
-            result.withLock { $0 = value }
-            done.signal()
-        }
-        done.wait()
-        return try result.withLock { $0! }.get()
-    }
 }
 
 extension Result where Failure == Error {
