@@ -43,8 +43,11 @@ public final class ImprintServer: Sendable {
     /// Creates the folders and the database when missing and applies the migrations: SQLite
     /// (WAL) in the data folder by default, or the PostgreSQL database `database` names, which
     /// any number of instances may share.
+    /// `backgroundExecutor`: where the server's own background work (the image library's
+    /// jobs) runs; nil: Swift's default pool. Tests give the threads their servers run on.
     public static func open(configuration: ServerConfiguration, database: DatabaseLocation = .sqlite(path: nil),
-                            logger: Logger = Logger(label: "imprint-server")) async throws -> ImprintServer {
+                            logger: Logger = Logger(label: "imprint-server"),
+                            backgroundExecutor: (any TaskExecutor)? = nil) async throws -> ImprintServer {
         for directory in [configuration.dataDirectory, configuration.contentDirectory, configuration.bootDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
@@ -82,12 +85,13 @@ public final class ImprintServer: Sendable {
         logger.info("secrets: sealed in the database with \(secrets.source) (key id \(secrets.keyID))")
         let server = ImprintServer(configuration: configuration, storage: storage, secrets: secrets, logger: logger)
         try FileManager.default.createDirectory(atPath: server.libraryWorkDirectory, withIntermediateDirectories: true)
-        await server.libraryJobs.start(server)
+        await server.libraryJobs.start(server, on: backgroundExecutor)
         return server
     }
 
     /// Closes the database (the pool of PostgreSQL connections, or the SQLite file).
     public func close() async {
+        await libraryJobs.stop()
         if let sqlite = storage as? SQLiteStorage { try? await sqlite.close() }
         if let postgres = storage as? PostgresStorage { await postgres.close() }
     }

@@ -77,7 +77,7 @@ final class ServerHarness: @unchecked Sendable {
             configure(&configuration)
             let opening = configuration
             let server = try await withTaskExecutorPreference(ServerThreads.shared) {
-                try await ImprintServer.open(configuration: opening, database: location, logger: logger)
+                try await ImprintServer.open(configuration: opening, database: location, logger: logger, backgroundExecutor: ServerThreads.shared)
             }
             let box = PortBox()
             let app = try server.makeApplication { channel in box.set(channel.localAddress?.port) }

@@ -41,6 +41,18 @@ public struct LibraryServiceRequest: Codable, Sendable {
 final class LibraryJobs: Sendable {
     private let wake = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let pending = Atomic<Int>(0)
+    /// The worker and the watch, cancelled when the server closes.
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let stopped = Atomic<Bool>(false)
+
+    /// Stops the worker (after the job it runs, if any) and the watch: the database is closing.
+    func stop() async {
+        stopped.store(true, ordering: .relaxed)
+        let running = tasks.withLock { tasks in defer { tasks = [] }; return tasks }
+        for task in running { task.cancel() }
+        queued()
+        for task in running { await task.value }
+    }
 
     /// Seconds without a heartbeat after which a running job is taken for dead (its instance
     /// stopped); a running job beats at least every `heartbeatSeconds`.
@@ -49,7 +61,7 @@ final class LibraryJobs: Sendable {
 
     /// Marks the jobs this instance (or a dead one) left running failed, removes their files,
     /// and starts the worker (which runs the queued ones) and the watch for dead instances.
-    func start(_ server: ImprintServer) async {
+    func start(_ server: ImprintServer, on executor: (any TaskExecutor)?) async {
         await failInterrupted(server, includingOwn: true)
         // A file a job moved into place just before its server stopped, its version never
         // recorded: no version names it, nothing will. An hour old at least, so that a job of
@@ -63,15 +75,15 @@ final class LibraryJobs: Sendable {
                 server.logger.warning("library: \(name) removed at start: a job stopped before recording its version")
             }
         }
-        // Not detached: they keep the executor the server was opened on (a test's own threads;
-        // Swift's small cooperative pool otherwise, as any request).
-        Task { [self] in
-            while true {
+        let watch = Task(executorPreference: executor) { [self] in
+            while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(Self.staleSeconds / 2))
+                if Task.isCancelled { break }
                 await failInterrupted(server, includingOwn: false)
             }
         }
-        Task { [self] in await self.loop(server) }
+        let worker = Task(executorPreference: executor) { [self] in await self.loop(server) }
+        tasks.withLock { $0 = [watch, worker] }
     }
 
     /// Fails running jobs whose instance is gone: this one's, left by its previous run
@@ -115,10 +127,12 @@ final class LibraryJobs: Sendable {
     }
 
     private func loop(_ server: ImprintServer) async {
-        while true {
+        while !stopped.load(ordering: .relaxed) {
             do {
-                while let job = try await server.storage.libraryJobs(state: .queued).first {
-                    await run(job, server)
+                while !stopped.load(ordering: .relaxed), let job = try await server.storage.libraryJobs(state: .queued).first {
+                    // Not taken (another instance took it, or its start could not be recorded):
+                    // a pause before the queue is read again, not a busy loop.
+                    if !(await run(job, server)) { try? await Task.sleep(for: .seconds(1)) }
                 }
             } catch {
                 server.logger.error("library jobs: \(error)")
@@ -140,7 +154,9 @@ final class LibraryJobs: Sendable {
         let state = Mutex<(line: String, percent: Double)?>(nil)
     }
 
-    private func run(_ queuedJob: LibraryJob, _ server: ImprintServer) async {
+    /// Runs a queued job; false when this instance did not take it.
+    @discardableResult
+    private func run(_ queuedJob: LibraryJob, _ server: ImprintServer) async -> Bool {
         var job = queuedJob
         job.state = .running
         job.started = StoredTime.now()
@@ -149,10 +165,10 @@ final class LibraryJobs: Sendable {
         job.log.append(StoredTime.now() + " started on \(server.instanceName)")
         do {
             // Instances sharing the database each watch the queue: one takes the job.
-            guard try await server.storage.claimLibraryJob(job) else { return }
+            guard try await server.storage.claimLibraryJob(job) else { return false }
         } catch {
             server.logger.error("library job \(job.id): cannot record its start: \(error)")
-            return
+            return false
         }
         server.logger.info("library job \(job.id) (\(job.kind.rawValue)) started")
         let report = Report()
@@ -201,7 +217,7 @@ final class LibraryJobs: Sendable {
                 job.log.append(StoredTime.now() + " " + (job.message ?? ""))
                 try? await server.storage.updateLibraryJob(job)
                 server.logger.info("library job \(job.id) (\(job.kind.rawValue)) \(job.state.rawValue): \(job.message ?? "")")
-                return
+                return true
             }
             // Stored when something moved (the log, the percent), and as a heartbeat.
             let beat = StoredTime.parse(stored.heartbeat ?? "").map { Date().timeIntervalSince($0) >= Self.heartbeatSeconds } ?? true
