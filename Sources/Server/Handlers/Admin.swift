@@ -103,7 +103,7 @@ extension ImprintServer {
             // Library images resolved as a check-in would (a name the library lacks is refused
             // here); what is stored names them still, so "latest" moves with the library.
             let resolved: String
-            do { resolved = try LibraryReferences.resolve(String(decoding: data, as: UTF8.self), images: try await libraryImagesByName()).body } catch let
+            do { resolved = try await LibraryReferences.resolve(String(decoding: data, as: UTF8.self), images: libraryImagesByName).body } catch let
                 unresolvable as LibraryReferences.Unresolvable {
                 throw APIError(.unprocessableContent, "\(unresolvable.path): \(unresolvable.description)", field: unresolvable.path)
             }

@@ -129,7 +129,7 @@ extension ImprintServer {
             // The library images it names become the versions' files: the deployment keeps
             // what it was handed, and records which versions those were.
             let resolved: (body: String, used: [(image: String, version: Int)])
-            do { resolved = try LibraryReferences.resolve(sequence.body, images: try await libraryImagesByName()) } catch {
+            do { resolved = try await LibraryReferences.resolve(sequence.body, images: libraryImagesByName) } catch {
                 return CheckInAnswer(status: "pending", retryAfter: configuration.retryAfter,
                                      message: "the sequence \"\(sequence.name)\" names a library image the server cannot resolve: \(error)",
                                      machineId: machine.id)

@@ -44,6 +44,8 @@ final class LibraryJobs: Sendable {
     /// The worker and the watch, cancelled when the server closes.
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let stopped = Atomic<Bool>(false)
+    /// `ImprintServer.instanceName`, read once at start (it is kept in a file).
+    private let instance = Mutex<String>("")
 
     /// Stops the worker (after the job it runs, if any) and the watch: the database is closing.
     func stop() async {
@@ -62,6 +64,8 @@ final class LibraryJobs: Sendable {
     /// Marks the jobs this instance (or a dead one) left running failed, removes their files,
     /// and starts the worker (which runs the queued ones) and the watch for dead instances.
     func start(_ server: ImprintServer, on executor: (any TaskExecutor)?) async {
+        let name = server.instanceName
+        instance.withLock { $0 = name }
         await failInterrupted(server, includingOwn: true)
         // A file a job moved into place just before its server stopped, its version never
         // recorded: no version names it, nothing will. An hour old at least, so that a job of
@@ -91,7 +95,7 @@ final class LibraryJobs: Sendable {
     private func failInterrupted(_ server: ImprintServer, includingOwn: Bool) async {
         do {
             for var job in try await server.storage.libraryJobs(state: .running) {
-                let own = job.instance == server.instanceName
+                let own = job.instance == instance.withLock { $0 }
                 let silent = job.heartbeat.flatMap(StoredTime.parse).map { Date().timeIntervalSince($0) > Self.staleSeconds } ?? true
                 guard (includingOwn && own) || silent else { continue }
                 job.state = .failed
@@ -160,9 +164,9 @@ final class LibraryJobs: Sendable {
         var job = queuedJob
         job.state = .running
         job.started = StoredTime.now()
-        job.instance = server.instanceName
+        job.instance = instance.withLock { $0 }
         job.heartbeat = job.started
-        job.log.append(StoredTime.now() + " started on \(server.instanceName)")
+        job.log.append(StoredTime.now() + " started on \(job.instance ?? "")")
         do {
             // Instances sharing the database each watch the queue: one takes the job.
             guard try await server.storage.claimLibraryJob(job) else { return false }

@@ -35,10 +35,19 @@ enum LibraryReferences {
         return found
     }
 
-    /// The sequence with each reference replaced by what it names in `images` (by name), and
+    /// The sequence with each reference replaced by what it names in the library (`images`,
+    /// by name, read only when the sequence names one: most check-ins need no library), and
     /// the versions used.
-    static func resolve(_ body: String, images: [String: LibraryImage]) throws -> (body: String, used: [(image: String, version: Int)]) {
+    static func resolve(_ body: String, images lookUp: () async throws -> [String: LibraryImage]) async throws
+        -> (body: String, used: [(image: String, version: Int)]) {
         guard let root = try? JSONDecoder().decode(JSONValue.self, from: Data(body.utf8)) else { return (body, []) }
+        var named = false
+        _ = try rewrite(root) { _, _ in
+            named = true
+            return nil
+        }
+        guard named else { return (body, []) }
+        let images = try await lookUp()
         var used: [(String, Int)] = []
         let (rewritten, changed) = try rewrite(root) { reference, step in
             guard let image = images[reference.image] else {
