@@ -43,6 +43,24 @@ final class ServerProcess {
         self.port = port
     }
 
+    /// An admin API call (`path` after /api/v1/admin) with curl: the answer's JSON object.
+    func admin(_ method: String, _ path: String, json body: String? = nil, token: String) throws -> [String: Any] {
+        var arguments = ["curl", "-sS", "-X", method, "-H", "Authorization: Bearer \(token)"]
+        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        let output = try run(arguments + ["http://127.0.0.1:\(port)/api/v1/admin" + path]).stdout
+        return (try? JSONSerialization.jsonObject(with: output)) as? [String: Any] ?? [:]
+    }
+
+    /// The image library's job `id` once it is in one of `states` (polled every 0.1 s, 60 s at most).
+    func libraryJob(_ id: String, token: String, until states: Set<String> = ["succeeded", "failed"]) throws -> [String: Any] {
+        for _ in 0..<600 {
+            let job = try admin("GET", "/library/jobs/\(id)", token: token)
+            if states.contains(job["state"] as? String ?? "") { return job }
+            usleep(100_000)
+        }
+        return [:]
+    }
+
     /// SIGKILL, as a power cut or the OOM killer would stop it: nothing runs on the way out.
     func kill() throws {
         guard Glibc.kill(process.processIdentifier, SIGKILL) == 0 else { throw POSIXError(.ESRCH) }

@@ -271,45 +271,32 @@ struct LibraryTests {
         try run(["sh", "-c", "head -c 200000000 /dev/urandom > \(big)"])
         let admin = "library-admin-token"
         let arguments = ["--data", scratch.sub("data"), "--content", content, "--boot", scratch.sub("boot"), "--admin-token", admin]
-        func curl(_ base: String, _ method: String, _ path: String, _ body: String? = nil) throws -> [String: Any] {
-            var command = ["curl", "-sS", "-X", method, "-H", "Authorization: Bearer \(admin)"]
-            if let body { command += ["-H", "Content-Type: application/json", "--data-binary", body] }
-            return (try? JSONSerialization.jsonObject(with: try run(command + [base + "/api/v1/admin" + path]).stdout)) as? [String: Any] ?? [:]
-        }
-        func wait(_ base: String, _ id: String, until states: Set<String>) throws -> [String: Any] {
-            for _ in 0..<600 {
-                let job = try curl(base, "GET", "/library/jobs/\(id)")
-                if states.contains(job["state"] as? String ?? "") { return job }
-                usleep(100_000)
-            }
-            return [:]
-        }
         var versionFile = ""
         var serviceID = ""
         do {
             let server = try ServerProcess(arguments: arguments)
-            let base = "http://127.0.0.1:\(server.port)"
-            let wim = try wait(base, try #require(try curl(base, "POST", "/library/wims", #"{"file": "images/install.wim"}"#)["id"] as? String), until: ["succeeded", "failed"])
+            let submitted = try server.admin("POST", "/library/wims", json: #"{"file": "images/install.wim"}"#, token: admin)
+            let wim = try server.libraryJob(try #require(submitted["id"] as? String), token: admin)
             let wimID = try #require(wim["result"] as? String, "\(wim)")
-            let extract = try curl(base, "POST", "/library/images", #"{"wim": "\#(wimID)", "index": "2", "image": "Lab Pro"}"#)
-            _ = try wait(base, try #require(extract["id"] as? String), until: ["succeeded"])
-            versionFile = ((try curl(base, "GET", "/library/images/Lab%20Pro")["image"] as? [String: Any])?["versions"] as? [[String: Any]])?.first?["file"] as? String ?? ""
-            let service = try curl(base, "POST", "/library/images/Lab%20Pro/versions/1/service",
-                                   #"{"files": [{"source": "payload/big.bin", "destination": "/big.bin"}]}"#)
+            let extract = try server.admin("POST", "/library/images", json: #"{"wim": "\#(wimID)", "index": "2", "image": "Lab Pro"}"#, token: admin)
+            _ = try server.libraryJob(try #require(extract["id"] as? String), token: admin, until: ["succeeded"])
+            versionFile = ((try server.admin("GET", "/library/images/Lab%20Pro", token: admin)["image"] as? [String: Any])?["versions"] as? [[String: Any]])?
+                .first?["file"] as? String ?? ""
+            let service = try server.admin("POST", "/library/images/Lab%20Pro/versions/1/service",
+                                           json: #"{"files": [{"source": "payload/big.bin", "destination": "/big.bin"}]}"#, token: admin)
             serviceID = try #require(service["id"] as? String, "\(service)")
-            let running = try wait(base, serviceID, until: ["running"])
+            let running = try server.libraryJob(serviceID, token: admin, until: ["running"])
             #expect(running["state"] as? String == "running")
             usleep(300_000)
             try server.kill()
         }
         let work = content + "/library/.work"
         let server = try ServerProcess(arguments: arguments)
-        let base = "http://127.0.0.1:\(server.port)"
-        let job = try curl(base, "GET", "/library/jobs/\(serviceID)")
+        let job = try server.admin("GET", "/library/jobs/\(serviceID)", token: admin)
         #expect(job["state"] as? String == "failed", "\(job)")
         #expect((job["message"] as? String ?? "").contains("interrupted"), "\(job)")
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []).isEmpty)
-        let versions = ((try curl(base, "GET", "/library/images/Lab%20Pro")["image"] as? [String: Any])?["versions"] as? [[String: Any]]) ?? []
+        let versions = ((try server.admin("GET", "/library/images/Lab%20Pro", token: admin)["image"] as? [String: Any])?["versions"] as? [[String: Any]]) ?? []
         #expect(versions.count == 1)
         try run(["wimlib-imagex", "verify", content + "/" + versionFile])
 
@@ -319,19 +306,17 @@ struct LibraryTests {
         var importID = ""
         do {
             let second = try ServerProcess(arguments: arguments)
-            let secondBase = "http://127.0.0.1:\(second.port)"
-            importID = try #require(try curl(secondBase, "POST", "/library/wims", #"{"file": "images/big.wim"}"#)["id"] as? String)
-            #expect(try wait(secondBase, importID, until: ["running"])["state"] as? String == "running")
+            importID = try #require(try second.admin("POST", "/library/wims", json: #"{"file": "images/big.wim"}"#, token: admin)["id"] as? String)
+            #expect(try second.libraryJob(importID, token: admin, until: ["running"])["state"] as? String == "running")
             try second.kill()
         }
         let third = try ServerProcess(arguments: arguments)
-        let thirdBase = "http://127.0.0.1:\(third.port)"
-        let killed = try curl(thirdBase, "GET", "/library/jobs/\(importID)")
+        let killed = try third.admin("GET", "/library/jobs/\(importID)", token: admin)
         #expect(killed["state"] as? String == "failed" && (killed["message"] as? String ?? "").contains("interrupted"), "\(killed)")
-        let wims = try curl(thirdBase, "GET", "/library")["wims"] as? [[String: Any]] ?? []
+        let wims = try third.admin("GET", "/library", token: admin)["wims"] as? [[String: Any]] ?? []
         #expect(!wims.contains { $0["file"] as? String == "images/big.wim" }, "\(wims)")
-        let again = try wait(thirdBase, try #require(try curl(thirdBase, "POST", "/library/wims", #"{"file": "images/big.wim"}"#)["id"] as? String),
-                             until: ["succeeded", "failed"])
+        let again = try third.libraryJob(try #require(try third.admin("POST", "/library/wims", json: #"{"file": "images/big.wim"}"#, token: admin)["id"] as? String),
+                                         token: admin)
         #expect(again["state"] as? String == "succeeded", "\(again)")
     }
 }
@@ -351,18 +336,10 @@ struct LibraryDeploymentTests {
                                                    "--admin-token", admin, "--unknown-machines", "default"])
         let base = "http://127.0.0.1:\(server.port)"
         func curl(_ method: String, _ path: String, _ body: String? = nil) throws -> [String: Any] {
-            var arguments = ["curl", "-sS", "-X", method, "-H", "Authorization: Bearer \(admin)"]
-            if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
-            return (try? JSONSerialization.jsonObject(with: try run(arguments + [base + "/api/v1/admin" + path]).stdout)) as? [String: Any] ?? [:]
+            try server.admin(method, path, json: body, token: admin)
         }
         func finished(_ job: [String: Any]) throws -> [String: Any] {
-            let id = try #require(job["id"] as? String, "\(job)")
-            for _ in 0..<600 {
-                let record = try curl("GET", "/library/jobs/\(id)")
-                if ["succeeded", "failed"].contains(record["state"] as? String ?? "") { return record }
-                usleep(100_000)
-            }
-            return [:]
+            try server.libraryJob(try #require(job["id"] as? String, "\(job)"), token: admin)
         }
         let wim = try #require(try finished(try curl("POST", "/library/wims", #"{"file": "images/install.wim"}"#))["result"] as? String)
         let made = try finished(try curl("POST", "/library/images", #"{"wim": "\#(wim)", "index": "Windows Pro", "image": "Lab Pro", "pipable": true}"#))
