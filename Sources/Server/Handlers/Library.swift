@@ -223,9 +223,14 @@ extension ImprintServer {
         var jobs: [LibraryJob]
     }
 
+    /// Each sequence's library references, its JSON read once (not once per image).
+    static func libraryReferences(in sequences: [StoredSequence]) -> [(sequence: String, reference: LibraryReferences.Reference)] {
+        sequences.flatMap { sequence in LibraryReferences.find(inSequence: sequence.body).map { (sequence.name, $0) } }
+    }
+
     func libraryOverview() async throws -> LibraryOverview {
-        let sequences = try await storage.sequences()
-        let images = try await storage.libraryImages().map { ImageSummary($0, sequences: sequences) }
+        let references = Self.libraryReferences(in: try await storage.sequences())
+        let images = try await storage.libraryImages().map { ImageSummary($0, references: references) }
         return LibraryOverview(images: images, wims: try await storage.libraryWIMs(), jobs: try await storage.libraryJobs(limit: 50))
     }
 
@@ -238,7 +243,7 @@ extension ImprintServer {
 
     func libraryImageDetail(name: String) async throws -> LibraryImageDetail {
         guard let image = try await storage.libraryImage(name: name) else { throw APIError.notFound("library image \"\(name)\"") }
-        return LibraryImageDetail(image: ImageSummary(image, sequences: try await storage.sequences()),
+        return LibraryImageDetail(image: ImageSummary(image, references: Self.libraryReferences(in: try await storage.sequences())),
                                   deployments: try await storage.libraryUses(image: name, version: nil))
     }
 
@@ -308,15 +313,13 @@ struct ImageSummary: Encodable {
         var version: Int?
     }
 
-    init(_ image: LibraryImage, sequences: [StoredSequence]) {
+    init(_ image: LibraryImage, references: [(sequence: String, reference: LibraryReferences.Reference)]) {
         name = image.name
         description = image.description
         created = image.created
         latest = image.latest?.version
         versions = image.versions
-        self.sequences = sequences.flatMap { sequence in
-            LibraryReferences.find(inSequence: sequence.body).filter { $0.image == image.name }.map { SequenceUse(sequence: sequence.name, version: $0.version) }
-        }
+        sequences = references.filter { $0.reference.image == image.name }.map { SequenceUse(sequence: $0.sequence, version: $0.reference.version) }
         var seen = Set<String>()
         diskBytes = image.versions.reduce(0) { seen.insert($1.file).inserted ? $0 + $1.size : $0 }
     }
