@@ -81,6 +81,11 @@ let package = Package(
         .target(name: "Disks", dependencies: ["DiskModel", "InstalledWindows", "Primitives", "Processes", "CBlkid", "CNTFS3G", "NTFSAccess", "CImprintSystem"]),
         // Transport: HTTP(S) through libcurl (resume, retries, Range reads, streams), xz streams.
         .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "Digests", "Failures"]),
+        // Multicast sessions: our carousel protocol (datagrams, block manifests, the sender, the
+        // receiver). Pure Swift over Glibc sockets: the server sends, the agent receives.
+        .target(name: "Multicast", dependencies: ["Digests", "Failures"]),
+        // A multicast session's blocks applied as they arrive: a WIM's blobs, a raw image's sectors.
+        .target(name: "MulticastApply", dependencies: ["Multicast", "WIM", "Apply", "Transport", "Digests", "Failures"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
         .target(name: "Drivers", dependencies: ["Transport", "Failures"]),
         // Registry hives (regf): read, write a new one, edit one in place. No C library.
@@ -106,7 +111,7 @@ let package = Package(
             name: "imprint",
             dependencies: [
                 "WIM", "Apply", "Capture", "NTFSCapture", "Disks", "DiskModel", "Failures", "Transport", "Drivers", "SequenceModel", "SequenceRunner", "CImprintSystem",
-                "Boot", "Registry", "Primitives", "Digests",
+                "Boot", "Registry", "Primitives", "Digests", "Multicast", "MulticastApply",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -117,6 +122,8 @@ let package = Package(
                 "SequenceModel", "Primitives", "Failures",
                 // The image library: reading, exporting and servicing WIMs (no libntfs-3g).
                 "WIM", "Capture", "Registry", "InstalledWindows", "Digests",
+                // Multicast sessions: block manifests and the sender's thread.
+                "Multicast",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
@@ -163,7 +170,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "SequenceModel", "SequenceRunner", "Transport", "Registry", "TestSupport", "imprint", "imprint-server",
+                "Server", "SequenceModel", "SequenceRunner", "Transport", "Registry", "TestSupport", "imprint", "imprint-server", "Multicast",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]

@@ -54,10 +54,12 @@ public enum ApplyProgress: Sendable {
 /// Drives an apply: plans the image, has the target create the structure, streams every needed
 /// blob once in storage order into all its destinations, then lets the target set metadata.
 public struct Applier {
-    /// Where the blobs come from: a WIM file read in parallel, or a pipable WIM stream.
+    /// Where the blobs come from: a WIM file read in parallel, a pipable WIM stream, or a WIM
+    /// whose bytes arrive in an order someone else decides (a multicast session's blocks).
     public enum Source {
         case archive(WIMArchive)
         case stream(PipableStream)
+        case delivered(WIMArchive, BlobDelivery)
     }
 
     public var source: Source
@@ -68,12 +70,13 @@ public struct Applier {
 
     public init(archive: WIMArchive) { source = .archive(archive) }
     public init(stream: PipableStream) { source = .stream(stream) }
+    public init(archive: WIMArchive, delivery: BlobDelivery) { source = .delivered(archive, delivery) }
 
     @discardableResult
     public func apply(_ plan: ApplyPlan, to target: ApplyTarget,
                       progress: ((ApplyProgress) -> Void)? = nil) throws -> ApplySummary {
         // With a file, every blob must be present before anything is written.
-        if case let .archive(archive) = source {
+        if let archive = source.archive {
             for hash in plan.blobTargets.keys where archive.blobs[hash] == nil {
                 throw WIMError.missingBlob(path: archive.path, blob: hash, usedBy: plan.users(of: hash).first ?? "a file")
             }
@@ -92,7 +95,7 @@ public struct Applier {
             }
         }
         var needed: [BlobDescriptor] = []
-        if case let .archive(archive) = source {
+        if let archive = source.archive {
             needed = plan.blobTargets.keys.compactMap { archive.blobs[$0] }
         }
 
@@ -115,6 +118,23 @@ public struct Applier {
             reader.verifyHashes = verifyHashes
             reader.describeUsers = { plan.users(of: $0) }
             try reader.read(needed, into: sink) { progress?(.data($0)) }
+        case let .delivered(archive, delivery):
+            // Batches in the delivery's order; progress counts across them.
+            var reader = BlobReader(archive: archive, threads: threads)
+            reader.verifyHashes = verifyHashes
+            reader.describeUsers = { plan.users(of: $0) }
+            let total = ReadProgress(blobsDone: 0, blobsTotal: needed.count, bytesDone: 0, bytesTotal: needed.reduce(0) { $0 + $1.size })
+            var done = total
+            try delivery.deliver(needed) { batch in
+                try reader.read(batch, into: sink) { step in
+                    var now = done
+                    now.blobsDone += step.blobsDone
+                    now.bytesDone += step.bytesDone
+                    progress?(.data(now))
+                }
+                done.blobsDone += batch.count
+                done.bytesDone += batch.reduce(0) { $0 + $1.size }
+            }
         case let .stream(stream):
             // Sizes are learnt as blobs arrive; the plan's total comes from the metadata.
             var sizes: [SHA1Digest: UInt64] = [:]
@@ -125,6 +145,22 @@ public struct Applier {
         progress?(.metadata)
         try target.finish(plan)
         return target.summary
+    }
+}
+
+/// Blobs whose bytes arrive in an order the delivery decides (a multicast session's blocks):
+/// it calls `read` with each batch of blobs whose bytes the archive can now read, until it has
+/// delivered every blob of `blobs`.
+public protocol BlobDelivery {
+    func deliver(_ blobs: [BlobDescriptor], read: ([BlobDescriptor]) throws -> Void) throws
+}
+
+extension Applier.Source {
+    var archive: WIMArchive? {
+        switch self {
+        case let .archive(archive), let .delivered(archive, _): return archive
+        case .stream: return nil
+        }
     }
 }
 

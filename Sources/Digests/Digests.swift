@@ -61,6 +61,9 @@ public final class SHA256Hasher: LibCryptoHasher {
     /// Lower-case hex, as `sha256sum` prints it.
     public func finish() -> String { lowerCaseHex(finishBytes()) }
 
+    /// The 32 bytes of the digest (a block manifest keeps them raw).
+    public func finishDigest() -> [UInt8] { finishBytes() }
+
     public static func hex(of bytes: some ContiguousBytes) -> String {
         let hasher = SHA256Hasher()
         hasher.update(bytes)

@@ -7,7 +7,7 @@ struct Imprint: ParsableCommand {
         abstract: "Put Windows images onto machines from Linux.",
         version: "0.1.0",
         subcommands: [WimCommand.self, DiskCommand.self, SequenceCommand.self, RunCommand.self, AgentCommand.self, MediaCommand.self, BootCommand.self,
-                      DistributionPointCommand.self]
+                      DistributionPointCommand.self, MulticastCommand.self]
     )
 }
 

@@ -16,6 +16,13 @@ public struct ReadProgress: Sendable {
     public var blobsTotal: Int
     public var bytesDone: UInt64
     public var bytesTotal: UInt64
+
+    public init(blobsDone: Int, blobsTotal: Int, bytesDone: UInt64, bytesTotal: UInt64) {
+        self.blobsDone = blobsDone
+        self.blobsTotal = blobsTotal
+        self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal
+    }
 }
 
 /// Reads a set of blobs in one pass in storage order: each resource is read and each chunk
