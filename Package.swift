@@ -104,7 +104,7 @@ let package = Package(
         // event spool and reporter.
         .target(
             name: "SequenceRunner",
-            dependencies: ["SequenceModel", "DiskModel", "Primitives", "Failures", "WIM", "Apply", "Capture", "NTFSCapture", "Disks", "Transport", "Drivers", "Boot", "Registry", "Processes", "Digests"]
+            dependencies: ["SequenceModel", "DiskModel", "Primitives", "Failures", "WIM", "Apply", "Capture", "NTFSCapture", "Disks", "Transport", "Drivers", "Boot", "Registry", "Processes", "Digests", "Multicast", "MulticastApply"]
         ),
         // The command-line tool.
         .executableTarget(
@@ -157,6 +157,7 @@ let package = Package(
         ),
         .testTarget(name: "ProcessesTests", dependencies: ["Processes", "TestSupport"]),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
+        .testTarget(name: "MulticastTests", dependencies: ["Multicast", "MulticastApply", "Apply", "WIM", "Transport", "Digests", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Digests", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "InstalledWindows", "Primitives", "Failures", "Digests", "TestSupport", "CHivexReference"],

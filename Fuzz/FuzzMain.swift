@@ -12,6 +12,7 @@ import Drivers
 import DiskModel
 import Foundation
 import InstalledWindows
+import Multicast
 import Registry
 import SequenceModel
 import WIM
@@ -38,6 +39,7 @@ private let targets: [String: FuzzTarget] = [
     "HiveFuzz": FuzzTarget(testOneInput: fuzzHive, writeSeeds: writeHiveFuzzSeeds),
     "HiveLogFuzz": FuzzTarget(testOneInput: fuzzHiveLog, writeSeeds: writeHiveLogFuzzSeeds),
     "INFFuzz": FuzzTarget(testOneInput: fuzzINF),
+    "MulticastFuzz": FuzzTarget(testOneInput: fuzzMulticast),
     "WindowsDetailsFuzz": FuzzTarget(testOneInput: fuzzWindowsDetails, writeSeeds: writeWindowsDetailsFuzzSeeds),
 ]
 

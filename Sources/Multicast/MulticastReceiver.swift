@@ -412,7 +412,15 @@ public final class MulticastReceiver: Sendable {
                 let good = partial.bytes.withUnsafeBytes { manifest.matches(block, $0) }
                 let bytes = partial.bytes
                 shared.withLock { s in
-                    if !good { s.summary.corruptBlocks += 1; return }
+                    if !good {
+                        // Damaged on the way, or a sender with another file: this block comes
+                        // whole by HTTP (a pass would only bring the same bytes again).
+                        s.summary.corruptBlocks += 1
+                        s.fetching.insert(block)
+                        s.repairs.append((block, Partial(bytes: [UInt8](repeating: 0, count: length),
+                                                         received: [Bool](repeating: false, count: data.fragments))))
+                        return
+                    }
                     guard s.queuedBytes + bytes.count <= options.queuedBytesLimit else { s.summary.droppedBehind += 1; return }
                     s.queue.append((block, bytes))
                     s.queuedBytes += bytes.count

@@ -30,6 +30,8 @@ public final class ImprintServer: Sendable {
     let libraryJobs = LibraryJobs()
     /// Hashes of published files for the distribution points' manifest, each file read once at a time.
     let contentHashing = ContentHashing()
+    /// Multicast sessions: their block manifests and the senders this instance runs.
+    let multicast: MulticastSessions
 
     public init(configuration: ServerConfiguration, storage: any ServerStorage, secrets: SecretBox,
                 logger: Logger = Logger(label: "imprint-server")) {
@@ -37,6 +39,7 @@ public final class ImprintServer: Sendable {
         self.storage = storage
         self.logger = logger
         sealing = SecretSealing(box: secrets)
+        multicast = MulticastSessions(dataDirectory: configuration.dataDirectory)
         loginThrottle = LoginThrottle(allowed: configuration.limits.failedLogins, windowSeconds: configuration.limits.failedLoginWindow)
     }
 
@@ -86,12 +89,15 @@ public final class ImprintServer: Sendable {
         let server = ImprintServer(configuration: configuration, storage: storage, secrets: secrets, logger: logger)
         try FileManager.default.createDirectory(atPath: server.libraryWorkDirectory, withIntermediateDirectories: true)
         await server.libraryJobs.start(server, on: backgroundExecutor)
+        await server.multicast.start(server, on: backgroundExecutor)
         return server
     }
 
     /// Closes the database (the pool of PostgreSQL connections, or the SQLite file).
     public func close() async {
         await libraryJobs.stop()
+        // The senders end their sessions in the database, so before it closes.
+        await multicast.stop()
         if let sqlite = storage as? SQLiteStorage { try? await sqlite.close() }
         if let postgres = storage as? PostgresStorage { await postgres.close() }
     }
@@ -184,7 +190,8 @@ public final class ImprintServer: Sendable {
         case .metrics: return try await metricsText()
         case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle,
-             .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints:
+             .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints,
+             .dashboardMulticast, .dashboardMulticastAPI:
             return try await dashboard(handler, request, context, client: client)
         // Every admin route by name: a new handler must be placed here (or above) on purpose,
         // never fall behind admin authentication (or out of it) by default.
@@ -201,6 +208,11 @@ public final class ImprintServer: Sendable {
             // its point's token, which `distributionPoints` checks.
             if route.isAdmin { try authorizeAdmin(request) }
             return try await distributionPoints(route, request, context)
+        case let .multicast(route):
+            // A session's manifest is fetched as /content is (what it holds is checked against
+            // the SHA-256 the check-in gave); the rest is the administrator's.
+            if route.isAdmin { try authorizeAdmin(request) }
+            return try await multicast(route, request, context)
         }
     }
 
@@ -211,7 +223,7 @@ public final class ImprintServer: Sendable {
         guard !configuration.agentSubnets.isEmpty else { return }
         switch handler {
         case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content,
-             .captureAnnounce, .captureData:
+             .captureAnnounce, .captureData, .multicast(.manifest):
             guard configuration.agentSubnets.contains(where: { $0.contains(client) }) else {
                 throw APIError(.forbidden, "\(client) is not in the networks agents may connect from (--agent-subnets "
                                + configuration.agentSubnets.map(\.description).joined(separator: ",") + ")")
@@ -223,6 +235,7 @@ public final class ImprintServer: Sendable {
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
              .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints,
+             .multicast, .dashboardMulticast, .dashboardMulticastAPI,
              // Distribution points authenticate with their own tokens, from wherever they are (the
              // content they fetch, /content/, stays within --agent-subnets).
              .distributionPoints:

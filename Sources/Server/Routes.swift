@@ -27,6 +27,12 @@ public struct RouteSpec: Sendable, Hashable {
         /// point's manifest and status (with the point's own token); their dashboard page.
         case distributionPoints(DistributionPointRoute)
         case dashboardDistributionPoints
+        /// Multicast sessions: the administrator's list, create, one session, cancel and delete,
+        /// and a session's block manifest for the agents; the dashboard's Multicast page, and
+        /// the same API under /dashboard/multicast for its script (session cookie and CSRF header).
+        case multicast(MulticastRoute)
+        case dashboardMulticast
+        case dashboardMulticastAPI(MulticastRoute)
     }
 
     public var method: HTTPRequest.Method
@@ -95,6 +101,12 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.delete, "/api/v1/admin/distribution-points/{name}", .distributionPoints(.delete)),
         RouteSpec(.get, "/api/v1/distribution/manifest", .distributionPoints(.manifest)),
         RouteSpec(.put, "/api/v1/distribution/status", .distributionPoints(.status)),
+        RouteSpec(.get, "/api/v1/admin/multicast/sessions", .multicast(.list)),
+        RouteSpec(.post, "/api/v1/admin/multicast/sessions", .multicast(.create)),
+        RouteSpec(.get, "/api/v1/admin/multicast/sessions/{id}", .multicast(.session)),
+        RouteSpec(.post, "/api/v1/admin/multicast/sessions/{id}/cancel", .multicast(.cancel)),
+        RouteSpec(.delete, "/api/v1/admin/multicast/sessions/{id}", .multicast(.delete)),
+        RouteSpec(.get, "/api/v1/multicast/sessions/{id}/manifest", .multicast(.manifest)),
         RouteSpec(.get, "/metrics", .metrics),
         RouteSpec(.get, "/dashboard", .dashboard),
         RouteSpec(.get, "/dashboard/deployments/{id}", .dashboardDeployment),
@@ -109,6 +121,12 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.get, "/dashboard/images", .dashboardImages),
         RouteSpec(.get, "/dashboard/images/{name}", .dashboardImage),
         RouteSpec(.get, "/dashboard/distribution-points", .dashboardDistributionPoints),
+        RouteSpec(.get, "/dashboard/multicast", .dashboardMulticast),
+        RouteSpec(.get, "/dashboard/multicast/sessions", .dashboardMulticastAPI(.list)),
+        RouteSpec(.post, "/dashboard/multicast/sessions", .dashboardMulticastAPI(.create)),
+        RouteSpec(.get, "/dashboard/multicast/sessions/{id}", .dashboardMulticastAPI(.session)),
+        RouteSpec(.post, "/dashboard/multicast/sessions/{id}/cancel", .dashboardMulticastAPI(.cancel)),
+        RouteSpec(.delete, "/dashboard/multicast/sessions/{id}", .dashboardMulticastAPI(.delete)),
         RouteSpec(.get, "/dashboard/library", .dashboardLibrary(.overview)),
         RouteSpec(.post, "/dashboard/library/uploads/{name}", .dashboardLibrary(.uploadAnnounce)),
         RouteSpec(.put, "/dashboard/library/uploads/{name}", .dashboardLibrary(.uploadData)),

@@ -58,6 +58,16 @@ public struct ServerConfiguration: Sendable {
     /// `X-Accel-Redirect: <prefix><path>` and no body, and nginx sends them (sendfile, ranges)
     /// from an `internal` location with this prefix. Nil: the server sends them itself.
     public var contentAccelRedirect: String?
+    /// Multicast sessions: the group addresses the server allocates from (each with its port,
+    /// `multicastBasePort` + its offset in the range), the IPv4 address of the interface the
+    /// senders send from (nil: the kernel's choice for the group's route), their TTL (1: the
+    /// local network only), and how long a started session goes on while no machine needs
+    /// anything before it ends.
+    public var multicastGroups = MulticastGroupRange.default
+    public var multicastBasePort = 7700
+    public var multicastInterfaceAddress: String?
+    public var multicastTTL = 1
+    public var multicastIdleSeconds = 600.0
     /// The scheme clients reach this server with.
     public var scheme: String { tlsCertificate != nil ? "https" : "http" }
 

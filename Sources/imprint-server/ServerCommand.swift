@@ -48,6 +48,16 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Kernel arguments the iPXE script adds to the boot environment's command line.",
                                discussion: "The console named last gets the agent's output, e.g. 'console=tty0 console=ttyS0 imprint.onfailure=poweroff' for a lab on a serial console."))
     var kernelArguments = ServerConfiguration.defaultKernelArguments
+    @Option(help: ArgumentHelp("The IPv4 multicast network multicast sessions get their group addresses from.",
+                               discussion: "Each address goes with its own port, --multicast-port plus its place in the range. 239.x.x.x stays within a site."))
+    var multicastGroups = MulticastGroupRange.default.description
+    @Option(help: "The first UDP port of multicast sessions (the range's first usable address gets this plus one).")
+    var multicastPort = 7700
+    @Option(help: ArgumentHelp("The IPv4 address of the interface multicast sessions are sent from (default: the route the kernel picks for the group).",
+                               discussion: "On a server with several networks, the address it has on the machines' network."))
+    var multicastInterfaceAddress: String?
+    @Option(help: "Hops a multicast datagram may cross (1: the local network only).")
+    var multicastTtl = 1
     @Option(help: ArgumentHelp(
         "The database: postgres://user:password@host:port/database (several instances may share it; options ?sslmode=disable|prefer|require&pool_max=N&connect_timeout=SECONDS) or sqlite:PATH.",
         discussion: "Default: SQLite in --data (imprint.db). The migrations run on start.")) var database: String?
@@ -108,6 +118,17 @@ struct ServerCommand: AsyncParsableCommand {
             }
             configuration.contentAccelRedirect = prefix
         }
+        do { configuration.multicastGroups = try MulticastGroupRange(parsing: multicastGroups) } catch { throw ValidationError("\(error)") }
+        guard (1...65000).contains(multicastPort) else { throw ValidationError("--multicast-port: a UDP port, 1 to 65000") }
+        configuration.multicastBasePort = multicastPort
+        if let address = multicastInterfaceAddress {
+            guard MulticastGroupRange.parse(address) != nil else {
+                throw ValidationError("--multicast-interface-address: \"\(address)\" is not an IPv4 address such as 10.0.0.1")
+            }
+            configuration.multicastInterfaceAddress = address
+        }
+        guard (1...255).contains(multicastTtl) else { throw ValidationError("--multicast-ttl: 1 to 255") }
+        configuration.multicastTTL = multicastTtl
         configuration.secretsKeyFile = secretsKeyFile
         configuration.secretsKey = ProcessInfo.processInfo.environment["IMPRINT_SECRETS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let server = try await ImprintServer.open(configuration: configuration, database: databaseLocation, logger: logger)

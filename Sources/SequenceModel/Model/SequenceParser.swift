@@ -148,8 +148,8 @@ final class Checker {
     static let parameterKeys: [String: Set<String>] = [
         "group": ["steps"], "selectDisk": ["rules"], "partition": ["layout"], "format": ["volume", "format"],
         "findWindows": ["rules", "as"], "cleanVolume": ["volume", "mode", "folders"],
-        "applyImage": ["source", "image", "sha256", "target", "mode", "cacheDirectory"],
-        "writeImage": ["source", "sha256", "target"], "injectDrivers": ["source", "target", "architecture"],
+        "applyImage": ["source", "image", "sha256", "target", "mode", "cacheDirectory", "multicast"],
+        "writeImage": ["source", "sha256", "target", "multicast"], "injectDrivers": ["source", "target", "architecture"],
         "captureImage": ["volume", "imageName", "imageDescription", "flags", "upload", "path", "compress", "workDirectory",
                          "allowNotGeneralized", "config"],
         "makeBootable": ["windows", "esp", "firmware", "locale", "menuTimeout", "label", "recovery"],
@@ -240,6 +240,10 @@ final class Checker {
                 if object["source"] != nil || object["sha256"] != nil {
                     error(path + ".source", "a step names a library image or a source, not both", hint: "the server gives the library version's source and SHA-256")
                 }
+                if object["multicast"] != nil {
+                    error(path + ".multicast", "a multicast session is given with a source, not with a library image",
+                          hint: "imprint-server adds it when it hands the sequence out, with the version's source")
+                }
                 warning(path + ".image", "names the library image \"\(name)\": imprint-server resolves it when it hands the sequence out; run from anywhere else, this step fails")
                 let target = volumeReference(object, "target", path)
                 let modeText = string(object, "mode", path, required: false) ?? "download"
@@ -261,8 +265,10 @@ final class Checker {
             let sha = checksum(object, path)
             if let source { checkVerified(source, sha, path) }
             let cache = string(object, "cacheDirectory", path, required: false) ?? "/var/cache/imprint"
+            let multicast = object["multicast"].flatMap { multicastFields($0, path + ".multicast") }
             action = source.flatMap { s in target.flatMap { t in mode.map {
-                .applyImage(ApplyImageStep(source: s, image: image, sha256: sha, target: t, mode: $0, cacheDirectory: cache))
+                .applyImage(ApplyImageStep(source: s, image: image, sha256: sha, target: t, mode: $0, cacheDirectory: cache,
+                                           multicast: multicast))
             } } }
         case "writeImage":
             let source = string(object, "source", path, required: true)
@@ -274,7 +280,8 @@ final class Checker {
             }
             let sha = checksum(object, path)
             if let source { checkVerified(source, sha, path) }
-            action = source.map { .writeImage(WriteImageStep(source: $0, sha256: sha, target: target)) }
+            let multicast = object["multicast"].flatMap { multicastFields($0, path + ".multicast") }
+            action = source.map { .writeImage(WriteImageStep(source: $0, sha256: sha, target: target, multicast: multicast)) }
         case "captureImage":
             let volume = volumeReference(object, "volume", path)
             let imageName = string(object, "imageName", path, required: true)
@@ -533,6 +540,52 @@ final class Checker {
             error(path + ".sha256", "not a SHA-256 (64 hexadecimal digits)", hint: "sha256sum FILE prints it")
         }
         return lower
+    }
+
+    /// `"multicast"`: the session the server put the machine in, every field checked here so
+    /// that a damaged one fails the sequence's check, not the receiver halfway through a disk.
+    private func multicastFields(_ value: JSONValue, _ path: String) -> MulticastDescriptorFields? {
+        guard let object = object(value, path) else { return nil }
+        keys(object, path, allowed: MulticastDescriptorFields.keys)
+        let errorsBefore = issues.count(where: { $0.severity == .error })
+        func hexID(_ key: String) -> String {
+            guard let text = string(object, key, path, required: true) else { return "" }
+            if !MulticastDescriptorFields.isHexID(text) { error("\(path).\(key)", "\"\(text)\" is not 16 hexadecimal digits") }
+            return text.lowercased()
+        }
+        func whole(_ key: String, _ range: ClosedRange<Double>, required: Bool) -> Double? {
+            guard let value = object[key] else {
+                if required { error("\(path).\(key)", "missing (required)") }
+                return nil
+            }
+            guard case let .number(number) = value, number == number.rounded(), range.contains(number) else {
+                error("\(path).\(key)", "expected a whole number from \(Int64(range.lowerBound)) to \(Int64(range.upperBound)), found \(value.scalarText ?? value.kind)")
+                return nil
+            }
+            return number
+        }
+        let session = hexID("session"), receiver = hexID("receiver")
+        let group = string(object, "group", path, required: true) ?? ""
+        if !group.isEmpty && !MulticastDescriptorFields.isMulticastIPv4(group) {
+            error(path + ".group", "\"\(group)\" is not an IPv4 multicast address", hint: "224.0.0.0 to 239.255.255.255, e.g. 239.255.77.1")
+        }
+        let port = whole("port", 1...65535, required: true)
+        let source = string(object, "source", path, required: true) ?? ""
+        let manifest = string(object, "manifest", path, required: true) ?? ""
+        for (key, url) in [("source", source), ("manifest", manifest)] where !url.isEmpty && !MulticastDescriptorFields.isHTTPURL(url) {
+            error("\(path).\(key)", "\"\(url)\" is not an http:// or https:// URL")
+        }
+        // Up to 2^53: a JSON number is a double, exact that far (8 PiB).
+        let size = whole("size", 0...9_007_199_254_740_992, required: true)
+        let digest = string(object, "manifestSHA256", path, required: true) ?? ""
+        if !digest.isEmpty && !(digest.count == 64 && digest.allSatisfy(\.isHexDigit)) {
+            error(path + ".manifestSHA256", "not a SHA-256 (64 hexadecimal digits)")
+        }
+        let wait = whole("waitSeconds", 1...3600, required: false)
+        guard issues.count(where: { $0.severity == .error }) == errorsBefore, let port, let size else { return nil }
+        return MulticastDescriptorFields(session: session, receiver: receiver, group: group, port: Int(port), source: source,
+                                         size: UInt64(size), manifest: manifest, manifestSHA256: digest.lowercased(),
+                                         waitSeconds: wait.map { Int($0) })
     }
 
     private func volumeReference(_ object: [String: JSONValue], _ key: String, _ path: String) -> String? {

@@ -140,6 +140,9 @@ public struct ApplyImageStep: Sendable {
     /// puts the version's URL, SHA-256 and index in its place when it hands the sequence out.
     /// Still set here, the sequence did not come from the server: the step fails saying so.
     public var library: LibraryImageReference? = nil
+    /// The multicast session imprint-server put this machine in for the image (`"multicast"`):
+    /// receive the file from the group, with `source` for repairs and the fallback. Nil: by HTTP.
+    public var multicast: MulticastDescriptorFields? = nil
 }
 
 /// A library image as a sequence names it; `version` is "latest" or a number.
@@ -157,6 +160,8 @@ public struct WriteImageStep: Sendable {
     public var sha256: String?
     /// `disk` (the selected disk) or a volume name.
     public var target: String
+    /// The multicast session imprint-server put this machine in for the image (`"multicast"`).
+    public var multicast: MulticastDescriptorFields? = nil
 }
 
 /// Captures a Windows volume into a WIM (ImageX/DISM's capture of a reference machine), then

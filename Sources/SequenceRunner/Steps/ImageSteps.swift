@@ -26,6 +26,10 @@ enum ImageSteps {
             if let expected { try checkLocalFile(source, expected: expected, step, context) }
             return try apply(try WIMArchive(path: source), selector, volume, step, context)
         }
+        if let session = parameters.multicast,
+           try MulticastSteps.applyWIM(session, source: source, selector: selector, expected: expected, volume, step, context) {
+            return
+        }
         switch parameters.mode {
         case .download:
             let cache = context.options.cacheDirectory ?? context.substitute(parameters.cacheDirectory)
@@ -169,7 +173,7 @@ enum ImageSteps {
         try run(Applier(archive: wim), ApplyPlan(image: metadata), volume, step, context)
     }
 
-    private static func run(_ applier: Applier, _ plan: ApplyPlan, _ volume: Volume, _ step: Step, _ context: RunContext) throws {
+    static func run(_ applier: Applier, _ plan: ApplyPlan, _ volume: Volume, _ step: Step, _ context: RunContext) throws {
         var applier = applier
         applier.stop = context.applyStop
         let target = try NTFSTarget(device: volume.device)

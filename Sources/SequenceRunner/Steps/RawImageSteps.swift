@@ -15,6 +15,18 @@ enum RawImageSteps {
         let expected = parameters.sha256.map(context.substitute)?.lowercased().nonEmpty
         try context.checkVerified(source, sha256: expected, step: step)
         let output = try ImageOutput(target: context.substitute(parameters.target), context)
+        if let session = parameters.multicast, ImageSteps.isURL(source) {
+            do {
+                if try MulticastSteps.writeRaw(session, source: source, expected: expected, output: output,
+                                               xzMemoryLimit: context.options.extraction.xzMemoryLimit, step, context) {
+                    context.bus.log("wrote \(output.written) bytes to \(output.path)", step: step)
+                    return
+                }
+            } catch {
+                output.spoil()
+                throw error
+            }
+        }
         let decoder = source.lowercased().hasSuffix(".xz") ? try XZDecoder(memoryLimit: context.options.extraction.xzMemoryLimit) : nil
         let deliver: (UnsafeRawBufferPointer) throws -> Void = { bytes in
             if let decoder { try decoder.decode(bytes) { try output.write($0) } } else { try output.write(bytes) }
@@ -119,6 +131,41 @@ final class ImageOutput {
             }
         }
         written += UInt64(bytes.count)
+    }
+
+    /// Writes `bytes` at `offset` (a multicast session's blocks come in any order).
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        guard !bytes.isEmpty else { return }
+        guard offset + UInt64(bytes.count) <= capacity else {
+            throw StepFailure("the image is larger than \(path) (\(ByteSize.format(capacity))): a block ends at \(ByteSize.format(offset + UInt64(bytes.count)))", kind: .badInput)
+        }
+        if let disk {
+            try disk.write([DiskWrite(offset: offset, bytes: Array(bytes))])
+        } else {
+            var done = 0
+            while done < bytes.count, let base = bytes.baseAddress {
+                let count = pwrite(descriptor, base + done, bytes.count - done, off_t(offset) + off_t(done))
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { throw StepFailure("\(path): write at \(offset + UInt64(done)) failed: \(String(cString: strerror(errno)))", kind: .disk) }
+                done += count
+            }
+        }
+        written = max(written, offset + UInt64(bytes.count))
+    }
+
+    /// Reads back what was written (the SHA-256 of an image whose blocks came out of order).
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        if let disk { try disk.flush() }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw StepFailure("\(path): cannot open to read back: \(String(cString: strerror(errno)))", kind: .disk) }
+        defer { close(fd) }
+        var done = 0
+        while done < buffer.count, let base = buffer.baseAddress {
+            let count = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { throw StepFailure("\(path): read back at \(offset + UInt64(done)) failed", kind: .disk) }
+            done += count
+        }
     }
 
     func finish() throws {

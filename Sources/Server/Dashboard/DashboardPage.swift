@@ -282,7 +282,7 @@ public enum DashboardPage {
         let logout = csrf.map {
             "<form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\(csrfField($0))<button type=\"submit\">Log out</button></form>"
                 + "<nav class=\"top\"><a href=\"/dashboard\">Machines</a><a href=\"/dashboard/images\">Images</a>"
-                + "<a href=\"/dashboard/distribution-points\">Distribution points</a></nav>"
+                + "<a href=\"/dashboard/distribution-points\">Distribution points</a><a href=\"/dashboard/multicast\">Multicast</a></nav>"
         } ?? ""
         return """
         <!doctype html>
@@ -320,7 +320,7 @@ public enum DashboardPage {
     /// Text from an agent only ever becomes `textContent`; elements are found by comparing
     /// their data attributes in script, never by building a selector from that text.
     /// The Images pages' script follows (`DashboardImagesPage.script`).
-    public static let script = liveScript + "\n" + DashboardImagesPage.script
+    public static let script = liveScript + "\n" + DashboardImagesPage.script + "\n" + DashboardMulticastPage.script
 
     private static let liveScript = """
         (function () {

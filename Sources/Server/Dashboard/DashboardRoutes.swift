@@ -30,6 +30,9 @@ extension ImprintServer {
             if case .dashboardLibrary = handler {
                 throw APIError(.unauthorized, "this dashboard session has ended (logged out or expired): reload the page and log in again")
             }
+            if case .dashboardMulticastAPI = handler {
+                throw APIError(.unauthorized, "this dashboard session has ended (logged out or expired): reload the page and log in again")
+            }
             // A token in the URL is not taken: it would stay in the browser's history, in proxy
             // and server logs and in Referer headers. The page says so instead of failing silently.
             let inURL = request.uri.queryParameters.get("token") != nil
@@ -107,6 +110,10 @@ extension ImprintServer {
             return try await dashboardLibraryAPI(route, request, context, access: access)
         case .dashboardDistributionPoints:
             return try await dashboardDistributionPointsPage(access: access)
+        case .dashboardMulticast:
+            return try await dashboardMulticastPage(access: access)
+        case let .dashboardMulticastAPI(route):
+            return try await dashboardMulticastAPI(route, request, context, access: access)
         case .dashboardLogin, .dashboardScript, .dashboardStyle:
             // Answered above, before the login check.
             throw APIError.notFound("route")
@@ -114,7 +121,7 @@ extension ImprintServer {
              .captureAnnounce, .captureData,
              .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
-             .adminRegisterMachine, .adminResetDeploymentToken, .library, .distributionPoints:
+             .adminRegisterMachine, .adminResetDeploymentToken, .library, .distributionPoints, .multicast:
             // Not a dashboard route: `handle` never sends these here (listed so a new handler is placed on purpose).
             throw APIError.notFound("route")
         }

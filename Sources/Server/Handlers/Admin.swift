@@ -147,6 +147,9 @@ extension ImprintServer {
                     throw APIError(.unprocessableContent, "rule \(index) names the sequence \"\(rule.sequence)\", which does not exist",
                                    field: "rules[\(index)].sequence", index: index)
                 }
+                if let problem = rule.multicast?.problem {
+                    throw APIError(.unprocessableContent, "rule \(index): " + problem.message, field: "rules[\(index)].multicast.\(problem.field)", index: index)
+                }
                 for key in rule.variables.keys where !key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) || key.isEmpty {
                     throw APIError(.unprocessableContent, "\"\(key)\" is not a variable name", field: "rules[\(index)].variables.\(key)", index: index)
                 }
@@ -158,6 +161,7 @@ extension ImprintServer {
                 }
             }
             try await storage.replaceRules(rules)
+            warmMulticastManifests(rules)
             struct Rules2: Encodable { var rules: [Rule] }
             return JSON.response(Rules2(rules: rules.map(Self.masked)))
 
@@ -250,7 +254,8 @@ extension ImprintServer {
              .captureAnnounce, .captureData,
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
-             .dashboardImages, .dashboardImage, .dashboardLibrary, .distributionPoints, .dashboardDistributionPoints:
+             .dashboardImages, .dashboardImage, .dashboardLibrary, .distributionPoints, .dashboardDistributionPoints,
+             .multicast, .dashboardMulticast, .dashboardMulticastAPI:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new
             // handler makes the compiler ask where it belongs.
             throw APIError.notFound("route")

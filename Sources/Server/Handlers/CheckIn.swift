@@ -48,6 +48,9 @@ extension ImprintServer {
         let facts = checkIn.facts
         let claim: MachineIdentity
         do { claim = try MachineIdentity(checkIn: facts) } catch { throw APIError(.unprocessableContent, error.message, field: error.field) }
+        // Block manifests this machine's multicast session needs, made before the lock (a large
+        // image takes a while to read, and no other check-in waits for that).
+        await prepareMulticastManifests(facts: facts)
         var answer: CheckInAnswer = try await checkInLock.withLock { try await storage.serializingCheckIns {
             let rules = try await storage.rules()
             let matched = rules.first { $0.name != Rule.defaultName && $0.matches(facts) }
@@ -134,13 +137,20 @@ extension ImprintServer {
                                      message: "the sequence \"\(sequence.name)\" names a library image the server cannot resolve: \(error)",
                                      machineId: machine.id)
             }
+            // Image steps whose file a multicast session sends (or the rule's would) get the
+            // session as "multicast"; a session that cannot be joined leaves the step to HTTP.
+            var multicast: (body: String, members: [MulticastMember]) = (resolved.body, [])
+            do { multicast = try await assignMulticast(body: resolved.body, machine: machine, rule: rule, deploymentID: id) } catch {
+                logger.error("machine \(machine.id): no multicast session for deployment \(id), its images come by HTTP: \(error)")
+            }
             let token = Tokens.make()
             let now = StoredTime.now()
-            let deployment = Deployment(id: id, machineID: machine.id, sequenceName: sequence.name, sequenceBody: resolved.body,
+            let deployment = Deployment(id: id, machineID: machine.id, sequenceName: sequence.name, sequenceBody: multicast.body,
                                         variables: variables, tokenHash: Tokens.hash(token), state: .assigned, acknowledged: 0,
                                         created: now, tokenIssued: now)
             try await storage.createDeployment(deployment)
             try await storage.recordDeploymentImages(deploymentID: id, resolved.used)
+            for member in multicast.members { try await storage.addMulticastMember(member) }
             let versions = resolved.used.map { ", library image \"\($0.image)\" version \($0.version)" }.joined()
             logger.info("machine \(machine.id): deployment \(id) of \"\(sequence.name)\"\(versions)")
             return try assigned(deployment, token: token, eventsAfter: 0)

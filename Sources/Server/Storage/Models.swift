@@ -61,14 +61,22 @@ public struct Rule: Sendable, Codable, Equatable {
     public var pattern: String
     public var sequence: String
     public var variables: [String: String]
+    /// Machines of this rule deploying the same file share a multicast session, made at the
+    /// first one's check-in; nil: each fetches its own copy.
+    public var multicast: RuleMulticast?
 
-    public init(name: String? = nil, match: Field, pattern: String, sequence: String, variables: [String: String] = [:]) {
+    public init(name: String? = nil, match: Field, pattern: String, sequence: String, variables: [String: String] = [:],
+                multicast: RuleMulticast? = nil) {
         self.name = name
         self.match = match
         self.pattern = pattern
         self.sequence = sequence
         self.variables = variables
+        self.multicast = multicast
     }
+
+    /// What sessions this rule makes are known by: its name, or its match and pattern.
+    public var multicastKey: String { name ?? "\(match.rawValue):\(pattern)" }
 
     public static let defaultName = "default"
 
@@ -86,6 +94,39 @@ public struct Rule: Sendable, Codable, Equatable {
 
     /// `AA-BB-...` (as Windows writes them) and `aa:bb:...` are the same address.
     static func normalizedMAC(_ text: String) -> String { text.lowercased().replacingOccurrences(of: "-", with: ":") }
+}
+
+/// A rule's `"multicast"`: its machines deploying the same file share one session, which
+/// starts when `minMachines` have joined or `waitSeconds` after it was made (the first
+/// machine's check-in), sending at most `rateMbps`.
+public struct RuleMulticast: Sendable, Codable, Equatable {
+    public var minMachines: Int?
+    public var waitSeconds: Int?
+    public var rateMbps: Double?
+
+    public init(minMachines: Int? = nil, waitSeconds: Int? = nil, rateMbps: Double? = nil) {
+        self.minMachines = minMachines
+        self.waitSeconds = waitSeconds
+        self.rateMbps = rateMbps
+    }
+
+    public static let defaultMinMachines = 1
+    public static let defaultWaitSeconds = 60
+    public static let defaultRateMbps = 100.0
+
+    public var machines: Int { minMachines ?? Self.defaultMinMachines }
+    public var wait: Int { waitSeconds ?? Self.defaultWaitSeconds }
+    public var rateBitsPerSecond: Int { Int((rateMbps ?? Self.defaultRateMbps) * 1_000_000) }
+
+    /// What is wrong with it, as (field under the rule's "multicast", message); nil when nothing.
+    public var problem: (field: String, message: String)? {
+        if let minMachines, !(1...10_000).contains(minMachines) { return ("minMachines", "minMachines is 1 to 10000, not \(minMachines)") }
+        if let waitSeconds, !(0...86_400).contains(waitSeconds) { return ("waitSeconds", "waitSeconds is 0 to 86400 (a day), not \(waitSeconds)") }
+        if let rateMbps, !(rateMbps >= 0.1 && rateMbps <= 100_000) {
+            return ("rateMbps", "rateMbps is 0.1 to 100000 (megabits a second), not \(rateMbps)")
+        }
+        return nil
+    }
 }
 
 public struct StoredSequence: Sendable, Codable, Equatable {

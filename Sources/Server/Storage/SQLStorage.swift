@@ -293,7 +293,8 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
             guard let field = row.string("match_field").flatMap(Rule.Field.init),
                   let pattern = row.string("pattern"), let sequence = row.string("sequence_name") else { return nil }
             return Rule(name: row.string("name"), match: field, pattern: pattern, sequence: sequence,
-                        variables: StoredJSON.decode([String: String].self, row.string("variables")) ?? [:])
+                        variables: StoredJSON.decode([String: String].self, row.string("variables")) ?? [:],
+                        multicast: StoredJSON.decode(RuleMulticast.self, row.string("multicast")))
         }
     }
 
@@ -310,9 +311,10 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
             try await db.execute("DELETE FROM rules")
             for (position, rule) in rules.enumerated() {
                 let variables = try sealing.seal(rule.variables, secretNames: sequenceSecrets[rule.sequence] ?? [], what: "rule \(position)")
-                try await db.execute("INSERT INTO rules (position, name, match_field, pattern, sequence_name, variables) VALUES (?, ?, ?, ?, ?, ?)",
-                                     [.integer(position), .text(rule.name), .text(rule.match.rawValue), .text(rule.pattern),
-                                      .text(rule.sequence), .text(try StoredJSON.text(variables))])
+                try await db.execute("""
+                    INSERT INTO rules (position, name, match_field, pattern, sequence_name, variables, multicast) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, [.integer(position), .text(rule.name), .text(rule.match.rawValue), .text(rule.pattern),
+                          .text(rule.sequence), .text(try StoredJSON.text(variables)), .text(try rule.multicast.map { try StoredJSON.text($0) })])
             }
         }
     }

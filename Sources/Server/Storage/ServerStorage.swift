@@ -8,7 +8,7 @@ import SequenceModel
 ///
 /// Secret values are sealed on every write that holds them, with the key the storage was opened
 /// with; what it returns of them is sealed, and only the handlers serving an agent open it.
-public protocol ServerStorage: LibraryStorage, DistributionPointStorage, Sendable {
+public protocol ServerStorage: LibraryStorage, DistributionPointStorage, MulticastStorage, Sendable {
     /// Creates or upgrades the schema; safe on every start. Throws `SecretsKeyError` when the
     /// secrets key is not the one the database's secrets were sealed with.
     func migrate() async throws
@@ -458,6 +458,58 @@ public enum Migrations {
                 hashed TEXT NOT NULL
             )
             """,
+        ]),
+        // Multicast sessions (issue 19): a file under the content folder sent to a group of
+        // machines at once, the group and port it goes to, what starts it, which machines it
+        // expects (ids as a JSON list, or a count), what the sender did, and the SHA-256 of its
+        // block manifest (NULL until made); the instance whose thread sends it. Its members:
+        // each machine the server put in it, by the receiver id the sender reports it by. At
+        // most one open session per group and port. Rules may make sessions: their settings
+        // (minMachines, waitSeconds, rateMbps) as JSON beside the rule.
+        (10, [
+            """
+            CREATE TABLE multicast_sessions (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                file TEXT NOT NULL,
+                image_name TEXT,
+                image_version BIGINT,
+                size BIGINT NOT NULL,
+                group_address TEXT NOT NULL,
+                port BIGINT NOT NULL,
+                rate_bps BIGINT NOT NULL,
+                min_machines BIGINT NOT NULL,
+                start_at TEXT,
+                expected_machines TEXT,
+                expected_count BIGINT,
+                rule_key TEXT,
+                state TEXT NOT NULL CHECK (state IN ('waiting', 'running', 'finished', 'cancelled', 'failed')),
+                reason TEXT,
+                created TEXT NOT NULL,
+                started TEXT,
+                ended TEXT,
+                passes BIGINT NOT NULL DEFAULT 0,
+                bytes_sent BIGINT NOT NULL DEFAULT 0,
+                manifest_sha256 TEXT,
+                instance TEXT
+            )
+            """,
+            "CREATE INDEX multicast_sessions_state ON multicast_sessions (state, created)",
+            "CREATE UNIQUE INDEX multicast_sessions_open_address ON multicast_sessions (group_address, port) WHERE state IN ('waiting', 'running')",
+            """
+            CREATE TABLE multicast_members (
+                session_id TEXT NOT NULL REFERENCES multicast_sessions (id),
+                machine_id TEXT NOT NULL REFERENCES machines (id),
+                deployment_id TEXT,
+                receiver TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('assigned', 'receiving', 'done', 'left')),
+                assigned TEXT NOT NULL,
+                done TEXT,
+                PRIMARY KEY (session_id, machine_id)
+            )
+            """,
+            "CREATE INDEX multicast_members_receiver ON multicast_members (session_id, receiver)",
+            "ALTER TABLE rules ADD COLUMN multicast TEXT",
         ]),
     ]
 
