@@ -26,6 +26,9 @@ extension PipableStream {
             /// Compressed chunks to decode (or raw bytes, `chunks` empty), `size` bytes once decoded.
             case data(size: Int)
             case end(BlobDescriptor, offset: UInt64)
+            /// Small blobs whole, decoded and hashed together: one hand-over for many blobs
+            /// (a Windows image is mostly small files; an item each cost a wake-up each).
+            case group([GroupMember])
             case finished
             case failed(WIMError)
         }
@@ -36,6 +39,16 @@ extension PipableStream {
             var size: Int
             var index: Int
             var offset: UInt64
+            /// Bytes stored as they are (an uncompressed resource): copied, not decoded.
+            var raw = false
+        }
+
+        /// A blob of a group: where its decoded bytes are in the item's output.
+        struct GroupMember: Sendable {
+            var blob: BlobDescriptor
+            var offset: UInt64
+            var start: Int
+            var size: Int
         }
 
         let kind: Kind
@@ -46,8 +59,9 @@ extension PipableStream {
         let wholeBlob: Bool
         /// The decoded bytes (or why they could not be), set once by a decoding thread.
         let output = Mutex<Result<[UInt8], WIMError>?>(nil)
-        /// With `wholeBlob`: the SHA-1 of the decoded bytes.
+        /// With `wholeBlob`: the SHA-1 of the decoded bytes; for a group, each member's.
         let hash = Mutex<SHA1Digest?>(nil)
+        let memberHashes = Mutex<[SHA1Digest]>([])
         let ready = DispatchSemaphore(value: 0)
 
         init(_ kind: Kind, input: [UInt8] = [], chunks: [Chunk] = [], wholeBlob: Bool = false) {
@@ -58,7 +72,10 @@ extension PipableStream {
         }
 
         /// Work for a decoding thread: chunks to decode, or a whole blob to hash.
-        var needsWorker: Bool { !chunks.isEmpty || wholeBlob }
+        var needsWorker: Bool {
+            if case .group = kind { return true }
+            return !chunks.isEmpty || wholeBlob
+        }
     }
 
     /// What the three kinds of threads share.
@@ -116,6 +133,21 @@ extension PipableStream {
             var decoders = DecoderSet()
             let hasher = SHA1Hasher()
             while let item = pipeline.nextToDecode() {
+                if case let .group(members) = item.kind {
+                    let decoded = PipableStream.decode(item, compression: compression, chunkSize: chunkSize, decoders: &decoders)
+                    if verify, case let .success(bytes) = decoded {
+                        let digests = bytes.withUnsafeBytes { all in
+                            members.map { member -> SHA1Digest in
+                                hasher.update(UnsafeRawBufferPointer(rebasing: all[member.start..<(member.start + member.size)]))
+                                return hasher.finish()
+                            }
+                        }
+                        item.memberHashes.withLock { $0 = digests }
+                    }
+                    item.output.withLock { $0 = decoded }
+                    item.ready.signal()
+                    continue
+                }
                 let decoded = item.chunks.isEmpty ? nil : PipableStream.decode(item, compression: compression, chunkSize: chunkSize, decoders: &decoders)
                 if verify && item.wholeBlob {
                     switch decoded {
@@ -191,6 +223,28 @@ extension PipableStream {
                     }
                     try sink.endBlob(blob)
                     report.blobsDone += 1
+                case let .group(members):
+                    let bytes = try item.output.withLock { try ($0 ?? .success([])).get() }
+                    let digests = item.memberHashes.withLock { $0 }
+                    try bytes.withUnsafeBytes { all in
+                        for (index, member) in members.enumerated() {
+                            remaining.removeValue(forKey: member.blob.hash)
+                            // Hashed already: a blob that does not match never reaches the sink.
+                            if verify, digests[index] != member.blob.hash {
+                                throw WIMError.hashMismatch(path: name, blob: member.blob.hash, resourceOffset: member.offset, actual: digests[index],
+                                                            usedBy: describeUsers(member.blob.hash))
+                            }
+                            try sink.beginBlob(member.blob)
+                            if member.size > 0 { try sink.blobData(UnsafeRawBufferPointer(rebasing: all[member.start..<(member.start + member.size)])) }
+                            try sink.endBlob(member.blob)
+                            report.blobsDone += 1
+                            report.bytesDone += UInt64(member.size)
+                        }
+                    }
+                    if let progress, report.bytesDone - lastReported >= 4 << 20 {
+                        lastReported = report.bytesDone
+                        progress(report)
+                    }
                 case let .failed(error):
                     throw error
                 case .finished:
@@ -211,6 +265,12 @@ extension PipableStream {
     /// The reading thread: every resource up to the blob table, as items.
     private func produce(_ needed: [SHA1Digest: UInt64], _ pipeline: Pipeline) {
         var remaining = needed
+        var group = GroupBuilder()
+        func flush() {
+            guard !group.members.isEmpty else { return }
+            pipeline.push(Item(.group(group.members), input: group.input, chunks: group.chunks))
+            group = GroupBuilder()
+        }
         do {
             while !remaining.isEmpty && !pipeline.cancelled.load(ordering: .relaxed) {
                 let r = try PipableStream.readResourceHeader(self)
@@ -220,10 +280,17 @@ extension PipableStream {
                     continue
                 }
                 let blob = BlobDescriptor(hash: r.hash, size: r.uncompressedSize, resource: -1, offsetInResource: 0, referenceCount: 1)
+                if r.uncompressedSize <= UInt64(Self.groupedBlobBytes) {
+                    try readSmallResource(r, blob, into: &group)
+                    if group.size >= Self.batchBytes || group.members.count >= 1024 { flush() }
+                    continue
+                }
+                flush()
                 pipeline.push(Item(.begin(blob)))
                 try readResourceBatches(r) { pipeline.push($0) }
                 pipeline.push(Item(.end(blob, offset: r.offset)))
             }
+            flush()
         } catch let error as WIMError {
             pipeline.push(Item(.failed(error)))
         } catch {
@@ -274,6 +341,46 @@ extension PipableStream {
         if tableSize > 0 { try skip(tableSize) }
     }
 
+    /// Small blobs gathered into one item.
+    fileprivate struct GroupBuilder {
+        var input: [UInt8] = []
+        var chunks: [Item.Chunk] = []
+        var members: [Item.GroupMember] = []
+        var size = 0
+    }
+
+    /// Blobs up to this size go into groups.
+    static let groupedBlobBytes = 256 << 10
+
+    /// A small resource's stored bytes and chunks appended to a group.
+    private func readSmallResource(_ r: ResourceHeader, _ blob: BlobDescriptor, into group: inout GroupBuilder) throws(WIMError) {
+        let size = Int(r.uncompressedSize)
+        group.members.append(Item.GroupMember(blob: blob, offset: r.offset, start: group.size, size: size))
+        group.size += size
+        guard r.flags.contains(.compressed) else {
+            group.chunks.append(Item.Chunk(start: group.input.count, stored: size, size: size, index: 0, offset: r.offset, raw: true))
+            group.input += try readExact(size)
+            return
+        }
+        let chunkSize = Int(header.chunkSize)
+        guard header.compression != .none, chunkSize > 0 else {
+            throw .pipable(offset: r.offset, reason: "compressed resource in a WIM whose header names no compression")
+        }
+        let count = (size + chunkSize - 1) / chunkSize
+        for i in 0..<count {
+            let chunkStart = position
+            let stored = Int(try readExact(4).le32(0))
+            let usize = min(chunkSize, size - i * chunkSize)
+            guard stored > 0, stored <= usize else {
+                throw .pipable(offset: chunkStart, reason: "chunk \(i) claims \(stored) stored bytes for \(usize) bytes of data")
+            }
+            group.chunks.append(Item.Chunk(start: group.input.count, stored: stored, size: usize, index: i, offset: chunkStart + 4))
+            group.input += try readExact(stored)
+        }
+        let tableSize = 4 * (count - 1)
+        if tableSize > 0 { try skip(tableSize) }
+    }
+
     /// Reads past a resource nobody needs, decoding nothing.
     private func skipResource(_ r: ResourceHeader) throws(WIMError) {
         let size = r.uncompressedSize
@@ -306,13 +413,24 @@ extension PipableStream {
 
     fileprivate static func decode(_ item: Item, compression: CompressionFormat, chunkSize: Int,
                                    decoders: inout DecoderSet) -> Result<[UInt8], WIMError> {
-        guard case let .data(size) = item.kind else { return .success([]) }
+        let size: Int
+        switch item.kind {
+        case let .data(bytes): size = bytes
+        case let .group(members): size = members.reduce(0) { $0 + $1.size }
+        default: return .success([])
+        }
         var output = [UInt8](repeating: 0, count: size)
         var written = 0
         var failure: WIMError?
         item.input.withUnsafeBytes { input in
             output.withUnsafeMutableBytes { out in
                 for chunk in item.chunks {
+                    if chunk.raw {
+                        UnsafeMutableRawBufferPointer(rebasing: out[written..<(written + chunk.size)])
+                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: input[chunk.start..<(chunk.start + chunk.size)]))
+                        written += chunk.size
+                        continue
+                    }
                     do throws(DecompressionError) {
                         try decoders.decode(compression, chunkSize: chunkSize,
                                             UnsafeRawBufferPointer(rebasing: input[chunk.start..<(chunk.start + chunk.stored)]),
