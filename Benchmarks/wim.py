@@ -18,6 +18,11 @@ WIM (made once with `wimlib-imagex export --pipable`, data copied as stored) app
 the same file applied from disk; the "wimlib" column holds the local apply, the ratio is
 streamed/local (1.0: a stream loses nothing). Solid WIMs cannot be pipable and are skipped.
 
+`range` (only when asked for with --only) races imprint against itself too: the regular WIM
+applied from its URL on a local nginx (`imprint wim apply http://.../x.wim`, Range requests as
+the agent makes them for a regular WIM) against the same file applied from disk; the ratio is
+range/local.
+
 `ntfs` (only when asked for with --only) applies to an NTFS image file instead: before every run
 a fresh sparse image is formatted (`mkfs.ntfs -F -Q`, not timed) on tmpfs, then both tools write
 it through libntfs-3g (wimlib-imagex in its NTFS mode). `--fuse` adds a third column for
@@ -52,7 +57,45 @@ IMPRINT_FORMATS = {
     "lzms": ["--compress", "lzms"],
     "solid": ["--compress", "lzms", "--solid"],
 }
-OPERATIONS = {"verify", "apply", "ntfs", "capture", "ntfs-capture", "stream"}
+OPERATIONS = {"verify", "apply", "ntfs", "capture", "ntfs-capture", "stream", "range"}
+
+NGINX_CONF = """
+daemon off;
+worker_processes 2;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+def start_nginx(work, root):
+    """Debian's nginx serving `root` on a free loopback port; returns (process, port)."""
+    import socket
+    import urllib.request
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = os.path.join(work, "nginx-range.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(work=work, port=port, root=root))
+    process = subprocess.Popen(["nginx", "-c", conf, "-e", os.path.join(work, "nginx-error.log")])
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+            break
+        except Exception as error:  # 403/404 also mean it is up
+            if getattr(error, "code", None):
+                break
+            time.sleep(0.05)
+    return process, port
 
 
 def sh(cmd, **kw):
@@ -131,6 +174,21 @@ def main():
         if not only:
             report(args, results, sizes, only)
             return
+    try:
+        run_formats(args, only, corpus_tag, results, sizes)
+    finally:
+        if nginx_state:
+            nginx_state[0].terminate()
+            nginx_state[0].wait()
+    report(args, results, sizes, only)
+
+
+nginx_state = []
+
+
+def run_formats(args, only, corpus_tag, results, sizes):
+    nginx = nginx_state[0] if nginx_state else None
+    nginx_port = nginx_state[1] if nginx_state else None
     for fmt in args.formats.split(","):
         wim = os.path.join(args.work, f"{corpus_tag}-{fmt}.wim")
         if not os.path.exists(wim):
@@ -156,6 +214,15 @@ def main():
             target = args.target or os.path.join(args.work, "apply-target")
             ops.append(("stream", ["sh", "-c", f"exec {args.imprint} wim apply - 1 {target} --progress none < {pipable}"],
                         [args.imprint, "wim", "apply", pipable, "1", target, "--progress", "none"]))
+        if "range" in only:
+            if nginx is None:
+                os.chmod(args.work, 0o755)
+                nginx, nginx_port = start_nginx(args.work, args.work)
+                nginx_state[:] = [nginx, nginx_port]
+            target = args.target or os.path.join(args.work, "apply-target")
+            url = f"http://127.0.0.1:{nginx_port}/{os.path.basename(wim)}"
+            ops.append(("range", [args.imprint, "wim", "apply", url, "1", target, "--progress", "none"],
+                        [args.imprint, "wim", "apply", wim, "1", target, "--progress", "none"]))
         if "ntfs" in only:
             image = args.ntfs_image
             ops.append(("ntfs", [args.imprint, "wim", "apply", wim, "1", image, "--progress", "none"],
@@ -170,7 +237,7 @@ def main():
                 # Alternate who goes first so neither always gets the warmer machine.
                 order = contenders[run % len(contenders):] + contenders[:run % len(contenders)]
                 for who, cmd in order:
-                    if name in ("apply", "stream"):
+                    if name in ("apply", "stream", "range"):
                         shutil.rmtree(target, ignore_errors=True)
                         sh(["sync"])
                     if name == "ntfs":
@@ -181,21 +248,20 @@ def main():
                         elapsed, peak = timed(cmd)
                     times[who].append(elapsed)
                     peaks[who] = max(peaks[who], peak)
-            if name in ("apply", "stream"):
+            if name in ("apply", "stream", "range"):
                 shutil.rmtree(target, ignore_errors=True)
             if name == "ntfs" and os.path.exists(image):
                 os.unlink(image)
             a, b = statistics.median(times["imprint"]), statistics.median(times["wimlib"])
             fuse = statistics.median(times["fuse"]) if "fuse" in times else None
             results.append((fmt, name, a, b, a / b, peaks, fuse))
-            labels = ("streamed", "local") if name == "stream" else ("imprint", "wimlib")
+            labels = {"stream": ("streamed", "local"), "range": ("range", "local")}.get(name, ("imprint", "wimlib"))
             print(f"{fmt:7} {name:7} {labels[0]} {a:7.2f} s   {labels[1]} {b:7.2f} s   ratio {a / b:5.2f}   "
                   f"peak memory {peaks['imprint']:.0f} / {peaks['wimlib']:.0f} MiB"
                   + (f"   (imprint over FUSE {fuse:.2f} s, {peaks['fuse']:.0f} MiB)" if fuse is not None else ""), flush=True)
             print("  runs: " + "; ".join(f"{who} " + " ".join(f"{t:.2f}" for t in ts) for who, ts in times.items()),
                   flush=True)
 
-    report(args, results, sizes, only)
 
 
 def report(args, results, sizes, only):

@@ -3,19 +3,25 @@ import Digests
 import Foundation
 import WIM
 import Apply
+import Transport
 import Capture
 import NTFSCapture
 import DiskModel
 
 struct SourceOptions: ParsableArguments {
-    @Argument(help: "The WIM file (for a split WIM, its first part); for apply, \"-\" or a pipe reads a pipable WIM from the stream.")
+    @Argument(help: "The WIM file (for a split WIM, its first part) or its http(s) URL (read through Range requests); for apply, \"-\" or a pipe reads a pipable WIM from the stream.")
     var file: String
 
     @Option(name: .customLong("ref"), help: "Another part of a split WIM (repeatable); found beside the first part when not given.")
     var referenceParts: [String] = []
 
     func open() throws -> WIMArchive {
-        try WIMArchive(path: file, referenceParts: referenceParts)
+        // A regular WIM on an HTTP server is read through Range requests, as the agent reads one.
+        if file.hasPrefix("http://") || file.hasPrefix("https://") {
+            let reader = try HTTPRangeReader(url: file, client: HTTPClient(options: TransferOptions()))
+            return try WIMArchive(name: file, source: HTTPRangeSource(reader: reader))
+        }
+        return try WIMArchive(path: file, referenceParts: referenceParts)
     }
 
     /// Opens the WIM and reads the metadata of the image `selector` names.
@@ -532,4 +538,12 @@ extension String {
     func leftPadded(_ width: Int, _ pad: Character = " ") -> String {
         count >= width ? self : String(repeating: pad, count: width - count) + self
     }
+}
+
+/// HTTP Range reads as a WIM source (`imprint wim apply http://...`).
+final class HTTPRangeSource: RandomAccessSource {
+    let reader: HTTPRangeReader
+    init(reader: HTTPRangeReader) { self.reader = reader }
+    var size: UInt64 { reader.size }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws { try reader.read(into: buffer, at: offset) }
 }
