@@ -43,7 +43,22 @@ public struct MulticastReceiverOptions: Sendable {
     public var queuedBytesLimit = 96 << 20
     /// An incomplete block seen in this many passes is completed by HTTP instead.
     public var repairAfterPasses = 2
-    public init() {}
+
+    /// The limits above, smaller on a machine with little free memory (a boot environment
+    /// lives in RAM): at most an eighth of what is free for incomplete blocks, a sixteenth for
+    /// the queue.
+    public init() {
+        let free = availableMemory()
+        partialBytesLimit = max(16 << 20, min(partialBytesLimit, free / 8))
+        queuedBytesLimit = max(8 << 20, min(queuedBytesLimit, free / 16))
+    }
+}
+
+/// Bytes of memory free now (physical pages the kernel calls available).
+public func availableMemory() -> Int {
+    let pages = sysconf(Int32(_SC_AVPHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+    guard pages > 0, size > 0 else { return 1 << 30 }
+    return pages * size
 }
 
 /// What a receive did, for the step's log and the lab's checks.

@@ -74,8 +74,10 @@ public final class MulticastWIMDelivery: BlobDelivery, MulticastBlockConsumer {
         self.store = store
         self.http = http
         self.events = events
+        // A quarter of the free memory at most, but always room for the largest resource (else
+        // it could never come whole).
         let largest = archive.resources.map { Int(clamping: $0.sizeInWIM) }.max() ?? 0
-        self.holdLimit = max(holdLimit, largest + 2 * store.manifest.blockSize)
+        self.holdLimit = max(min(holdLimit, availableMemory() / 4), largest + 2 * store.manifest.blockSize)
     }
 
     public func deliver(_ blobs: [BlobDescriptor], read: ([BlobDescriptor]) throws -> Void) throws {
