@@ -33,6 +33,15 @@
       the step's "served by" log line (the agent's sources of a transfer): FIRST_URL then
       SECOND_URL each served part of it, in that order, and the server (any other source) none;
       prints the line and each source's share
+  server-api.py multicast-check BASE TOKEN RULE FILE OUT.json...
+      the multicast sessions the rule made: exactly one, finished; its members are the machines
+      of the deployments in OUT.json... (one each, nobody else), each reported done; each
+      deployment's image step joined that session, logged "multicast: N blocks from the group"
+      with N > 0 and did not fall back to HTTP; the sender sent about one copy of FILE (at
+      least its size, under twice it: the passes again for datagrams a machine lost, never a
+      copy for each machine); prints the session and each machine's line
+  server-api.py multicast-cancel BASE TOKEN RULE
+      cancels the rule's sessions still open (a scenario that failed leaves none behind)
   server-api.py check OUT.json succeeded|failed [STEP_NAME REASON_REGEX]
       checks the final state and the events: in order, one result event, every step ended;
       for failed, the named step ended failed with a message matching REASON_REGEX
@@ -330,6 +339,78 @@ def served(path, step_name, first, second):
     return 1 if problems else 0
 
 
+def multicast_sessions(base, token, rule):
+    return [s for s in call(base, token, "GET", "/api/v1/admin/multicast/sessions")["sessions"] if s.get("rule") == rule]
+
+
+def multicast_check(base, token, rule, file, outs):
+    size = os.path.getsize(file)
+    problems = []
+    sessions = multicast_sessions(base, token, rule)
+    if len(sessions) != 1:
+        sys.exit(f"  PROBLEM: the rule {rule} made {len(sessions)} multicast sessions, expected one: "
+                 + "; ".join(f"{s['id']} {s['state']} ({s.get('reason')})" for s in sessions))
+    session = call(base, token, "GET", f"/api/v1/admin/multicast/sessions/{sessions[0]['id']}")
+    sid = session["id"]
+    print(f"  session {sid} ({session['name']}): {session['state']} ({session.get('reason')}), "
+          f"{session['group']}:{session['port']}, {session['rateMbps']:g} Mbit/s, manifest SHA-256 {(session.get('manifestSHA256') or '-')[:16]}...")
+    if session["state"] != "finished":
+        problems.append(f"the session is {session['state']}, not finished: {session.get('reason')}")
+    records = [json.load(open(out)) for out in outs]
+    deployments = {r["deployment"]["id"]: r["deployment"] for r in records}
+    members = session.get("members") or []
+    by_deployment = {m.get("deploymentID"): m for m in members}
+    if len(members) != len(records) or set(by_deployment) != set(deployments):
+        problems.append(f"the session's members are {[(m.get('machineID'), m.get('deploymentID')) for m in members]}, "
+                        f"expected the {len(records)} deployments {sorted(deployments)}")
+    for record in records:
+        d = record["deployment"]
+        m = by_deployment.get(d["id"])
+        if m is None:
+            continue
+        if m.get("machineID") != d.get("machineId"):
+            problems.append(f"member {m.get('receiver')} is machine {m.get('machineID')}, its deployment's machine is {d.get('machineId')}")
+        if m.get("state") != "done":
+            problems.append(f"machine {d.get('machineId')} is {m.get('state')} in the session, not done")
+        lines = [e["event"].get("message") or "" for e in record["events"] if e["event"]["kind"] == "log"]
+        joined = [l for l in lines if l.startswith(f"joining multicast session {sid} ")]
+        summary = [l for l in lines if l.startswith("multicast: ") and " blocks from the group" in l]
+        fell = [l for l in lines if l.startswith("multicast") and any(
+            words in l for words in ("fell back", "the rest comes by HTTP", "cannot be joined", "by HTTP instead"))]
+        if not joined:
+            problems.append(f"deployment {d['id']} never joined session {sid}")
+        if not summary:
+            problems.append(f"deployment {d['id']} logged no \"multicast: N blocks from the group\" line")
+            continue
+        found = re.match(r"multicast: (\d+) blocks from the group, (\d+) by HTTP, (\d+) completed by HTTP", summary[-1])
+        if not found:
+            problems.append(f"deployment {d['id']}: cannot read {summary[-1]!r}")
+            continue
+        group, http, repaired = map(int, found.groups())
+        print(f"  machine {d.get('machineId')} (receiver {m.get('receiver')}, {m.get('state')}): {summary[-1]}")
+        if group == 0:
+            problems.append(f"deployment {d['id']} received no block from the group")
+        if fell:
+            problems.append(f"deployment {d['id']} fell back to HTTP: {fell[0]}")
+    sent = int(session.get("bytesSent") or 0)
+    print(f"  the sender sent {sent} bytes in {session.get('passes')} passes: {sent / size:.2f} copies of the "
+          f"{size}-byte file, for {len(records)} machines")
+    if sent < size:
+        problems.append(f"the sender sent {sent} bytes, less than the file's {size}")
+    if sent >= 2 * size:
+        problems.append(f"the sender sent {sent / size:.2f} copies of the file: about one was expected, not one a machine")
+    for text in problems:
+        print("  PROBLEM: " + text, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def multicast_cancel(base, token, rule):
+    for session in multicast_sessions(base, token, rule):
+        if session["state"] in ("waiting", "running"):
+            call(base, token, "POST", f"/api/v1/admin/multicast/sessions/{session['id']}/cancel", b"")
+            print(f"  multicast session {session['id']} ({session['name']}) was still {session['state']}: cancelled")
+
+
 command = sys.argv[1]
 if command == "load":
     load(*sys.argv[2:6])
@@ -353,6 +434,10 @@ elif command == "point-delete":
     point_delete(sys.argv[2], sys.argv[3], sys.argv[4:])
 elif command == "served":
     sys.exit(served(*sys.argv[2:6]))
+elif command == "multicast-check":
+    sys.exit(multicast_check(*sys.argv[2:6], sys.argv[6:]))
+elif command == "multicast-cancel":
+    multicast_cancel(*sys.argv[2:5])
 elif command == "check":
     sys.exit(check(*sys.argv[2:]))
 else:

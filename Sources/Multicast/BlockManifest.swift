@@ -112,7 +112,8 @@ public struct BlockManifest: Sendable, Equatable {
             throw fail("the block size \(block) at offset 8 is out of range")
         }
         guard count >= 1, count <= UInt32(MulticastDatagram.maximumBlocks) else { throw fail("the block count \(count) at offset 12 is out of range") }
-        let expectedCount = (size + UInt64(block) - 1) / UInt64(block)
+        // Rounded up without overflow: the size is the input's, up to UInt64.max.
+        let expectedCount = size / UInt64(block) + (size % UInt64(block) == 0 ? 0 : 1)
         guard size > 0, expectedCount == UInt64(count) else {
             throw fail("a file of \(size) bytes (offset 16) is \(expectedCount) blocks of \(block), not \(count)")
         }

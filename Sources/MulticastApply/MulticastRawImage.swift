@@ -1,5 +1,6 @@
 import Digests
 import Multicast
+import Synchronization
 import Transport
 
 /// A raw disk image (`.img`, or `.img.xz`) written from a multicast session.
@@ -119,7 +120,14 @@ public final class MulticastRawImage: MulticastBlockConsumer {
 public final class HTTPBlockSource: MulticastRangeSource, @unchecked Sendable {
     public let reader: HTTPRangeReader
     public init(reader: HTTPRangeReader) { self.reader = reader }
-    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws { try reader.read(into: buffer, at: offset) }
+    private let bytes = Atomic<UInt64>(0)
+    /// Bytes fetched so far (tables, repairs, the fallback).
+    public var bytesFetched: UInt64 { bytes.load(ordering: .relaxed) }
+    /// Exactly the range asked for: a repair needs a block's holes, not 4 MiB around them.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try reader.readExactly(into: buffer, at: offset)
+        bytes.add(UInt64(buffer.count), ordering: .relaxed)
+    }
 }
 
 /// Fetches a session's block manifest and checks it is the one the server described.

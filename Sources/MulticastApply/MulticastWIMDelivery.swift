@@ -11,6 +11,7 @@ public final class MulticastBlockStore: RandomAccessSource, @unchecked Sendable 
     private let http: MulticastRangeSource
     private let blocks = Mutex<[Int: [UInt8]]>([:])
     private let httpReads = Atomic<Int>(0)
+    private let httpBytes = Atomic<UInt64>(0)
 
     public init(manifest: BlockManifest, http: MulticastRangeSource) {
         self.manifest = manifest
@@ -20,6 +21,8 @@ public final class MulticastBlockStore: RandomAccessSource, @unchecked Sendable 
     public var size: UInt64 { manifest.fileSize }
     /// Reads that had to go to HTTP (the WIM's tables and metadata, nothing else).
     public var readsByHTTP: Int { httpReads.load(ordering: .relaxed) }
+    /// Bytes those reads fetched.
+    public var bytesByHTTP: UInt64 { httpBytes.load(ordering: .relaxed) }
     public var heldBytes: Int { blocks.withLock { $0.values.reduce(0) { $0 + $1.count } } }
 
     func put(_ block: Int, _ bytes: UnsafeRawBufferPointer) { blocks.withLock { $0[block] = Array(bytes) } }
@@ -43,6 +46,7 @@ public final class MulticastBlockStore: RandomAccessSource, @unchecked Sendable 
         }
         if copied { return }
         httpReads.add(1, ordering: .relaxed)
+        httpBytes.add(UInt64(buffer.count), ordering: .relaxed)
         try http.read(into: buffer, at: offset)
     }
 }
@@ -100,7 +104,9 @@ public final class MulticastWIMDelivery: BlobDelivery, MulticastBlockConsumer {
         try withoutActuallyEscaping(read) { read in
             self.read = read
             defer { self.read = nil }
-            summary = try receiver.run(into: self, http: http, events: events)
+            var received = try receiver.run(into: self, http: http, events: events)
+            received.tableBytesByHTTP = store.bytesByHTTP
+            summary = received
         }
     }
 

@@ -54,6 +54,19 @@ public final class ImprintServer: Sendable {
         for directory in [configuration.dataDirectory, configuration.contentDirectory, configuration.bootDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+        let (storage, secrets) = try await openStorage(configuration: configuration, database: database, logger: logger)
+        logger.info("secrets: sealed in the database with \(secrets.source) (key id \(secrets.keyID))")
+        let server = ImprintServer(configuration: configuration, storage: storage, secrets: secrets, logger: logger)
+        try FileManager.default.createDirectory(atPath: server.libraryWorkDirectory, withIntermediateDirectories: true)
+        await server.libraryJobs.start(server, on: backgroundExecutor)
+        await server.multicast.start(server, on: backgroundExecutor)
+        return server
+    }
+
+    /// The database alone, migrated, with the secrets key it was sealed with: what `open`
+    /// starts the server on, and what `imprint-server user` works on (no jobs, no senders).
+    public static func openStorage(configuration: ServerConfiguration, database: DatabaseLocation,
+                                   logger: Logger) async throws -> (storage: any ServerStorage, secrets: SecretBox) {
         let (secrets, generatedKeyFile) = try SecretBox.load(file: configuration.secretsKeyFile, base64: configuration.secretsKey,
                                                              dataDirectory: configuration.dataDirectory, logger: logger)
         let storage: any ServerStorage
@@ -85,12 +98,13 @@ public final class ImprintServer: Sendable {
             }
             throw error
         }
-        logger.info("secrets: sealed in the database with \(secrets.source) (key id \(secrets.keyID))")
-        let server = ImprintServer(configuration: configuration, storage: storage, secrets: secrets, logger: logger)
-        try FileManager.default.createDirectory(atPath: server.libraryWorkDirectory, withIntermediateDirectories: true)
-        await server.libraryJobs.start(server, on: backgroundExecutor)
-        await server.multicast.start(server, on: backgroundExecutor)
-        return server
+        return (storage, secrets)
+    }
+
+    /// Closes a storage `openStorage` opened.
+    public static func close(_ storage: any ServerStorage) async {
+        if let sqlite = storage as? SQLiteStorage { try? await sqlite.close() }
+        if let postgres = storage as? PostgresStorage { await postgres.close() }
     }
 
     /// Closes the database (the pool of PostgreSQL connections, or the SQLite file).
@@ -191,28 +205,29 @@ public final class ImprintServer: Sendable {
         case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle,
              .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints,
-             .dashboardMulticast, .dashboardMulticastAPI:
+             .dashboardMulticast, .dashboardMulticastAPI, .dashboardUsers:
             return try await dashboard(handler, request, context, client: client)
         // Every admin route by name: a new handler must be placed here (or above) on purpose,
         // never fall behind admin authentication (or out of it) by default.
         case .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
              .adminRegisterMachine, .adminResetDeploymentToken:
-            try authorizeAdmin(request)
-            return try await admin(handler, request, context)
+            // The admin token or a user's API token, held to the route's role (`adminRoute`).
+            return try await adminRoute(handler, request, context) { try await self.admin(handler, request, context) }
         case let .library(route):
-            try authorizeAdmin(request)
-            return try await library(route, request, context)
+            return try await adminRoute(handler, request, context) { try await self.library(route, request, context) }
         case let .distributionPoints(route):
             // The administrator's routes take the admin token; a point's own (manifest, status)
             // its point's token, which `distributionPoints` checks.
-            if route.isAdmin { try authorizeAdmin(request) }
-            return try await distributionPoints(route, request, context)
+            guard route.isAdmin else { return try await distributionPoints(route, request, context) }
+            return try await adminRoute(handler, request, context) { try await self.distributionPoints(route, request, context) }
         case let .multicast(route):
             // A session's manifest is fetched as /content is (what it holds is checked against
             // the SHA-256 the check-in gave); the rest is the administrator's.
-            if route.isAdmin { try authorizeAdmin(request) }
-            return try await multicast(route, request, context)
+            guard route.isAdmin else { return try await multicast(route, request, context) }
+            return try await adminRoute(handler, request, context) { try await self.multicast(route, request, context) }
+        case let .users(route):
+            return try await adminRoute(handler, request, context) { try await self.users(route, request, context) }
         }
     }
 
@@ -235,7 +250,7 @@ public final class ImprintServer: Sendable {
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
              .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints,
-             .multicast, .dashboardMulticast, .dashboardMulticastAPI,
+             .multicast, .dashboardMulticast, .dashboardMulticastAPI, .users, .dashboardUsers,
              // Distribution points authenticate with their own tokens, from wherever they are (the
              // content they fetch, /content/, stays within --agent-subnets).
              .distributionPoints:

@@ -70,6 +70,26 @@ public final class HTTPRangeReader: Sendable {
         }
     }
 
+    /// Reads exactly this range in one request, past the block cache: a few small reads (a
+    /// WIM's header and tables before a multicast session, a block's holes) must not each
+    /// cost a 4 MiB block.
+    public func readExactly(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(TransportError) {
+        guard buffer.count > 0 else { return }
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
+        guard !overflow, end <= size else {
+            throw .truncated(url: url, received: offset < size ? size - offset : 0, expected: UInt64(buffer.count))
+        }
+        try cache.withLock { (cache) throws(TransportError) in
+            var requests = 0
+            defer { cache.requests += requests }
+            let bytes = try client.fetchRange(&cache.sources, start: offset, end: end - 1, size: size, counted: { requests += 1 })
+            guard bytes.count == buffer.count else {
+                throw .truncated(url: url, received: UInt64(bytes.count), expected: UInt64(buffer.count))
+            }
+            bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        }
+    }
+
     private func block(_ index: UInt64, in cache: inout Cache) throws(TransportError) -> [UInt8] {
         if let cached = cache.blocks[index] {
             if let at = cache.recency.firstIndex(of: index) { cache.recency.remove(at: at) }

@@ -9,7 +9,9 @@ import Server
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "imprint-server",
-        abstract: "The Imprint deployment server: machines check in, get a task sequence, report events.")
+        abstract: "The Imprint deployment server: machines check in, get a task sequence, report events.",
+        // Without a subcommand the server runs, as it always has.
+        subcommands: [UserCommand.self])
 
     @Option(help: "Address and port to listen on.") var bind = "0.0.0.0:8080"
     @Option(help: "Folder for the database (imprint.db) and the server's files.") var data = "/var/lib/imprint-server"

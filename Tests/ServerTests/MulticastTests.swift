@@ -208,6 +208,42 @@ struct MulticastTests {
         }
     }
 
+    @Test("a source naming the sequence's and the rule's variables names the server's file; one naming a variable the server cannot know does not",
+          arguments: StorageKind.allCases)
+    func sourceWithVariables(storage: StorageKind) async throws {
+        try await ServerHarness.with(storage: storage, unknownMachines: .default, configure: Self.loopback) { harness in
+            let image = harness.content + "/images/disk.img"
+            _ = try Self.writeImage(image)
+            let sha = try Self.sha256(image)
+            // The sequence's default names another file; the rule's value wins, as on the agent.
+            try await harness.putSequence("variables", #"""
+                {"name": "Variables", "variables": {"Folder": "images", "ImageFile": "other.img"}, "steps": [
+                  {"type": "selectDisk"},
+                  {"type": "writeImage", "name": "Write", "source": "${ServerURL}/content/${Folder}/${ImageFile}", "sha256": "\#(sha)"}
+                ]}
+                """#)
+            try await harness.putSequence("unknown", #"""
+                {"name": "Unknown", "steps": [
+                  {"type": "selectDisk"},
+                  {"type": "writeImage", "name": "Write", "source": "${ServerURL}/content/images/${SetByAStep}", "sha256": "\#(sha)"}
+                ]}
+                """#)
+            try await harness.putRules(#"""
+                {"rules": [{"name": "known", "match": "mac", "pattern": "52:54:00:19:02:01", "sequence": "variables",
+                            "variables": {"ImageFile": "disk.img"}, "multicast": {"minMachines": 1, "waitSeconds": 300}},
+                           {"name": "unknown", "match": "mac", "pattern": "52:54:00:19:02:02", "sequence": "unknown",
+                            "variables": {}, "multicast": {"minMachines": 1, "waitSeconds": 300}}]}
+                """#)
+            let known = try await Self.handed(harness, mac: "52:54:00:19:02:01")
+            let multicast = try #require(known.multicast, "no multicast in \(String(decoding: known.sequence, as: UTF8.self))")
+            #expect(multicast["source"] as? String == harness.base + "/content/images/disk.img", "\(multicast)")
+            let session = try await Self.session(harness, try #require(multicast["session"] as? String))
+            #expect(session["file"] as? String == "images/disk.img" && session["rule"] as? String == "known", "\(session)")
+            let unknown = try await Self.handed(harness, mac: "52:54:00:19:02:02")
+            #expect(unknown.multicast == nil, "\(String(decoding: unknown.sequence, as: UTF8.self))")
+        }
+    }
+
     /// The sequence format takes a step's session only whole and well formed: each fault named by its JSON path.
     @Test func theParserChecksAStepsMulticastFields() {
         func issues(_ multicast: String) -> [String] {

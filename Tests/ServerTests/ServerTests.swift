@@ -390,7 +390,8 @@ struct ServerTests {
 
             // Admin API.
             #expect(try await harness.request("GET", "/api/v1/admin/machines").status == 401)
-            #expect(try await harness.request("GET", "/api/v1/admin/machines", token: "wrong").status == 403)
+            // A token that is nobody's is not authenticated (401); 403 is for a known caller whose role is too low.
+            #expect(try await harness.request("GET", "/api/v1/admin/machines", token: "wrong").status == 401)
             let invalid = try await harness.admin("PUT", "/sequences/broken", json: #"{"name": "Broken", "steps": [{"type": "teleport"}, {"type": "partition"}]}"#)
             #expect(invalid.status == 422)
             let issues = invalid.json["issues"] as? [[String: Any]] ?? []

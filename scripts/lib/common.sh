@@ -27,6 +27,7 @@ IMPRINT_PACKAGES=(
     nasm                     # the lab image's stand-in boot managers (Initramfs/lab/standins)
     qemu-system-x86 ovmf ipxe-qemu  # the lab's virtual machines: BIOS, UEFI (OVMF) and iPXE ROMs
     dnsmasq-base iproute2    # the lab's DHCP + TFTP, its network namespace and tap device
+    nftables                 # nft: scripts/netlab's packet loss and multicast block (this kernel has no sch_netem)
     sbsigntool               # sbverify: the signatures of the Secure Boot chain (shim, GRUB, kernel)
     nginx                    # in front of imprint-server (X-Accel-Redirect), distribution points: tests, lab, benchmark
     xfsprogs                 # mkfs.xfs: the library's reflinked version copies are tested on XFS

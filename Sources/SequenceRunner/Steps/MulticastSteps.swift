@@ -19,6 +19,13 @@ enum MulticastSteps {
             session: fields.session.lowercased(), receiver: fields.receiver.lowercased(), group: fields.group, port: fields.port,
             source: context.substitute(fields.source), size: fields.size, manifest: context.substitute(fields.manifest),
             manifestSHA256: fields.manifestSHA256.lowercased(), waitSeconds: fields.waitSeconds)
+        // The session sends the file the step named when the server handed the sequence out
+        // (its variables as they were then); a variable set since may name another file.
+        guard descriptor.source == source else {
+            context.bus.log("multicast session \(fields.session) sends \(descriptor.source), but this step's source is now \(source): "
+                            + "fetching it by HTTP instead", step: step, level: "warning")
+            return nil
+        }
         do {
             let manifest = try fetchManifest(descriptor, client: context.client)
             var options = MulticastReceiverOptions()

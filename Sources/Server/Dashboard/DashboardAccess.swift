@@ -7,6 +7,8 @@ enum DashboardAccess: Sendable {
     /// `Authorization: Bearer <admin token>`, as a script sends it. A browser never adds that
     /// header to a request another site makes it send, so no CSRF token is needed with it.
     case adminToken
+    /// A user's API token as the bearer token (no CSRF token needed either).
+    case apiToken(Principal)
     /// A browser's session cookie, which the browser does attach to anything it sends here:
     /// its state-changing forms must carry the session's CSRF token.
     case session(DashboardSession)
@@ -14,8 +16,19 @@ enum DashboardAccess: Sendable {
     /// What the page's forms carry: empty with the bearer token, which needs none.
     var csrfToken: String {
         switch self {
-        case .adminToken: return ""
+        case .adminToken, .apiToken: return ""
         case let .session(session): return session.csrfToken
+        }
+    }
+
+    /// Who is asking, with which role: a session without a user logged in with the admin token.
+    var principal: Principal {
+        switch self {
+        case .adminToken: return .adminToken(via: .dashboard)
+        case let .apiToken(principal): return principal
+        case let .session(session):
+            guard let user = session.user else { return .adminToken(via: .dashboard) }
+            return Principal(user: user, role: session.role ?? .viewer, via: .dashboard, tokenID: nil)
         }
     }
 }
@@ -136,7 +149,8 @@ extension ImprintServer {
     /// the login page. A `?token=` in the URL is not a credential (see `loginPage`).
     func dashboardAccess(_ request: Request) async throws -> DashboardAccess? {
         if let token = request.bearerToken {
-            return Tokens.equal(Tokens.hash(token), Tokens.hash(configuration.adminToken)) ? .adminToken : nil
+            guard let principal = try await principal(bearer: token, via: .dashboard) else { return nil }
+            return principal.user == nil ? .adminToken : .apiToken(principal)
         }
         // A session id is 64 hex digits; anything else is not looked up.
         guard let id = cookie(request, Self.sessionCookie), id.count == 64, id.allSatisfy(\.isHexDigit),
@@ -177,8 +191,8 @@ extension ImprintServer {
         return try FormFields(try await request.bodyData(limit: 16 << 10))
     }
 
-    /// POST /dashboard/login with the admin token: a new session, its id in a cookie, and back
-    /// to the page the form came from.
+    /// POST /dashboard/login with a user's name and password, or with the admin token: a new
+    /// session, its id in a cookie, and back to the page the form came from.
     func dashboardLogin(_ request: Request, client: String) async throws -> Response {
         if let wait = loginThrottle.wait(for: client) {
             var error = APIError(.tooManyRequests, "too many failed logins from \(client): try again in \(wait) s")
@@ -187,21 +201,36 @@ extension ImprintServer {
         }
         let form = try await dashboardForm(request)
         let next = Self.safeNext(form["next"])
-        guard let token = form["token"], !token.isEmpty else {
-            return dashboardHTML(loginPage(next: next, notice: "Enter the admin token."), status: .unauthorized)
-        }
-        guard Tokens.equal(Tokens.hash(token), Tokens.hash(configuration.adminToken)) else {
-            loginThrottle.recordFailure(from: client)
-            logger.warning("dashboard: failed login from \(client)")
-            return dashboardHTML(loginPage(next: next, notice: "Wrong admin token."), status: .unauthorized)
+        var user: User?
+        if let name = form["user"], !name.isEmpty {
+            // The same answer for an unknown name and a wrong password: the form tells nobody
+            // which names exist. An unknown name costs a hash too, so timing does not tell either.
+            let found = try await storage.user(name: name)
+            let verified = await PasswordHash.verify(form["password"] ?? "", against: found?.passwordHash ?? Self.unknownUserHash)
+            guard let found, verified else {
+                loginThrottle.recordFailure(from: client)
+                logger.warning("dashboard: failed login of user \(name.prefix(64)) from \(client)")
+                return dashboardHTML(loginPage(next: next, notice: "Wrong user name or password."), status: .unauthorized)
+            }
+            user = found
+        } else {
+            guard let token = form["token"], !token.isEmpty else {
+                return dashboardHTML(loginPage(next: next, notice: "Enter your user name and password, or the admin token."), status: .unauthorized)
+            }
+            guard Tokens.equal(Tokens.hash(token), Tokens.hash(configuration.adminToken)) else {
+                loginThrottle.recordFailure(from: client)
+                logger.warning("dashboard: failed login from \(client)")
+                return dashboardHTML(loginPage(next: next, notice: "Wrong admin token."), status: .unauthorized)
+            }
         }
         let id = Tokens.make()
         let now = Date()
         let lifetime = configuration.limits.sessionLifetime
         let session = DashboardSession(idHash: Tokens.hash(id), csrfToken: Tokens.make(), created: StoredTime.format.format(now),
-                                       expires: StoredTime.format.format(now.addingTimeInterval(TimeInterval(lifetime))), address: client)
+                                       expires: StoredTime.format.format(now.addingTimeInterval(TimeInterval(lifetime))), address: client,
+                                       user: user?.name, role: user?.role)
         try await storage.createSession(session)
-        logger.info("dashboard: login from \(client)")
+        logger.info("dashboard: login\(user.map { " of user \($0.name)" } ?? " with the admin token") from \(client)")
         var response = Response(status: .seeOther, headers: [.location: next])
         response.headers[.setCookie] = sessionCookie(value: id, maxAge: lifetime, request: request)
         return response
@@ -247,8 +276,15 @@ extension ImprintServer {
             <h1>Imprint deployments</h1>
             \(notice.map { "<p class=\"notice\" id=\"notice\">\(DashboardPage.escape($0))</p>" } ?? "")
             <form method="post" action="/dashboard/login"><input type="hidden" name="next" value="\(DashboardPage.escape(next))">
-            <label>Admin token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
+            <label>User name <input type="text" name="user" autocomplete="username" autofocus></label>
+            <label>Password <input type="password" name="password" autocomplete="current-password"></label>
+            <details><summary>Log in with the admin token instead</summary>
+            <label>Admin token <input type="password" name="token" autocomplete="off"></label></details>
             <button type="submit">Log in</button></form>
             """, live: false)
     }
+
+    /// What an unknown user name's password is checked against: a real hash (of random bytes
+    /// nobody knows), so a login of a name that does not exist costs what any other does.
+    static let unknownUserHash = "scrypt$N=32768,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$" + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
 }

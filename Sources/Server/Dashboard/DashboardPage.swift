@@ -282,7 +282,8 @@ public enum DashboardPage {
         let logout = csrf.map {
             "<form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\(csrfField($0))<button type=\"submit\">Log out</button></form>"
                 + "<nav class=\"top\"><a href=\"/dashboard\">Machines</a><a href=\"/dashboard/images\">Images</a>"
-                + "<a href=\"/dashboard/distribution-points\">Distribution points</a><a href=\"/dashboard/multicast\">Multicast</a></nav>"
+                + "<a href=\"/dashboard/distribution-points\">Distribution points</a><a href=\"/dashboard/multicast\">Multicast</a>"
+                + "<a href=\"/dashboard/users\">Users</a><a href=\"/dashboard/audit\">Audit</a></nav>"
         } ?? ""
         return """
         <!doctype html>
@@ -297,7 +298,7 @@ public enum DashboardPage {
     public static func escape(_ text: String) -> String { XMLText.escape(text) }
 
     /// Served as `/dashboard/app.css`: the machines' and deployments' pages, then the Images pages'.
-    public static let style = baseStyle + "\n" + DashboardImagesPage.style
+    public static let style = baseStyle + "\n" + DashboardImagesPage.style + "\n" + DashboardUsersPage.style
 
     private static let baseStyle = """
         body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }

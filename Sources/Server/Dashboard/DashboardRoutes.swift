@@ -41,6 +41,29 @@ extension ImprintServer {
                 ? "The admin token is not accepted in a URL (it would stay in history and logs): log in here."
                 : nil), status: .unauthorized)
         }
+        // Each route's role from the routes table: a viewer reads, an operator approves and
+        // redeploys, an administrator changes the rest.
+        let principal = access.principal
+        if principal.role < RouteSpec.requiredRole(handler) {
+            switch handler {
+            case .dashboardLibrary, .dashboardMulticastAPI:
+                // The pages' script shows the API's error as it came.
+                throw APIError(.forbidden, Self.refusal(principal, handler))
+            default:
+                return dashboardRefusal(handler, principal, access: access)
+            }
+        }
+        return try await Principal.$current.withValue(principal) {
+            try await audited(handler, request, context) {
+                try await self.dashboardAction(handler, request, context, access: access)
+            }
+        }
+    }
+
+    /// What the dashboard does for a logged-in caller whose role allows it (recorded in the
+    /// audit log by `audited` when it changes something).
+    private func dashboardAction(_ handler: RouteSpec.Handler, _ request: Request, _ context: BasicRequestContext,
+                                 access: DashboardAccess) async throws -> Response {
         switch handler {
         case .dashboard:
             let page = try Self.pageNumber(request)
@@ -114,6 +137,8 @@ extension ImprintServer {
             return try await dashboardMulticastPage(access: access)
         case let .dashboardMulticastAPI(route):
             return try await dashboardMulticastAPI(route, request, context, access: access)
+        case let .dashboardUsers(route):
+            return try await dashboardUsers(route, request, context, access: access)
         case .dashboardLogin, .dashboardScript, .dashboardStyle:
             // Answered above, before the login check.
             throw APIError.notFound("route")
@@ -121,7 +146,7 @@ extension ImprintServer {
              .captureAnnounce, .captureData,
              .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
-             .adminRegisterMachine, .adminResetDeploymentToken, .library, .distributionPoints, .multicast:
+             .adminRegisterMachine, .adminResetDeploymentToken, .library, .distributionPoints, .multicast, .users:
             // Not a dashboard route: `handle` never sends these here (listed so a new handler is placed on purpose).
             throw APIError.notFound("route")
         }

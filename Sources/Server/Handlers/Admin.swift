@@ -3,17 +3,6 @@ import Hummingbird
 import SequenceModel
 
 extension ImprintServer {
-    func authorizeAdmin(_ request: Request) throws {
-        guard let token = request.bearerToken else {
-            var error = APIError(.unauthorized, "the admin API needs Authorization: Bearer <admin token>", field: "Authorization")
-            error.headers[.wwwAuthenticate] = "Bearer"
-            throw error
-        }
-        guard Tokens.equal(Tokens.hash(token), Tokens.hash(configuration.adminToken)) else {
-            throw APIError(.forbidden, "wrong admin token", field: "Authorization")
-        }
-    }
-
     /// What the admin API shows of a deployment: everything but the token's hash and the sequence.
     struct DeploymentSummary: Encodable {
         var id, machineId, sequence, state: String
@@ -255,7 +244,7 @@ extension ImprintServer {
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
              .dashboardImages, .dashboardImage, .dashboardLibrary, .distributionPoints, .dashboardDistributionPoints,
-             .multicast, .dashboardMulticast, .dashboardMulticastAPI:
+             .multicast, .dashboardMulticast, .dashboardMulticastAPI, .users, .dashboardUsers:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new
             // handler makes the compiler ask where it belongs.
             throw APIError.notFound("route")

@@ -239,15 +239,37 @@ extension ImprintServer {
     }
 
     /// The file under the content folder a step's source names on this server (`${ServerURL}/content/…`
-    /// or the public URL written out), nil for any other source.
-    func contentFile(ofSource source: String) -> (relative: String, path: String)? {
+    /// or the public URL written out), nil for any other source; `url`: the source as the agent
+    /// reaches it. With `variables` (what the sequence starts with), a source naming them
+    /// (`${ServerURL}/content/images/${ImageFile}`) is read with them written out; one naming a
+    /// variable the server cannot know (a fact, one a step sets) or a secret names no file.
+    func contentFile(ofSource source: String, variables: Variables? = nil) -> (relative: String, path: String, url: String)? {
+        var source = source
+        if let variables, source.contains("$") {
+            var unknown = false
+            let expanded = variables.substitute(source, unknown: { _ in unknown = true })
+            guard !unknown, variables.redact(expanded) == expanded else { return nil }
+            source = expanded
+        }
         for prefix in ["${ServerURL}/content/", publicURL + "/content/"] where source.hasPrefix(prefix) {
             let rest = source.dropFirst(prefix.count)
             guard !rest.contains("?"), !rest.contains("#"), !rest.contains("${"), let relative = String(rest).removingPercentEncoding,
                   let path = try? contentPath(relative, field: "source") else { return nil }
-            return (relative, path)
+            return (relative, path, publicURL + "/content/" + rest)
         }
         return nil
+    }
+
+    /// The variables a sequence starts with, as far as the server knows them: the sequence's
+    /// defaults and `server` (the rule's, ServerURL, DeploymentID), the machine's facts left
+    /// out (the agent's own facts win over any value under their names).
+    static func startingVariables(_ body: String, server: [String: String]) -> Variables {
+        let top = (try? JSONDecoder().decode(JSONValue.self, from: Data(body.utf8)))?.objectValue
+        var defaults: [String: String] = [:]
+        for (name, value) in top?["variables"]?.objectValue ?? [:] { defaults[name] = value.scalarText }
+        let secrets = Set((top?["secrets"]?.arrayValue ?? []).compactMap(\.stringValue))
+        return Variables(facts: [:], sequence: defaults.filter { !FactNames.all.contains($0.key) },
+                         server: server.filter { !FactNames.all.contains($0.key) }, secrets: secrets)
     }
 
     /// Walks a sequence's steps (and groups'); `visit` gets every applyImage and writeImage step
@@ -280,10 +302,11 @@ extension ImprintServer {
     }
 
     /// The real paths of the files this server serves that a sequence's image steps fetch.
-    func multicastCandidatePaths(in body: String) async -> [String] {
+    func multicastCandidatePaths(in body: String, rule: Rule) async -> [String] {
         var paths: [String] = []
+        let variables = Self.startingVariables(body, server: rule.variables.merging(["ServerURL": publicURL]) { _, new in new })
         _ = try? await Self.rewriteImageSteps(body) { fields in
-            if let source = fields["source"]?.stringValue, let file = contentFile(ofSource: source) { paths.append(file.path) }
+            if let source = fields["source"]?.stringValue, let file = contentFile(ofSource: source, variables: variables) { paths.append(file.path) }
             return nil
         }
         return paths
@@ -303,7 +326,7 @@ extension ImprintServer {
             for rule in multicastRules {
                 guard let sequence = try? await storage.sequence(name: rule.sequence) else { continue }
                 let body = (try? await LibraryReferences.resolve(sequence.body, images: libraryImagesByName).body) ?? sequence.body
-                for path in Set(await multicastCandidatePaths(in: body)) {
+                for path in Set(await multicastCandidatePaths(in: body, rule: rule)) {
                     guard let identity = FileIdentity.of(path) else { continue }
                     do { _ = try await multicast.manifests.prepare(identity, executor: multicast.backgroundExecutor) } catch {
                         logger.error("multicast: rule \(rule.multicastKey): the block manifest of \(path) cannot be made: \(error)")
@@ -327,7 +350,7 @@ extension ImprintServer {
             guard rule.multicast != nil || !unprepared.isEmpty, let sequence = try await storage.sequence(name: rule.sequence) else { return }
             let body = (try? await LibraryReferences.resolve(sequence.body, images: libraryImagesByName).body) ?? sequence.body
             let waiting = Set(unprepared.compactMap { try? contentPath($0.file, field: "file") })
-            for path in Set(await multicastCandidatePaths(in: body)) where rule.multicast != nil || waiting.contains(path) {
+            for path in Set(await multicastCandidatePaths(in: body, rule: rule)) where rule.multicast != nil || waiting.contains(path) {
                 guard let identity = FileIdentity.of(path) else { continue }
                 if await multicast.manifests.prepare(identity, executor: multicast.backgroundExecutor, waitingAtMost: Self.manifestWaitSeconds) == nil {
                     logger.warning("multicast: the block manifest of \(path) is not ready after \(Int(Self.manifestWaitSeconds)) s (it is still being made): this machine fetches the file by HTTP")
@@ -349,8 +372,10 @@ extension ImprintServer {
         var members: [MulticastMember] = []
         /// By real path: two steps fetching one file share one membership.
         var joined: [String: JSONValue] = [:]
+        let server = rule.variables.merging(["ServerURL": publicURL, "DeploymentID": deploymentID]) { _, new in new }
+        let variables = Self.startingVariables(body, server: server)
         let rewritten = try await Self.rewriteImageSteps(body) { fields in
-            guard let source = fields["source"]?.stringValue, let file = contentFile(ofSource: source),
+            guard let source = fields["source"]?.stringValue, let file = contentFile(ofSource: source, variables: variables),
                   let identity = FileIdentity.of(file.path) else { return nil }
             if let descriptor = joined[file.path] { return descriptor }
             if open == nil { open = try await storage.openMulticastSessions() }
@@ -372,8 +397,8 @@ extension ImprintServer {
             let receiver = Self.newMulticastID()
             members.append(MulticastMember(session: session.id, machineID: machine.id, deploymentID: deploymentID, receiver: receiver,
                                            state: .assigned, assigned: StoredTime.now(), done: nil))
-            // The file's URL as the agent reaches it (the variable written out: the receiver expands none).
-            let url = source.replacingOccurrences(of: "${ServerURL}", with: publicURL)
+            // The file's URL as the agent reaches it (the variables written out: the receiver expands none).
+            let url = file.url
             let descriptor = MulticastSessionDescriptor(session: session.id, receiver: receiver, group: session.group, port: session.port,
                                                         source: url, size: session.size,
                                                         manifest: publicURL + "/api/v1/multicast/sessions/\(session.id)/manifest",

@@ -11,13 +11,19 @@ public struct DashboardSession: Sendable, Equatable {
     public var expires: String
     /// Where the login came from.
     public var address: String?
+    /// The user logged in; nil: logged in with the admin token (an administrator).
+    public var user: String?
+    /// The user's role as it is now (read with the session, so a changed role counts at once).
+    public var role: Role?
 
-    public init(idHash: String, csrfToken: String, created: String, expires: String, address: String?) {
+    public init(idHash: String, csrfToken: String, created: String, expires: String, address: String?, user: String? = nil, role: Role? = nil) {
         self.idHash = idHash
         self.csrfToken = csrfToken
         self.created = created
         self.expires = expires
         self.address = address
+        self.user = user
+        self.role = role
     }
 }
 
@@ -90,19 +96,26 @@ extension SQLStorage {
         try await executor.transaction { db in
             // Expired sessions go as new ones come: the table holds only what may still be used.
             try await db.execute("DELETE FROM sessions WHERE expires <= ?", [.text(session.created)])
-            try await db.execute("INSERT INTO sessions (id_hash, csrf_token, created, expires, address) VALUES (?, ?, ?, ?, ?)",
+            try await db.execute("INSERT INTO sessions (id_hash, csrf_token, created, expires, address, user_name) VALUES (?, ?, ?, ?, ?, ?)",
                                  [.text(session.idHash), .text(session.csrfToken), .text(session.created), .text(session.expires),
-                                  .text(session.address)])
+                                  .text(session.address), .text(session.user)])
         }
     }
 
     func session(idHash: String) async throws -> DashboardSession? {
         // Times are stored as ISO 8601 UTC text, which sorts in time order.
-        guard let row = try await executor.query("SELECT * FROM sessions WHERE id_hash = ? AND expires > ?",
-                                                 [.text(idHash), .text(StoredTime.now())]).first,
+        // A user's session ends with the user: a deleted user's row is gone, and its session
+        // with it (the join finds no role).
+        guard let row = try await executor.query("""
+            SELECT s.*, u.role FROM sessions AS s LEFT JOIN users AS u ON u.name = s.user_name WHERE s.id_hash = ? AND s.expires > ?
+            """, [.text(idHash), .text(StoredTime.now())]).first,
               let csrf = row.string("csrf_token"), let created = row.string("created"), let expires = row.string("expires")
         else { return nil }
-        return DashboardSession(idHash: idHash, csrfToken: csrf, created: created, expires: expires, address: row.string("address"))
+        let user = row.string("user_name")
+        let role = row.string("role").flatMap(Role.init)
+        if user != nil && role == nil { return nil }
+        return DashboardSession(idHash: idHash, csrfToken: csrf, created: created, expires: expires, address: row.string("address"),
+                                user: user, role: role)
     }
 
     @discardableResult

@@ -8,7 +8,7 @@ import SequenceModel
 ///
 /// Secret values are sealed on every write that holds them, with the key the storage was opened
 /// with; what it returns of them is sealed, and only the handlers serving an agent open it.
-public protocol ServerStorage: LibraryStorage, DistributionPointStorage, MulticastStorage, Sendable {
+public protocol ServerStorage: LibraryStorage, DistributionPointStorage, MulticastStorage, UserStorage, Sendable {
     /// Creates or upgrades the schema; safe on every start. Throws `SecretsKeyError` when the
     /// secrets key is not the one the database's secrets were sealed with.
     func migrate() async throws
@@ -510,6 +510,54 @@ public enum Migrations {
             """,
             "CREATE INDEX multicast_members_receiver ON multicast_members (session_id, receiver)",
             "ALTER TABLE rules ADD COLUMN multicast TEXT",
+        ]),
+        // Users (issue 20): named users with a role and a scrypt password hash; their API
+        // tokens (only the SHA-256 of each secret, revoked ones kept to show when); the audit
+        // log, numbered by a counter as events are, actors kept as text so entries outlive a
+        // deleted user; a dashboard session's user (NULL: logged in with the admin token).
+        (11, [
+            """
+            CREATE TABLE users (
+                name TEXT PRIMARY KEY,
+                role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'administrator')),
+                password_hash TEXT NOT NULL,
+                created TEXT NOT NULL,
+                updated TEXT NOT NULL,
+                created_by TEXT
+            )
+            """,
+            """
+            CREATE TABLE api_tokens (
+                id TEXT PRIMARY KEY,
+                user_name TEXT NOT NULL REFERENCES users (name),
+                label TEXT NOT NULL,
+                token_hash TEXT NOT NULL UNIQUE,
+                created TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                last_used TEXT,
+                revoked TEXT
+            )
+            """,
+            "CREATE INDEX api_tokens_user ON api_tokens (user_name)",
+            """
+            CREATE TABLE audit_log (
+                id BIGINT PRIMARY KEY,
+                time TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                actor_role TEXT NOT NULL,
+                via TEXT NOT NULL,
+                action TEXT NOT NULL,
+                object_kind TEXT NOT NULL,
+                object_id TEXT,
+                before_value TEXT,
+                after_value TEXT
+            )
+            """,
+            "CREATE INDEX audit_log_actor ON audit_log (actor, id)",
+            "CREATE INDEX audit_log_object ON audit_log (object_kind, object_id, id)",
+            "CREATE INDEX audit_log_time ON audit_log (time)",
+            "INSERT INTO counters (name, value) VALUES ('audit', 0)",
+            "ALTER TABLE sessions ADD COLUMN user_name TEXT",
         ]),
     ]
 
