@@ -59,6 +59,15 @@ import WIM
         #expect(MulticastDatagram.maximumBlocks / 8 + MulticastDatagram.headerSize <= MulticastDatagram.maximumSize)
     }
 
+    @Test func repairsJoinHolesAcrossTheSmallestGaps() {
+        //                 0     1      2     3     4      5     6     7      8     9
+        let received = [true, false, true, true, false, true, true, true, false, false]
+        #expect(MulticastReceiver.repairRanges(received, maximumRanges: 8) == [1..<2, 4..<5, 8..<10])
+        #expect(MulticastReceiver.repairRanges(received, maximumRanges: 2) == [1..<5, 8..<10])
+        #expect(MulticastReceiver.repairRanges(received, maximumRanges: 1) == [1..<10])
+        #expect(MulticastReceiver.repairRanges([true, true], maximumRanges: 4).isEmpty)
+    }
+
     func hexBytes(_ hex: String) -> [UInt8] {
         var out: [UInt8] = []
         var index = hex.startIndex
