@@ -163,13 +163,24 @@ import WIM
         }
     }
 
+    /// Runs a blocking test body on a thread of its own: the sessions block for seconds
+    /// (sockets, semaphores), and on the cooperative pool (two threads on two cores) they would
+    /// hold up every async test of the run meanwhile.
+    func onOwnThread(_ body: @escaping @Sendable () throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            Thread { continuation.resume(with: Result { try body() }) }.start()
+        }
+    }
+
     func sender(_ fixture: Fixture, file: String? = nil, session: UInt64, group: String, port: Int, rate: Int) throws -> MulticastSender {
         var options = MulticastSenderOptions(group: group, port: port, rateBitsPerSecond: rate)
         options.interfaceAddress = "127.0.0.1"
         return try MulticastSender(path: file ?? fixture.wim, manifest: fixture.manifest, session: session, options: options)
     }
 
-    @Test func twoReceiversApplyWhatWimlibApplies() throws {
+    @Test func twoReceiversApplyWhatWimlibApplies() async throws { try await onOwnThread { try self.twoReceiversApplyWhatWimlibAppliesBody() } }
+
+    func twoReceiversApplyWhatWimlibAppliesBody() throws {
         let fixture = try Fixture()
         let thread = SenderThread(try sender(fixture, session: 0x51, group: "239.255.78.1", port: 7811, rate: 400_000_000), expected: 2)
         defer { thread.end() }
@@ -188,7 +199,9 @@ import WIM
         #expect(thread.status.withLock { $0?.finished.count } == 2)
     }
 
-    @Test func aLateJoinerCompletesFromTheNextPass() throws {
+    @Test func aLateJoinerCompletesFromTheNextPass() async throws { try await onOwnThread { try self.aLateJoinerCompletesFromTheNextPassBody() } }
+
+    func aLateJoinerCompletesFromTheNextPassBody() throws {
         let fixture = try Fixture()
         // About 4 s a pass: the second receiver joins half-way through the first.
         let rate = Int(fixture.manifest.fileSize * 8 / 4)
@@ -208,7 +221,9 @@ import WIM
         #expect(summary.passesSeen >= 2, "a late joiner gets the start of the file from the next pass")
     }
 
-    @Test func blocksThatFailTheirSHA256NeverReachTheTargetAndComeByHTTP() throws {
+    @Test func blocksThatFailTheirSHA256NeverReachTheTargetAndComeByHTTP() async throws { try await onOwnThread { try self.blocksThatFailTheirSHA256NeverReachTheTargetAndComeByHTTPBody() } }
+
+    func blocksThatFailTheirSHA256NeverReachTheTargetAndComeByHTTPBody() throws {
         let fixture = try Fixture()
         // The sender sends a copy with bytes changed in its second block: the manifest is the good file's.
         let bad = fixture.scratch.sub("bad.wim")
@@ -222,14 +237,18 @@ import WIM
         #expect(summary.corruptBlocks >= 1 && summary.repairs >= 1 && summary.bytesByHTTP >= UInt64(fixture.manifest.blockSize))
     }
 
-    @Test func withNothingOnTheGroupItFallsBackToHTTP() throws {
+    @Test func withNothingOnTheGroupItFallsBackToHTTP() async throws { try await onOwnThread { try self.withNothingOnTheGroupItFallsBackToHTTPBody() } }
+
+    func withNothingOnTheGroupItFallsBackToHTTPBody() throws {
         let fixture = try Fixture()
         let summary = try fixture.receive(fixture.descriptor(session: 0x54, group: "239.255.78.4", port: 7814, wait: 1), into: "out")
         #expect(summary.fellBack && summary.blocksByMulticast == 0 && summary.blocksByHTTP > 0)
         #expect(summary.fallbackReason?.contains("within 1 s") == true)
     }
 
-    @Test func aRawXZImageArrivingOutOfOrderIsDecodedInOrderAndChecked() throws {
+    @Test func aRawXZImageArrivingOutOfOrderIsDecodedInOrderAndChecked() async throws { try await onOwnThread { try self.aRawXZImageArrivingOutOfOrderIsDecodedInOrderAndCheckedBody() } }
+
+    func aRawXZImageArrivingOutOfOrderIsDecodedInOrderAndCheckedBody() throws {
         let scratch = ScratchDirectory()
         let served = scratch.sub("served")
         try FileManager.default.createDirectory(atPath: served, withIntermediateDirectories: true)
