@@ -177,8 +177,10 @@ struct CrashSafetyTests {
         // (A run that finished after it, on a quick moment of a loaded machine, left it clean.)
         if lastRunKilled {
             #expect(again.stderr.contains("the volume is marked dirty"), "\(again.stderr)")
-            // What the cut runs wrote whole is kept, not written again.
-            #expect(again.output.contains("already whole on the volume"), "\(again.output)")
+            // What the cut runs wrote whole is kept, not written again — not asked here: on a
+            // loaded machine the cut at 0.85 of the reference's time can still fall in the
+            // structure pass, before any file is whole (a full run saw it). The next test checks
+            // keeping whole files with the cut placed in the data pass; this one, the result.
         }
         #expect(try userFiles(volume, scratch: scratch) == before)
         let actual = try ntfs.withMount(volume, at: scratch.sub("after"), readOnly: true) { try ntfs.snapshot(scratch.sub("after")).files }
