@@ -163,7 +163,10 @@ public final class MulticastReceiver: Sendable {
 
     /// Receives until the consumer has every block it wants. Throws when neither multicast nor
     /// HTTP can deliver, or the consumer fails.
+    /// `interrupt` is asked between blocks and while waiting (about every 50 ms): what it
+    /// throws ends the receive (a signal, a step's timeout), even before the session starts.
     public func run(into consumer: MulticastBlockConsumer, http: MulticastRangeSource?,
+                    interrupt: (() throws -> Void)? = nil,
                     events: @escaping @Sendable (MulticastReceiverEvent) -> Void = { _ in }) throws -> MulticastReceiveSummary {
         let started = monotonicSeconds()
         let initial = try consumer.neededBlocks(manifest)
@@ -191,6 +194,7 @@ public final class MulticastReceiver: Sendable {
         var fellBack = false
         while true {
             if let failure = shared.withLock({ $0.failure }) { throw failure }
+            try interrupt?()
             // Verified blocks first: they cost nothing more to get.
             if let item = shared.withLock({ s -> (block: Int, bytes: [UInt8])? in
                 guard !s.queue.isEmpty else { return nil }

@@ -63,6 +63,8 @@ public final class MulticastWIMDelivery: BlobDelivery, MulticastBlockConsumer {
     public let archive: WIMArchive
     public let http: MulticastRangeSource
     public var events: @Sendable (MulticastReceiverEvent) -> Void
+    /// Asked while blocks are awaited: what it throws stops the apply (see `checkApplyStop`).
+    public var interrupt: (() throws -> Void)?
     public private(set) var summary: MulticastReceiveSummary?
     private let holdLimit: Int
 
@@ -104,7 +106,7 @@ public final class MulticastWIMDelivery: BlobDelivery, MulticastBlockConsumer {
         try withoutActuallyEscaping(read) { read in
             self.read = read
             defer { self.read = nil }
-            var received = try receiver.run(into: self, http: http, events: events)
+            var received = try receiver.run(into: self, http: http, interrupt: interrupt, events: events)
             received.tableBytesByHTTP = store.bytesByHTTP
             summary = received
         }

@@ -164,6 +164,7 @@ struct MulticastReceiveCommand: ParsableCommand {
                 let index = try archive.image(image)
                 let plan = ApplyPlan(image: try archive.metadata(image: index))
                 let delivery = MulticastWIMDelivery(receiver: receiver, archive: archive, store: store, http: http, events: events)
+                delivery.interrupt = { try checkApplyStop() }
                 try runApply(Applier(archive: archive, delivery: delivery), plan: plan, destination: apply, read: read)
                 summary = delivery.summary
             } else if let write {

@@ -246,6 +246,31 @@ import WIM
         #expect(summary.fallbackReason?.contains("within 1 s") == true)
     }
 
+    @Test func anInterruptStopsAReceiverStillWaitingForItsSession() async throws { try await onOwnThread { try self.interruptBody() } }
+
+    func interruptBody() throws {
+        let fixture = try Fixture()
+        var options = MulticastReceiverOptions()
+        options.interfaceAddress = "127.0.0.1"
+        options.waitSeconds = 60
+        let descriptor = fixture.descriptor(session: 0x56, group: "239.255.78.6", port: 7816, wait: 60)
+        let receiver = try MulticastReceiver(descriptor: descriptor, manifest: fixture.manifest, options: options)
+        let source = HTTPBlockSource(reader: try HTTPRangeReader(url: descriptor.source, client: HTTPClient(options: TransferOptions())))
+        let store = MulticastBlockStore(manifest: fixture.manifest, http: source)
+        let archive = try WIMArchive(name: descriptor.source, source: store)
+        let delivery = MulticastWIMDelivery(receiver: receiver, archive: archive, store: store, http: source)
+        // Nothing is on the group and the fallback is a minute away: the stop must not wait for it.
+        let stop = ApplyStop()
+        delivery.interrupt = { try checkApplyStop(stop) }
+        let started = Date()
+        Thread { Thread.sleep(forTimeInterval: 1); stop.request(SIGALRM) }.start()
+        #expect(throws: ApplyInterrupted.self) {
+            try Applier(archive: archive, delivery: delivery).apply(ApplyPlan(image: try archive.metadata(image: 1)),
+                                                                   to: try DirectoryTarget(root: fixture.scratch.sub("out")))
+        }
+        #expect(Date().timeIntervalSince(started) < 10)
+    }
+
     @Test func aRawXZImageArrivingOutOfOrderIsDecodedInOrderAndChecked() async throws { try await onOwnThread { try self.aRawXZImageArrivingOutOfOrderIsDecodedInOrderAndCheckedBody() } }
 
     func aRawXZImageArrivingOutOfOrderIsDecodedInOrderAndCheckedBody() throws {

@@ -74,6 +74,9 @@ enum MulticastSteps {
                             + "and every blob by its SHA-1; the whole file's SHA-256 is not computed", step: step)
         }
         let delivery = MulticastWIMDelivery(receiver: receiver, archive: archive, store: store, http: http, events: events(step, context))
+        // A signal or the step's timeout stops it while it waits for blocks, not only between blobs.
+        let stop = context.applyStop
+        delivery.interrupt = { try checkApplyStop(stop) }
         try ImageSteps.run(Applier(archive: archive, delivery: delivery), plan, volume, step, context)
         if let summary = delivery.summary { context.bus.log(summaryText(summary), step: step) }
         return true
@@ -91,7 +94,8 @@ enum MulticastSteps {
         let bus = context.bus
         let log = events(step, context)
         let blockSize = UInt64(receiver.manifest.blockSize)
-        let summary = try receiver.run(into: image, http: http) { event in
+        let stop = context.applyStop
+        let summary = try receiver.run(into: image, http: http, interrupt: { try checkApplyStop(stop) }) { event in
             log(event)
             if case let .progress(done, wanted, _, _) = event {
                 let bytes = UInt64(done) * blockSize
