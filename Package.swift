@@ -83,7 +83,7 @@ let package = Package(
         .target(name: "Transport", dependencies: ["CCurl", "CLZMA", "Digests", "Failures"]),
         // Multicast sessions: our carousel protocol (datagrams, block manifests, the sender, the
         // receiver). Pure Swift over Glibc sockets: the server sends, the agent receives.
-        .target(name: "Multicast", dependencies: ["Digests", "Failures"]),
+        .target(name: "Multicast", dependencies: ["Digests", "Failures", "Primitives"]),
         // A multicast session's blocks applied as they arrive: a WIM's blobs, a raw image's sectors.
         .target(name: "MulticastApply", dependencies: ["Multicast", "WIM", "Apply", "Transport", "Digests", "Failures"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
@@ -139,7 +139,7 @@ let package = Package(
         .executableTarget(
             name: "imprint-server",
             dependencies: [
-                "Server",
+                "Server", "Primitives",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -63,7 +64,7 @@ public final class MulticastSender: Sendable {
     private let group: UDPAddress
 
     public init(path: String, manifest: BlockManifest, session: UInt64, options: MulticastSenderOptions) throws(MulticastError) {
-        guard isMulticastIPv4(options.group), let group = UDPAddress(options.group, port: options.port), options.port > 0 else {
+        guard IPv4.isMulticast(options.group), let group = UDPAddress(options.group, port: options.port), options.port > 0 else {
             throw .badSetting("\(options.group):\(options.port) is not an IPv4 multicast group and port (224.0.0.0 to 239.255.255.255)")
         }
         guard options.rateBitsPerSecond >= 100_000 else {

@@ -1,3 +1,5 @@
+import Primitives
+
 /// What a receiver is told about a session: the server puts it in an applyImage or writeImage
 /// step as `"multicast"` at check-in (the trusted channel, so `manifestSHA256` can be believed).
 public struct MulticastSessionDescriptor: Codable, Sendable, Equatable {
@@ -35,21 +37,10 @@ public struct MulticastSessionDescriptor: Codable, Sendable, Equatable {
         var found: [String] = []
         if parseSessionID(session) == nil { found.append("session: \"\(session)\" is not 16 hex digits") }
         if parseSessionID(receiver) == nil { found.append("receiver: \"\(receiver)\" is not 16 hex digits") }
-        if !isMulticastIPv4(group) { found.append("group: \"\(group)\" is not an IPv4 multicast address (224.0.0.0 to 239.255.255.255)") }
+        if !IPv4.isMulticast(group) { found.append("group: \"\(group)\" is not an IPv4 multicast address (224.0.0.0 to 239.255.255.255)") }
         if !(1...65535).contains(port) { found.append("port: \(port) is not a UDP port") }
         if manifestSHA256.count != 64 || !manifestSHA256.allSatisfy(\.isHexDigit) { found.append("manifestSHA256: not a SHA-256") }
         if let waitSeconds, !(1...3600).contains(waitSeconds) { found.append("waitSeconds: \(waitSeconds) is not 1 to 3600") }
         return found
     }
-}
-
-/// Whether `text` is a dotted IPv4 address in 224.0.0.0/4.
-public func isMulticastIPv4(_ text: String) -> Bool {
-    let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-    guard parts.count == 4 else { return false }
-    let numbers = parts.compactMap { part -> Int? in
-        guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isNumber) else { return nil }
-        return Int(part).flatMap { $0 <= 255 ? $0 : nil }
-    }
-    return numbers.count == 4 && (224...239).contains(numbers[0])
 }

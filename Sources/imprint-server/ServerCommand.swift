@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import Primitives
 import Server
 
 /// `imprint-server`: check-in, sequences, events, content, the admin API and metrics.
@@ -124,7 +125,7 @@ struct ServerCommand: AsyncParsableCommand {
         guard (1...65000).contains(multicastPort) else { throw ValidationError("--multicast-port: a UDP port, 1 to 65000") }
         configuration.multicastBasePort = multicastPort
         if let address = multicastInterfaceAddress {
-            guard MulticastGroupRange.parse(address) != nil else {
+            guard IPv4.parse(address) != nil else {
                 throw ValidationError("--multicast-interface-address: \"\(address)\" is not an IPv4 address such as 10.0.0.1")
             }
             configuration.multicastInterfaceAddress = address

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// `"multicast"` on an applyImage or writeImage step: the session imprint-server put the machine
 /// in when it handed the sequence out (issue 19). The same keys as the `Multicast` module's
@@ -39,17 +40,6 @@ public struct MulticastDescriptorFields: Sendable, Equatable, Codable {
 
     /// 16 hex digits (either case), as the session and receiver ids are written.
     static func isHexID(_ text: String) -> Bool { text.count == 16 && text.allSatisfy(\.isHexDigit) }
-
-    /// A dotted IPv4 address in 224.0.0.0/4.
-    static func isMulticastIPv4(_ text: String) -> Bool {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return false }
-        let numbers = parts.compactMap { part -> Int? in
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-            return Int(part).flatMap { $0 <= 255 ? $0 : nil }
-        }
-        return numbers.count == 4 && (224...239).contains(numbers[0])
-    }
 
     static func isHTTPURL(_ text: String) -> Bool {
         let lower = text.lowercased()

@@ -1,5 +1,6 @@
 import DiskModel
 import Foundation
+import Primitives
 
 /// One mistake in a sequence: where (JSON path), what, and what to do about it.
 public struct SequenceIssue: Sendable, Equatable, CustomStringConvertible, Codable {
@@ -566,7 +567,7 @@ final class Checker {
         }
         let session = hexID("session"), receiver = hexID("receiver")
         let group = string(object, "group", path, required: true) ?? ""
-        if !group.isEmpty && !MulticastDescriptorFields.isMulticastIPv4(group) {
+        if !group.isEmpty && !IPv4.isMulticast(group) {
             error(path + ".group", "\"\(group)\" is not an IPv4 multicast address", hint: "224.0.0.0 to 239.255.255.255, e.g. 239.255.77.1")
         }
         let port = whole("port", 1...65535, required: true)

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 import Hummingbird
 import Multicast
 import SequenceModel
@@ -152,7 +153,7 @@ extension ImprintServer {
         var group = "", port = 0
         if let port = body.port, !(1024...65535).contains(port) { throw refuse("port", "a session's port is 1024 to 65535, not \(port)") }
         if let given = body.group {
-            guard isMulticastIPv4(given) else {
+            guard IPv4.isMulticast(given) else {
                 throw refuse("group", "\"\(given)\" is not an IPv4 multicast address (224.0.0.0 to 239.255.255.255; 239.x.x.x stays within a site)")
             }
             group = given

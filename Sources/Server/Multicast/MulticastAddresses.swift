@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// The group addresses the server gives its multicast sessions: an IPv4 network inside the
 /// administratively scoped block (239.0.0.0/8 stays within the site, as RFC 2365 says), and
@@ -23,7 +24,7 @@ public struct MulticastGroupRange: Sendable, Equatable, CustomStringConvertible 
     public init(parsing text: String) throws(ConfigurationError) {
         let option = "--multicast-groups"
         let parts = text.trimmingCharacters(in: .whitespaces).split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-        guard let address = Self.parse(parts[0]) else {
+        guard let address = IPv4.parse(parts[0]) else {
             throw ConfigurationError(option: option, message: "\"\(text)\" is not an IPv4 network such as 239.255.77.0/24")
         }
         var length = 32
@@ -56,18 +57,6 @@ public struct MulticastGroupRange: Sendable, Equatable, CustomStringConvertible 
             guard port <= 65535 else { return nil }
             return (Self.text(network &+ UInt32(offset)), port)
         }
-    }
-
-    /// A dotted IPv4 address, host byte order; nil for anything else.
-    public static func parse(_ text: String) -> UInt32? {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var value: UInt32 = 0
-        for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy({ $0.isASCII && $0.isNumber }), let byte = UInt32(part), byte <= 255 else { return nil }
-            value = value << 8 | byte
-        }
-        return value
     }
 
     static func text(_ address: UInt32) -> String {
