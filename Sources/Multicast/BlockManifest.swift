@@ -126,8 +126,8 @@ public struct BlockManifest: Sendable, Equatable {
     }
 }
 
-/// Fills `buffer` from `fd` at `offset`, retrying short reads.
-func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, path: String) throws(MulticastError) {
+/// Fills `buffer` from `fd` at `offset`, retrying short reads; `path` names the file in errors.
+public func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, path: String) throws(MulticastError) {
     var done = 0
     while done < buffer.count, let base = buffer.baseAddress {
         let n = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))

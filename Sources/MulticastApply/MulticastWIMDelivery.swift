@@ -148,19 +148,16 @@ public final class MulticastWIMDelivery: BlobDelivery, MulticastBlockConsumer {
     /// Lets go of the held blocks of the waiting resource furthest from whole (not one of
     /// `keep`'s): they are wanted again. Returns those blocks.
     private func letGo(except keep: Set<Int>) -> [Int] {
-        guard let (victim, entry) = waiting.filter({ !keep.contains($0.key) && $0.value.missing < $0.value.blocks.count })
-            .max(by: { $0.value.missing < $1.value.missing }) else { return [] }
+        guard let entry = waiting.filter({ !keep.contains($0.key) && $0.value.missing < $0.value.blocks.count })
+            .max(by: { $0.value.missing < $1.value.missing })?.value else { return [] }
         var released: [Int] = []
         for block in entry.blocks {
             // Only blocks held: a missing one is already wanted.
-            var held = false
-            store.withHeld(block) { held = true }
-            guard held else { continue }
+            guard store.holds(block) else { continue }
             store.remove(block)
             released.append(block)
             for resource in users[block] ?? [] { waiting[resource]?.missing += 1 }
         }
-        _ = victim
         return released
     }
 
@@ -173,7 +170,5 @@ public final class MulticastWIMDelivery: BlobDelivery, MulticastBlockConsumer {
 }
 
 extension MulticastBlockStore {
-    func withHeld(_ block: Int, _ body: () -> Void) {
-        if blocks.withLock({ $0[block] != nil }) { body() }
-    }
+    func holds(_ block: Int) -> Bool { blocks.withLock { $0[block] != nil } }
 }

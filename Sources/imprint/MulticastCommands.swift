@@ -194,7 +194,7 @@ struct MulticastReceiveCommand: ParsableCommand {
         let image = try MulticastRawImage(
             compressed: source.lowercased().hasSuffix(".xz"), expectedSHA256: sha256?.lowercased(),
             writeAt: { offset, bytes in try pwriteAll(fd, bytes, at: offset, path: path) },
-            readBack: { offset, buffer in try preadAll(fd, buffer, at: offset, path: path) })
+            readBack: { offset, buffer in try readFully(fd, buffer, at: offset, path: path) })
         let summary = try receiver.run(into: image, http: http, events: events)
         guard fsync(fd) == 0 else { throw MulticastError.file(path: path, reason: "fsync failed: \(String(cString: strerror(errno)))") }
         return summary
@@ -207,16 +207,6 @@ func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, 
         let n = pwrite(fd, base + done, bytes.count - done, off_t(offset) + off_t(done))
         if n < 0 && errno == EINTR { continue }
         guard n > 0 else { throw MulticastError.file(path: path, reason: "write at \(offset + UInt64(done)) failed: \(String(cString: strerror(errno)))") }
-        done += n
-    }
-}
-
-func preadAll(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, path: String) throws {
-    var done = 0
-    while done < buffer.count, let base = buffer.baseAddress {
-        let n = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { throw MulticastError.file(path: path, reason: "read at \(offset + UInt64(done)) failed: \(String(cString: strerror(errno)))") }
         done += n
     }
 }
