@@ -263,6 +263,10 @@ func performCurl(_ request: CurlRequest, options: TransferOptions,
     _ = imprint_curl_set_long(handle, CURLOPT_FOLLOWLOCATION, 0)
     _ = imprint_curl_set_long(handle, CURLOPT_UNRESTRICTED_AUTH, 0)
     _ = imprint_curl_set_long(handle, CURLOPT_NOSIGNAL, 1)
+    // Received bytes come in pieces of this size (16 KiB by default): an image's megabytes
+    // then cost a few hundred calls each, not thousands (system calls and copies on cores
+    // that are decoding what arrives).
+    _ = imprint_curl_set_long(handle, CURLOPT_BUFFERSIZE, 256 << 10)
     _ = imprint_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Int(max(0.001, options.connectTimeout) * 1000))
     _ = imprint_curl_set_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
     _ = imprint_curl_set_long(handle, CURLOPT_LOW_SPEED_TIME, max(1, Int(options.stallTimeout.rounded(.up))))

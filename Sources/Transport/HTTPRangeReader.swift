@@ -3,37 +3,74 @@ import Synchronization
 
 /// Random access to a remote file (a WIM read in place) through Range requests, with a small
 /// LRU cache of aligned 4 MiB blocks: a WIM's many small table reads and its sequential chunk
-/// reads then cost a handful of requests. Thread-safe; one block is fetched at a time. With
-/// mirrors of the URL, reads go to the first copy that answers and stay with it; a failure
-/// moves them to the next copy, which continues at the same byte.
+/// reads then cost a handful of requests. Thread-safe. While reads go forward block after
+/// block (an apply decoding resources in file order), the next blocks are fetched ahead on a
+/// thread of their own, so the decoding threads find them waiting instead of each stopping for
+/// a request; a read of a block already on its way waits for that request rather than sending
+/// a second one. With mirrors of the URL, reads go to the first copy that answers and stay with
+/// it; a failure moves them to the next copy, which continues at the same byte.
 public final class HTTPRangeReader: Sendable {
     public let url: String
     public let size: UInt64
     /// Range requests sent so far (the HEAD of `init` not included).
-    public var requestCount: Int { cache.withLock { $0.requests } }
+    public var requestCount: Int { requests.load(ordering: .relaxed) }
     /// Who sent the bytes read so far, in the order they were read.
-    public var sources: [ServedBytes] { cache.withLock { $0.sources.served } }
+    public var sources: [ServedBytes] { sourceList.withLock { $0.served } }
     /// Sources that failed or were passed over, the last reason of each.
-    public var failures: [SourceFailure] { cache.withLock { $0.sources.failures } }
+    public var failures: [SourceFailure] { sourceList.withLock { $0.failures } }
     /// "served by A: 12.0 MiB; then B: 4.0 MiB (…)", or "" when the URL has no copies.
     public var sourcesSummary: String {
-        cache.withLock { ServedBytes.summary(mirrored: $0.sources.hasCopies, $0.sources.served, $0.sources.failures, refetched: false) }
+        sourceList.withLock { ServedBytes.summary(mirrored: $0.hasCopies, $0.served, $0.failures, refetched: false) }
     }
 
     static let blockSize: UInt64 = 4 << 20
-    static let cacheBlocks = 16
+    /// 40 MiB: a WIM's tables and metadata stay while its data is read, and the read-ahead
+    /// below fits beside the blocks the decoding threads are in.
+    static let cacheBlocks = 10
+    /// Blocks fetched ahead of a forward run of reads: 16 MiB, a few decoding units' worth on
+    /// every core, and well inside the cache, so a block fetched ahead is not evicted unread.
+    static let readAheadBlocks: UInt64 = 4
+    /// Evicted blocks kept to be filled again.
+    static let spareBlocks = 2
 
     private let client: HTTPClient
+    /// A block being fetched: whoever needs it waits for this request instead of sending another.
+    private final class BlockFetch: Sendable {
+        let done = DispatchGroup()
+        let result = Mutex<Result<[UInt8], TransportError>?>(nil)
+        init() { done.enter() }
+        func finish(_ outcome: Result<[UInt8], TransportError>) {
+            result.withLock { $0 = outcome }
+            done.leave()
+        }
+        func wait() throws(TransportError) -> [UInt8] {
+            done.wait()
+            guard let outcome = result.withLock({ $0 }) else {
+                preconditionFailure("a finished block fetch holds its outcome")
+            }
+            return try outcome.get()
+        }
+    }
     private struct Cache {
         var blocks: [UInt64: [UInt8]] = [:]
         /// Block indexes, least recently used first.
         var recency: [UInt64] = []
-        var requests = 0
-        /// Kept across reads: once a copy failed, the next reads start at the one that worked.
-        var sources: SourceList
+        var fetching: [UInt64: BlockFetch] = [:]
+        /// The block of the last read going forward (or where a new run started).
+        var lastRead: UInt64?
+        /// Blocks the current run has moved forward.
+        var runLength = 0
+        /// Evicted blocks' arrays, for the next fetches to fill again.
+        var spare: [[UInt8]] = []
     }
-    /// Held for the whole of a read, fetch included: one block is fetched at a time.
-    private let cache: Mutex<Cache>
+    private let cache = Mutex(Cache())
+    /// Held for each request: requests go one at a time, and what the copies served or why
+    /// they failed is kept in one place. Kept across reads: once a copy failed, the next reads
+    /// start at the one that worked.
+    private let sourceList: Mutex<SourceList>
+    private let requests = Atomic<Int>(0)
+    /// Runs the read-ahead fetches one after another, in block order.
+    private let readAhead = DispatchQueue(label: "imprint.http-range.read-ahead")
 
     public init(url: String, client: HTTPClient) throws(TransportError) {
         try validateURL(url)
@@ -41,7 +78,7 @@ public final class HTTPRangeReader: Sendable {
         self.size = try client.rangeableSize(&sources)
         self.url = url
         self.client = client
-        self.cache = Mutex(Cache(sources: sources))
+        self.sourceList = Mutex(sources)
     }
 
     /// Fills all of `buffer` with the bytes at `offset`; a read past the end is `.truncated`.
@@ -51,22 +88,20 @@ public final class HTTPRangeReader: Sendable {
         guard !overflow, end <= size else {
             throw .truncated(url: url, received: offset < size ? size - offset : 0, expected: UInt64(buffer.count))
         }
-        try cache.withLock { (cache) throws(TransportError) in
-            var position = offset
-            while position < end {
-                let index = position / Self.blockSize
-                let block = try self.block(index, in: &cache)
-                let within = Int(position - index * Self.blockSize)
-                let count = min(block.count - within, Int(end - position))
-                guard count > 0 else {
-                    throw .truncated(url: url, received: position - offset, expected: UInt64(buffer.count))
-                }
-                block.withUnsafeBytes { source in
-                    let target = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)...])
-                    target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<(within + count)]))
-                }
-                position += UInt64(count)
+        var position = offset
+        while position < end {
+            let index = position / Self.blockSize
+            let block = try self.block(index)
+            let within = Int(position - index * Self.blockSize)
+            let count = min(block.count - within, Int(end - position))
+            guard count > 0 else {
+                throw .truncated(url: url, received: position - offset, expected: UInt64(buffer.count))
             }
+            block.withUnsafeBytes { source in
+                let target = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)...])
+                target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<(within + count)]))
+            }
+            position += UInt64(count)
         }
     }
 
@@ -79,34 +114,99 @@ public final class HTTPRangeReader: Sendable {
         guard !overflow, end <= size else {
             throw .truncated(url: url, received: offset < size ? size - offset : 0, expected: UInt64(buffer.count))
         }
-        try cache.withLock { (cache) throws(TransportError) in
-            var requests = 0
-            defer { cache.requests += requests }
-            let bytes = try client.fetchRange(&cache.sources, start: offset, end: end - 1, size: size, counted: { requests += 1 })
-            guard bytes.count == buffer.count else {
-                throw .truncated(url: url, received: UInt64(bytes.count), expected: UInt64(buffer.count))
+        let bytes = try fetch(start: offset, end: end - 1)
+        guard bytes.count == buffer.count else {
+            throw .truncated(url: url, received: UInt64(bytes.count), expected: UInt64(buffer.count))
+        }
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+    }
+
+    private enum BlockAction { case cached([UInt8]), wait(BlockFetch), fetch(BlockFetch) }
+
+    private func block(_ index: UInt64) throws(TransportError) -> [UInt8] {
+        let (action, ahead) = cache.withLock { cache -> (BlockAction, [(UInt64, BlockFetch)]) in
+            // A run goes forward: the block read last, the one after it, or one just behind it
+            // (another decoding thread still in the previous unit). Anything else starts a new
+            // run there. The read-ahead grows with the run, a block per block moved forward (as
+            // the kernel's does for files): the few scattered reads of a WIM's tables fetch
+            // little they do not use, an apply's long run soon has all of its blocks ahead.
+            if let last = cache.lastRead, index + 2 >= last, index <= last + 1 {
+                if index == last + 1 { cache.runLength += 1 }
+                cache.lastRead = max(last, index)
+            } else {
+                cache.lastRead = index
+                cache.runLength = 0
             }
-            bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            let ahead = startFetches(after: index, count: min(UInt64(cache.runLength), Self.readAheadBlocks), in: &cache)
+            if let cached = cache.blocks[index] {
+                if let at = cache.recency.firstIndex(of: index) { cache.recency.remove(at: at) }
+                cache.recency.append(index)
+                return (.cached(cached), ahead)
+            }
+            if let pending = cache.fetching[index] { return (.wait(pending), ahead) }
+            let fetch = BlockFetch()
+            cache.fetching[index] = fetch
+            return (.fetch(fetch), ahead)
+        }
+        for (next, fetch) in ahead {
+            readAhead.async { self.complete(next, fetch) }
+        }
+        switch action {
+        case let .cached(bytes): return bytes
+        case let .wait(pending): return try pending.wait()
+        case let .fetch(fetch):
+            complete(index, fetch)
+            return try fetch.wait()
         }
     }
 
-    private func block(_ index: UInt64, in cache: inout Cache) throws(TransportError) -> [UInt8] {
-        if let cached = cache.blocks[index] {
-            if let at = cache.recency.firstIndex(of: index) { cache.recency.remove(at: at) }
-            cache.recency.append(index)
-            return cached
+    /// Claims the `count` blocks after `index` that are neither held nor on their way, for the read-ahead.
+    private func startFetches(after index: UInt64, count: UInt64, in cache: inout Cache) -> [(UInt64, BlockFetch)] {
+        let blockCount = (size + Self.blockSize - 1) / Self.blockSize
+        var claimed: [(UInt64, BlockFetch)] = []
+        var next = index + 1
+        while next <= index + count, next < blockCount {
+            if cache.blocks[next] == nil, cache.fetching[next] == nil {
+                let fetch = BlockFetch()
+                cache.fetching[next] = fetch
+                claimed.append((next, fetch))
+            }
+            next += 1
         }
+        return claimed
+    }
+
+    /// Fetches block `index`, keeps it in the cache and hands it to whoever waits for it.
+    private func complete(_ index: UInt64, _ fetch: BlockFetch) {
         let start = index * Self.blockSize
-        let last = min(start + Self.blockSize, size) - 1
-        var requests = 0
-        defer { cache.requests += requests }
-        let bytes = try client.fetchRange(&cache.sources, start: start, end: last, size: size, counted: { requests += 1 })
-        if cache.blocks.count >= Self.cacheBlocks, let oldest = cache.recency.first {
-            cache.recency.removeFirst()
-            cache.blocks[oldest] = nil
+        let storage = cache.withLock { $0.spare.popLast() } ?? []
+        let outcome: Result<[UInt8], TransportError>
+        do throws(TransportError) {
+            outcome = .success(try self.fetch(start: start, end: min(start + Self.blockSize, size) - 1, reusing: storage))
+        } catch {
+            outcome = .failure(error)
         }
-        cache.blocks[index] = bytes
-        cache.recency.append(index)
-        return bytes
+        cache.withLock { cache in
+            cache.fetching[index] = nil
+            // A failed block is not kept: the next read of it asks again.
+            guard case let .success(bytes) = outcome else { return }
+            if cache.blocks.count >= Self.cacheBlocks, let oldest = cache.recency.first {
+                cache.recency.removeFirst()
+                // Reused only if no reader still copies from it (else the fetch copies it first).
+                if let evicted = cache.blocks.removeValue(forKey: oldest), cache.spare.count < Self.spareBlocks {
+                    cache.spare.append(evicted)
+                }
+            }
+            cache.blocks[index] = bytes
+            cache.recency.append(index)
+        }
+        fetch.finish(outcome)
+    }
+
+    private func fetch(start: UInt64, end: UInt64, reusing storage: [UInt8] = []) throws(TransportError) -> [UInt8] {
+        try sourceList.withLock { (sources) throws(TransportError) -> [UInt8] in
+            try client.fetchRange(&sources, start: start, end: end, size: size, reusing: storage,
+                                  counted: { requests.add(1, ordering: .relaxed) })
+        }
     }
 }

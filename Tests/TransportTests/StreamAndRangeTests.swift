@@ -83,6 +83,27 @@ import TestSupport
         }
     }
 
+    /// A forward run of reads has the next blocks fetched ahead (more as the run goes on), each
+    /// once: blocks read after that send no request, and none is asked for twice.
+    @Test func rangeReaderFetchesAheadOfAForwardRun() throws {
+        let served = try Served()
+        let data = try served.makeFile("image.wim", size: 24 << 20)
+        let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
+        var piece = [UInt8](repeating: 0, count: 1000)
+        func read(block: Int) throws {
+            let at = block * (4 << 20) + 123
+            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
+            #expect(Data(piece) == data[at..<(at + piece.count)], "block \(block)")
+        }
+        // Blocks 0 to 3 in order: by then the read-ahead has claimed 4 and 5, the last two.
+        for block in 0...3 { try read(block: block) }
+        let deadline = Date().addingTimeInterval(20)
+        while reader.requestCount < 6, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(reader.requestCount == 6, "24 MiB is six blocks, each fetched once")
+        for block in 4...5 { try read(block: block) }
+        #expect(reader.requestCount == 6, "blocks 4 and 5 were there before they were read")
+    }
+
     @Test func rangeReaderConcurrentReads() throws {
         let served = try Served()
         let data = try served.makeFile("image.wim", size: 9 << 20)
