@@ -85,7 +85,7 @@ let package = Package(
         // receiver). Pure Swift over Glibc sockets: the server sends, the agent receives.
         .target(name: "Multicast", dependencies: ["Digests", "Failures", "Primitives"]),
         // A multicast session's blocks applied as they arrive: a WIM's blobs, a raw image's sectors.
-        .target(name: "MulticastApply", dependencies: ["Multicast", "WIM", "Apply", "Transport", "Digests", "Failures"]),
+        .target(name: "MulticastApply", dependencies: ["Multicast", "WIM", "Apply", "Transport", "Digests", "Failures", "Primitives"]),
         // Drivers: INF files, the machine's PCI and USB IDs, matching as Windows PnP ranks them.
         .target(name: "Drivers", dependencies: ["Transport", "Failures"]),
         // Registry hives (regf): read, write a new one, edit one in place. No C library.
@@ -157,7 +157,7 @@ let package = Package(
         ),
         .testTarget(name: "ProcessesTests", dependencies: ["Processes", "TestSupport"]),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
-        .testTarget(name: "MulticastTests", dependencies: ["Multicast", "MulticastApply", "Apply", "WIM", "Transport", "Digests", "TestSupport"]),
+        .testTarget(name: "MulticastTests", dependencies: ["Multicast", "MulticastApply", "Apply", "WIM", "Transport", "Digests", "Primitives", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Digests", "TestSupport"]),
         .testTarget(name: "DriversTests", dependencies: ["Drivers", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "InstalledWindows", "Primitives", "Failures", "Digests", "TestSupport", "CHivexReference"],
@@ -171,7 +171,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "SequenceModel", "SequenceRunner", "Transport", "Registry", "TestSupport", "imprint", "imprint-server", "Multicast",
+                "Server", "SequenceModel", "SequenceRunner", "Transport", "Registry", "TestSupport", "imprint", "imprint-server", "Multicast", "Primitives",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]

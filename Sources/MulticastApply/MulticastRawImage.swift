@@ -1,5 +1,6 @@
 import Digests
 import Multicast
+import Primitives
 import Synchronization
 import Transport
 

@@ -4,6 +4,7 @@ import Digests
 import Foundation
 import Multicast
 import MulticastApply
+import Primitives
 import Transport
 import WIM
 

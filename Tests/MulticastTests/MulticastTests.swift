@@ -1,6 +1,7 @@
 import Apply
 import Digests
 import Foundation
+import Primitives
 import Synchronization
 import Testing
 import TestSupport

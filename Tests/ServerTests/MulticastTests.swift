@@ -1,5 +1,6 @@
 import Foundation
 import Multicast
+import Primitives
 import SequenceModel
 import Server
 import SQLiteNIO

@@ -545,13 +545,13 @@ final class Checker {
 
     /// `"multicast"`: the session the server put the machine in, every field checked here so
     /// that a damaged one fails the sequence's check, not the receiver halfway through a disk.
-    private func multicastFields(_ value: JSONValue, _ path: String) -> MulticastDescriptorFields? {
+    private func multicastFields(_ value: JSONValue, _ path: String) -> MulticastSessionDescriptor? {
         guard let object = object(value, path) else { return nil }
-        keys(object, path, allowed: MulticastDescriptorFields.keys)
+        keys(object, path, allowed: MulticastSessionDescriptor.keys)
         let errorsBefore = issues.count(where: { $0.severity == .error })
         func hexID(_ key: String) -> String {
             guard let text = string(object, key, path, required: true) else { return "" }
-            if !MulticastDescriptorFields.isHexID(text) { error("\(path).\(key)", "\"\(text)\" is not 16 hexadecimal digits") }
+            if !MulticastSessionDescriptor.isHexID(text) { error("\(path).\(key)", "\"\(text)\" is not 16 hexadecimal digits") }
             return text.lowercased()
         }
         func whole(_ key: String, _ range: ClosedRange<Double>, required: Bool) -> Double? {
@@ -573,7 +573,7 @@ final class Checker {
         let port = whole("port", 1...65535, required: true)
         let source = string(object, "source", path, required: true) ?? ""
         let manifest = string(object, "manifest", path, required: true) ?? ""
-        for (key, url) in [("source", source), ("manifest", manifest)] where !url.isEmpty && !MulticastDescriptorFields.isHTTPURL(url) {
+        for (key, url) in [("source", source), ("manifest", manifest)] where !url.isEmpty && !MulticastSessionDescriptor.isHTTPURL(url) {
             error("\(path).\(key)", "\"\(url)\" is not an http:// or https:// URL")
         }
         // Up to 2^53: a JSON number is a double, exact that far (8 PiB).
@@ -584,7 +584,7 @@ final class Checker {
         }
         let wait = whole("waitSeconds", 1...3600, required: false)
         guard issues.count(where: { $0.severity == .error }) == errorsBefore, let port, let size else { return nil }
-        return MulticastDescriptorFields(session: session, receiver: receiver, group: group, port: Int(port), source: source,
+        return MulticastSessionDescriptor(session: session, receiver: receiver, group: group, port: Int(port), source: source,
                                          size: UInt64(size), manifest: manifest, manifestSHA256: digest.lowercased(),
                                          waitSeconds: wait.map { Int($0) })
     }

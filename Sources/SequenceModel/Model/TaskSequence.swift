@@ -1,5 +1,6 @@
 import DiskModel
 import Foundation
+import Primitives
 
 /// A task sequence: what a machine does, step by step, as MDT's and ConfigMgr's do.
 public struct TaskSequence: Sendable {
@@ -142,7 +143,7 @@ public struct ApplyImageStep: Sendable {
     public var library: LibraryImageReference? = nil
     /// The multicast session imprint-server put this machine in for the image (`"multicast"`):
     /// receive the file from the group, with `source` for repairs and the fallback. Nil: by HTTP.
-    public var multicast: MulticastDescriptorFields? = nil
+    public var multicast: MulticastSessionDescriptor? = nil
 }
 
 /// A library image as a sequence names it; `version` is "latest" or a number.
@@ -161,7 +162,7 @@ public struct WriteImageStep: Sendable {
     /// `disk` (the selected disk) or a volume name.
     public var target: String
     /// The multicast session imprint-server put this machine in for the image (`"multicast"`).
-    public var multicast: MulticastDescriptorFields? = nil
+    public var multicast: MulticastSessionDescriptor? = nil
 }
 
 /// Captures a Windows volume into a WIM (ImageX/DISM's capture of a reference machine), then

@@ -2,6 +2,7 @@ import Apply
 import Foundation
 import Multicast
 import MulticastApply
+import Primitives
 import SequenceModel
 import Transport
 import WIM
@@ -13,12 +14,15 @@ import WIM
 enum MulticastSteps {
     /// Joins the session. Nil, with a warning, when it cannot even start (the manifest is not
     /// there, the group cannot be joined): the step then goes by HTTP as without a session.
-    static func prepare(_ fields: MulticastDescriptorFields, source: String, _ step: Step,
+    static func prepare(_ fields: MulticastSessionDescriptor, source: String, _ step: Step,
                         _ context: RunContext) -> (MulticastReceiver, HTTPBlockSource)? {
-        let descriptor = MulticastSessionDescriptor(
-            session: fields.session.lowercased(), receiver: fields.receiver.lowercased(), group: fields.group, port: fields.port,
-            source: context.substitute(fields.source), size: fields.size, manifest: context.substitute(fields.manifest),
-            manifestSHA256: fields.manifestSHA256.lowercased(), waitSeconds: fields.waitSeconds)
+        // As the step carries it: ids in either case, URLs with the sequence's variables.
+        var descriptor = fields
+        descriptor.session = fields.session.lowercased()
+        descriptor.receiver = fields.receiver.lowercased()
+        descriptor.source = context.substitute(fields.source)
+        descriptor.manifest = context.substitute(fields.manifest)
+        descriptor.manifestSHA256 = fields.manifestSHA256.lowercased()
         // The session sends the file the step named when the server handed the sequence out
         // (its variables as they were then); a variable set since may name another file.
         guard descriptor.source == source else {
@@ -62,7 +66,7 @@ enum MulticastSteps {
     }
 
     /// A WIM's image applied from the session. False when the session could not be joined.
-    static func applyWIM(_ fields: MulticastDescriptorFields, source: String, selector: String, expected: String?, _ volume: Volume,
+    static func applyWIM(_ fields: MulticastSessionDescriptor, source: String, selector: String, expected: String?, _ volume: Volume,
                          _ step: Step, _ context: RunContext) throws -> Bool {
         guard let (receiver, http) = prepare(fields, source: source, step, context) else { return false }
         let store = MulticastBlockStore(manifest: receiver.manifest, http: http)
@@ -83,7 +87,7 @@ enum MulticastSteps {
     }
 
     /// A raw image written from the session. False when the session could not be joined.
-    static func writeRaw(_ fields: MulticastDescriptorFields, source: String, expected: String?, output: ImageOutput,
+    static func writeRaw(_ fields: MulticastSessionDescriptor, source: String, expected: String?, output: ImageOutput,
                          xzMemoryLimit: UInt64, _ step: Step, _ context: RunContext) throws -> Bool {
         guard let (receiver, http) = prepare(fields, source: source, step, context) else { return false }
         let image = try MulticastRawImage(
