@@ -7,18 +7,6 @@ import TestSupport
 
 // MARK: Helpers
 
-/// SplitMix64: plans that repeat from run to run.
-private struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var value = state
-        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-        return value ^ (value >> 31)
-    }
-}
-
 private func decodeLayout(_ json: String) throws(DiskError) -> PartitionLayout {
     try JSONInput.decode(PartitionLayout.self, from: Data(json.utf8), file: "layout.json")
 }
@@ -40,13 +28,13 @@ private func decodeFailure(_ json: String, sourceLocation: SourceLocation = #_so
 }
 
 private func planLayout(_ json: String, diskSize: UInt64, sectorSize: Int = 512, seed: UInt64 = 1) throws -> PartitionPlan {
-    var generator = SeededGenerator(state: seed)
+    var generator = SplitMix64(seed: seed)
     return try LayoutPlanner.plan(try decodeLayout(json), diskSize: diskSize, sectorSize: sectorSize, generator: &generator)
 }
 
 private func planFailure(_ json: String, diskSize: UInt64, sectorSize: Int = 512,
                          sourceLocation: SourceLocation = #_sourceLocation) throws -> String? {
-    var generator = SeededGenerator(state: 1)
+    var generator = SplitMix64(seed: 1)
     let layout = try decodeLayout(json)
     do {
         let plan = try LayoutPlanner.plan(layout, diskSize: diskSize, sectorSize: sectorSize, generator: &generator)
@@ -312,7 +300,7 @@ private let recoveryGUID = "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC"
     // The same disk with 4K sectors is within reach of 32-bit sector numbers.
     #expect(try planLayout(#"{"table": "mbr", "partitions": [{"role": "basic", "size": "rest"}]}"#, diskSize: 3 << 40, sectorSize: 4096).partitions[0].size > 2 << 40)
 
-    var generator = SeededGenerator(state: 1)
+    var generator = SplitMix64(seed: 1)
     let over = PartitionLayout(uncheckedTable: .gpt, partitions: [
         PartitionSpec(role: .basic, size: .percent(70)), PartitionSpec(role: .basic, size: .percent(40)),
     ])
@@ -336,7 +324,7 @@ private let recoveryGUID = "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC"
     #expect(GUID("C12A7328F81F11D2BA4B00A0C93EC93B") == nil)
     #expect(GUID("C12A7328-F81F-11D2-BA4B-00A0C93EC93G") == nil)
     #expect(GUID("") == nil)
-    var generator = SeededGenerator(state: 7)
+    var generator = SplitMix64(seed: 7)
     let random = GUID.random(using: &generator)
     #expect(random.bytes[6] >> 4 == 4)
     #expect(random.bytes[8] >> 6 == 2)

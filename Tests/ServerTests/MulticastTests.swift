@@ -17,24 +17,12 @@ import Testing
 struct MulticastTests {
     /// 3 MiB and a few bytes (4 blocks of 1 MiB, the last short), the same bytes every time.
     static func writeImage(_ path: String, bytes: Int = 3 << 20 | 123) throws -> Data {
-        var generator = SplitMix(seed: 19)
+        var generator = SplitMix64(seed: 19)
         let data = Data((0..<bytes).map { _ in UInt8.random(in: 0...255, using: &generator) })
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try data.write(to: URL(fileURLWithPath: path))
         chmod(path, 0o644)
         return data
-    }
-
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 
     static func sha256(_ path: String) throws -> String { String(try run(["sha256sum", path]).output.prefix(64)) }
