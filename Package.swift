@@ -146,7 +146,7 @@ let package = Package(
             ]
         ),
         // What every test target shares: scratch directories, running programs.
-        .target(name: "TestSupport", dependencies: ["Processes"], path: "Tests/TestSupport", exclude: ["http_test_server.py", "browser.py"]),
+        .target(name: "TestSupport", dependencies: ["Processes"], path: "Tests/TestSupport", exclude: ["http_test_server.py", "browser.py", "screenshots.py"]),
         .testTarget(
             name: "WIMTests",
             dependencies: ["WIM", "Apply", "Capture", "DiskModel", "Primitives", "Digests", "Registry", "CWimlibReference", "CImprintSystem", "TestSupport", "imprint"]

@@ -30,6 +30,8 @@ public final class ImprintServer: Sendable {
     let libraryJobs = LibraryJobs()
     /// Hashes of published files for the distribution points' manifest, each file read once at a time.
     let contentHashing = ContentHashing()
+    /// The Content page's background hashing of files not hashed since they changed.
+    let contentHashQueue = ContentHashQueue()
     /// Multicast sessions: their block manifests and the senders this instance runs.
     let multicast: MulticastSessions
 
@@ -205,7 +207,11 @@ public final class ImprintServer: Sendable {
         case .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle,
              .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints,
-             .dashboardMulticast, .dashboardMulticastAPI, .dashboardUsers:
+             .dashboardMulticast, .dashboardMulticastAPI, .dashboardUsers, .dashboardMachines:
+            return try await dashboard(handler, request, context, client: client)
+        case .dashboardDeployments, .dashboardContent:
+            return try await dashboard(handler, request, context, client: client)
+        case .dashboardRules, .dashboardSequences:
             return try await dashboard(handler, request, context, client: client)
         // Every admin route by name: a new handler must be placed here (or above) on purpose,
         // never fall behind admin authentication (or out of it) by default.
@@ -228,6 +234,17 @@ public final class ImprintServer: Sendable {
             return try await adminRoute(handler, request, context) { try await self.multicast(route, request, context) }
         case let .users(route):
             return try await adminRoute(handler, request, context) { try await self.users(route, request, context) }
+        case let .deploymentReports(route):
+            return try await adminRoute(handler, request, context) { try await self.deploymentReports(route, request, context) }
+        case let .contentAdmin(route):
+            let prefix = route == .delete ? Self.adminContentFiles : Self.adminContentUploads
+            return try await adminRoute(handler, request, context) { try await self.contentAdmin(route, request, context, prefix: prefix) }
+        case let .machines(route):
+            return try await adminRoute(handler, request, context) { try await self.machinesAPI(route, request, context) }
+        case .ruleTest:
+            return try await adminRoute(handler, request, context) { try await self.ruleTestAPI(request) }
+        case let .sequences(route):
+            return try await adminRoute(handler, request, context) { try await self.sequencesAPI(route, request, context) }
         }
     }
 
@@ -250,7 +267,9 @@ public final class ImprintServer: Sendable {
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
              .dashboardImages, .dashboardImage, .dashboardLibrary, .dashboardDistributionPoints,
-             .multicast, .dashboardMulticast, .dashboardMulticastAPI, .users, .dashboardUsers,
+             .multicast, .dashboardMulticast, .dashboardMulticastAPI, .users, .dashboardUsers, .machines, .dashboardMachines,
+             .deploymentReports, .contentAdmin, .dashboardDeployments, .dashboardContent,
+             .ruleTest, .sequences, .dashboardRules, .dashboardSequences,
              // Distribution points authenticate with their own tokens, from wherever they are (the
              // content they fetch, /content/, stays within --agent-subnets).
              .distributionPoints:

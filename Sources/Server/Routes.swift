@@ -37,6 +37,24 @@ public struct RouteSpec: Sendable, Hashable {
         /// (forms posting to /dashboard/users..., the Audit page).
         case users(UserRoute)
         case dashboardUsers(DashboardUserRoute)
+        /// One machine with its history, rejecting, forgetting, a CSV batch of registrations
+        /// (issue 20); the dashboard's Machines pages (inventory, a machine's page, their forms).
+        case machines(MachineRoute)
+        case dashboardMachines(DashboardMachineRoute)
+        /// Deployments and content (issue 20): the summary and a deployment's log as a file, and
+        /// the content folder's files (list with SHA-256s, resumable upload, delete) in the admin
+        /// API; the dashboard's Deployments pages and Content page (with its upload and delete).
+        case deploymentReports(DeploymentReportRoute)
+        case contentAdmin(ContentRoute)
+        case dashboardDeployments(DashboardDeploymentRoute)
+        case dashboardContent(DashboardContentRoute)
+        /// Rules and task sequences (issue 20): which rule a machine gets and why (the check-in's
+        /// own choice), a sequence's versions (list, one, restore), its check as typed, and the
+        /// dry-run plan against a machine's facts; the dashboard's Rules and Sequences pages.
+        case ruleTest
+        case sequences(SequenceRoute)
+        case dashboardRules(DashboardRuleRoute)
+        case dashboardSequences(DashboardSequenceRoute)
     }
 
     public var method: HTTPRequest.Method
@@ -167,5 +185,54 @@ public struct RouteSpec: Sendable, Hashable {
         RouteSpec(.delete, "/dashboard/library/images/{name}/versions/{version}", .dashboardLibrary(.deleteVersion), role: .administrator),
         RouteSpec(.get, "/dashboard/library/jobs", .dashboardLibrary(.jobs), role: .viewer),
         RouteSpec(.get, "/dashboard/library/jobs/{id}", .dashboardLibrary(.job), role: .viewer),
+        // Machines (issue 20). Forgetting is an administrator's: it deletes the machine's
+        // deployment history (events, logs), which nothing gives back.
+        RouteSpec(.get, "/api/v1/admin/machines/{id}", .machines(.machine), role: .viewer),
+        RouteSpec(.post, "/api/v1/admin/machines/{id}/reject", .machines(.reject), role: .operator),
+        RouteSpec(.delete, "/api/v1/admin/machines/{id}", .machines(.forget), role: .administrator),
+        RouteSpec(.post, "/api/v1/admin/machines/import", .machines(.importCSV), role: .operator),
+        RouteSpec(.get, "/dashboard/machines", .dashboardMachines(.inventory), role: .viewer),
+        RouteSpec(.post, "/dashboard/machines", .dashboardMachines(.register), role: .operator),
+        RouteSpec(.post, "/dashboard/machines/import", .dashboardMachines(.importCSV), role: .operator),
+        RouteSpec(.get, "/dashboard/machines/{id}", .dashboardMachines(.machine), role: .viewer),
+        RouteSpec(.post, "/dashboard/machines/{id}/reject", .dashboardMachines(.reject), role: .operator),
+        RouteSpec(.post, "/dashboard/machines/{id}/forget", .dashboardMachines(.forget), role: .administrator),
+        // Deployments and content (issue 20). GET /api/v1/admin/deployments takes the list's
+        // filters (state, window, since, until, sequence, machine, model, page, limit).
+        RouteSpec(.get, "/api/v1/admin/deployments/summary", .deploymentReports(.summary), role: .viewer),
+        RouteSpec(.get, "/api/v1/admin/deployments/{id}/log", .deploymentReports(.log), role: .viewer),
+        RouteSpec(.get, "/api/v1/admin/content", .contentAdmin(.list), role: .viewer),
+        RouteSpec(.post, "/api/v1/admin/content/uploads/{path}", router: "/api/v1/admin/content/uploads/**", .contentAdmin(.uploadAnnounce), role: .administrator),
+        RouteSpec(.put, "/api/v1/admin/content/uploads/{path}", router: "/api/v1/admin/content/uploads/**", .contentAdmin(.uploadData), role: .administrator),
+        RouteSpec(.delete, "/api/v1/admin/content/files/{path}", router: "/api/v1/admin/content/files/**", .contentAdmin(.delete), role: .administrator),
+        RouteSpec(.get, "/dashboard/deployments", .dashboardDeployments(.list), role: .viewer),
+        RouteSpec(.get, "/dashboard/deployments/summary", .dashboardDeployments(.summary), role: .viewer),
+        RouteSpec(.get, "/dashboard/deployments/{id}/log", .dashboardDeployments(.log), role: .viewer),
+        RouteSpec(.get, "/dashboard/content", .dashboardContent(.page), role: .viewer),
+        RouteSpec(.post, "/dashboard/content/uploads/{path}", router: "/dashboard/content/uploads/**", .dashboardContent(.uploadAnnounce), role: .administrator),
+        RouteSpec(.put, "/dashboard/content/uploads/{path}", router: "/dashboard/content/uploads/**", .dashboardContent(.uploadData), role: .administrator),
+        RouteSpec(.post, "/dashboard/content/delete/{path}", router: "/dashboard/content/delete/**", .dashboardContent(.delete), role: .administrator),
+        // Rules and task sequences (issue 20). The tester, the check and the plan change nothing:
+        // a viewer's, though they are POSTs (they take a draft or pasted facts as their body).
+        RouteSpec(.post, "/api/v1/admin/rules/test", .ruleTest, role: .viewer),
+        RouteSpec(.get, "/api/v1/admin/sequences/{name}/versions", .sequences(.versions), role: .viewer),
+        RouteSpec(.get, "/api/v1/admin/sequences/{name}/versions/{version}", .sequences(.version), role: .viewer),
+        RouteSpec(.post, "/api/v1/admin/sequences/{name}/versions/{version}/restore", .sequences(.restore), role: .administrator),
+        RouteSpec(.post, "/api/v1/admin/sequences/{name}/validate", .sequences(.validate), role: .viewer),
+        RouteSpec(.post, "/api/v1/admin/sequences/{name}/plan", .sequences(.plan), role: .viewer),
+        RouteSpec(.get, "/dashboard/rules", .dashboardRules(.page), role: .viewer),
+        RouteSpec(.post, "/dashboard/rules", .dashboardRules(.add), role: .administrator),
+        RouteSpec(.post, "/dashboard/rules/test", .dashboardRules(.test), role: .viewer),
+        RouteSpec(.post, "/dashboard/rules/{index}", .dashboardRules(.edit), role: .administrator),
+        RouteSpec(.post, "/dashboard/rules/{index}/move", .dashboardRules(.move), role: .administrator),
+        RouteSpec(.post, "/dashboard/rules/{index}/delete", .dashboardRules(.delete), role: .administrator),
+        RouteSpec(.get, "/dashboard/sequences", .dashboardSequences(.list), role: .viewer),
+        RouteSpec(.post, "/dashboard/sequences", .dashboardSequences(.create), role: .administrator),
+        RouteSpec(.get, "/dashboard/sequences/{name}", .dashboardSequences(.page), role: .viewer),
+        RouteSpec(.post, "/dashboard/sequences/{name}", .dashboardSequences(.save), role: .administrator),
+        RouteSpec(.post, "/dashboard/sequences/{name}/validate", .dashboardSequences(.validate), role: .viewer),
+        RouteSpec(.get, "/dashboard/sequences/{name}/plan", .dashboardSequences(.plan), role: .viewer),
+        RouteSpec(.get, "/dashboard/sequences/{name}/versions/{version}", .dashboardSequences(.version), role: .viewer),
+        RouteSpec(.post, "/dashboard/sequences/{name}/versions/{version}/restore", .dashboardSequences(.restore), role: .administrator),
     ]
 }

@@ -125,6 +125,10 @@ struct AgentCommand: ParsableCommand {
                 // Deploy once: the server sends a deployed machine's network boot back to its disk;
                 // reaching the agent anyway (a USB stick, a forced boot) changes nothing on it.
                 throw fail(ValidationError("this machine is already deployed, nothing was changed: " + (answer.message ?? "")))
+            case "rejected":
+                // An administrator refused this machine: nothing is changed on it, and checking in
+                // again would get the same answer until one approves it.
+                throw fail(ValidationError("an administrator rejected this machine, nothing was changed: " + (answer.message ?? "")))
             default:
                 throw fail(ValidationError("the server has no deployment for this machine" + (answer.message.map { ": \($0)" } ?? "")))
             }

@@ -133,6 +133,12 @@ struct FormFields: Sendable {
         }
     }
 
+    /// A request's query read as a GET form's fields: a browser writes a space there as `+`,
+    /// which Hummingbird's query parameters leave as it is (a filter "Windows 11" would match nothing).
+    init(query request: Request) throws(APIError) {
+        try self.init(Data((request.uri.query ?? "").utf8))
+    }
+
     subscript(name: String) -> String? { values[name] }
 
     private static func decode(_ text: Substring) -> String? {
@@ -175,7 +181,8 @@ extension ImprintServer {
         try requireCSRF(sent: request.headers[Self.csrfHeader], access, carrier: "the request", field: "X-CSRF-Token")
     }
 
-    private func requireCSRF(sent: String?, _ access: DashboardAccess, carrier: String, field: String) throws {
+    /// The CSRF check of a token read from anywhere (a form field, a header, a multipart part).
+    func requireCSRF(sent: String?, _ access: DashboardAccess, carrier: String, field: String) throws {
         guard case let .session(session) = access else { return }
         guard let sent, !sent.isEmpty else {
             throw APIError(.forbidden, "\(carrier) has no CSRF token (\(field)): reload the dashboard and try again", field: field)

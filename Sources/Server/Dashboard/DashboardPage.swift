@@ -131,7 +131,7 @@ public enum DashboardPage {
         if !pending.isEmpty {
             body += "<section id=\"pending\"><h2>Waiting for approval</h2><table><tr><th>Machine</th><th>MAC</th><th>Serial</th><th>Last seen</th><th></th></tr>"
             for machine in pending {
-                body += "<tr id=\"pending-\(escape(machine.id))\"><td>\(escape(machine.name))\(conflictNotes(machine.conflicts))</td>"
+                body += "<tr id=\"pending-\(escape(machine.id))\"><td><a href=\"/dashboard/machines/\(escape(machine.id))\">\(escape(machine.name))</a>\(conflictNotes(machine.conflicts))</td>"
                     + "<td>\(escape(machine.macs.joined(separator: ", ")))</td>"
                     + "<td>\(escape(machine.serial ?? ""))</td><td>\(escape(machine.lastSeen))</td>"
                     + "<td><form method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/approve\">\(csrfField(csrf))"
@@ -146,7 +146,7 @@ public enum DashboardPage {
         body += "<section id=\"machines\"><h2>Machines</h2><table><tr><th>Machine</th><th>MAC</th><th>Sequence</th><th>Progress</th><th>Step</th><th>State</th><th></th></tr>"
         for machine in machines where machine.state != "pending" {
             let deployment = machine.deployment
-            body += "<tr class=\"machine\" id=\"machine-\(escape(machine.id))\"><td>\(escape(machine.name))\(conflictNotes(machine.conflicts))</td>"
+            body += "<tr class=\"machine\" id=\"machine-\(escape(machine.id))\"><td><a href=\"/dashboard/machines/\(escape(machine.id))\">\(escape(machine.name))</a>\(conflictNotes(machine.conflicts))</td>"
                 + "<td>\(escape(machine.macs.first ?? ""))</td>"
             if let deployment {
                 body += "<td><a href=\"/dashboard/deployments/\(escape(deployment.id))\">\(escape(deployment.sequence))</a>\(resumedNote(deployment))</td>"
@@ -205,14 +205,17 @@ public enum DashboardPage {
 
     /// `window`: which events `log` came from; the newest page follows the live feed, an older
     /// one links to its neighbours.
+    /// `canOperate`: an operator or administrator, who gets the Reset token button (a viewer
+    /// does not see what the server would refuse).
     public static func deployment(_ deployment: DashboardDeployment, steps: [DashboardStep], log: [DashboardLogLine],
-                                  window: DashboardLogWindow, change: Int, csrf: String) -> String {
-        var body = "<p><a href=\"/dashboard\">All machines</a></p>"
+                                  window: DashboardLogWindow, change: Int, csrf: String, canOperate: Bool = true) -> String {
+        var body = "<p><a href=\"/dashboard\">All machines</a> · <a href=\"/dashboard/deployments\">All deployments</a></p>"
         body += "<h1>\(escape(deployment.sequence)) on \(escape(deployment.machine))</h1>"
         body += "<p class=\"summary\">\(progress(deployment)) <span class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))</span>"
             + " <span class=\"step\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.currentStep ?? ""))</span></p>"
-        if deployment.state == "failed", let message = deployment.message {
-            body += "<p class=\"failure\" id=\"failure\">\(failureBadge(deployment))\(escape(message))</p>"
+        if deployment.state == "failed" {
+            // The kind and the message, each when the agent sent it: a failure always says so.
+            body += "<p class=\"failure\" id=\"failure\" role=\"alert\">Failed: \(failureBadge(deployment))\(escape(deployment.message ?? "no message was sent"))</p>"
         }
         if !deployment.machineConflicts.isEmpty { body += "<section id=\"conflicts\">\(conflictNotes(deployment.machineConflicts))</section>" }
         if deployment.resumes > 0 || deployment.runStateStep != nil {
@@ -225,7 +228,9 @@ public enum DashboardPage {
                     + "\(escape(used.image))</a> version \(used.version)"
             }.joined(separator: ", ") + "</p>"
         }
-        if deployment.isActive { body += "<div id=\"token\">\(resetTokenCell(deployment, csrf: csrf))</div>" }
+        if deployment.isActive && (canOperate || deployment.tokenReset != nil) {
+            body += "<div id=\"token\">\(resetTokenCell(deployment, csrf: csrf))</div>"
+        }
         body += "<h2>Steps</h2><table id=\"timeline\"><tr><th>#</th><th>Step</th><th>Type</th><th>Status</th><th>Duration</th></tr>"
         for step in steps {
             body += "<tr class=\"step-row \(escape(step.status))\" data-step=\"\(escape(step.number))\"><td>\(escape(step.number))</td><td>\(escape(step.name))</td>"
@@ -233,7 +238,8 @@ public enum DashboardPage {
                 + (step.status.hasPrefix("failed") ? "<div class=\"failure\">\(escape(step.message ?? ""))</div>" : "")
                 + "</td><td class=\"duration\">\(step.duration.map { String(format: "%.1f s", $0) } ?? "")</td></tr>"
         }
-        body += "</table><h2>Log</h2>"
+        body += "</table><h2>Log</h2><p class=\"log-download\"><a id=\"log-download\" href=\"/dashboard/deployments/\(escape(deployment.id))/log\" download>"
+            + "Download the whole log</a> (text, every event but progress)</p>"
         let base = "/dashboard/deployments/\(escape(deployment.id))"
         let pages = (window.older.map { "<a rel=\"prev\" href=\"\(base)?before=\($0)\">Older</a>" } ?? "")
             + (window.newer.map { " <a rel=\"next\" href=\"\(base)?after=\($0)\">Newer</a> <a href=\"\(base)\">Newest</a>" } ?? "")
@@ -281,7 +287,8 @@ public enum DashboardPage {
     static func page(title: String, body: String, live: Bool = true, change: Int = 0, csrf: String? = nil, feed: Bool = true) -> String {
         let logout = csrf.map {
             "<form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\(csrfField($0))<button type=\"submit\">Log out</button></form>"
-                + "<nav class=\"top\"><a href=\"/dashboard\">Machines</a><a href=\"/dashboard/images\">Images</a>"
+                + "<nav class=\"top\"><a href=\"/dashboard\">Machines</a><a href=\"/dashboard/machines\">Inventory</a><a href=\"/dashboard/deployments\">Deployments</a><a href=\"/dashboard/images\">Images</a><a href=\"/dashboard/content\">Content</a>"
+                + "<a href=\"/dashboard/rules\">Rules</a><a href=\"/dashboard/sequences\">Sequences</a>"
                 + "<a href=\"/dashboard/distribution-points\">Distribution points</a><a href=\"/dashboard/multicast\">Multicast</a>"
                 + "<a href=\"/dashboard/users\">Users</a><a href=\"/dashboard/audit\">Audit</a></nav>"
         } ?? ""
@@ -298,7 +305,7 @@ public enum DashboardPage {
     public static func escape(_ text: String) -> String { XMLText.escape(text) }
 
     /// Served as `/dashboard/app.css`: the machines' and deployments' pages, then the Images pages'.
-    public static let style = baseStyle + "\n" + DashboardImagesPage.style + "\n" + DashboardUsersPage.style
+    public static let style = baseStyle + "\n" + DashboardDeploymentsPage.style + "\n" + DashboardImagesPage.style + "\n" + DashboardUsersPage.style + "\n" + DashboardMachinesPage.style + "\n" + DashboardRulesPage.style
 
     private static let baseStyle = """
         body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -321,7 +328,7 @@ public enum DashboardPage {
     /// Text from an agent only ever becomes `textContent`; elements are found by comparing
     /// their data attributes in script, never by building a selector from that text.
     /// The Images pages' script follows (`DashboardImagesPage.script`).
-    public static let script = liveScript + "\n" + DashboardImagesPage.script + "\n" + DashboardMulticastPage.script
+    public static let script = liveScript + "\n" + DashboardUpload.script + "\n" + DashboardContentPage.script + "\n" + DashboardImagesPage.script + "\n" + DashboardMulticastPage.script + "\n" + DashboardSequencesPage.script
 
     private static let liveScript = """
         (function () {

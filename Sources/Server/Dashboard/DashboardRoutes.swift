@@ -33,6 +33,12 @@ extension ImprintServer {
             if case .dashboardMulticastAPI = handler {
                 throw APIError(.unauthorized, "this dashboard session has ended (logged out or expired): reload the page and log in again")
             }
+            if handler == .dashboardContent(.uploadAnnounce) || handler == .dashboardContent(.uploadData) {
+                throw APIError(.unauthorized, "this dashboard session has ended (logged out or expired): reload the page and log in again")
+            }
+            if handler == .dashboardSequences(.validate) {
+                throw APIError(.unauthorized, "this dashboard session has ended (logged out or expired): reload the page and log in again")
+            }
             // A token in the URL is not taken: it would stay in the browser's history, in proxy
             // and server logs and in Referer headers. The page says so instead of failing silently.
             let inURL = request.uri.queryParameters.get("token") != nil
@@ -46,7 +52,7 @@ extension ImprintServer {
         let principal = access.principal
         if principal.role < RouteSpec.requiredRole(handler) {
             switch handler {
-            case .dashboardLibrary, .dashboardMulticastAPI:
+            case .dashboardLibrary, .dashboardMulticastAPI, .dashboardContent(.uploadAnnounce), .dashboardContent(.uploadData):
                 // The pages' script shows the API's error as it came.
                 throw APIError(.forbidden, Self.refusal(principal, handler))
             default:
@@ -87,7 +93,8 @@ extension ImprintServer {
             return dashboardHTML(DashboardPage.deployment(shown,
                                                           steps: DashboardTimeline.steps(steps, characters: limits.logLineCharacters),
                                                           log: DashboardTimeline.log(window.events, characters: limits.logLineCharacters),
-                                                          window: window, change: change, csrf: access.csrfToken))
+                                                          window: window, change: change, csrf: access.csrfToken,
+                                                          canOperate: access.principal.role >= .operator))
         case .dashboardLive:
             guard let slot = liveStreams.take(limit: configuration.limits.liveStreams) else {
                 var error = APIError(.tooManyRequests, "\(configuration.limits.liveStreams) live streams are open on this server already: "
@@ -104,20 +111,23 @@ extension ImprintServer {
                             after: request.uri.queryParameters.get("after").flatMap { Int($0) } ?? 0, since: since,
                             access: access, slot: slot)
         case .dashboardRedeploy:
-            try requireCSRF(try await dashboardForm(request), access)
+            let form = try await dashboardForm(request)
+            try requireCSRF(form, access)
             let id = try request.requiredParameter("id", context)
             guard try await storage.requestRedeploy(machineID: id) else { throw APIError.notFound("machine \(id)") }
-            return Response(status: .seeOther, headers: [.location: "/dashboard"])
+            // Back to the page the form was on (a machine's page sends `next`).
+            return Response(status: .seeOther, headers: [.location: Self.safeNext(form["next"])])
         case .dashboardResetToken:
             try requireCSRF(try await dashboardForm(request), access)
             let id = try request.requiredParameter("id", context)
             _ = try await resetDeploymentToken(id: id)
             return Response(status: .seeOther, headers: [.location: "/dashboard/deployments/\(id)"])
         case .dashboardApprove:
-            try requireCSRF(try await dashboardForm(request), access)
+            let form = try await dashboardForm(request)
+            try requireCSRF(form, access)
             let id = try request.requiredParameter("id", context)
             guard try await storage.setMachineState(id: id, state: .approved) else { throw APIError.notFound("machine \(id)") }
-            return Response(status: .seeOther, headers: [.location: "/dashboard"])
+            return Response(status: .seeOther, headers: [.location: Self.safeNext(form["next"])])
         case .dashboardLogout:
             // CSRF-checked too: another site must not be able to log the administrator out.
             try requireCSRF(try await dashboardForm(request), access)
@@ -139,6 +149,22 @@ extension ImprintServer {
             return try await dashboardMulticastAPI(route, request, context, access: access)
         case let .dashboardUsers(route):
             return try await dashboardUsers(route, request, context, access: access)
+        case let .dashboardMachines(route):
+            return try await dashboardMachines(route, request, context, access: access)
+        case let .dashboardDeployments(route):
+            return try await dashboardDeployments(route, request, context, access: access)
+        case let .dashboardContent(route):
+            return try await dashboardContent(route, request, context, access: access)
+        case let .dashboardRules(route):
+            return try await dashboardRules(route, request, context, access: access)
+        case let .dashboardSequences(route):
+            return try await dashboardSequences(route, request, context, access: access)
+        case .ruleTest, .sequences:
+            // The admin API's, never sent here.
+            throw APIError.notFound("route")
+        case .deploymentReports, .contentAdmin:
+            // The admin API's, never sent here.
+            throw APIError.notFound("route")
         case .dashboardLogin, .dashboardScript, .dashboardStyle:
             // Answered above, before the login check.
             throw APIError.notFound("route")
@@ -146,7 +172,7 @@ extension ImprintServer {
              .captureAnnounce, .captureData,
              .adminGetSequence, .adminPutSequence, .adminListSequences, .adminGetRules, .adminPutRules, .adminMachines,
              .adminApproveMachine, .adminRedeployMachine, .adminDeployments, .adminDeployment, .adminDeploymentEvents,
-             .adminRegisterMachine, .adminResetDeploymentToken, .library, .distributionPoints, .multicast, .users:
+             .adminRegisterMachine, .adminResetDeploymentToken, .library, .distributionPoints, .multicast, .users, .machines:
             // Not a dashboard route: `handle` never sends these here (listed so a new handler is placed on purpose).
             throw APIError.notFound("route")
         }

@@ -122,8 +122,8 @@ enum DashboardUsersPage {
 
     static let roleDescriptions: [(Role, String)] = [
         (.viewer, "reads everything: machines, deployments, rules, sequences, images, the audit log"),
-        (.operator, "and approves, registers and redeploys machines, resets a deployment's token"),
-        (.administrator, "and changes rules, sequences, content, the image library, multicast sessions, distribution points and users"),
+        (.operator, "and approves, rejects, registers and redeploys machines, resets a deployment's token"),
+        (.administrator, "and changes rules, sequences, content, the image library, multicast sessions, distribution points and users; forgets machines"),
     ]
 
     static func roleOptions(selected: String?) -> String {

@@ -85,74 +85,22 @@ extension ImprintServer {
 
         case .adminPutSequence:
             let name = try request.requiredParameter("name", context)
-            guard Self.validName(name) else {
-                throw APIError(.unprocessableContent, "a sequence name is letters, digits, '-', '_' and '.'", field: "name")
-            }
             let data = try await request.bodyData(limit: 4 << 20)
-            // Library images resolved as a check-in would (a name the library lacks is refused
-            // here); what is stored names them still, so "latest" moves with the library.
-            let resolved: String
-            do { resolved = try await LibraryReferences.resolve(String(decoding: data, as: UTF8.self), images: libraryImagesByName).body } catch let
-                unresolvable as LibraryReferences.Unresolvable {
-                throw APIError(.unprocessableContent, "\(unresolvable.path): \(unresolvable.description)", field: unresolvable.path)
-            }
-            let (_, issues) = SequenceParser.parse(Data(resolved.utf8), origin: "sequence \(name)")
-            let bodies = issues.map { APIError.IssueBody(severity: $0.severity.rawValue, path: $0.path, message: $0.message, hint: $0.hint) }
-            let errors = issues.filter { $0.severity == .error }
-            if let first = errors.first {
-                throw APIError(.unprocessableContent, "the sequence has \(errors.count) error(s); first: \(first.path): \(first.message)",
-                               field: first.path, issues: bodies)
-            }
-            // What an administrator got from GET and sent back: the secrets left as the placeholder keep their values.
-            let stored = try await storage.sequence(name: name)?.body
-            let body: String
-            do { body = try SecretSealing.keepingStoredSecrets(String(decoding: data, as: UTF8.self), stored: stored) } catch {
-                throw APIError(.unprocessableContent, error.message, field: error.field)
-            }
-            if let foreign = sealing.unopenableSealedValue(inSequence: body) {
-                throw Self.sealedElsewhere(foreign, field: "$.variables.\(foreign)")
-            }
-            try await storage.putSequence(name: name, body: body)
-            struct Saved: Encodable { var name: String; var issues: [APIError.IssueBody] }
-            return JSON.response(Saved(name: name, issues: bodies))
+            // The check and the save the dashboard's editor uses too (Handlers/SequenceAdmin.swift).
+            let saved = try await saveSequence(name: name, text: String(decoding: data, as: UTF8.self))
+            struct Saved: Encodable { var name: String; var version: Int; var issues: [APIError.IssueBody] }
+            return JSON.response(Saved(name: name, version: saved.version, issues: saved.issues))
 
         case .adminGetRules:
             struct Rules: Encodable { var rules: [Rule] }
             return JSON.response(Rules(rules: try await storage.rules().map(Self.masked)))
 
         case .adminPutRules:
-            struct Rules: Decodable { var rules: [Rule] }
-            var rules = try decodeBody(Rules.self, from: try await request.bodyData(limit: 1 << 20)).rules
-            var names = Set<String>()
-            for (index, rule) in rules.enumerated() {
-                if rule.pattern.isEmpty && rule.match != .any {
-                    throw APIError(.unprocessableContent, "rule \(index) has an empty pattern", field: "rules[\(index)].pattern", index: index)
-                }
-                if let name = rule.name, !names.insert(name).inserted {
-                    throw APIError(.unprocessableContent, "two rules are named \"\(name)\"", field: "rules[\(index)].name", index: index)
-                }
-                // A rule naming a missing sequence would leave its machines waiting with no visible cause.
-                if try await storage.sequence(name: rule.sequence) == nil {
-                    throw APIError(.unprocessableContent, "rule \(index) names the sequence \"\(rule.sequence)\", which does not exist",
-                                   field: "rules[\(index)].sequence", index: index)
-                }
-                if let problem = rule.multicast?.problem {
-                    throw APIError(.unprocessableContent, "rule \(index): " + problem.message, field: "rules[\(index)].multicast.\(problem.field)", index: index)
-                }
-                for key in rule.variables.keys where !key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) || key.isEmpty {
-                    throw APIError(.unprocessableContent, "\"\(key)\" is not a variable name", field: "rules[\(index)].variables.\(key)", index: index)
-                }
-            }
-            rules = try Self.keepingStoredSecrets(rules, stored: try await storage.rules())
-            for (index, rule) in rules.enumerated() {
-                if let foreign = sealing.unopenableSealedValue(in: rule.variables) {
-                    throw Self.sealedElsewhere(foreign, field: "rules[\(index)].variables.\(foreign)", rule: index)
-                }
-            }
-            try await storage.replaceRules(rules)
-            warmMulticastManifests(rules)
-            struct Rules2: Encodable { var rules: [Rule] }
-            return JSON.response(Rules2(rules: rules.map(Self.masked)))
+            struct Rules: Codable { var rules: [Rule] }
+            let sent = try decodeBody(Rules.self, from: try await request.bodyData(limit: 1 << 20)).rules
+            // The check the dashboard's rule forms store through too (Handlers/RuleTester.swift).
+            let rules = try await replaceRulesChecked(sent)
+            return JSON.response(Rules(rules: rules.map(Self.masked)))
 
         case .adminMachines:
             struct List: Encodable { var machines: [Machine] }
@@ -169,26 +117,10 @@ extension ImprintServer {
                 var model: String?
             }
             let registration = try decodeBody(Registration.self, from: try await request.bodyData(limit: 64 << 10))
-            let identity: MachineIdentity
-            do {
-                identity = try MachineIdentity(macs: registration.macs ?? [], uuid: registration.uuid, serial: registration.serial, prefix: "",
-                                               macsField: "macs", uuidField: "uuid", serialField: "serial")
-            } catch { throw APIError(.unprocessableContent, error.message, field: error.field) }
-            guard !identity.isEmpty else {
-                throw APIError(.unprocessableContent, "name the machine by at least one MAC address, its UUID or its serial number", field: "macs")
-            }
-            for (field, value) in [("manufacturer", registration.manufacturer), ("model", registration.model)] {
-                if let value, value.count > 200 || value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-                    throw APIError(.unprocessableContent, "at most 200 characters and no control characters", field: field)
-                }
-            }
-            do {
-                let machine = try await storage.registerMachine(identity, manufacturer: registration.manufacturer, model: registration.model)
-                logger.info("machine \(machine.id) registered by an administrator: \(Self.describe(identity))")
-                return JSON.response(machine, status: .created)
-            } catch let conflict as RegistrationConflict {
-                throw APIError(.conflict, conflict.message, field: conflict.field)
-            }
+            // Checked and stored as the dashboard's form and a CSV import's rows are (Handlers/Machines.swift).
+            let checked = try Self.machineRegistration(macs: registration.macs ?? [], uuid: registration.uuid, serial: registration.serial,
+                                                       manufacturer: registration.manufacturer, model: registration.model)
+            return JSON.response(try await registerMachine(checked), status: .created)
 
         case .adminResetDeploymentToken:
             return JSON.response(DeploymentSummary(try await resetDeploymentToken(id: try request.requiredParameter("id", context))))
@@ -208,8 +140,8 @@ extension ImprintServer {
             return JSON.response(machine)
 
         case .adminDeployments:
-            struct List: Encodable { var deployments: [DeploymentSummary] }
-            return JSON.response(List(deployments: try await storage.deployments().map(DeploymentSummary.init)))
+            // Filtered and paged (Handlers/DeploymentReports.swift), never every deployment at once.
+            return try await deploymentListResponse(request)
 
         case .adminDeployment:
             let id = try request.requiredParameter("id", context)
@@ -239,12 +171,18 @@ extension ImprintServer {
             let events = try await storage.events(deploymentID: id, afterSequence: after, limit: limit)
             return JSON.response(List(events: events, last: events.last?.event.sequence ?? after))
 
+        case .ruleTest, .sequences, .dashboardRules, .dashboardSequences:
+            // Handled by their own functions (Handlers/RuleTester.swift, SequenceAdmin.swift, the dashboard's).
+            throw APIError.notFound("route")
+        case .deploymentReports, .contentAdmin, .dashboardDeployments, .dashboardContent:
+            // Handled by their own functions (Handlers/DeploymentReports.swift, ContentAdmin.swift, the dashboard's).
+            throw APIError.notFound("route")
         case .bootScript, .bootScriptForMAC, .bootFile, .checkIn, .deploymentSequence, .deploymentEvents, .deploymentState, .content, .metrics,
              .captureAnnounce, .captureData,
              .dashboard, .dashboardDeployment, .dashboardLive, .dashboardApprove, .dashboardRedeploy, .dashboardResetToken,
              .dashboardLogin, .dashboardLogout, .dashboardScript, .dashboardStyle, .library,
              .dashboardImages, .dashboardImage, .dashboardLibrary, .distributionPoints, .dashboardDistributionPoints,
-             .multicast, .dashboardMulticast, .dashboardMulticastAPI, .users, .dashboardUsers:
+             .multicast, .dashboardMulticast, .dashboardMulticastAPI, .users, .dashboardUsers, .machines, .dashboardMachines:
             // Not an admin route: `handle` never sends these here. Listed, not `default`, so a new
             // handler makes the compiler ask where it belongs.
             throw APIError.notFound("route")

@@ -22,6 +22,8 @@ final class AuditNote: Sendable {
 struct AuditSubject: Sendable {
     enum Snapshot: Sendable {
         case rules, sequence, machine, deployment, distributionPoint, multicastSession, user, token
+        /// A file of the content folder: its path, size and SHA-256 (when known).
+        case contentFile
         /// No state to read: the answer (JSON) is what the change made (a job, a new object).
         case answer
     }
@@ -105,6 +107,49 @@ extension ImprintServer {
             case .revokeToken: return AuditSubject(kind: "token", id: parameter("id"), snapshot: .token)
             case .list, .user, .tokens, .me, .audit: return nil
             }
+        case let .machines(route):
+            switch route {
+            case .reject, .forget: return AuditSubject(kind: "machine", id: parameter("id"), snapshot: .machine)
+            // Each machine of a batch is recorded by `importMachines`, one entry each.
+            case .machine, .importCSV: return nil
+            }
+        case let .dashboardMachines(route):
+            switch route {
+            case .register: return AuditSubject(kind: "machine", snapshot: .machine)
+            case .reject, .forget: return AuditSubject(kind: "machine", id: parameter("id"), snapshot: .machine)
+            case .inventory, .machine, .importCSV: return nil
+            }
+        case let .contentAdmin(route):
+            // An upload is recorded once, by the piece that completes it (the others skip).
+            switch route {
+            case .uploadData: return AuditSubject(kind: "content", id: try? Self.contentPath(from: request, after: Self.adminContentUploads), snapshot: .contentFile)
+            case .delete: return AuditSubject(kind: "content", id: try? Self.contentPath(from: request, after: Self.adminContentFiles), snapshot: .contentFile)
+            case .list, .uploadAnnounce: return nil
+            }
+        case let .dashboardContent(route):
+            switch route {
+            case .uploadData: return AuditSubject(kind: "content", id: try? Self.contentPath(from: request, after: Self.dashboardContentUploads), snapshot: .contentFile)
+            case .delete: return AuditSubject(kind: "content", id: try? Self.contentPath(from: request, after: Self.dashboardContentDelete), snapshot: .contentFile)
+            case .page, .uploadAnnounce: return nil
+            }
+        case .deploymentReports, .dashboardDeployments:
+            return nil
+        case .sequences(.restore):
+            return AuditSubject(kind: "sequence", id: parameter("name"), snapshot: .sequence)
+        case .ruleTest, .sequences:
+            return nil
+        case let .dashboardRules(route):
+            switch route {
+            case .add, .edit, .move, .delete: return AuditSubject(kind: "rules", id: "rules", snapshot: .rules)
+            case .page, .test: return nil
+            }
+        case let .dashboardSequences(route):
+            switch route {
+            // A new sequence's name is in the form: the handler tells the log (`AuditNote`).
+            case .create: return AuditSubject(kind: "sequence", snapshot: .sequence)
+            case .save, .restore: return AuditSubject(kind: "sequence", id: parameter("name"), snapshot: .sequence)
+            case .list, .page, .validate, .plan, .version: return nil
+            }
         case let .dashboardUsers(route):
             switch route {
             case .add: return AuditSubject(kind: "user", snapshot: .user)
@@ -130,6 +175,9 @@ extension ImprintServer {
         case .rules:
             struct Rules: Encodable { var rules: [Rule] }
             return try json(Rules(rules: try await storage.rules().map(Self.masked)))
+        case .contentFile:
+            guard let id else { return nil }
+            return try await contentAuditSnapshot(id)
         case .answer:
             return nil
         default:
@@ -164,7 +212,7 @@ extension ImprintServer {
             return try json(UserView(user, tokens: try await storage.apiTokens(user: id)))
         case .token:
             return try await storage.apiToken(id: id).flatMap { try json($0) }
-        case .rules, .answer:
+        case .rules, .answer, .contentFile:
             return nil
         }
     }

@@ -53,11 +53,11 @@ extension ImprintServer {
         await prepareMulticastManifests(facts: facts)
         var answer: CheckInAnswer = try await checkInLock.withLock { try await storage.serializingCheckIns {
             let rules = try await storage.rules()
-            let matched = rules.first { $0.name != Rule.defaultName && $0.matches(facts) }
-            let fallback = rules.first { $0.name == Rule.defaultName }
+            // The rule tester (POST /api/v1/admin/rules/test) shows what this same choice makes of a machine.
+            let assignment = RuleAssignment(facts: facts, rules: rules)
             // A machine a rule names is known: it never waits for approval (unless its check-in
             // contradicts another machine's identity: then it always does).
-            let policy = CheckInPolicy(newState: matched != nil || configuration.unknownMachines == .default ? .approved : .pending,
+            let policy = CheckInPolicy(newState: assignment.newMachineState(unknownMachines: configuration.unknownMachines),
                                        mayCreate: !configuration.requireRegistration, sourceAddress: client,
                                        newMachinesPerMinute: configuration.newMachinesPerMinute)
             let machine: Machine
@@ -81,6 +81,17 @@ extension ImprintServer {
                                      + "address may add: check in again in \(retryAfter) s")
                 error.retryAfter = retryAfter
                 throw error
+            }
+            if machine.state == .rejected {
+                // Before anything else, a resumed run included: an administrator refused this
+                // machine. The agent stops (it does not retry); nothing is handed out, and an
+                // active deployment's token is never re-issued to it.
+                logger.warning("rejected machine \(machine.id) checked in from \(client): told so, no deployment")
+                return CheckInAnswer(status: "rejected",
+                                     message: "an administrator rejected this machine (machine \(machine.id)\(machine.rejected.map { ", \($0)" } ?? "")): "
+                                        + "this server gives it no deployment; an administrator may approve it on the dashboard or with "
+                                        + "POST /api/v1/admin/machines/\(machine.id)/approve",
+                                     machineId: machine.id)
             }
             let active = try await storage.activeDeployment(machineID: machine.id)
             let resumed = checkIn.resume.flatMap { resume in active.map { Self.isOwnRun($0, resume) } } ?? false
@@ -106,12 +117,7 @@ extension ImprintServer {
                     + "(\(done.ended ?? done.created)); to image it again, choose Deploy again on the dashboard "
                     + "or POST /api/v1/admin/machines/\(machine.id)/redeploy", machineId: machine.id)
             }
-            let rule: Rule
-            if let matched {
-                rule = matched
-            } else if machine.state == .approved || configuration.unknownMachines == .default, let fallback {
-                rule = fallback
-            } else {
+            guard let rule = assignment.rule(approved: machine.state == .approved, unknownMachines: configuration.unknownMachines)?.rule else {
                 let message = machine.state == .approved
                     ? "approved, but no rule matches this machine and there is no rule named \"default\""
                     : "unknown machine \(machine.id): waiting for an administrator to approve it"

@@ -260,9 +260,9 @@ struct AuditQuery: Sendable {
     var object: String?
 
     init(_ request: Request) throws(APIError) {
-        let query = request.uri.queryParameters
+        let query = try FormFields(query: request)
         func value(_ name: String) -> String? {
-            query.get(name).map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 }
+            query[name].map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 }
         }
         filter.actor = value("user")
         if let object = value("object") {

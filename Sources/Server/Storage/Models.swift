@@ -4,11 +4,12 @@ import Primitives
 import SequenceModel
 
 /// A machine that has checked in, or that an administrator registered. `pending` ones wait for
-/// an administrator's approval. Its identity (MACs, UUID, serial) is what it first claimed or
+/// an administrator's approval; `rejected` ones were refused by one, and their check-ins are
+/// told so (no deployment) until an administrator approves them. Its identity (MACs, UUID, serial) is what it first claimed or
 /// what the administrator registered, and never changes through a check-in: a check-in that
 /// contradicts it becomes another machine, with the contradiction in `conflicts`.
 public struct Machine: Sendable, Codable, Equatable {
-    public enum State: String, Sendable, Codable { case pending, approved }
+    public enum State: String, Sendable, Codable, CaseIterable { case pending, approved, rejected }
     public var id: String
     /// Every MAC the machine claimed. Each MAC belongs to at most one machine (the first that
     /// claimed it): a MAC here that another machine owns does not send its `/boot/{mac}.ipxe` here.
@@ -29,6 +30,8 @@ public struct Machine: Sendable, Codable, Equatable {
     /// The known machines whose identity this one's first check-in contradicted: why it waits
     /// for an administrator whatever the rules say.
     public var conflicts: [IdentityConflict]
+    /// When an administrator rejected it (state `rejected`); nil otherwise.
+    public var rejected: String? = nil
 }
 
 /// A check-in that claimed part of a known machine's identity and contradicted the rest: the

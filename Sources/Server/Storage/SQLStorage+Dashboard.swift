@@ -31,10 +31,13 @@ public struct DashboardSession: Sendable, Equatable {
 /// machines or a hundred thousand.
 extension SQLStorage {
     func machines(state: Machine.State, offset: Int, limit: Int) async throws -> (machines: [Machine], total: Int) {
-        let total = try await executor.query("SELECT COUNT(*) AS n FROM machines WHERE state = ?", [.text(state.rawValue)])
+        // A rejected machine keeps the state column it had (migration 12): it is neither pending nor approved.
+        let (condition, binds): (String, [SQLValue]) = state == .rejected ? ("rejected IS NOT NULL", [])
+            : ("state = ? AND rejected IS NULL", [.text(state.rawValue)])
+        let total = try await executor.query("SELECT COUNT(*) AS n FROM machines WHERE " + condition, binds)
             .first?.integer("n") ?? 0
-        let machines = try await executor.query("SELECT * FROM machines WHERE state = ? ORDER BY first_seen, id LIMIT ? OFFSET ?",
-                                                [.text(state.rawValue), .integer(max(0, limit)), .integer(max(0, offset))])
+        let machines = try await executor.query("SELECT * FROM machines WHERE " + condition + " ORDER BY first_seen, id LIMIT ? OFFSET ?",
+                                                binds + [.integer(max(0, limit)), .integer(max(0, offset))])
             .compactMap(Self.machine)
         return (machines, total)
     }

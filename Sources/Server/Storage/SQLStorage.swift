@@ -108,8 +108,8 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
 
     /// Seals the stored rules' secret values still in plain text (`where` picks the rules);
     /// `secretNames` gives what each rule's sequence lists as secret, by the sequence's name.
-    private func sealRules(in db: some SQLStatements, where clause: String = "", _ binds: [SQLValue] = [],
-                           secretNames: (String) -> Set<String>) async throws {
+    func sealRules(in db: some SQLStatements, where clause: String = "", _ binds: [SQLValue] = [],
+                   secretNames: (String) -> Set<String>) async throws {
         for row in try await db.execute("SELECT position, sequence_name, variables FROM rules" + clause, binds) {
             guard let position = row.integer("position"),
                   let variables = StoredJSON.decode([String: String].self, row.string("variables")) else { continue }
@@ -136,7 +136,10 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
     // MARK: - Machines
 
     static func machine(_ row: SQLRow) -> Machine? {
-        guard let id = row.string("id"), let state = row.string("state").flatMap(Machine.State.init) else { return nil }
+        guard let id = row.string("id"), var state = row.string("state").flatMap(Machine.State.init) else { return nil }
+        // A rejection is its own column (migration 12): `state`'s CHECK predates it.
+        let rejected = row.string("rejected")
+        if rejected != nil { state = .rejected }
         return Machine(
             id: id, macs: (row.string("macs") ?? "").split(separator: ",").map(String.init),
             uuid: row.string("uuid"), serial: row.string("serial"),
@@ -144,7 +147,7 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
             facts: StoredJSON.decode(Facts.self, row.string("facts")), state: state,
             firstSeen: row.string("first_seen") ?? "", lastSeen: row.string("last_seen") ?? "",
             firstAddress: row.string("first_address"), registered: row.string("registered"),
-            conflicts: StoredJSON.decode([IdentityConflict].self, row.string("conflicts")) ?? [])
+            conflicts: StoredJSON.decode([IdentityConflict].self, row.string("conflicts")) ?? [], rejected: rejected)
     }
 
     func identifyCheckIn(_ claim: MachineIdentity, facts: Facts, policy: CheckInPolicy) async throws -> CheckInIdentification {
@@ -222,7 +225,7 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
         }
     }
 
-    private func insert(_ machine: Machine, factsJSON: String, into db: Executor.Transaction) async throws {
+    func insert(_ machine: Machine, factsJSON: String, into db: Executor.Transaction) async throws {
         try await db.execute("""
             INSERT INTO machines (id, macs, uuid, serial, manufacturer, model, facts, state, first_seen, last_seen,
                                   first_address, registered, conflicts)
@@ -233,7 +236,7 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
                   .text(machine.registered), .text(machine.conflicts.isEmpty ? nil : try StoredJSON.text(machine.conflicts))])
     }
 
-    private func own(_ macs: [String], machineID: String, into db: Executor.Transaction) async throws {
+    func own(_ macs: [String], machineID: String, into db: Executor.Transaction) async throws {
         guard !macs.isEmpty else { return }
         try await db.execute("INSERT INTO machine_macs (mac, machine_id) VALUES \(Array(repeating: "(?, ?)", count: macs.count).joined(separator: ", "))",
                              macs.flatMap { [SQLValue.text($0), .text(machineID)] })
@@ -283,7 +286,15 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
     }
 
     func setMachineState(id: String, state: Machine.State) async throws -> Bool {
-        !(try await executor.execute("UPDATE machines SET state = ? WHERE id = ? RETURNING id", [.text(state.rawValue), .text(id)]).isEmpty)
+        // `state`'s CHECK allows pending and approved only (migration 1; changing a CHECK means
+        // rebuilding the table four others reference): a rejection is kept in `rejected`, the
+        // state column left as it was, and an approval clears it.
+        if state == .rejected {
+            return !(try await executor.execute("UPDATE machines SET rejected = COALESCE(rejected, ?) WHERE id = ? RETURNING id",
+                                                [.text(StoredTime.now()), .text(id)]).isEmpty)
+        }
+        return !(try await executor.execute("UPDATE machines SET state = ?, rejected = NULL WHERE id = ? RETURNING id",
+                                            [.text(state.rawValue), .text(id)]).isEmpty)
     }
 
     // MARK: - Rules and sequences
@@ -332,17 +343,9 @@ struct SQLStorage<Executor: SQLExecutor>: ServerStorage {
         try await executor.query("SELECT * FROM sequences ORDER BY name").compactMap(Self.storedSequence)
     }
 
+    /// A save whose author is not known; it keeps the version it replaces (`SequenceVersionStorage`).
     func putSequence(name: String, body: String) async throws {
-        let sealed = try sealing.sealSequence(body, what: "sequence \"\(name)\"")
-        let secretNames = SecretSealing.secretNames(ofSequence: sealed)
-        try await executor.transaction { db in
-            try await db.execute("""
-                INSERT INTO sequences (name, body, updated) VALUES (?, ?, ?)
-                ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated = excluded.updated
-                """, [.text(name), .text(sealed), .text(StoredTime.now())])
-            // The sequence may list more variables as secret now: the rules' values for them are sealed too.
-            try await sealRules(in: db, where: " WHERE sequence_name = ?" + lockingSelectedRows, [.text(name)]) { _ in secretNames }
-        }
+        try await putSequence(name: name, body: body, by: nil)
     }
 
     // MARK: - Deployments

@@ -8,7 +8,8 @@ import SequenceModel
 ///
 /// Secret values are sealed on every write that holds them, with the key the storage was opened
 /// with; what it returns of them is sealed, and only the handlers serving an agent open it.
-public protocol ServerStorage: LibraryStorage, DistributionPointStorage, MulticastStorage, UserStorage, Sendable {
+public protocol ServerStorage: LibraryStorage, DistributionPointStorage, MulticastStorage, UserStorage, DeploymentReportStorage, MachineInventoryStorage,
+                                SequenceVersionStorage, Sendable {
     /// Creates or upgrades the schema; safe on every start. Throws `SecretsKeyError` when the
     /// secrets key is not the one the database's secrets were sealed with.
     func migrate() async throws
@@ -558,6 +559,40 @@ public enum Migrations {
             "CREATE INDEX audit_log_time ON audit_log (time)",
             "INSERT INTO counters (name, value) VALUES ('audit', 0)",
             "ALTER TABLE sessions ADD COLUMN user_name TEXT",
+        ]),
+        // Machines rejected by an administrator (issue 20): when, in a column of its own, since
+        // `state`'s CHECK (pending, approved) cannot change without rebuilding the table; the
+        // inventory's filters and order (last seen, model) by index.
+        (12, [
+            "ALTER TABLE machines ADD COLUMN rejected TEXT",
+            "CREATE INDEX machines_last_seen ON machines (last_seen, id)",
+            "CREATE INDEX machines_model ON machines (model)",
+        ]),
+        // Task sequences' versions (issue 20): every save keeps the body it replaces, sealed as
+        // it was stored, with who saved it and when and who replaced it and when; the current
+        // body stays in `sequences`, with its version number and who saved it.
+        (13, [
+            """
+            CREATE TABLE sequence_versions (
+                sequence_name TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                body TEXT NOT NULL,
+                saved TEXT NOT NULL,
+                saved_by TEXT,
+                replaced TEXT NOT NULL,
+                replaced_by TEXT,
+                PRIMARY KEY (sequence_name, version)
+            )
+            """,
+            "ALTER TABLE sequences ADD COLUMN version BIGINT NOT NULL DEFAULT 1",
+            "ALTER TABLE sequences ADD COLUMN updated_by TEXT",
+        ]),
+        // The Deployments pages (issue 20): lists filtered by state, time, sequence and machine,
+        // newest first, and the summary's window, read through `created` instead of every row.
+        (14, [
+            "CREATE INDEX deployments_by_created ON deployments (created)",
+            "CREATE INDEX deployments_by_state_created ON deployments (state, created)",
+            "CREATE INDEX deployments_by_sequence_created ON deployments (sequence_name, created)",
         ]),
     ]
 

@@ -1,5 +1,3 @@
-import DiskModel
-
 /// What makes a disk *this* disk: checked again just before every destructive write, so a
 /// disk swapped, re-enumerated (sdb became sdc) or resized since the plan is never written.
 public struct DiskIdentity: Sendable, Codable, Equatable {

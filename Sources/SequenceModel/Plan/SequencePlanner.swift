@@ -1,9 +1,9 @@
 import DiskModel
-import Disks
 import Foundation
 import SequenceModel
 
-/// A dry run: which steps would run or be skipped and why, the disk each selection would
+/// A dry run (the agent's `imprint sequence plan` and the server's plan against a machine's facts):
+/// which steps would run or be skipped and why, the disk each selection would
 /// choose, and exactly what each partition step would wipe and create. Touches nothing.
 public enum SequencePlanner {
     public struct Line: Sendable, Encodable {
