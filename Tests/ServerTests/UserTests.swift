@@ -221,9 +221,19 @@ struct UserTests {
             #expect(!cookie.isEmpty)
 
             let answer = try await DashboardImagesTests.browse(harness, harness.base + "/dashboard", cookie: cookie, steps: [
-                ["label": "machines", "wait": "document.querySelector('#pending form button') !== null && document.querySelector('nav.top a[href=\"/dashboard/audit\"]') !== null"],
-                // Through the keyboard, as a user without a mouse would.
-                ["label": "approve", "run": "document.querySelector('#pending form button').focus(); document.activeElement.click(); true"],
+                ["label": "machines", "wait": "document.querySelector('#pending tr[id^=\"pending-\"]') !== null && document.querySelector('nav.top a[href=\"/dashboard/audit\"]') !== null"],
+                // A viewer is shown no Approve button at all.
+                ["label": "buttons", "run": "JSON.stringify({forms: document.querySelectorAll('#pending form, #machines form').length})"],
+                // What a page loaded before the role changed, or a crafted post, would send: refused with a message.
+                ["label": "approve", "run": """
+                    const row = document.querySelector('#pending tr[id^="pending-"]');
+                    const form = document.createElement('form');
+                    form.method = 'post';
+                    form.action = '/dashboard/machines/' + row.id.slice('pending-'.length) + '/approve';
+                    const csrf = document.createElement('input');
+                    csrf.type = 'hidden'; csrf.name = 'csrf'; csrf.value = document.querySelector('input[name="csrf"]').value;
+                    form.appendChild(csrf); document.body.appendChild(form); form.submit(); true
+                    """],
                 ["label": "refused", "wait": "document.getElementById('notice') !== null && document.title.includes('not allowed')"],
                 ["label": "refusal", "run": "JSON.stringify({notice: document.getElementById('notice').innerText, title: document.title})"],
                 ["screenshot": DashboardImagesTests.screenshot(harness, "viewer-refused.png")],
@@ -231,6 +241,7 @@ struct UserTests {
                 ["label": "audit", "wait": "document.querySelector('tr.audit-entry') !== null"],
                 ["label": "entries", "run": "JSON.stringify({table: document.getElementById('audit').innerText, filter: document.querySelector('#audit-filter input[name=object]').value})"],
             ], screenshot: DashboardImagesTests.screenshot(harness, "audit.png"))
+            #expect(DashboardImagesTests.value(answer, "buttons")["forms"] as? Int == 0, "a viewer was shown a button")
             let refusal = DashboardImagesTests.value(answer, "refusal")
             #expect((refusal["notice"] as? String ?? "").contains("user vera is a viewer") && (refusal["notice"] as? String ?? "").contains("operator role"),
                     "\(refusal)")

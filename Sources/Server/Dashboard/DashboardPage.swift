@@ -117,7 +117,9 @@ public enum DashboardPage {
     /// `change`: the database's change id read before the data shown, so the live feed picks up
     /// from there and nothing that happened while the page loaded is missed.
     /// `csrf`: the session's token, which every form posts (empty with a bearer token).
-    public static func index(_ listing: DashboardListing, change: Int, csrf: String) -> String {
+    /// `canOperate`: an operator or administrator, who gets the Approve, Deploy again and Reset
+    /// token buttons (a viewer does not see what the server would refuse).
+    public static func index(_ listing: DashboardListing, change: Int, csrf: String, canOperate: Bool = true) -> String {
         let machines = listing.machines
         let pending = machines.filter { $0.state == "pending" }
         var body = "<h1>Imprint deployments</h1>"
@@ -134,8 +136,8 @@ public enum DashboardPage {
                 body += "<tr id=\"pending-\(escape(machine.id))\"><td><a href=\"/dashboard/machines/\(escape(machine.id))\">\(escape(machine.name))</a>\(conflictNotes(machine.conflicts))</td>"
                     + "<td>\(escape(machine.macs.joined(separator: ", ")))</td>"
                     + "<td>\(escape(machine.serial ?? ""))</td><td>\(escape(machine.lastSeen))</td>"
-                    + "<td><form method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/approve\">\(csrfField(csrf))"
-                    + "<button type=\"submit\">Approve</button></form></td></tr>"
+                    + "<td>" + (canOperate ? "<form method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/approve\">\(csrfField(csrf))"
+                        + "<button type=\"submit\">Approve</button></form>" : "") + "</td></tr>"
             }
             body += "</table>"
             if listing.pendingTotal > pending.count {
@@ -154,8 +156,8 @@ public enum DashboardPage {
                     + "<td class=\"step\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.currentStep ?? ""))</td>"
                     + "<td class=\"state \(escape(deployment.state))\" data-deployment=\"\(escape(deployment.id))\">\(escape(deployment.state))"
                     + (deployment.state == "failed" ? "<div class=\"failure\">\(failureBadge(deployment))\(escape(deployment.message ?? ""))</div>" : "") + "</td>"
-                    + "<td class=\"actions\">\(deployment.state == "succeeded" ? redeployCell(machine, csrf: csrf) : "")"
-                    + "\(deployment.isActive ? resetTokenCell(deployment, csrf: csrf) : "")</td>"
+                    + "<td class=\"actions\">\(deployment.state == "succeeded" ? redeployCell(machine, csrf: csrf, canOperate: canOperate) : "")"
+                    + "\(deployment.isActive && (canOperate || deployment.tokenReset != nil) ? resetTokenCell(deployment, csrf: csrf) : "")</td>"
             } else {
                 body += "<td colspan=\"5\">no deployment</td>"
             }
@@ -264,10 +266,11 @@ public enum DashboardPage {
     }
 
     /// A deployed machine boots from its disk until someone asks for it to be imaged again.
-    static func redeployCell(_ machine: DashboardMachine, csrf: String) -> String {
+    static func redeployCell(_ machine: DashboardMachine, csrf: String, canOperate: Bool = true) -> String {
         if machine.redeployRequested {
             return "<div class=\"redeploy requested\">deploys again at its next network boot</div>"
         }
+        guard canOperate else { return "" }
         return "<form class=\"redeploy\" method=\"post\" action=\"/dashboard/machines/\(escape(machine.id))/redeploy\">"
             + csrfField(csrf) + "<button type=\"submit\">Deploy again</button></form>"
     }

@@ -75,7 +75,8 @@ extension ImprintServer {
             let page = try Self.pageNumber(request)
             let change = try await storage.latestChangeID()
             let listing = try await dashboardMachines(page: page)
-            return dashboardHTML(DashboardPage.index(listing, change: change, csrf: access.csrfToken))
+            return dashboardHTML(DashboardPage.index(listing, change: change, csrf: access.csrfToken,
+                                                     canOperate: access.principal.role >= .operator))
         case .dashboardDeployment:
             let id = try request.requiredParameter("id", context)
             let change = try await storage.latestChangeID()
