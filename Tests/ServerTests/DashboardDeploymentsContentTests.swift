@@ -407,18 +407,8 @@ struct DashboardDeploymentsContentTests {
             try Data(harness.adminToken.utf8).write(to: URL(fileURLWithPath: tokenFile))
             let arguments = ["python3", packageRoot.appendingPathComponent("Tests/TestSupport/screenshots.py").path, harness.base, out,
                              "--token-file", tokenFile]
-            let (status, output) = try await ServerHarness.offload { () -> (Int32, Data) in
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                process.arguments = arguments
-                let pipe = Pipe()
-                process.standardOutput = pipe
-                process.standardError = FileHandle.nullDevice
-                try process.run()
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                return (process.terminationStatus, data)
-            }
+            let result = try await ServerHarness.offload { try run(arguments, allowFailure: true) }
+            let (status, output) = (result.status, result.stdout)
             let pages = (try? JSONSerialization.jsonObject(with: output)) as? [[String: Any]] ?? []
             #expect(status == 0, "\(String(decoding: output, as: UTF8.self))")
             let urls = pages.compactMap { $0["url"] as? String }.map { $0.replacingOccurrences(of: harness.base, with: "") }

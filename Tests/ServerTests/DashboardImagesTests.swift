@@ -48,18 +48,8 @@ struct DashboardImagesTests {
         try JSONSerialization.data(withJSONObject: steps).write(to: URL(fileURLWithPath: stepsFile))
         let arguments = ["python3", packageRoot.appendingPathComponent("Tests/TestSupport/browser.py").path, url, "--cookie", cookie,
                          "--steps", stepsFile, "--until", "true", "--eval", "document.body.innerText", "--screenshot", screenshot, "--timeout", "5"]
-        let output = try await ServerHarness.offload {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = arguments
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return data
-        }
+        // Its status is not asked: the answer says where the page got stuck.
+        let output = try await ServerHarness.offload { try run(arguments, allowFailure: true).stdout }
         let answer = (try? JSONSerialization.jsonObject(with: output)) as? [String: Any] ?? [:]
         #expect(answer["failed"] is NSNull, "the page never got to \(answer["failed"] ?? "?"): \(String(decoding: output, as: UTF8.self))")
         return answer

@@ -19,7 +19,7 @@ public final class ScratchDirectory {
     public func sub(_ name: String) -> String { path + "/" + name }
 }
 
-public struct CommandResult {
+public struct CommandResult: Sendable {
     public var status: Int32
     public var stdout: Data
     public var stderr: String

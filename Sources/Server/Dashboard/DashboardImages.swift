@@ -415,51 +415,17 @@ enum DashboardImagesPage {
   if (root === null) return;
   const csrf = root.dataset.csrf || '';
   const imageName = root.dataset.image;
-  const HASH_PIECE = 8 * 1024 * 1024;
-
 
   function field(form, name) { return form.elements.namedItem(name); }
   function lines(text) {
     return text.split(/\r?\n/).map(function (line) { return line.trim(); }).filter(function (line) { return line.length > 0; });
   }
-  function say(element, text, kind) {
-    if (!element) return;
-    element.textContent = text;
-    element.className = 'form-message' + (kind ? ' ' + kind : '') + (element.classList.contains('action-message') ? ' action-message' : '');
-  }
-  function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
-  function percentOf(done, total) { return total > 0 ? Math.min(100, done * 100 / total) : 100; }
-
-  // An answer that is not 2xx, as the administrator reads it: the server's own words.
-  function refusal(response, data) {
-    const reason = data && data.error ? data.error : 'no explanation came with it';
-    const error = new Error('The server refused (' + response.status + '): ' + reason + (data && data.field ? ' [' + data.field + ']' : ''));
-    error.status = response.status;
-    return error;
-  }
-  async function api(method, path, body) {
-    const headers = {'X-CSRF-Token': csrf, 'Accept': 'application/json'};
-    const request = {method: method, headers: headers, credentials: 'same-origin', cache: 'no-store'};
-    if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-      request.body = JSON.stringify(body);
-    }
-    const response = await fetch(path, request);
-    let data = null;
-    try { data = await response.json(); } catch (ignored) { data = null; }
-    if (!response.ok) throw refusal(response, data);
-    return data;
-  }
+  // What every page's script shares (DashboardUpload.script, loaded first).
+  const shared = window.ImprintUpload;
+  const say = shared.say, percentOf = shared.percentOf, setBar = shared.setBar;
+  const api = shared.apiFor(csrf);
   function imagePath(name) { return '/dashboard/library/images/' + encodeURIComponent(name); }
 
-  function setBar(bar, percent, state, label) {
-    const value = Math.max(0, Math.min(100, Number(percent) || 0));
-    bar.dataset.percent = value.toFixed(1);
-    const fill = bar.querySelector('.bar');
-    fill.style.width = value + '%';
-    if (state) fill.className = 'bar ' + state;
-    bar.querySelector('.label').textContent = label || value.toFixed(1) + '%';
-  }
   // Widths from data-percent: the CSP forbids style attributes in the page, not the CSSOM.
   function paintBars() {
     document.querySelectorAll('.progress').forEach(function (bar) {
@@ -576,7 +542,7 @@ enum DashboardImagesPage {
         setBar(bar, percentOf(done, file.size), 'hashing', 'SHA-256 ' + percentOf(done, file.size).toFixed(0) + '%');
       });
       bar.dataset.phase = 'uploading';
-      const piece = Math.max(1, Number(form.dataset.pieceBytes) || HASH_PIECE);
+      const piece = Math.max(1, Number(form.dataset.pieceBytes) || shared.HASH_PIECE);
       const status = await sendFile(file, '/dashboard/library/uploads/' + encodeURIComponent(file.name), sha256, piece, bar, report);
       setBar(bar, 100, 'succeeded', 'uploaded 100%');
       bar.dataset.phase = 'uploaded';

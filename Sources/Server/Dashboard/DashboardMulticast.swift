@@ -116,27 +116,8 @@ enum DashboardMulticastPage {
   const root = document.getElementById('multicast');
   if (root === null) return;
   const csrf = root.dataset.csrf || '';
-  function say(element, text, kind) {
-    if (!element) return;
-    element.textContent = text;
-    element.className = 'form-message' + (kind ? ' ' + kind : '');
-  }
-  async function api(method, path, body) {
-    const headers = {'X-CSRF-Token': csrf, 'Accept': 'application/json'};
-    const request = {method: method, headers: headers, credentials: 'same-origin', cache: 'no-store'};
-    if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-      request.body = JSON.stringify(body);
-    }
-    const response = await fetch(path, request);
-    let data = null;
-    try { data = await response.json(); } catch (ignored) { data = null; }
-    if (!response.ok) {
-      const reason = data && data.error ? data.error : 'no explanation came with it';
-      throw new Error('The server refused (' + response.status + '): ' + reason + (data && data.field ? ' [' + data.field + ']' : ''));
-    }
-    return data;
-  }
+  const say = window.ImprintUpload.say;
+  const api = window.ImprintUpload.apiFor(csrf);
   const form = document.getElementById('multicast-form');
   if (form) {
     form.addEventListener('submit', async function (event) {

@@ -91,6 +91,29 @@ enum DashboardUpload {
     error.status = response.status;
     return error;
   }
+  // A page's calls to its JSON API: the session's cookie, its CSRF token in a header, and an
+  // answer that is not 2xx thrown as the server's own words.
+  function apiFor(csrf) {
+    return async function (method, path, body) {
+      const headers = {'X-CSRF-Token': csrf, 'Accept': 'application/json'};
+      const request = {method: method, headers: headers, credentials: 'same-origin', cache: 'no-store'};
+      if (body !== undefined) {
+        headers['Content-Type'] = 'application/json';
+        request.body = JSON.stringify(body);
+      }
+      const response = await fetch(path, request);
+      let data = null;
+      try { data = await response.json(); } catch (ignored) { data = null; }
+      if (!response.ok) throw refusal(response, data);
+      return data;
+    };
+  }
+  // A form's message line: text only (never HTML), its kind as a class.
+  function say(element, text, kind) {
+    if (!element) return;
+    element.textContent = text;
+    element.className = 'form-message' + (kind ? ' ' + kind : '') + (element.classList.contains('action-message') ? ' action-message' : '');
+  }
   async function postJSON(url, body, csrf) {
     const response = await fetch(url, {method: 'POST', credentials: 'same-origin', cache: 'no-store',
       headers: {'X-CSRF-Token': csrf, 'Accept': 'application/json', 'Content-Type': 'application/json'}, body: JSON.stringify(body)});
@@ -173,7 +196,7 @@ enum DashboardUpload {
   }
 
   window.ImprintUpload = {HASH_PIECE: HASH_PIECE, sha256OfFile: sha256OfFile, sendFile: sendFile, setBar: setBar, percentOf: percentOf,
-                          refusal: refusal};
+                          refusal: refusal, apiFor: apiFor, say: say};
 })();
 """#
 }
