@@ -290,7 +290,7 @@ public enum DashboardPage {
     static func page(title: String, body: String, live: Bool = true, change: Int = 0, csrf: String? = nil, feed: Bool = true) -> String {
         let logout = csrf.map {
             "<form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\(csrfField($0))<button type=\"submit\">Log out</button></form>"
-                + "<nav class=\"top\"><a href=\"/dashboard\">Machines</a><a href=\"/dashboard/machines\">Inventory</a><a href=\"/dashboard/deployments\">Deployments</a><a href=\"/dashboard/images\">Images</a><a href=\"/dashboard/content\">Content</a>"
+                + "<nav class=\"top\"><a href=\"/dashboard\">Overview</a><a href=\"/dashboard/machines\">Machines</a><a href=\"/dashboard/deployments\">Deployments</a><a href=\"/dashboard/images\">Images</a><a href=\"/dashboard/content\">Content</a>"
                 + "<a href=\"/dashboard/rules\">Rules</a><a href=\"/dashboard/sequences\">Sequences</a>"
                 + "<a href=\"/dashboard/distribution-points\">Distribution points</a><a href=\"/dashboard/multicast\">Multicast</a>"
                 + "<a href=\"/dashboard/users\">Users</a><a href=\"/dashboard/audit\">Audit</a></nav>"
