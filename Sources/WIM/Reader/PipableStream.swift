@@ -171,7 +171,9 @@ public final class PipableStream {
         var decoders = DecoderSet()
         var scratch: [UInt8] = [], output: [UInt8] = []
         var whole: [UInt8] = []
-        whole.reserveCapacity(Int(r.uncompressedSize))
+        // Room for what the header claims, up to 64 MiB: beyond that the array grows as the
+        // data really arrives, so a damaged header claiming gigabytes costs nothing up front.
+        whole.reserveCapacity(Int(min(r.uncompressedSize, 64 << 20)))
         do {
             try readResource(r, decoders: &decoders, scratch: &scratch, output: &output) { whole.append(contentsOf: $0) }
         } catch let error as WIMError {
