@@ -252,6 +252,38 @@ struct DashboardDeploymentsContentTests {
 
     // MARK: - Content
 
+    /// The list's first page, open in Chromium, learns from the live feed that a deployment it
+    /// does not list has started, and offers to reload; the reload lists it.
+    @Test func newDeploymentAnnouncedOnTheListInChromium() async throws {
+        try await ServerHarness.with(unknownMachines: .default) { harness in
+            _ = try await harness.assignedDeployment(mac: "52:54:00:d1:00:01")
+            let session = try await harness.dashboardLogin()
+            let notice = "document.getElementById('new-deployments')"
+            let browser = try DashboardTests.browse(harness.base + "/dashboard/deployments", cookie: session.cookie,
+                                                    until: "\(notice) !== null && !\(notice).hidden",
+                                                    eval: "JSON.stringify({rows: document.querySelectorAll('#deployment-list tr.deployment').length, notice: \(notice).innerText})",
+                                                    screenshot: harness.scratch.sub("new-deployment.png"))
+            try await Task.sleep(nanoseconds: 2_500_000_000)
+            // A second machine checks in while the page is open, and its agent reports.
+            let (id, token) = try await harness.assignedDeployment(mac: "52:54:00:d1:00:02")
+            let posted = try await harness.request("POST", "/api/v1/deployments/\(id)/events", body: DashboardTests.events([
+                (1, #""kind": "sequenceStarted", "name": "base""#),
+            ]), token: token)
+            #expect(posted.status == 200, "\(posted.text)")
+            let output = try await ServerHarness.offload {
+                let data = (browser.standardOutput as? Pipe)?.fileHandleForReading.readDataToEndOfFile() ?? Data()
+                browser.waitUntilExit()
+                return data
+            }
+            let result = (try? JSONSerialization.jsonObject(with: output)) as? [String: Any] ?? [:]
+            #expect(result["held"] as? Bool == true, "the notice never showed: \(String(decoding: output, as: UTF8.self))")
+            let page = ((result["value"] as? String).flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) }) as? [String: Any] ?? [:]
+            #expect(page["rows"] as? Int == 1 && (page["notice"] as? String ?? "").contains("reload the list"), "\(page)")
+            let reloaded = try await harness.request("GET", "/dashboard/deployments", headers: ["Cookie: \(session.cookie)"])
+            #expect(reloaded.text.contains(id))
+        }
+    }
+
     @Test func contentUploadReferencesRolesAndAuditInChromium() async throws {
         try await ServerHarness.with(unknownMachines: .default) { harness in
             try await harness.putSequence("win11", Self.sequence)

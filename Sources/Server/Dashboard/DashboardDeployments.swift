@@ -105,7 +105,12 @@ enum DashboardDeploymentsPage {
         var body = "<h1>Deployments</h1>" + subnav(current: current)
         body += filterForm(action: "/dashboard/deployments", query: query, choices: choices, states: true)
         let pages = max(1, (total + query.limit - 1) / query.limit)
-        body += "<section id=\"deployments\" aria-live=\"polite\"><p class=\"count\" id=\"deployment-count\">\(total) deployment\(total == 1 ? "" : "s")"
+        // The first page learns from the live feed that deployments it does not list have started
+        // or changed, and offers to reload (rows it lists follow the feed themselves).
+        body += "<section id=\"deployments\" aria-live=\"polite\"\(query.page == 1 ? " data-first=\"true\"" : "")>"
+            + "<p id=\"new-deployments\" class=\"notice\" hidden>Deployments not listed here have started or changed since this page "
+            + "was loaded: <a href=\"\">reload the list</a>.</p>"
+        body += "<p class=\"count\" id=\"deployment-count\">\(total) deployment\(total == 1 ? "" : "s")"
             + (query.parameters.isEmpty ? "" : total == 1 ? " matches" : " match") + (pages > 1 ? ", page \(query.page) of \(pages)" : "") + "</p>"
         if items.isEmpty {
             body += "<p class=\"empty\">No deployment" + (query.parameters.isEmpty ? " yet." : " matches these filters.") + "</p>"

@@ -366,6 +366,11 @@ public enum DashboardPage {
             forDeployment('.step', id, function (cell) {
               cell.textContent = update.currentStep || '';
             });
+            const listed = document.querySelector('#deployments[data-first="true"]');
+            if (listed !== null && listed.querySelector('.progress[data-deployment="' + CSS.escape(id) + '"]') === null) {
+              const notice = document.getElementById('new-deployments');
+              if (notice !== null) notice.hidden = false;
+            }
             forDeployment('.state', id, function (cell) {
               cell.textContent = update.state;
               cell.className = 'state ' + update.state;
