@@ -170,25 +170,12 @@ enum DashboardContentPage {
     const button = form.querySelector('button[type=submit]');
     busy = true;
     button.disabled = true;
-    bar.hidden = false;
-    bar.dataset.phase = 'hashing';
     try {
-      report('Computing the SHA-256 of ' + file.name + ' (' + file.size + ' bytes)…');
-      const sha256 = await upload.sha256OfFile(file, function (done) {
-        upload.setBar(bar, upload.percentOf(done, file.size), 'hashing', 'SHA-256 ' + upload.percentOf(done, file.size).toFixed(0) + '%');
-      });
-      bar.dataset.phase = 'uploading';
       const piece = Math.max(1, Number(form.dataset.pieceBytes) || upload.HASH_PIECE);
-      const status = await upload.sendFile(file, url, sha256, piece, bar, report, csrf);
-      upload.setBar(bar, 100, 'succeeded', 'uploaded 100%');
-      bar.dataset.phase = 'uploaded';
-      report('Uploaded ' + status.path + ' and verified (SHA-256 ' + sha256 + ').', 'ok');
+      const sent = await upload.hashAndSend(file, url, piece, bar, report, csrf);
+      report('Uploaded ' + sent.status.path + ' and verified (SHA-256 ' + sent.sha256 + ').', 'ok');
       await refreshList();
     } catch (error) {
-      if (bar.dataset.phase !== 'uploaded') {
-        bar.dataset.phase = 'failed';
-        bar.querySelector('.bar').className = 'bar failed';
-      }
       report(error.message, 'error');
     } finally {
       busy = false;

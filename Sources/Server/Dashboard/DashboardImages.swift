@@ -513,8 +513,6 @@ enum DashboardImagesPage {
   }
 
   // Upload: the dashboard's one resumable upload (`DashboardUpload.script`), to the library's API.
-  function sendFile(file, url, sha256, piece, bar, report) { return ImprintUpload.sendFile(file, url, sha256, piece, bar, report, csrf); }
-  const sha256OfFile = ImprintUpload.sha256OfFile;
   let uploading = false;
   async function upload(form) {
     const bar = document.getElementById('upload-progress');
@@ -533,28 +531,15 @@ enum DashboardImagesPage {
     uploading = true;
     const button = form.querySelector('button[type=submit]');
     button.disabled = true;
-    bar.hidden = false;
-    bar.dataset.phase = 'hashing';
     log.textContent = '';
     try {
-      report('Computing the SHA-256 of ' + file.name + ' (' + file.size + ' bytes)…');
-      const sha256 = await sha256OfFile(file, function (done) {
-        setBar(bar, percentOf(done, file.size), 'hashing', 'SHA-256 ' + percentOf(done, file.size).toFixed(0) + '%');
-      });
-      bar.dataset.phase = 'uploading';
       const piece = Math.max(1, Number(form.dataset.pieceBytes) || shared.HASH_PIECE);
-      const status = await sendFile(file, '/dashboard/library/uploads/' + encodeURIComponent(file.name), sha256, piece, bar, report);
-      setBar(bar, 100, 'succeeded', 'uploaded 100%');
-      bar.dataset.phase = 'uploaded';
-      report('Uploaded and verified (SHA-256 ' + sha256 + '); starting the import of ' + status.path + '…');
-      const job = await api('POST', '/dashboard/library/wims', {file: status.path});
-      report('Uploaded ' + status.path + '; import job ' + job.id + ' queued (see Jobs).', 'ok');
+      const sent = await shared.hashAndSend(file, '/dashboard/library/uploads/' + encodeURIComponent(file.name), piece, bar, report, csrf);
+      report('Uploaded and verified (SHA-256 ' + sent.sha256 + '); starting the import of ' + sent.status.path + '…');
+      const job = await api('POST', '/dashboard/library/wims', {file: sent.status.path});
+      report('Uploaded ' + sent.status.path + '; import job ' + job.id + ' queued (see Jobs).', 'ok');
       await jobStarted();
     } catch (error) {
-      if (bar.dataset.phase !== 'uploaded') {
-        bar.dataset.phase = 'failed';
-        bar.querySelector('.bar').className = 'bar failed';
-      }
       report(error.message, 'error');
     } finally {
       uploading = false;

@@ -195,7 +195,28 @@ enum DashboardUpload {
     return hash.hex();
   }
 
-  window.ImprintUpload = {HASH_PIECE: HASH_PIECE, sha256OfFile: sha256OfFile, sendFile: sendFile, setBar: setBar, percentOf: percentOf,
+  // A file hashed, then sent, its bar showing both; on an error the bar is marked failed and
+  // the error thrown again for the page to report. Answers the file's SHA-256 and the status.
+  async function hashAndSend(file, url, piece, bar, report, csrf) {
+    bar.hidden = false;
+    bar.dataset.phase = 'hashing';
+    try {
+      report('Computing the SHA-256 of ' + file.name + ' (' + file.size + ' bytes)…');
+      const sha256 = await sha256OfFile(file, function (done) {
+        setBar(bar, percentOf(done, file.size), 'hashing', 'SHA-256 ' + percentOf(done, file.size).toFixed(0) + '%');
+      });
+      bar.dataset.phase = 'uploading';
+      const status = await sendFile(file, url, sha256, piece, bar, report, csrf);
+      setBar(bar, 100, 'succeeded', 'uploaded 100%');
+      bar.dataset.phase = 'uploaded';
+      return {sha256: sha256, status: status};
+    } catch (error) {
+      bar.dataset.phase = 'failed';
+      bar.querySelector('.bar').className = 'bar failed';
+      throw error;
+    }
+  }
+  window.ImprintUpload = {hashAndSend: hashAndSend, HASH_PIECE: HASH_PIECE, sha256OfFile: sha256OfFile, sendFile: sendFile, setBar: setBar, percentOf: percentOf,
                           refusal: refusal, apiFor: apiFor, say: say};
 })();
 """#
