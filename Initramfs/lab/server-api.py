@@ -80,7 +80,8 @@ def load(base, token, folder, rules):
 def deployment_of(base, token, mac):
     machines = call(base, token, "GET", "/api/v1/admin/machines")["machines"]
     ids = {m["id"] for m in machines if mac.lower() in (x.lower().replace("-", ":") for x in m["macs"])}
-    mine = [d for d in call(base, token, "GET", "/api/v1/admin/deployments")["deployments"] if d["machineId"] in ids]
+    # The list is paged (newest first): asked for each machine, its newest is on the first page.
+    mine = [d for machine in ids for d in call(base, token, "GET", f"/api/v1/admin/deployments?machine={machine}")["deployments"]]
     return sorted(mine, key=lambda d: d["created"])[-1] if mine else None
 
 
