@@ -367,7 +367,8 @@ public enum DashboardPage {
               cell.textContent = update.currentStep || '';
             });
             const listed = document.querySelector('#deployments[data-first="true"]');
-            if (listed !== null && listed.querySelector('.progress[data-deployment="' + CSS.escape(id) + '"]') === null) {
+            // Compared, never built into a selector (an id is the server's data).
+            if (listed !== null && !Array.from(listed.querySelectorAll('.progress')).some(function (bar) { return bar.dataset.deployment === id; })) {
               const notice = document.getElementById('new-deployments');
               if (notice !== null) notice.hidden = false;
             }
