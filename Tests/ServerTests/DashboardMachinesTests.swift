@@ -75,7 +75,8 @@ struct DashboardMachinesTests {
                 ["label": "model filtered", "wait": "location.search.indexOf('model=EliteBook') >= 0 && document.querySelectorAll('tr.inventory-machine').length === 2"],
                 ["label": "model rows", "run": "JSON.stringify({rows: \(Self.rows), selected: \(filter).querySelector('[name=model]').value})"],
                 ["label": "by firmware", "run": choose("model", "") + choose("firmware", "bios") + "\(filter).submit(); true"],
-                ["label": "firmware filtered", "wait": "location.search.indexOf('firmware=bios') >= 0"],
+                // The new page's rows, not the old page's while it is replaced (the address changes first).
+                ["label": "firmware filtered", "wait": "location.search.indexOf('firmware=bios') >= 0 && document.querySelectorAll('tr.inventory-machine').length === 1"],
                 ["label": "firmware rows", "run": "JSON.stringify({rows: \(Self.rows)})"],
                 ["navigate": harness.base + "/dashboard/machines?state=pending"],
                 ["label": "pending filtered", "wait": "document.querySelectorAll('tr.inventory-machine').length === 2"],
