@@ -375,10 +375,19 @@ public enum DashboardPage {
             forDeployment('.state', id, function (cell) {
               cell.textContent = update.state;
               cell.className = 'state ' + update.state;
-              if (update.state === 'failed' && update.message) {
+              if (update.state === 'failed' && (update.message || update.failure)) {
+                // As the server renders it: the kind ("badInput" read as "bad input"), then the message; text only.
                 const failure = document.createElement('div');
                 failure.className = 'failure';
-                failure.textContent = update.message;
+                if (update.failure) {
+                  const kind = document.createElement('span');
+                  kind.className = 'failure-kind';
+                  kind.dataset.kind = update.failure;
+                  kind.textContent = String(update.failure).replace(/[A-Z]/g, function (letter) { return ' ' + letter.toLowerCase(); });
+                  failure.appendChild(kind);
+                  failure.appendChild(document.createTextNode(': '));
+                }
+                failure.appendChild(document.createTextNode(update.message || ''));
                 cell.appendChild(failure);
               }
             });

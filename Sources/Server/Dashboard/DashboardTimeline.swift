@@ -74,6 +74,8 @@ public enum DashboardTimeline {
         var object: [String: Any] = ["id": deployment.id, "state": deployment.state, "percent": deployment.percent]
         if let step = deployment.currentStep { object["currentStep"] = step }
         if let message = deployment.message { object["message"] = message }
+        // The failure's kind, so a live update shows it as the page does ("bad input: ...").
+        if let failure = deployment.failure { object["failure"] = failure }
         let lines = log(newEvents, characters: characters).map { line -> [String: Any] in
             ["level": line.level, "text": String(line.time.dropFirst(11).prefix(12)) + " " + (line.step.map { "[\($0)] " } ?? "") + line.message]
         }
