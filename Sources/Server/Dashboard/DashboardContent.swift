@@ -98,12 +98,7 @@ enum DashboardContentPage {
             }
             body += "</table>"
         }
-        if listing.pages > 1 {
-            body += "<nav class=\"pages\" id=\"content-pages\" aria-label=\"Pages\">"
-                + (listing.page > 1 ? "<a rel=\"prev\" href=\"/dashboard/content?page=\(listing.page - 1)\">Previous</a> " : "")
-                + "page \(listing.page) of \(listing.pages)"
-                + (listing.page < listing.pages ? " <a rel=\"next\" href=\"/dashboard/content?page=\(listing.page + 1)\">Next</a>" : "") + "</nav>"
-        }
+        body += DashboardPage.pageNav(id: "content-pages", page: listing.page, pages: listing.pages) { "/dashboard/content?page=\($0)" }
         body += "</section></div>"
         return DashboardPage.page(title: "Imprint: content", body: body, csrf: csrf, feed: false)
     }

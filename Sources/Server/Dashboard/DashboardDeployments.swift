@@ -139,13 +139,8 @@ enum DashboardDeploymentsPage {
             }
             body += "</table>"
         }
-        if pages > 1 {
-            let base = "/dashboard/deployments?" + DeploymentQuery.encoded(query.parameters) + (query.parameters.isEmpty ? "" : "&")
-            body += "<nav class=\"pages\" id=\"deployment-pages\" aria-label=\"Pages\">"
-                + (query.page > 1 ? "<a rel=\"prev\" href=\"\(escape(base))page=\(query.page - 1)\">Previous</a> " : "")
-                + "page \(query.page) of \(pages)"
-                + (query.page < pages ? " <a rel=\"next\" href=\"\(escape(base))page=\(query.page + 1)\">Next</a>" : "") + "</nav>"
-        }
+        let base = "/dashboard/deployments?" + DeploymentQuery.encoded(query.parameters) + (query.parameters.isEmpty ? "" : "&")
+        body += DashboardPage.pageNav(id: "deployment-pages", page: query.page, pages: pages) { base + "page=\($0)" }
         body += "</section>"
         return DashboardPage.page(title: "Imprint: deployments", body: body, change: change, csrf: csrf)
     }

@@ -347,13 +347,7 @@ enum DashboardMachinesPage {
             body += "</table>"
         }
         let pages = max(1, (total + perPage - 1) / perPage)
-        if pages > 1 {
-            body += "<nav class=\"pages\" id=\"inventory-pages\" aria-label=\"Pages of machines\">"
-                + (query.page > 1 ? "<a rel=\"prev\" href=\"\(escape(query.link(page: query.page - 1)))\">Previous</a> " : "")
-                + "page \(query.page) of \(pages)"
-                + (query.page < pages ? " <a rel=\"next\" href=\"\(escape(query.link(page: query.page + 1)))\">Next</a>" : "")
-                + "</nav>"
-        }
+        body += DashboardPage.pageNav(id: "inventory-pages", label: "Pages of machines", page: query.page, pages: pages) { query.link(page: $0) }
         body += "</section>"
 
         if role >= .operator {

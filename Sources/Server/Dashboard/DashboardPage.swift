@@ -164,13 +164,7 @@ public enum DashboardPage {
             body += "</tr>"
         }
         body += "</table>"
-        if listing.pages > 1 {
-            body += "<nav class=\"pages\" id=\"machine-pages\">"
-                + (listing.page > 1 ? "<a rel=\"prev\" href=\"/dashboard?page=\(listing.page - 1)\">Previous</a> " : "")
-                + "page \(listing.page) of \(listing.pages)"
-                + (listing.page < listing.pages ? " <a rel=\"next\" href=\"/dashboard?page=\(listing.page + 1)\">Next</a>" : "")
-                + "</nav>"
-        }
+        body += pageNav(id: "machine-pages", page: listing.page, pages: listing.pages) { "/dashboard?page=\($0)" }
         body += "</section>"
         return page(title: "Imprint", body: body, change: change, csrf: csrf)
     }
@@ -189,6 +183,16 @@ public enum DashboardPage {
         }
         return "<form class=\"reset-token\" method=\"post\" action=\"/dashboard/deployments/\(escape(deployment.id))/reset-token\">"
             + csrfField(csrf) + "<button type=\"submit\">Reset token</button></form>"
+    }
+
+    /// "Previous · page 2 of 5 · Next" under a paged list (empty with one page); `link` gives a
+    /// page's address, unescaped (escaped here).
+    static func pageNav(id: String, label: String = "Pages", page: Int, pages: Int, link: (Int) -> String) -> String {
+        guard pages > 1 else { return "" }
+        return "<nav class=\"pages\" id=\"\(id)\" aria-label=\"\(escape(label))\">"
+            + (page > 1 ? "<a rel=\"prev\" href=\"\(escape(link(page - 1)))\">Previous</a> " : "")
+            + "page \(page) of \(pages)"
+            + (page < pages ? " <a rel=\"next\" href=\"\(escape(link(page + 1)))\">Next</a>" : "") + "</nav>"
     }
 
     static func csrfField(_ csrf: String) -> String {
