@@ -18,6 +18,8 @@ public final class ImprintServer: Sendable {
     let checkInLock = AsyncLock()
     /// The `/dashboard/live` streams open on this instance (each polls the database), capped by `limits.liveStreams`.
     let liveStreams = LiveStreamSlots()
+    /// How many dashboard pages follow the live feed on this instance now.
+    public var openLiveStreams: Int { liveStreams.count }
     /// Failed dashboard logins per address (guessing the admin token through the form).
     let loginThrottle: LoginThrottle
     /// Opens secrets for the agent and masks them for administrators, with the key `storage` seals them with.

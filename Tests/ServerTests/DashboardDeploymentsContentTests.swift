@@ -263,8 +263,12 @@ struct DashboardDeploymentsContentTests {
                                                     until: "\(notice) !== null && !\(notice).hidden",
                                                     eval: "JSON.stringify({rows: document.querySelectorAll('#deployment-list tr.deployment').length, notice: \(notice).innerText})",
                                                     screenshot: harness.scratch.sub("new-deployment.png"))
-            try await Task.sleep(nanoseconds: 2_500_000_000)
-            // A second machine checks in while the page is open, and its agent reports.
+            // Once the page follows the live feed (a loaded machine starts Chromium slowly), a
+            // second machine checks in and its agent reports.
+            let opened = ContinuousClock.now
+            while harness.server.openLiveStreams == 0, ContinuousClock.now - opened < .seconds(60) {
+                try await Task.sleep(nanoseconds: 50_000_000)
+            }
             let (id, token) = try await harness.assignedDeployment(mac: "52:54:00:d1:00:02")
             let posted = try await harness.request("POST", "/api/v1/deployments/\(id)/events", body: DashboardTests.events([
                 (1, #""kind": "sequenceStarted", "name": "base""#),
