@@ -261,6 +261,12 @@ def run_formats(args, only, corpus_tag, results, sizes):
                   + (f"   (imprint over FUSE {fuse:.2f} s, {peaks['fuse']:.0f} MiB)" if fuse is not None else ""), flush=True)
             print("  runs: " + "; ".join(f"{who} " + " ".join(f"{t:.2f}" for t in ts) for who, ts in times.items()),
                   flush=True)
+            # Each run's two contenders ran one after the other: their ratio is immune to the
+            # machine drifting over the minutes (a shared VM's speed moves by 10-20%), which
+            # the ratio of the medians is not.
+            paired = [a / b for a, b in zip(times["imprint"], times["wimlib"])]
+            print(f"  ratio run by run: {' '.join(f'{r:.2f}' for r in paired)}; median {statistics.median(paired):.2f}",
+                  flush=True)
 
 
 

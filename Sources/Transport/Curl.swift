@@ -1,5 +1,6 @@
 import CCurl
 import Foundation
+import Synchronization
 
 /// curl_global_init is not thread-safe; a static let runs exactly once under swift_once.
 enum CurlGlobal {
@@ -236,18 +237,58 @@ private func curlProgress(_ context: UnsafeMutableRawPointer?, _ dltotal: curl_o
 /// The statuses whose Location `performCurl` follows.
 let redirectStatuses: Set<Int> = [301, 302, 303, 307, 308]
 
-/// Runs one HTTP request on a fresh easy handle. `begin` sees the status and headers before
-/// any body byte and may stop (false) or fail; `body` receives the body in order.
-func performCurl(_ request: CurlRequest, options: TransferOptions,
+/// Easy handles kept between requests, so that the requests of one client to a server share
+/// its open connections (HTTP keep-alive; over https one TLS handshake, not one a request): a
+/// WIM read in place asks for one 4 MiB block at a time, and each block used to open a new
+/// connection. A handle serves one request at a time; `curl_easy_reset` on its way back clears
+/// its options, among them the pointers into the finished request, and keeps its connections.
+final class CurlHandles: Sendable {
+    /// A `CURL *`: curl lets a handle move between threads as long as one uses it at a time,
+    /// which `take`/`giveBack` ensure.
+    struct Handle: @unchecked Sendable { let pointer: UnsafeMutableRawPointer }
+    /// Idle handles kept; a handle beyond them is closed with its connections. A read-ahead, a
+    /// download and the events of one agent use a few at once.
+    static let keptIdle = 4
+    private let idle = Mutex<[Handle]>([])
+
+    init() {}
+
+    /// An idle handle, or a new one; nil when libcurl cannot start.
+    func take() -> Handle? {
+        if let handle = idle.withLock({ $0.popLast() }) { return handle }
+        guard CurlGlobal.ready, let pointer = curl_easy_init() else { return nil }
+        return Handle(pointer: pointer)
+    }
+
+    func giveBack(_ handle: Handle) {
+        curl_easy_reset(handle.pointer)
+        let closing = idle.withLock { idle -> Handle? in
+            guard idle.count < Self.keptIdle else { return handle }
+            idle.append(handle)
+            return nil
+        }
+        if let closing { curl_easy_cleanup(closing.pointer) }
+    }
+
+    deinit {
+        for handle in idle.withLock({ $0 }) { curl_easy_cleanup(handle.pointer) }
+    }
+}
+
+/// Runs one HTTP request on a handle of `handles` (its open connections reused). `begin` sees
+/// the status and headers before any body byte and may stop (false) or fail; `body` receives
+/// the body in order.
+func performCurl(_ request: CurlRequest, options: TransferOptions, handles: CurlHandles,
                  begin: @escaping CurlTransfer.Begin, body: @escaping CurlTransfer.Body,
                  uploaded: ((UInt64) -> Void)? = nil) -> CurlResponse {
-    guard CurlGlobal.ready, let handle = curl_easy_init() else {
+    guard let taken = handles.take() else {
         var response = CurlResponse()
         response.code = CURLE_FAILED_INIT
         response.errorText = "libcurl could not be initialised"
         return response
     }
-    defer { curl_easy_cleanup(handle) }
+    defer { handles.giveBack(taken) }
+    let handle = taken.pointer
     let transfer = CurlTransfer(handle: handle, captureErrors: request.captureErrors,
                                 stallTimeout: options.stallTimeout, isCancelled: options.isCancelled, begin: begin, body: body)
     let context = Unmanaged.passUnretained(transfer).toOpaque()

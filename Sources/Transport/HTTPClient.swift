@@ -13,9 +13,17 @@ public final class HTTPClient: Sendable {
         self.init(options: options, freeSpace: HTTPClient.statvfsFreeSpace)
     }
 
+    /// This client's curl handles and their open connections, reused request after request.
+    private let handles = CurlHandles()
+
     init(options: TransferOptions, freeSpace: @escaping @Sendable (String) -> UInt64?) {
         self.options = options
         self.freeSpace = freeSpace
+    }
+
+    func perform(_ request: CurlRequest, begin: @escaping CurlTransfer.Begin, body: @escaping CurlTransfer.Body,
+                 uploaded: ((UInt64) -> Void)? = nil) -> CurlResponse {
+        performCurl(request, options: options, handles: handles, begin: begin, body: body, uploaded: uploaded)
     }
 
     static func statvfsFreeSpace(_ folder: String) -> UInt64? {
@@ -82,7 +90,7 @@ public final class HTTPClient: Sendable {
     public func head(_ url: String) throws(TransportError) -> RemoteFile {
         try validateURL(url)
         return try withRetries(url) { attempt throws(TransportError) -> Attempt<RemoteFile> in
-            let response = performCurl(CurlRequest(url: url, method: .head), options: options,
+            let response = perform(CurlRequest(url: url, method: .head),
                                        begin: { _, _ in true }, body: { _ in })
             if let error = try failure(of: response, url: url, attempt: attempt) {
                 return .retry(error, progressed: false)
@@ -100,7 +108,7 @@ public final class HTTPClient: Sendable {
         try validateURL(url)
         return try withRetries(url) { attempt throws(TransportError) -> Attempt<Data> in
             var data = Data()
-            let response = performCurl(CurlRequest(url: url), options: options, begin: { _, response throws(TransportError) in
+            let response = perform(CurlRequest(url: url), begin: { _, response throws(TransportError) in
                 if let length = response.contentLength, length > UInt64(limit) { throw .tooLarge(url: url, limit: limit) }
                 return true
             }, body: { chunk throws(TransportError) in
@@ -135,7 +143,7 @@ public final class HTTPClient: Sendable {
             var request = CurlRequest(url: url, method: method)
             request.headers = ["Content-Type: application/json", "Accept: application/json"]
             request.captureErrors = false
-            let response = performCurl(request, options: options, begin: { _, _ in true }, body: { chunk throws(TransportError) in
+            let response = perform(request, begin: { _, _ in true }, body: { chunk throws(TransportError) in
                 guard data.count + chunk.count <= limit else { throw .tooLarge(url: url, limit: limit) }
                 data.append(contentsOf: chunk)
             })
@@ -175,7 +183,7 @@ public final class HTTPClient: Sendable {
         request.headers = headers + ["Content-Type: application/octet-stream", "Accept: application/json"]
         request.captureErrors = false
         var sent: UInt64 = 0
-        let response = performCurl(request, options: options, begin: { _, _ in true }, body: { chunk throws(TransportError) in
+        let response = perform(request, begin: { _, _ in true }, body: { chunk throws(TransportError) in
             guard data.count + chunk.count <= limit else { throw .tooLarge(url: url, limit: limit) }
             data.append(contentsOf: chunk)
         }, uploaded: { sent = $0 })
@@ -242,7 +250,7 @@ public final class HTTPClient: Sendable {
                     var accepted: Validator?
                     var request = CurlRequest(url: source)
                     if start > 0 { request.range = "\(start)-" }
-                    let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
+                    let response = perform(request, begin: { status, response throws(TransportError) in
                         let current = Validator(response)
                         // Bytes on disk that this source's file cannot continue: the URL itself
                         // is the authority (they go, it starts over); a mirror is passed over.
@@ -386,7 +394,7 @@ public final class HTTPClient: Sendable {
                     var accepted: Validator?
                     var request = CurlRequest(url: source)
                     if start > 0 { request.range = "\(start)-" }
-                    let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
+                    let response = perform(request, begin: { status, response throws(TransportError) in
                         let current = Validator(response)
                         // What was delivered cannot be taken back: a source whose file is not the
                         // one being delivered ends the stream at the URL itself (as it always
@@ -472,7 +480,7 @@ public final class HTTPClient: Sendable {
     func rangeableSize(_ sources: inout SourceList) throws(TransportError) -> UInt64 {
         try withSources(&sources) { sources, attempt throws(TransportError) -> SourceAttempt<UInt64> in
             let source = sources.url
-            let response = performCurl(CurlRequest(url: source, method: .head), options: options,
+            let response = perform(CurlRequest(url: source, method: .head),
                                        begin: { _, _ in true }, body: { _ in })
             if let outcome: SourceAttempt<UInt64> = try judge(response, sources, attempt: attempt, offset: nil, progressed: false) {
                 return outcome
@@ -492,10 +500,13 @@ public final class HTTPClient: Sendable {
     /// version it announced first; a failure continues at the next source from the byte reached.
     /// `storage`: an array no longer needed whose memory the bytes may reuse (a block the
     /// caller's cache let go), sparing a fresh allocation's page faults on every request.
-    func fetchRange(_ sources: inout SourceList, start: UInt64, end: UInt64, size: UInt64, reusing storage: [UInt8] = [],
+    func fetchRange(_ sources: inout SourceList, start: UInt64, end: UInt64, size: UInt64, reusing storage: inout [UInt8],
                     counted: () -> Void) throws(TransportError) -> [UInt8] {
         let length = Int(end - start + 1)
-        var bytes = storage
+        // Moved, not copied: the array stays the only owner of its memory, which is then
+        // filled again instead of a new block being allocated (and faulted in, page by page).
+        var bytes: [UInt8] = []
+        swap(&bytes, &storage)
         bytes.removeAll(keepingCapacity: true)
         bytes.reserveCapacity(length)
         return try withSources(&sources) { sources, attempt throws(TransportError) -> SourceAttempt<[UInt8]> in
@@ -508,7 +519,7 @@ public final class HTTPClient: Sendable {
             var request = CurlRequest(url: source)
             request.range = "\(from)-\(end)"
             counted()
-            let response = performCurl(request, options: options, begin: { status, response throws(TransportError) in
+            let response = perform(request, begin: { status, response throws(TransportError) in
                 let current = Validator(response)
                 // Bytes already read (a WIM's tables) belong to the version read so far: a
                 // source with another one ends the reads at the URL itself, and is passed over

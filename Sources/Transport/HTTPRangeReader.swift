@@ -114,7 +114,8 @@ public final class HTTPRangeReader: Sendable {
         guard !overflow, end <= size else {
             throw .truncated(url: url, received: offset < size ? size - offset : 0, expected: UInt64(buffer.count))
         }
-        let bytes = try fetch(start: offset, end: end - 1)
+        var fresh: [UInt8] = []
+        let bytes = try fetch(start: offset, end: end - 1, reusing: &fresh)
         guard bytes.count == buffer.count else {
             throw .truncated(url: url, received: UInt64(bytes.count), expected: UInt64(buffer.count))
         }
@@ -179,10 +180,10 @@ public final class HTTPRangeReader: Sendable {
     /// Fetches block `index`, keeps it in the cache and hands it to whoever waits for it.
     private func complete(_ index: UInt64, _ fetch: BlockFetch) {
         let start = index * Self.blockSize
-        let storage = cache.withLock { $0.spare.popLast() } ?? []
+        var storage = cache.withLock { $0.spare.popLast() } ?? []
         let outcome: Result<[UInt8], TransportError>
         do throws(TransportError) {
-            outcome = .success(try self.fetch(start: start, end: min(start + Self.blockSize, size) - 1, reusing: storage))
+            outcome = .success(try self.fetch(start: start, end: min(start + Self.blockSize, size) - 1, reusing: &storage))
         } catch {
             outcome = .failure(error)
         }
@@ -203,9 +204,9 @@ public final class HTTPRangeReader: Sendable {
         fetch.finish(outcome)
     }
 
-    private func fetch(start: UInt64, end: UInt64, reusing storage: [UInt8] = []) throws(TransportError) -> [UInt8] {
+    private func fetch(start: UInt64, end: UInt64, reusing storage: inout [UInt8]) throws(TransportError) -> [UInt8] {
         try sourceList.withLock { (sources) throws(TransportError) -> [UInt8] in
-            try client.fetchRange(&sources, start: start, end: end, size: size, reusing: storage,
+            try client.fetchRange(&sources, start: start, end: end, size: size, reusing: &storage,
                                   counted: { requests.add(1, ordering: .relaxed) })
         }
     }

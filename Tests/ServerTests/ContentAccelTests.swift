@@ -24,7 +24,7 @@ struct ContentAccelTests {
 
         let server = try ServerProcess(arguments: ["--data", scratch.sub("data"), "--content", content, "--boot", scratch.sub("boot"),
                                                    "--admin-token", "accel-admin", "--content-accel-redirect", "/protected-content/"])
-        let port = try ServerHarness.freePort()
+        let port = try Loopback.freePort()
         let nginx = try Nginx(scratch, port: port, server: """
             location / { proxy_pass http://127.0.0.1:\(server.port); proxy_http_version 1.1; }
             location /protected-content/ { internal; alias \(content)/; }

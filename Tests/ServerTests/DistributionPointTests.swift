@@ -36,7 +36,7 @@ struct DistributionPointTests {
         let server = try ServerProcess(arguments: ["--data", scratch.sub("data"), "--content", content, "--boot", scratch.sub("boot"),
                                                    "--admin-token", admin])
         let base = "http://127.0.0.1:\(server.port)"
-        let nginxPort = try ServerHarness.freePort()
+        let nginxPort = try Loopback.freePort()
         let front = "http://127.0.0.1:\(nginxPort)/"
 
         func curl(_ method: String, _ url: String, token: String? = admin, body: String? = nil) throws -> (status: Int, json: [String: Any], body: Data) {

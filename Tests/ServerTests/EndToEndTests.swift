@@ -20,7 +20,7 @@ final class ServerProcess {
     /// `--bind` and `--public-url` are added: a free port, chosen first because the public URL
     /// (which the server requires) names it; https when the arguments turn TLS on.
     init(arguments: [String]) throws {
-        let port = try ServerHarness.freePort()
+        let port = try Loopback.freePort()
         let scheme = arguments.contains("--tls-certificate") ? "https" : "http"
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = ["--bind", "127.0.0.1:\(port)", "--public-url", "\(scheme)://127.0.0.1:\(port)"] + arguments

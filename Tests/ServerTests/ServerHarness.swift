@@ -66,7 +66,7 @@ final class ServerHarness: @unchecked Sendable {
         var attempt = 0
         while true {
             attempt += 1
-            let port = try Self.freePort()
+            let port = try Loopback.freePort()
             var configuration = ServerConfiguration(host: "127.0.0.1", port: port, dataDirectory: scratch.sub("data"),
                                                     contentDirectory: scratch.sub("content"), bootDirectory: scratch.sub("boot"),
                                                     adminToken: self.adminToken, unknownMachines: unknownMachines,
@@ -126,32 +126,6 @@ final class ServerHarness: @unchecked Sendable {
     /// The secrets key of test servers (32 bytes, base64): fixed, so a test can start another
     /// server on the same database, and see what it sealed.
     static let secretsKey = Data((0..<32).map { UInt8($0) }).base64EncodedString()
-
-    /// A TCP socket and 127.0.0.1:`port` as a socket address; the caller closes the socket.
-    static func loopbackSocket(port: Int) throws -> (descriptor: Int32, address: sockaddr_in) {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        return (descriptor, address)
-    }
-
-    /// A TCP port nothing listens on right now (the kernel's choice for port 0).
-    static func freePort() throws -> Int {
-        var (descriptor, address) = try loopbackSocket(port: 0)
-        defer { close(descriptor) }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                guard bind(descriptor, pointer, length) == 0 else { return -1 }
-                return getsockname(descriptor, pointer, &length)
-            }
-        }
-        guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
 
     /// A database as an older server left it: `statements` (its migrations' and its rows) run on
     /// a new SQLite file or PostgreSQL database, for a test of what the next migrations do.

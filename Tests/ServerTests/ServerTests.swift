@@ -106,7 +106,7 @@ struct ServerTests {
     /// Sends GRUB's request for /boot.grub on a plain socket, reads the answer, then waits (up
     /// to `limit` seconds) for the server to close the connection; nil when it did not.
     private static func keepAliveThenWaitForClose(port: Int, limit: Int) throws -> (answered: Bool, closedAfter: Double?) {
-        var (descriptor, address) = try ServerHarness.loopbackSocket(port: port)
+        var (descriptor, address) = try Loopback.socket(port: port)
         defer { close(descriptor) }
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }

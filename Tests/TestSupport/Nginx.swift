@@ -11,8 +11,9 @@ public final class Nginx {
     public let errorLog: String
     private let process = Process()
 
-    /// `server` is the body of the server block after its `listen` line (locations, root...).
-    public init(_ scratch: ScratchDirectory, port: Int, server: String) throws {
+    /// `server` is the body of the server block after its `listen` line (locations, root...);
+    /// `http` goes in the http block before it (a `log_format`, which a server block cannot hold).
+    public init(_ scratch: ScratchDirectory, port: Int, server: String, http: String = "") throws {
         self.port = port
         errorLog = scratch.sub("nginx-\(port)-error.log")
         let configuration = scratch.sub("nginx-\(port).conf")
@@ -32,6 +33,7 @@ public final class Nginx {
                 fastcgi_temp_path \(temporary)/fastcgi;
                 uwsgi_temp_path \(temporary)/uwsgi;
                 scgi_temp_path \(temporary)/scgi;
+                \(http)
                 server {
                     listen 127.0.0.1:\(port);
                     \(server)
@@ -45,16 +47,7 @@ public final class Nginx {
         try process.run()
         // Ready once its port takes a connection (or it has stopped: the log says why).
         for _ in 0..<200 where process.isRunning {
-            let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            } == 0
-            close(socket)
-            if connected { return }
+            if Loopback.accepts(port: port) { return }
             usleep(25_000)
         }
         let log = (try? String(contentsOfFile: errorLog, encoding: .utf8)) ?? ""

@@ -104,6 +104,34 @@ import TestSupport
         #expect(reader.requestCount == 6, "blocks 4 and 5 were there before they were read")
     }
 
+    /// A client's requests to one server share a connection (HTTP keep-alive, checked against
+    /// real nginx): a WIM read in place asks for a block at a time, and opening a connection for
+    /// each, over https a TLS handshake, cost more than the block.
+    @Test func rangeReadsShareOneConnection() throws {
+        let scratch = ScratchDirectory()
+        let root = scratch.sub("root")
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        var random = SplitMix64(seed: 19)
+        let data = Data((0..<(14 << 20)).map { _ in UInt8(truncatingIfNeeded: random.next()) })
+        try data.write(to: URL(fileURLWithPath: root + "/image.wim"))
+        let port = try Loopback.freePort()
+        let accessLog = scratch.sub("access.log")
+        let nginx = try Nginx(scratch, port: port, server: "root \(root); access_log \(accessLog) connections;",
+                              http: "log_format connections '$connection $connection_requests $status';")
+        let client = HTTPClient(options: .fast)
+        let reader = try HTTPRangeReader(url: "http://127.0.0.1:\(port)/image.wim", client: client)
+        var piece = [UInt8](repeating: 0, count: 1 << 20)
+        for at in stride(from: 0, to: data.count, by: piece.count) {
+            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
+            #expect(Data(piece) == data[at..<(at + piece.count)], "at \(at)")
+        }
+        let lines = try String(contentsOfFile: accessLog, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == reader.requestCount + 1, "the HEAD, then one request a block: \(lines)")
+        #expect(Set(lines.map { $0.split(separator: " ")[0] }).count == 1, "one connection: \(lines)")
+        #expect(lines.allSatisfy { $0.hasSuffix(" 206") || $0.hasSuffix(" 200") }, "\(lines)")
+        withExtendedLifetime(nginx) {}
+    }
+
     @Test func rangeReaderConcurrentReads() throws {
         let served = try Served()
         let data = try served.makeFile("image.wim", size: 9 << 20)
