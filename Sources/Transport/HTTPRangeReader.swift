@@ -30,6 +30,9 @@ public final class HTTPRangeReader: Sendable {
     /// Blocks fetched ahead of a forward run of reads: 16 MiB, a few decoding units' worth on
     /// every core, and well inside the cache, so a block fetched ahead is not evicted unread.
     static let readAheadBlocks: UInt64 = 4
+    /// A read smaller than this that stands alone is sent as it is, past the blocks
+    /// (`claimIsolatedRead`).
+    static let isolatedReadLimit = 64 << 10
     /// Evicted blocks kept to be filled again.
     static let spareBlocks = 2
 
@@ -62,6 +65,13 @@ public final class HTTPRangeReader: Sendable {
         var runLength = 0
         /// Evicted blocks' arrays, for the next fetches to fill again.
         var spare: [[UInt8]] = []
+
+        /// A run goes forward: the block read last, the one after it, or one just behind it
+        /// (another decoding thread still in the previous unit).
+        func continuesRun(_ index: UInt64) -> Bool {
+            guard let last = lastRead else { return false }
+            return index + 2 >= last && index <= last + 1
+        }
     }
     private let cache = Mutex(Cache())
     /// Held for each request: requests go one at a time, and what the copies served or why
@@ -87,6 +97,11 @@ public final class HTTPRangeReader: Sendable {
         let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
         guard !overflow, end <= size else {
             throw .truncated(url: url, received: offset < size ? size - offset : 0, expected: UInt64(buffer.count))
+        }
+        if buffer.count < Self.isolatedReadLimit, (end - 1) / Self.blockSize == offset / Self.blockSize,
+           claimIsolatedRead(offset / Self.blockSize) {
+            try readExactly(into: buffer, at: offset)
+            return
         }
         var position = offset
         while position < end {
@@ -122,16 +137,31 @@ public final class HTTPRangeReader: Sendable {
         bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
     }
 
+    /// Whether a small read in block `index` stands alone: its block is neither held nor on its
+    /// way, and the read does not continue the run of reads (the read before it was elsewhere,
+    /// or there was none). Such a read (a WIM's header, a large resource's chunk table while an apply
+    /// plans, one small file of a partial extract) is sent as it is: a few KiB instead of a
+    /// 4 MiB block, 35 ms on a 1 Gbit/s link, that the next reads would not use. The read
+    /// still marks where reads are, so a second one nearby goes through blocks.
+    private func claimIsolatedRead(_ index: UInt64) -> Bool {
+        cache.withLock { cache in
+            guard cache.blocks[index] == nil, cache.fetching[index] == nil else { return false }
+            guard !cache.continuesRun(index) else { return false }
+            cache.lastRead = index
+            cache.runLength = 0
+            return true
+        }
+    }
+
     private enum BlockAction { case cached([UInt8]), wait(BlockFetch), fetch(BlockFetch) }
 
     private func block(_ index: UInt64) throws(TransportError) -> [UInt8] {
         let (action, ahead) = cache.withLock { cache -> (BlockAction, [(UInt64, BlockFetch)]) in
-            // A run goes forward: the block read last, the one after it, or one just behind it
-            // (another decoding thread still in the previous unit). Anything else starts a new
-            // run there. The read-ahead grows with the run, a block per block moved forward (as
-            // the kernel's does for files): the few scattered reads of a WIM's tables fetch
-            // little they do not use, an apply's long run soon has all of its blocks ahead.
-            if let last = cache.lastRead, index + 2 >= last, index <= last + 1 {
+            // A read that does not continue the run (`continuesRun`) starts a new one there.
+            // The read-ahead grows with the run, a block per block moved forward (as the
+            // kernel's does for files): the few scattered reads of a WIM's tables fetch little
+            // they do not use, an apply's long run soon has all of its blocks ahead.
+            if cache.continuesRun(index), let last = cache.lastRead {
                 if index == last + 1 { cache.runLength += 1 }
                 cache.lastRead = max(last, index)
             } else {

@@ -96,12 +96,35 @@ import TestSupport
             #expect(Data(piece) == data[at..<(at + piece.count)], "block \(block)")
         }
         // Blocks 0 to 3 in order: by then the read-ahead has claimed 4 and 5, the last two.
+        // The first read stands alone (nothing came before it): sent as it is, not as block 0.
         for block in 0...3 { try read(block: block) }
         let deadline = Date().addingTimeInterval(20)
         while reader.requestCount < 6, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        #expect(reader.requestCount == 6, "24 MiB is six blocks, each fetched once")
+        #expect(reader.requestCount == 6, "the first read, then blocks 1 to 5, each fetched once")
         for block in 4...5 { try read(block: block) }
         #expect(reader.requestCount == 6, "blocks 4 and 5 were there before they were read")
+    }
+
+    /// A small read away from the others (a WIM's header, a chunk table while an apply plans) is
+    /// sent as it is, not as the 4 MiB around it; a second read near it goes through the block.
+    @Test func rangeReaderSendsAStandaloneSmallReadAsItIs() throws {
+        let served = try Served()
+        let data = try served.makeFile("image.wim", size: 24 << 20)
+        let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
+        var piece = [UInt8](repeating: 0, count: 300)
+        func read(at: Int) throws {
+            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
+            #expect(Data(piece) == data[at..<(at + piece.count)], "at \(at)")
+        }
+        for block in [0, 3, 5] { try read(at: block * (4 << 20) + 1000) }
+        #expect(reader.requestCount == 3, "three reads far apart, three small requests")
+        try read(at: 5 * (4 << 20) + 9000)
+        try read(at: 5 * (4 << 20) + 20000)
+        #expect(reader.requestCount == 4, "reads staying in block 5 fetch it once")
+        var large = [UInt8](repeating: 0, count: HTTPRangeReader.isolatedReadLimit + 1)
+        try large.withUnsafeMutableBytes { try reader.read(into: $0, at: 1 << 20) }
+        #expect(Data(large) == data[(1 << 20)..<((1 << 20) + large.count)])
+        #expect(reader.requestCount == 5, "a larger read goes through its block")
     }
 
     /// A client's requests to one server share a connection (HTTP keep-alive, checked against
@@ -139,11 +162,13 @@ import TestSupport
         let failures = Counter()
         DispatchQueue.concurrentPerform(iterations: 8) { worker in
             for i in 0..<20 {
-                let at = (worker * 1_000_003 + i * 77_777) % (data.count - 4096)
-                var piece = [UInt8](repeating: 0, count: 4096)
+                // Larger than a read sent as it is (`isolatedReadLimit`): these go through blocks.
+                let length = HTTPRangeReader.isolatedReadLimit + 4096
+                let at = (worker * 1_000_003 + i * 77_777) % (data.count - length)
+                var piece = [UInt8](repeating: 0, count: length)
                 do {
                     try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
-                    if Data(piece) != data[at..<(at + 4096)] { failures.add() }
+                    if Data(piece) != data[at..<(at + length)] { failures.add() }
                 } catch { failures.add() }
             }
         }
