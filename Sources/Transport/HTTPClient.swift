@@ -90,8 +90,7 @@ public final class HTTPClient: Sendable {
     public func head(_ url: String) throws(TransportError) -> RemoteFile {
         try validateURL(url)
         return try withRetries(url) { attempt throws(TransportError) -> Attempt<RemoteFile> in
-            let response = perform(CurlRequest(url: url, method: .head),
-                                       begin: { _, _ in true }, body: { _ in })
+            let response = perform(CurlRequest(url: url, method: .head), begin: { _, _ in true }, body: { _ in })
             if let error = try failure(of: response, url: url, attempt: attempt) {
                 return .retry(error, progressed: false)
             }
@@ -480,8 +479,7 @@ public final class HTTPClient: Sendable {
     func rangeableSize(_ sources: inout SourceList) throws(TransportError) -> UInt64 {
         try withSources(&sources) { sources, attempt throws(TransportError) -> SourceAttempt<UInt64> in
             let source = sources.url
-            let response = perform(CurlRequest(url: source, method: .head),
-                                       begin: { _, _ in true }, body: { _ in })
+            let response = perform(CurlRequest(url: source, method: .head), begin: { _, _ in true }, body: { _ in })
             if let outcome: SourceAttempt<UInt64> = try judge(response, sources, attempt: attempt, offset: nil, progressed: false) {
                 return outcome
             }

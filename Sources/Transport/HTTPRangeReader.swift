@@ -7,8 +7,9 @@ import Synchronization
 /// block (an apply decoding resources in file order), the next blocks are fetched ahead on a
 /// thread of their own, so the decoding threads find them waiting instead of each stopping for
 /// a request; a read of a block already on its way waits for that request rather than sending
-/// a second one. With mirrors of the URL, reads go to the first copy that answers and stay with
-/// it; a failure moves them to the next copy, which continues at the same byte.
+/// a second one; a small read away from the others is sent as it is (`claimIsolatedRead`).
+/// With mirrors of the URL, reads go to the first copy that answers and stay with it; a
+/// failure moves them to the next copy, which continues at the same byte.
 public final class HTTPRangeReader: Sendable {
     public let url: String
     public let size: UInt64
@@ -139,9 +140,9 @@ public final class HTTPRangeReader: Sendable {
 
     /// Whether a small read in block `index` stands alone: its block is neither held nor on its
     /// way, and the read does not continue the run of reads (the read before it was elsewhere,
-    /// or there was none). Such a read (a WIM's header, a large resource's chunk table while an apply
-    /// plans, one small file of a partial extract) is sent as it is: a few KiB instead of a
-    /// 4 MiB block, 35 ms on a 1 Gbit/s link, that the next reads would not use. The read
+    /// or there was none). Such a read (a WIM's header, a large resource's chunk table while an
+    /// apply plans, one small file of a partial extract) is sent as it is: a few KiB instead of
+    /// a 4 MiB block, 35 ms on a 1 Gbit/s link, that the next reads would not use. The read
     /// still marks where reads are, so a second one nearby goes through blocks.
     private func claimIsolatedRead(_ index: UInt64) -> Bool {
         cache.withLock { cache in
