@@ -251,8 +251,6 @@ final class CurlHandles: Sendable {
     static let keptIdle = 4
     private let idle = Mutex<[Handle]>([])
 
-    init() {}
-
     /// An idle handle, or a new one; nil when libcurl cannot start.
     func take() -> Handle? {
         if let handle = idle.withLock({ $0.popLast() }) { return handle }
