@@ -69,9 +69,7 @@ import TestSupport
         for _ in 0..<200 {
             let count = Int.random(in: 1...200_000, using: &generator)
             let at = Int.random(in: 0...(data.count - count), using: &generator)
-            var piece = [UInt8](repeating: 0, count: count)
-            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
-            #expect(Data(piece) == data[at..<(at + count)])
+            try reader.expectBytes(count, at: at, of: data)
         }
         #expect(reader.requestCount == 3)
         var tail = [UInt8](repeating: 0, count: 10)
@@ -89,12 +87,7 @@ import TestSupport
         let served = try Served()
         let data = try served.makeFile("image.wim", size: 24 << 20)
         let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
-        var piece = [UInt8](repeating: 0, count: 1000)
-        func read(block: Int) throws {
-            let at = block * (4 << 20) + 123
-            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
-            #expect(Data(piece) == data[at..<(at + piece.count)], "block \(block)")
-        }
+        func read(block: Int) throws { try reader.expectBytes(1000, at: block * (4 << 20) + 123, of: data) }
         // Blocks 0 to 3 in order: by then the read-ahead has claimed 4 and 5, the last two.
         // The first read stands alone (nothing came before it): sent as it is, not as block 0.
         for block in 0...3 { try read(block: block) }
@@ -111,19 +104,13 @@ import TestSupport
         let served = try Served()
         let data = try served.makeFile("image.wim", size: 24 << 20)
         let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
-        var piece = [UInt8](repeating: 0, count: 300)
-        func read(at: Int) throws {
-            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
-            #expect(Data(piece) == data[at..<(at + piece.count)], "at \(at)")
-        }
+        func read(at: Int) throws { try reader.expectBytes(300, at: at, of: data) }
         for block in [0, 3, 5] { try read(at: block * (4 << 20) + 1000) }
         #expect(reader.requestCount == 3, "three reads far apart, three small requests")
         try read(at: 5 * (4 << 20) + 9000)
         try read(at: 5 * (4 << 20) + 20000)
         #expect(reader.requestCount == 4, "reads staying in block 5 fetch it once")
-        var large = [UInt8](repeating: 0, count: HTTPRangeReader.isolatedReadLimit + 1)
-        try large.withUnsafeMutableBytes { try reader.read(into: $0, at: 1 << 20) }
-        #expect(Data(large) == data[(1 << 20)..<((1 << 20) + large.count)])
+        try reader.expectBytes(HTTPRangeReader.isolatedReadLimit + 1, at: 1 << 20, of: data)
         #expect(reader.requestCount == 5, "a larger read goes through its block")
     }
 
@@ -143,11 +130,7 @@ import TestSupport
                               http: "log_format connections '$connection $connection_requests $status';")
         let client = HTTPClient(options: .fast)
         let reader = try HTTPRangeReader(url: "http://127.0.0.1:\(port)/image.wim", client: client)
-        var piece = [UInt8](repeating: 0, count: 1 << 20)
-        for at in stride(from: 0, to: data.count, by: piece.count) {
-            try piece.withUnsafeMutableBytes { try reader.read(into: $0, at: UInt64(at)) }
-            #expect(Data(piece) == data[at..<(at + piece.count)], "at \(at)")
-        }
+        for at in stride(from: 0, to: data.count, by: 1 << 20) { try reader.expectBytes(1 << 20, at: at, of: data) }
         let lines = try String(contentsOfFile: accessLog, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == reader.requestCount + 1, "the HEAD, then one request a block: \(lines)")
         #expect(Set(lines.map { $0.split(separator: " ")[0] }).count == 1, "one connection: \(lines)")
@@ -228,4 +211,13 @@ final class Counter: Sendable {
     private let count = Atomic<Int>(0)
     func add() { count.add(1, ordering: .relaxed) }
     var value: Int { count.load(ordering: .relaxed) }
+}
+
+extension HTTPRangeReader {
+    /// Reads `count` bytes at `at` and expects them to be `data`'s there.
+    func expectBytes(_ count: Int, at: Int, of data: Data, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        var piece = [UInt8](repeating: 0, count: count)
+        try piece.withUnsafeMutableBytes { try read(into: $0, at: UInt64(at)) }
+        #expect(Data(piece) == data[at..<(at + count)], "\(count) bytes at \(at)", sourceLocation: sourceLocation)
+    }
 }
