@@ -121,6 +121,27 @@ public final class HTTPRangeReader: Sendable {
         }
     }
 
+    /// A small read the caller knows stands apart from the others (a WIM's chunk tables while
+    /// an apply plans, `RandomAccessSource.readStandalone`): copied from its block if that is
+    /// held, else sent as it is. It does not move the run of reads, so it neither starts a
+    /// read-ahead nor breaks the one under way.
+    public func readStandalone(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(TransportError) {
+        guard buffer.count > 0 else { return }
+        if copyFromHeldBlock(into: buffer, at: offset) { return }
+        try readExactly(into: buffer, at: offset)
+    }
+
+    /// Copies the read from the block holding it, if that block is held and holds all of it.
+    private func copyFromHeldBlock(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
+        let index = offset / Self.blockSize
+        let within = Int(offset - index * Self.blockSize)
+        guard let block = cache.withLock({ $0.blocks[index] }), within + buffer.count <= block.count else { return false }
+        block.withUnsafeBytes { source in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<(within + buffer.count)]))
+        }
+        return true
+    }
+
     /// Reads exactly this range in one request, past the block cache: a few small reads (a
     /// WIM's header and tables before a multicast session, a block's holes) must not each
     /// cost a 4 MiB block.

@@ -7,6 +7,7 @@ import Transport
 import Capture
 import NTFSCapture
 import DiskModel
+import SequenceRunner
 
 struct SourceOptions: ParsableArguments {
     @Argument(help: "The WIM file (for a split WIM, its first part) or its http(s) URL (read through Range requests); for apply, \"-\" or a pipe reads a pipable WIM from the stream.")
@@ -538,12 +539,4 @@ extension String {
     func leftPadded(_ width: Int, _ pad: Character = " ") -> String {
         count >= width ? self : String(repeating: pad, count: width - count) + self
     }
-}
-
-/// HTTP Range reads as a WIM source (`imprint wim apply http://...`).
-final class HTTPRangeSource: RandomAccessSource {
-    let reader: HTTPRangeReader
-    init(reader: HTTPRangeReader) { self.reader = reader }
-    var size: UInt64 { reader.size }
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws { try reader.read(into: buffer, at: offset) }
 }

@@ -114,6 +114,26 @@ import TestSupport
         #expect(reader.requestCount == 5, "a larger read goes through its block")
     }
 
+    /// Reads the caller marks as standing alone (a WIM's chunk tables while an apply plans) are
+    /// sent as they are even one block after another, and leave the run of reads alone; from
+    /// a block already held they cost no request.
+    @Test func standaloneReadsAreSentAsTheyAre() throws {
+        let served = try Served()
+        let data = try served.makeFile("image.wim", size: 24 << 20)
+        let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
+        func readStandalone(_ count: Int, at: Int) throws {
+            var piece = [UInt8](repeating: 0, count: count)
+            try piece.withUnsafeMutableBytes { try reader.readStandalone(into: $0, at: UInt64(at)) }
+            #expect(Data(piece) == data[at..<(at + count)], "\(count) bytes at \(at)")
+        }
+        for block in 0..<5 { try readStandalone(2000, at: block * (4 << 20) + 100) }
+        #expect(reader.requestCount == 5, "one small request each, no block and nothing read ahead")
+        try reader.expectBytes(1 << 20, at: 5 << 20, of: data)
+        #expect(reader.requestCount == 6, "a large read fetches its block")
+        try readStandalone(3000, at: (5 << 20) + 7)
+        #expect(reader.requestCount == 6, "a standalone read from a held block is copied from it")
+    }
+
     /// A client's requests to one server share a connection (HTTP keep-alive, checked against
     /// real nginx): a WIM read in place asks for a block at a time, and opening a connection for
     /// each, over https a TLS handshake, cost more than the block.

@@ -58,7 +58,7 @@ enum ImageSteps {
                 context.bus.log("a regular WIM applied through Range reads is not read whole, so its file SHA-256 "
                                 + "is not checked; the SHA-1 of every blob applied is", step: step, level: "warning")
             }
-            let wim = try WIMArchive(name: source, source: RangeSource(reader: reader))
+            let wim = try WIMArchive(name: source, source: HTTPRangeSource(reader: reader))
             try apply(wim, selector, volume, step, context)
             context.bus.log("read \(reader.requestCount) ranges of \(source)" + sourcesText(reader.sourcesSummary), step: step)
         }
@@ -213,12 +213,17 @@ enum ImageSteps {
     }
 }
 
-/// HTTP Range reads as a WIM source.
-final class RangeSource: RandomAccessSource {
-    let reader: HTTPRangeReader
-    init(reader: HTTPRangeReader) { self.reader = reader }
-    var size: UInt64 { reader.size }
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws { try reader.read(into: buffer, at: offset) }
+/// HTTP Range reads as a WIM source: the agent's apply and `imprint wim … http://…`.
+public final class HTTPRangeSource: RandomAccessSource {
+    public let reader: HTTPRangeReader
+    public init(reader: HTTPRangeReader) { self.reader = reader }
+    public var size: UInt64 { reader.size }
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try reader.read(into: buffer, at: offset)
+    }
+    public func readStandalone(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try reader.readStandalone(into: buffer, at: offset)
+    }
 }
 
 /// What the transfer thread of a streamed apply tells the applying thread.

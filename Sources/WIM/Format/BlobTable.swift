@@ -140,7 +140,7 @@ extension BlobTableContents {
             throw .invalidBlobTable(path: file.path, entry: entry, offset: entryOffset,
                                     reason: "solid resource at offset \(h.offset) of \(h.sizeInWIM) bytes does not fit in the file (\(file.size) bytes)")
         }
-        let head = try file.read(count: 16, at: h.offset, what: "solid resource header")
+        let head = try file.read(count: 16, at: h.offset, what: "solid resource header", standalone: true)
         let usize = head.le64(0)
         let chunkSize = head.le32(8)
         let formatCode = head.le32(12)

@@ -317,7 +317,11 @@ public struct BlobReader {
             guard location.offset >= 0, UInt64(location.offset + location.size) <= r.sizeInWIM else {
                 throw WIMError.invalidResource(path: file.path, offset: r.offset, reason: "chunk table (\(location.size) bytes) is larger than the resource (\(r.sizeInWIM) bytes)")
             }
-            let tableBytes = try file.read(count: location.size, at: r.offset + UInt64(location.offset), what: "chunk table")
+            // Each table is a few KiB ahead of its resource's data, and the next one is past
+            // that data: over HTTP Range, reads apart from each other (`standalone`), not a run
+            // whose 4 MiB blocks the data pass would fetch again once it gets there.
+            let tableBytes = try file.read(count: location.size, at: r.offset + UInt64(location.offset), what: "chunk table",
+                                           standalone: true)
             let table = try withBytes(tableBytes) { (raw) throws(WIMError) in try r.parseChunkTable(raw, path: file.path) }
             var needed = [Bool](repeating: !r.isSolid, count: table.chunks.count)
             if r.isSolid {

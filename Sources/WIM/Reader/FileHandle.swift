@@ -10,6 +10,17 @@ public protocol RandomAccessSource: AnyObject, Sendable {
     var size: UInt64 { get }
     /// Fills the whole buffer from `offset`, or throws an error a technician can read.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+    /// The same, for a small read the caller knows stands apart from the reads around it (an
+    /// apply planning reads each large resource's chunk table, one after another, a few KiB
+    /// every few MiB): a source that reads ahead in large blocks should send it as it is,
+    /// rather than fetch the blocks around it and take it for the start of a sequential run.
+    func readStandalone(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+}
+
+extension RandomAccessSource {
+    public func readStandalone(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try read(into: buffer, at: offset)
+    }
 }
 
 /// A WIM file opened for random-access reads. `pread` keeps reads independent of a shared file
@@ -56,7 +67,9 @@ public final class WIMFileHandle: Sendable {
     deinit { if descriptor >= 0 { close(descriptor) } }
 
     /// Reads exactly `buffer.count` bytes at `offset`, or throws naming `what` was being read.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, what: String) throws(WIMError) {
+    /// `standalone`: a small read apart from the others (`RandomAccessSource.readStandalone`).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, what: String,
+                     standalone: Bool = false) throws(WIMError) {
         guard buffer.count > 0 else { return }
         let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
         if overflow || end > size {
@@ -64,7 +77,11 @@ public final class WIMFileHandle: Sendable {
         }
         if let source {
             do {
-                try source.read(into: buffer, at: offset)
+                if standalone {
+                    try source.readStandalone(into: buffer, at: offset)
+                } else {
+                    try source.read(into: buffer, at: offset)
+                }
             } catch {
                 throw .source(path: path, reason: "reading the \(what) at offset \(offset): \(error)")
             }
@@ -84,11 +101,11 @@ public final class WIMFileHandle: Sendable {
         }
     }
 
-    public func read(count: Int, at offset: UInt64, what: String) throws(WIMError) -> [UInt8] {
+    public func read(count: Int, at offset: UInt64, what: String, standalone: Bool = false) throws(WIMError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var failure: WIMError?
         bytes.withUnsafeMutableBytes { buf in
-            do throws(WIMError) { try read(into: buf, at: offset, what: what) } catch { failure = error }
+            do throws(WIMError) { try read(into: buf, at: offset, what: what, standalone: standalone) } catch { failure = error }
         }
         if let failure { throw failure }
         return bytes
