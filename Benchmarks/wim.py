@@ -21,7 +21,8 @@ streamed/local (1.0: a stream loses nothing). Solid WIMs cannot be pipable and a
 `range` (only when asked for with --only) races imprint against itself too: the regular WIM
 applied from its URL on a local nginx (`imprint wim apply http://.../x.wim`, Range requests as
 the agent makes them for a regular WIM) against the same file applied from disk; the ratio is
-range/local.
+range/local. Its CPU line adds up what each run used (imprint's threads, nginx's processes):
+on one machine the server and both ends of TCP take their CPU from the cores the apply runs on.
 
 `ntfs` (only when asked for with --only) applies to an NTFS image file instead: before every run
 a fresh sparse image is formatted (`mkfs.ntfs -F -Q`, not timed) on tmpfs, then both tools write
@@ -103,14 +104,33 @@ def sh(cmd, **kw):
 
 
 def timed(cmd):
-    """Wall time in seconds and peak resident memory in MiB of one run."""
+    """Wall time in seconds, peak resident memory in MiB and CPU time in seconds (user and
+    system, every thread) of one run."""
     report = os.path.join(HERE, "work", ".time")
     start = time.perf_counter()
-    sh(["/usr/bin/time", "-f", "%M", "-o", report] + cmd)
+    sh(["/usr/bin/time", "-f", "%M %U %S", "-o", report] + cmd)
     elapsed = time.perf_counter() - start
     with open(report) as f:
-        peak = int(f.read().split()[-1]) / 1024
-    return elapsed, peak
+        peak, user, system = f.read().split()[-3:]
+    return elapsed, int(peak) / 1024, float(user) + float(system)
+
+
+def tree_cpu(pid):
+    """CPU seconds used so far by process `pid` and its children (nginx's master and workers)."""
+    def used(p):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0, None
+        return int(fields[11]) + int(fields[12]), int(fields[1])
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            ticks, parent = used(entry)
+            if int(entry) == pid or parent == pid:
+                total += ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def fresh_ntfs(image, size):
@@ -127,7 +147,7 @@ def fuse_apply(imprint, wim, image, mountpoint):
     os.makedirs(mountpoint, exist_ok=True)
     sh(["ntfs-3g", "-o", "streams_interface=windows", image, mountpoint])
     try:
-        elapsed, peak = timed([imprint, "wim", "apply", wim, "1", mountpoint, "--progress", "none"])
+        elapsed, peak, _ = timed([imprint, "wim", "apply", wim, "1", mountpoint, "--progress", "none"])
     finally:
         start = time.perf_counter()
         sh(["umount", mountpoint])
@@ -193,7 +213,7 @@ def run_formats(args, only, corpus_tag, results, sizes):
         wim = os.path.join(args.work, f"{corpus_tag}-{fmt}.wim")
         if not os.path.exists(wim):
             print(f"capturing {args.corpus} as {fmt} (once; kept in {args.work})...", file=sys.stderr)
-            t, _ = timed(["wimlib-imagex", "capture", args.corpus, wim + ".tmp", "bench", "--threads=2"] + FORMATS[fmt])
+            t, _, _ = timed(["wimlib-imagex", "capture", args.corpus, wim + ".tmp", "bench", "--threads=2"] + FORMATS[fmt])
             os.rename(wim + ".tmp", wim)
             print(f"  captured in {t:.1f} s, {os.path.getsize(wim) / 1e6:.0f} MB", file=sys.stderr)
         # Warm the page cache so both tools read the WIM from memory.
@@ -233,6 +253,9 @@ def run_formats(args, only, corpus_tag, results, sizes):
                 contenders.append(("fuse", None))
             times = {who: [] for who, _ in contenders}
             peaks = {who: 0.0 for who, _ in contenders}
+            # CPU seconds of each run: the contender's, and for `range` the server's besides.
+            cpu = {who: [] for who, _ in contenders}
+            server_cpu = []
             for run in range(args.runs):
                 # Alternate who goes first so neither always gets the warmer machine.
                 order = contenders[run % len(contenders):] + contenders[:run % len(contenders)]
@@ -245,7 +268,11 @@ def run_formats(args, only, corpus_tag, results, sizes):
                     if who == "fuse":
                         elapsed, peak = fuse_apply(args.imprint, wim, image, os.path.join(args.work, "ntfs-mount"))
                     else:
-                        elapsed, peak = timed(cmd)
+                        served_before = tree_cpu(nginx_state[0].pid) if name == "range" and who == "imprint" else 0
+                        elapsed, peak, used = timed(cmd)
+                        cpu[who].append(used)
+                        if name == "range" and who == "imprint":
+                            server_cpu.append(tree_cpu(nginx_state[0].pid) - served_before)
                     times[who].append(elapsed)
                     peaks[who] = max(peaks[who], peak)
             if name in ("apply", "stream", "range"):
@@ -267,6 +294,12 @@ def run_formats(args, only, corpus_tag, results, sizes):
             paired = [a / b for a, b in zip(times["imprint"], times["wimlib"])]
             print(f"  ratio run by run: {' '.join(f'{r:.2f}' for r in paired)}; median {statistics.median(paired):.2f}",
                   flush=True)
+            if name == "range":
+                # On one machine the server's CPU and both ends of TCP share the cores the apply uses.
+                ours, local, server = (statistics.median(x) for x in (cpu["imprint"], cpu["wimlib"], server_cpu))
+                print(f"  CPU seconds, medians: range {ours:.2f} + nginx {server:.2f}, local {local:.2f}; "
+                      f"the Range apply costs {ours + server - local:+.2f} s of CPU ({(ours + server) / local - 1:+.0%})",
+                      flush=True)
 
 
 
@@ -326,12 +359,15 @@ def capture_races(args, only, corpus_tag, results, sizes):
             ]
             times = {who: [] for who, _ in contenders}
             peaks = {who: 0.0 for who, _ in contenders}
+            # CPU seconds of each run: the contender's, and for `range` the server's besides.
+            cpu = {who: [] for who, _ in contenders}
+            server_cpu = []
             for run in range(args.runs):
                 order = contenders[run % 2:] + contenders[:run % 2]
                 for who, cmd in order:
                     if os.path.exists(outputs[who]):
                         os.unlink(outputs[who])
-                    elapsed, peak = timed(cmd)
+                    elapsed, peak, _ = timed(cmd)
                     times[who].append(elapsed)
                     peaks[who] = max(peaks[who], peak)
             size = (os.path.getsize(outputs["imprint"]), os.path.getsize(outputs["wimlib"]))
