@@ -161,10 +161,11 @@ public final class HTTPRangeReader: Sendable {
 
     /// Whether a small read in block `index` stands alone: its block is neither held nor on its
     /// way, and the read does not continue the run of reads (the read before it was elsewhere,
-    /// or there was none). Such a read (a WIM's header, a large resource's chunk table while an
-    /// apply plans, one small file of a partial extract) is sent as it is: a few KiB instead of
-    /// a 4 MiB block, 35 ms on a 1 Gbit/s link, that the next reads would not use. The read
-    /// still marks where reads are, so a second one nearby goes through blocks.
+    /// or there was none). Such a read (a WIM's header, one small file of a partial extract) is
+    /// sent as it is: a few KiB instead of a 4 MiB block, 35 ms on a 1 Gbit/s link, that the
+    /// next reads would not use. The read still marks where reads are, so a second one nearby
+    /// goes through blocks. Reads the caller knows to stand apart, even one block after another
+    /// (an apply's chunk tables), say so instead (`readStandalone`).
     private func claimIsolatedRead(_ index: UInt64) -> Bool {
         cache.withLock { cache in
             guard cache.blocks[index] == nil, cache.fetching[index] == nil else { return false }

@@ -98,7 +98,7 @@ import TestSupport
         #expect(reader.requestCount == 6, "blocks 4 and 5 were there before they were read")
     }
 
-    /// A small read away from the others (a WIM's header, a chunk table while an apply plans) is
+    /// A small read away from the others (a WIM's header, a small file of a partial extract) is
     /// sent as it is, not as the 4 MiB around it; a second read near it goes through the block.
     @Test func rangeReaderSendsAStandaloneSmallReadAsItIs() throws {
         let served = try Served()
@@ -121,16 +121,11 @@ import TestSupport
         let served = try Served()
         let data = try served.makeFile("image.wim", size: 24 << 20)
         let reader = try HTTPRangeReader(url: served.url("/image.wim"), client: HTTPClient(options: .fast))
-        func readStandalone(_ count: Int, at: Int) throws {
-            var piece = [UInt8](repeating: 0, count: count)
-            try piece.withUnsafeMutableBytes { try reader.readStandalone(into: $0, at: UInt64(at)) }
-            #expect(Data(piece) == data[at..<(at + count)], "\(count) bytes at \(at)")
-        }
-        for block in 0..<5 { try readStandalone(2000, at: block * (4 << 20) + 100) }
+        for block in 0..<5 { try reader.expectBytes(2000, at: block * (4 << 20) + 100, of: data, standalone: true) }
         #expect(reader.requestCount == 5, "one small request each, no block and nothing read ahead")
         try reader.expectBytes(1 << 20, at: 5 << 20, of: data)
         #expect(reader.requestCount == 6, "a large read fetches its block")
-        try readStandalone(3000, at: (5 << 20) + 7)
+        try reader.expectBytes(3000, at: (5 << 20) + 7, of: data, standalone: true)
         #expect(reader.requestCount == 6, "a standalone read from a held block is copied from it")
     }
 
@@ -234,10 +229,18 @@ final class Counter: Sendable {
 }
 
 extension HTTPRangeReader {
-    /// Reads `count` bytes at `at` and expects them to be `data`'s there.
-    func expectBytes(_ count: Int, at: Int, of data: Data, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    /// Reads `count` bytes at `at` (with `readStandalone` when `standalone`) and expects them to
+    /// be `data`'s there.
+    func expectBytes(_ count: Int, at: Int, of data: Data, standalone: Bool = false,
+                     sourceLocation: SourceLocation = #_sourceLocation) throws {
         var piece = [UInt8](repeating: 0, count: count)
-        try piece.withUnsafeMutableBytes { try read(into: $0, at: UInt64(at)) }
+        try piece.withUnsafeMutableBytes { buffer in
+            if standalone {
+                try readStandalone(into: buffer, at: UInt64(at))
+            } else {
+                try read(into: buffer, at: UInt64(at))
+            }
+        }
         #expect(Data(piece) == data[at..<(at + count)], "\(count) bytes at \(at)", sourceLocation: sourceLocation)
     }
 }

@@ -105,7 +105,7 @@ struct ApplyComparisonTests {
         try run([imprintBinary, "wim", "apply", "http://127.0.0.1:\(nginx.port)/large.wim", "1", scratch.sub("ours"), "--progress", "none"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.sub("ours")).count == 16)
         let sent = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").reduce(0) { $0 + (Int($1) ?? 0) }
-        // The last block holds the metadata, read first and again when the data pass gets there.
+        // The last blocks hold the metadata, read first and again when the data pass gets there.
         #expect(sent >= size && sent <= size + 2 * (4 << 20), "\(sent) bytes sent for a WIM of \(size)")
     }
 
