@@ -3,7 +3,9 @@
 
 Captures a corpus (default /usr/share) with wimlib in XPRESS, LZX, LZMS and solid LZMS, then for
 each WIM times `verify` and `apply` to a directory with both tools, alternating runs, and prints
-the medians and the ratio imprint/wimlib (below 1.0: imprint is faster).
+the medians and the ratio imprint/wimlib (below 1.0: imprint is faster). Each run's two
+contenders run back to back, so it also prints their ratio run by run, its median and a 95%
+interval for that median (`median_interval`).
 
 `capture` (only when asked for with --only) races the writers instead: both tools capture the
 corpus into a new WIM in each format (imprint `wim capture --compress F`, wimlib-imagex
@@ -131,6 +133,22 @@ def tree_cpu(pid):
             if int(entry) == pid or parent == pid:
                 total += ticks
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def median_interval(values, confidence=0.95):
+    """A distribution-free interval for the median of `values` (order statistics, binomial
+    ranks): the true median of the runs' ratio lies in it with `confidence`, whatever the shape
+    of the machine's noise. None for fewer than 6 values, too few for a 95% interval."""
+    from math import comb
+    n = len(values)
+    ordered = sorted(values)
+    # The largest j with P(Binomial(n, 1/2) < j) <= (1 - confidence) / 2: the median lies
+    # between the j-th smallest and the j-th largest value at least `confidence` of the time.
+    below, j = 0.0, 0
+    while below + comb(n, j) / 2 ** n <= (1 - confidence) / 2:
+        below += comb(n, j) / 2 ** n
+        j += 1
+    return (ordered[j - 1], ordered[n - j]) if j >= 1 else None
 
 
 def fresh_ntfs(image, size):
@@ -292,8 +310,9 @@ def run_formats(args, only, corpus_tag, results, sizes):
             # machine drifting over the minutes (a shared VM's speed moves by 10-20%), which
             # the ratio of the medians is not.
             paired = [a / b for a, b in zip(times["imprint"], times["wimlib"])]
-            print(f"  ratio run by run: {' '.join(f'{r:.2f}' for r in paired)}; median {statistics.median(paired):.2f}",
-                  flush=True)
+            interval = median_interval(paired)
+            print(f"  ratio run by run: {' '.join(f'{r:.2f}' for r in paired)}; median {statistics.median(paired):.2f}"
+                  + (f" (95% interval {interval[0]:.2f}-{interval[1]:.2f})" if interval else ""), flush=True)
             if name == "range":
                 # On one machine the server's CPU and both ends of TCP share the cores the apply uses.
                 ours, local, server = (statistics.median(x) for x in (cpu["imprint"], cpu["wimlib"], server_cpu))
