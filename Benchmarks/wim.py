@@ -378,9 +378,6 @@ def capture_races(args, only, corpus_tag, results, sizes):
             ]
             times = {who: [] for who, _ in contenders}
             peaks = {who: 0.0 for who, _ in contenders}
-            # CPU seconds of each run: the contender's, and for `range` the server's besides.
-            cpu = {who: [] for who, _ in contenders}
-            server_cpu = []
             for run in range(args.runs):
                 order = contenders[run % 2:] + contenders[:run % 2]
                 for who, cmd in order:
